@@ -1,0 +1,49 @@
+/* test.h - shared helpers of the test suite (cmocka).
+ *
+ * Each tests/test_<area>.c defines
+ *     int test_<area>(int *n_tests);
+ * which runs its group with cmocka_run_group_tests_name, stores how many
+ * tests it has in *n_tests and returns how many failed.  tests/main.c runs
+ * every group and ends with "N passed, N failed". */
+#ifndef INFER_TEST_H
+#define INFER_TEST_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#ifndef INFER_TEST_DIR
+#define INFER_TEST_DIR "tests"
+#endif
+
+#define TEST_GROUP(name, tests)                                                   \
+    int name(int *n_tests)                                                        \
+    {                                                                             \
+        *n_tests = (int)(sizeof(tests) / sizeof((tests)[0]));                     \
+        return cmocka_run_group_tests_name(#name, tests, NULL, NULL);              \
+    }
+
+/* A fresh scratch folder under $TMPDIR (or /tmp), created; caller frees. */
+char *test_tmpdir(const char *tag);
+/* Removes a folder made by test_tmpdir and everything in it. */
+void test_rmdir(const char *dir);
+/* Writes len bytes to dir/name; returns 0 on success. */
+int test_write_file(const char *dir, const char *name, const void *data, size_t len);
+/* Reads a whole file; *len gets its size; NULL on failure. Caller frees. */
+unsigned char *test_read_file(const char *path, size_t *len);
+
+/* A .npy array read back: float32 or int32 data and up to 4 dims. */
+typedef struct test_npy {
+    char dtype;      /* 'f' (float32) or 'i' (int32/int64 read into i32) */
+    int ndim;
+    int64_t shape[4];
+    size_t n;
+    float *f;        /* when dtype == 'f' */
+    int32_t *i;      /* when dtype == 'i' */
+} test_npy;
+int test_npy_load(const char *path, test_npy *out);
+void test_npy_free(test_npy *a);
+
+#endif
