@@ -47,7 +47,10 @@ STATIC       := $(BUILD)/libinfer.a
 TOOL         := $(BUILD)/infer
 TESTBIN      := $(BUILD)/infer-tests
 
-.PHONY: all lib tool test sanitize fuzz install uninstall clean
+BENCH_SRC    := $(wildcard bench/*.c)
+BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
+
+.PHONY: all lib tool test sanitize fuzz bench install uninstall clean
 all: $(SHARED) $(STATIC) $(TOOL)
 
 $(BUILD)/%.o: %.c
@@ -79,6 +82,11 @@ $(BUILD)/tests/groups.h: $(wildcard tests/test_*.c)
 	@mkdir -p $(dir $@)
 	@{ printf '#define GROUPS(X)'; for g in $$(grep -ho '^TEST_GROUP(test_[a-z0-9_]*' $^ | sed 's/TEST_GROUP(//'); do \
 	   printf ' X(%s)' $$g; done; echo; } > $@
+
+# Benchmarks are programs of their own (bench/*.c), linked like the tool.
+bench: $(BENCH_BIN)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(STATIC)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC) $(LIBS)
 
 test: $(TESTBIN) $(TOOL)
 	$(TESTBIN)

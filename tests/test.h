@@ -19,6 +19,7 @@
 #endif
 
 #define TEST_GROUP(name, tests)                                                   \
+    int name(int *n_tests);                                                       \
     int name(int *n_tests)                                                        \
     {                                                                             \
         *n_tests = (int)(sizeof(tests) / sizeof((tests)[0]));                     \

@@ -1,0 +1,107 @@
+/* backend.h - the op table every backend supplies.
+ *
+ * The model is written once over this table; a backend never knows a model
+ * family, and the model never includes a backend's own header.
+ *
+ * Conventions
+ *   - Buffers are backend pointers (host memory on cpu, device memory on
+ *     cuda).  Activations are in the backend's activation type (float32 on
+ *     cpu); the model only passes them around.
+ *   - Matrices are row-major.  A weight matrix is stored as nn.Linear stores
+ *     it, W[rows = out, cols = in], and matmul computes
+ *         y[T, rows] = x[T, cols] . W^T (+ bias[rows])
+ *     This is the only matrix-product convention in the project.
+ *   - Every op returns 0 or an infer_status code, with infer_err set.
+ *   - An entry may be NULL where a backend lacks it; callers check.
+ */
+#ifndef INFER_BACKEND_H
+#define INFER_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/dtype.h"
+
+/* A stored tensor as the kernels see it: data in its stored dtype.  On cpu
+ * data points into the mmapped file and may be unaligned. */
+typedef struct bk_weight {
+    const void *data;
+    infer_dtype dtype;  /* DT_F32, DT_F16 or DT_BF16 */
+    int64_t rows;       /* matrix rows (out features); 1 for a vector */
+    int64_t cols;       /* matrix columns (in features); length of a vector */
+} bk_weight;
+
+typedef enum bk_act { BK_ACT_SILU = 0, BK_ACT_GELU_TANH } bk_act;
+
+/* Causal attention of T queries over S keys (S >= T).  Query t sits at
+ * position S - T + t and sees key j iff j <= its position and, with a
+ * window w > 0, position - j < w.  Layouts:
+ *   q, out [T, n_heads * head_dim]    k, v [S, n_kv_heads * head_dim] */
+typedef struct bk_attn {
+    int T, S;
+    int n_heads, n_kv_heads, head_dim;
+    float scale;    /* multiplier of q.k */
+    float softcap;  /* 0 = off; else cap * tanh(score / cap) */
+    int window;     /* 0 = none */
+} bk_attn;
+
+typedef struct bk_opts {
+    int n_threads;  /* 0 = all online processors */
+} bk_opts;
+
+typedef struct backend_ops {
+    const char *name;
+    /* 1 if usable on this machine. */
+    int (*available)(void);
+    int (*create)(const bk_opts *opts, void **ctx);
+    void (*destroy)(void *ctx);
+
+    /* Memory.  alloc'ed buffers hold activations and scratch. */
+    int (*alloc)(void *ctx, size_t bytes, void **out);
+    void (*free)(void *ctx, void *p);
+    int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);
+    int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Makes a weight usable by the kernels (cuda copies it to the device).
+     * NULL: weights are used where they lie. */
+    int (*weight_prepare)(void *ctx, bk_weight *w);
+    void (*weight_release)(void *ctx, bk_weight *w);
+    int (*synchronize)(void *ctx);
+
+    /* out[T, emb.cols] = emb[ids[t]] * scale; ids is a backend int32 buffer. */
+    int (*embed)(void *ctx, void *out, const void *ids, int T, const bk_weight *emb,
+                 float scale);
+    /* y[T, w.rows] = x[T, w.cols] . w^T (+ bias) */
+    int (*matmul)(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias,
+                  int T);
+    /* RMSNorm of each of rows vectors of dim: y = x / sqrt(mean(x^2) + eps) * g,
+     * g = w or (1 + w) with plus_one.  y may equal x. */
+    int (*rmsnorm)(void *ctx, void *y, const void *x, const bk_weight *w, int rows, int dim,
+                   float eps, int plus_one);
+    /* Rotate-half RoPE in place on x[T, n_heads, head_dim] at positions pos
+     * (a backend int32 buffer [T]); inv_freq is a backend float buffer
+     * [head_dim / 2]; cos and sin are multiplied by attn_factor. */
+    int (*rope)(void *ctx, void *x, const void *pos, int T, int n_heads, int head_dim,
+                const void *inv_freq, float attn_factor);
+    int (*attention)(void *ctx, void *out, const void *q, const void *k, const void *v,
+                     const bk_attn *p);
+    /* out[n] = act(gate[n]) * up[n] */
+    int (*glu)(void *ctx, void *out, const void *gate, const void *up, size_t n, bk_act act);
+    /* y[n] += a[n] */
+    int (*add)(void *ctx, void *y, const void *a, size_t n);
+    /* x[n] = cap * tanh(x[n] / cap) */
+    int (*softcap)(void *ctx, void *x, size_t n, float cap);
+    /* Copies activations out as float32 (dst is host memory). */
+    int (*download_f32)(void *ctx, float *dst, const void *src, size_t n);
+} backend_ops;
+
+/* Size of one activation element. */
+#define BK_ACT_BYTES 4
+
+/* The registry: every compiled-in backend in order of preference. */
+int backend_count(void);
+const backend_ops *backend_at(int i);
+const backend_ops *backend_find(const char *name);
+
+extern const backend_ops backend_cpu;
+
+#endif

@@ -1,0 +1,39 @@
+/* cpu.h - the cpu backend's context, shared by its source files. */
+#ifndef INFER_BACKEND_CPU_H
+#define INFER_BACKEND_CPU_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+
+#include "backend/backend.h"
+#include "core/threads.h"
+
+typedef struct cpu_scratch {
+    float *p;
+    size_t cap; /* floats */
+} cpu_scratch;
+
+typedef struct cpu_ctx {
+    thread_pool *pool;
+    int n_workers;
+    cpu_scratch *scratch;    /* [n_workers]: per-worker buffers for kernels */
+    atomic_size_t active;    /* bytes alloc'ed and not yet freed */
+    atomic_size_t peak;
+} cpu_ctx;
+
+/* Worker w's scratch of at least n floats, or NULL when out of memory. */
+float *cpu_scratch_get(cpu_ctx *c, int worker, size_t n);
+
+/* Reads a weight vector (any stored dtype, any alignment) into a fresh
+ * float array of n; NULL when out of memory. */
+float *cpu_vector_f32(const bk_weight *w, size_t n);
+
+int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias,
+               int T);
+int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
+                  const bk_attn *p);
+
+/* Dot product of n floats, with several partial sums. */
+float cpu_dot(const float *a, const float *b, size_t n);
+
+#endif

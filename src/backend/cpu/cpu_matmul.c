@@ -1,0 +1,98 @@
+/* cpu_matmul.c - y[T, rows] = x[T, cols] . W^T (+ bias) on the cpu.
+ *
+ * W stays in its stored dtype.  The rows of W are cut into blocks spread
+ * over the worker threads.  A block is converted to float32 into the
+ * worker's scratch (f32 weights that are aligned are used in place) and
+ * multiplied: with OpenBLAS sgemm when there are several tokens, with dot
+ * products for one or two. */
+#include <cblas.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/cpu/cpu.h"
+#include "core/error.h"
+
+enum { GEMV_MAX_T = 2 };
+
+typedef struct mm_job {
+    cpu_ctx *c;
+    float *y;
+    const float *x;
+    const bk_weight *w;
+    const float *bias;
+    int T;
+    int block;     /* rows per task */
+    int failed;    /* set when a scratch allocation failed */
+} mm_job;
+
+float cpu_dot(const float *a, const float *b, size_t n)
+{
+    float s[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) s[k] += a[i + k] * b[i + k];
+    float r = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+static void mm_task(void *arg, int task, int worker)
+{
+    mm_job *j = arg;
+    const bk_weight *w = j->w;
+    size_t cols = (size_t)w->cols, rows = (size_t)w->rows;
+    size_t r0 = (size_t)task * j->block;
+    size_t nr = rows - r0 < (size_t)j->block ? rows - r0 : (size_t)j->block;
+    const unsigned char *src = (const unsigned char *)w->data + r0 * cols * dtype_size(w->dtype);
+    const float *wf;
+    if (w->dtype == DT_F32 && ((uintptr_t)src % sizeof(float)) == 0) {
+        wf = (const float *)(const void *)src;
+    } else {
+        float *buf = cpu_scratch_get(j->c, worker, nr * cols);
+        if (!buf) {
+            j->failed = 1;
+            return;
+        }
+        dtype_to_f32(buf, src, w->dtype, nr * cols);
+        wf = buf;
+    }
+    if (j->T <= GEMV_MAX_T) {
+        for (size_t r = 0; r < nr; r++)
+            for (int t = 0; t < j->T; t++)
+                j->y[(size_t)t * rows + r0 + r] = cpu_dot(j->x + (size_t)t * cols, wf + r * cols, cols);
+    } else {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->T, (int)nr, (int)cols, 1.0f, j->x,
+                    (int)cols, wf, (int)cols, 0.0f, j->y + r0, (int)rows);
+    }
+    if (j->bias)
+        for (int t = 0; t < j->T; t++)
+            for (size_t r = 0; r < nr; r++) j->y[(size_t)t * rows + r0 + r] += j->bias[r0 + r];
+}
+
+int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    cpu_ctx *c = ctx;
+    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
+    if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16)
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cpu",
+                         dtype_name(w->dtype));
+    float *b = NULL;
+    if (bias) {
+        b = cpu_vector_f32(bias, (size_t)w->rows);
+        if (!b) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory");
+    }
+    /* Blocks of about 256 KB of float32 weights, at least 4 tasks a worker
+     * when the matrix is large enough. */
+    int64_t block = (256 * 1024 / 4) / w->cols;
+    if (block < 8) block = 8;
+    int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
+    if (per < block) block = per < 8 ? 8 : per;
+    if (block > w->rows) block = w->rows;
+    mm_job j = {c, y, x, w, b, T, (int)block, 0};
+    int n_tasks = (int)((w->rows + block - 1) / block);
+    pool_run(c->pool, n_tasks, mm_task, &j);
+    free(b);
+    if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for scratch");
+    return INFER_OK;
+}

@@ -1,0 +1,158 @@
+/* model.c - the public model calls: load, free, info, logits. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "model/model.h"
+
+void infer_load_opts_default(infer_load_opts *opts)
+{
+    if (!opts) return;
+    memset(opts, 0, sizeof *opts);
+    opts->gpu_layers = -1;
+    opts->parallel_slots = 1;
+}
+
+static int pick_backend(const char *name, const backend_ops **out)
+{
+    *out = NULL;
+    if (name && *name) {
+        const backend_ops *b = backend_find(name);
+        if (!b) return infer_err(INFER_ERR_BACKEND, "backend '%s' is not compiled into this library", name);
+        if (!b->available()) return infer_err(INFER_ERR_BACKEND, "backend '%s' is not available on this machine", name);
+        *out = b;
+        return INFER_OK;
+    }
+    for (int i = 0; i < backend_count(); i++) {
+        const backend_ops *b = backend_at(i);
+        if (b->available()) {
+            *out = b;
+            return INFER_OK;
+        }
+    }
+    return infer_err(INFER_ERR_BACKEND, "no backend is available");
+}
+
+static int upload_freqs(infer_model *m, const rope_config *rc, void **dst)
+{
+    const model_config *c = &m->cfg;
+    size_t n = (size_t)c->head_dim / 2;
+    float *f = malloc(n * sizeof *f);
+    if (!f) return infer_err(INFER_ERR_OUT_OF_MEMORY, "out of memory");
+    rope_inv_freq(rc, c->head_dim, c->max_position_embeddings, 0, f);
+    int rc2 = m->be->alloc(m->bctx, n * sizeof *f, dst);
+    if (!rc2) rc2 = m->be->upload(m->bctx, *dst, f, n * sizeof *f);
+    free(f);
+    return rc2;
+}
+
+static int check_opts(const infer_load_opts *o)
+{
+    if (o->context_len < 0)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: context_len %d is negative", o->context_len);
+    if (o->n_threads < 0)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: n_threads %d is negative", o->n_threads);
+    if (o->gpu_layers < -1)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: gpu_layers %d (use -1 for all)", o->gpu_layers);
+    if (o->parallel_slots < 0)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: parallel_slots %d is negative",
+                         o->parallel_slots);
+    if (o->adapter_path)
+        return infer_err(INFER_ERR_UNSUPPORTED, "load options: adapter_path: LoRA adapters are not supported yet");
+    return INFER_OK;
+}
+
+int infer_model_load(const char *path, const infer_load_opts *opts, infer_model **out)
+{
+    if (!out) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_model_load: out is NULL");
+    *out = NULL;
+    if (!path || !*path) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_model_load: path is empty");
+    infer_load_opts o;
+    if (opts)
+        o = *opts;
+    else
+        infer_load_opts_default(&o);
+    int rc = check_opts(&o);
+    if (rc) return rc;
+    infer_model *m = calloc(1, sizeof *m);
+    if (!m || !(m->path = strdup(path))) {
+        free(m);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    }
+    if ((rc = pick_backend(o.backend, &m->be)) || (rc = config_load(path, &m->cfg)) ||
+        (rc = st_open_dir(path, &m->weights_file)))
+        goto fail;
+    m->layers = calloc((size_t)m->cfg.n_layers, sizeof *m->layers);
+    if (!m->layers) {
+        rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        goto fail;
+    }
+    if ((rc = model_bind_weights(m))) goto fail;
+    bk_opts bo = {.n_threads = o.n_threads};
+    if ((rc = m->be->create(&bo, &m->bctx)) ||
+        (rc = upload_freqs(m, &m->cfg.rope_global, &m->inv_freq_global)) ||
+        (rc = upload_freqs(m, &m->cfg.rope_local, &m->inv_freq_local)))
+        goto fail;
+    m->context_len = o.context_len ? o.context_len : m->cfg.max_position_embeddings;
+    *out = m;
+    return INFER_OK;
+fail:
+    infer_model_free(m);
+    return rc;
+}
+
+void infer_model_free(infer_model *m)
+{
+    if (!m) return;
+    if (m->bctx) {
+        m->be->free(m->bctx, m->inv_freq_global);
+        m->be->free(m->bctx, m->inv_freq_local);
+        m->be->destroy(m->bctx);
+    }
+    free(m->layers);
+    st_close(m->weights_file);
+    config_free(&m->cfg);
+    free(m->path);
+    free(m);
+}
+
+int infer_model_get_info(const infer_model *m, infer_model_info *out)
+{
+    if (!m || !out) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_model_get_info: NULL argument");
+    const model_config *c = &m->cfg;
+    memset(out, 0, sizeof *out);
+    snprintf(out->architecture, sizeof out->architecture, "%s", c->architecture);
+    snprintf(out->model_type, sizeof out->model_type, "%s", c->model_type);
+    snprintf(out->backend, sizeof out->backend, "%s", m->be->name);
+    snprintf(out->dtype, sizeof out->dtype, "%s", m->dtype);
+    out->vocab_size = c->vocab_size;
+    out->n_layers = c->n_layers;
+    out->hidden_size = c->hidden_size;
+    out->intermediate_size = c->intermediate_size;
+    out->n_heads = c->n_heads;
+    out->n_kv_heads = c->n_kv_heads;
+    out->head_dim = c->head_dim;
+    out->context_len = m->context_len;
+    out->max_position_embeddings = c->max_position_embeddings;
+    out->sliding_window = c->sliding_window;
+    out->tied_embeddings = c->tie_word_embeddings;
+    out->n_params = m->n_params;
+    return INFER_OK;
+}
+
+int infer_model_logits(infer_model *m, const int32_t *ids, size_t n_ids, float *out)
+{
+    if (!m || (!ids && n_ids) || (!out && n_ids))
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_model_logits: NULL argument");
+    if (n_ids == 0) return INFER_OK;
+    if (n_ids > (size_t)m->context_len)
+        return infer_err(INFER_ERR_OUT_OF_RANGE, "%s: %zu tokens exceed the context length %d", m->path,
+                         n_ids, m->context_len);
+    for (size_t i = 0; i < n_ids; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return infer_err(INFER_ERR_OUT_OF_RANGE,
+                             "token id %d at position %zu is outside the vocabulary [0, %d)", ids[i], i,
+                             m->cfg.vocab_size);
+    return model_forward_logits(m, ids, (int)n_ids, out);
+}
