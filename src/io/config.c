@@ -144,10 +144,10 @@ static int read_int(const char *path, src s, const char *key, int lo, int hi, in
         return infer_err(INFER_ERR_FORMAT, "%s: %s%s must be an integer, not %g", path, s.prefix,
                          key, d);
     if (d < lo)
-        return infer_err(INFER_ERR_FORMAT, "%s: %s%s must be at least %d, not %.0f", path,
+        return infer_err(INFER_ERR_FORMAT, "%s: %s%s must be at least %d, not %.15g", path,
                          s.prefix, key, lo, d);
     if (d > hi)
-        return infer_err(INFER_ERR_UNSUPPORTED, "%s: %s%s = %.0f is larger than the supported %d",
+        return infer_err(INFER_ERR_UNSUPPORTED, "%s: %s%s = %.15g is larger than the supported %d",
                          path, s.prefix, key, d, hi);
     *out = (int)d;
     return INFER_OK;
@@ -508,7 +508,7 @@ static int read_rope(const char *path, src s, const family_info *f, model_config
 {
     const cJSON *params, *scaling, *global, *local = NULL;
     double theta = f->theta, local_theta = f->local_theta;
-    char gname[96], lname[96];
+    char gname[96], lname[96], pname[96];
     int rc;
     if ((rc = read_object(path, s, "rope_parameters", &params)) ||
         (rc = read_object(path, s, "rope_scaling", &scaling)) ||
@@ -522,8 +522,9 @@ static int read_rope(const char *path, src s, const family_info *f, model_config
     snprintf(gname, sizeof gname, "%srope_scaling.", s.prefix);
     global = scaling;
     if (params && rope_nested(params)) {
-        src p = {params, ""};
+        src p = {params, pname};
         const cJSON *entry;
+        snprintf(pname, sizeof pname, "%srope_parameters.", s.prefix);
         if ((rc = read_object(path, p, "full_attention", &entry)) ||
             (rc = read_object(path, p, "sliding_attention", &local)))
             return rc;
