@@ -1,7 +1,10 @@
 /* model.c - the public model calls: load, free, info, logits. */
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "core/error.h"
 #include "model/model.h"
@@ -47,6 +50,15 @@ static int upload_freqs(infer_model *m, const rope_config *rc, void **dst)
     return rc2;
 }
 
+/* The model's own context: max_position_embeddings, which dynamic RoPE
+ * scaling stretches by its factor (that is what it is for). */
+static int default_context(const model_config *c)
+{
+    double n = c->max_position_embeddings;
+    if (c->rope_global.kind == ROPE_DYNAMIC && c->rope_global.factor > 1.0) n *= c->rope_global.factor;
+    return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
 static int check_opts(const infer_load_opts *o)
 {
     if (o->context_len < 0)
@@ -75,6 +87,12 @@ int infer_model_load(const char *path, const infer_load_opts *opts, infer_model 
         infer_load_opts_default(&o);
     int rc = check_opts(&o);
     if (rc) return rc;
+    struct stat st;
+    if (stat(path, &st) != 0)
+        return infer_err(errno == ENOENT ? INFER_ERR_MISSING : INFER_ERR_IO, "%s: %s", path, strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "%s: not a folder (expected a model folder with config.json)",
+                         path);
     infer_model *m = calloc(1, sizeof *m);
     if (!m || !(m->path = strdup(path))) {
         free(m);
@@ -94,7 +112,7 @@ int infer_model_load(const char *path, const infer_load_opts *opts, infer_model 
         (rc = upload_freqs(m, &m->cfg.rope_global, &m->inv_freq_global)) ||
         (rc = upload_freqs(m, &m->cfg.rope_local, &m->inv_freq_local)))
         goto fail;
-    m->context_len = o.context_len ? o.context_len : m->cfg.max_position_embeddings;
+    m->context_len = o.context_len ? o.context_len : default_context(&m->cfg);
     *out = m;
     return INFER_OK;
 fail:
