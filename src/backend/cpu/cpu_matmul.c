@@ -1,19 +1,22 @@
 /* cpu_matmul.c - y[T, rows] = x[T, cols] . W^T (+ bias) on the cpu.
  *
- * W stays in its stored dtype.  The rows of W are cut into blocks spread
- * over the worker threads.  A block is converted to float32 into the
- * worker's scratch (f32 weights that are aligned are used in place) and
- * multiplied: with OpenBLAS sgemm when there are several tokens, with dot
- * products for one or two. */
-#include <cblas.h>
+ * W stays in its stored dtype.  The rows of W (the columns of y) are cut
+ * into blocks spread over the worker threads; each task runs the
+ * single-threaded gemm_nt (gemm.c) on its block, which converts W to
+ * float32 tile by tile while packing it into the worker's scratch (for one
+ * or two tokens it streams W once without packing). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/gemm.h"
 #include "core/error.h"
 
-enum { GEMV_MAX_T = 2 };
+/* Up to this many tokens the product is bound by reading W: small blocks
+ * balance the threads; beyond it blocks are large enough that packing the
+ * activations once per block costs little. */
+enum { STREAM_MAX_T = 4, TILE_COLS = 32 };
 
 typedef struct mm_job {
     cpu_ctx *c;
@@ -23,6 +26,7 @@ typedef struct mm_job {
     const float *bias;
     int T;
     int block;     /* rows per task */
+    size_t pack;   /* scratch floats per task */
     int failed;    /* set when a scratch allocation failed */
 } mm_job;
 
@@ -45,26 +49,12 @@ static void mm_task(void *arg, int task, int worker)
     size_t r0 = (size_t)task * j->block;
     size_t nr = rows - r0 < (size_t)j->block ? rows - r0 : (size_t)j->block;
     const unsigned char *src = (const unsigned char *)w->data + r0 * cols * dtype_size(w->dtype);
-    const float *wf;
-    if (w->dtype == DT_F32 && ((uintptr_t)src % sizeof(float)) == 0) {
-        wf = (const float *)(const void *)src;
-    } else {
-        float *buf = cpu_scratch_get(j->c, worker, nr * cols);
-        if (!buf) {
-            j->failed = 1;
-            return;
-        }
-        dtype_to_f32(buf, src, w->dtype, nr * cols);
-        wf = buf;
+    float *pack = cpu_scratch_get(j->c, worker, j->pack);
+    if (!pack) {
+        j->failed = 1;
+        return;
     }
-    if (j->T <= GEMV_MAX_T) {
-        for (size_t r = 0; r < nr; r++)
-            for (int t = 0; t < j->T; t++)
-                j->y[(size_t)t * rows + r0 + r] = cpu_dot(j->x + (size_t)t * cols, wf + r * cols, cols);
-    } else {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, j->T, (int)nr, (int)cols, 1.0f, j->x,
-                    (int)cols, wf, (int)cols, 0.0f, j->y + r0, (int)rows);
-    }
+    gemm_nt(j->T, (int)nr, (int)cols, j->x, cols, src, w->dtype, cols, j->y + r0, rows, pack);
     if (j->bias)
         for (int t = 0; t < j->T; t++)
             for (size_t r = 0; r < nr; r++) j->y[(size_t)t * rows + r0 + r] += j->bias[r0 + r];
@@ -77,19 +67,31 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
     if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16)
         return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cpu",
                          dtype_name(w->dtype));
+    if (w->rows > INT32_MAX || w->cols > INT32_MAX)
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %lld x %lld weight is too large",
+                         (long long)w->rows, (long long)w->cols);
     float *b = NULL;
     if (bias) {
         b = cpu_vector_f32(bias, (size_t)w->rows);
         if (!b) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory");
     }
-    /* Blocks of about 256 KB of float32 weights, at least 4 tasks a worker
-     * when the matrix is large enough. */
-    int64_t block = (256 * 1024 / 4) / w->cols;
-    if (block < 8) block = 8;
-    int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
-    if (per < block) block = per < 8 ? 8 : per;
+    int64_t block;
+    if (T <= STREAM_MAX_T) {
+        /* Blocks of about 256 KB of float32 weights, at least 4 tasks a
+         * worker when the matrix is large enough. */
+        block = (256 * 1024 / 4) / w->cols;
+        if (block < 8) block = 8;
+        int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
+        if (per < block) block = per < 8 ? 8 : per;
+    } else {
+        /* About 2 tasks a worker, whole micro-tiles, at most 1024 rows. */
+        int64_t per = (w->rows + 2 * c->n_workers - 1) / (2 * c->n_workers);
+        block = (per + TILE_COLS - 1) / TILE_COLS * TILE_COLS;
+        if (block < 2 * TILE_COLS) block = 2 * TILE_COLS;
+        if (block > 1024) block = 1024;
+    }
     if (block > w->rows) block = w->rows;
-    mm_job j = {c, y, x, w, b, T, (int)block, 0};
+    mm_job j = {c, y, x, w, b, T, (int)block, gemm_pack_floats(T, (int)block, (int)w->cols), 0};
     int n_tasks = (int)((w->rows + block - 1) / block);
     pool_run(c->pool, n_tasks, mm_task, &j);
     free(b);

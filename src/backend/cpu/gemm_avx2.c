@@ -1,0 +1,314 @@
+/* gemm_avx2.c - AVX2 + FMA kernels of gemm_nt: a 6 x 16 micro-kernel (12
+ * ymm accumulators), 8 x 8 transposes for packing, and dot products for
+ * small M.  Built for the baseline ISA with per-function target attributes;
+ * gemm.c calls these only when the cpu has AVX2, FMA and F16C. */
+#include "backend/cpu/gemm.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#define TGT __attribute__((target("avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline, target("avx2,fma,f16c")))
+
+enum { MR = 6, NR = 16 };
+
+/* 8 elements of B at p (any alignment) as float32; dt is a constant after
+ * inlining. */
+INL __m256 load8(const unsigned char *p, infer_dtype dt)
+{
+    if (dt == DT_F32) return _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i_u *)(const void *)p));
+    __m128i h = _mm_loadu_si128((const __m128i_u *)(const void *)p);
+    if (dt == DT_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
+INL float load1(const unsigned char *p, infer_dtype dt)
+{
+    if (dt == DT_F32) {
+        float f;
+        memcpy(&f, p, sizeof f);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p, sizeof h);
+    return dt == DT_BF16 ? bf16_to_f32(h) : _cvtsh_ss(h);
+}
+
+/* In-register transpose: r[i][j] -> r[j][i]. */
+INL void tr8(__m256 r[8])
+{
+    __m256 t[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    __m256 s[8];
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+
+/* ---- Packing ---- */
+
+INL void pack_b_body(int n, int kc, const unsigned char *B, const infer_dtype dt, size_t ldb,
+                     float *Bp)
+{
+    const size_t es = dt == DT_F32 ? 4 : 2;
+    const int k8 = kc & ~7;
+    for (int p = 0; p < n; p += NR) {
+        float *panel = Bp + (size_t)p * kc;
+        for (int h = 0; h < NR; h += 8) {
+            int rows = n - p - h;
+            if (rows > 8) rows = 8;
+            const unsigned char *b0 = B + (size_t)(p + h) * ldb;
+            if (rows <= 0) {
+                for (int k = 0; k < kc; k++)
+                    _mm256_store_ps(panel + (size_t)k * NR + h, _mm256_setzero_ps());
+                continue;
+            }
+            for (int k = 0; k < k8; k += 8) {
+                __m256 r[8];
+#pragma GCC unroll 8
+                for (int j = 0; j < 8; j++)
+                    r[j] = j < rows ? load8(b0 + j * ldb + (size_t)k * es, dt) : _mm256_setzero_ps();
+                tr8(r);
+#pragma GCC unroll 8
+                for (int t = 0; t < 8; t++) _mm256_store_ps(panel + (size_t)(k + t) * NR + h, r[t]);
+            }
+            for (int k = k8; k < kc; k++)
+                for (int j = 0; j < 8; j++)
+                    panel[(size_t)k * NR + h + j] = j < rows ? load1(b0 + j * ldb + (size_t)k * es, dt) : 0.0f;
+        }
+    }
+}
+
+TGT static void pack_b_f32(int n, int kc, const unsigned char *B, size_t ldb, float *Bp)
+{
+    pack_b_body(n, kc, B, DT_F32, ldb, Bp);
+}
+TGT static void pack_b_bf16(int n, int kc, const unsigned char *B, size_t ldb, float *Bp)
+{
+    pack_b_body(n, kc, B, DT_BF16, ldb, Bp);
+}
+TGT static void pack_b_f16(int n, int kc, const unsigned char *B, size_t ldb, float *Bp)
+{
+    pack_b_body(n, kc, B, DT_F16, ldb, Bp);
+}
+
+TGT static void pack_b(int n, int kc, const unsigned char *B, infer_dtype dt, size_t ldb, float *Bp)
+{
+    if (dt == DT_BF16)
+        pack_b_bf16(n, kc, B, ldb, Bp);
+    else if (dt == DT_F16)
+        pack_b_f16(n, kc, B, ldb, Bp);
+    else
+        pack_b_f32(n, kc, B, ldb, Bp);
+}
+
+TGT static void pack_a(int m, int kc, const float *A, size_t lda, float *Ap)
+{
+    const int k8 = kc & ~7;
+    for (int p = 0; p < m; p += MR) {
+        int rows = m - p < MR ? m - p : MR;
+        float *panel = Ap + (size_t)p * kc;
+        const float *a0 = A + (size_t)p * lda;
+        for (int k = 0; k < k8; k += 8) {
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (int i = 0; i < 8; i++)
+                r[i] = i < rows ? _mm256_loadu_ps(a0 + i * lda + k) : _mm256_setzero_ps();
+            tr8(r);
+            /* Each k holds MR = 6 floats: 4 + 2. */
+#pragma GCC unroll 8
+            for (int t = 0; t < 8; t++) {
+                float *d = panel + (size_t)(k + t) * MR;
+                _mm_storeu_ps(d, _mm256_castps256_ps128(r[t]));
+                _mm_storel_epi64((__m128i_u *)(void *)(d + 4), _mm_castps_si128(_mm256_extractf128_ps(r[t], 1)));
+            }
+        }
+        for (int k = k8; k < kc; k++)
+            for (int i = 0; i < MR; i++) panel[(size_t)k * MR + i] = i < rows ? a0[i * lda + k] : 0.0f;
+    }
+}
+
+/* ---- Micro-kernel: C[mr, n] (+)= Ap[kc, MR] . Bp[kc, NR] ---- */
+
+INL void tile_body(const int mr, int n, int kc, const float *a, const float *b, float *c,
+                   size_t ldc, int accumulate)
+{
+    __m256 c0[MR], c1[MR];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        if (i < mr) c0[i] = c1[i] = _mm256_setzero_ps();
+    for (int k = 0; k < kc; k++) {
+        __m256 b0 = _mm256_load_ps(b), b1 = _mm256_load_ps(b + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++)
+            if (i < mr) {
+                __m256 ai = _mm256_broadcast_ss(a + i);
+                c0[i] = _mm256_fmadd_ps(ai, b0, c0[i]);
+                c1[i] = _mm256_fmadd_ps(ai, b1, c1[i]);
+            }
+        a += MR;
+        b += NR;
+    }
+    if (n == NR) {
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++)
+            if (i < mr) {
+                float *ci = c + i * ldc;
+                if (accumulate) {
+                    c0[i] = _mm256_add_ps(c0[i], _mm256_loadu_ps(ci));
+                    c1[i] = _mm256_add_ps(c1[i], _mm256_loadu_ps(ci + 8));
+                }
+                _mm256_storeu_ps(ci, c0[i]);
+                _mm256_storeu_ps(ci + 8, c1[i]);
+            }
+        return;
+    }
+    /* A ragged right edge goes through a buffer. */
+    float t[MR][NR];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++)
+        if (i < mr) {
+            _mm256_storeu_ps(t[i], c0[i]);
+            _mm256_storeu_ps(t[i] + 8, c1[i]);
+        }
+    for (int i = 0; i < mr; i++) {
+        float *ci = c + i * ldc;
+        if (accumulate)
+            for (int j = 0; j < n; j++) ci[j] += t[i][j];
+        else
+            for (int j = 0; j < n; j++) ci[j] = t[i][j];
+    }
+}
+
+#define TILE(m)                                                                                  \
+    TGT static void tile_##m(int n, int kc, const float *a, const float *b, float *c, size_t ldc, \
+                             int accumulate)                                                     \
+    {                                                                                            \
+        tile_body(m, n, kc, a, b, c, ldc, accumulate);                                           \
+    }
+TILE(1)
+TILE(2)
+TILE(3)
+TILE(4)
+TILE(5)
+TILE(6)
+
+typedef void (*tile_fn)(int, int, const float *, const float *, float *, size_t, int);
+static const tile_fn tiles[MR + 1] = {NULL, tile_1, tile_2, tile_3, tile_4, tile_5, tile_6};
+
+static void tile(int m, int n, int kc, const float *Ap, const float *Bp, float *C, size_t ldc,
+                 int accumulate)
+{
+    tiles[m](n, kc, Ap, Bp, C, ldc, accumulate);
+}
+
+/* ---- Small M: dot products of mr rows of A with rr rows of B ---- */
+
+INL float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INL void dot_body(const int mr, const int rr, const infer_dtype dt, int nv, int K, const float *A,
+                  size_t lda, const unsigned char *B, size_t ldb, float *C, size_t ldc)
+{
+    const size_t es = dt == DT_F32 ? 4 : 2;
+    const unsigned char *br[8];
+    __m256 acc[2][8];
+#pragma GCC unroll 8
+    for (int r = 0; r < rr; r++) br[r] = B + (size_t)(r < nv ? r : nv - 1) * ldb;
+#pragma GCC unroll 2
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < rr; r++) acc[i][r] = _mm256_setzero_ps();
+    int k = 0;
+    for (; k + 8 <= K; k += 8) {
+        __m256 a[2];
+#pragma GCC unroll 2
+        for (int i = 0; i < mr; i++) a[i] = _mm256_loadu_ps(A + i * lda + k);
+#pragma GCC unroll 8
+        for (int r = 0; r < rr; r++) {
+            __m256 b = load8(br[r] + (size_t)k * es, dt);
+#pragma GCC unroll 2
+            for (int i = 0; i < mr; i++) acc[i][r] = _mm256_fmadd_ps(a[i], b, acc[i][r]);
+        }
+    }
+    if (k < K) {
+        __m256 a[2];
+#pragma GCC unroll 2
+        for (int i = 0; i < mr; i++) {
+            float tmp[8] = {0};
+            memcpy(tmp, A + i * lda + k, (size_t)(K - k) * sizeof(float));
+            a[i] = _mm256_loadu_ps(tmp);
+        }
+#pragma GCC unroll 8
+        for (int r = 0; r < rr; r++) {
+            unsigned char tmp[32] = {0};
+            memcpy(tmp, br[r] + (size_t)k * es, (size_t)(K - k) * es);
+            __m256 b = load8(tmp, dt);
+#pragma GCC unroll 2
+            for (int i = 0; i < mr; i++) acc[i][r] = _mm256_fmadd_ps(a[i], b, acc[i][r]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 8
+        for (int r = 0; r < rr; r++)
+            if (r < nv) C[i * ldc + r] = hsum8(acc[i][r]);
+}
+
+typedef void (*dot_fn)(int nv, int K, const float *A, size_t lda, const unsigned char *B,
+                       size_t ldb, float *C, size_t ldc);
+
+#define DOT(name, mr, rr, dt)                                                                 \
+    TGT static void name(int nv, int K, const float *A, size_t lda, const unsigned char *B,   \
+                         size_t ldb, float *C, size_t ldc)                                    \
+    {                                                                                         \
+        dot_body(mr, rr, dt, nv, K, A, lda, B, ldb, C, ldc);                                  \
+    }
+#define DOTS(tag, dt)                                                                         \
+    DOT(dot_##tag##_1_8, 1, 8, dt)                                                            \
+    DOT(dot_##tag##_1_4, 1, 4, dt)                                                            \
+    DOT(dot_##tag##_2_4, 2, 4, dt)                                                            \
+    static const dot_fn dots_##tag[3] = {dot_##tag##_1_8, dot_##tag##_1_4, dot_##tag##_2_4};
+DOTS(f32, DT_F32)
+DOTS(bf16, DT_BF16)
+DOTS(f16, DT_F16)
+
+static void small(int M, int N, int K, const float *A, size_t lda, const unsigned char *B,
+                  infer_dtype dt, size_t ldb, float *C, size_t ldc)
+{
+    const dot_fn *fns = dt == DT_BF16 ? dots_bf16 : dt == DT_F16 ? dots_f16 : dots_f32;
+    /* M == 1: 8 rows of B at once; else 4 rows of B x 2 rows of A. */
+    int rr = M == 1 ? 8 : 4;
+    for (int n0 = 0; n0 < N; n0 += rr) {
+        int nv = N - n0 < rr ? N - n0 : rr;
+        for (int m0 = 0; m0 < M; m0 += 2) {
+            dot_fn f = M == 1 ? fns[0] : M - m0 == 1 ? fns[1] : fns[2];
+            f(nv, K, A + (size_t)m0 * lda, lda, B + (size_t)n0 * ldb, ldb, C + (size_t)m0 * ldc + n0,
+              ldc);
+        }
+    }
+}
+
+const gemm_kernels gemm_kernels_avx2 = {
+    .mr = MR, .nr = NR, .mc = 6 * 84, .kc = 256, .nc = 256, .small_m = 2,
+    .pack_a = pack_a, .pack_b = pack_b, .tile = tile, .small = small,
+};
+
+#endif
