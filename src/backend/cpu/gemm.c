@@ -8,6 +8,17 @@
 
 /* ---- Dispatch ---- */
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+/* F16C (half-float conversions): CPUID leaf 1, ECX bit 29.  Not every
+ * compiler knows it as a __builtin_cpu_supports name. */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+}
+#endif
+
 int gemm_isa_supported(gemm_isa isa)
 {
     switch (isa) {
@@ -16,12 +27,11 @@ int gemm_isa_supported(gemm_isa isa)
 #if defined(__x86_64__) || defined(__i386__)
     case GEMM_ISA_AVX2:
         __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && has_f16c();
     case GEMM_ISA_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
-               __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+               __builtin_cpu_supports("fma") && has_f16c();
 #endif
     default:
         return 0;
