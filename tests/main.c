@@ -1,5 +1,9 @@
-/* main.c - runs every test group and prints "N passed, N failed". */
+/* main.c - runs the test groups and prints "N passed, N failed".
+ *
+ *   infer-tests [WORD ...]   only the groups whose name contains a WORD
+ *                            (e.g. `infer-tests tok chat`) */
 #include <stdio.h>
+#include <string.h>
 
 #include "test.h"
 
@@ -9,16 +13,28 @@
 #define DECLARE(g) int g(int *n_tests);
 GROUPS(DECLARE)
 
-int main(void)
+static int selected(const char *name, int argc, char **argv)
 {
-    static int (*const groups[])(int *) = {
-#define ENTRY(g) g,
+    if (argc < 2) return 1;
+    for (int i = 1; i < argc; i++)
+        if (strstr(name, argv[i])) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct {
+        int (*run)(int *);
+        const char *name;
+    } groups[] = {
+#define ENTRY(g) {g, #g},
         GROUPS(ENTRY)
     };
     int total = 0, failed = 0;
     for (size_t i = 0; i < sizeof groups / sizeof groups[0]; i++) {
+        if (!selected(groups[i].name, argc, argv)) continue;
         int n = 0;
-        int f = groups[i](&n);
+        int f = groups[i].run(&n);
         total += n;
         failed += f;
     }

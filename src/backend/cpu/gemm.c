@@ -10,12 +10,12 @@
 
 #if defined(__x86_64__) || defined(__i386__)
 #include <cpuid.h>
-/* F16C (half-float conversions): CPUID leaf 1, ECX bit 29.  Not every
- * compiler knows it as a __builtin_cpu_supports name. */
+
+/* F16C, from cpuid (not every compiler's __builtin_cpu_supports knows it). */
 static int has_f16c(void)
 {
     unsigned a, b, c, d;
-    return __get_cpuid(1, &a, &b, &c, &d) && (c & (1u << 29));
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0;
 }
 #endif
 
@@ -113,6 +113,29 @@ size_t gemm_pack_floats(int M, int N, int K)
 
 /* ---- The driver ---- */
 
+/* Walks the lines of the next B block, a few per micro-tile, so that the
+ * block is in L2 when it is packed: its short strided rows defeat the
+ * hardware prefetchers. */
+typedef struct prefetcher {
+    const unsigned char *row;
+    size_t ldb, len, off;
+    int rows;
+    int per_tile; /* lines */
+} prefetcher;
+
+static void prefetch_some(prefetcher *p)
+{
+    for (int i = 0; i < p->per_tile && p->rows > 0; i++) {
+        __builtin_prefetch(p->row + p->off, 0, 2);
+        p->off += 64;
+        if (p->off >= p->len) {
+            p->off = 0;
+            p->row += p->ldb;
+            p->rows--;
+        }
+    }
+}
+
 static void gemm_run(const gemm_kernels *g, int M, int N, int K, const float *A, size_t lda,
                      const void *Bv, infer_dtype dt, size_t ldb, float *C, size_t ldc, float *pack)
 {
@@ -143,6 +166,25 @@ static void gemm_run(const gemm_kernels *g, int M, int N, int K, const float *A,
                 int ncur = N - jc < bs.nc ? N - jc : bs.nc;
                 g->pack_b(ncur, kcur, B + (size_t)jc * ldb_bytes + (size_t)pc * es, dt, ldb_bytes,
                           Bp);
+                /* the next B block, if any */
+                int jn = jc + bs.nc, pn = pc, in = ic;
+                if (jn >= N) {
+                    jn = 0;
+                    pn = pc + bs.kc;
+                    if (pn >= K) {
+                        pn = 0;
+                        in = ic + bs.mc;
+                    }
+                }
+                prefetcher pf = {B + (size_t)jn * ldb_bytes + (size_t)pn * es, ldb_bytes, 0, 0, 0, 0};
+                if (in < M) {
+                    int kn = K - pn < bs.kc ? K - pn : bs.kc;
+                    pf.rows = N - jn < bs.nc ? N - jn : bs.nc;
+                    pf.len = (size_t)kn * es;
+                    int tiles = cdiv(mcur, g->mr) * cdiv(ncur, g->nr);
+                    pf.per_tile = (int)(((size_t)pf.rows * ((pf.len + 63) / 64) + (size_t)tiles - 1) /
+                                        (size_t)tiles);
+                }
                 /* The A micro-panel stays in L1 while the B block streams
                  * from L2. */
                 for (int ir = 0; ir < mcur; ir += g->mr) {
@@ -152,6 +194,7 @@ static void gemm_run(const gemm_kernels *g, int M, int N, int K, const float *A,
                     for (int jr = 0; jr < ncur; jr += g->nr) {
                         int n = ncur - jr < g->nr ? ncur - jr : g->nr;
                         g->tile(m, n, kcur, ap, Bp + (size_t)jr * kcur, c + jr, ldc, pc > 0);
+                        prefetch_some(&pf);
                     }
                 }
             }

@@ -40,17 +40,20 @@ INL float load1(const unsigned char *p, infer_dtype dt)
 INL void tr8(__m256 r[8])
 {
     __m256 t[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i += 2) {
         t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
     }
     __m256 s[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i += 4) {
         s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
         s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
         s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
     }
+#pragma GCC unroll 8
     for (int i = 0; i < 4; i++) {
         r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
         r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
@@ -69,12 +72,12 @@ INL void pack_b_body(int n, int kc, const unsigned char *B, const infer_dtype dt
         for (int h = 0; h < NR; h += 8) {
             int rows = n - p - h;
             if (rows > 8) rows = 8;
-            const unsigned char *b0 = B + (size_t)(p + h) * ldb;
             if (rows <= 0) {
                 for (int k = 0; k < kc; k++)
                     _mm256_store_ps(panel + (size_t)k * NR + h, _mm256_setzero_ps());
                 continue;
             }
+            const unsigned char *b0 = B + (size_t)(p + h) * ldb;
             for (int k = 0; k < k8; k += 8) {
                 __m256 r[8];
 #pragma GCC unroll 8
@@ -307,7 +310,7 @@ static void small(int M, int N, int K, const float *A, size_t lda, const unsigne
 }
 
 const gemm_kernels gemm_kernels_avx2 = {
-    .mr = MR, .nr = NR, .mc = 6 * 84, .kc = 256, .nc = 256, .small_m = 2,
+    .mr = MR, .nr = NR, .mc = 6 * 168, .kc = 256, .nc = 256, .small_m = 12,
     .pack_a = pack_a, .pack_b = pack_b, .tile = tile, .small = small,
 };
 

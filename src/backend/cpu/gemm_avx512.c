@@ -41,22 +41,26 @@ INL float load1(const unsigned char *p, infer_dtype dt)
 INL void tr16(__m512 r[16])
 {
     __m512 t[16];
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i += 2) {
         t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
         t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
     }
+#pragma GCC unroll 16
     for (int i = 0; i < 16; i += 4) {
         r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
         r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xee);
         r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
         r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xee);
     }
+#pragma GCC unroll 16
     for (int i = 0; i < 4; i++) {
         t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
         t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
         t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
         t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
     }
+#pragma GCC unroll 16
     for (int i = 0; i < 8; i++) {
         r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
         r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
@@ -75,12 +79,12 @@ INL void pack_b_body(int n, int kc, const unsigned char *B, const infer_dtype dt
         for (int h = 0; h < NR; h += 16) {
             int rows = n - p - h;
             if (rows > 16) rows = 16;
-            const unsigned char *b0 = B + (size_t)(p + h) * ldb;
             if (rows <= 0) {
                 for (int k = 0; k < kc; k++)
                     _mm512_store_ps(panel + (size_t)k * NR + h, _mm512_setzero_ps());
                 continue;
             }
+            const unsigned char *b0 = B + (size_t)(p + h) * ldb;
             for (int k = 0; k < k16; k += 16) {
                 __m512 r[16];
 #pragma GCC unroll 16
@@ -169,12 +173,12 @@ INL void tile_body(const int mr, int n, int kc, const float *a, const float *b, 
     for (int i = 0; i < MR; i++)
         if (i < mr) {
             float *ci = c + i * ldc;
-            if (accumulate) {
-                c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(k0, ci));
-                c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(k1, ci + 16));
-            }
+            if (accumulate) c0[i] = _mm512_add_ps(c0[i], _mm512_maskz_loadu_ps(k0, ci));
             _mm512_mask_storeu_ps(ci, k0, c0[i]);
-            _mm512_mask_storeu_ps(ci + 16, k1, c1[i]);
+            if (n > 16) {
+                if (accumulate) c1[i] = _mm512_add_ps(c1[i], _mm512_maskz_loadu_ps(k1, ci + 16));
+                _mm512_mask_storeu_ps(ci + 16, k1, c1[i]);
+            }
         }
 }
 
@@ -215,6 +219,26 @@ static void tile(int m, int n, int kc, const float *Ap, const float *Bp, float *
  * B is read once per group of rr rows (and converted on the fly); rows past
  * nv repeat the last valid one and are not stored. */
 
+/* The sums of rr (4 or 8) vectors, by a tree of horizontal adds. */
+INL void hsums(const int rr, const __m512 *v, float *out)
+{
+    __m256 x[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < rr; r++)
+        x[r] = _mm256_add_ps(_mm512_castps512_ps256(v[r]),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v[r]), 1)));
+    __m256 v01 = _mm256_hadd_ps(x[0], x[1]), v23 = _mm256_hadd_ps(x[2], x[3]);
+    __m256 v03 = _mm256_hadd_ps(v01, v23);
+    if (rr == 4) {
+        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(v03), _mm256_extractf128_ps(v03, 1)));
+        return;
+    }
+    __m256 v45 = _mm256_hadd_ps(x[4], x[5]), v67 = _mm256_hadd_ps(x[6], x[7]);
+    __m256 v47 = _mm256_hadd_ps(v45, v67);
+    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(v03, v47, 0x20),
+                                        _mm256_permute2f128_ps(v03, v47, 0x31)));
+}
+
 INL void dot_body(const int mr, const int rr, const infer_dtype dt, int nv, int K, const float *A,
                   size_t lda, const unsigned char *B, size_t ldb, float *C, size_t ldc)
 {
@@ -254,10 +278,11 @@ INL void dot_body(const int mr, const int rr, const infer_dtype dt, int nv, int 
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++)
-            if (r < nv) C[i * ldc + r] = _mm512_reduce_add_ps(acc[i][r]);
+    for (int i = 0; i < mr; i++) {
+        float sums[8];
+        hsums(rr, acc[i], sums);
+        for (int r = 0; r < nv; r++) C[i * ldc + r] = sums[r];
+    }
 }
 
 typedef void (*dot_fn)(int nv, int K, const float *A, size_t lda, const unsigned char *B,
@@ -302,7 +327,7 @@ static void small(int M, int N, int K, const float *A, size_t lda, const unsigne
 }
 
 const gemm_kernels gemm_kernels_avx512 = {
-    .mr = MR, .nr = NR, .mc = 14 * 72, .kc = 256, .nc = 256, .small_m = 4,
+    .mr = MR, .nr = NR, .mc = 14 * 72, .kc = 256, .nc = 256, .small_m = 24,
     .pack_a = pack_a, .pack_b = pack_b, .tile = tile, .small = small,
 };
 
