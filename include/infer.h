@@ -131,6 +131,373 @@ INFER_API int infer_model_get_info(const infer_model *model, infer_model_info *o
 INFER_API int infer_model_logits(infer_model *model, const int32_t *ids, size_t n_ids,
                                  float *out);
 
+/* ------------------------------------------------------------------ */
+/* Tokenizers                                                           */
+/* ------------------------------------------------------------------ */
+
+/* A tokenizer loaded from a folder's tokenizer.json, with
+ * tokenizer_config.json (special tokens, chat_template),
+ * generation_config.json (eos_token_id, possibly a list) and
+ * chat_template.jinja where present.  No weights are needed.  Immutable
+ * after load; may be shared by threads. */
+typedef struct infer_tokenizer infer_tokenizer;
+
+/* Frees memory the library returned to the caller (ids, text). */
+INFER_API void infer_free(void *p);
+
+INFER_API int infer_tokenizer_load(const char *dir, infer_tokenizer **out);
+INFER_API void infer_tokenizer_free(infer_tokenizer *tok);
+
+#define INFER_MAX_STOP_IDS 16
+
+typedef struct infer_tokenizer_info {
+    int vocab_size;       /* ids in [0, vocab_size): the model vocabulary plus added tokens */
+    int32_t bos_id;       /* -1 if none */
+    int32_t eos_id;       /* -1 if none */
+    int32_t pad_id;       /* -1 if none */
+    int add_bos;          /* 1 if encoding with specials adds a BOS */
+    int has_chat_template;
+    int n_stop_ids;       /* EOS + generation_config's + the template's end-of-turn token */
+    int32_t stop_ids[INFER_MAX_STOP_IDS];
+} infer_tokenizer_info;
+
+INFER_API int infer_tokenizer_get_info(const infer_tokenizer *tok, infer_tokenizer_info *out);
+
+/* Encodes len bytes of UTF-8 text (len may be (size_t)-1 for a
+ * NUL-terminated string).  add_special: let the post-processor add its
+ * tokens (BOS ...) as Hugging Face's encode(text) does by default.  Special
+ * tokens written in the text ("<start_of_turn>") are always recognised.
+ * Invalid UTF-8 in the input is an INFER_ERR_INVALID_ARGUMENT error naming
+ * the byte offset.  *ids is allocated (free with infer_free). */
+INFER_API int infer_tokenize(const infer_tokenizer *tok, const char *text, size_t len,
+                             int add_special, int32_t **ids, size_t *n_ids);
+
+/* Decodes ids to UTF-8 text as Hugging Face's decode does; bytes that do
+ * not form valid UTF-8 become U+FFFD.  skip_special drops special tokens.
+ * *text is NUL-terminated and allocated (free with infer_free). */
+INFER_API int infer_detokenize(const infer_tokenizer *tok, const int32_t *ids, size_t n_ids,
+                               int skip_special, char **text, size_t *len);
+
+/* The vocabulary string of a token ("Ġthe", "<bos>"), owned by the
+ * tokenizer.  INFER_ERR_OUT_OF_RANGE for an unknown id. */
+INFER_API int infer_token_to_piece(const infer_tokenizer *tok, int32_t id, const char **piece,
+                                   size_t *len);
+
+/* The id of a token given by its exact vocabulary string (e.g. a special
+ * token "<|im_end|>"); INFER_ERR_MISSING if there is none. */
+INFER_API int infer_token_lookup(const infer_tokenizer *tok, const char *piece, int32_t *id);
+
+/* 1 if id is a special token (an added token marked special). */
+INFER_API int infer_token_is_special(const infer_tokenizer *tok, int32_t id);
+
+/* Streaming decode: push ids one at a time; each call yields the text that
+ * became complete, always whole UTF-8 code points (possibly none).  The
+ * concatenation of all pieces and the final flush equals
+ * infer_detokenize of all the ids pushed. */
+typedef struct infer_detok infer_detok;
+
+INFER_API int infer_detok_new(const infer_tokenizer *tok, int skip_special, infer_detok **out);
+/* *text points into the decoder and stays valid until the next call. */
+INFER_API int infer_detok_push(infer_detok *d, int32_t id, const char **text, size_t *len);
+/* Emits what is held back (an incomplete sequence becomes U+FFFD). */
+INFER_API int infer_detok_flush(infer_detok *d, const char **text, size_t *len);
+INFER_API void infer_detok_free(infer_detok *d);
+
+/* ------------------------------------------------------------------ */
+/* Chat templates                                                       */
+/* ------------------------------------------------------------------ */
+
+typedef struct infer_message {
+    const char *role;     /* "system", "user", "assistant", ... */
+    const char *content;  /* UTF-8, NUL-terminated */
+} infer_message;
+
+typedef struct infer_chat_opts {
+    int add_generation_prompt;      /* 1 (the default): end with the assistant's turn opened */
+    const char *template_kwargs;    /* NULL or a JSON object of extra template variables, as
+                                       transformers' apply_chat_template(**kwargs):
+                                       {"enable_thinking": false, "date_string": "26 Jul 2024"} */
+    const char *template_override;  /* NULL: the tokenizer's own template */
+} infer_chat_opts;
+
+INFER_API void infer_chat_opts_default(infer_chat_opts *opts);
+
+/* Renders a conversation with the tokenizer's chat template exactly as
+ * transformers' apply_chat_template(messages, tokenize=False, ...) does.
+ * A template's raise_exception() becomes INFER_ERR_INVALID_ARGUMENT with
+ * its message.  *out is NUL-terminated (free with infer_free).  Tokenize
+ * the result with add_special = 0: the template writes its own BOS. */
+INFER_API int infer_chat_render(const infer_tokenizer *tok, const infer_message *msgs, size_t n_msgs,
+                                const infer_chat_opts *opts, char **out, size_t *len);
+
+/* ------------------------------------------------------------------ */
+/* Sampling options                                                     */
+/* ------------------------------------------------------------------ */
+
+typedef struct infer_logit_bias {
+    int32_t id;
+    float bias;  /* added to the token's logit; -INFINITY bans it */
+} infer_logit_bias;
+
+/* How tokens are chosen and when generation stops.  Start from
+ * infer_gen_opts_default(): fields left at INFER_UNSET take the model's
+ * generation_config.json (temperature, top_k, top_p, min_p,
+ * repetition_penalty; greedy when it has do_sample false or is absent). */
+#define INFER_UNSET (-1.0f)
+
+typedef struct infer_gen_opts {
+    int max_tokens;             /* generated tokens at most; 0 = until EOS or the context is full */
+    float temperature;          /* 0 = greedy (argmax) */
+    int top_k;                  /* 0 = off; -1 = unset */
+    float top_p;                /* 1 = off */
+    float min_p;                /* 0 = off: drop tokens below min_p * p(most likely) */
+    float repeat_penalty;       /* 1 = off: over the generated tokens, a positive logit is
+                                   divided by it, a negative one multiplied */
+    float presence_penalty;     /* 0 = off: subtracted once from every generated token's logit */
+    float frequency_penalty;    /* 0 = off: subtracted per occurrence */
+    const infer_logit_bias *logit_bias;
+    size_t n_logit_bias;
+    uint64_t seed;              /* the sampler's seed; equal seeds give equal samples */
+    const int32_t *stop_ids;    /* more stop tokens (EOS and the template's end of turn always stop) */
+    size_t n_stop_ids;
+    const char *const *stop_strings; /* generation ends before any of them; never emitted */
+    size_t n_stop_strings;
+    int ignore_eos;             /* 1: EOS and stop ids do not stop (max_tokens should be set) */
+    int logprobs;               /* top-N log-probabilities per token (0 = none, at most 20) */
+    double timeout_s;           /* 0 = none; else a deadline this long after the call */
+    int truncate_prompt;        /* 1: an over-long prompt loses its oldest tokens instead of
+                                   failing with INFER_ERR_OUT_OF_RANGE */
+} infer_gen_opts;
+
+INFER_API void infer_gen_opts_default(infer_gen_opts *opts);
+
+/* ------------------------------------------------------------------ */
+/* Sessions and streams                                                 */
+/* ------------------------------------------------------------------ */
+
+/* A conversation's state on one model: its KV cache, scratch memory and
+ * metrics.  Sessions of one model may run at once in different threads;
+ * one session serves one stream at a time. */
+typedef struct infer_session infer_session;
+
+INFER_API int infer_session_new(infer_model *model, infer_session **out);
+INFER_API void infer_session_free(infer_session *s);
+/* Forgets the cached tokens (the next prompt is prefilled whole). */
+INFER_API void infer_session_reset(infer_session *s);
+
+/* The tokenizer loaded with the model (from its folder), or NULL. */
+INFER_API const infer_tokenizer *infer_model_tokenizer(const infer_model *model);
+
+typedef struct infer_top_logprob {
+    int32_t id;
+    float logprob;
+} infer_top_logprob;
+
+#define INFER_MAX_LOGPROBS 20
+
+/* One generated token.  text is the UTF-8 this token completes (possibly
+ * empty: a token that ends inside a code point gives its bytes with the
+ * next one); valid until the next call on the stream. */
+typedef struct infer_token {
+    int32_t id;
+    const char *text;
+    size_t len;
+    float logprob;                   /* log p(id) under the model, when opts.logprobs > 0 */
+    int n_top;
+    const infer_top_logprob *top;    /* the n_top most likely tokens, most likely first */
+} infer_token;
+
+typedef enum infer_finish {
+    INFER_FINISH_NONE = 0,   /* still running */
+    INFER_FINISH_EOS,        /* an end-of-sequence or stop token */
+    INFER_FINISH_STOP,       /* a stop string */
+    INFER_FINISH_LENGTH,     /* max_tokens */
+    INFER_FINISH_CONTEXT,    /* the context is full */
+    INFER_FINISH_CANCELLED,  /* infer_stream_cancel or the deadline */
+    INFER_FINISH_ERROR
+} infer_finish;
+
+typedef struct infer_metrics {
+    int prompt_tokens;          /* tokens of the prompt */
+    int prefill_tokens;         /* of them, the ones computed (the rest came from the cache) */
+    int generated_tokens;
+    double prefill_s, decode_s, total_s;
+    double prefill_tok_s, decode_tok_s;
+    size_t peak_memory, active_memory;  /* bytes, the backend's accounting */
+    infer_finish finish;
+} infer_metrics;
+
+typedef struct infer_stream infer_stream;
+
+/* Starts generating from a text prompt (encoded with the tokenizer's
+ * specials, as Hugging Face's encode does), token ids, or a conversation
+ * rendered with the model's chat template.  Nothing is computed until the
+ * first infer_stream_next.  chat_opts may be NULL.  The stream holds the
+ * session until it is freed. */
+INFER_API int infer_generate(infer_session *s, const char *prompt, const infer_gen_opts *opts,
+                             infer_stream **out);
+INFER_API int infer_generate_ids(infer_session *s, const int32_t *ids, size_t n_ids,
+                                 const infer_gen_opts *opts, infer_stream **out);
+INFER_API int infer_chat(infer_session *s, const infer_message *msgs, size_t n_msgs,
+                         const infer_chat_opts *chat_opts, const infer_gen_opts *opts,
+                         infer_stream **out);
+
+/* The pull form: 1 and *tok filled while there are tokens, 0 at the end
+ * (then see infer_stream_error and infer_stream_metrics). */
+INFER_API int infer_stream_next(infer_stream *st, infer_token *tok);
+/* INFER_OK, or why the stream ended early (INFER_ERR_CANCELLED for a
+ * cancel or a deadline); *msg (may be NULL) gets the message. */
+INFER_API int infer_stream_error(const infer_stream *st, const char **msg);
+/* Asks a running stream to stop; safe from any thread.  The stream ends
+ * within one decode step. */
+INFER_API void infer_stream_cancel(infer_stream *st);
+INFER_API int infer_stream_metrics(const infer_stream *st, infer_metrics *out);
+INFER_API void infer_stream_free(infer_stream *st);
+
+/* The callback form: runs the stream to its end, calling cb for each
+ * token; cb returning non-zero cancels.  Returns infer_stream_error's
+ * status. */
+typedef int (*infer_token_cb)(void *user, const infer_token *tok);
+INFER_API int infer_stream_run(infer_stream *st, infer_token_cb cb, void *user);
+
+/* ------------------------------------------------------------------ */
+/* Batches: classification and batch generation                         */
+/* ------------------------------------------------------------------ */
+
+/* A batch of prompts, as text (encoded with the tokenizer's specials) or
+ * as token ids: exactly one of texts and ids is non-NULL. */
+typedef struct infer_prompts {
+    size_t n;
+    const char *const *texts;     /* [n] */
+    const int32_t *const *ids;    /* [n] arrays of lens[i] ids */
+    const size_t *lens;
+} infer_prompts;
+
+typedef struct infer_classify_result {
+    int status;         /* INFER_OK, or why this prompt failed (the others still run) */
+    char *error;        /* the message when status != INFER_OK */
+    int32_t token;      /* the most likely next token */
+    char *text;         /* its text (NULL without a tokenizer) */
+    float *logits;      /* [vocab] of the last position when asked, else NULL */
+} infer_classify_result;
+
+/* One batched prefill of every prompt (no padding: the prompts are packed
+ * into passes); per prompt the next token and, with want_logits, the last
+ * position's logits.  *out is an array of prompts->n results. */
+INFER_API int infer_classify(infer_model *model, const infer_prompts *prompts, int want_logits,
+                             infer_classify_result **out);
+INFER_API void infer_classify_free(infer_classify_result *r, size_t n);
+
+typedef struct infer_batch_result {
+    int status;         /* INFER_OK, or why this prompt failed */
+    char *error;
+    int32_t *ids;       /* the generated tokens */
+    size_t n_ids;
+    char *text;         /* their text, special tokens skipped (NULL without a tokenizer) */
+    infer_finish finish;
+} infer_batch_result;
+
+/* Generates from every prompt at once: each decode pass reads the weights
+ * once for all the running prompts, each with its own positions, cache
+ * and sampler (seeded with opts->seed), so that every result has the
+ * tokens that generating its prompt alone gives.  At most max_parallel
+ * prompts run at once (0 = the model's parallel_slots, else 32). */
+INFER_API int infer_batch_generate(infer_model *model, const infer_prompts *prompts,
+                                   const infer_gen_opts *opts, int max_parallel,
+                                   infer_batch_result **out);
+INFER_API void infer_batch_free(infer_batch_result *r, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Attention inspection                                                 */
+/* ------------------------------------------------------------------ */
+
+typedef struct infer_attention {
+    int n_layers, n_heads, n_kv_heads, seq_len, head_dim;
+    float *keys;     /* [n_layers, n_kv_heads, seq_len, head_dim]: after the k norm and RoPE */
+    float *queries;  /* [n_layers, n_heads, seq_len, head_dim], or NULL when not asked */
+} infer_attention;
+
+/* Runs a prompt and returns the keys (and queries) of every layer as the
+ * attention sees them. */
+INFER_API int infer_inspect_attention(infer_model *model, const int32_t *ids, size_t n_ids,
+                                      int with_queries, infer_attention *out);
+INFER_API void infer_attention_free(infer_attention *a);
+
+/* ------------------------------------------------------------------ */
+/* Memory and devices                                                   */
+/* ------------------------------------------------------------------ */
+
+/* The nine memory calls, per backend (NULL = the default backend, the
+ * first available; a name not compiled in or not available here is
+ * INFER_ERR_BACKEND).  Sizes are bytes.  The accounting and the limits are
+ * process-wide per backend: every model and session on it counts into the
+ * same figures.  On the cpu backend they account the library's own
+ * allocations (activations, KV caches, scratch), not the mapped weight
+ * files.  A memory limit makes an allocation that would pass it fail with
+ * INFER_ERR_OUT_OF_MEMORY, the call that needed it failing cleanly
+ * (0 = no limit; a limit below the active bytes is allowed and makes the
+ * next allocation fail).  The cache limit bounds memory kept for reuse
+ * after it is freed; the wired limit bounds pinned host memory (cuda).  The
+ * cpu backend keeps no reuse cache and pins nothing: its cache memory is
+ * always 0, infer_clear_cache does nothing, and the cache and wired limits
+ * are only stored and returned.  The setters return the previous value in
+ * *previous (may be NULL).  The getters return 0 for a backend that is
+ * not there (infer_last_error says why).  infer_reset_peak_memory makes the
+ * peak the active bytes. */
+INFER_API int infer_set_cache_limit(const char *backend, size_t bytes, size_t *previous);
+INFER_API int infer_set_memory_limit(const char *backend, size_t bytes, size_t *previous);
+INFER_API int infer_set_wired_limit(const char *backend, size_t bytes, size_t *previous);
+INFER_API size_t infer_get_active_memory(const char *backend);
+INFER_API size_t infer_get_peak_memory(const char *backend);
+INFER_API size_t infer_get_cache_memory(const char *backend);
+INFER_API int infer_clear_cache(const char *backend);
+INFER_API int infer_reset_peak_memory(const char *backend);
+
+typedef struct infer_device_info {
+    char backend[16];
+    char name[128];           /* "NVIDIA H100 80GB HBM3", or the CPU's model name */
+    size_t memory_total;      /* bytes: GPU memory, or the machine's RAM */
+    size_t memory_free;
+    int compute_major, compute_minor;  /* cuda compute capability; 0 on cpu */
+    int multiprocessors;      /* SMs, or online CPU cores */
+    char features[64];        /* "avx512 avx2 f16c", ... */
+} infer_device_info;
+
+INFER_API int infer_get_device_info(const char *backend, infer_device_info *out);
+
+/* ------------------------------------------------------------------ */
+/* Discovery                                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct infer_model_entry {
+    char *path;               /* the folder (for the Hugging Face cache: the snapshot) */
+    char *name;               /* "org/name" for the cache layout, else the folder's name */
+    char model_type[32];
+    char architecture[64];
+    char dtype[16];           /* config.json's dtype or torch_dtype ("bfloat16"); "" if absent */
+    int quant_bits;           /* 0 = not quantized */
+    int64_t weight_bytes;     /* of the *.safetensors files */
+    int has_tokenizer;        /* 1 if tokenizer.json is there */
+} infer_model_entry;
+
+/* Finds model folders in dir itself and its direct subfolders (not
+ * deeper).  A model folder holds config.json and at least one
+ * *.safetensors file or a model.safetensors.index.json.  A folder
+ * models--ORG--NAME (in dir, or dir itself) is a Hugging Face cache entry:
+ * its snapshot snapshots/REV/ is listed as "ORG/NAME", with linked files
+ * followed; where refs/main names a snapshot that is a model folder, that
+ * one alone is listed, else every snapshot that is.  So dir may be a
+ * cache root such as ~/.cache/huggingface/hub.  model_type and
+ * architecture are config.json's top-level ones ("gemma3" for the
+ * multimodal checkpoint); quant_bits is the "bits" of its "quantization"
+ * or "quantization_config" object.  A folder whose config.json is not a
+ * JSON object is skipped without error: one bad folder does not fail a
+ * scan.  Hidden entries (".name") are not looked into.  Sorted by name,
+ * then path.  *out is NULL when nothing is found; free it with
+ * infer_model_entries_free.  dir unreadable: INFER_ERR_IO. */
+INFER_API int infer_discover(const char *dir, infer_model_entry **out, size_t *n);
+INFER_API void infer_model_entries_free(infer_model_entry *e, size_t n);
+
 #ifdef __cplusplus
 }
 #endif

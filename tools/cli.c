@@ -3,6 +3,7 @@
 #include "cli.h"
 
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -129,6 +130,22 @@ static int assign_value(const cli_command *cmd, cli_opt *o, const char *value)
         *(int *)o->dest = (int)v;
         return CLI_CONTINUE;
     }
+    if (o->kind == CLI_FLOAT) {
+        char *end;
+        errno = 0;
+        double v = strtod(value, &end);
+        if (*end || errno == ERANGE || !isfinite(v) || v < o->fmin || v > o->fmax)
+            return cli_usage_error(cmd, "%s: expected a number from %g to %g, got '%s'", o->name, o->fmin,
+                                   o->fmax, value);
+        *(float *)o->dest = (float)v;
+        return CLI_CONTINUE;
+    }
+    if (o->kind == CLI_LIST) {
+        cli_list *l = o->dest;
+        if (l->n >= CLI_LIST_MAX) return cli_usage_error(cmd, "%s: at most %d values", o->name, CLI_LIST_MAX);
+        l->v[l->n++] = value;
+        return CLI_CONTINUE;
+    }
     if (o->kind == CLI_CHOICE && !is_choice(o->choices, value))
         return cli_usage_error(cmd, "%s: expected one of %s, got '%s'", o->name, o->choices,
                                value);
@@ -153,7 +170,7 @@ static int parse_option(const cli_command *cmd, cli_opt *opts, int argc, char **
     size_t len = eq ? (size_t)(eq - arg) : strlen(arg);
     cli_opt *o = find_option(opts, arg, len);
     if (!o) return cli_usage_error(cmd, "unknown option '%.*s'", (int)len, arg);
-    if (o->seen) return cli_usage_error(cmd, "option %s given twice", o->name);
+    if (o->seen && o->kind != CLI_LIST) return cli_usage_error(cmd, "option %s given twice", o->name);
     o->seen = 1;
     if (o->kind == CLI_FLAG) {
         if (eq) return cli_usage_error(cmd, "option %s takes no value", o->name);
@@ -288,6 +305,7 @@ int cli_load_model(const char *path, const cli_model_opts *m, infer_model **mode
     infer_load_opts_default(&opts);
     opts.backend = m->backend;
     opts.n_threads = m->threads;
+    opts.context_len = m->ctx;
     *model = NULL;
     int rc = infer_model_load(path, &opts, model);
     if (rc != INFER_OK) {

@@ -31,8 +31,17 @@ typedef enum cli_kind {
     CLI_FLAG,       /* --name: dest is int *, set to 1 */
     CLI_STRING,     /* --name VALUE: dest is const char ** */
     CLI_INT,        /* --name N in [min, max]: dest is int * */
-    CLI_CHOICE      /* --name VALUE, one of choices "a|b|c": dest is const char ** */
+    CLI_CHOICE,     /* --name VALUE, one of choices "a|b|c": dest is const char ** */
+    CLI_FLOAT,      /* --name X, a finite number in [fmin, fmax]: dest is float * */
+    CLI_LIST        /* --name VALUE, repeatable: dest is cli_list * */
 } cli_kind;
+
+/* The values of a repeatable option, in order (pointers into argv). */
+#define CLI_LIST_MAX 32
+typedef struct cli_list {
+    const char *v[CLI_LIST_MAX];
+    int n;
+} cli_list;
 
 /* One entry of a command's argument table.  Tables end with an entry
  * whose name is NULL.  The table is not const: seen is filled in. */
@@ -45,6 +54,7 @@ typedef struct cli_opt {
     int required;        /* options only: 1 if it must be given */
     int min, max;        /* CLI_INT only */
     const char *choices; /* CLI_CHOICE only */
+    double fmin, fmax;   /* CLI_FLOAT only */
     int seen;            /* set by cli_parse */
 } cli_opt;
 
@@ -82,6 +92,7 @@ int cli_parse_ids(const cli_command *cmd, const char *option, const char *s,
 typedef struct cli_model_opts {
     const char *backend; /* NULL = automatic */
     int threads;         /* 0 = all processors */
+    int ctx;             /* 0 = the model's context length */
 } cli_model_opts;
 
 #define CLI_MODEL_OPTIONS(m)                                                       \
@@ -89,7 +100,9 @@ typedef struct cli_model_opts {
      .help = "backend: cpu or cuda (default: the first available)",                   \
      .choices = "cpu|cuda"},                                                           \
     {.name = "--threads", .kind = CLI_INT, .dest = &(m)->threads, .meta = "N",         \
-     .help = "CPU threads (default: 0 = all processors)", .min = 0, .max = 4096}
+     .help = "CPU threads (default: 0 = all processors)", .min = 0, .max = 4096},       \
+    {.name = "--ctx", .kind = CLI_INT, .dest = &(m)->ctx, .meta = "N",                 \
+     .help = "context length (default: the model's)", .min = 0, .max = 1 << 24}
 
 /* Loads the model folder at path with the given options.  On failure
  * prints the library's message and returns 1 (*model is NULL). */

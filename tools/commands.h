@@ -8,5 +8,15 @@
 
 int cmd_info(const cli_command *self, int argc, char **argv);
 int cmd_logits(const cli_command *self, int argc, char **argv);
+int cmd_tokenize(const cli_command *self, int argc, char **argv);
+int cmd_detokenize(const cli_command *self, int argc, char **argv);
+int cmd_generate(const cli_command *self, int argc, char **argv);
+int cmd_chat(const cli_command *self, int argc, char **argv);
+int cmd_classify(const cli_command *self, int argc, char **argv);
+int cmd_batch(const cli_command *self, int argc, char **argv);
+int cmd_inspect(const cli_command *self, int argc, char **argv);
+int cmd_chat_template(const cli_command *self, int argc, char **argv);
+int cmd_list(const cli_command *self, int argc, char **argv);
+int cmd_devices(const cli_command *self, int argc, char **argv);
 
 #endif

@@ -15,6 +15,16 @@ static int cmd_help(const cli_command *self, int argc, char **argv);
 static const cli_command commands[] = {
     {"info", cmd_info, "print a model's configuration and size"},
     {"logits", cmd_logits, "write the logits of a sequence of token ids to a .npy file"},
+    {"generate", cmd_generate, "generate text from a prompt, streaming it to stdout"},
+    {"chat", cmd_chat, "chat with a model interactively (the cache is kept between turns)"},
+    {"classify", cmd_classify, "the next token of many prompts in one batched prefill"},
+    {"batch", cmd_batch, "generate from many prompts at once"},
+    {"inspect", cmd_inspect, "write the post-RoPE keys (and queries) of a prompt to .npy files"},
+    {"tokenize", cmd_tokenize, "print the token ids of a text as a JSON array"},
+    {"detokenize", cmd_detokenize, "print the text of a list of token ids"},
+    {"chat-template", cmd_chat_template, "print a conversation rendered with the model's chat template"},
+    {"list", cmd_list, "list the model folders in a folder or a Hugging Face cache"},
+    {"devices", cmd_devices, "print each backend's device and memory"},
     {"help", cmd_help, "show this help, or a command's help (infer help COMMAND)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #include "core/dtype.h"
+#include "infer.h"
 
 /* A stored tensor as the kernels see it: data in its stored dtype.  On cpu
  * data points into the mmapped file and may be unaligned. */
@@ -45,6 +46,39 @@ typedef struct bk_attn {
     int window;     /* 0 = none */
 } bk_attn;
 
+/* Attention of a ragged batch of sequences over their KV caches.
+ * Sequence b owns the cache rows [slot[b] * cap, (slot[b] + 1) * cap) of
+ * kcache and vcache (each row n_kv_heads * head_dim floats); position p of
+ * it lives in row p % cap, so a cache shorter than the sequence is a ring
+ * that holds its last cap positions.  Its new tokens are the query rows
+ * [q_start[b], q_start[b + 1]); after kv_store the sequence holds kv_len[b]
+ * positions, and query row r sits at position
+ *     kv_len[b] - (q_start[b + 1] - q_start[b]) + (r - q_start[b]).
+ * A query at position P sees key position j iff j <= P, j >= kv_len[b] - cap
+ * and, with a window w > 0, P - j < w.  q_start, kv_len and slot are
+ * backend int32 buffers, read when the op runs (never baked into a graph).
+ *   q, out [N, n_heads * head_dim]    k, v (kv_store) [N, n_kv_heads * head_dim] */
+typedef struct bk_attn_kv {
+    int B;          /* sequences */
+    int N;          /* query rows in all: q_start[B] */
+    int cap;        /* cache rows per sequence */
+    const void *q_start, *kv_len, *slot;
+    int n_heads, n_kv_heads, head_dim;
+    float scale;
+    float softcap;
+    int window;
+} bk_attn_kv;
+
+/* What the process-wide memory entries of a backend read or set. */
+typedef enum bk_mem {
+    BK_MEM_ACTIVE = 0,  /* bytes alloc'ed and not freed, by every context */
+    BK_MEM_PEAK,        /* the most BK_MEM_ACTIVE has been since the last reset_peak */
+    BK_MEM_CACHE,       /* bytes freed but kept for reuse */
+    BK_MEM_LIMIT,       /* alloc fails rather than pass it; 0 = none */
+    BK_MEM_CACHE_LIMIT, /* BK_MEM_CACHE is kept at most this; 0 = none */
+    BK_MEM_WIRED_LIMIT  /* pinned host memory at most (cuda); 0 = none */
+} bk_mem;
+
 typedef struct bk_opts {
     int n_threads;  /* 0 = all online processors */
 } bk_opts;
@@ -61,11 +95,28 @@ typedef struct backend_ops {
     void (*free)(void *ctx, void *p);
     int (*upload)(void *ctx, void *dst, const void *src, size_t bytes);
     int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Between two backend buffers. */
+    int (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
     /* Makes a weight usable by the kernels (cuda copies it to the device).
      * NULL: weights are used where they lie. */
     int (*weight_prepare)(void *ctx, bk_weight *w);
     void (*weight_release)(void *ctx, bk_weight *w);
     int (*synchronize)(void *ctx);
+    /* Bytes alloc'ed and not freed, and the most there were at once. */
+    void (*memory)(void *ctx, size_t *active, size_t *peak);
+    /* Process-wide memory controls, behind the public infer_*_memory and
+     * infer_*_limit calls.  They take no context: the accounting and the
+     * limits are the backend's, shared by all its contexts (memory above
+     * reads the same counters).  mem_get reads any bk_mem; mem_set sets one
+     * of the three limits and stores the one it replaces in *previous (may
+     * be NULL); any other what is INFER_ERR_INVALID_ARGUMENT.  clear_cache
+     * gives the memory kept for reuse back; reset_peak makes the peak the
+     * active bytes.  device_info fills every field of *out but backend. */
+    size_t (*mem_get)(bk_mem what);
+    int (*mem_set)(bk_mem what, size_t value, size_t *previous);
+    int (*clear_cache)(void);
+    int (*reset_peak)(void);
+    int (*device_info)(infer_device_info *out);
 
     /* out[T, emb.cols] = emb[ids[t]] * scale; ids is a backend int32 buffer. */
     int (*embed)(void *ctx, void *out, const void *ids, int T, const bk_weight *emb,
@@ -84,6 +135,15 @@ typedef struct backend_ops {
                 const void *inv_freq, float attn_factor);
     int (*attention)(void *ctx, void *out, const void *q, const void *k, const void *v,
                      const bk_attn *p);
+    /* Writes the N new rows of k and v into the caches at their positions
+     * (layout of bk_attn_kv). */
+    int (*kv_store)(void *ctx, void *kcache, void *vcache, const void *k, const void *v,
+                    const bk_attn_kv *p);
+    int (*attention_kv)(void *ctx, void *out, const void *q, const void *kcache, const void *vcache,
+                        const bk_attn_kv *p);
+    /* dst[i] = src[idx[i]] for n rows of width floats; idx is a backend
+     * int32 buffer. */
+    int (*gather_rows)(void *ctx, void *dst, const void *src, const void *idx, int n, size_t width);
     /* out[n] = act(gate[n]) * up[n] */
     int (*glu)(void *ctx, void *out, const void *gate, const void *up, size_t n, bk_act act);
     /* y[n] += a[n] */

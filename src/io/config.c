@@ -736,8 +736,15 @@ int config_parse(const char *json, size_t len, const char *path, model_config *o
     return rc;
 }
 
+static int read_small_file(const char *path, char **buf, size_t *len);
+
+int config_read_file(const char *path, char **buf, size_t *len)
+{
+    return read_small_file(path, buf, len);
+}
+
 /* Reads a whole small file; *buf is malloc'ed. */
-static int read_file(const char *path, char **buf, size_t *len)
+static int read_small_file(const char *path, char **buf, size_t *len)
 {
     struct stat st;
     FILE *fp = fopen(path, "rb");
@@ -781,7 +788,7 @@ int config_load(const char *dir, model_config *out)
     snprintf(path, n + sizeof "/config.json", "%s%sconfig.json", dir, sep);
     char *buf;
     size_t len = 0;
-    int rc = read_file(path, &buf, &len);
+    int rc = read_small_file(path, &buf, &len);
     if (!rc) rc = config_parse(buf, len, path, out);
     free(buf);
     free(path);

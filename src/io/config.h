@@ -87,4 +87,22 @@ int config_load(const char *dir, model_config *out);
 
 void config_free(model_config *cfg);
 
+/* Reads a whole small JSON file (a few MB at most); *buf is malloc'ed and
+ * NUL-terminated is not promised.  INFER_ERR_MISSING when absent. */
+int config_read_file(const char *path, char **buf, size_t *len);
+
+/* generation_config.json: the sampling defaults transformers' generate()
+ * takes from it (its own defaults for keys left out) and the EOS ids. */
+typedef struct gen_config {
+    int present;             /* the file exists */
+    int do_sample;
+    float temperature, top_p, min_p, repetition_penalty;
+    int top_k;
+    int n_eos;
+    int eos[16];
+} gen_config;
+
+/* Reads dir/generation_config.json; a missing file leaves present = 0. */
+int gen_config_load(const char *dir, gen_config *out);
+
 #endif

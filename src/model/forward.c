@@ -16,98 +16,138 @@
 #include "core/error.h"
 #include "model/model.h"
 
-/* Scratch buffers of one forward pass, in the backend's memory. */
-typedef struct fwd_bufs {
-    void *x, *h, *q, *k, *v, *a, *o, *g, *u, *ids, *pos, *logits, *inv_freq_dyn;
-} fwd_bufs;
-
-static void bufs_free(const infer_model *m, fwd_bufs *b)
+static void free_all(const infer_model *m, void **p, size_t n)
 {
-    void **p = (void **)b;
-    for (size_t i = 0; i < sizeof *b / sizeof(void *); i++) m->be->free(m->bctx, p[i]);
-    memset(b, 0, sizeof *b);
+    for (size_t i = 0; i < n; i++) {
+        m->be->free(m->bctx, p[i]);
+        p[i] = NULL;
+    }
 }
 
-static int bufs_alloc(const infer_model *m, int T, fwd_bufs *b)
+void fwd_scratch_free(infer_model *m, fwd_scratch *s)
+{
+    void **p[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->a, &s->o, &s->g, &s->u, &s->ids, &s->pos,
+                  &s->q_start, &s->kv_len, &s->slot, &s->out_rows, &s->sel, &s->logits, &s->inv_freq_dyn};
+    for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free_all(m, p[i], 1);
+    free(s->host_pos);
+    free(s->host_freq);
+    s->host_pos = NULL;
+    s->host_freq = NULL;
+}
+
+int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_scratch *s)
 {
     const model_config *c = &m->cfg;
     size_t H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size;
     size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
-    size_t a = BK_ACT_BYTES, n = (size_t)T;
+    size_t a = BK_ACT_BYTES, n = (size_t)max_rows, B = (size_t)max_B;
+    memset(s, 0, sizeof *s);
+    s->max_rows = max_rows;
+    s->max_B = max_B;
+    s->max_out = max_out;
     struct {
         void **p;
         size_t bytes;
     } want[] = {
-        {&b->x, n * H * a},   {&b->h, n * H * a},   {&b->q, n * qd * a},  {&b->k, n * kvd * a},
-        {&b->v, n * kvd * a}, {&b->a, n * qd * a},  {&b->o, n * H * a},   {&b->g, n * I * a},
-        {&b->u, n * I * a},   {&b->ids, n * 4},     {&b->pos, n * 4},
-        {&b->logits, n * (size_t)c->vocab_size * a},
-        {&b->inv_freq_dyn, (size_t)c->head_dim / 2 * 4},
+        {&s->x, n * H * a},   {&s->h, n * H * a},   {&s->q, n * qd * a},  {&s->k, n * kvd * a},
+        {&s->v, n * kvd * a}, {&s->a, n * qd * a},  {&s->o, n * H * a},   {&s->g, n * I * a},
+        {&s->u, n * I * a},   {&s->ids, n * 4},     {&s->pos, n * 4},     {&s->q_start, (B + 1) * 4},
+        {&s->kv_len, B * 4},  {&s->slot, B * 4},    {&s->out_rows, (size_t)max_out * 4},
+        {&s->sel, (size_t)max_out * H * a},
+        {&s->logits, (size_t)max_out * (size_t)c->vocab_size * a},
+        {&s->inv_freq_dyn, B * (size_t)c->head_dim / 2 * 4},
     };
-    memset(b, 0, sizeof *b);
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
-        int rc = m->be->alloc(m->bctx, want[i].bytes, want[i].p);
+        int rc = m->be->alloc(m->bctx, want[i].bytes ? want[i].bytes : 4, want[i].p);
         if (rc) {
-            bufs_free(m, b);
+            fwd_scratch_free(m, s);
             return rc;
         }
+    }
+    s->host_pos = malloc(n * sizeof *s->host_pos);
+    s->host_freq = malloc(B * (size_t)(c->head_dim / 2 > 0 ? c->head_dim / 2 : 1) * sizeof *s->host_freq);
+    if (!s->host_pos || !s->host_freq) {
+        fwd_scratch_free(m, s);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "forward: out of memory for %d rows", max_rows);
     }
     return INFER_OK;
 }
 
 static const bk_weight *opt(const bk_weight *w) { return w->data ? w : NULL; }
 
-/* The inverse-frequency table a layer uses. */
-static const void *layer_freqs(const infer_model *m, int layer, const fwd_bufs *b)
+static int is_sliding(const model_config *c, int layer)
 {
-    const model_config *c = &m->cfg;
-    int sliding = c->layer_sliding && c->layer_sliding[layer];
-    const rope_config *rc = sliding ? &c->rope_local : &c->rope_global;
-    if (rc->kind == ROPE_DYNAMIC) return b->inv_freq_dyn;
-    return sliding ? m->inv_freq_local : m->inv_freq_global;
+    return c->layer_sliding && c->layer_sliding[layer] && c->sliding_window > 0;
 }
 
-static int attention_block(infer_model *m, int li, int T, fwd_bufs *b)
+/* RoPE of x [N, heads, hd] for layer li: one table for all rows, or, with
+ * dynamic scaling (whose frequencies depend on each sequence's length),
+ * one per sequence. */
+static int apply_rope(infer_model *m, int li, void *x, int heads, const fwd_batch *fb, const fwd_scratch *s)
+{
+    const model_config *c = &m->cfg;
+    int sliding = c->layer_sliding && c->layer_sliding[li];
+    const rope_config *rc = sliding ? &c->rope_local : &c->rope_global;
+    if (rc->kind != ROPE_DYNAMIC)
+        return m->be->rope(m->bctx, x, s->pos, fb->N, heads, c->head_dim,
+                           sliding ? m->inv_freq_local : m->inv_freq_global, 1.0f);
+    size_t row = (size_t)heads * c->head_dim * BK_ACT_BYTES;
+    for (int b = 0; b < fb->B; b++) {
+        int r0 = fb->q_start[b], n = fb->q_start[b + 1] - r0;
+        if (n <= 0) continue;
+        int rc2 = m->be->rope(m->bctx, (char *)x + (size_t)r0 * row, (const char *)s->pos + (size_t)r0 * 4, n,
+                              heads, c->head_dim, (const char *)s->inv_freq_dyn + (size_t)b * c->head_dim / 2 * 4,
+                              1.0f);
+        if (rc2) return rc2;
+    }
+    return INFER_OK;
+}
+
+static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch *fb, fwd_scratch *s)
 {
     const backend_ops *be = m->be;
     void *ctx = m->bctx;
     const model_config *c = &m->cfg;
     const layer_weights *L = &m->layers[li];
     float eps = (float)c->rms_norm_eps;
-    int rc;
-    if ((rc = be->rmsnorm(ctx, b->h, b->x, &L->input_norm, T, c->hidden_size, eps, c->norm_plus_one)) ||
-        (rc = be->matmul(ctx, b->q, b->h, &L->q, opt(&L->q_bias), T)) ||
-        (rc = be->matmul(ctx, b->k, b->h, &L->k, opt(&L->k_bias), T)) ||
-        (rc = be->matmul(ctx, b->v, b->h, &L->v, opt(&L->v_bias), T)))
+    int T = fb->N, rc;
+    if ((rc = be->rmsnorm(ctx, s->h, s->x, &L->input_norm, T, c->hidden_size, eps, c->norm_plus_one)) ||
+        (rc = be->matmul(ctx, s->q, s->h, &L->q, opt(&L->q_bias), T)) ||
+        (rc = be->matmul(ctx, s->k, s->h, &L->k, opt(&L->k_bias), T)) ||
+        (rc = be->matmul(ctx, s->v, s->h, &L->v, opt(&L->v_bias), T)))
         return rc;
     if (c->qk_norm &&
-        ((rc = be->rmsnorm(ctx, b->q, b->q, &L->q_norm, T * c->n_heads, c->head_dim, eps, c->norm_plus_one)) ||
-         (rc = be->rmsnorm(ctx, b->k, b->k, &L->k_norm, T * c->n_kv_heads, c->head_dim, eps, c->norm_plus_one))))
+        ((rc = be->rmsnorm(ctx, s->q, s->q, &L->q_norm, T * c->n_heads, c->head_dim, eps, c->norm_plus_one)) ||
+         (rc = be->rmsnorm(ctx, s->k, s->k, &L->k_norm, T * c->n_kv_heads, c->head_dim, eps, c->norm_plus_one))))
         return rc;
-    const void *freqs = layer_freqs(m, li, b);
-    if ((rc = be->rope(ctx, b->q, b->pos, T, c->n_heads, c->head_dim, freqs, 1.0f)) ||
-        (rc = be->rope(ctx, b->k, b->pos, T, c->n_kv_heads, c->head_dim, freqs, 1.0f)))
+    if ((rc = apply_rope(m, li, s->q, c->n_heads, fb, s)) || (rc = apply_rope(m, li, s->k, c->n_kv_heads, fb, s)))
         return rc;
-    bk_attn p = {
-        .T = T,
-        .S = T,
+    if (fb->inspect && (rc = fb->inspect(fb->inspect_user, li, s->q, s->k))) return rc;
+    bk_attn_kv p = {
+        .B = fb->B,
+        .N = fb->N,
+        .cap = kv->cap[li],
+        .q_start = s->q_start,
+        .kv_len = s->kv_len,
+        .slot = s->slot,
         .n_heads = c->n_heads,
         .n_kv_heads = c->n_kv_heads,
         .head_dim = c->head_dim,
         .scale = (float)c->attn_scale,
         .softcap = (float)c->attn_softcap,
-        .window = c->layer_sliding && c->layer_sliding[li] ? c->sliding_window : 0,
+        .window = is_sliding(c, li) ? c->sliding_window : 0,
     };
-    if ((rc = be->attention(ctx, b->a, b->q, b->k, b->v, &p)) ||
-        (rc = be->matmul(ctx, b->o, b->a, &L->o, opt(&L->o_bias), T)))
+    if ((rc = be->kv_store(ctx, kv->k[li], kv->v[li], s->k, s->v, &p)) ||
+        (rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
+        (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)))
         return rc;
     if (c->sandwich_norms &&
-        (rc = be->rmsnorm(ctx, b->o, b->o, &L->post_attn_norm, T, c->hidden_size, eps, c->norm_plus_one)))
+        (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_attn_norm, T, c->hidden_size, eps, c->norm_plus_one)))
         return rc;
-    return be->add(ctx, b->x, b->o, (size_t)T * c->hidden_size);
+    return be->add(ctx, s->x, s->o, (size_t)T * c->hidden_size);
 }
 
-static int mlp_block(infer_model *m, int li, int T, fwd_bufs *b)
+static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
 {
     const backend_ops *be = m->be;
     void *ctx = m->bctx;
@@ -117,66 +157,112 @@ static int mlp_block(infer_model *m, int li, int T, fwd_bufs *b)
     const bk_weight *pre = c->sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     int rc;
-    if ((rc = be->rmsnorm(ctx, b->h, b->x, pre, T, c->hidden_size, eps, c->norm_plus_one)) ||
-        (rc = be->matmul(ctx, b->g, b->h, &L->gate, opt(&L->gate_bias), T)) ||
-        (rc = be->matmul(ctx, b->u, b->h, &L->up, opt(&L->up_bias), T)) ||
-        (rc = be->glu(ctx, b->g, b->g, b->u, (size_t)T * c->intermediate_size, act)) ||
-        (rc = be->matmul(ctx, b->o, b->g, &L->down, opt(&L->down_bias), T)))
+    if ((rc = be->rmsnorm(ctx, s->h, s->x, pre, T, c->hidden_size, eps, c->norm_plus_one)) ||
+        (rc = be->matmul(ctx, s->g, s->h, &L->gate, opt(&L->gate_bias), T)) ||
+        (rc = be->matmul(ctx, s->u, s->h, &L->up, opt(&L->up_bias), T)) ||
+        (rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)) ||
+        (rc = be->matmul(ctx, s->o, s->g, &L->down, opt(&L->down_bias), T)))
         return rc;
     if (c->sandwich_norms &&
-        (rc = be->rmsnorm(ctx, b->o, b->o, &L->post_ff_norm, T, c->hidden_size, eps, c->norm_plus_one)))
+        (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_ff_norm, T, c->hidden_size, eps, c->norm_plus_one)))
         return rc;
-    return be->add(ctx, b->x, b->o, (size_t)T * c->hidden_size);
+    return be->add(ctx, s->x, s->o, (size_t)T * c->hidden_size);
 }
 
-static int upload_inputs(infer_model *m, const int32_t *ids, int T, fwd_bufs *b)
+static int check_batch(const infer_model *m, const kv_cache *kv, const fwd_scratch *s, const fwd_batch *fb)
+{
+    if (fb->B <= 0 || fb->N <= 0 || fb->B > s->max_B || fb->N > s->max_rows || fb->n_out > s->max_out ||
+        fb->B > kv->n_slots || fb->q_start[0] != 0 || fb->q_start[fb->B] != fb->N)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "forward: batch of %d sequences, %d rows does not fit", fb->B,
+                         fb->N);
+    for (int b = 0; b < fb->B; b++) {
+        int n = fb->q_start[b + 1] - fb->q_start[b];
+        if (n < 0 || n > kv->max_chunk || fb->kv_len[b] < n || fb->kv_len[b] > m->context_len ||
+            fb->kv_len[b] > kv->full_cap || fb->slot[b] < 0 || fb->slot[b] >= kv->n_slots)
+            return infer_err(INFER_ERR_INVALID_ARGUMENT, "forward: sequence %d (%d new of %d positions) does not fit",
+                             b, n, fb->kv_len[b]);
+    }
+    for (int i = 0; i < fb->n_out; i++)
+        if (fb->out_rows[i] < 0 || fb->out_rows[i] >= fb->N)
+            return infer_err(INFER_ERR_INVALID_ARGUMENT, "forward: output row %d outside [0, %d)", fb->out_rows[i],
+                             fb->N);
+    return INFER_OK;
+}
+
+static int upload_batch(infer_model *m, const fwd_batch *fb, fwd_scratch *s)
 {
     const model_config *c = &m->cfg;
-    int32_t *pos = malloc((size_t)T * sizeof *pos);
-    float *f = malloc((size_t)c->head_dim / 2 * sizeof *f);
+    int half = c->head_dim / 2;
+    int32_t *pos = s->host_pos;
+    float *f = s->host_freq;
     int rc = INFER_OK;
-    if (!pos || !f) {
-        rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "forward: out of memory");
-        goto done;
-    }
-    for (int t = 0; t < T; t++) pos[t] = t;
-    /* dynamic RoPE depends on the sequence length (max position + 1) */
     const rope_config *dyn = c->rope_global.kind == ROPE_DYNAMIC ? &c->rope_global : &c->rope_local;
-    rope_inv_freq(dyn, c->head_dim, c->max_position_embeddings, T, f);
-    if ((rc = m->be->upload(m->bctx, b->ids, ids, (size_t)T * 4)) ||
-        (rc = m->be->upload(m->bctx, b->pos, pos, (size_t)T * 4)) ||
-        (rc = m->be->upload(m->bctx, b->inv_freq_dyn, f, (size_t)c->head_dim / 2 * 4)))
-        goto done;
-done:
-    free(pos);
-    free(f);
-    return rc;
+    for (int b = 0; b < fb->B; b++) {
+        int r0 = fb->q_start[b], n = fb->q_start[b + 1] - r0;
+        for (int i = 0; i < n; i++) pos[r0 + i] = fb->kv_len[b] - n + i;
+        /* dynamic RoPE depends on the sequence's length (max position + 1) */
+        int len = fb->rope_len && fb->rope_len[b] > fb->kv_len[b] ? fb->rope_len[b] : fb->kv_len[b];
+        rope_inv_freq(dyn, c->head_dim, c->max_position_embeddings, len, f + (size_t)b * half);
+    }
+    const backend_ops *be = m->be;
+    void *ctx = m->bctx;
+    if ((rc = be->upload(ctx, s->ids, fb->ids, (size_t)fb->N * 4)) ||
+        (rc = be->upload(ctx, s->pos, pos, (size_t)fb->N * 4)) ||
+        (rc = be->upload(ctx, s->q_start, fb->q_start, (size_t)(fb->B + 1) * 4)) ||
+        (rc = be->upload(ctx, s->kv_len, fb->kv_len, (size_t)fb->B * 4)) ||
+        (rc = be->upload(ctx, s->slot, fb->slot, (size_t)fb->B * 4)) ||
+        (fb->n_out && (rc = be->upload(ctx, s->out_rows, fb->out_rows, (size_t)fb->n_out * 4))) ||
+        (rc = be->upload(ctx, s->inv_freq_dyn, f, (size_t)fb->B * half * 4)))
+        return rc;
+    return INFER_OK;
+}
+
+int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)
+{
+    const model_config *c = &m->cfg;
+    const backend_ops *be = m->be;
+    int rc = check_batch(m, kv, s, fb);
+    if (rc) return rc;
+    /* Gemma multiplies embeddings by sqrt(hidden) rounded to the activation
+     * dtype: float32 here. */
+    float scale = c->embed_scale ? sqrtf((float)c->hidden_size) : 1.0f;
+    if ((rc = upload_batch(m, fb, s)) || (rc = be->embed(m->bctx, s->x, s->ids, fb->N, &m->embed, scale)))
+        return rc;
+    for (int li = 0; li < c->n_layers; li++)
+        if ((rc = attention_block(m, kv, li, fb, s)) || (rc = mlp_block(m, li, fb->N, s))) return rc;
+    if (fb->n_out == 0) return be->synchronize(m->bctx);
+    size_t n = (size_t)fb->n_out * c->vocab_size;
+    if ((rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size)) ||
+        (rc = be->rmsnorm(m->bctx, s->sel, s->sel, &m->final_norm, fb->n_out, c->hidden_size,
+                          (float)c->rms_norm_eps, c->norm_plus_one)) ||
+        (rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out)))
+        return rc;
+    if (c->final_softcap > 0 && (rc = be->softcap(m->bctx, s->logits, n, (float)c->final_softcap))) return rc;
+    return be->download_f32(m->bctx, fb->logits, s->logits, n);
 }
 
 int model_forward_logits(infer_model *m, const int32_t *ids, int T, float *out)
 {
-    const model_config *c = &m->cfg;
-    const backend_ops *be = m->be;
-    fwd_bufs b;
-    int rc = bufs_alloc(m, T, &b);
+    kv_cache kv;
+    fwd_scratch s;
+    int rc = kv_cache_new(m, 1, T, T, &kv);
     if (rc) return infer_err_prefix(rc, "%s: forward pass of %d tokens", m->path, T);
-    /* Gemma multiplies embeddings by sqrt(hidden) rounded to the activation
-     * dtype: float32 here. */
-    float scale = c->embed_scale ? sqrtf((float)c->hidden_size) : 1.0f;
-    if ((rc = upload_inputs(m, ids, T, &b)) ||
-        (rc = be->embed(m->bctx, b.x, b.ids, T, &m->embed, scale)))
-        goto done;
-    for (int li = 0; li < c->n_layers; li++)
-        if ((rc = attention_block(m, li, T, &b)) || (rc = mlp_block(m, li, T, &b))) goto done;
-    size_t n = (size_t)T * c->vocab_size;
-    if ((rc = be->rmsnorm(m->bctx, b.h, b.x, &m->final_norm, T, c->hidden_size, (float)c->rms_norm_eps,
-                          c->norm_plus_one)) ||
-        (rc = be->matmul(m->bctx, b.logits, b.h, &m->lm_head, NULL, T)))
-        goto done;
-    if (c->final_softcap > 0 && (rc = be->softcap(m->bctx, b.logits, n, (float)c->final_softcap)))
-        goto done;
-    rc = be->download_f32(m->bctx, out, b.logits, n);
-done:
-    bufs_free(m, &b);
+    if ((rc = fwd_scratch_new(m, T, 1, T, &s))) {
+        kv_cache_free(m, &kv);
+        return infer_err_prefix(rc, "%s: forward pass of %d tokens", m->path, T);
+    }
+    int32_t *rows = malloc((size_t)T * sizeof *rows);
+    if (!rows) {
+        rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: forward pass: out of memory", m->path);
+    } else {
+        for (int t = 0; t < T; t++) rows[t] = t;
+        int32_t q_start[2] = {0, T}, kv_len[1] = {T}, slot[1] = {0};
+        fwd_batch fb = {.B = 1, .N = T, .ids = ids, .q_start = q_start, .kv_len = kv_len, .slot = slot,
+                        .out_rows = rows, .n_out = T, .logits = out};
+        rc = model_forward(m, &kv, &s, &fb);
+    }
+    free(rows);
+    fwd_scratch_free(m, &s);
+    kv_cache_free(m, &kv);
     return rc;
 }

@@ -42,12 +42,12 @@ static int upload_freqs(infer_model *m, const rope_config *rc, void **dst)
     const model_config *c = &m->cfg;
     size_t n = (size_t)c->head_dim / 2;
     float *f = malloc(n * sizeof *f);
-    if (!f) return infer_err(INFER_ERR_OUT_OF_MEMORY, "out of memory");
+    if (!f) return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", m->path);
     rope_inv_freq(rc, c->head_dim, c->max_position_embeddings, 0, f);
     int rc2 = m->be->alloc(m->bctx, n * sizeof *f, dst);
     if (!rc2) rc2 = m->be->upload(m->bctx, *dst, f, n * sizeof *f);
     free(f);
-    return rc2;
+    return rc2 ? infer_err_prefix(rc2, "%s: RoPE tables", m->path) : INFER_OK;
 }
 
 /* The model's own context: max_position_embeddings, which dynamic RoPE
@@ -57,6 +57,20 @@ static int default_context(const model_config *c)
     double n = c->max_position_embeddings;
     if (c->rope_global.kind == ROPE_DYNAMIC && c->rope_global.factor > 1.0) n *= c->rope_global.factor;
     return n > INT32_MAX ? INT32_MAX : (int)n;
+}
+
+/* The folder's tokenizer when it has a tokenizer.json (a model can run on
+ * token ids alone). */
+static int load_tokenizer(infer_model *m)
+{
+    size_t n = strlen(m->path) + sizeof "/tokenizer.json";
+    char *p = malloc(n);
+    if (!p) return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", m->path);
+    snprintf(p, n, "%s/tokenizer.json", m->path);
+    struct stat st;
+    int have = stat(p, &st) == 0;
+    free(p);
+    return have ? infer_tokenizer_load(m->path, &m->tok) : INFER_OK;
 }
 
 static int check_opts(const infer_load_opts *o)
@@ -113,6 +127,8 @@ int infer_model_load(const char *path, const infer_load_opts *opts, infer_model 
         (rc = upload_freqs(m, &m->cfg.rope_local, &m->inv_freq_local)))
         goto fail;
     m->context_len = o.context_len ? o.context_len : default_context(&m->cfg);
+    m->parallel_slots = o.parallel_slots;
+    if ((rc = gen_config_load(path, &m->gen)) || (rc = load_tokenizer(m))) goto fail;
     *out = m;
     return INFER_OK;
 fail:
@@ -128,6 +144,7 @@ void infer_model_free(infer_model *m)
         m->be->free(m->bctx, m->inv_freq_local);
         m->be->destroy(m->bctx);
     }
+    infer_tokenizer_free(m->tok);
     free(m->layers);
     st_close(m->weights_file);
     config_free(&m->cfg);
@@ -174,3 +191,5 @@ int infer_model_logits(infer_model *m, const int32_t *ids, size_t n_ids, float *
                              m->cfg.vocab_size);
     return model_forward_logits(m, ids, (int)n_ids, out);
 }
+
+const infer_tokenizer *infer_model_tokenizer(const infer_model *m) { return m ? m->tok : NULL; }

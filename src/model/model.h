@@ -29,6 +29,7 @@ struct infer_model {
     const backend_ops *be;
     void *bctx;
     int context_len;
+    int parallel_slots;            /* load option: sequences served at once (0 = default) */
     bk_weight embed;               /* [vocab, hidden] */
     bk_weight final_norm;          /* [hidden] */
     bk_weight lm_head;             /* [vocab, hidden]; the embedding when tied */
@@ -37,6 +38,8 @@ struct infer_model {
     void *inv_freq_local;
     char dtype[16];                /* stored dtype of the embedding, as "bfloat16" */
     int64_t n_params;
+    infer_tokenizer *tok;          /* the folder's tokenizer, or NULL when it has none */
+    gen_config gen;                /* generation_config.json */
 };
 
 /* Calls fn for every tensor of the base model but the output head: its
@@ -56,5 +59,69 @@ void rope_inv_freq(const rope_config *rc, int head_dim, int max_position, int se
 /* Logits of n_ids tokens at positions 0..n_ids-1 into host memory out
  * [n_ids, vocab] (forward.c). */
 int model_forward_logits(infer_model *m, const int32_t *ids, int n_ids, float *out);
+
+/* ---- KV caches and batched forward passes (kv.c, forward.c) ---- */
+
+/* The keys and values of n_slots sequences, per layer, in backend memory:
+ * layer l holds [n_slots, cap[l], n_kv_heads * head_dim] floats.  A
+ * sliding-window layer whose cap is below the context is a ring (see
+ * bk_attn_kv); other layers grow (kv_cache_reserve) up to the context. */
+typedef struct kv_cache {
+    int n_slots;
+    int n_layers;
+    int *cap;           /* [n_layers] */
+    void **k, **v;      /* [n_layers] */
+    int full_cap;       /* cap of the non-ring layers now */
+    int max_chunk;      /* most new tokens per sequence in one pass */
+} kv_cache;
+
+/* A cache for n_slots sequences taking up to max_chunk new tokens each per
+ * pass; full layers start with room for initial positions. */
+int kv_cache_new(infer_model *m, int n_slots, int max_chunk, int initial, kv_cache *kv);
+void kv_cache_free(infer_model *m, kv_cache *kv);
+/* Makes room for positions [0, n) in every slot (n <= the context),
+ * keeping what the slots hold (their first `keep` positions). */
+int kv_cache_reserve(infer_model *m, kv_cache *kv, int n, int keep);
+/* 1 if a slot holding `len` positions can be cut back to `to` positions
+ * (the rings still hold what the positions after `to` will see). */
+int kv_cache_can_rewind(const infer_model *m, const kv_cache *kv, int len, int to);
+
+/* One pass over a ragged batch: sequence b adds the tokens
+ * ids[q_start[b] .. q_start[b+1]) at positions kv_len[b] - n_b ..
+ * kv_len[b] - 1 of its slot.  Logits of the rows out_rows[0..n_out) go
+ * to host memory logits [n_out, vocab]. */
+typedef struct fwd_batch {
+    int B, N;
+    const int32_t *ids;       /* host [N] */
+    const int32_t *q_start;   /* host [B + 1] */
+    const int32_t *kv_len;    /* host [B] */
+    const int32_t *slot;      /* host [B] */
+    /* host [B] or NULL: the sequence length dynamic RoPE scales for (NULL:
+     * kv_len).  transformers scales a whole prefill for the prompt's
+     * length, so a prompt prefilled in chunks passes that length. */
+    const int32_t *rope_len;
+    const int32_t *out_rows;  /* host [n_out] */
+    int n_out;
+    float *logits;            /* host [n_out, vocab] */
+    /* Optional: called per layer with the post-RoPE queries [N, heads, hd]
+     * and keys [N, kv_heads, hd] (backend memory). */
+    int (*inspect)(void *user, int layer, const void *q, const void *k);
+    void *inspect_user;
+} fwd_batch;
+
+/* Scratch memory of passes of up to max_rows rows, max_B sequences and
+ * max_out logit rows. */
+typedef struct fwd_scratch {
+    int max_rows, max_B, max_out;
+    void *x, *h, *q, *k, *v, *a, *o, *g, *u;
+    void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *sel, *logits, *inv_freq_dyn;
+    int32_t *host_pos;       /* host staging: positions [max_rows] */
+    float *host_freq;        /* host staging: dynamic RoPE tables [max_B, head_dim / 2] */
+} fwd_scratch;
+
+int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_scratch *s);
+void fwd_scratch_free(infer_model *m, fwd_scratch *s);
+
+int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb);
 
 #endif

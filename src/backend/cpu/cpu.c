@@ -3,11 +3,68 @@
  * Matrix products are in cpu_matmul.c, attention in cpu_attention.c. */
 #include "backend/cpu/cpu.h"
 
+#include <ctype.h>
 #include <math.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "core/error.h"
+
+/* ---- Memory accounting ----
+ *
+ * Process-wide: every context of the backend counts into the same
+ * counters, which the public infer_get_*_memory("cpu") calls read.
+ * Counted: the buffers of cpu_alloc (activations, KV caches, the model's
+ * scratch) and the kernels' per-worker scratch; not the mapped weight
+ * files, nor the short-lived host arrays of a single op.  The memory limit
+ * binds cpu_alloc, which fails cleanly rather than pass it; kernel scratch
+ * (a few rows per worker, kept until the context goes) is counted but not
+ * refused.  There is no reuse cache: freed memory goes back to the C
+ * library at once, so the cache holds 0 bytes and clear_cache has nothing
+ * to do; the cache and wired limits are stored and returned, and bind
+ * nothing. */
+static atomic_size_t mem_active, mem_peak, mem_limit, mem_cache_limit, mem_wired_limit;
+
+static void mem_raise_peak(size_t now)
+{
+    size_t peak = atomic_load(&mem_peak);
+    while (now > peak && !atomic_compare_exchange_weak(&mem_peak, &peak, now)) {
+    }
+}
+
+/* Counts bytes as active, limit or not. */
+static void mem_count(size_t bytes)
+{
+    mem_raise_peak(atomic_fetch_add(&mem_active, bytes) + bytes);
+}
+
+/* Counts bytes as active unless that would pass the memory limit; then
+ * counts nothing, stores the limit and the active bytes, and returns 0. */
+static int mem_take(size_t bytes, size_t *limit_out, size_t *active_out)
+{
+    size_t cur = atomic_load(&mem_active);
+    for (;;) {
+        size_t limit = atomic_load(&mem_limit);
+        if (limit && (bytes > limit || cur > limit - bytes)) {
+            *limit_out = limit;
+            *active_out = cur;
+            return 0;
+        }
+        if (atomic_compare_exchange_weak(&mem_active, &cur, cur + bytes)) break;
+    }
+    mem_raise_peak(cur + bytes);
+    return 1;
+}
+
+static void mem_give(size_t bytes) { atomic_fetch_sub(&mem_active, bytes); }
 
 static int cpu_available(void) { return 1; }
 
@@ -37,7 +94,10 @@ static void cpu_destroy(void *ctx)
     cpu_ctx *c = ctx;
     if (!c) return;
     pool_destroy(c->pool);
-    for (int i = 0; i < c->n_workers; i++) free(c->scratch[i].p);
+    for (int i = 0; i < c->n_workers; i++) {
+        free(c->scratch[i].p);
+        mem_give(c->scratch[i].cap * sizeof(float));
+    }
     free(c->scratch);
     free(c);
 }
@@ -46,9 +106,12 @@ float *cpu_scratch_get(cpu_ctx *c, int worker, size_t n)
 {
     cpu_scratch *s = &c->scratch[worker];
     if (s->cap < n) {
+        if (n > SIZE_MAX / sizeof(float)) return NULL;
         float *p = malloc(n * sizeof *p);
         if (!p) return NULL;
         free(s->p);
+        mem_give(s->cap * sizeof *p);
+        mem_count(n * sizeof *p);
         s->p = p;
         s->cap = n;
     }
@@ -67,29 +130,32 @@ float *cpu_vector_f32(const bk_weight *w, size_t n)
 
 static int cpu_alloc(void *ctx, size_t bytes, void **out)
 {
-    cpu_ctx *c = ctx;
     *out = NULL;
-    if (bytes > SIZE_MAX - ALLOC_HDR)
+    if (bytes > SIZE_MAX - 2 * ALLOC_HDR)
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
+    size_t limit, active;
+    if (!mem_take(bytes, &limit, &active))
+        return infer_err(INFER_ERR_OUT_OF_MEMORY,
+                         "cpu backend: allocating %zu bytes would pass the memory limit of %zu bytes "
+                         "(%zu active)",
+                         bytes, limit, active);
     unsigned char *p = aligned_alloc(ALLOC_HDR, (bytes + 2 * ALLOC_HDR - 1) / ALLOC_HDR * ALLOC_HDR);
-    if (!p) return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
-    memcpy(p, &bytes, sizeof bytes);
-    size_t now = atomic_fetch_add(&c->active, bytes) + bytes;
-    size_t peak = atomic_load(&c->peak);
-    while (now > peak && !atomic_compare_exchange_weak(&c->peak, &peak, now)) {
+    if (!p) {
+        mem_give(bytes);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
     }
+    memcpy(p, &bytes, sizeof bytes);
     *out = p + ALLOC_HDR;
     return INFER_OK;
 }
 
 static void cpu_free(void *ctx, void *ptr)
 {
-    cpu_ctx *c = ctx;
     if (!ptr) return;
     unsigned char *p = (unsigned char *)ptr - ALLOC_HDR;
     size_t bytes;
     memcpy(&bytes, p, sizeof bytes);
-    atomic_fetch_sub(&c->active, bytes);
+    mem_give(bytes);
     free(p);
 }
 
@@ -100,6 +166,141 @@ static int cpu_copy(void *ctx, void *dst, const void *src, size_t bytes)
 }
 
 static int cpu_sync(void *ctx) { return INFER_OK; }
+
+/* The process-wide counters: ctx is not needed. */
+static void cpu_memory(void *ctx, size_t *active, size_t *peak)
+{
+    *active = atomic_load(&mem_active);
+    *peak = atomic_load(&mem_peak);
+}
+
+static size_t cpu_mem_get(bk_mem what)
+{
+    switch (what) {
+    case BK_MEM_ACTIVE: return atomic_load(&mem_active);
+    case BK_MEM_PEAK: return atomic_load(&mem_peak);
+    case BK_MEM_CACHE: return 0; /* no reuse cache */
+    case BK_MEM_LIMIT: return atomic_load(&mem_limit);
+    case BK_MEM_CACHE_LIMIT: return atomic_load(&mem_cache_limit);
+    case BK_MEM_WIRED_LIMIT: return atomic_load(&mem_wired_limit);
+    }
+    return 0;
+}
+
+/* A limit below the active bytes is allowed: the next cpu_alloc fails. */
+static int cpu_mem_set(bk_mem what, size_t value, size_t *previous)
+{
+    atomic_size_t *v = what == BK_MEM_LIMIT         ? &mem_limit
+                       : what == BK_MEM_CACHE_LIMIT ? &mem_cache_limit
+                       : what == BK_MEM_WIRED_LIMIT ? &mem_wired_limit
+                                                    : NULL;
+    if (!v) return infer_err(INFER_ERR_INVALID_ARGUMENT, "cpu backend: memory setting %d is not a limit", (int)what);
+    size_t old = atomic_exchange(v, value);
+    if (previous) *previous = old;
+    return INFER_OK;
+}
+
+static int cpu_clear_cache(void) { return INFER_OK; }
+
+static int cpu_reset_peak(void)
+{
+    atomic_store(&mem_peak, atomic_load(&mem_active));
+    /* an allocation between the two loads must still show */
+    mem_raise_peak(atomic_load(&mem_active));
+    return INFER_OK;
+}
+
+/* ---- Device information ---- */
+
+/* The value of the first "key: value" line of a /proc text file (blanks
+ * around it trimmed) into buf; 0 if there is none. */
+static int proc_field(const char *path, const char *key, char *buf, size_t size)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    char *line = NULL;
+    size_t cap = 0, klen = strlen(key);
+    int found = 0;
+    while (!found && getline(&line, &cap, f) > 0) {
+        if (strncmp(line, key, klen) != 0) continue;
+        char *v = line + klen;
+        while (*v == ' ' || *v == '\t') v++;
+        if (*v != ':') continue;
+        v++;
+        while (*v == ' ' || *v == '\t') v++;
+        size_t n = strlen(v);
+        while (n > 0 && isspace((unsigned char)v[n - 1])) n--;
+        if (n >= size) n = size - 1;
+        memcpy(buf, v, n);
+        buf[n] = '\0';
+        found = 1;
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/* A /proc/meminfo size ("16303428 kB") in bytes; 0 if absent. */
+static size_t meminfo_bytes(const char *key)
+{
+    char v[64];
+    if (!proc_field("/proc/meminfo", key, v, sizeof v)) return 0;
+    char *end;
+    unsigned long long n = strtoull(v, &end, 10);
+    while (*end == ' ') end++;
+    unsigned long long unit = !strcmp(end, "kB") ? 1024 : 1;
+    return n > SIZE_MAX / unit ? SIZE_MAX : (size_t)(n * unit);
+}
+
+/* "avx512f avx2 fma f16c": the instruction sets the kernels may use. */
+static void cpu_features(char *buf, size_t size)
+{
+    buf[0] = '\0';
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    const struct {
+        const char *name;
+        int on;
+    } f[] = {
+        {"avx512f", __builtin_cpu_supports("avx512f")},
+        {"avx2", __builtin_cpu_supports("avx2")},
+        {"fma", __builtin_cpu_supports("fma")},
+        /* from cpuid: not every compiler's __builtin_cpu_supports knows it */
+        {"f16c", __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C) != 0},
+    };
+    size_t used = 0;
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        if (!f[i].on) continue;
+        int n = snprintf(buf + used, size - used, "%s%s", used ? " " : "", f[i].name);
+        if (n < 0 || (size_t)n >= size - used) break;
+        used += (size_t)n;
+    }
+#else
+    (void)size;
+#endif
+}
+
+/* Name from /proc/cpuinfo ("cpu" if it has none), RAM from /proc/meminfo
+ * (MemAvailable as free) or else sysinfo(), online cores, features. */
+static int cpu_device_info(infer_device_info *out)
+{
+    if (!proc_field("/proc/cpuinfo", "model name", out->name, sizeof out->name) || !out->name[0])
+        snprintf(out->name, sizeof out->name, "cpu");
+    out->memory_total = meminfo_bytes("MemTotal");
+    out->memory_free = meminfo_bytes("MemAvailable");
+    struct sysinfo si;
+    if ((!out->memory_total || !out->memory_free) && sysinfo(&si) == 0) {
+        size_t unit = si.mem_unit ? si.mem_unit : 1;
+        if (!out->memory_total) out->memory_total = (size_t)si.totalram * unit;
+        if (!out->memory_free) out->memory_free = ((size_t)si.freeram + si.bufferram) * unit;
+    }
+    out->compute_major = out->compute_minor = 0;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    out->multiprocessors = n > 0 ? (int)n : 1;
+    cpu_features(out->features, sizeof out->features);
+    return INFER_OK;
+}
 
 static int cpu_embed(void *ctx, void *out, const void *ids, int T, const bk_weight *emb,
                      float scale)
@@ -212,6 +413,15 @@ static int cpu_softcap(void *ctx, void *xv, size_t n, float cap)
     return INFER_OK;
 }
 
+static int cpu_gather_rows(void *ctx, void *dst, const void *src, const void *idxv, int n, size_t width)
+{
+    (void)ctx;
+    const int32_t *idx = idxv;
+    for (int i = 0; i < n; i++)
+        memmove((float *)dst + (size_t)i * width, (const float *)src + (size_t)idx[i] * width, width * 4);
+    return INFER_OK;
+}
+
 static int cpu_download_f32(void *ctx, float *dst, const void *src, size_t n)
 {
     if (n) memcpy(dst, src, n * sizeof *dst);
@@ -227,14 +437,24 @@ const backend_ops backend_cpu = {
     .free = cpu_free,
     .upload = cpu_copy,
     .download = cpu_copy,
+    .copy = cpu_copy,
     .weight_prepare = NULL,
     .weight_release = NULL,
     .synchronize = cpu_sync,
+    .memory = cpu_memory,
+    .mem_get = cpu_mem_get,
+    .mem_set = cpu_mem_set,
+    .clear_cache = cpu_clear_cache,
+    .reset_peak = cpu_reset_peak,
+    .device_info = cpu_device_info,
     .embed = cpu_embed,
     .matmul = cpu_matmul,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
     .attention = cpu_attention,
+    .kv_store = cpu_kv_store,
+    .attention_kv = cpu_attention_kv,
+    .gather_rows = cpu_gather_rows,
     .glu = cpu_glu,
     .add = cpu_add,
     .softcap = cpu_softcap,

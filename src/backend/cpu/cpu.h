@@ -17,8 +17,6 @@ typedef struct cpu_ctx {
     thread_pool *pool;
     int n_workers;
     cpu_scratch *scratch;    /* [n_workers]: per-worker buffers for kernels */
-    atomic_size_t active;    /* bytes alloc'ed and not yet freed */
-    atomic_size_t peak;
 } cpu_ctx;
 
 /* Worker w's scratch of at least n floats, or NULL when out of memory. */
@@ -32,6 +30,11 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
                int T);
 int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                   const bk_attn *p);
+
+int cpu_kv_store(void *ctx, void *kcache, void *vcache, const void *k, const void *v,
+                 const bk_attn_kv *p);
+int cpu_attention_kv(void *ctx, void *out, const void *q, const void *kcache, const void *vcache,
+                     const bk_attn_kv *p);
 
 /* Dot product of n floats, with several partial sums. */
 float cpu_dot(const float *a, const float *b, size_t n);

@@ -2,6 +2,7 @@
  * sliding windows and score softcapping.  One task per (head, query). */
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "backend/cpu/cpu.h"
 #include "core/error.h"
@@ -65,6 +66,132 @@ int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void
                          p->T, p->S, p->n_heads, p->n_kv_heads);
     attn_job j = {ctx, out, q, k, v, p, 0};
     pool_run(j.c->pool, p->T * p->n_heads, attn_task, &j);
+    if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "attention: out of memory for scratch");
+    return INFER_OK;
+}
+
+/* ---- Ragged batches over KV caches ---- */
+
+typedef struct kv_job {
+    cpu_ctx *c;
+    float *out;
+    const float *q, *kc, *vc;
+    const bk_attn_kv *p;
+    const int32_t *q_start, *kv_len, *slot;
+    int failed;
+} kv_job;
+
+/* The sequence that query row r belongs to (q_start is ascending). */
+static int row_seq(const int32_t *q_start, int B, int r)
+{
+    int lo = 0, hi = B - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+static void kv_task(void *arg, int task, int worker)
+{
+    kv_job *j = arg;
+    const bk_attn_kv *p = j->p;
+    int h = task % p->n_heads;
+    int r = task / p->n_heads;
+    int b = row_seq(j->q_start, p->B, r);
+    int n_new = j->q_start[b + 1] - j->q_start[b];
+    int len = j->kv_len[b];
+    int pos = len - n_new + (r - j->q_start[b]);
+    int kvh = h / (p->n_heads / p->n_kv_heads);
+    int d = p->head_dim;
+    size_t q_stride = (size_t)p->n_heads * d, kv_stride = (size_t)p->n_kv_heads * d;
+    int lo = len - p->cap > 0 ? len - p->cap : 0;
+    if (p->window > 0 && pos - p->window + 1 > lo) lo = pos - p->window + 1;
+    int n = pos - lo + 1;
+    float *o = j->out + (size_t)r * q_stride + (size_t)h * d;
+    if (n <= 0) {
+        for (int e = 0; e < d; e++) o[e] = 0.0f;
+        return;
+    }
+    float *score = cpu_scratch_get(j->c, worker, (size_t)n);
+    if (!score) {
+        j->failed = 1;
+        return;
+    }
+    const float *qv = j->q + (size_t)r * q_stride + (size_t)h * d;
+    const float *kbase = j->kc + (size_t)j->slot[b] * p->cap * kv_stride + (size_t)kvh * d;
+    const float *vbase = j->vc + (size_t)j->slot[b] * p->cap * kv_stride + (size_t)kvh * d;
+    float mx = -INFINITY;
+    for (int i = 0; i < n; i++) {
+        const float *kv = kbase + (size_t)((lo + i) % p->cap) * kv_stride;
+        float s = cpu_dot(qv, kv, (size_t)d) * p->scale;
+        if (p->softcap > 0.0f) s = p->softcap * tanhf(s / p->softcap);
+        score[i] = s;
+        if (s > mx) mx = s;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        score[i] = expf(score[i] - mx);
+        sum += score[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int e = 0; e < d; e++) o[e] = 0.0f;
+    for (int i = 0; i < n; i++) {
+        const float *vv = vbase + (size_t)((lo + i) % p->cap) * kv_stride;
+        float wgt = score[i] * inv;
+        for (int e = 0; e < d; e++) o[e] += wgt * vv[e];
+    }
+}
+
+static int kv_check(const bk_attn_kv *p, const int32_t *q_start, const int32_t *kv_len)
+{
+    if (p->B <= 0 || p->cap <= 0 || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0 ||
+        q_start[0] != 0 || q_start[p->B] != p->N)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: bad batch (B %d, N %d, cap %d, heads %d/%d)",
+                         p->B, p->N, p->cap, p->n_heads, p->n_kv_heads);
+    for (int b = 0; b < p->B; b++) {
+        int n = q_start[b + 1] - q_start[b];
+        /* a ring must keep every key a new query sees */
+        int need = p->window > 0 ? p->window + n - 1 : kv_len[b];
+        if (n < 0 || kv_len[b] < n || (kv_len[b] > p->cap && need > p->cap))
+            return infer_err(INFER_ERR_INVALID_ARGUMENT,
+                             "attention: sequence %d has %d new tokens, %d in the cache of %d rows", b, n,
+                             kv_len[b], p->cap);
+    }
+    return INFER_OK;
+}
+
+int cpu_kv_store(void *ctx, void *kcache, void *vcache, const void *k, const void *v,
+                 const bk_attn_kv *p)
+{
+    (void)ctx;
+    const int32_t *q_start = p->q_start, *kv_len = p->kv_len, *slot = p->slot;
+    int rc = kv_check(p, q_start, kv_len);
+    if (rc) return rc;
+    size_t w = (size_t)p->n_kv_heads * p->head_dim;
+    for (int b = 0; b < p->B; b++) {
+        int n = q_start[b + 1] - q_start[b];
+        for (int i = 0; i < n; i++) {
+            int pos = kv_len[b] - n + i;
+            size_t row = (size_t)slot[b] * p->cap + (size_t)(pos % p->cap);
+            memcpy((float *)kcache + row * w, (const float *)k + (size_t)(q_start[b] + i) * w, w * 4);
+            memcpy((float *)vcache + row * w, (const float *)v + (size_t)(q_start[b] + i) * w, w * 4);
+        }
+    }
+    return INFER_OK;
+}
+
+int cpu_attention_kv(void *ctx, void *out, const void *q, const void *kcache, const void *vcache,
+                     const bk_attn_kv *p)
+{
+    if (p->N <= 0) return INFER_OK;
+    kv_job j = {ctx, out, q, kcache, vcache, p, p->q_start, p->kv_len, p->slot, 0};
+    int rc = kv_check(p, j.q_start, j.kv_len);
+    if (rc) return rc;
+    pool_run(j.c->pool, p->N * p->n_heads, kv_task, &j);
     if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "attention: out of memory for scratch");
     return INFER_OK;
 }
