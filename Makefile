@@ -113,13 +113,12 @@ sanitize:
 	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        EXTRA_LDFLAGS="-fsanitize=address,undefined" test
 
-# ThreadSanitizer: the groups that run threads (sessions side by side, the
-# thread pool, cancellation from another thread).
-TSAN_GROUPS ?= engine gemm model memory sample
+# ThreadSanitizer: the whole suite (sessions side by side, the thread pool,
+# cancellation from another thread, the tokenizer's per-thread caches).
 tsan:
 	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
-	        EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/infer-tests
-	TSAN_OPTIONS=halt_on_error=1 build-tsan/infer-tests $(TSAN_GROUPS)
+	        EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/infer-tests build-tsan/infer
+	TSAN_OPTIONS=halt_on_error=1 build-tsan/infer-tests
 
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))

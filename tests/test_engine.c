@@ -390,26 +390,53 @@ static void seeded_sampling_reproducible(void **state)
     infer_model_free(m);
 }
 
-/* Keys and queries come back after RoPE, consistent with a forward pass
- * (their shapes; keys at position 0 are unrotated). */
-static void inspect_shapes(void **state)
+/* Keys and queries equal those transformers attends with (after the q/k
+ * norms and RoPE; tests/ref/make_inspect_goldens.py), for the fixtures'
+ * ids.npy prompts. */
+static void inspect_matches_transformers(void **state)
 {
     (void)state;
+    const char *names[] = {"gemma3_text_sliding", "gemma2_softcap", "qwen3_headdim", "llama_rope_llama3",
+                           "qwen2_bias_sliding"};
+    for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+        char dir[512], path[600];
+        snprintf(dir, sizeof dir, INFER_TEST_DIR "/fixtures/%s", names[f]);
+        test_npy ids, keys, queries;
+        snprintf(path, sizeof path, "%s/ids.npy", dir);
+        assert_int_equal(test_npy_load(path, &ids), 0);
+        snprintf(path, sizeof path, "%s/keys.npy", dir);
+        assert_int_equal(test_npy_load(path, &keys), 0);
+        snprintf(path, sizeof path, "%s/queries.npy", dir);
+        assert_int_equal(test_npy_load(path, &queries), 0);
+        infer_model *m = load(dir, 2);
+        infer_attention a;
+        assert_int_equal(infer_inspect_attention(m, ids.i, ids.n, 1, &a), 0);
+        assert_int_equal(keys.ndim, 4);
+        assert_int_equal(keys.shape[0], a.n_layers);
+        assert_int_equal(keys.shape[1], a.n_kv_heads);
+        assert_int_equal(keys.shape[2], a.seq_len);
+        assert_int_equal(keys.shape[3], a.head_dim);
+        assert_int_equal(queries.shape[1], a.n_heads);
+        double wk = 0, wq = 0;
+        for (size_t i = 0; i < keys.n; i++) {
+            double d = fabs((double)a.keys[i] - keys.f[i]);
+            if (!(d <= wk)) wk = isnan(d) ? INFINITY : d;
+        }
+        for (size_t i = 0; i < queries.n; i++) {
+            double d = fabs((double)a.queries[i] - queries.f[i]);
+            if (!(d <= wq)) wq = isnan(d) ? INFINITY : d;
+        }
+        if (wk > 1e-4 || wq > 1e-4) fail_msg("%s: keys differ by %g, queries by %g", names[f], wk, wq);
+        infer_attention_free(&a);
+        infer_model_free(m);
+        test_npy_free(&ids);
+        test_npy_free(&keys);
+        test_npy_free(&queries);
+    }
     infer_model *m = load(FIX("qwen3_headdim"), 1);
-    infer_model_info info;
-    infer_model_get_info(m, &info);
-    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
     infer_attention a;
-    assert_int_equal(infer_inspect_attention(m, ids, 6, 1, &a), 0);
-    assert_int_equal(a.n_layers, info.n_layers);
-    assert_int_equal(a.n_kv_heads, info.n_kv_heads);
-    assert_int_equal(a.seq_len, 6);
-    assert_int_equal(a.head_dim, info.head_dim);
-    assert_non_null(a.queries);
-    size_t n = (size_t)a.n_layers * a.n_kv_heads * 6 * a.head_dim;
-    for (size_t i = 0; i < n; i++) assert_true(isfinite(a.keys[i]));
-    infer_attention_free(&a);
-    assert_int_equal(infer_inspect_attention(m, ids, 0, 0, &a), INFER_ERR_INVALID_ARGUMENT);
+    int32_t one = 1;
+    assert_int_equal(infer_inspect_attention(m, &one, 0, 0, &a), INFER_ERR_INVALID_ARGUMENT);
     infer_model_free(m);
 }
 
@@ -466,7 +493,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(cancel_and_deadline),
     cmocka_unit_test(two_threads_one_model),
     cmocka_unit_test(seeded_sampling_reproducible),
-    cmocka_unit_test(inspect_shapes),
+    cmocka_unit_test(inspect_matches_transformers),
 };
 
 TEST_GROUP(test_engine, tests)
