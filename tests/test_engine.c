@@ -302,6 +302,40 @@ static void cancel_and_deadline(void **state)
     infer_model_free(m);
 }
 
+static void *cancel_thread(void *p)
+{
+    infer_stream_cancel(p);
+    return NULL;
+}
+
+/* infer_stream_cancel from another thread ends the stream at its next
+ * step. */
+static void cancel_from_another_thread(void **state)
+{
+    (void)state;
+    infer_model *m = load(FIX("llama_tied_bias"), 2);
+    infer_session *s;
+    assert_int_equal(infer_session_new(m, &s), 0);
+    int32_t ids[3] = {5, 6, 7};
+    infer_gen_opts o;
+    greedy_opts(&o, 0); /* until the context is full */
+    infer_stream *st;
+    assert_int_equal(infer_generate_ids(s, ids, 3, &o, &st), 0);
+    infer_token t;
+    for (int i = 0; i < 3; i++) assert_int_equal(infer_stream_next(st, &t), 1);
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, cancel_thread, st), 0);
+    pthread_join(th, NULL);
+    assert_int_equal(infer_stream_next(st, &t), 0);
+    assert_int_equal(infer_stream_error(st, NULL), INFER_ERR_CANCELLED);
+    infer_metrics met;
+    infer_stream_metrics(st, &met);
+    assert_int_equal(met.generated_tokens, 3);
+    infer_stream_free(st);
+    infer_session_free(s);
+    infer_model_free(m);
+}
+
 typedef struct thread_arg {
     infer_model *m;
     int32_t ids[8];
@@ -491,6 +525,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(batches_equal_single_prompts),
     cmocka_unit_test(bad_prompts_are_clear_errors),
     cmocka_unit_test(cancel_and_deadline),
+    cmocka_unit_test(cancel_from_another_thread),
     cmocka_unit_test(two_threads_one_model),
     cmocka_unit_test(seeded_sampling_reproducible),
     cmocka_unit_test(inspect_matches_transformers),
