@@ -27,10 +27,23 @@
  * data points into the mmapped file and may be unaligned. */
 typedef struct bk_weight {
     const void *data;
-    infer_dtype dtype;  /* DT_F32, DT_F16 or DT_BF16 */
+    infer_dtype dtype;  /* DT_F32, DT_F16 or DT_BF16; DT_U32: MLX-quantized (below) */
     int64_t rows;       /* matrix rows (out features); 1 for a vector */
-    int64_t cols;       /* matrix columns (in features); length of a vector */
+    int64_t cols;       /* matrix columns (in features, unpacked); length of a vector */
+    /* MLX-quantized (dtype DT_U32): each row is cols * bits / 8 bytes, a
+     * little-endian bit stream where value i sits in bits [i * bits,
+     * (i + 1) * bits) (MLX's packing for every bits: 2, 3, 4, 5, 6, 8);
+     * scales and biases are [rows, cols / group_size] in sdtype, and
+     *     w[r][i] = scales[r][i / group_size] * q[r][i] + biases[r][i / group_size].
+     * Scales may be negative and biases need not be the group minimum. */
+    int bits;
+    int group_size;
+    const void *scales, *biases;
+    infer_dtype sdtype;
 } bk_weight;
+
+/* Bytes of one packed row of a quantized weight. */
+static inline size_t bk_qrow_bytes(const bk_weight *w) { return (size_t)w->cols * (size_t)w->bits / 8; }
 
 typedef enum bk_act { BK_ACT_SILU = 0, BK_ACT_GELU_TANH } bk_act;
 

@@ -16,6 +16,7 @@
 #include <cpuid.h>
 #endif
 
+#include "backend/cpu/qgemm.h"
 #include "core/error.h"
 
 /* ---- Memory accounting ----
@@ -314,7 +315,10 @@ static int cpu_embed(void *ctx, void *out, const void *ids, int T, const bk_weig
             return infer_err(INFER_ERR_OUT_OF_RANGE, "token id %d at position %d is outside the vocabulary [0, %lld)",
                              id[t], t, (long long)emb->rows);
         float *row = y + (size_t)t * dim;
-        dtype_to_f32(row, (const unsigned char *)emb->data + (size_t)id[t] * row_bytes, emb->dtype, dim);
+        if (emb->dtype == DT_U32) /* only the rows used are dequantized */
+            q_dequant_row(emb, id[t], 0, (int64_t)dim, row);
+        else
+            dtype_to_f32(row, (const unsigned char *)emb->data + (size_t)id[t] * row_bytes, emb->dtype, dim);
         if (scale != 1.0f)
             for (size_t i = 0; i < dim; i++) row[i] *= scale;
     }

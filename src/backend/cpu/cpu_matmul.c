@@ -11,6 +11,7 @@
 
 #include "backend/cpu/cpu.h"
 #include "backend/cpu/gemm.h"
+#include "backend/cpu/qgemm.h"
 #include "core/error.h"
 
 /* Up to this many tokens the product is bound by reading W: small blocks
@@ -54,6 +55,9 @@ static void mm_task(void *arg, int task, int worker)
         j->failed = 1;
         return;
     }
+    if (w->dtype == DT_U32) {
+        qgemm_nt(j->T, (int)nr, (int)cols, j->x, cols, w, (int64_t)r0, j->y + r0, rows, pack);
+    } else
     gemm_nt(j->T, (int)nr, (int)cols, j->x, cols, src, w->dtype, cols, j->y + r0, rows, pack);
     if (j->bias)
         for (int t = 0; t < j->T; t++)
@@ -64,7 +68,10 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
 {
     cpu_ctx *c = ctx;
     if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
-    if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16)
+    if (w->dtype == DT_U32 && !q_layout_ok(w->bits, w->group_size, w->cols))
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %d-bit weights in groups of %d over %lld columns are not supported",
+                         w->bits, w->group_size, (long long)w->cols);
+    if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16 && w->dtype != DT_U32)
         return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cpu",
                          dtype_name(w->dtype));
     if (w->rows > INT32_MAX || w->cols > INT32_MAX)
@@ -91,7 +98,9 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
         if (block > 1024) block = 1024;
     }
     if (block > w->rows) block = w->rows;
-    mm_job j = {c, y, x, w, b, T, (int)block, gemm_pack_floats(T, (int)block, (int)w->cols), 0};
+    size_t pack = w->dtype == DT_U32 ? qgemm_scratch_floats(T, (int)block, (int)w->cols)
+                                     : gemm_pack_floats(T, (int)block, (int)w->cols);
+    mm_job j = {c, y, x, w, b, T, (int)block, pack, 0};
     int n_tasks = (int)((w->rows + block - 1) / block);
     pool_run(c->pool, n_tasks, mm_task, &j);
     free(b);
