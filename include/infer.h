@@ -90,6 +90,9 @@ typedef struct infer_load_opts {
     int gpu_layers;           /* -1 = all */
     int parallel_slots;       /* sessions served at once; 0 = 1 */
     const char *adapter_path; /* LoRA adapter to attach at load, or NULL */
+    int cpu_int8;             /* cpu, quantized weights: 0 = float32 activations (exact, the
+                                 default); 1 = activations rounded to int8 per group of 32 for
+                                 integer dot products (faster, within 1e-2 relative error) */
 } infer_load_opts;
 
 /* Fills *opts with the defaults (automatic backend, all threads, ...). */
@@ -117,9 +120,11 @@ typedef struct infer_model_info {
     int max_position_embeddings;
     int sliding_window;     /* 0 = none */
     int tied_embeddings;    /* 1 if the output head is the embedding matrix */
-    int64_t n_params;       /* parameters in the weights used (counted as stored) */
-    int quant_bits;         /* 0 = not quantized */
-    int quant_group_size;   /* 0 = not quantized */
+    int64_t n_params;       /* parameters in the weights used; a quantized matrix counts as
+                               out x in (as mlx-lm counts it), its scales and biases not */
+    int quant_bits;         /* MLX quantization, top-level "bits"; 0 = not quantized
+                               (per-module entries may differ) */
+    int quant_group_size;   /* top-level "group_size"; 0 = not quantized */
 } infer_model_info;
 
 INFER_API int infer_model_get_info(const infer_model *model, infer_model_info *out);
@@ -497,6 +502,38 @@ typedef struct infer_model_entry {
  * infer_model_entries_free.  dir unreadable: INFER_ERR_IO. */
 INFER_API int infer_discover(const char *dir, infer_model_entry **out, size_t *n);
 INFER_API void infer_model_entries_free(infer_model_entry *e, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Quantization (MLX format)                                            */
+/* ------------------------------------------------------------------ */
+
+typedef struct infer_quant_opts {
+    int bits;                 /* 2, 3, 4, 5, 6 or 8 (MLX's); default 4 */
+    int group_size;           /* 32, 64 or 128; default 64 */
+    int dequantize;           /* 1: make a float folder from an MLX-quantized one */
+    const char *dtype;        /* dequantize: "bfloat16", "float16" or "float32" for the
+                                 weights written; NULL = the dtype of their scales */
+    int64_t max_shard_bytes;  /* tensor bytes per output file; 0 = 5 GiB (mlx-lm's) */
+} infer_quant_opts;
+
+/* Fills *opts with the defaults: 4 bits, groups of 64, quantize. */
+INFER_API void infer_quant_opts_default(infer_quant_opts *opts);
+
+/* Writes the model folder in_dir to out_dir (a new or empty folder) as
+ * mlx-lm's convert does.  Quantize: every linear layer and the embedding
+ * (and an untied lm_head) whose input dimension is a multiple of the group
+ * size becomes <module>.weight (uint32, MLX's packing), <module>.scales and
+ * <module>.biases (in the weight's float dtype), by MLX's rounding rule;
+ * other tensors are copied; config.json gets "quantization" and
+ * "quantization_config" {group_size, bits, mode: "affine"}.  Dequantize
+ * (in_dir MLX-quantized): each quantized module becomes a float weight
+ * (scale * q + bias in float32, then rounded to the dtype) and the
+ * quantization keys leave config.json.  Tokenizer files,
+ * generation_config.json and chat_template.jinja are copied.  Tensors are
+ * converted one at a time (the input stays mapped, never read whole into
+ * memory), in model.safetensors or model-0000N-of-0000M.safetensors with
+ * model.safetensors.index.json.  On failure nothing is left in out_dir. */
+INFER_API int infer_quantize(const char *in_dir, const char *out_dir, const infer_quant_opts *opts);
 
 #ifdef __cplusplus
 }

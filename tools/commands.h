@@ -18,5 +18,6 @@ int cmd_inspect(const cli_command *self, int argc, char **argv);
 int cmd_chat_template(const cli_command *self, int argc, char **argv);
 int cmd_list(const cli_command *self, int argc, char **argv);
 int cmd_devices(const cli_command *self, int argc, char **argv);
+int cmd_quantize(const cli_command *self, int argc, char **argv);
 
 #endif

@@ -25,6 +25,7 @@ static const cli_command commands[] = {
     {"chat-template", cmd_chat_template, "print a conversation rendered with the model's chat template"},
     {"list", cmd_list, "list the model folders in a folder or a Hugging Face cache"},
     {"devices", cmd_devices, "print each backend's device and memory"},
+    {"quantize", cmd_quantize, "write an MLX-quantized copy of a model folder (or dequantize one)"},
     {"help", cmd_help, "show this help, or a command's help (infer help COMMAND)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

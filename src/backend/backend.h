@@ -94,6 +94,7 @@ typedef enum bk_mem {
 
 typedef struct bk_opts {
     int n_threads;  /* 0 = all online processors */
+    int cpu_int8;   /* cpu: int8 activations for quantized weights (infer_load_opts) */
 } bk_opts;
 
 typedef struct backend_ops {

@@ -1,8 +1,8 @@
 /* threads.c - the worker pool behind the cpu kernels.
  *
- * Workers sleep on a condition variable.  A job is a task count and a
- * function; tasks are handed out through an atomic counter, and the calling
- * thread works too. */
+ * A job is a task count and a function; tasks are handed out through an
+ * atomic counter, and the calling thread works too.  Between jobs workers
+ * spin a little, then sleep on a condition variable. */
 #include "core/threads.h"
 
 #include <pthread.h>
@@ -19,15 +19,30 @@ struct thread_pool {
     pthread_mutex_t lock;
     pthread_cond_t wake;
     pthread_cond_t done;
-    unsigned long generation;
-    int stop;
+    atomic_ulong generation;  /* bumped when a job is posted */
+    atomic_int stop;
+    int sleepers;             /* workers waiting on wake (under lock) */
     /* the current job */
     pool_fn fn;
     void *arg;
     int n_tasks;
     atomic_int next;
-    int busy;                 /* workers still inside the job */
+    atomic_int busy;          /* workers still inside the job */
 };
+
+/* Workers and the caller spin this many pauses (a few hundred
+ * microseconds) before they sleep: a decode step posts a job every few tens
+ * of microseconds, and waking a sleeping thread costs about as much (more
+ * in a virtual machine, where the wake-up is an interrupt to another
+ * virtual cpu). */
+enum { SPIN_PAUSES = 20000 };
+
+static inline void cpu_pause(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 typedef struct worker_arg {
     thread_pool *pool;
@@ -49,17 +64,30 @@ static void *worker_main(void *v)
     free(v);
     thread_pool *p = wa.pool;
     unsigned long seen = 0;
-    pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->stop && p->generation == seen) pthread_cond_wait(&p->wake, &p->lock);
-        if (p->stop) break;
-        seen = p->generation;
-        pthread_mutex_unlock(&p->lock);
+        unsigned long g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        for (int i = 0; g == seen && i < SPIN_PAUSES && !atomic_load_explicit(&p->stop, memory_order_relaxed); i++) {
+            cpu_pause();
+            g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        }
+        if (g == seen) {
+            pthread_mutex_lock(&p->lock);
+            p->sleepers++;
+            while (!atomic_load(&p->stop) && (g = atomic_load(&p->generation)) == seen)
+                pthread_cond_wait(&p->wake, &p->lock);
+            p->sleepers--;
+            pthread_mutex_unlock(&p->lock);
+        }
+        if (atomic_load(&p->stop)) break;
+        seen = g;
         run_tasks(p, wa.index);
-        pthread_mutex_lock(&p->lock);
-        if (--p->busy == 0) pthread_cond_signal(&p->done);
+        if (atomic_fetch_sub(&p->busy, 1) == 1) {
+            /* under the lock: the caller may be between its check and its wait */
+            pthread_mutex_lock(&p->lock);
+            pthread_cond_signal(&p->done);
+            pthread_mutex_unlock(&p->lock);
+        }
     }
-    pthread_mutex_unlock(&p->lock);
     return NULL;
 }
 
@@ -105,7 +133,7 @@ void pool_destroy(thread_pool *p)
 {
     if (!p) return;
     pthread_mutex_lock(&p->lock);
-    p->stop = 1;
+    atomic_store(&p->stop, 1);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     for (int i = 1; i < p->n; i++) pthread_join(p->threads[i - 1], NULL);
@@ -127,18 +155,21 @@ void pool_run(thread_pool *p, int n_tasks, pool_fn fn, void *arg)
         return;
     }
     pthread_mutex_lock(&p->job_lock);
-    pthread_mutex_lock(&p->lock);
     p->fn = fn;
     p->arg = arg;
     p->n_tasks = n_tasks;
     atomic_store(&p->next, 0);
-    p->busy = p->n - 1;
-    p->generation++;
-    pthread_cond_broadcast(&p->wake);
+    atomic_store(&p->busy, p->n - 1);
+    pthread_mutex_lock(&p->lock);
+    atomic_fetch_add_explicit(&p->generation, 1, memory_order_release);
+    if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     run_tasks(p, 0);
-    pthread_mutex_lock(&p->lock);
-    while (p->busy > 0) pthread_cond_wait(&p->done, &p->lock);
-    pthread_mutex_unlock(&p->lock);
+    for (int i = 0; atomic_load_explicit(&p->busy, memory_order_acquire) > 0 && i < SPIN_PAUSES; i++) cpu_pause();
+    if (atomic_load(&p->busy) > 0) {
+        pthread_mutex_lock(&p->lock);
+        while (atomic_load(&p->busy) > 0) pthread_cond_wait(&p->done, &p->lock);
+        pthread_mutex_unlock(&p->lock);
+    }
     pthread_mutex_unlock(&p->job_lock);
 }

@@ -697,6 +697,110 @@ static int read_misc(const char *path, src text, src top, const family_info *f, 
 }
 
 /* ------------------------------------------------------------------ */
+/* MLX quantization                                                     */
+/* ------------------------------------------------------------------ */
+
+static int quant_bits_valid(int b) { return b == 2 || b == 3 || b == 4 || b == 5 || b == 6 || b == 8; }
+static int quant_group_valid(int g) { return g == 32 || g == 64 || g == 128; }
+
+/* group_size, bits and mode of a quantization object or of one module's
+ * entry (name is its field, with a trailing dot).  bits and group_size
+ * keep their values (the defaults) when absent unless required. */
+static int read_quant_params(const char *path, const char *name, const cJSON *obj, int required, int *bits,
+                             int *group_size)
+{
+    src s = {obj, name};
+    const cJSON *v;
+    const char *mode = "affine";
+    int rc;
+    if (required && probe(s, "group_size", &v) != IS_SET)
+        return infer_err(INFER_ERR_MISSING, "%s: %sgroup_size is missing", path, name);
+    if (required && probe(s, "bits", &v) != IS_SET)
+        return infer_err(INFER_ERR_MISSING, "%s: %sbits is missing", path, name);
+    if ((rc = read_int(path, s, "group_size", 1, INT_MAX, group_size)) ||
+        (rc = read_int(path, s, "bits", 1, INT_MAX, bits)) || (rc = read_string(path, s, "mode", &mode)))
+        return rc;
+    if (strcmp(mode, "affine") != 0)
+        return infer_err(INFER_ERR_UNSUPPORTED,
+                         "%s: %smode '%.32s' is not supported (only MLX's \"affine\" quantization)", path, name,
+                         mode);
+    if (!quant_bits_valid(*bits))
+        return infer_err(INFER_ERR_UNSUPPORTED, "%s: %sbits = %d is not supported (2, 3, 4, 5, 6 or 8)", path,
+                         name, *bits);
+    if (!quant_group_valid(*group_size))
+        return infer_err(INFER_ERR_UNSUPPORTED, "%s: %sgroup_size = %d is not supported (32, 64 or 128)", path,
+                         name, *group_size);
+    return INFER_OK;
+}
+
+/* The per-module entries: members whose value is an object, true or false
+ * (other members, such as the top-level settings, are not modules). */
+static int read_quant_overrides(const char *path, const char *name, const cJSON *q, model_config *c)
+{
+    int n = 0;
+    for (const cJSON *it = q->child; it; it = it->next)
+        if (it->string && (cJSON_IsObject(it) || cJSON_IsBool(it))) n++;
+    if (n == 0) return INFER_OK;
+    c->quant_over = calloc((size_t)n, sizeof *c->quant_over);
+    if (!c->quant_over) return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+    for (const cJSON *it = q->child; it; it = it->next) {
+        if (!it->string || !(cJSON_IsObject(it) || cJSON_IsBool(it))) continue;
+        quant_override *o = &c->quant_over[c->n_quant_over];
+        if (!(o->path = strdup(it->string))) return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", path);
+        c->n_quant_over++;
+        o->quantized = !cJSON_IsFalse(it);
+        o->bits = c->quant_bits;
+        o->group_size = c->quant_group_size;
+        if (cJSON_IsObject(it)) {
+            /* mlx's to_quantized defaults for keys an entry leaves out */
+            char field[352];
+            int rc;
+            snprintf(field, sizeof field, "%s%.256s.", name, it->string);
+            o->bits = 4;
+            o->group_size = 64;
+            if ((rc = read_quant_params(path, field, it, 0, &o->bits, &o->group_size))) return rc;
+        }
+    }
+    return INFER_OK;
+}
+
+/* "quantization" (what mlx-lm reads), else "quantization_config", else
+ * text_config's "quantization_config". */
+static int read_quant(const char *path, src text, src top, model_config *c)
+{
+    static const char *const keys[] = {"quantization", "quantization_config"};
+    const cJSON *q = NULL;
+    char name[64] = "";
+    int rc;
+    for (int i = 0; i < 2 && !q; i++) {
+        if ((rc = read_object(path, top, keys[i], &q))) return rc;
+        snprintf(name, sizeof name, "%s.", keys[i]);
+    }
+    if (!q && text.obj != top.obj) {
+        if ((rc = read_object(path, text, "quantization_config", &q))) return rc;
+        snprintf(name, sizeof name, "%squantization_config.", text.prefix);
+    }
+    if (!q) return INFER_OK;
+    const cJSON *method = lookup(q, "quant_method");
+    if (method)
+        return infer_err(INFER_ERR_UNSUPPORTED,
+                         "%s: %squant_method %s%s%s is not supported (only MLX's affine quantization: "
+                         "group_size, bits)",
+                         path, name, cJSON_IsString(method) ? "'" : "",
+                         cJSON_IsString(method) ? method->valuestring : kind_name(method),
+                         cJSON_IsString(method) ? "'" : "");
+    if ((rc = read_quant_params(path, name, q, 1, &c->quant_bits, &c->quant_group_size))) return rc;
+    return read_quant_overrides(path, name, q, c);
+}
+
+const quant_override *config_quant_override(const model_config *cfg, const char *module)
+{
+    for (int i = cfg->n_quant_over - 1; i >= 0; i--) /* the last duplicate wins */
+        if (!strcmp(cfg->quant_over[i].path, module)) return &cfg->quant_over[i];
+    return NULL;
+}
+
+/* ------------------------------------------------------------------ */
 /* Entry points                                                         */
 /* ------------------------------------------------------------------ */
 
@@ -716,7 +820,8 @@ static int fill(const cJSON *root, const char *path, model_config *c)
     }
     if ((rc = read_architecture(path, root, c)) || (rc = read_dims(path, text, f, c)) ||
         (rc = read_math(path, text, f, c)) || (rc = read_rope(path, text, f, c)) ||
-        (rc = read_sliding(path, text, f, c)) || (rc = read_misc(path, text, top, f, c)))
+        (rc = read_sliding(path, text, f, c)) || (rc = read_misc(path, text, top, f, c)) ||
+        (rc = read_quant(path, text, top, c)))
         return rc;
     return INFER_OK;
 }
@@ -799,5 +904,7 @@ void config_free(model_config *cfg)
 {
     if (!cfg) return;
     free(cfg->layer_sliding);
+    for (int i = 0; i < cfg->n_quant_over; i++) free(cfg->quant_over[i].path);
+    free(cfg->quant_over);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -38,6 +38,15 @@ typedef struct rope_config {
 
 typedef enum act_kind { ACT_SILU = 0, ACT_GELU_TANH } act_kind;
 
+/* One per-module entry of an MLX "quantization" object: the module path
+ * ("model.layers.0.mlp.down_proj") and its own settings, or quantized = 0
+ * for an entry of false. */
+typedef struct quant_override {
+    char *path;              /* malloc'ed */
+    int quantized;
+    int bits, group_size;
+} quant_override;
+
 typedef struct model_config {
     char model_type[32];     /* as written at the top level ("gemma3" for multimodal) */
     char architecture[64];   /* architectures[0], or "" */
@@ -77,6 +86,14 @@ typedef struct model_config {
 
     char dtype[16];          /* torch_dtype / dtype: "bfloat16", "float16", "float32" or "" */
     int bos_token_id;        /* -1 if absent */
+
+    /* MLX quantization: the top-level "quantization" object (else
+     * "quantization_config", else text_config's).  quant_bits = 0: none.
+     * Only mode "affine" is accepted. */
+    int quant_bits;
+    int quant_group_size;
+    quant_override *quant_over;   /* [n_quant_over], malloc'ed */
+    int n_quant_over;
 } model_config;
 
 /* Parses config.json text.  path names the file in error messages. */
@@ -86,6 +103,9 @@ int config_parse(const char *json, size_t len, const char *path, model_config *o
 int config_load(const char *dir, model_config *out);
 
 void config_free(model_config *cfg);
+
+/* The override for a module path, or NULL. */
+const quant_override *config_quant_override(const model_config *cfg, const char *module);
 
 /* Reads a whole small JSON file (a few MB at most); *buf is malloc'ed and
  * NUL-terminated is not promised.  INFER_ERR_MISSING when absent. */

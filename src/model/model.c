@@ -84,6 +84,8 @@ static int check_opts(const infer_load_opts *o)
     if (o->parallel_slots < 0)
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: parallel_slots %d is negative",
                          o->parallel_slots);
+    if (o->cpu_int8 != 0 && o->cpu_int8 != 1)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: cpu_int8 %d (use 0 or 1)", o->cpu_int8);
     if (o->adapter_path)
         return infer_err(INFER_ERR_UNSUPPORTED, "load options: adapter_path: LoRA adapters are not supported yet");
     return INFER_OK;
@@ -121,7 +123,7 @@ int infer_model_load(const char *path, const infer_load_opts *opts, infer_model 
         goto fail;
     }
     if ((rc = model_bind_weights(m))) goto fail;
-    bk_opts bo = {.n_threads = o.n_threads};
+    bk_opts bo = {.n_threads = o.n_threads, .cpu_int8 = o.cpu_int8};
     if ((rc = m->be->create(&bo, &m->bctx)) ||
         (rc = upload_freqs(m, &m->cfg.rope_global, &m->inv_freq_global)) ||
         (rc = upload_freqs(m, &m->cfg.rope_local, &m->inv_freq_local)))
@@ -173,6 +175,8 @@ int infer_model_get_info(const infer_model *m, infer_model_info *out)
     out->sliding_window = c->sliding_window;
     out->tied_embeddings = c->tie_word_embeddings;
     out->n_params = m->n_params;
+    out->quant_bits = c->quant_bits;
+    out->quant_group_size = c->quant_group_size;
     return INFER_OK;
 }
 

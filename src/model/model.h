@@ -52,6 +52,13 @@ int model_visit_weights(infer_model *m, weight_visit fn, void *arg);
 /* Binds and checks every weight named by the config (model_weights.c). */
 int model_bind_weights(infer_model *m);
 
+/* Calls fn with the full name of every matrix of the model present in w:
+ * the embedding, the linear layers and an untied head (the Linear and
+ * Embedding modules mlx-lm quantizes), in file order.  path names the
+ * folder in messages. */
+int model_matrix_names(const model_config *cfg, const st_set *w, const char *path,
+                       int (*fn)(void *arg, const char *name), void *arg);
+
 /* RoPE inverse frequencies (float32, head_dim / 2 of them) for a rope
  * config; seq_len matters for dynamic scaling only (rope.c). */
 void rope_inv_freq(const rope_config *rc, int head_dim, int max_position, int seq_len, float *out);

@@ -80,6 +80,8 @@ static int cpu_create(const bk_opts *opts, void **out)
         return rc;
     }
     c->n_workers = pool_size(c->pool);
+    c->int8 = opts ? opts->cpu_int8 != 0 : 0;
+    pthread_mutex_init(&c->act_lock, NULL);
     c->scratch = calloc((size_t)c->n_workers, sizeof *c->scratch);
     if (!c->scratch) {
         pool_destroy(c->pool);
@@ -99,13 +101,15 @@ static void cpu_destroy(void *ctx)
         free(c->scratch[i].p);
         mem_give(c->scratch[i].cap * sizeof(float));
     }
+    free(c->act.p);
+    mem_give(c->act.cap * sizeof(float));
+    pthread_mutex_destroy(&c->act_lock);
     free(c->scratch);
     free(c);
 }
 
-float *cpu_scratch_get(cpu_ctx *c, int worker, size_t n)
+static float *scratch_grow(cpu_scratch *s, size_t n)
 {
-    cpu_scratch *s = &c->scratch[worker];
     if (s->cap < n) {
         if (n > SIZE_MAX / sizeof(float)) return NULL;
         float *p = malloc(n * sizeof *p);
@@ -118,6 +122,10 @@ float *cpu_scratch_get(cpu_ctx *c, int worker, size_t n)
     }
     return s->p;
 }
+
+float *cpu_scratch_get(cpu_ctx *c, int worker, size_t n) { return scratch_grow(&c->scratch[worker], n); }
+
+float *cpu_act_get(cpu_ctx *c, size_t n) { return scratch_grow(&c->act, n); }
 
 float *cpu_vector_f32(const bk_weight *w, size_t n)
 {

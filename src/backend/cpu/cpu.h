@@ -2,6 +2,7 @@
 #ifndef INFER_BACKEND_CPU_H
 #define INFER_BACKEND_CPU_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stddef.h>
 
@@ -17,10 +18,16 @@ typedef struct cpu_ctx {
     thread_pool *pool;
     int n_workers;
     cpu_scratch *scratch;    /* [n_workers]: per-worker buffers for kernels */
+    cpu_scratch act;         /* one product's transformed activations (qgemm.h) */
+    pthread_mutex_t act_lock; /* held while act is in use (sessions may run at once) */
+    int int8;                /* bk_opts.cpu_int8: int8 activations for quantized weights */
 } cpu_ctx;
 
 /* Worker w's scratch of at least n floats, or NULL when out of memory. */
 float *cpu_scratch_get(cpu_ctx *c, int worker, size_t n);
+/* The shared activation buffer of at least n floats, or NULL when out of
+ * memory; the caller holds act_lock. */
+float *cpu_act_get(cpu_ctx *c, size_t n);
 
 /* Reads a weight vector (any stored dtype, any alignment) into a fresh
  * float array of n; NULL when out of memory. */

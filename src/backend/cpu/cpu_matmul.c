@@ -3,8 +3,10 @@
  * W stays in its stored dtype.  The rows of W (the columns of y) are cut
  * into blocks spread over the worker threads; each task runs the
  * single-threaded gemm_nt (gemm.c) on its block, which converts W to
- * float32 tile by tile while packing it into the worker's scratch (for one
- * or two tokens it streams W once without packing). */
+ * float32 tile by tile while packing it into the worker's scratch (for a
+ * few tokens it streams W once without packing).  Quantized W goes to
+ * qgemm_nt (qgemm.c) the same way, after x has been transformed once for
+ * all blocks (q_act_rows: int8 rounding, group sums, kernel order). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +30,7 @@ typedef struct mm_job {
     int T;
     int block;     /* rows per task */
     size_t pack;   /* scratch floats per task */
+    const q_act *qa; /* quantized W: x transformed */
     int failed;    /* set when a scratch allocation failed */
 } mm_job;
 
@@ -49,22 +52,94 @@ static void mm_task(void *arg, int task, int worker)
     size_t cols = (size_t)w->cols, rows = (size_t)w->rows;
     size_t r0 = (size_t)task * j->block;
     size_t nr = rows - r0 < (size_t)j->block ? rows - r0 : (size_t)j->block;
-    const unsigned char *src = (const unsigned char *)w->data + r0 * cols * dtype_size(w->dtype);
+    const unsigned char *src = w->dtype == DT_U32 ? NULL : (const unsigned char *)w->data + r0 * cols * dtype_size(w->dtype);
     float *pack = cpu_scratch_get(j->c, worker, j->pack);
     if (!pack) {
         j->failed = 1;
         return;
     }
-    if (w->dtype == DT_U32) {
-        qgemm_nt(j->T, (int)nr, (int)cols, j->x, cols, w, (int64_t)r0, j->y + r0, rows, pack);
-    } else
-    gemm_nt(j->T, (int)nr, (int)cols, j->x, cols, src, w->dtype, cols, j->y + r0, rows, pack);
+    if (w->dtype == DT_U32)
+        qgemm_nt(j->qa, w, (int64_t)r0, (int)nr, j->y + r0, rows, pack);
+    else
+        gemm_nt(j->T, (int)nr, (int)cols, j->x, cols, src, w->dtype, cols, j->y + r0, rows, pack);
     if (j->bias)
         for (int t = 0; t < j->T; t++)
             for (size_t r = 0; r < nr; r++) j->y[(size_t)t * rows + r0 + r] += j->bias[r0 + r];
 }
 
+typedef struct act_job {
+    const q_act *qa;
+    int rows; /* rows of x per task */
+} act_job;
+
+static void act_task(void *arg, int task, int worker)
+{
+    const act_job *a = arg;
+    int m0 = task * a->rows, m1 = m0 + a->rows < a->qa->M ? m0 + a->rows : a->qa->M;
+    q_act_rows(a->qa, m0, m1);
+}
+
+/* Quantized W: x transformed once (split over the workers for many
+ * tokens), then blocks of rows of W.  For a few tokens the product reads W
+ * once at memory speed: blocks of about 64 KB of W keep both cores
+ * streaming to the end; for many it is a blocked GEMM: about two blocks a
+ * worker, a multiple of the micro-tile. */
+static int q_matmul(cpu_ctx *c, float *y, const float *x, const bk_weight *w, const float *b, int T)
+{
+    int K = (int)w->cols;
+    pthread_mutex_lock(&c->act_lock);
+    size_t ab = q_act_bytes(T, K, w, c->int8);
+    void *abuf = cpu_act_get(c, (ab + 3) / 4);
+    if (!abuf) {
+        pthread_mutex_unlock(&c->act_lock);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for %zu bytes of activations", ab);
+    }
+    q_act qa;
+    q_act_init(&qa, abuf, T, K, x, (size_t)K, w, c->int8);
+    if ((int64_t)T * K >= 65536 && c->n_workers > 1) {
+        act_job a = {&qa, (T + 2 * c->n_workers - 1) / (2 * c->n_workers)};
+        pool_run(c->pool, (T + a.rows - 1) / a.rows, act_task, &a);
+    } else {
+        q_act_rows(&qa, 0, T);
+    }
+    int64_t block;
+    if (qa.small) {
+        int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (K / w->group_size) * 2;
+        block = ((int64_t)q_tune_task_kb * 1024) / row_bytes;
+        block = (block + 7) / 8 * 8;
+        if (block < 8) block = 8;
+        int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
+        if (per < block) block = per < 8 ? 8 : (per + 7) / 8 * 8;
+    } else {
+        int64_t per = (w->rows + 2 * c->n_workers - 1) / (2 * c->n_workers);
+        block = (per + TILE_COLS - 1) / TILE_COLS * TILE_COLS;
+        if (block < 2 * TILE_COLS) block = 2 * TILE_COLS;
+        if (block > 1024) block = 1024;
+    }
+    if (block > w->rows) block = w->rows;
+    size_t pack = (qgemm_scratch_bytes(&qa, (int)block) + 3) / 4;
+    mm_job j = {c, y, x, w, b, T, (int)block, pack, &qa, 0};
+    pool_run(c->pool, (int)((w->rows + block - 1) / block), mm_task, &j);
+    pthread_mutex_unlock(&c->act_lock);
+    if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for scratch");
+    return INFER_OK;
+}
+
+#include <stdio.h>
+#include <time.h>
+double q_tune_mm_time; long q_tune_mm_calls; /* TUNING */
+static double tnow(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
+__attribute__((destructor)) static void tune_report(void) { if (getenv("Q_REPORT")) fprintf(stderr, "matmul: %.3f s in %ld calls\n", q_tune_mm_time, q_tune_mm_calls); }
+static int cpu_matmul_(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T);
 int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    double t0 = tnow();
+    int rc = cpu_matmul_(ctx, y, x, w, bias, T);
+    q_tune_mm_time += tnow() - t0;
+    q_tune_mm_calls++;
+    return rc;
+}
+static int cpu_matmul_(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
 {
     cpu_ctx *c = ctx;
     if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
@@ -82,6 +157,11 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
         b = cpu_vector_f32(bias, (size_t)w->rows);
         if (!b) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory");
     }
+    if (w->dtype == DT_U32) {
+        int rc = q_matmul(c, y, x, w, b, T);
+        free(b);
+        return rc;
+    }
     int64_t block;
     if (T <= STREAM_MAX_T) {
         /* Blocks of about 256 KB of float32 weights, at least 4 tasks a
@@ -98,9 +178,8 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
         if (block > 1024) block = 1024;
     }
     if (block > w->rows) block = w->rows;
-    size_t pack = w->dtype == DT_U32 ? qgemm_scratch_floats(T, (int)block, (int)w->cols)
-                                     : gemm_pack_floats(T, (int)block, (int)w->cols);
-    mm_job j = {c, y, x, w, b, T, (int)block, pack, 0};
+    size_t pack = gemm_pack_floats(T, (int)block, (int)w->cols);
+    mm_job j = {c, y, x, w, b, T, (int)block, pack, NULL, 0};
     int n_tasks = (int)((w->rows + block - 1) / block);
     pool_run(c->pool, n_tasks, mm_task, &j);
     free(b);

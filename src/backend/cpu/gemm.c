@@ -3,6 +3,7 @@
  * gemm_avx512.c; see gemm.h for the design. */
 #include "backend/cpu/gemm.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -38,11 +39,22 @@ int gemm_isa_supported(gemm_isa isa)
     }
 }
 
+/* Found once: cpuid is slow, and traps to the hypervisor in a virtual
+ * machine, so it must not run per call.  -1 = not yet known. */
+static _Atomic int best_isa = -1;
+
 gemm_isa gemm_isa_best(void)
 {
+    int b = atomic_load_explicit(&best_isa, memory_order_relaxed);
+    if (b >= 0) return (gemm_isa)b;
+    b = GEMM_ISA_C;
     for (int i = GEMM_ISA_COUNT - 1; i > 0; i--)
-        if (gemm_isa_supported((gemm_isa)i)) return (gemm_isa)i;
-    return GEMM_ISA_C;
+        if (gemm_isa_supported((gemm_isa)i)) {
+            b = i;
+            break;
+        }
+    atomic_store_explicit(&best_isa, b, memory_order_relaxed);
+    return (gemm_isa)b;
 }
 
 const char *gemm_isa_name(gemm_isa isa)

@@ -1,7 +1,11 @@
-/* qgemm.c - the portable reference of the quantized products, and the
- * helpers every variant shares. */
+/* qgemm.c - quantized products: dispatch, the activation transform, the
+ * blocked drivers for M > Q_SMALL_M, and the portable C kernels.  The AVX2
+ * and AVX-512 kernels are in qgemm_avx2.c and qgemm_avx512.c; see qgemm.h
+ * for the design. */
 #include "backend/cpu/qgemm.h"
 
+#include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 #include "core/dtype.h"
@@ -37,29 +41,591 @@ void q_dequant_row(const bk_weight *w, int64_t r, int64_t c0, int64_t n, float *
     }
 }
 
-void qgemm_nt_ref(int M, int N, int K, const float *A, size_t lda, const bk_weight *w, int64_t n0, float *C,
-                  size_t ldc, float *scratch)
+void q_unpack_u8(const uint8_t *row, int bits, int64_t c0, int n, uint8_t *out)
 {
-    for (int n = 0; n < N; n++) {
-        q_dequant_row(w, n0 + n, 0, K, scratch);
-        for (int m = 0; m < M; m++) {
-            const float *a = A + (size_t)m * lda;
-            double s = 0.0;
-            for (int k = 0; k < K; k++) s += (double)a[k] * scratch[k];
-            C[(size_t)m * ldc + n] = (float)s;
+    if (bits == 8) {
+        memcpy(out, row + c0, (size_t)n);
+        return;
+    }
+    /* 8 values fill `bits` bytes */
+    const uint8_t *p = row + (size_t)c0 * (size_t)bits / 8;
+    unsigned mask = (1u << bits) - 1u;
+    for (int i = 0; i < n; i += 8, p += bits) {
+        uint64_t v = 0;
+        for (int b = bits - 1; b >= 0; b--) v = v << 8 | p[b];
+        for (int j = 0; j < 8; j++) out[i + j] = (uint8_t)((v >> (j * bits)) & mask);
+    }
+}
+
+void q_load_f32(const void *base, infer_dtype t, size_t i0, size_t n, float *out)
+{
+    dtype_to_f32(out, (const unsigned char *)base + i0 * dtype_size(t), t, n);
+}
+
+/* ---- Dispatch ---- */
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+
+/* cpuid leaf 7 bits that not every compiler's __builtin_cpu_supports
+ * knows. */
+static int cpuid_bit(unsigned leaf, unsigned sub, int reg, unsigned bit)
+{
+    unsigned r[4];
+    if ((unsigned)__get_cpuid_max(0, NULL) < leaf) return 0;
+    __cpuid_count(leaf, sub, r[0], r[1], r[2], r[3]);
+    return (r[reg] >> bit) & 1u;
+}
+#endif
+
+int q_isa_supported(q_isa isa)
+{
+    if (isa == Q_ISA_C) return 1;
+#if defined(__x86_64__) || defined(__i386__)
+    if (!gemm_isa_supported(GEMM_ISA_AVX2)) return 0;
+    switch (isa) {
+    case Q_ISA_AVX2:
+        return 1;
+    case Q_ISA_AVX2_VNNI:
+        return cpuid_bit(7, 1, 0, 4); /* eax bit 4: AVX-VNNI */
+    case Q_ISA_AVX512:
+        __builtin_cpu_init();
+        return gemm_isa_supported(GEMM_ISA_AVX512) && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && cpuid_bit(7, 0, 2, 11); /* ecx bit 11: AVX512_VNNI */
+    default:
+        return 0;
+    }
+#else
+    return 0;
+#endif
+}
+
+/* Found once: cpuid traps to the hypervisor in a virtual machine. */
+static _Atomic int best_isa = -1;
+
+q_isa q_isa_best(void)
+{
+    int b = atomic_load_explicit(&best_isa, memory_order_relaxed);
+    if (b >= 0) return (q_isa)b;
+    b = Q_ISA_C;
+    for (int i = Q_ISA_COUNT - 1; i > 0; i--)
+        if (q_isa_supported((q_isa)i)) {
+            b = i;
+            break;
+        }
+    atomic_store_explicit(&best_isa, b, memory_order_relaxed);
+    return (q_isa)b;
+}
+
+const char *q_isa_name(q_isa isa)
+{
+    static const char *const names[Q_ISA_COUNT] = {"c", "avx2", "avx2vnni", "avx512"};
+    return (unsigned)isa < Q_ISA_COUNT ? names[isa] : "?";
+}
+
+static const q_kernels *kernels_of(q_isa isa)
+{
+    switch (isa) {
+#if defined(__x86_64__) || defined(__i386__)
+    case Q_ISA_AVX2:
+        return &q_kernels_avx2;
+    case Q_ISA_AVX2_VNNI:
+        return &q_kernels_avx2_vnni;
+    case Q_ISA_AVX512:
+        return &q_kernels_avx512;
+#endif
+    default:
+        return &q_kernels_c;
+    }
+}
+
+/* ---- Scratch carving ---- */
+
+static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
+static int round_up(int a, int b) { return (a + b - 1) / b * b; }
+
+/* The next n bytes of *p, 64-byte aligned (p advances). */
+static void *carve(unsigned char **p, size_t n)
+{
+    uintptr_t a = ((uintptr_t)*p + 63) & ~(uintptr_t)63;
+    *p = (unsigned char *)a + n;
+    return (void *)a;
+}
+
+/* ---- The activation transform ---- */
+
+static int uses_xp(int M, int int8, int bits) { return !int8 && M <= Q_SMALL_M && bits == 4; }
+
+size_t q_act_bytes(int M, int K, const bk_weight *w, int int8)
+{
+    size_t m = (size_t)(M > 0 ? M : 1), k = (size_t)(K > 0 ? K : 1);
+    size_t n = 64;
+    if (uses_xp(M, int8, w->bits)) n += align64(m * k * sizeof(float));
+    if (int8) {
+        size_t blocks = (k + Q_ABLK - 1) / Q_ABLK, groups = k / (size_t)w->group_size + 1;
+        n += align64(m * k) + align64(m * blocks * 4) * 2 + align64(m * groups * 4);
+        if (M <= Q_SMALL_M) n += align64(m * (k / 4 + 16) * 4);
+    }
+    return n;
+}
+
+void q_act_init(q_act *x, void *buf, int M, int K, const float *A, size_t lda, const bk_weight *w, int int8)
+{
+    memset(x, 0, sizeof *x);
+    x->M = M;
+    x->K = K;
+    x->int8 = int8;
+    x->small = M <= Q_SMALL_M;
+    x->bits = w->bits;
+    x->group_size = w->group_size;
+    x->A = A;
+    x->lda = lda;
+    unsigned char *p = buf;
+    size_t m = (size_t)(M > 0 ? M : 1), k = (size_t)(K > 0 ? K : 1);
+    if (uses_xp(M, int8, w->bits)) x->xp = carve(&p, m * k * sizeof(float));
+    if (int8) {
+        size_t blocks = (k + Q_ABLK - 1) / Q_ABLK, groups = k / (size_t)w->group_size + 1;
+        x->x8 = carve(&p, m * k);
+        x->d = carve(&p, m * blocks * 4);
+        x->s8 = carve(&p, m * blocks * 4);
+        x->xs = carve(&p, m * groups * 4);
+        if (x->small) x->dv = carve(&p, m * (k / 4 + 16) * 4);
+    }
+}
+
+/* Chunk of the exact 4-bit order: values per chunk, words per chunk. */
+static int xp_chunk(int gs) { return gs == 32 ? 32 : 64; }
+
+/* Value index of slot s of an exact 4-bit chunk of W words. */
+static int xp_value(int s, int W)
+{
+    int i = s / 16, l = s % 16;
+    return 8 * (l % W) + (16 / W) * i + l / W;
+}
+
+void q_act_rows_c(const q_act *x, int m0, int m1)
+{
+    const int K = x->K, gs = x->group_size;
+    for (int m = m0; m < m1; m++) {
+        const float *a = x->A + (size_t)m * x->lda;
+        if (!x->int8) {
+            if (!x->xp) continue;
+            float *o = x->xp + (size_t)m * K;
+            int n = xp_chunk(gs), W = n / 8;
+            for (int c = 0; c < K; c += n)
+                for (int s = 0; s < n; s++) o[c + s] = a[c + xp_value(s, W)];
+            continue;
+        }
+        int blocks = K / Q_ABLK;
+        int8_t *q = x->x8 + (size_t)m * K;
+        float *d = x->d + (size_t)m * blocks;
+        int32_t *s8 = x->s8 + (size_t)m * blocks;
+        int chunked = x->small && x->bits == 4;
+        for (int b = 0; b < blocks; b++) {
+            const float *v = a + (size_t)b * Q_ABLK;
+            float amax = 0.0f;
+            for (int i = 0; i < Q_ABLK; i++) amax = fmaxf(amax, fabsf(v[i]));
+            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            d[b] = amax / 127.0f;
+            int32_t sum = 0;
+            for (int i = 0; i < Q_ABLK; i++) {
+                float r = rintf(v[i] * id);
+                int qi = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
+                sum += qi;
+                int at = b * Q_ABLK + i; /* natural slot */
+                if (chunked) {
+                    /* the slot of value at within its chunk */
+                    int n, c0 = q4_chunk(K, at, &n), vi = at - c0;
+                    at = c0 + (vi % 2 ? n / 2 + vi / 2 : vi / 2);
+                }
+                q[at] = (int8_t)qi;
+            }
+            s8[b] = sum;
+        }
+        float *xs = x->xs + (size_t)m * (K / gs);
+        for (int g = 0; g < K / gs; g++) {
+            float s = 0.0f;
+            for (int i = 0; i < gs; i++) s += a[g * gs + i];
+            xs[g] = s;
+        }
+        if (x->dv) {
+            float *dv = x->dv + (size_t)m * (K / 4 + 16);
+            for (int c = 0, n; c < K; c += n) {
+                if (chunked)
+                    q4_chunk(K, c, &n);
+                else
+                    n = K - c >= 64 ? 64 : 32;
+                for (int j = 0; j < 16; j++) {
+                    int blk = c / Q_ABLK;
+                    if (n == 128) blk += j >> 2;
+                    if (n == 64) blk += chunked ? (j & 7) >> 2 : j >> 3;
+                    dv[c / 4 + j] = d[blk];
+                }
+            }
         }
     }
 }
 
-size_t qgemm_scratch_floats(int M, int N, int K)
+void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1)
 {
-    (void)M;
-    (void)N;
-    return K > 0 ? (size_t)K : 1;
+    const q_kernels *k = kernels_of(isa);
+    if (k->act_rows && x->int8)
+        k->act_rows(x, m0, m1);
+    else
+        q_act_rows_c(x, m0, m1);
 }
 
-void qgemm_nt(int M, int N, int K, const float *A, size_t lda, const bk_weight *w, int64_t n0, float *C,
-              size_t ldc, float *scratch)
+void q_act_rows(const q_act *x, int m0, int m1) { q_act_rows_isa(q_isa_best(), x, m0, m1); }
+
+/* ---- Blocked drivers for M > Q_SMALL_M ---- */
+
+enum {
+    F_KC = 256, F_NC = 256, /* exact: blocks of W dequantized at once */
+    I_KC = 512, I_NC = 128  /* int8 */
+};
+
+static int min_i(int a, int b) { return a < b ? a : b; }
+
+static size_t f32_scratch(const q_kernels *k, int M, int K)
 {
-    qgemm_nt_ref(M, N, K, A, lda, w, n0, C, ldc, scratch);
+    const gemm_kernels *g = k->f32;
+    size_t kc = (size_t)min_i(K, F_KC), mc = (size_t)min_i(round_up(M, g->mr), g->mc);
+    return align64(mc * kc * 4) + align64((size_t)F_NC * kc * 4) + align64((size_t)round_up(F_NC, g->nr) * kc * 4) +
+           64;
 }
+
+/* exact: W dequantized block by block and packed for the float micro-kernels */
+static void gemm_f32(const q_kernels *k, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C,
+                     size_t ldc, unsigned char *scratch)
+{
+    const gemm_kernels *g = k->f32;
+    const int M = x->M, K = x->K;
+    const int kc = min_i(K, F_KC), mc = min_i(round_up(M, g->mr), g->mc);
+    unsigned char *p = scratch;
+    float *Ap = carve(&p, (size_t)mc * kc * 4);
+    float *fb = carve(&p, (size_t)F_NC * kc * 4);
+    float *Bp = carve(&p, (size_t)round_up(F_NC, g->nr) * kc * 4);
+    for (int ic = 0; ic < M; ic += mc) {
+        int mcur = min_i(mc, M - ic);
+        for (int pc = 0; pc < K; pc += kc) {
+            int kcur = min_i(kc, K - pc);
+            g->pack_a(mcur, kcur, x->A + (size_t)ic * x->lda + pc, x->lda, Ap);
+            for (int jc = 0; jc < N; jc += F_NC) {
+                int ncur = min_i(F_NC, N - jc);
+                k->dequant(w, n0 + jc, ncur, pc, kcur, fb, (size_t)kcur);
+                g->pack_b(ncur, kcur, (const unsigned char *)fb, DT_F32, (size_t)kcur * 4, Bp);
+                for (int ir = 0; ir < mcur; ir += g->mr) {
+                    int mm = min_i(g->mr, mcur - ir);
+                    for (int jr = 0; jr < ncur; jr += g->nr)
+                        g->tile(mm, min_i(g->nr, ncur - jr), kcur, Ap + (size_t)ir * kcur, Bp + (size_t)jr * kcur,
+                                C + (size_t)(ic + ir) * ldc + jc + jr, ldc, pc > 0);
+                }
+            }
+        }
+    }
+}
+
+static size_t i8_scratch(const q_kernels *k, int M, int K, int gs)
+{
+    size_t kc = (size_t)min_i(K, I_KC), mp = (size_t)round_up(M, k->mr), np = (size_t)round_up(I_NC, k->nr);
+    return align64(mp * kc) + 2 * align64(mp * (kc / Q_ABLK) * 4) + align64(mp * (kc / (size_t)gs) * 4) +
+           align64((size_t)I_NC * kc) + align64(np * kc) + 2 * align64(np * (kc / (size_t)gs) * 4) +
+           align64((size_t)(K / gs) * 4) + 64;
+}
+
+/* int8: A packed as int8 once per block of K, W unpacked to bytes and
+ * packed for the integer micro-kernel */
+static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C,
+                    size_t ldc, unsigned char *scratch)
+{
+    const int M = x->M, K = x->K, gs = x->group_size, mr = k->mr, nr = k->nr;
+    const int kc = min_i(K, I_KC), mp = round_up(M, mr);
+    const int blocks = K / Q_ABLK, groups = K / gs;
+    unsigned char *p = scratch;
+    int8_t *Ap = carve(&p, (size_t)mp * kc);
+    float *ad = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
+    int32_t *as = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
+    float *ax = carve(&p, (size_t)mp * (kc / gs) * 4);
+    uint8_t *ub = carve(&p, (size_t)I_NC * kc);
+    uint8_t *Bp = carve(&p, (size_t)round_up(I_NC, nr) * kc);
+    float *bs = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
+    float *bb = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
+    float *row_f = carve(&p, (size_t)groups * 4);
+    const size_t rb = bk_qrow_bytes(w), sg = (size_t)groups;
+    for (int pc = 0; pc < K; pc += kc) {
+        const int kcur = min_i(kc, K - pc), nb = kcur / Q_ABLK, ng = kcur / gs;
+        /* A: every row, columns [pc, pc + kcur) */
+        for (int ip = 0; ip < mp; ip += mr) {
+            int8_t *ap = Ap + (size_t)ip * kcur;
+            for (int i = 0; i < mr; i++) {
+                int m = ip + i;
+                const int8_t *src = m < M ? x->x8 + (size_t)m * K + pc : NULL;
+                for (int k4 = 0; k4 < kcur / 4; k4++) {
+                    int8_t *dst = ap + ((size_t)k4 * mr + i) * 4;
+                    if (src)
+                        memcpy(dst, src + 4 * k4, 4);
+                    else
+                        memset(dst, 0, 4);
+                }
+                for (int b = 0; b < nb; b++) {
+                    ad[((size_t)ip / mr * nb + b) * mr + i] = m < M ? x->d[(size_t)m * blocks + pc / Q_ABLK + b] : 0.0f;
+                    as[((size_t)ip / mr * nb + b) * mr + i] = m < M ? x->s8[(size_t)m * blocks + pc / Q_ABLK + b] : 0;
+                }
+                for (int gi = 0; gi < ng; gi++)
+                    ax[((size_t)ip / mr * ng + gi) * mr + i] = m < M ? x->xs[(size_t)m * groups + pc / gs + gi] : 0.0f;
+            }
+        }
+        for (int jc = 0; jc < N; jc += I_NC) {
+            const int ncur = min_i(I_NC, N - jc), np = round_up(ncur, nr);
+            for (int r = 0; r < ncur; r++) {
+                const uint8_t *row = (const uint8_t *)w->data + (size_t)(n0 + jc + r) * rb;
+                q_unpack_u8(row, w->bits, pc, kcur, ub + (size_t)r * kcur);
+            }
+            k->pack_b_i8(ncur, kcur, ub, (size_t)kcur, Bp);
+            for (int r = 0; r < np; r++) {
+                int pj = r / nr, j = r % nr;
+                float *s = bs + (size_t)pj * ng * nr + j, *b = bb + (size_t)pj * ng * nr + j;
+                if (r < ncur) {
+                    size_t g0 = (size_t)(n0 + jc + r) * sg + (size_t)(pc / gs);
+                    q_load_f32(w->scales, w->sdtype, g0, (size_t)ng, row_f);
+                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = row_f[gi];
+                    q_load_f32(w->biases, w->sdtype, g0, (size_t)ng, row_f);
+                    for (int gi = 0; gi < ng; gi++) b[(size_t)gi * nr] = row_f[gi];
+                } else {
+                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = b[(size_t)gi * nr] = 0.0f;
+                }
+            }
+            for (int jr = 0; jr < ncur; jr += nr) {
+                const uint8_t *bp = Bp + (size_t)jr * kcur;
+                const float *bsp = bs + (size_t)(jr / nr) * ng * nr, *bbp = bb + (size_t)(jr / nr) * ng * nr;
+                for (int ip = 0; ip < M; ip += mr)
+                    k->tile_i8(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, w->bits, Ap + (size_t)ip * kcur,
+                               ad + (size_t)ip * nb, as + (size_t)ip * nb, ax + (size_t)ip * ng, bp, bsp, bbp,
+                               C + (size_t)ip * ldc + jc + jr, ldc, pc > 0);
+            }
+        }
+    }
+}
+
+/* Scratch of the streaming kernels: a row unpacked (or dequantized, C) and
+ * the scales and biases of Q_STREAM_ROWS rows. */
+static size_t small_scratch(int K) { return (size_t)K * 4 + 64 + (size_t)Q_STREAM_ROWS * (size_t)(K / 32 + 1) * 8 + 64; }
+
+#include <stdlib.h>
+int q_tune_rows = 16, q_tune_pf = 8192, q_tune_task_kb = 1024, q_tune_hint = 0; /* TUNING */
+__attribute__((constructor)) static void q_tune_init(void)
+{
+    if (getenv("Q_ROWS")) q_tune_rows = atoi(getenv("Q_ROWS"));
+    if (getenv("Q_PF")) q_tune_pf = atoi(getenv("Q_PF"));
+    if (getenv("Q_TASK")) q_tune_task_kb = atoi(getenv("Q_TASK"));
+    if (getenv("Q_HINT")) q_tune_hint = atoi(getenv("Q_HINT"));
+}
+
+void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sbf, const q_act *x, const bk_weight *w, int64_t n0, int N,
+              float *C, size_t ldc, uint8_t *tmp)
+{
+    const int K = x->K, ng = K / x->group_size;
+    const size_t rb = bk_qrow_bytes(w), sbytes = (size_t)ng * dtype_size(w->sdtype);
+    uint8_t *u = tmp;
+    float *s = (float *)(void *)(tmp + align64((size_t)K * 4)), *b = s + (size_t)Q_STREAM_ROWS * ng;
+    const int SR = q_tune_rows;
+    for (int n = 0; n < N; n += SR) {
+        const int nb = min_i(SR, N - n);
+        sbf(w, n0 + n, nb, s, b);
+        for (int r = 0; r < nb; r++) {
+            /* the scales and biases of the next sub-block, a row at a time */
+            if (n + nb + r < N)
+                for (size_t o = 0; o < sbytes; o += 64) {
+                    __builtin_prefetch((const char *)w->scales + (size_t)(n0 + n + nb + r) * sbytes + o, 0, 3);
+                    __builtin_prefetch((const char *)w->biases + (size_t)(n0 + n + nb + r) * sbytes + o, 0, 3);
+                }
+            const uint8_t *q = (const uint8_t *)w->data + (size_t)(n0 + n + r) * rb;
+            if (unpack) {
+                q_unpack_u8(q, w->bits, 0, K, u);
+                q = u;
+            }
+            for (int m0 = 0; m0 < x->M; m0 += 4) {
+                int mr = min_i(4, x->M - m0);
+                fns[mr](x, m0, q, s + (size_t)r * ng, b + (size_t)r * ng, C + (size_t)m0 * ldc + n + r, ldc);
+            }
+        }
+    }
+}
+
+size_t qgemm_scratch_bytes(const q_act *x, int N)
+{
+    (void)N;
+    if (x->K <= 0 || x->M <= 0) return 64;
+    if (x->small) return small_scratch(x->K);
+    size_t n = 64;
+    for (int i = 0; i < Q_ISA_COUNT; i++) {
+        const q_kernels *k = kernels_of((q_isa)i);
+        size_t v = x->int8 ? i8_scratch(k, x->M, x->K, x->group_size) : f32_scratch(k, x->M, x->K);
+        if (v > n) n = v;
+    }
+    return n;
+}
+
+void qgemm_nt_isa(q_isa isa, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc,
+                  void *scratch)
+{
+    if (x->M <= 0 || N <= 0) return;
+    const q_kernels *k = kernels_of(isa);
+    unsigned char *s = (unsigned char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    if (x->small) {
+        if (x->int8)
+            k->dot_i8(x, w, n0, N, C, ldc, s);
+        else
+            k->dot_f32(x, w, n0, N, C, ldc, s);
+    } else if (x->int8) {
+        gemm_i8(k, x, w, n0, N, C, ldc, s);
+    } else {
+        gemm_f32(k, x, w, n0, N, C, ldc, s);
+    }
+}
+
+void qgemm_nt(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, void *scratch)
+{
+    qgemm_nt_isa(q_isa_best(), x, w, n0, N, C, ldc, scratch);
+}
+
+/* ---- Portable C kernels ---- */
+
+/* Float32 values of row r, columns [c0, c0 + n), via bytes; tmp holds n
+ * bytes. */
+static void dequant_row_c(const bk_weight *w, int64_t r, int c0, int n, float *out, uint8_t *tmp, float *sb)
+{
+    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * bk_qrow_bytes(w);
+    const int gs = w->group_size, ng = n / gs;
+    const size_t g0 = (size_t)r * (size_t)(w->cols / gs) + (size_t)(c0 / gs);
+    q_unpack_u8(row, w->bits, c0, n, tmp);
+    q_load_f32(w->scales, w->sdtype, g0, (size_t)ng, sb);
+    q_load_f32(w->biases, w->sdtype, g0, (size_t)ng, sb + ng);
+    for (int i = 0; i < n; i++) out[i] = sb[i / gs] * (float)tmp[i] + sb[ng + i / gs];
+}
+
+static void dequant_c(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo)
+{
+    uint8_t tmp[F_KC];
+    float sb[2 * F_KC / 32];
+    for (int c = 0; c < kc; c += F_KC) {
+        int len = min_i(F_KC, kc - c);
+        for (int i = 0; i < n; i++) dequant_row_c(w, r0 + i, c0 + c, len, out + (size_t)i * ldo + c, tmp, sb);
+    }
+}
+
+static void dot_f32_c(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
+{
+    const int K = x->K;
+    float *row = (float *)(void *)tmp;
+    uint8_t *u = tmp + (size_t)K * 4;
+    float *sb = (float *)(void *)(u + align64((size_t)K));
+    for (int n = 0; n < N; n++) {
+        dequant_row_c(w, n0 + n, 0, K, row, u, sb);
+        for (int m = 0; m < x->M; m++) {
+            const float *a = x->A + (size_t)m * x->lda;
+            float s[8] = {0};
+            int k = 0;
+            for (; k + 8 <= K; k += 8)
+                for (int j = 0; j < 8; j++) s[j] += a[k + j] * row[k + j];
+            float t = ((s[0] + s[4]) + (s[1] + s[5])) + ((s[2] + s[6]) + (s[3] + s[7]));
+            for (; k < K; k++) t += a[k] * row[k];
+            C[(size_t)m * ldc + n] = t;
+        }
+    }
+}
+
+/* The int8 value of column c of row m in x8's layout. */
+static int x8_at(const q_act *x, int m, int c)
+{
+    int at = c;
+    if (x->small && x->bits == 4) {
+        int n, c0 = q4_chunk(x->K, c, &n), v = c - c0;
+        at = c0 + (v % 2 ? n / 2 + v / 2 : v / 2);
+    }
+    return x->x8[(size_t)m * x->K + at];
+}
+
+static void dot_i8_c(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
+    uint8_t *u = tmp;
+    float *s = (float *)(void *)(tmp + align64((size_t)K)), *b = s + ng;
+    const size_t rb = bk_qrow_bytes(w);
+    for (int n = 0; n < N; n++) {
+        int64_t r = n0 + n;
+        q_unpack_u8((const uint8_t *)w->data + (size_t)r * rb, w->bits, 0, K, u);
+        q_load_f32(w->scales, w->sdtype, (size_t)r * ng, (size_t)ng, s);
+        q_load_f32(w->biases, w->sdtype, (size_t)r * ng, (size_t)ng, b);
+        for (int m = 0; m < x->M; m++) {
+            const float *d = x->d + (size_t)m * nb, *xs = x->xs + (size_t)m * ng;
+            float acc = 0.0f;
+            for (int blk = 0; blk < nb; blk++) {
+                int32_t isum = 0;
+                for (int i = 0; i < Q_ABLK; i++) {
+                    int c = blk * Q_ABLK + i;
+                    isum += (int32_t)u[c] * x8_at(x, m, c);
+                }
+                acc += (float)isum * (d[blk] * s[blk * Q_ABLK / gs]);
+            }
+            for (int g = 0; g < ng; g++) acc += b[g] * xs[g];
+            C[(size_t)m * ldc + n] = acc;
+        }
+    }
+}
+
+enum { C_MR = 4, C_NR = 8 };
+
+static void tile_i8_c(int m, int n, int kc, int gs, int bits, const int8_t *Ap, const float *ad, const int32_t *as,
+                      const float *ax, const uint8_t *Bp, const float *bs, const float *bb, float *C, size_t ldc,
+                      int accumulate)
+{
+    (void)as;
+    (void)bits;
+    float acc[C_MR][C_NR] = {{0}};
+    for (int k0 = 0; k0 < kc; k0 += Q_ABLK) {
+        int32_t isum[C_MR][C_NR] = {{0}};
+        for (int k4 = k0 / 4; k4 < (k0 + Q_ABLK) / 4; k4++)
+            for (int i = 0; i < C_MR; i++)
+                for (int j = 0; j < C_NR; j++)
+                    for (int t = 0; t < 4; t++)
+                        isum[i][j] += (int32_t)Ap[((size_t)k4 * C_MR + i) * 4 + t] * Bp[((size_t)k4 * C_NR + j) * 4 + t];
+        int blk = k0 / Q_ABLK, g = k0 / gs;
+        for (int i = 0; i < C_MR; i++)
+            for (int j = 0; j < C_NR; j++)
+                acc[i][j] += (float)isum[i][j] * (ad[blk * C_MR + i] * bs[g * C_NR + j]);
+    }
+    for (int g = 0; g < kc / gs; g++)
+        for (int i = 0; i < C_MR; i++)
+            for (int j = 0; j < C_NR; j++) acc[i][j] += ax[g * C_MR + i] * bb[g * C_NR + j];
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) {
+            float *c = C + (size_t)i * ldc + j;
+            *c = accumulate ? *c + acc[i][j] : acc[i][j];
+        }
+}
+
+void q_pack_b_i8_8(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp)
+{
+    for (int p = 0; p < n; p += C_NR)
+        for (int k4 = 0; k4 < kc / 4; k4++)
+            for (int j = 0; j < C_NR; j++) {
+                uint8_t *dst = Bp + (size_t)p * kc + ((size_t)k4 * C_NR + j) * 4;
+                if (p + j < n)
+                    memcpy(dst, q + (size_t)(p + j) * ldq + 4 * k4, 4);
+                else
+                    memset(dst, 0, 4);
+            }
+}
+
+const q_kernels q_kernels_c = {
+    .dot_f32 = dot_f32_c,
+    .dot_i8 = dot_i8_c,
+    .dequant = dequant_c,
+    .act_rows = NULL,
+    .mr = C_MR,
+    .nr = C_NR,
+    .tile_i8 = tile_i8_c,
+    .pack_b_i8 = q_pack_b_i8_8,
+    .f32 = &gemm_kernels_c,
+};

@@ -3,8 +3,45 @@
  *     C[M, N] = A[M, K] . W[N, K]^T,   W = dequantized rows n0 .. n0 + N of w
  *
  * w is a quantized bk_weight (backend.h: packing, scales, biases); A and C
- * are float32 with row strides lda and ldc.  Single-threaded, no shared
- * state: cpu_matmul cuts the rows of W over the workers. */
+ * are float32 with row strides lda and ldc.
+ *
+ * Two kinds of product:
+ *   exact  (float32 activations, the default): the result of dequantizing
+ *          W to float32 (s * q + b, as q_dequant_row) and multiplying in
+ *          float32, within float32 rounding.
+ *   int8   (bk_opts.cpu_int8): A is rounded to int8 per block of Q_ABLK
+ *          values (d = max|x| / 127, x ~ d * round(x / d)) and
+ *              w . x = sum_g s_g sum_blocks d_b (sum q * x8) + b_g sum_g x
+ *          with the inner sums in int32 (VNNI vpdpbusd, or pmaddubsw) and
+ *          the bias term from the exact float sums of x per group.
+ * and two shapes:
+ *   M <= Q_SMALL_M (decode): W is streamed once with wide loads, unpacked
+ *          in registers and dotted with every row of A.
+ *   M >  Q_SMALL_M (prefill): blocked GEMM.  exact: blocks of W are
+ *          dequantized to float32 and packed for gemm.h's micro-kernels;
+ *          int8: W is unpacked to bytes and packed for an integer
+ *          micro-kernel, A is packed as int8.
+ *
+ * A product takes two steps.  q_act_init + q_act_rows transform A once
+ * (cpu_matmul does it before it cuts the rows of W over the workers; the
+ * rows of A may be split over threads); qgemm_nt then computes any block
+ * of rows of W, single-threaded, with no shared state.
+ *
+ * The 4-bit layouts the kernels read their activations in (value v of a
+ * chunk sits in 32-bit word v / 8 of the packed row, at nibble v % 8):
+ *   exact (xp, floats): chunks of 64 values (32 with group size 32), W = 8
+ *          words (4); slot 16 i + l holds value 8 (l % W) + (16 / W) i +
+ *          l / W, so that 16 lanes = the chunk's words shifted right by 4 *
+ *          nibble.
+ *   int8 (x8, bytes): chunks of 128 values while 128 remain, then 64, then
+ *          32 (q4_chunk); a chunk of n holds the low nibbles of its bytes,
+ *          then the high ones: slot p < n / 2 holds value 2 p, slot p >= n /
+ *          2 value 2 (p - n / 2) + 1.
+ * Other widths are unpacked to bytes in natural order.  dv (int8, small)
+ * holds, for the chunk starting at value c (chunks of 64 in natural order),
+ * 16 floats at c / 4: per 32-bit lane of the chunk's first 64 bytes (and,
+ * with 128 values, of its second 64: the same blocks), the block scale of
+ * the values that lane sums. */
 #ifndef INFER_BACKEND_CPU_QGEMM_H
 #define INFER_BACKEND_CPU_QGEMM_H
 
@@ -12,22 +49,150 @@
 #include <stdint.h>
 
 #include "backend/backend.h"
+#include "backend/cpu/gemm.h"
 
-/* The best variant for this machine. */
-void qgemm_nt(int M, int N, int K, const float *A, size_t lda, const bk_weight *w, int64_t n0, float *C,
-              size_t ldc, float *scratch);
-/* Floats of scratch qgemm_nt needs; >= 1. */
-size_t qgemm_scratch_floats(int M, int N, int K);
+/* Instruction-set variants, in order of preference (last is best). */
+typedef enum q_isa {
+    Q_ISA_C = 0,     /* portable C */
+    Q_ISA_AVX2,      /* AVX2 + FMA + F16C; int8 sums by pmaddubsw */
+    Q_ISA_AVX2_VNNI, /* the same + AVX-VNNI vpdpbusd */
+    Q_ISA_AVX512,    /* AVX-512 F, BW, VL, VNNI (+ AVX2, FMA, F16C) */
+    Q_ISA_COUNT
+} q_isa;
 
-/* The portable reference: dequantizes one row of W at a time. */
-void qgemm_nt_ref(int M, int N, int K, const float *A, size_t lda, const bk_weight *w, int64_t n0, float *C,
-                  size_t ldc, float *scratch);
+enum {
+    Q_SMALL_M = 8, /* M at most this: the streaming kernels */
+    Q_ABLK = 32    /* int8: values per activation block */
+};
 
-/* Dequantizes n values of row r of w starting at column c0 (a multiple of
- * the group size) into out. */
+/* A transformed for one product with weight w (see the top of the file). */
+typedef struct q_act {
+    int M, K;
+    int int8;         /* 1: int8 activations */
+    int small;        /* M <= Q_SMALL_M */
+    int bits, group_size;
+    const float *A;   /* [M, K], row stride lda */
+    size_t lda;
+    float *xp;        /* exact, small, 4 bits: [M, K] in the exact chunk order */
+    int8_t *x8;       /* int8: [M, K] (small, 4 bits: int8 chunk order; else natural) */
+    float *d;         /* int8: [M, K / Q_ABLK] block scales */
+    float *dv;        /* int8, small: [M, K / 4 + 16] lane scales (above) */
+    float *xs;        /* int8: [M, K / group_size] sums of A per group */
+    int32_t *s8;      /* int8: [M, K / Q_ABLK] sums of x8 per block */
+} q_act;
+
+/* The int8 4-bit chunk holding value c of a row of K: its first value,
+ * and its size in *n. */
+static inline int q4_chunk(int K, int c, int *n)
+{
+    int k128 = K & ~127;
+    if (c < k128) {
+        *n = 128;
+        return c & ~127;
+    }
+    if (K - k128 >= 64 && c < k128 + 64) {
+        *n = 64;
+        return k128;
+    }
+    *n = 32;
+    return K - 32;
+}
+
+/* Bytes q_act_init needs for these sizes (any alignment). */
+size_t q_act_bytes(int M, int K, const bk_weight *w, int int8);
+/* Lays x out over buf; then q_act_rows (any split of [0, M)) fills it. */
+void q_act_init(q_act *x, void *buf, int M, int K, const float *A, size_t lda, const bk_weight *w,
+                int int8);
+void q_act_rows(const q_act *x, int m0, int m1);
+
+/* C[M, N] for rows n0 .. n0 + N of w, with the best variant.  scratch has
+ * at least qgemm_scratch_bytes(x, N) bytes (any alignment). */
+void qgemm_nt(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc,
+              void *scratch);
+size_t qgemm_scratch_bytes(const q_act *x, int N);
+
+/* The same with one given variant (for tests and benchmarks); it must be
+ * supported, and x filled by q_act_rows_isa with the same variant. */
+void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1);
+void qgemm_nt_isa(q_isa isa, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C,
+                  size_t ldc, void *scratch);
+int q_isa_supported(q_isa isa);
+q_isa q_isa_best(void);
+const char *q_isa_name(q_isa isa); /* "c", "avx2", "avx2vnni", "avx512" */
+
+/* Dequantizes n values of row r of w starting at column c0 into out
+ * (any c0; scalar: for embedding rows). */
 void q_dequant_row(const bk_weight *w, int64_t r, int64_t c0, int64_t n, float *out);
 
 /* 1 if bits and group size describe a layout the kernels take. */
 int q_layout_ok(int bits, int group_size, int64_t cols);
+
+/* ---- Internal: shared by qgemm.c and the instruction-set files ---- */
+
+/* The q values of n values of a row from column c0 (c0 and n multiples of
+ * 8), one byte each in natural order. */
+void q_unpack_u8(const uint8_t *row, int bits, int64_t c0, int n, uint8_t *out);
+/* n scale or bias values (dtype t) from index i0 as float32. */
+void q_load_f32(const void *base, infer_dtype t, size_t i0, size_t n, float *out);
+
+/* Streaming (M <= Q_SMALL_M): one row of W against rows [m0, m0 + mr) of
+ * x (mr <= 4), into out[i * ldc]; q is the packed row (or, for widths
+ * other than 4 and 8, its values unpacked to bytes), s and b its scales
+ * and biases as float32. */
+typedef void (*q_row_fn)(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b, float *out,
+                         size_t ldc);
+/* The scales and biases of rows [r0, r0 + n) as float32, [n][K / gs]. */
+typedef void (*q_sb_fn)(const bk_weight *w, int64_t r0, int n, float *s, float *b);
+/* Rows [n0, n0 + N) of w against every row of x: the rows' scales and
+ * biases are converted in bursts of Q_STREAM_ROWS rows, then each row is
+ * read from start to end before the next.  Memory sees one sequential
+ * stream: interleaving rows, or reading scales between weight bytes, costs
+ * a third of the bandwidth on some machines.  fns[mr] for mr = 1 .. 4;
+ * unpack: widths other than 4 and 8 go through q_unpack_u8. */
+enum { Q_STREAM_ROWS = 64 };
+extern int q_tune_rows, q_tune_pf, q_tune_task_kb; /* TUNING: temporary */
+void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sb, const q_act *x, const bk_weight *w, int64_t n0, int N,
+              float *C, size_t ldc, uint8_t *tmp);
+
+/* Integer GEMM layouts (int8, M > Q_SMALL_M), for a block of kc values
+ * (kc a multiple of the group size and of Q_ABLK):
+ *   Ap  a panel of mr rows of A: [kc / 4][mr] groups of 4 int8
+ *   ad  [kc / Q_ABLK][mr] block scales; as [kc / Q_ABLK][mr] sums of x8
+ *       per block; ax [kc / gs][mr] sums of A per group
+ *   Bp  a panel of nr rows of W: [kc / 4][nr] groups of 4 q bytes (rows
+ *       past the end: zeros)
+ *   bs, bb [kc / gs][nr] scales and biases as float32 */
+typedef struct q_kernels {
+    /* exact and int8 products for M <= Q_SMALL_M; tmp: qgemm_scratch_bytes */
+    void (*dot_f32)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc,
+                    uint8_t *tmp);
+    void (*dot_i8)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc,
+                   uint8_t *tmp);
+    /* float32 values of rows [r0, r0 + n) x columns [c0, c0 + kc) of w
+     * (multiples of the group size) into out, row stride ldo floats */
+    void (*dequant)(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo);
+    /* int8 rows of A: x8 natural, d, s8, xs (M > Q_SMALL_M) or the small
+     * layouts; NULL: the portable version */
+    void (*act_rows)(const q_act *x, int m0, int m1);
+    /* integer micro-kernel: C[m, n] (+)= the tile of panels (1 <= m <= mr,
+     * 1 <= n <= nr) */
+    int mr, nr;
+    void (*tile_i8)(int m, int n, int kc, int gs, int bits, const int8_t *Ap, const float *ad, const int32_t *as,
+                    const float *ax, const uint8_t *Bp, const float *bs, const float *bb, float *C,
+                    size_t ldc, int accumulate);
+    /* packs rows of q bytes (natural order, row stride ldq) into Bp panels */
+    void (*pack_b_i8)(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp);
+    const gemm_kernels *f32; /* micro-kernels of the exact GEMM */
+} q_kernels;
+
+extern const q_kernels q_kernels_c;
+extern const q_kernels q_kernels_avx2;
+extern const q_kernels q_kernels_avx2_vnni;
+extern const q_kernels q_kernels_avx512;
+
+/* The portable activation transform (q_kernels.act_rows may be NULL). */
+void q_act_rows_c(const q_act *x, int m0, int m1);
+/* pack_b_i8 for nr = 8 (the C and AVX2 micro-kernels). */
+void q_pack_b_i8_8(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp);
 
 #endif

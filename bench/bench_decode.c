@@ -1,0 +1,341 @@
+/* bench_decode.c - single-stream decode and prefill speed of a model folder,
+ * against the memory-bandwidth limit measured in the same run.
+ *
+ *   build/bench/bench_decode DIR [--threads N] [--decode N] [--prompt N]
+ *                            [--runs N] [--int8]
+ *
+ * Through the public API only (infer_model_load, infer_session_new,
+ * infer_generate_ids with ignore_eos, infer_stream_metrics):
+ *   decode   --decode tokens (default 128) after an 8-token prompt, greedy;
+ *            the stream's decode_tok_s, median of --runs (default 3)
+ *   prefill  a --prompt-token prompt (default 128) and one token; the
+ *            stream's prefill_tok_s (the first token's logits included),
+ *            median of --runs, each on a fresh session (no cached prefix)
+ * The limit, from the same run:
+ *   bandwidth  GB/s of a large streaming read (1 GiB, wide loads, split
+ *              over the same number of threads; best of 5)
+ *   bytes/token  what one decode step must read: every tensor of the
+ *              folder's safetensors files (quantized matrices with their
+ *              scales and biases, norms, the head) except the embedding,
+ *              of which one row is read; a tied head reads the whole
+ *              embedding; plus the float32 KV cache at the mean position
+ *              of the decoded tokens (2 x layers x position x kv_heads x
+ *              head_dim x 4; the runs stay inside every sliding window)
+ *   ratio      bytes/token x tok/s / bandwidth
+ * --int8 loads with cpu_int8 = 1 (int8 activations for quantized weights).
+ * Token ids are fixed pseudo-random ids: random weights decode exactly as
+ * fast as real ones. */
+#include <cjson/cJSON.h>
+#include <dirent.h>
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "infer.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* ---- The bandwidth limit ---- */
+
+/* Reads n bytes (a multiple of 256) with 32-byte loads; a checksum. */
+__attribute__((target("avx2"))) static long read_bytes(const unsigned char *p, size_t n)
+{
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i < n; i += 256) {
+        const __m256i_u *q = (const __m256i_u *)(const void *)(p + i);
+        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q));
+        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 1));
+        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 2));
+        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 3));
+        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q + 4));
+        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 5));
+        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 6));
+        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 7));
+    }
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3));
+    return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
+}
+
+typedef struct bw_part {
+    const unsigned char *p;
+    size_t n;
+    pthread_barrier_t *bar;
+    double t;  /* seconds of this thread's read */
+    long sink;
+} bw_part;
+
+static void *bw_thread(void *arg)
+{
+    bw_part *b = arg;
+    pthread_barrier_wait(b->bar);
+    double t0 = now();
+    b->sink = read_bytes(b->p, b->n);
+    b->t = now() - t0;
+    return NULL;
+}
+
+/* GB/s of reading `bytes` split over `threads` threads, best of reps. */
+static double read_bw(const unsigned char *buf, size_t bytes, int threads, int reps)
+{
+    double best = 0.0;
+    for (int r = 0; r < reps; r++) {
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, (unsigned)threads);
+        bw_part parts[64];
+        pthread_t tid[64];
+        size_t per = bytes / (size_t)threads / 256 * 256;
+        for (int i = 0; i < threads; i++) parts[i] = (bw_part){buf + (size_t)i * per, per, &bar, 0, 0};
+        for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, bw_thread, &parts[i]);
+        bw_thread(&parts[0]);
+        double t = parts[0].t;
+        for (int i = 1; i < threads; i++) {
+            pthread_join(tid[i], NULL);
+            if (parts[i].t > t) t = parts[i].t;
+        }
+        pthread_barrier_destroy(&bar);
+        double gbs = (double)per * threads / t * 1e-9;
+        if (gbs > best) best = gbs;
+    }
+    return best;
+}
+
+/* ---- Bytes a decode step reads ---- */
+
+typedef struct weight_bytes {
+    double total;     /* every tensor */
+    double embed;     /* the embedding's weight (+ scales, biases) */
+    double embed_row; /* one row of it */
+    int found_embed;
+} weight_bytes;
+
+static int ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && !strcmp(s + a - b, suffix);
+}
+
+/* Adds the tensors of one safetensors file (its header only). */
+static int scan_file(const char *path, weight_bytes *wb)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    unsigned char len8[8];
+    if (fread(len8, 1, 8, f) != 8) {
+        fclose(f);
+        return -1;
+    }
+    uint64_t n = 0;
+    for (int i = 7; i >= 0; i--) n = n << 8 | len8[i];
+    if (n > ((uint64_t)1 << 30)) {
+        fclose(f);
+        return -1;
+    }
+    char *js = malloc((size_t)n + 1);
+    if (!js || fread(js, 1, (size_t)n, f) != (size_t)n) {
+        free(js);
+        fclose(f);
+        return -1;
+    }
+    fclose(f);
+    js[n] = '\0';
+    cJSON *root = cJSON_Parse(js);
+    free(js);
+    if (!root) return -1;
+    for (cJSON *t = root->child; t; t = t->next) {
+        if (!strcmp(t->string, "__metadata__")) continue;
+        cJSON *off = cJSON_GetObjectItem(t, "data_offsets"), *shape = cJSON_GetObjectItem(t, "shape");
+        if (cJSON_GetArraySize(off) != 2) continue;
+        double bytes = cJSON_GetArrayItem(off, 1)->valuedouble - cJSON_GetArrayItem(off, 0)->valuedouble;
+        wb->total += bytes;
+        /* the embedding: model.embed_tokens.{weight,scales,biases} (any prefix) */
+        const char *name = t->string;
+        if (strstr(name, "embed_tokens.") &&
+            (ends_with(name, ".weight") || ends_with(name, ".scales") || ends_with(name, ".biases"))) {
+            wb->embed += bytes;
+            double rows = cJSON_GetArraySize(shape) >= 1 ? cJSON_GetArrayItem(shape, 0)->valuedouble : 1;
+            wb->embed_row += bytes / (rows > 0 ? rows : 1);
+            wb->found_embed = 1;
+        }
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
+static int scan_folder(const char *dir, weight_bytes *wb)
+{
+    memset(wb, 0, sizeof *wb);
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    struct dirent *e;
+    int files = 0;
+    while ((e = readdir(d))) {
+        if (!ends_with(e->d_name, ".safetensors")) continue;
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (scan_file(path, wb) == 0) files++;
+    }
+    closedir(d);
+    return files > 0 && wb->found_embed ? 0 : -1;
+}
+
+/* ---- Runs ---- */
+
+static void make_ids(int32_t *ids, int n, int vocab, uint32_t seed)
+{
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1664525u + 1013904223u;
+        ids[i] = (int32_t)((seed >> 8) % (uint32_t)(vocab > 1000 ? 1000 : vocab)) + (vocab > 2000 ? 1000 : 0);
+    }
+}
+
+/* One generation on a fresh session; metrics into *met. */
+static int run_once(infer_model *m, const int32_t *ids, int n_ids, int max_tokens, infer_metrics *met)
+{
+    infer_session *s;
+    if (infer_session_new(m, &s)) return -1;
+    infer_gen_opts o;
+    infer_gen_opts_default(&o);
+    o.max_tokens = max_tokens;
+    o.temperature = 0.0f;
+    o.ignore_eos = 1;
+    infer_stream *st;
+    int rc = infer_generate_ids(s, ids, (size_t)n_ids, &o, &st);
+    if (rc == INFER_OK) {
+        infer_token tok;
+        int got = 0;
+        while (infer_stream_next(st, &tok)) got++;
+        rc = infer_stream_error(st, NULL);
+        infer_stream_metrics(st, met);
+        if (!rc && got != max_tokens) rc = -1;
+        infer_stream_free(st);
+    }
+    infer_session_free(s);
+    return rc;
+}
+
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof *v, cmp_d);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+int main(int argc, char **argv)
+{
+    const char *dir = NULL;
+    int threads = 0, n_decode = 128, n_prompt = 128, runs = 3, int8 = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--decode") && i + 1 < argc) n_decode = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--int8")) int8 = 1;
+        else if (argv[i][0] != '-' && !dir) dir = argv[i];
+        else {
+            dir = NULL;
+            break;
+        }
+    }
+    if (!dir || n_decode < 2 || n_prompt < 0 || runs < 1 || runs > 99 || threads < 0 || threads > 64) {
+        fprintf(stderr, "usage: bench_decode DIR [--threads N] [--decode N] [--prompt N] [--runs N] [--int8]\n");
+        return 2;
+    }
+    infer_load_opts lo;
+    infer_load_opts_default(&lo);
+    lo.backend = "cpu";
+    lo.n_threads = threads;
+    lo.cpu_int8 = int8;
+    lo.context_len = 4096;
+    infer_model *m;
+    if (infer_model_load(dir, &lo, &m)) {
+        fprintf(stderr, "bench_decode: %s\n", infer_last_error());
+        return 1;
+    }
+    infer_model_info info;
+    infer_model_get_info(m, &info);
+    weight_bytes wb;
+    if (scan_folder(dir, &wb)) {
+        fprintf(stderr, "bench_decode: %s: cannot read the safetensors headers\n", dir);
+        return 1;
+    }
+    infer_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    infer_get_device_info("cpu", &dev);
+    int nt = threads ? threads : dev.multiprocessors;
+    if (nt < 1) nt = 1;
+    if (nt > 64) nt = 64;
+
+    printf("model %s: %s, %d layers, hidden %d, vocab %d, %s%s; %d threads%s\n", dir, info.model_type,
+           info.n_layers, info.hidden_size, info.vocab_size, info.dtype,
+           info.tied_embeddings ? ", tied" : "", nt, int8 ? ", int8 activations" : "");
+
+    /* decode: 8-token prompt, n_decode tokens */
+    int32_t *ids = malloc((size_t)(n_prompt > 8 ? n_prompt : 8) * sizeof *ids);
+    if (!ids) return 1;
+    make_ids(ids, n_prompt > 8 ? n_prompt : 8, info.vocab_size, 7);
+    infer_metrics met;
+    double dec[100], pre[100];
+    if (run_once(m, ids, 8, 4, &met)) { /* warm-up: pages of the mapping */
+        fprintf(stderr, "bench_decode: %s\n", infer_last_error());
+        return 1;
+    }
+    for (int r = 0; r < runs; r++) {
+        if (run_once(m, ids, 8, n_decode, &met)) {
+            fprintf(stderr, "bench_decode: %s\n", infer_last_error());
+            return 1;
+        }
+        dec[r] = met.decode_tok_s;
+    }
+    for (int r = 0; r < runs && n_prompt > 0; r++) {
+        if (run_once(m, ids, n_prompt, 1, &met)) {
+            fprintf(stderr, "bench_decode: %s\n", infer_last_error());
+            return 1;
+        }
+        pre[r] = met.prefill_tok_s;
+    }
+    double decode = median(dec, runs), prefill = n_prompt > 0 ? median(pre, runs) : 0.0;
+
+    /* bytes of one decode step, at the mean position of the decoded tokens */
+    double weights = wb.total - wb.embed + wb.embed_row + (info.tied_embeddings ? wb.embed : 0.0);
+    double mean_pos = 8.0 + (n_decode - 1) / 2.0;
+    double kv = 2.0 * info.n_layers * mean_pos * info.n_kv_heads * info.head_dim * 4.0;
+    double per_token = weights + kv;
+
+    size_t big = (size_t)1 << 30;
+    unsigned char *buf = malloc(big);
+    if (!buf) return 1;
+    memset(buf, 1, big);
+    double bw1 = read_bw(buf, big, 1, 5), bwn = nt > 1 ? read_bw(buf, big, nt, 5) : bw1;
+    free(buf);
+    double bw = bwn > bw1 ? bwn : bw1;
+
+    printf("limit: read bandwidth %.1f GB/s (1 GiB, %d threads; %.1f GB/s with 1)\n", bw, nt, bw1);
+    printf("bytes/token: %.1f MB (weights %.1f MB of which embedding row %.3f MB%s; KV cache %.2f MB)\n",
+           per_token * 1e-6, weights * 1e-6, wb.embed_row * 1e-6,
+           info.tied_embeddings ? ", tied head = embedding" : "", kv * 1e-6);
+    printf("decode:  %.2f tok/s (median of %d, %d tokens)   limit %.2f tok/s   ratio %.3f\n", decode, runs,
+           n_decode, bw * 1e9 / per_token, decode * per_token / (bw * 1e9));
+    printf("prefill: %.1f tok/s (median of %d, %d-token prompt)\n", prefill, runs, n_prompt);
+    printf("runs: decode");
+    for (int r = 0; r < runs; r++) printf(" %.2f", dec[r]);
+    printf("; prefill");
+    for (int r = 0; r < runs; r++) printf(" %.1f", pre[r]);
+    printf("\n");
+    free(ids);
+    infer_model_free(m);
+    return 0;
+}

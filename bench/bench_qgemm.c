@@ -1,0 +1,321 @@
+/* bench_qgemm.c - the cpu backend's matmul on bf16 and MLX-quantized
+ * weights, through the backend table (threads included), against the
+ * limits measured in the same run.
+ *
+ *   build/bench/bench_qgemm [THREADS] [SECONDS_PER_CASE]
+ *
+ * Decode (M = 1, 2, 4): y = x . W^T over a stack of weights of 1 GiB in
+ * all (copies of an N x K matrix used in turn, so that every call reads
+ * DRAM), GB/s of weight bytes read (packed values + scales + biases), beside
+ * the read bandwidth of a plain streaming read with as many threads; "hot":
+ * M = 1 on one copy again and again (in the caches where it fits: the
+ * kernels' compute speed).
+ * Prefill (M = 128): GFLOP/s on one matrix (2 M N K per call), beside the
+ * float32 FMA peak of the cores.  Each weight format runs with float32
+ * activations (exact) and with int8 activations (cpu_int8 = 1). */
+#include <immintrin.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "backend/backend.h"
+#include "core/dtype.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double seconds_per_case = 1.0;
+
+/* ---- Limits ---- */
+
+__attribute__((target("avx2"))) static long read_bytes(const unsigned char *p, size_t n)
+{
+    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
+    for (size_t i = 0; i < n; i += 256) {
+        const __m256i_u *q = (const __m256i_u *)(const void *)(p + i);
+        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q));
+        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 1));
+        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 2));
+        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 3));
+        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q + 4));
+        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 5));
+        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 6));
+        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 7));
+    }
+    __m256i s = _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3));
+    return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
+}
+
+typedef struct bw_part {
+    const unsigned char *p;
+    size_t n;
+    pthread_barrier_t *bar;
+    double t;
+    long sink;
+} bw_part;
+
+static void *bw_thread(void *arg)
+{
+    bw_part *b = arg;
+    pthread_barrier_wait(b->bar);
+    double t0 = now();
+    b->sink = read_bytes(b->p, b->n);
+    b->t = now() - t0;
+    return NULL;
+}
+
+static double read_bw(const unsigned char *buf, size_t bytes, int threads, int reps)
+{
+    double best = 0.0;
+    for (int r = 0; r < reps; r++) {
+        pthread_barrier_t bar;
+        pthread_barrier_init(&bar, NULL, (unsigned)threads);
+        bw_part parts[64];
+        pthread_t tid[64];
+        size_t per = bytes / (size_t)threads / 256 * 256;
+        for (int i = 0; i < threads; i++) parts[i] = (bw_part){buf + (size_t)i * per, per, &bar, 0, 0};
+        for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, bw_thread, &parts[i]);
+        bw_thread(&parts[0]);
+        double t = parts[0].t;
+        for (int i = 1; i < threads; i++) {
+            pthread_join(tid[i], NULL);
+            if (parts[i].t > t) t = parts[i].t;
+        }
+        pthread_barrier_destroy(&bar);
+        double gbs = (double)per * threads / t * 1e-9;
+        if (gbs > best) best = gbs;
+    }
+    return best;
+}
+
+typedef struct peak_arg {
+    double gflops;
+} peak_arg;
+
+__attribute__((target("avx512f"))) static void *peak_thread(void *arg)
+{
+    peak_arg *pa = arg;
+    const long iters = 20000000;
+    __m512 acc[24], x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
+    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
+    double t0 = now();
+    for (long it = 0; it < iters; it++)
+#pragma GCC unroll 24
+        for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
+    double t = now() - t0;
+    __m512 s = acc[0];
+    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
+    volatile float sink = _mm512_reduce_add_ps(s);
+    (void)sink;
+    pa->gflops = 2.0 * 16 * 24 * (double)iters / t * 1e-9;
+    return NULL;
+}
+
+/* AVX-512 FMA peak of `threads` cores at once, GFLOP/s in all. */
+static double fma_peak(int threads)
+{
+    peak_arg pa[64];
+    pthread_t tid[64];
+    for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, peak_thread, &pa[i]);
+    peak_thread(&pa[0]);
+    double sum = pa[0].gflops;
+    for (int i = 1; i < threads; i++) {
+        pthread_join(tid[i], NULL);
+        sum += pa[i].gflops;
+    }
+    return sum;
+}
+
+/* ---- Weights ---- */
+
+static uint32_t rng = 2463534242u;
+static uint32_t next_u32(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 17;
+    rng ^= rng << 5;
+    return rng;
+}
+static float frand(void) { return (float)((next_u32() >> 8) * (1.0 / 8388608.0) - 1.0); }
+
+typedef struct wset {
+    int bits, gs;        /* bits 16: bf16 */
+    int N, K;
+    int copies;
+    size_t wbytes;       /* of one copy: data + scales + biases */
+    unsigned char *mem;  /* copies x (data, scales, biases) */
+    bk_weight *w;        /* [copies] */
+} wset;
+
+static int make_wset(wset *s, int bits, int gs, int N, int K, size_t total)
+{
+    memset(s, 0, sizeof *s);
+    s->bits = bits;
+    s->gs = gs;
+    s->N = N;
+    s->K = K;
+    size_t data = (size_t)N * K * (bits == 16 ? 16 : (size_t)bits) / 8;
+    size_t sb = bits == 16 ? 0 : (size_t)N * (K / gs) * 2;
+    size_t one = (data + 2 * sb + 63) / 64 * 64;
+    s->wbytes = data + 2 * sb;
+    s->copies = (int)(total / one);
+    if (s->copies < 1) s->copies = 1;
+    s->mem = malloc(one * (size_t)s->copies);
+    s->w = calloc((size_t)s->copies, sizeof *s->w);
+    if (!s->mem || !s->w) return -1;
+    /* the first copy random, the others copies of it */
+    unsigned char *p = s->mem;
+    if (bits == 16) {
+        uint16_t *h = (uint16_t *)(void *)p;
+        for (size_t i = 0; i < (size_t)N * K; i++) h[i] = f32_to_bf16(frand() * 0.05f);
+    } else {
+        for (size_t i = 0; i < data; i++) p[i] = (unsigned char)next_u32();
+        uint16_t *sc = (uint16_t *)(void *)(p + data), *bi = sc + (size_t)N * (K / gs);
+        for (size_t i = 0; i < (size_t)N * (K / gs); i++) {
+            sc[i] = f32_to_bf16(frand() * 0.01f);
+            bi[i] = f32_to_bf16(frand() * 0.05f);
+        }
+    }
+    for (int c = 1; c < s->copies; c++) memcpy(s->mem + (size_t)c * one, s->mem, s->wbytes);
+    for (int c = 0; c < s->copies; c++) {
+        unsigned char *q = s->mem + (size_t)c * one;
+        bk_weight *w = &s->w[c];
+        w->data = q;
+        w->rows = N;
+        w->cols = K;
+        if (bits == 16) {
+            w->dtype = DT_BF16;
+        } else {
+            w->dtype = DT_U32;
+            w->bits = bits;
+            w->group_size = gs;
+            w->scales = q + data;
+            w->biases = q + data + sb;
+            w->sdtype = DT_BF16;
+        }
+    }
+    return 0;
+}
+
+static void free_wset(wset *s)
+{
+    free(s->mem);
+    free(s->w);
+}
+
+/* GB/s of weights streamed at M rows (copies in turn, once per pass). */
+static double decode_gbs(const backend_ops *be, void *ctx, const wset *s, int M, const float *x, float *y, int copies)
+{
+    double best = 0.0, t_end = now() + seconds_per_case;
+    int passes = 0;
+    do {
+        double t0 = now();
+        for (int r = 0; r < s->copies; r++) be->matmul(ctx, y, x, &s->w[r % copies], NULL, M);
+        double t = now() - t0;
+        double gbs = (double)s->wbytes * s->copies / t * 1e-9;
+        if (gbs > best) best = gbs;
+        passes++;
+    } while (passes < 3 || now() < t_end);
+    return best;
+}
+
+/* GFLOP/s at M rows on the first copy (median). */
+static double prefill_gflops(const backend_ops *be, void *ctx, const wset *s, int M, const float *x, float *y)
+{
+    double t[101];
+    int n = 0;
+    be->matmul(ctx, y, x, &s->w[0], NULL, M);
+    double t_end = now() + seconds_per_case;
+    while (n < 101 && (n < 3 || now() < t_end)) {
+        double t0 = now();
+        be->matmul(ctx, y, x, &s->w[0], NULL, M);
+        t[n++] = now() - t0;
+    }
+    qsort(t, (size_t)n, sizeof *t, cmp_d);
+    return 2.0 * M * s->N * (double)s->K / t[n / 2] * 1e-9;
+}
+
+int main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 0;
+    if (argc > 2) seconds_per_case = atof(argv[2]);
+    const backend_ops *be = &backend_cpu;
+    void *ctx[2];
+    for (int i = 0; i < 2; i++) {
+        bk_opts o = {.n_threads = threads, .cpu_int8 = i};
+        if (be->create(&o, &ctx[i])) {
+            fprintf(stderr, "bench_qgemm: %s\n", infer_last_error());
+            return 1;
+        }
+    }
+    infer_device_info dev;
+    memset(&dev, 0, sizeof dev);
+    be->device_info(&dev);
+    int nt = threads > 0 ? threads : dev.multiprocessors;
+    if (nt > 64) nt = 64;
+    size_t total = (size_t)1 << 30;
+    unsigned char *buf = malloc(total);
+    if (!buf) return 1;
+    memset(buf, 1, total);
+    double bw1 = read_bw(buf, total, 1, 5), bwn = nt > 1 ? read_bw(buf, total, nt, 5) : bw1;
+    free(buf);
+    double peak = __builtin_cpu_supports("avx512f") ? fma_peak(nt) : 0.0;
+    printf("cpu %s (%s); %d threads\n", dev.name, dev.features, nt);
+    printf("limit: read bandwidth %.1f GB/s with %d threads (%.1f with 1), 1 GiB; FMA peak %.1f GFLOP/s "
+           "(avx512, %d threads)\n",
+           bwn, nt, bw1, peak, nt);
+    double bw = bwn > bw1 ? bwn : bw1;
+
+    static const struct {
+        int bits, gs, N, K;
+    } cases[] = {
+        {16, 0, 8192, 2048}, {16, 0, 2048, 8192}, {4, 64, 8192, 2048}, {4, 64, 2048, 8192},
+        {4, 32, 8192, 2048}, {4, 128, 8192, 2048}, {8, 64, 8192, 2048}, {8, 64, 2048, 8192},
+        {2, 64, 8192, 2048}, {3, 64, 8192, 2048}, {5, 64, 8192, 2048}, {6, 64, 8192, 2048},
+    };
+    size_t maxk = 8192, maxn = 8192;
+    float *x = malloc(128 * maxk * sizeof *x), *y = malloc(128 * maxn * sizeof *y);
+    if (!x || !y) return 1;
+    for (size_t i = 0; i < 128 * maxk; i++) x[i] = frand();
+    printf("\n%-10s %5s %5s | %-5s | %8s %8s %8s | %6s | %8s | %9s\n", "weights", "N", "K", "acts", "M=1", "M=2",
+           "M=4", "M=1/bw", "M=1 hot", "M=128");
+    printf("%-10s %5s %5s | %-5s | %8s %8s %8s | %6s | %8s | %9s\n", "", "", "", "", "GB/s", "GB/s", "GB/s", "",
+           "GB/s", "GFLOP/s");
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        wset s;
+        if (make_wset(&s, cases[c].bits, cases[c].gs, cases[c].N, cases[c].K, total)) return 1;
+        for (int i8 = 0; i8 < 2; i8++) {
+            if (i8 && cases[c].bits == 16) continue;
+            double g1 = decode_gbs(be, ctx[i8], &s, 1, x, y, s.copies);
+            double g2 = decode_gbs(be, ctx[i8], &s, 2, x, y, s.copies);
+            double g4 = decode_gbs(be, ctx[i8], &s, 4, x, y, s.copies);
+            double hot = decode_gbs(be, ctx[i8], &s, 1, x, y, 1);
+            double pf = prefill_gflops(be, ctx[i8], &s, 128, x, y);
+            char name[32];
+            if (cases[c].bits == 16)
+                snprintf(name, sizeof name, "bf16");
+            else
+                snprintf(name, sizeof name, "q%d g%d", cases[c].bits, cases[c].gs);
+            printf("%-10s %5d %5d | %-5s | %8.1f %8.1f %8.1f | %6.3f | %8.1f | %9.1f\n", name, cases[c].N, cases[c].K,
+                   i8 ? "int8" : "f32", g1, g2, g4, g1 / bw, hot, pf);
+            fflush(stdout);
+        }
+        free_wset(&s);
+    }
+    free(x);
+    free(y);
+    for (int i = 0; i < 2; i++) be->destroy(ctx[i]);
+    return 0;
+}

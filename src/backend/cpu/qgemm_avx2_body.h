@@ -1,0 +1,238 @@
+/* qgemm_avx2_body.h - the int8 parts of qgemm_avx2.c, included there
+ * twice: QV_VNNI 0 sums u8 x s8 products with pmaddubsw + pmaddwd, 1 with
+ * AVX-VNNI vpdpbusd.  QV(name) names this copy's functions and QV_TARGET
+ * is its target attribute.
+ *
+ * pmaddubsw saturates pairs at 16 bits: 4-bit weights (<= 15) and widths
+ * up to 7 bits are safe; 8-bit weights take the sign trick: with w' =
+ * w - 128 (a signed byte), sum w x = sum |w'| sign(x, w') + 128 sum x;
+ * |w'| <= 128 and |x| <= 127 keep each pair inside 16 bits (and x, never
+ * -128, is the one negated). */
+
+#define QTGT __attribute__((target(QV_TARGET)))
+#define QINL static inline __attribute__((always_inline, target(QV_TARGET)))
+
+/* acc + the 4-byte dot products of u8 q and s8 x in each 32-bit lane
+ * (q < 128) */
+QINL __m256i QV(dp)(__m256i acc, __m256i q, __m256i x)
+{
+#if QV_VNNI
+    return _mm256_dpbusd_avx_epi32(acc, q, x);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(q, x), _mm256_set1_epi16(1)));
+#endif
+}
+
+/* The same for any u8 q (8 bits); s8 is sum x over the 32 values (one
+ * block): without VNNI it is added to lane 0. */
+QINL __m256i QV(dp8)(__m256i acc, __m256i q, __m256i x, int32_t s8)
+{
+#if QV_VNNI
+    (void)s8;
+    return _mm256_dpbusd_avx_epi32(acc, q, x);
+#else
+    __m256i ws = _mm256_xor_si256(q, _mm256_set1_epi8((char)0x80));
+    __m256i p = _mm256_maddubs_epi16(_mm256_abs_epi8(ws), _mm256_sign_epi8(x, ws));
+    acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+    return _mm256_add_epi32(acc, _mm256_zextsi128_si256(_mm_cvtsi32_si128(128 * s8)));
+#endif
+}
+
+/* four: 4-bit layout, else bytes in natural order */
+QINL void QV(doti8_body)(const int mr, const int four, const q_act *x, int m0, const bk_weight *w, int64_t r0,
+                         int nv, float *C, size_t ldc, uint8_t *tmp)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
+    rows_rr rr;
+    load_rows(w, r0, nv, !four && w->bits != 8, tmp, &rr);
+    const int8_t *x8 = x->x8 + (size_t)m0 * K;
+    const size_t dvs = (size_t)K / 4 + 16;
+    const float *dv = x->dv + (size_t)m0 * dvs;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    __m256 acc[MR][RR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 2
+        for (int r = 0; r < RR; r++) acc[i][r] = _mm256_setzero_ps();
+    if (four) {
+        for (int c = 0, n; c < K; c += n) {
+            q4_chunk(K, c, &n);
+#pragma GCC unroll 2
+            for (int r = 0; r < RR; r++) {
+                const uint8_t *p = rr.q[r] + c / 2;
+                if (n == 128) {
+                    /* 64 bytes: lanes j of (low nibbles of bytes 0..31, high
+                     * ones) sum blocks j / 4, of bytes 32..63 blocks 2 + j / 4 */
+                    __m256i v0 = _mm256_loadu_si256((const __m256i_u *)(const void *)p);
+                    __m256i v1 = _mm256_loadu_si256((const __m256i_u *)(const void *)(p + 32));
+                    __m256 s0, s1;
+                    if (gs == 32) {
+                        s0 = _mm256_blend_ps(_mm256_set1_ps(rr.s[r][c / 32]), _mm256_set1_ps(rr.s[r][c / 32 + 1]), 0xf0);
+                        s1 = _mm256_blend_ps(_mm256_set1_ps(rr.s[r][c / 32 + 2]), _mm256_set1_ps(rr.s[r][c / 32 + 3]), 0xf0);
+                    } else {
+                        s0 = _mm256_set1_ps(rr.s[r][c / gs]);
+                        s1 = _mm256_set1_ps(rr.s[r][(c + 64) / gs]);
+                    }
+#pragma GCC unroll 4
+                    for (int i = 0; i < mr; i++) {
+                        const int8_t *xi = x8 + (size_t)i * K + c;
+                        __m256i is0 = QV(dp)(_mm256_setzero_si256(), _mm256_and_si256(v0, lo4),
+                                             _mm256_loadu_si256((const __m256i_u *)(const void *)xi));
+                        is0 = QV(dp)(is0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), lo4),
+                                     _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 64)));
+                        __m256i is1 = QV(dp)(_mm256_setzero_si256(), _mm256_and_si256(v1, lo4),
+                                             _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 32)));
+                        is1 = QV(dp)(is1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), lo4),
+                                     _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 96)));
+                        const float *d = dv + (size_t)i * dvs + c / 4;
+                        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is0), _mm256_mul_ps(_mm256_loadu_ps(d), s0), acc[i][r]);
+                        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is1), _mm256_mul_ps(_mm256_loadu_ps(d + 8), s1), acc[i][r]);
+                    }
+                    continue;
+                }
+                __m256i lo, hi = _mm256_setzero_si256();
+                __m256 sv;
+                if (n == 64) {
+                    __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)p);
+                    lo = _mm256_and_si256(v, lo4);
+                    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                    sv = gs == 32 ? _mm256_blend_ps(_mm256_set1_ps(rr.s[r][c / 32]), _mm256_set1_ps(rr.s[r][c / 32 + 1]), 0xf0)
+                                  : _mm256_set1_ps(rr.s[r][c / gs]);
+                } else { /* 32 values: [low nibbles | high nibbles] of 16 bytes */
+                    __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)p);
+                    lo = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), lo4);
+                    sv = _mm256_set1_ps(rr.s[r][c / 32]);
+                }
+#pragma GCC unroll 4
+                for (int i = 0; i < mr; i++) {
+                    const int8_t *xi = x8 + (size_t)i * K + c;
+                    __m256i is = QV(dp)(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i_u *)(const void *)xi));
+                    if (n == 64) is = QV(dp)(is, hi, _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 32)));
+                    __m256 dd = _mm256_loadu_ps(dv + (size_t)i * dvs + c / 4);
+                    acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dd, sv), acc[i][r]);
+                }
+            }
+        }
+    } else {
+        for (int blk = 0; blk < nb; blk++) {
+            const int c = blk * Q_ABLK;
+#pragma GCC unroll 2
+            for (int r = 0; r < RR; r++) {
+                __m256i wq = _mm256_loadu_si256((const __m256i_u *)(const void *)(rr.q[r] + c));
+                __m256 sv = _mm256_set1_ps(rr.s[r][c / gs]);
+#pragma GCC unroll 4
+                for (int i = 0; i < mr; i++) {
+                    __m256i xq = _mm256_loadu_si256((const __m256i_u *)(const void *)(x8 + (size_t)i * K + c));
+                    __m256i is = w->bits == 8 ? QV(dp8)(_mm256_setzero_si256(), wq, xq, x->s8[(size_t)(m0 + i) * nb + blk])
+                                              : QV(dp)(_mm256_setzero_si256(), wq, xq);
+                    /* natural order: lanes 8 (blk % 2) .. of the chunk's 16 */
+                    __m256 dd = _mm256_loadu_ps(dv + (size_t)i * dvs + (size_t)blk * 8);
+                    acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dd, sv), acc[i][r]);
+                }
+            }
+        }
+    }
+    /* biases: sum_g b_g * (sum of x over g) */
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        const float *xs = x->xs + (size_t)(m0 + i) * ng;
+#pragma GCC unroll 2
+        for (int r = 0; r < RR; r++) {
+            __m256 t = _mm256_setzero_ps();
+            int g = 0;
+            for (; g + 8 <= ng; g += 8) t = _mm256_fmadd_ps(_mm256_loadu_ps(rr.b[r] + g), _mm256_loadu_ps(xs + g), t);
+            float tail = 0.0f;
+            for (; g < ng; g++) tail += rr.b[r][g] * xs[g];
+            acc[i][r] = _mm256_add_ps(acc[i][r], _mm256_add_ps(t, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0)));
+        }
+    }
+    store_sums(mr, acc, nv, C, ldc);
+}
+
+#define QDOTI(mr)                                                                                             \
+    QTGT static void QV(doti8_4_##mr)(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C, \
+                                      size_t ldc, uint8_t *tmp)                                               \
+    {                                                                                                         \
+        QV(doti8_body)(mr, 1, x, m0, w, r0, nv, C, ldc, tmp);                                                 \
+    }                                                                                                         \
+    QTGT static void QV(doti8_b_##mr)(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C, \
+                                      size_t ldc, uint8_t *tmp)                                               \
+    {                                                                                                         \
+        QV(doti8_body)(mr, 0, x, m0, w, r0, nv, C, ldc, tmp);                                                 \
+    }
+QDOTI(1)
+QDOTI(2)
+QDOTI(3)
+QDOTI(4)
+#undef QDOTI
+
+static void QV(dot_i8)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
+{
+    static const dot_fn i4[MR + 1] = {NULL, QV(doti8_4_1), QV(doti8_4_2), QV(doti8_4_3), QV(doti8_4_4)};
+    static const dot_fn ib[MR + 1] = {NULL, QV(doti8_b_1), QV(doti8_b_2), QV(doti8_b_3), QV(doti8_b_4)};
+    run_dots(w->bits == 4 ? i4 : ib, x, w, n0, N, C, ldc, tmp);
+}
+
+/* int8 GEMM: 4 x 8 tiles, one 32-bit lane per column. */
+QTGT static void QV(tile_i8)(int m, int n, int kc, int gs, int bits, const int8_t *Ap, const float *ad,
+                             const int32_t *as, const float *ax, const uint8_t *Bp, const float *bs,
+                             const float *bb, float *C, size_t ldc, int accumulate)
+{
+    __m256 acc[MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) acc[i] = _mm256_setzero_ps();
+    const int32_t *a32 = (const int32_t *)(const void *)Ap;
+    for (int k0 = 0; k0 < kc; k0 += Q_ABLK) {
+        const int blk = k0 / Q_ABLK, g = k0 / gs;
+        __m256i is[MR];
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) is[i] = _mm256_setzero_si256();
+        for (int k4 = k0 / 4; k4 < k0 / 4 + Q_ABLK / 4; k4++) {
+            __m256i b = _mm256_load_si256((const __m256i *)(const void *)(Bp + (size_t)k4 * NR * 4));
+#if QV_VNNI
+#pragma GCC unroll 4
+            for (int i = 0; i < MR; i++) is[i] = QV(dp)(is[i], b, _mm256_set1_epi32(a32[k4 * MR + i]));
+#else
+            if (bits == 8) {
+                __m256i ws = _mm256_xor_si256(b, _mm256_set1_epi8((char)0x80)), wa = _mm256_abs_epi8(ws);
+#pragma GCC unroll 4
+                for (int i = 0; i < MR; i++) {
+                    __m256i av = _mm256_set1_epi32(a32[k4 * MR + i]);
+                    __m256i p = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(av, ws));
+                    is[i] = _mm256_add_epi32(is[i], _mm256_madd_epi16(p, _mm256_set1_epi16(1)));
+                }
+            } else {
+#pragma GCC unroll 4
+                for (int i = 0; i < MR; i++) is[i] = QV(dp)(is[i], b, _mm256_set1_epi32(a32[k4 * MR + i]));
+            }
+#endif
+        }
+        __m256 sv = _mm256_load_ps(bs + (size_t)g * NR);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+#if !QV_VNNI
+            if (bits == 8) is[i] = _mm256_add_epi32(is[i], _mm256_set1_epi32(128 * as[blk * MR + i]));
+#endif
+            acc[i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is[i]), _mm256_mul_ps(sv, _mm256_set1_ps(ad[blk * MR + i])),
+                                     acc[i]);
+        }
+    }
+#if QV_VNNI
+    (void)bits;
+    (void)as;
+#endif
+    for (int g = 0; g < kc / gs; g++) {
+        __m256 bv = _mm256_load_ps(bb + (size_t)g * NR);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) acc[i] = _mm256_fmadd_ps(bv, _mm256_set1_ps(ax[g * MR + i]), acc[i]);
+    }
+    for (int i = 0; i < m; i++) {
+        float t[NR];
+        _mm256_storeu_ps(t, acc[i]);
+        float *c = C + (size_t)i * ldc;
+        for (int j = 0; j < n; j++) c[j] = accumulate ? c[j] + t[j] : t[j];
+    }
+}
+
+#undef QTGT
+#undef QINL

@@ -1,0 +1,518 @@
+/* qgemm_avx512.c - AVX-512 kernels of the quantized products (qgemm.h):
+ * F for the exact path, BW/VL/VNNI for the int8 path.  Built for the
+ * baseline ISA with per-function target attributes; qgemm.c calls these
+ * only when the cpu has them all.
+ *
+ * Streaming kernels (M <= Q_SMALL_M, driven by q_stream) take one row of W
+ * at a time, to its end, against up to 4 rows of A.
+ *   exact, 4 bits: a chunk's words broadcast to 16 lanes and shifted right
+ *       by a nibble per lane: each lane's low 4 bits are one q value, and
+ *       vpermps with a 16-entry table s * [0..15] + b (the group's values)
+ *       turns them into dequantized weights (the other bits are ignored).
+ *   exact, other widths: bytes widened to 32 bits, converted, s * q + b.
+ *   int8: 64 q bytes (4 bits: low nibbles then high ones) dotted with 64
+ *       int8 activations by vpdpbusd; the 16 int32 sums are scaled by
+ *       d_block * s_group per lane. */
+#include "backend/cpu/qgemm.h"
+
+#if defined(__x86_64__) || defined(__i386__)
+
+#include <immintrin.h>
+#include <string.h>
+
+#define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+#define INL static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
+
+enum { MR = 4, NR = 32 };
+#define PF_AHEAD q_tune_pf
+extern int q_tune_hint;
+INL void pf_line(const char *p)
+{
+    switch (q_tune_hint) {
+    case 0: _mm_prefetch(p, _MM_HINT_T0); break;
+    case 1: _mm_prefetch(p, _MM_HINT_T1); break;
+    case 2: _mm_prefetch(p, _MM_HINT_T2); break;
+    default: _mm_prefetch(p, _MM_HINT_NTA); break;
+    }
+}
+
+/* n (<= 16) values of dtype t at p as float32. */
+INL __m512 load_sf(const void *p, infer_dtype t, int n)
+{
+    __mmask16 k = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    if (t == DT_F32) return _mm512_maskz_loadu_ps(k, p);
+    __m256i h = _mm256_maskz_loadu_epi16(k, p);
+    if (t == DT_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
+/* The scales and biases of groups [g0, g0 + n) of row r into s and b. */
+INL void row_sb(const bk_weight *w, int64_t r, int g0, int n, float *s, float *b)
+{
+    size_t es = dtype_size(w->sdtype);
+    size_t i0 = (size_t)r * (size_t)(w->cols / w->group_size) + (size_t)g0;
+    const unsigned char *ps = (const unsigned char *)w->scales + i0 * es;
+    const unsigned char *pb = (const unsigned char *)w->biases + i0 * es;
+    for (int g = 0; g < n; g += 16) {
+        int k = n - g < 16 ? n - g : 16;
+        __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+        _mm512_mask_storeu_ps(s + g, m, load_sf(ps + (size_t)g * es, w->sdtype, k));
+        _mm512_mask_storeu_ps(b + g, m, load_sf(pb + (size_t)g * es, w->sdtype, k));
+    }
+}
+
+TGT static void load_sb(const bk_weight *w, int64_t r0, int n, float *s, float *b)
+{
+    const int ng = (int)(w->cols / w->group_size);
+    for (int i = 0; i < n; i++) row_sb(w, r0 + i, 0, ng, s + (size_t)i * ng, b + (size_t)i * ng);
+}
+
+/* ---- Exact, 4 bits ---- */
+
+/* lane l of vector i of a chunk of W words: nibble (16 / W) i + l / W of
+ * word l % W */
+INL void rx4_body(const int mr, const int W, const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,
+                  float *out, size_t ldc)
+{
+    const int K = x->K, n = 8 * W, gsh = __builtin_ctz((unsigned)x->group_size);
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i sh[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++)
+        sh[i] = _mm512_slli_epi32(_mm512_add_epi32(_mm512_set1_epi32((16 / W) * i),
+                                                   _mm512_srli_epi32(lane, W == 8 ? 3 : 2)),
+                                  2);
+    const __m512 iota = _mm512_cvtepi32_ps(lane);
+    __m512 a[2][MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) a[0][i] = a[1][i] = _mm512_setzero_ps();
+    const float *xp = x->xp + (size_t)m0 * K;
+    for (int c = 0; c < K; c += n) {
+        const int g = c >> gsh;
+        __m512 lut = _mm512_fmadd_ps(iota, _mm512_set1_ps(s[g]), _mm512_set1_ps(b[g]));
+        __m512i v = W == 8 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2)))
+                           : _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i_u *)(const void *)(q + c / 2)));
+#pragma GCC unroll 4
+        for (int vi = 0; vi < n / 16; vi++) {
+            __m512 wv = _mm512_permutexvar_ps(_mm512_srlv_epi32(v, sh[vi]), lut);
+#pragma GCC unroll 4
+            for (int i = 0; i < mr; i++)
+                a[vi & 1][i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xp + (size_t)i * K + c + 16 * vi), a[vi & 1][i]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][i], a[1][i]));
+}
+
+/* ---- Exact, bytes (8 bits, or other widths unpacked) ---- */
+
+INL void rxb_body(const int mr, const q_act *x, int m0, const uint8_t *q, const float *s, const float *b, float *out,
+                  size_t ldc)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs;
+    __m512 a[2][MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) a[0][i] = a[1][i] = _mm512_setzero_ps();
+    const float *xa = x->A + (size_t)m0 * x->lda;
+    for (int g = 0; g < ng; g++) {
+        const __m512 sv = _mm512_set1_ps(s[g]), bv = _mm512_set1_ps(b[g]);
+        for (int c = g * gs; c < (g + 1) * gs; c += 32) {
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m512i qi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i_u *)(const void *)(q + c + 16 * h)));
+                __m512 wv = _mm512_fmadd_ps(_mm512_cvtepi32_ps(qi), sv, bv);
+#pragma GCC unroll 4
+                for (int i = 0; i < mr; i++)
+                    a[h][i] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(xa + (size_t)i * x->lda + c + 16 * h), a[h][i]);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][i], a[1][i]));
+}
+
+/* ---- int8 ---- */
+
+/* a += cvt(is) * (lane scales of the activations * of the weights) */
+INL __m512 scale_acc(__m512 a, __m512i is, const float *dv, __m512 sv)
+{
+    return _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_loadu_ps(dv), sv), a);
+}
+
+/* four: the 4-bit layout (chunks of 128, 64, 32), else bytes in natural
+ * order (chunks of 64, 32) */
+INL void ri8_body(const int mr, const int four, const q_act *x, int m0, const uint8_t *q, const float *s,
+                  const float *b, float *out, size_t ldc)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs, gsh = __builtin_ctz((unsigned)gs);
+    const int8_t *x8 = x->x8 + (size_t)m0 * K;
+    const size_t dvs = (size_t)K / 4 + 16;
+    const float *dv = x->dv + (size_t)m0 * dvs;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    __m512 a[2][MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) a[0][i] = a[1][i] = _mm512_setzero_ps();
+    int c = 0;
+    if (four) {
+        /* 128 values: lane j of both halves sums block j / 4 */
+        const __m512i by4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+        for (; c + 128 <= K; c += 256)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const int cc = c + 128 * h;
+                if (h && cc + 128 > K) break;
+                if (PF_AHEAD) pf_line((const char *)q + cc / 2 + PF_AHEAD);
+                __m512i v = _mm512_loadu_si512(q + cc / 2);
+                __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                __m512 sv = gs == 32   ? _mm512_permutexvar_ps(by4, _mm512_castps128_ps512(_mm_loadu_ps(s + (cc >> 5))))
+                            : gs == 64 ? _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s[cc >> 6]), _mm512_set1_ps(s[(cc >> 6) + 1]))
+                                       : _mm512_set1_ps(s[cc >> gsh]);
+#pragma GCC unroll 4
+                for (int i = 0; i < mr; i++) {
+                    const int8_t *xi = x8 + (size_t)i * K + cc;
+                    __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xi));
+                    is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xi + 64));
+                    a[h][i] = scale_acc(a[h][i], is, dv + (size_t)i * dvs + cc / 4, sv);
+                }
+            }
+        c = K & ~127;
+    }
+    for (; c + 64 <= K; c += 64) { /* four: at most one */
+        __m512i wq;
+        if (four) {
+            __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2));
+            wq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
+        } else {
+            if (PF_AHEAD) pf_line((const char *)q + c + PF_AHEAD);
+            wq = _mm512_loadu_si512(q + c);
+        }
+        /* group size 32: the lanes of the chunk's second group */
+        __m512 sv = gs == 32 ? _mm512_mask_blend_ps(four ? 0xf0f0 : 0xff00, _mm512_set1_ps(s[c >> 5]), _mm512_set1_ps(s[(c >> 5) + 1]))
+                             : _mm512_set1_ps(s[c >> gsh]);
+        const int h = four ? 0 : (c >> 6) & 1;
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, _mm512_loadu_si512(x8 + (size_t)i * K + c));
+            if (h)
+                a[1][i] = scale_acc(a[1][i], is, dv + (size_t)i * dvs + c / 4, sv);
+            else
+                a[0][i] = scale_acc(a[0][i], is, dv + (size_t)i * dvs + c / 4, sv);
+        }
+    }
+    if (c < K) { /* a last 32 values (group size 32) */
+        __m256i wq;
+        if (four) {
+            __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)(q + c / 2));
+            wq = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1),
+                                  _mm256_set1_epi8(0x0f));
+        } else {
+            wq = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c));
+        }
+        __m256 sv = _mm256_set1_ps(s[c >> 5]);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) {
+            __m256i xq = _mm256_loadu_si256((const __m256i_u *)(const void *)(x8 + (size_t)i * K + c));
+            __m256i is = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, xq);
+            __m256 dd = _mm256_mul_ps(_mm256_loadu_ps(dv + (size_t)i * dvs + c / 4), sv);
+            a[0][i] = _mm512_add_ps(a[0][i], _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dd)));
+        }
+    }
+    /* biases: sum_g b_g * (sum of x over g) */
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        const float *xs = x->xs + (size_t)(m0 + i) * ng;
+        for (int g = 0; g < ng; g += 16) {
+            int k = ng - g < 16 ? ng - g : 16;
+            __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+            a[1][i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + g), _mm512_maskz_loadu_ps(m, xs + g), a[1][i]);
+        }
+        out[(size_t)i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][i], a[1][i]));
+    }
+}
+
+#define ROWS(mr)                                                                                                 \
+    TGT static void rx4_8_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,         \
+                               float *out, size_t ldc)                                                           \
+    {                                                                                                            \
+        rx4_body(mr, 8, x, m0, q, s, b, out, ldc);                                                               \
+    }                                                                                                            \
+    TGT static void rx4_4_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,         \
+                               float *out, size_t ldc)                                                           \
+    {                                                                                                            \
+        rx4_body(mr, 4, x, m0, q, s, b, out, ldc);                                                               \
+    }                                                                                                            \
+    TGT static void rxb_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,           \
+                             float *out, size_t ldc)                                                             \
+    {                                                                                                            \
+        rxb_body(mr, x, m0, q, s, b, out, ldc);                                                                  \
+    }                                                                                                            \
+    TGT static void ri4_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,           \
+                             float *out, size_t ldc)                                                             \
+    {                                                                                                            \
+        ri8_body(mr, 1, x, m0, q, s, b, out, ldc);                                                               \
+    }                                                                                                            \
+    TGT static void rib_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,           \
+                             float *out, size_t ldc)                                                             \
+    {                                                                                                            \
+        ri8_body(mr, 0, x, m0, q, s, b, out, ldc);                                                               \
+    }
+ROWS(1)
+ROWS(2)
+ROWS(3)
+ROWS(4)
+
+static void dot_f32(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
+{
+    static const q_row_fn x4_8[5] = {NULL, rx4_8_1, rx4_8_2, rx4_8_3, rx4_8_4};
+    static const q_row_fn x4_4[5] = {NULL, rx4_4_1, rx4_4_2, rx4_4_3, rx4_4_4};
+    static const q_row_fn xb[5] = {NULL, rxb_1, rxb_2, rxb_3, rxb_4};
+    const q_row_fn *f = w->bits != 4 ? xb : w->group_size == 32 ? x4_4 : x4_8;
+    q_stream(f, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
+}
+
+static void dot_i8(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
+{
+    static const q_row_fn i4[5] = {NULL, ri4_1, ri4_2, ri4_3, ri4_4};
+    static const q_row_fn ib[5] = {NULL, rib_1, rib_2, rib_3, rib_4};
+    q_stream(w->bits == 4 ? i4 : ib, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
+}
+
+/* ---- Dequantizing blocks of W (exact GEMM) ---- */
+
+TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo)
+{
+    const int gs = w->group_size;
+    const size_t rb = bk_qrow_bytes(w);
+    float s[512 / 32 * 8], b[512 / 32 * 8];
+    uint8_t tmp[512];
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    for (int i = 0; i < n; i++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)(r0 + i) * rb;
+        float *o = out + (size_t)i * ldo;
+        for (int c = 0; c < kc; c += 512) {
+            int len = kc - c < 512 ? kc - c : 512;
+            row_sb(w, r0 + i, (c0 + c) / gs, len / gs, s, b);
+            const uint8_t *q = row + (size_t)(c0 + c); /* 8 bits */
+            if (w->bits != 8 && w->bits != 4) {
+                q_unpack_u8(row, w->bits, c0 + c, len, tmp);
+                q = tmp;
+            }
+            for (int g = 0; g < len / gs; g++) {
+                __m512 sv = _mm512_set1_ps(s[g]), bv = _mm512_set1_ps(b[g]);
+                for (int k = g * gs; k < (g + 1) * gs; k += 32) {
+                    __m128i q0, q1;
+                    if (w->bits == 4) {
+                        __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)(row + (size_t)(c0 + c + k) / 2));
+                        __m128i l = _mm_and_si128(v, lo4), h = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+                        q0 = _mm_unpacklo_epi8(l, h);
+                        q1 = _mm_unpackhi_epi8(l, h);
+                    } else {
+                        q0 = _mm_loadu_si128((const __m128i_u *)(const void *)(q + k));
+                        q1 = _mm_loadu_si128((const __m128i_u *)(const void *)(q + k + 16));
+                    }
+                    _mm512_storeu_ps(o + c + k, _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q0)), sv, bv));
+                    _mm512_storeu_ps(o + c + k + 16,
+                                     _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(q1)), sv, bv));
+                }
+            }
+        }
+    }
+}
+
+/* ---- The activation transform (int8) ---- */
+
+TGT static void act_rows(const q_act *x, int m0, int m1)
+{
+    const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs;
+    const int chunked = x->small && x->bits == 4;
+    const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    for (int m = m0; m < m1; m++) {
+        const float *a = x->A + (size_t)m * x->lda;
+        int8_t *q = x->x8 + (size_t)m * K;
+        float *d = x->d + (size_t)m * nb, *xs = x->xs + (size_t)m * ng;
+        int32_t *s8 = x->s8 + (size_t)m * nb;
+        float gsum = 0.0f;
+        for (int blk = 0; blk < nb; blk++) {
+            __m512 v0 = _mm512_loadu_ps(a + blk * 32), v1 = _mm512_loadu_ps(a + blk * 32 + 16);
+            float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
+            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            d[blk] = amax / 127.0f;
+            __m512 vid = _mm512_set1_ps(id);
+            __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+            s8[blk] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+            gsum += _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
+            if ((blk + 1) * 32 % gs == 0) {
+                xs[(blk * 32) / gs] = gsum;
+                gsum = 0.0f;
+            }
+            if (chunked) {
+                int n, c0 = q4_chunk(K, blk * 32, &n), h = (blk * 32 - c0) / 2;
+                _mm_storeu_si128((__m128i_u *)(void *)(q + c0 + h), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(i0, even, i1)));
+                _mm_storeu_si128((__m128i_u *)(void *)(q + c0 + n / 2 + h),
+                                 _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(i0, odd, i1)));
+            } else {
+                _mm_storeu_si128((__m128i_u *)(void *)(q + blk * 32), _mm512_cvtsepi32_epi8(i0));
+                _mm_storeu_si128((__m128i_u *)(void *)(q + blk * 32 + 16), _mm512_cvtsepi32_epi8(i1));
+            }
+        }
+        if (x->dv) {
+            float *dv = x->dv + (size_t)m * (K / 4 + 16);
+            const __m512i by4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+            for (int c = 0, n; c < K; c += n) {
+                if (chunked)
+                    q4_chunk(K, c, &n);
+                else
+                    n = K - c >= 64 ? 64 : 32;
+                __m512 v;
+                if (n == 128)
+                    v = _mm512_permutexvar_ps(by4, _mm512_castps128_ps512(_mm_loadu_ps(d + c / 32)));
+                else if (n == 64)
+                    v = _mm512_mask_blend_ps(chunked ? (__mmask16)0xf0f0 : (__mmask16)0xff00, _mm512_set1_ps(d[c / 32]),
+                                             _mm512_set1_ps(d[c / 32 + 1]));
+                else
+                    v = _mm512_set1_ps(d[c / 32]);
+                _mm512_storeu_ps(dv + c / 4, v);
+            }
+        }
+    }
+}
+
+/* ---- int8 GEMM: 4 x 32 tiles ---- */
+
+INL void tile_i8_body(int m, int n, int kc, int gs, const int8_t *Ap, const float *ad, const float *ax,
+                      const uint8_t *Bp, const float *bs, const float *bb, float *C, size_t ldc, int accumulate)
+{
+    __m512 acc[MR][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const int32_t *a32 = (const int32_t *)(const void *)Ap;
+    for (int k0 = 0; k0 < kc; k0 += Q_ABLK) {
+        __m512i is[MR][2];
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) is[i][0] = is[i][1] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int k4 = k0 / 4; k4 < k0 / 4 + Q_ABLK / 4; k4++) {
+            __m512i b0 = _mm512_load_si512(Bp + (size_t)k4 * NR * 4), b1 = _mm512_load_si512(Bp + (size_t)k4 * NR * 4 + 64);
+#pragma GCC unroll 4
+            for (int i = 0; i < MR; i++) {
+                __m512i av = _mm512_set1_epi32(a32[k4 * MR + i]);
+                is[i][0] = _mm512_dpbusd_epi32(is[i][0], b0, av);
+                is[i][1] = _mm512_dpbusd_epi32(is[i][1], b1, av);
+            }
+        }
+        const int blk = k0 / Q_ABLK, g = k0 / gs;
+        __m512 s0 = _mm512_load_ps(bs + (size_t)g * NR), s1 = _mm512_load_ps(bs + (size_t)g * NR + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m512 dm = _mm512_set1_ps(ad[blk * MR + i]);
+            acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[i][0]), _mm512_mul_ps(s0, dm), acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[i][1]), _mm512_mul_ps(s1, dm), acc[i][1]);
+        }
+    }
+    for (int g = 0; g < kc / gs; g++) {
+        __m512 b0 = _mm512_load_ps(bb + (size_t)g * NR), b1 = _mm512_load_ps(bb + (size_t)g * NR + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m512 xm = _mm512_set1_ps(ax[g * MR + i]);
+            acc[i][0] = _mm512_fmadd_ps(b0, xm, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(b1, xm, acc[i][1]);
+        }
+    }
+    __mmask16 k0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    __mmask16 k1 = n >= 32 ? (__mmask16)0xffff : n <= 16 ? (__mmask16)0 : (__mmask16)((1u << (n - 16)) - 1);
+    for (int i = 0; i < m; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (accumulate) {
+            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(k0, c));
+            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(k1, c + 16));
+        }
+        _mm512_mask_storeu_ps(c, k0, acc[i][0]);
+        _mm512_mask_storeu_ps(c + 16, k1, acc[i][1]);
+    }
+}
+
+TGT static void tile_i8(int m, int n, int kc, int gs, int bits, const int8_t *Ap, const float *ad, const int32_t *as,
+                        const float *ax, const uint8_t *Bp, const float *bs, const float *bb, float *C, size_t ldc,
+                        int accumulate)
+{
+    (void)bits;
+    (void)as;
+    tile_i8_body(m, n, kc, gs, Ap, ad, ax, Bp, bs, bb, C, ldc, accumulate);
+}
+
+/* In-register transpose of 16 x 16 32-bit values: r[i][j] -> r[j][i]. */
+INL void tr16(__m512i r[16])
+{
+    __m512i t[16];
+#pragma GCC unroll 8
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_epi32(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_epi32(r[i], r[i + 1]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_unpacklo_epi64(t[i], t[i + 2]);
+        r[i + 1] = _mm512_unpackhi_epi64(t[i], t[i + 2]);
+        r[i + 2] = _mm512_unpacklo_epi64(t[i + 1], t[i + 3]);
+        r[i + 3] = _mm512_unpackhi_epi64(t[i + 1], t[i + 3]);
+    }
+    /* r[4a + b] now holds, in each 128-bit lane L, column 4L + b of rows 4a .. 4a + 3 */
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_i32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_i32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_i32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
+/* Bp[k4][NR][4] from rows of q bytes: 16 x 16 transposes of 32-bit words. */
+TGT static void pack_b_i8(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp)
+{
+    const int k64 = kc & ~63;
+    for (int p = 0; p < n; p += NR) {
+        uint8_t *panel = Bp + (size_t)p * kc;
+        for (int h = 0; h < NR; h += 16) {
+            int rows = n - p - h;
+            if (rows > 16) rows = 16;
+            const uint8_t *q0 = q + (size_t)(p + h) * ldq;
+            for (int k = 0; k < k64; k += 64) {
+                __m512i r[16];
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++)
+                    r[j] = j < rows ? _mm512_loadu_si512(q0 + (size_t)j * ldq + k) : _mm512_setzero_si512();
+                tr16(r);
+#pragma GCC unroll 16
+                for (int t = 0; t < 16; t++) _mm512_store_si512(panel + ((size_t)(k / 4 + t) * NR + h) * 4, r[t]);
+            }
+            for (int k4 = k64 / 4; k4 < kc / 4; k4++)
+                for (int j = 0; j < 16; j++) {
+                    uint8_t *dst = panel + ((size_t)k4 * NR + h + j) * 4;
+                    if (j < rows)
+                        memcpy(dst, q0 + (size_t)j * ldq + 4 * k4, 4);
+                    else
+                        memset(dst, 0, 4);
+                }
+        }
+    }
+}
+
+const q_kernels q_kernels_avx512 = {
+    .dot_f32 = dot_f32,
+    .dot_i8 = dot_i8,
+    .dequant = dequant,
+    .act_rows = act_rows,
+    .mr = MR,
+    .nr = NR,
+    .tile_i8 = tile_i8,
+    .pack_b_i8 = pack_b_i8,
+    .f32 = &gemm_kernels_avx512,
+};
+
+#endif

@@ -1,0 +1,442 @@
+/* test_qgemm.c - the quantized products (qgemm.h) against references
+ * computed here, in double precision, from the packing definition
+ * (backend.h: value i of a row sits in bits [i * bits, (i + 1) * bits) of
+ * its little-endian bit stream; w = s * q + b per group).
+ *
+ * Every variant this machine supports (C, AVX2, AVX2 + VNNI, AVX-512) x
+ * bits {2, 3, 4, 5, 6, 8} x group sizes {32, 64, 128} x M {1, 2, 3, 7, 9,
+ * 64} (the streaming kernels up to Q_SMALL_M, the GEMMs above) x an odd N,
+ * on random packed bytes, scales of both signs and biases, unaligned data
+ * and strided A and C:
+ *   exact  within the float32 error bound of a K-term dot product,
+ *          (K + 4) 2^-24 sum |w x|;
+ *   int8   (a) within float32 rounding of the int8 arithmetic it claims
+ *          (x rounded to int8 per block of 32, as q_act holds it; the
+ *          rounding itself checked separately), and (b) within the
+ *          reduced-precision tolerance of testing.md of the exact product:
+ *          ||C - ref|| / ||ref|| <= 1e-2.
+ * Then cpu_matmul through the backend (bias, 1 and 3 threads, both
+ * paths). */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cpu/qgemm.h"
+#include "core/dtype.h"
+#include "test.h"
+
+static uint32_t rng_state = 777u;
+static uint32_t next_u32(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 17;
+    rng_state ^= rng_state << 5;
+    return rng_state;
+}
+static float frand(void) { return (float)((next_u32() >> 8) * (1.0 / 8388608.0) - 1.0); }
+
+/* A quantized matrix at odd addresses, and its values in double. */
+typedef struct qmat {
+    unsigned char *mem_q, *mem_s, *mem_b;
+    bk_weight w;
+    int rows, cols;
+    double *s, *b;  /* [rows][cols / gs] as stored */
+    int *q;         /* [rows][cols] */
+} qmat;
+
+static void store_scalar(unsigned char *p, infer_dtype t, float f, double *as_stored)
+{
+    if (t == DT_F32) {
+        memcpy(p, &f, 4);
+        *as_stored = f;
+    } else if (t == DT_BF16) {
+        uint16_t h = f32_to_bf16(f);
+        memcpy(p, &h, 2);
+        *as_stored = bf16_to_f32(h);
+    } else {
+        uint16_t h = f32_to_f16(f);
+        memcpy(p, &h, 2);
+        *as_stored = f16_to_f32(h);
+    }
+}
+
+static void make_q(qmat *m, int rows, int cols, int bits, int gs, infer_dtype st)
+{
+    memset(m, 0, sizeof *m);
+    m->rows = rows;
+    m->cols = cols;
+    size_t rb = (size_t)cols * bits / 8, ng = (size_t)cols / gs, es = dtype_size(st);
+    m->mem_q = malloc((size_t)rows * rb + 2);
+    m->mem_s = malloc((size_t)rows * ng * es + 2);
+    m->mem_b = malloc((size_t)rows * ng * es + 2);
+    m->s = malloc((size_t)rows * ng * sizeof *m->s);
+    m->b = malloc((size_t)rows * ng * sizeof *m->b);
+    m->q = malloc((size_t)rows * cols * sizeof *m->q);
+    assert_true(m->mem_q && m->mem_s && m->mem_b && m->s && m->b && m->q);
+    unsigned char *pq = m->mem_q + 1, *ps = m->mem_s + 1, *pb = m->mem_b + 1;
+    for (size_t i = 0; i < (size_t)rows * rb; i++) pq[i] = (unsigned char)(next_u32() >> 11);
+    for (size_t i = 0; i < (size_t)rows * ng; i++) {
+        store_scalar(ps + i * es, st, frand() * 0.02f, &m->s[i]); /* both signs */
+        store_scalar(pb + i * es, st, frand() * 0.1f, &m->b[i]);
+    }
+    /* the q values straight from the definition: bit i*bits+j of the row */
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            int v = 0;
+            for (int j = 0; j < bits; j++) {
+                size_t bit = (size_t)c * bits + j;
+                v |= ((pq[(size_t)r * rb + bit / 8] >> (bit % 8)) & 1) << j;
+            }
+            m->q[(size_t)r * cols + c] = v;
+        }
+    m->w = (bk_weight){.data = pq, .dtype = DT_U32, .rows = rows, .cols = cols, .bits = bits,
+                       .group_size = gs, .scales = ps, .biases = pb, .sdtype = st};
+}
+
+static void free_q(qmat *m)
+{
+    free(m->mem_q);
+    free(m->mem_s);
+    free(m->mem_b);
+    free(m->s);
+    free(m->b);
+    free(m->q);
+}
+
+static double wval(const qmat *m, int r, int c)
+{
+    int gs = m->w.group_size;
+    size_t g = (size_t)r * (m->cols / gs) + c / gs;
+    return m->s[g] * m->q[(size_t)r * m->cols + c] + m->b[g];
+}
+
+/* int8 x8 of row m, column c, in the layout qgemm.h documents. */
+static int x8_of(const q_act *x, int m, int c)
+{
+    int at = c;
+    if (x->small && x->bits == 4) {
+        /* chunks of 128 values while 128 remain, then 64, then 32 */
+        int k128 = x->K / 128 * 128, c0, n;
+        if (c < k128) {
+            c0 = c / 128 * 128;
+            n = 128;
+        } else if (x->K - k128 >= 64 && c < k128 + 64) {
+            c0 = k128;
+            n = 64;
+        } else {
+            c0 = x->K - 32;
+            n = 32;
+        }
+        int v = c - c0;
+        at = c0 + (v % 2 ? n / 2 + v / 2 : v / 2);
+    }
+    return x->x8[(size_t)m * x->K + at];
+}
+
+/* The int8 rounding q_act claims: d = max|x| / 127 per block, x8 =
+ * round(x / d), s8 = sum x8, xs = sum x per group. */
+static void check_act(const q_act *x, const char *what)
+{
+    const int K = x->K, nb = K / Q_ABLK, gs = x->group_size;
+    for (int m = 0; m < x->M; m++) {
+        const float *a = x->A + (size_t)m * x->lda;
+        for (int b = 0; b < nb; b++) {
+            float amax = 0.0f;
+            int32_t sum = 0;
+            for (int i = 0; i < Q_ABLK; i++) amax = fmaxf(amax, fabsf(a[b * Q_ABLK + i]));
+            float d = x->d[(size_t)m * nb + b];
+            if (d != amax / 127.0f) fail_msg("%s: d[%d][%d] = %g, want %g", what, m, b, d, amax / 127.0f);
+            for (int i = 0; i < Q_ABLK; i++) {
+                int c = b * Q_ABLK + i, q = x8_of(x, m, c);
+                sum += q;
+                if (!(fabs(q * (double)d - a[c]) <= 0.5001 * d)) fail_msg("%s: x8[%d][%d] = %d, x = %g, d = %g", what, m, c, q, a[c], d);
+            }
+            if (x->s8[(size_t)m * nb + b] != sum) fail_msg("%s: s8[%d][%d] = %d, want %d", what, m, b, x->s8[(size_t)m * nb + b], sum);
+        }
+        for (int g = 0; g < K / gs; g++) {
+            double s = 0.0, sa = 0.0;
+            for (int i = 0; i < gs; i++) {
+                s += a[g * gs + i];
+                sa += fabs(a[g * gs + i]);
+            }
+            double got = x->xs[(size_t)m * (K / gs) + g];
+            if (!(fabs(got - s) <= (gs + 2) * 0x1p-24 * sa)) fail_msg("%s: xs[%d][%d] = %g, want %g", what, m, g, got, s);
+        }
+        if (x->dv) {
+            /* per chunk at c, 16 floats at c / 4: lane j sums slots 4j .. 4j
+             * + 3 of the chunk's first 64 bytes, and with 128 values also
+             * slots 64 + 4j .. of the second (the same blocks) */
+            int four = x->small && x->bits == 4, k128 = K / 128 * 128;
+            for (int c = 0, n; c < K; c += n) {
+                n = !four ? (K - c >= 64 ? 64 : 32) : c < k128 ? 128 : (K - k128 >= 64 && c < k128 + 64) ? 64 : 32;
+                for (int j = 0; j < 16; j++) {
+                    int v = 4 * j;
+                    if (v >= n) continue;
+                    int value = four ? (v < n / 2 ? 2 * v : 2 * (v - n / 2) + 1) : v;
+                    float want = x->d[(size_t)m * nb + (c + value) / Q_ABLK];
+                    float got = x->dv[(size_t)m * (K / 4 + 16) + c / 4 + j];
+                    if (got != want) fail_msg("%s: dv[%d][%d + %d] = %g, want %g", what, m, c / 4, j, got, want);
+                    if (n == 128) {
+                        int value2 = 2 * v + 1; /* slot 64 + v */
+                        float want2 = x->d[(size_t)m * nb + (c + value2) / Q_ABLK];
+                        if (got != want2)
+                            fail_msg("%s: dv[%d][%d + %d] = %g, want %g (second half)", what, m, c / 4, j, got, want2);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static const float PAD = 12345.0f;
+
+/* One variant, one shape: rows n0 .. n0 + N of m. */
+static void check_one(q_isa isa, int int8, const qmat *qm, int64_t n0, int N, int M)
+{
+    const int K = qm->cols, gs = qm->w.group_size, bits = qm->w.bits;
+    const size_t lda = (size_t)K + 3, ldc = (size_t)N + 2;
+    float *A = malloc((size_t)M * lda * sizeof *A), *C = malloc((size_t)M * ldc * sizeof *C);
+    assert_true(A && C);
+    for (size_t i = 0; i < (size_t)M * lda; i++) A[i] = frand();
+    for (size_t i = 0; i < (size_t)M * ldc; i++) C[i] = PAD;
+    q_act x;
+    void *abuf = malloc(q_act_bytes(M, K, &qm->w, int8));
+    assert_non_null(abuf);
+    q_act_init(&x, abuf, M, K, A, lda, &qm->w, int8);
+    q_act_rows_isa(isa, &x, 0, M);
+    char what[128];
+    snprintf(what, sizeof what, "%s %s bits=%d gs=%d M=%d N=%d K=%d", q_isa_name(isa), int8 ? "int8" : "exact", bits,
+             gs, M, N, K);
+    if (int8) check_act(&x, what);
+    void *scratch = malloc(qgemm_scratch_bytes(&x, N));
+    assert_non_null(scratch);
+    qgemm_nt_isa(isa, &x, &qm->w, n0, N, C, ldc, scratch);
+    double err2 = 0.0, ref2 = 0.0;
+    for (int m = 0; m < M; m++) {
+        const float *a = A + (size_t)m * lda;
+        for (int n = 0; n < N; n++) {
+            int r = (int)n0 + n;
+            double ref = 0.0, sa = 0.0;
+            for (int k = 0; k < K; k++) {
+                double p = wval(qm, r, k) * a[k];
+                ref += p;
+                sa += fabs(p);
+            }
+            double got = C[(size_t)m * ldc + n];
+            if (isnan(got)) fail_msg("%s: C[%d][%d] is NaN", what, m, n);
+            if (!int8) {
+                if (!(fabs(got - ref) <= (K + 4) * 0x1p-24 * sa))
+                    fail_msg("%s: C[%d][%d] = %.9g, want %.9g (sum |wx| %g)", what, m, n, got, ref, sa);
+            } else {
+                /* the int8 arithmetic itself */
+                const int nb = K / Q_ABLK, ng = K / gs;
+                double r8 = 0.0, s8 = 0.0;
+                for (int b = 0; b < nb; b++) {
+                    long dot = 0;
+                    long adot = 0;
+                    for (int i = 0; i < Q_ABLK; i++) {
+                        int c = b * Q_ABLK + i;
+                        dot += (long)qm->q[(size_t)r * K + c] * x8_of(&x, m, c);
+                        adot += labs((long)qm->q[(size_t)r * K + c] * x8_of(&x, m, c));
+                    }
+                    double f = (double)x.d[(size_t)m * nb + b] * qm->s[(size_t)r * ng + b * Q_ABLK / gs];
+                    r8 += f * (double)dot;
+                    s8 += fabs(f) * (double)adot;
+                }
+                for (int g = 0; g < ng; g++) {
+                    double t = qm->b[(size_t)r * ng + g] * x.xs[(size_t)m * ng + g];
+                    r8 += t;
+                    s8 += fabs(t);
+                }
+                if (!(fabs(got - r8) <= (nb + ng + 8) * 0x1p-24 * s8 * 2))
+                    fail_msg("%s: C[%d][%d] = %.9g, int8 arithmetic gives %.9g", what, m, n, got, r8);
+                err2 += (got - ref) * (got - ref);
+                ref2 += ref * ref;
+            }
+        }
+        for (size_t n = (size_t)N; n < ldc; n++)
+            if (C[(size_t)m * ldc + n] != PAD) fail_msg("%s: C[%d][%zu] written past N", what, m, n);
+    }
+    if (int8 && !(sqrt(err2) <= 1e-2 * sqrt(ref2)))
+        fail_msg("%s: relative L2 error %g against the exact product", what, sqrt(err2 / ref2));
+    free(scratch);
+    free(abuf);
+    free(A);
+    free(C);
+}
+
+static void variants_listed(void **state)
+{
+    (void)state;
+    assert_true(q_isa_supported(Q_ISA_C));
+    assert_true(q_isa_supported(q_isa_best()));
+    for (int i = 0; i < Q_ISA_COUNT; i++)
+        print_message("qgemm variant %-8s %s\n", q_isa_name((q_isa)i),
+                      q_isa_supported((q_isa)i) ? "supported" : "not supported here (skipped)");
+    assert_true(q_layout_ok(4, 64, 128));
+    assert_false(q_layout_ok(7, 64, 128));
+    assert_false(q_layout_ok(4, 48, 96));
+    assert_false(q_layout_ok(4, 64, 96));
+}
+
+/* Every variant x bits x group size x M, one odd N, bf16 scales. */
+static void every_variant(void **state)
+{
+    (void)state;
+    static const int bits_list[] = {2, 3, 4, 5, 6, 8}, gs_list[] = {32, 64, 128}, Ms[] = {1, 2, 3, 7, 9, 64};
+    for (size_t bi = 0; bi < sizeof bits_list / sizeof *bits_list; bi++)
+        for (size_t gi = 0; gi < sizeof gs_list / sizeof *gs_list; gi++) {
+            /* K: 9 groups (with group size 32 a last half chunk of 64; with
+             * 64 and 128 more than one K block of the GEMMs) */
+            int gs = gs_list[gi], K = 9 * gs, N = 37;
+            qmat qm;
+            make_q(&qm, N + 5, K, bits_list[bi], gs, DT_BF16);
+            for (int isa = 0; isa < Q_ISA_COUNT; isa++) {
+                if (!q_isa_supported((q_isa)isa)) continue;
+                for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                    for (int int8 = 0; int8 < 2; int8++) check_one((q_isa)isa, int8, &qm, 3, N, Ms[mi]);
+            }
+            free_q(&qm);
+        }
+}
+
+/* f16 and f32 scales; N across the GEMMs' blocks of rows; long K. */
+static void scale_dtypes_and_blocks(void **state)
+{
+    (void)state;
+    static const infer_dtype st[] = {DT_F16, DT_F32};
+    for (int s = 0; s < 2; s++)
+        for (int isa = 0; isa < Q_ISA_COUNT; isa++) {
+            if (!q_isa_supported((q_isa)isa)) continue;
+            qmat qm;
+            make_q(&qm, 301, 1088, 4, 64, st[s]);
+            for (int int8 = 0; int8 < 2; int8++) {
+                check_one((q_isa)isa, int8, &qm, 0, 301, 2);
+                check_one((q_isa)isa, int8, &qm, 0, 301, 33);
+            }
+            free_q(&qm);
+            make_q(&qm, 70, 2048, 8, 128, st[s]);
+            for (int int8 = 0; int8 < 2; int8++) check_one((q_isa)isa, int8, &qm, 1, 69, 17);
+            free_q(&qm);
+        }
+}
+
+/* An all-zero block of activations (d = 0) and large values. */
+static void zero_and_large_activations(void **state)
+{
+    (void)state;
+    for (int isa = 0; isa < Q_ISA_COUNT; isa++) {
+        if (!q_isa_supported((q_isa)isa)) continue;
+        qmat qm;
+        make_q(&qm, 9, 256, 4, 32, DT_BF16);
+        for (int M = 1; M <= 12; M += 11) {
+            float *A = calloc((size_t)M * 256, sizeof *A), *C = malloc((size_t)M * 9 * sizeof *C);
+            assert_true(A && C);
+            for (int m = 0; m < M; m++)
+                for (int k = 64; k < 256; k++) A[m * 256 + k] = (k % 7 - 3) * 1e4f;
+            for (int int8 = 0; int8 < 2; int8++) {
+                q_act x;
+                void *abuf = malloc(q_act_bytes(M, 256, &qm.w, int8));
+                assert_non_null(abuf);
+                q_act_init(&x, abuf, M, 256, A, 256, &qm.w, int8);
+                q_act_rows_isa((q_isa)isa, &x, 0, M);
+                void *scratch = malloc(qgemm_scratch_bytes(&x, 9));
+                assert_non_null(scratch);
+                qgemm_nt_isa((q_isa)isa, &x, &qm.w, 0, 9, C, 9, scratch);
+                for (int m = 0; m < M; m++)
+                    for (int n = 0; n < 9; n++) {
+                        double ref = 0.0, sa = 0.0;
+                        for (int k = 0; k < 256; k++) {
+                            ref += wval(&qm, n, k) * A[m * 256 + k];
+                            sa += fabs(wval(&qm, n, k) * A[m * 256 + k]);
+                        }
+                        double tol = int8 ? 1e-2 * sa : 260 * 0x1p-24 * sa;
+                        if (!(fabs(C[m * 9 + n] - ref) <= tol))
+                            fail_msg("%s %s M=%d: C[%d][%d] = %g, want %g", q_isa_name((q_isa)isa),
+                                     int8 ? "int8" : "exact", M, m, n, C[m * 9 + n], ref);
+                    }
+                free(scratch);
+                free(abuf);
+            }
+            free(A);
+            free(C);
+        }
+        free_q(&qm);
+    }
+}
+
+/* ---- cpu_matmul through the backend ---- */
+
+static void matmul_with(int n_threads, int int8, const bk_weight *w, const bk_weight *bias, const float *x, int T,
+                        float *y)
+{
+    const backend_ops *be = &backend_cpu;
+    bk_opts o = {.n_threads = n_threads, .cpu_int8 = int8};
+    void *ctx = NULL;
+    assert_int_equal(be->create(&o, &ctx), 0);
+    void *dx = NULL, *dy = NULL;
+    size_t xb = (size_t)T * (size_t)w->cols * sizeof(float), yb = (size_t)T * (size_t)w->rows * sizeof(float);
+    assert_int_equal(be->alloc(ctx, xb, &dx), 0);
+    assert_int_equal(be->alloc(ctx, yb, &dy), 0);
+    assert_int_equal(be->upload(ctx, dx, x, xb), 0);
+    assert_int_equal(be->matmul(ctx, dy, dx, w, bias, T), 0);
+    assert_int_equal(be->download(ctx, y, dy, yb), 0);
+    be->free(ctx, dx);
+    be->free(ctx, dy);
+    be->destroy(ctx);
+}
+
+static void matmul_threads_agree(void **state)
+{
+    (void)state;
+    static const int Ts[] = {1, 3, 8, 9, 40};
+    qmat qm;
+    const int rows = 533, cols = 384;
+    make_q(&qm, rows, cols, 4, 64, DT_BF16);
+    float bias_f[533];
+    for (int r = 0; r < rows; r++) bias_f[r] = frand();
+    bk_weight bias = {.data = bias_f, .dtype = DT_F32, .rows = 1, .cols = rows};
+    for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++)
+        for (int int8 = 0; int8 < 2; int8++) {
+            int T = Ts[t];
+            float *x = malloc((size_t)T * cols * sizeof *x);
+            float *y1 = malloc((size_t)T * rows * sizeof *y1), *y3 = malloc((size_t)T * rows * sizeof *y3);
+            assert_true(x && y1 && y3);
+            for (size_t i = 0; i < (size_t)T * cols; i++) x[i] = frand();
+            matmul_with(1, int8, &qm.w, &bias, x, T, y1);
+            matmul_with(3, int8, &qm.w, &bias, x, T, y3);
+            double err2 = 0.0, ref2 = 0.0;
+            for (int i = 0; i < T; i++)
+                for (int r = 0; r < rows; r++) {
+                    double ref = bias_f[r], sa = fabs(ref);
+                    for (int k = 0; k < cols; k++) {
+                        double p = (double)x[(size_t)i * cols + k] * wval(&qm, r, k);
+                        ref += p;
+                        sa += fabs(p);
+                    }
+                    float a = y1[(size_t)i * rows + r], b = y3[(size_t)i * rows + r];
+                    if (a != b || isnan(a) || (!int8 && !(fabs(a - ref) <= (cols + 4) * 0x1p-24 * sa)))
+                        fail_msg("%s T=%d: y[%d][%d] = %.9g (1 thread), %.9g (3 threads), want %.9g",
+                                 int8 ? "int8" : "exact", T, i, r, a, b, ref);
+                    err2 += (a - ref) * (a - ref);
+                    ref2 += ref * ref;
+                }
+            if (!(sqrt(err2) <= 1e-2 * sqrt(ref2))) fail_msg("int8 T=%d: relative L2 error %g", T, sqrt(err2 / ref2));
+            free(x);
+            free(y1);
+            free(y3);
+        }
+    free_q(&qm);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(variants_listed),
+    cmocka_unit_test(every_variant),
+    cmocka_unit_test(scale_dtypes_and_blocks),
+    cmocka_unit_test(zero_and_large_activations),
+    cmocka_unit_test(matmul_threads_agree),
+};
+
+TEST_GROUP(test_qgemm, tests)
