@@ -225,7 +225,7 @@ static void matmul_with(int n_threads, const bk_weight *w, const bk_weight *bias
                         int T, float *y)
 {
     const backend_ops *be = &backend_cpu;
-    bk_opts o = {n_threads};
+    bk_opts o = {.n_threads = n_threads};
     void *ctx = NULL;
     assert_int_equal(be->create(&o, &ctx), 0);
     void *dx = NULL, *dy = NULL;
@@ -251,7 +251,8 @@ static void matmul_threads_agree(void **state)
             stored_b wb, bb;
             make_b(&wb, rows, cols, (size_t)cols, dts[d], 1);
             make_b(&bb, 1, rows, (size_t)rows, dts[d], 3);
-            bk_weight w = {wb.p, dts[d], rows, cols}, bias = {bb.p, dts[d], 1, rows};
+            bk_weight w = {.data = wb.p, .dtype = dts[d], .rows = rows, .cols = cols};
+            bk_weight bias = {.data = bb.p, .dtype = dts[d], .rows = 1, .cols = rows};
             for (size_t t = 0; t < sizeof Ts / sizeof *Ts; t++) {
                 int T = Ts[t];
                 float *x = malloc((size_t)T * cols * sizeof *x);

@@ -125,21 +125,7 @@ static int q_matmul(cpu_ctx *c, float *y, const float *x, const bk_weight *w, co
     return INFER_OK;
 }
 
-#include <stdio.h>
-#include <time.h>
-double q_tune_mm_time; long q_tune_mm_calls; /* TUNING */
-static double tnow(void) { struct timespec ts; clock_gettime(CLOCK_MONOTONIC, &ts); return ts.tv_sec + ts.tv_nsec * 1e-9; }
-__attribute__((destructor)) static void tune_report(void) { if (getenv("Q_REPORT")) fprintf(stderr, "matmul: %.3f s in %ld calls\n", q_tune_mm_time, q_tune_mm_calls); }
-static int cpu_matmul_(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T);
 int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
-{
-    double t0 = tnow();
-    int rc = cpu_matmul_(ctx, y, x, w, bias, T);
-    q_tune_mm_time += tnow() - t0;
-    q_tune_mm_calls++;
-    return rc;
-}
-static int cpu_matmul_(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
 {
     cpu_ctx *c = ctx;
     if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;

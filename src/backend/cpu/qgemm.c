@@ -411,15 +411,10 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
  * the scales and biases of Q_STREAM_ROWS rows. */
 static size_t small_scratch(int K) { return (size_t)K * 4 + 64 + (size_t)Q_STREAM_ROWS * (size_t)(K / 32 + 1) * 8 + 64; }
 
-#include <stdlib.h>
-int q_tune_rows = 16, q_tune_pf = 8192, q_tune_task_kb = 1024, q_tune_hint = 0; /* TUNING */
-__attribute__((constructor)) static void q_tune_init(void)
-{
-    if (getenv("Q_ROWS")) q_tune_rows = atoi(getenv("Q_ROWS"));
-    if (getenv("Q_PF")) q_tune_pf = atoi(getenv("Q_PF"));
-    if (getenv("Q_TASK")) q_tune_task_kb = atoi(getenv("Q_TASK"));
-    if (getenv("Q_HINT")) q_tune_hint = atoi(getenv("Q_HINT"));
-}
+/* Tuned on the CI machine's EPYC: rows streamed together, prefetch distance
+ * (bytes), task size (KB of packed weights), prefetch hint variant.  Never
+ * written after load. */
+int q_tune_rows = 16, q_tune_pf = 8192, q_tune_task_kb = 1024, q_tune_hint = 0;
 
 void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sbf, const q_act *x, const bk_weight *w, int64_t n0, int N,
               float *C, size_t ldc, uint8_t *tmp)

@@ -150,7 +150,7 @@ typedef void (*q_sb_fn)(const bk_weight *w, int64_t r0, int n, float *s, float *
  * a third of the bandwidth on some machines.  fns[mr] for mr = 1 .. 4;
  * unpack: widths other than 4 and 8 go through q_unpack_u8. */
 enum { Q_STREAM_ROWS = 64 };
-extern int q_tune_rows, q_tune_pf, q_tune_task_kb; /* TUNING: temporary */
+extern int q_tune_rows, q_tune_pf, q_tune_task_kb; /* tuned constants (qgemm.c) */
 void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sb, const q_act *x, const bk_weight *w, int64_t n0, int N,
               float *C, size_t ldc, uint8_t *tmp);
 
