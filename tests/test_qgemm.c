@@ -112,8 +112,9 @@ static double wval(const qmat *m, int r, int c)
     return m->s[g] * m->q[(size_t)r * m->cols + c] + m->b[g];
 }
 
-/* int8 x8 of row m, column c, in the layout qgemm.h documents. */
-static int x8_of(const q_act *x, int m, int c)
+/* int8 value of plane p (x8 or r8) at row m, column c, in the layout
+ * qgemm.h documents. */
+static int plane_of(const q_act *x, const int8_t *p, int m, int c)
 {
     int at = c;
     if (x->small && x->bits == 4) {
@@ -132,8 +133,11 @@ static int x8_of(const q_act *x, int m, int c)
         int v = c - c0;
         at = c0 + (v % 2 ? n / 2 + v / 2 : v / 2);
     }
-    return x->x8[(size_t)m * x->K + at];
+    return p[(size_t)m * x->K + at];
 }
+
+static int x8_of(const q_act *x, int m, int c) { return plane_of(x, x->x8, m, c); }
+static int r8_of(const q_act *x, int m, int c) { return plane_of(x, x->r8, m, c); }
 
 /* The int8 rounding q_act claims: d = max|x| / 127 per block, x8 =
  * round(x / d), s8 = sum x8, xs = sum x per group. */
@@ -148,11 +152,19 @@ static void check_act(const q_act *x, const char *what)
             for (int i = 0; i < Q_ABLK; i++) amax = fmaxf(amax, fabsf(a[b * Q_ABLK + i]));
             float d = x->d[(size_t)m * nb + b];
             if (d != amax / 127.0f) fail_msg("%s: d[%d][%d] = %g, want %g", what, m, b, d, amax / 127.0f);
+            int32_t rsum = 0;
             for (int i = 0; i < Q_ABLK; i++) {
-                int c = b * Q_ABLK + i, q = x8_of(x, m, c);
+                int c = b * Q_ABLK + i, q = x8_of(x, m, c), r = r8_of(x, m, c);
                 sum += q;
+                rsum += r;
                 if (!(fabs(q * (double)d - a[c]) <= 0.5001 * d)) fail_msg("%s: x8[%d][%d] = %d, x = %g, d = %g", what, m, c, q, a[c], d);
+                /* with the residual: within d / 512, or d / 256 where r8 is
+                 * clamped at 127 (a residual of nearly 1/2), and float rounding */
+                double two = (q + r / 256.0) * (double)d;
+                if (!(fabs(two - a[c]) <= d / 256.0 + 1e-6 * fabs(a[c])))
+                    fail_msg("%s: x8 + r8 / 256 at [%d][%d] = %d + %d / 256, x = %g, d = %g", what, m, c, q, r, a[c], d);
             }
+            if (x->s8r[(size_t)m * nb + b] != rsum) fail_msg("%s: s8r[%d][%d] = %d, want %d", what, m, b, x->s8r[(size_t)m * nb + b], rsum);
             if (x->s8[(size_t)m * nb + b] != sum) fail_msg("%s: s8[%d][%d] = %d, want %d", what, m, b, x->s8[(size_t)m * nb + b], sum);
         }
         for (int g = 0; g < K / gs; g++) {
@@ -163,6 +175,15 @@ static void check_act(const q_act *x, const char *what)
             }
             double got = x->xs[(size_t)m * (K / gs) + g];
             if (!(fabs(got - s) <= (gs + 2) * 0x1p-24 * sa)) fail_msg("%s: xs[%d][%d] = %g, want %g", what, m, g, got, s);
+            /* xe: xs less the sum of what the blocks' int8 values stand for */
+            double e = got, ea = fabs(got);
+            for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+                double t = (double)x->d[(size_t)m * nb + b] * (x->s8[(size_t)m * nb + b] + x->s8r[(size_t)m * nb + b] / 256.0);
+                e -= t;
+                ea += fabs(t);
+            }
+            double ge = x->xe[(size_t)m * (K / gs) + g];
+            if (!(fabs(ge - e) <= (gs + 4) * 0x1p-24 * ea)) fail_msg("%s: xe[%d][%d] = %g, want %g", what, m, g, ge, e);
         }
         if (x->dv) {
             /* per chunk at c, 16 floats at c / 4: lane j sums slots 4j .. 4j
@@ -238,17 +259,21 @@ static void check_one(q_isa isa, int int8, const qmat *qm, int64_t n0, int N, in
                     long adot = 0;
                     for (int i = 0; i < Q_ABLK; i++) {
                         int c = b * Q_ABLK + i;
-                        dot += (long)qm->q[(size_t)r * K + c] * x8_of(&x, m, c);
-                        adot += labs((long)qm->q[(size_t)r * K + c] * x8_of(&x, m, c));
+                        /* both planes: x8 * 256 + r8, scaled by d / 256 below */
+                        long v = 256L * x8_of(&x, m, c) + r8_of(&x, m, c);
+                        dot += (long)qm->q[(size_t)r * K + c] * v;
+                        adot += labs((long)qm->q[(size_t)r * K + c] * v);
                     }
-                    double f = (double)x.d[(size_t)m * nb + b] * qm->s[(size_t)r * ng + b * Q_ABLK / gs];
+                    double f = (double)x.d[(size_t)m * nb + b] / 256.0 * qm->s[(size_t)r * ng + b * Q_ABLK / gs];
                     r8 += f * (double)dot;
                     s8 += fabs(f) * (double)adot;
                 }
                 for (int g = 0; g < ng; g++) {
                     double t = qm->b[(size_t)r * ng + g] * x.xs[(size_t)m * ng + g];
-                    r8 += t;
-                    s8 += fabs(t);
+                    /* the centring (qgemm.h) */
+                    double u = 0.5 * ((1 << bits) - 1) * qm->s[(size_t)r * ng + g] * x.xe[(size_t)m * ng + g];
+                    r8 += t + u;
+                    s8 += fabs(t) + fabs(u);
                 }
                 if (!(fabs(got - r8) <= (nb + ng + 8) * 0x1p-24 * s8 * 2))
                     fail_msg("%s: C[%d][%d] = %.9g, int8 arithmetic gives %.9g", what, m, n, got, r8);

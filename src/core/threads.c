@@ -6,8 +6,10 @@
 #include "core/threads.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/error.h"
@@ -30,18 +32,41 @@ struct thread_pool {
     atomic_int busy;          /* workers still inside the job */
 };
 
-/* Workers and the caller spin this many pauses (a few hundred
- * microseconds) before they sleep: a decode step posts a job every few tens
- * of microseconds, and waking a sleeping thread costs about as much (more
- * in a virtual machine, where the wake-up is an interrupt to another
- * virtual cpu). */
-enum { SPIN_PAUSES = 20000 };
+/* Workers and the caller spin a while (SPIN_NS) before they sleep: a
+ * decode step posts a job every few tens of microseconds, and waking a
+ * sleeping thread costs about as much (more in a virtual machine, where
+ * the wake-up is an interrupt to another virtual cpu).  Spinners yield the
+ * cpu every SPIN_BATCH pauses, so that a thread they wait for (or any
+ * other) gets to run when there are more threads than cores. */
+enum { SPIN_NS = 200000, SPIN_BATCH = 64 };
 
 static inline void cpu_pause(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+static long long now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* One step of a spin: a pause, and every SPIN_BATCH of them a yield; 0
+ * once SPIN_NS have passed since the first batch. */
+static int spin_more(int *n, long long *deadline)
+{
+    cpu_pause();
+    if (++*n % SPIN_BATCH) return 1;
+    long long t = now_ns();
+    if (!*deadline)
+        *deadline = t + SPIN_NS;
+    else if (t > *deadline)
+        return 0;
+    sched_yield();
+    return 1;
 }
 
 typedef struct worker_arg {
@@ -65,10 +90,10 @@ static void *worker_main(void *v)
     thread_pool *p = wa.pool;
     unsigned long seen = 0;
     for (;;) {
-        unsigned long g = atomic_load_explicit(&p->generation, memory_order_acquire);
-        for (int i = 0; g == seen && i < SPIN_PAUSES && !atomic_load_explicit(&p->stop, memory_order_relaxed); i++) {
-            cpu_pause();
-            g = atomic_load_explicit(&p->generation, memory_order_acquire);
+        unsigned long g;
+        int n = 0;
+        long long deadline = 0;
+        while ((g = atomic_load_explicit(&p->generation, memory_order_acquire)) == seen && spin_more(&n, &deadline)) {
         }
         if (g == seen) {
             pthread_mutex_lock(&p->lock);
@@ -165,7 +190,10 @@ void pool_run(thread_pool *p, int n_tasks, pool_fn fn, void *arg)
     if (p->sleepers) pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->lock);
     run_tasks(p, 0);
-    for (int i = 0; atomic_load_explicit(&p->busy, memory_order_acquire) > 0 && i < SPIN_PAUSES; i++) cpu_pause();
+    int n = 0;
+    long long deadline = 0;
+    while (atomic_load_explicit(&p->busy, memory_order_acquire) > 0 && spin_more(&n, &deadline)) {
+    }
     if (atomic_load(&p->busy) > 0) {
         pthread_mutex_lock(&p->lock);
         while (atomic_load(&p->busy) > 0) pthread_cond_wait(&p->done, &p->lock);

@@ -393,23 +393,6 @@ static int cpu_rope(void *ctx, void *xv, const void *posv, int T, int n_heads, i
     return INFER_OK;
 }
 
-static float gelu_tanh(float x)
-{
-    const float k = 0.7978845608028654f; /* sqrt(2 / pi) */
-    return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
-}
-
-static int cpu_glu(void *ctx, void *outv, const void *gatev, const void *upv, size_t n, bk_act act)
-{
-    float *out = outv;
-    const float *g = gatev, *u = upv;
-    if (act == BK_ACT_SILU)
-        for (size_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-    else
-        for (size_t i = 0; i < n; i++) out[i] = gelu_tanh(g[i]) * u[i];
-    return INFER_OK;
-}
-
 static int cpu_add(void *ctx, void *yv, const void *av, size_t n)
 {
     float *y = yv;

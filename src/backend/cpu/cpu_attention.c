@@ -1,11 +1,91 @@
 /* cpu_attention.c - causal grouped-query attention on the cpu, with
- * sliding windows and score softcapping.  One task per (head, query). */
+ * sliding windows and score softcapping.  One task per (head, query); the
+ * dot products and the weighted sums of values use AVX-512 or AVX2 where
+ * the cpu has them (chosen at run time, as gemm.c does). */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "backend/cpu/cpu.h"
+#include "backend/cpu/gemm.h"
 #include "core/error.h"
+
+/* ---- Vector helpers: a . b, and o += w * v, over n floats ---- */
+
+typedef struct vec_ops {
+    float (*dot)(const float *a, const float *b, int n);
+    void (*axpy)(float *o, float w, const float *v, int n);
+} vec_ops;
+
+static float dot_c(const float *a, const float *b, int n) { return cpu_dot(a, b, (size_t)n); }
+
+static void axpy_c(float *o, float w, const float *v, int n)
+{
+    for (int e = 0; e < n; e++) o[e] += w * v[e];
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+__attribute__((target("avx512f"))) static float dot_avx512(const float *a, const float *b, int n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    int i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(k, a + i), _mm512_maskz_loadu_ps(k, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+__attribute__((target("avx512f"))) static void axpy_avx512(float *o, float w, const float *v, int n)
+{
+    __m512 wv = _mm512_set1_ps(w);
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(o + i, k, _mm512_fmadd_ps(wv, _mm512_maskz_loadu_ps(k, v + i), _mm512_maskz_loadu_ps(k, o + i)));
+    }
+}
+
+__attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    __m256 s = _mm256_add_ps(s0, s1);
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    float r = _mm_cvtss_f32(h);
+    for (; i < n; i++) r += a[i] * b[i];
+    return r;
+}
+
+__attribute__((target("avx2,fma"))) static void axpy_avx2(float *o, float w, const float *v, int n)
+{
+    __m256 wv = _mm256_set1_ps(w);
+    int i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(o + i, _mm256_fmadd_ps(wv, _mm256_loadu_ps(v + i), _mm256_loadu_ps(o + i)));
+    for (; i < n; i++) o[i] += w * v[i];
+}
+#endif
+
+static vec_ops vec_best(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    gemm_isa isa = gemm_isa_best();
+    if (isa == GEMM_ISA_AVX512) return (vec_ops){dot_avx512, axpy_avx512};
+    if (isa == GEMM_ISA_AVX2) return (vec_ops){dot_avx2, axpy_avx2};
+#endif
+    return (vec_ops){dot_c, axpy_c};
+}
 
 typedef struct attn_job {
     cpu_ctx *c;
@@ -34,10 +114,11 @@ static void attn_task(void *arg, int task, int worker)
         return;
     }
     const float *qv = j->q + (size_t)t * q_stride + (size_t)h * d;
+    const vec_ops vo = vec_best();
     float mx = -INFINITY;
     for (int i = 0; i < n; i++) {
         const float *kv = j->k + (size_t)(lo + i) * kv_stride + (size_t)kvh * d;
-        float s = cpu_dot(qv, kv, (size_t)d) * p->scale;
+        float s = vo.dot(qv, kv, d) * p->scale;
         if (p->softcap > 0.0f) s = p->softcap * tanhf(s / p->softcap);
         score[i] = s;
         if (s > mx) mx = s;
@@ -50,11 +131,7 @@ static void attn_task(void *arg, int task, int worker)
     float inv = (float)(1.0 / sum);
     float *o = j->out + (size_t)t * q_stride + (size_t)h * d;
     for (int e = 0; e < d; e++) o[e] = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float *vv = j->v + (size_t)(lo + i) * kv_stride + (size_t)kvh * d;
-        float wgt = score[i] * inv;
-        for (int e = 0; e < d; e++) o[e] += wgt * vv[e];
-    }
+    for (int i = 0; i < n; i++) vo.axpy(o, score[i] * inv, j->v + (size_t)(lo + i) * kv_stride + (size_t)kvh * d, d);
 }
 
 int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
@@ -124,13 +201,17 @@ static void kv_task(void *arg, int task, int worker)
     const float *qv = j->q + (size_t)r * q_stride + (size_t)h * d;
     const float *kbase = j->kc + (size_t)j->slot[b] * p->cap * kv_stride + (size_t)kvh * d;
     const float *vbase = j->vc + (size_t)j->slot[b] * p->cap * kv_stride + (size_t)kvh * d;
+    const vec_ops vo = vec_best();
+    /* position lo + i lives in row (lo + i) % cap: one division, then a
+     * row counter that wraps */
+    const int row0 = lo % p->cap;
     float mx = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        const float *kv = kbase + (size_t)((lo + i) % p->cap) * kv_stride;
-        float s = cpu_dot(qv, kv, (size_t)d) * p->scale;
+    for (int i = 0, row = row0; i < n; i++) {
+        float s = vo.dot(qv, kbase + (size_t)row * kv_stride, d) * p->scale;
         if (p->softcap > 0.0f) s = p->softcap * tanhf(s / p->softcap);
         score[i] = s;
         if (s > mx) mx = s;
+        if (++row == p->cap) row = 0;
     }
     double sum = 0.0;
     for (int i = 0; i < n; i++) {
@@ -139,10 +220,9 @@ static void kv_task(void *arg, int task, int worker)
     }
     float inv = (float)(1.0 / sum);
     for (int e = 0; e < d; e++) o[e] = 0.0f;
-    for (int i = 0; i < n; i++) {
-        const float *vv = vbase + (size_t)((lo + i) % p->cap) * kv_stride;
-        float wgt = score[i] * inv;
-        for (int e = 0; e < d; e++) o[e] += wgt * vv[e];
+    for (int i = 0, row = row0; i < n; i++) {
+        vo.axpy(o, score[i] * inv, vbase + (size_t)row * kv_stride, d);
+        if (++row == p->cap) row = 0;
     }
 }
 

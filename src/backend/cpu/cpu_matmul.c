@@ -105,7 +105,7 @@ static int q_matmul(cpu_ctx *c, float *y, const float *x, const bk_weight *w, co
     int64_t block;
     if (qa.small) {
         int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (K / w->group_size) * 2;
-        block = ((int64_t)q_tune_task_kb * 1024) / row_bytes;
+        block = (1024 * 1024) / row_bytes;
         block = (block + 7) / 8 * 8;
         if (block < 8) block = 8;
         int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
@@ -150,9 +150,9 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
     }
     int64_t block;
     if (T <= STREAM_MAX_T) {
-        /* Blocks of about 256 KB of float32 weights, at least 4 tasks a
-         * worker when the matrix is large enough. */
-        block = (256 * 1024 / 4) / w->cols;
+        /* Blocks of about 1 MB of weights (each streamed from start to
+         * end), at least 4 tasks a worker when the matrix is large enough. */
+        block = (1024 * 1024) / (w->cols * (int64_t)dtype_size(w->dtype));
         if (block < 8) block = 8;
         int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
         if (per < block) block = per < 8 ? 8 : per;

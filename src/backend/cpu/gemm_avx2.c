@@ -217,7 +217,10 @@ static void tile(int m, int n, int kc, const float *Ap, const float *Bp, float *
     tiles[m](n, kc, Ap, Bp, C, ldc, accumulate);
 }
 
-/* ---- Small M: dot products of mr rows of A with rr rows of B ---- */
+/* ---- Small M: each row of B read from start to end, against up to 4
+ * rows of A (see gemm_avx512.c) ---- */
+
+enum { PF_AHEAD = 8192 };
 
 INL float hsum8(__m256 v)
 {
@@ -227,86 +230,58 @@ INL float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-INL void dot_body(const int mr, const int rr, const infer_dtype dt, int nv, int K, const float *A,
-                  size_t lda, const unsigned char *B, size_t ldb, float *C, size_t ldc)
+INL void row_body(const int mr, const infer_dtype dt, int K, const float *A, size_t lda, const unsigned char *b,
+                  float *C, size_t ldc)
 {
     const size_t es = dt == DT_F32 ? 4 : 2;
-    const unsigned char *br[8];
-    __m256 acc[2][8];
-#pragma GCC unroll 8
-    for (int r = 0; r < rr; r++) br[r] = B + (size_t)(r < nv ? r : nv - 1) * ldb;
-#pragma GCC unroll 2
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++) acc[i][r] = _mm256_setzero_ps();
+    __m256 acc[2][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) acc[0][i] = acc[1][i] = _mm256_setzero_ps();
     int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 a[2];
+    for (; k + 16 <= K; k += 16) {
+        if (es == 4 || k % 32 == 0) _mm_prefetch((const char *)b + (size_t)k * es + PF_AHEAD, _MM_HINT_T0);
 #pragma GCC unroll 2
-        for (int i = 0; i < mr; i++) a[i] = _mm256_loadu_ps(A + i * lda + k);
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++) {
-            __m256 b = load8(br[r] + (size_t)k * es, dt);
-#pragma GCC unroll 2
-            for (int i = 0; i < mr; i++) acc[i][r] = _mm256_fmadd_ps(a[i], b, acc[i][r]);
+        for (int h = 0; h < 2; h++) {
+            __m256 w = load8(b + (size_t)(k + 8 * h) * es, dt);
+#pragma GCC unroll 4
+            for (int i = 0; i < mr; i++) acc[h][i] = _mm256_fmadd_ps(_mm256_loadu_ps(A + i * lda + k + 8 * h), w, acc[h][i]);
         }
     }
-    if (k < K) {
-        __m256 a[2];
-#pragma GCC unroll 2
-        for (int i = 0; i < mr; i++) {
-            float tmp[8] = {0};
-            memcpy(tmp, A + i * lda + k, (size_t)(K - k) * sizeof(float));
-            a[i] = _mm256_loadu_ps(tmp);
-        }
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++) {
-            unsigned char tmp[32] = {0};
-            memcpy(tmp, br[r] + (size_t)k * es, (size_t)(K - k) * es);
-            __m256 b = load8(tmp, dt);
-#pragma GCC unroll 2
-            for (int i = 0; i < mr; i++) acc[i][r] = _mm256_fmadd_ps(a[i], b, acc[i][r]);
-        }
+    float tail[4] = {0};
+    for (; k < K; k++) {
+        float w = load1(b + (size_t)k * es, dt);
+        for (int i = 0; i < mr; i++) tail[i] += A[i * lda + k] * w;
     }
-#pragma GCC unroll 2
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++)
-            if (r < nv) C[i * ldc + r] = hsum8(acc[i][r]);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) C[i * ldc] = hsum8(_mm256_add_ps(acc[0][i], acc[1][i])) + tail[i];
 }
 
-typedef void (*dot_fn)(int nv, int K, const float *A, size_t lda, const unsigned char *B,
-                       size_t ldb, float *C, size_t ldc);
+typedef void (*row_fn)(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc);
 
-#define DOT(name, mr, rr, dt)                                                                 \
-    TGT static void name(int nv, int K, const float *A, size_t lda, const unsigned char *B,   \
-                         size_t ldb, float *C, size_t ldc)                                    \
-    {                                                                                         \
-        dot_body(mr, rr, dt, nv, K, A, lda, B, ldb, C, ldc);                                  \
+#define ROW(name, mr, dt)                                                                                  \
+    TGT static void name(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc) \
+    {                                                                                                      \
+        row_body(mr, dt, K, A, lda, b, C, ldc);                                                            \
     }
-#define DOTS(tag, dt)                                                                         \
-    DOT(dot_##tag##_1_8, 1, 8, dt)                                                            \
-    DOT(dot_##tag##_1_4, 1, 4, dt)                                                            \
-    DOT(dot_##tag##_2_4, 2, 4, dt)                                                            \
-    static const dot_fn dots_##tag[3] = {dot_##tag##_1_8, dot_##tag##_1_4, dot_##tag##_2_4};
-DOTS(f32, DT_F32)
-DOTS(bf16, DT_BF16)
-DOTS(f16, DT_F16)
+#define ROWS(tag, dt)                                                                                      \
+    ROW(row_##tag##_1, 1, dt)                                                                              \
+    ROW(row_##tag##_2, 2, dt)                                                                              \
+    ROW(row_##tag##_3, 3, dt)                                                                              \
+    ROW(row_##tag##_4, 4, dt)                                                                              \
+    static const row_fn rows_##tag[5] = {NULL, row_##tag##_1, row_##tag##_2, row_##tag##_3, row_##tag##_4};
+ROWS(f32, DT_F32)
+ROWS(bf16, DT_BF16)
+ROWS(f16, DT_F16)
 
 static void small(int M, int N, int K, const float *A, size_t lda, const unsigned char *B,
                   infer_dtype dt, size_t ldb, float *C, size_t ldc)
 {
-    const dot_fn *fns = dt == DT_BF16 ? dots_bf16 : dt == DT_F16 ? dots_f16 : dots_f32;
-    /* M == 1: 8 rows of B at once; else 4 rows of B x 2 rows of A. */
-    int rr = M == 1 ? 8 : 4;
-    for (int n0 = 0; n0 < N; n0 += rr) {
-        int nv = N - n0 < rr ? N - n0 : rr;
-        for (int m0 = 0; m0 < M; m0 += 2) {
-            dot_fn f = M == 1 ? fns[0] : M - m0 == 1 ? fns[1] : fns[2];
-            f(nv, K, A + (size_t)m0 * lda, lda, B + (size_t)n0 * ldb, ldb, C + (size_t)m0 * ldc + n0,
-              ldc);
+    const row_fn *fns = dt == DT_BF16 ? rows_bf16 : dt == DT_F16 ? rows_f16 : rows_f32;
+    for (int n = 0; n < N; n++)
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            int mr = M - m0 < 4 ? M - m0 : 4;
+            fns[mr](K, A + (size_t)m0 * lda, lda, B + (size_t)n * ldb, C + (size_t)m0 * ldc + n, ldc);
         }
-    }
 }
 
 const gemm_kernels gemm_kernels_avx2 = {

@@ -215,115 +215,72 @@ static void tile(int m, int n, int kc, const float *Ap, const float *Bp, float *
     tiles[m](n, kc, Ap, Bp, C, ldc, accumulate);
 }
 
-/* ---- Small M: dot products of mr rows of A with rr rows of B ----
- * B is read once per group of rr rows (and converted on the fly); rows past
- * nv repeat the last valid one and are not stored. */
+/* ---- Small M: each row of B read from start to end, against up to 4
+ * rows of A ----
+ * One row after the other keeps memory to one sequential stream (rows read
+ * side by side, or short prefetch distances, cost a third of the bandwidth
+ * on some machines); a prefetch PF_AHEAD bytes on covers what the hardware
+ * prefetchers leave. */
 
-/* The sums of rr (4 or 8) vectors, by a tree of horizontal adds. */
-INL void hsums(const int rr, const __m512 *v, float *out)
-{
-    __m256 x[8];
-#pragma GCC unroll 8
-    for (int r = 0; r < rr; r++)
-        x[r] = _mm256_add_ps(_mm512_castps512_ps256(v[r]),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v[r]), 1)));
-    __m256 v01 = _mm256_hadd_ps(x[0], x[1]), v23 = _mm256_hadd_ps(x[2], x[3]);
-    __m256 v03 = _mm256_hadd_ps(v01, v23);
-    if (rr == 4) {
-        _mm_storeu_ps(out, _mm_add_ps(_mm256_castps256_ps128(v03), _mm256_extractf128_ps(v03, 1)));
-        return;
-    }
-    __m256 v45 = _mm256_hadd_ps(x[4], x[5]), v67 = _mm256_hadd_ps(x[6], x[7]);
-    __m256 v47 = _mm256_hadd_ps(v45, v67);
-    _mm256_storeu_ps(out, _mm256_add_ps(_mm256_permute2f128_ps(v03, v47, 0x20),
-                                        _mm256_permute2f128_ps(v03, v47, 0x31)));
-}
+enum { PF_AHEAD = 8192 };
 
-INL void dot_body(const int mr, const int rr, const infer_dtype dt, int nv, int K, const float *A,
-                  size_t lda, const unsigned char *B, size_t ldb, float *C, size_t ldc)
+INL void row_body(const int mr, const infer_dtype dt, int K, const float *A, size_t lda, const unsigned char *b,
+                  float *C, size_t ldc)
 {
     const size_t es = dt == DT_F32 ? 4 : 2;
-    const unsigned char *br[8];
-    __m512 acc[4][8];
-#pragma GCC unroll 8
-    for (int r = 0; r < rr; r++) br[r] = B + (size_t)(r < nv ? r : nv - 1) * ldb;
+    __m512 acc[2][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++) acc[i][r] = _mm512_setzero_ps();
+    for (int i = 0; i < mr; i++) acc[0][i] = acc[1][i] = _mm512_setzero_ps();
     int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        __m512 a[4];
+    for (; k + 32 <= K; k += 32) {
+        _mm_prefetch((const char *)b + (size_t)k * es + PF_AHEAD, _MM_HINT_T0);
+        if (es == 4) _mm_prefetch((const char *)b + (size_t)k * es + PF_AHEAD + 64, _MM_HINT_T0);
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m512 w = load16(b + (size_t)(k + 16 * h) * es, dt);
 #pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) a[i] = _mm512_loadu_ps(A + i * lda + k);
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++) {
-            __m512 b = load16(br[r] + (size_t)k * es, dt);
-#pragma GCC unroll 4
-            for (int i = 0; i < mr; i++) acc[i][r] = _mm512_fmadd_ps(a[i], b, acc[i][r]);
+            for (int i = 0; i < mr; i++) acc[h][i] = _mm512_fmadd_ps(_mm512_loadu_ps(A + i * lda + k + 16 * h), w, acc[h][i]);
         }
     }
-    if (k < K) {
-        __mmask16 km = (__mmask16)((1u << (K - k)) - 1);
-        __m512 a[4];
+    for (; k < K; k += 16) {
+        int n = K - k < 16 ? K - k : 16;
+        __mmask16 km = (__mmask16)((1u << n) - 1);
+        unsigned char tmp[64] = {0};
+        memcpy(tmp, b + (size_t)k * es, (size_t)n * es);
+        __m512 w = load16(tmp, dt);
 #pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) a[i] = _mm512_maskz_loadu_ps(km, A + i * lda + k);
-#pragma GCC unroll 8
-        for (int r = 0; r < rr; r++) {
-            unsigned char tmp[64] = {0};
-            memcpy(tmp, br[r] + (size_t)k * es, (size_t)(K - k) * es);
-            __m512 b = load16(tmp, dt);
-#pragma GCC unroll 4
-            for (int i = 0; i < mr; i++) acc[i][r] = _mm512_fmadd_ps(a[i], b, acc[i][r]);
-        }
+        for (int i = 0; i < mr; i++) acc[0][i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(km, A + i * lda + k), w, acc[0][i]);
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) {
-        float sums[8];
-        hsums(rr, acc[i], sums);
-        for (int r = 0; r < nv; r++) C[i * ldc + r] = sums[r];
-    }
+    for (int i = 0; i < mr; i++) C[i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(acc[0][i], acc[1][i]));
 }
 
-typedef void (*dot_fn)(int nv, int K, const float *A, size_t lda, const unsigned char *B,
-                       size_t ldb, float *C, size_t ldc);
+typedef void (*row_fn)(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc);
 
-#define DOT(name, mr, rr, dt)                                                                 \
-    TGT static void name(int nv, int K, const float *A, size_t lda, const unsigned char *B,   \
-                         size_t ldb, float *C, size_t ldc)                                    \
-    {                                                                                         \
-        dot_body(mr, rr, dt, nv, K, A, lda, B, ldb, C, ldc);                                  \
+#define ROW(name, mr, dt)                                                                                  \
+    TGT static void name(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc) \
+    {                                                                                                      \
+        row_body(mr, dt, K, A, lda, b, C, ldc);                                                            \
     }
-#define DOTS(tag, dt)                                                                         \
-    DOT(dot_##tag##_1_8, 1, 8, dt)                                                            \
-    DOT(dot_##tag##_2_8, 2, 8, dt)                                                            \
-    DOT(dot_##tag##_1_4, 1, 4, dt)                                                            \
-    DOT(dot_##tag##_2_4, 2, 4, dt)                                                            \
-    DOT(dot_##tag##_3_4, 3, 4, dt)                                                            \
-    DOT(dot_##tag##_4_4, 4, 4, dt)                                                            \
-    static const dot_fn dots_##tag[2][5] = {                                                  \
-        {NULL, dot_##tag##_1_8, dot_##tag##_2_8, NULL, NULL},                                 \
-        {NULL, dot_##tag##_1_4, dot_##tag##_2_4, dot_##tag##_3_4, dot_##tag##_4_4},           \
-    };
-DOTS(f32, DT_F32)
-DOTS(bf16, DT_BF16)
-DOTS(f16, DT_F16)
+#define ROWS(tag, dt)                                                                                      \
+    ROW(row_##tag##_1, 1, dt)                                                                              \
+    ROW(row_##tag##_2, 2, dt)                                                                              \
+    ROW(row_##tag##_3, 3, dt)                                                                              \
+    ROW(row_##tag##_4, 4, dt)                                                                              \
+    static const row_fn rows_##tag[5] = {NULL, row_##tag##_1, row_##tag##_2, row_##tag##_3, row_##tag##_4};
+ROWS(f32, DT_F32)
+ROWS(bf16, DT_BF16)
+ROWS(f16, DT_F16)
 
 static void small(int M, int N, int K, const float *A, size_t lda, const unsigned char *B,
                   infer_dtype dt, size_t ldb, float *C, size_t ldc)
 {
-    const dot_fn(*fns)[5] = dt == DT_BF16 ? dots_bf16 : dt == DT_F16 ? dots_f16 : dots_f32;
-    /* M <= 2: 8 rows of B at once (up to 16 accumulators); else 4. */
-    int wide = M <= 2;
-    int rr = wide ? 8 : 4, mstep = wide ? 2 : 4;
-    for (int n0 = 0; n0 < N; n0 += rr) {
-        int nv = N - n0 < rr ? N - n0 : rr;
-        for (int m0 = 0; m0 < M; m0 += mstep) {
-            int mr = M - m0 < mstep ? M - m0 : mstep;
-            fns[wide ? 0 : 1][mr](nv, K, A + (size_t)m0 * lda, lda, B + (size_t)n0 * ldb, ldb,
-                                  C + (size_t)m0 * ldc + n0, ldc);
+    const row_fn *fns = dt == DT_BF16 ? rows_bf16 : dt == DT_F16 ? rows_f16 : rows_f32;
+    for (int n = 0; n < N; n++)
+        for (int m0 = 0; m0 < M; m0 += 4) {
+            int mr = M - m0 < 4 ? M - m0 : 4;
+            fns[mr](K, A + (size_t)m0 * lda, lda, B + (size_t)n * ldb, C + (size_t)m0 * ldc + n, ldc);
         }
-    }
 }
 
 const gemm_kernels gemm_kernels_avx512 = {

@@ -164,7 +164,8 @@ size_t q_act_bytes(int M, int K, const bk_weight *w, int int8)
     if (int8) {
         size_t blocks = (k + Q_ABLK - 1) / Q_ABLK, groups = k / (size_t)w->group_size + 1;
         n += align64(m * k) + align64(m * blocks * 4) * 2 + align64(m * groups * 4);
-        if (M <= Q_SMALL_M) n += align64(m * (k / 4 + 16) * 4);
+        if (M <= Q_SMALL_M) n += 2 * align64(m * (k / 4 + 16) * 4);
+        n += 2 * align64(m * groups * 4) + align64(m * k) + 2 * align64(m * blocks * 4);
     }
     return n;
 }
@@ -190,6 +191,12 @@ void q_act_init(q_act *x, void *buf, int M, int K, const float *A, size_t lda, c
         x->s8 = carve(&p, m * blocks * 4);
         x->xs = carve(&p, m * groups * 4);
         if (x->small) x->dv = carve(&p, m * (k / 4 + 16) * 4);
+        x->xe = carve(&p, m * groups * 4);
+        x->r8 = carve(&p, m * k);
+        x->s8r = carve(&p, m * blocks * 4);
+        x->d2 = carve(&p, m * blocks * 4);
+        if (x->small) x->dv2 = carve(&p, m * (k / 4 + 16) * 4);
+        x->xc = carve(&p, m * groups * 4);
     }
 }
 
@@ -266,6 +273,66 @@ void q_act_rows_c(const q_act *x, int m0, int m1)
     }
 }
 
+/* The residual plane of rows [m0, m1) (after x8, d, s8, xs): each value's
+ * x8 again, as the kernels round it (id = 127 / amax, round to nearest
+ * even), what it left (within 1/2) times 256 rounded to int8, in x8's
+ * layout; then s8r, d2, dv2, xe and xc. */
+static void residual_rows(const q_act *x, int m0, int m1)
+{
+    const int K = x->K, nb = K / Q_ABLK, ng = K / x->group_size, per = x->group_size / Q_ABLK;
+    const int chunked = x->small && x->bits == 4;
+    for (int m = m0; m < m1; m++) {
+        const float *a = x->A + (size_t)m * x->lda;
+        int8_t *r8 = x->r8 + (size_t)m * K;
+        const float *d = x->d + (size_t)m * nb;
+        for (int b = 0; b < nb; b++) {
+            const float *v = a + (size_t)b * Q_ABLK;
+            float amax = 0.0f;
+            for (int i = 0; i < Q_ABLK; i++) {
+                float t = fabsf(v[i]);
+                amax = t > amax ? t : amax;
+            }
+            const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            int8_t rb[Q_ABLK];
+            int32_t sum = 0;
+            for (int i = 0; i < Q_ABLK; i++) {
+                float t = v[i] * id, r = (t - rintf(t)) * 256.0f;
+                r = rintf(r);
+                int ri = r > 127.0f ? 127 : r < -127.0f ? -127 : (int)r;
+                rb[i] = (int8_t)ri;
+                sum += ri;
+            }
+            x->s8r[(size_t)m * nb + b] = sum;
+            x->d2[(size_t)m * nb + b] = d[b] * (1.0f / 256.0f);
+            if (!chunked) {
+                memcpy(r8 + (size_t)b * Q_ABLK, rb, Q_ABLK);
+                continue;
+            }
+            /* the chunk order: even values to the first half, odd to the second */
+            int n, c0 = q4_chunk(K, b * Q_ABLK, &n), h = (b * Q_ABLK - c0) / 2;
+            for (int j = 0; j < Q_ABLK / 2; j++) {
+                r8[c0 + h + j] = rb[2 * j];
+                r8[c0 + n / 2 + h + j] = rb[2 * j + 1];
+            }
+        }
+        if (x->dv2) {
+            const float *dv = x->dv + (size_t)m * (K / 4 + 16);
+            float *dv2 = x->dv2 + (size_t)m * (K / 4 + 16);
+            for (int i = 0; i < K / 4 + 16; i++) dv2[i] = dv[i] * (1.0f / 256.0f);
+        }
+        const float *xs = x->xs + (size_t)m * ng;
+        const int32_t *s8 = x->s8 + (size_t)m * nb, *s8r = x->s8r + (size_t)m * nb;
+        float *xe = x->xe + (size_t)m * ng, *xc = x->xc + (size_t)m * ng;
+        const float mid = q_mid(x->bits);
+        for (int g = 0; g < ng; g++) {
+            float sum = 0.0f;
+            for (int b = g * per; b < (g + 1) * per; b++) sum += d[b] * ((float)s8[b] + (float)s8r[b] * (1.0f / 256.0f));
+            xe[g] = xs[g] - sum;
+            xc[g] = mid * xe[g];
+        }
+    }
+}
+
 void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1)
 {
     const q_kernels *k = kernels_of(isa);
@@ -273,7 +340,21 @@ void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1)
         k->act_rows(x, m0, m1);
     else
         q_act_rows_c(x, m0, m1);
+    if (x->int8) residual_rows(x, m0, m1);
 }
+
+q_act q_act_residual(const q_act *x)
+{
+    q_act r = *x;
+    r.x8 = x->r8;
+    r.s8 = x->s8r;
+    r.d = x->d2;
+    r.dv = x->dv2;
+    r.xs = x->xc;
+    r.xe = NULL;
+    return r;
+}
+
 
 void q_act_rows(const q_act *x, int m0, int m1) { q_act_rows_isa(q_isa_best(), x, m0, m1); }
 
@@ -312,8 +393,12 @@ static void gemm_f32(const q_kernels *k, const q_act *x, const bk_weight *w, int
             g->pack_a(mcur, kcur, x->A + (size_t)ic * x->lda + pc, x->lda, Ap);
             for (int jc = 0; jc < N; jc += F_NC) {
                 int ncur = min_i(F_NC, N - jc);
-                k->dequant(w, n0 + jc, ncur, pc, kcur, fb, (size_t)kcur);
-                g->pack_b(ncur, kcur, (const unsigned char *)fb, DT_F32, (size_t)kcur * 4, Bp);
+                if (k->dequant_pack && (w->bits == 4 || w->bits == 8) && kcur % 16 == 0) {
+                    k->dequant_pack(w, n0 + jc, ncur, pc, kcur, Bp);
+                } else {
+                    k->dequant(w, n0 + jc, ncur, pc, kcur, fb, (size_t)kcur);
+                    g->pack_b(ncur, kcur, (const unsigned char *)fb, DT_F32, (size_t)kcur * 4, Bp);
+                }
                 for (int ir = 0; ir < mcur; ir += g->mr) {
                     int mm = min_i(g->mr, mcur - ir);
                     for (int jr = 0; jr < ncur; jr += g->nr)
@@ -328,7 +413,7 @@ static void gemm_f32(const q_kernels *k, const q_act *x, const bk_weight *w, int
 static size_t i8_scratch(const q_kernels *k, int M, int K, int gs)
 {
     size_t kc = (size_t)min_i(K, I_KC), mp = (size_t)round_up(M, k->mr), np = (size_t)round_up(I_NC, k->nr);
-    return align64(mp * kc) + 2 * align64(mp * (kc / Q_ABLK) * 4) + align64(mp * (kc / (size_t)gs) * 4) +
+    return 2 * (align64(mp * kc) + 2 * align64(mp * (kc / Q_ABLK) * 4) + align64(mp * (kc / (size_t)gs) * 4)) +
            align64((size_t)I_NC * kc) + align64(np * kc) + 2 * align64(np * (kc / (size_t)gs) * 4) +
            align64((size_t)(K / gs) * 4) + 64;
 }
@@ -342,44 +427,64 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
     const int kc = min_i(K, I_KC), mp = round_up(M, mr);
     const int blocks = K / Q_ABLK, groups = K / gs;
     unsigned char *p = scratch;
-    int8_t *Ap = carve(&p, (size_t)mp * kc);
-    float *ad = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
-    int32_t *as = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
-    float *ax = carve(&p, (size_t)mp * (kc / gs) * 4);
+    /* A's two planes (x8, then the residual: qgemm.h), packed alike */
+    int8_t *Ap[2];
+    float *ad[2], *ax[2];
+    int32_t *as[2];
+    for (int pl = 0; pl < 2; pl++) {
+        Ap[pl] = carve(&p, (size_t)mp * kc);
+        ad[pl] = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
+        as[pl] = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
+        ax[pl] = carve(&p, (size_t)mp * (kc / gs) * 4);
+    }
     uint8_t *ub = carve(&p, (size_t)I_NC * kc);
     uint8_t *Bp = carve(&p, (size_t)round_up(I_NC, nr) * kc);
     float *bs = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
     float *bb = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
     float *row_f = carve(&p, (size_t)groups * 4);
     const size_t rb = bk_qrow_bytes(w), sg = (size_t)groups;
+    const q_act res = q_act_residual(x);
     for (int pc = 0; pc < K; pc += kc) {
         const int kcur = min_i(kc, K - pc), nb = kcur / Q_ABLK, ng = kcur / gs;
         /* A: every row, columns [pc, pc + kcur) */
-        for (int ip = 0; ip < mp; ip += mr) {
-            int8_t *ap = Ap + (size_t)ip * kcur;
-            for (int i = 0; i < mr; i++) {
-                int m = ip + i;
-                const int8_t *src = m < M ? x->x8 + (size_t)m * K + pc : NULL;
-                for (int k4 = 0; k4 < kcur / 4; k4++) {
-                    int8_t *dst = ap + ((size_t)k4 * mr + i) * 4;
-                    if (src)
-                        memcpy(dst, src + 4 * k4, 4);
-                    else
-                        memset(dst, 0, 4);
+        const int fast_a = mr == 4 && k->pack_a4_i8 && kcur % 64 == 0;
+        for (int pl = 0; pl < 2; pl++) {
+            const q_act *xa = pl ? &res : x;
+            for (int ip = 0; ip < mp; ip += mr) {
+                int8_t *ap = Ap[pl] + (size_t)ip * kcur;
+                if (fast_a) {
+                    const int8_t *rows[4];
+                    for (int i = 0; i < 4; i++) rows[i] = ip + i < M ? xa->x8 + (size_t)(ip + i) * K + pc : NULL;
+                    k->pack_a4_i8(kcur, rows, ap);
                 }
-                for (int b = 0; b < nb; b++) {
-                    ad[((size_t)ip / mr * nb + b) * mr + i] = m < M ? x->d[(size_t)m * blocks + pc / Q_ABLK + b] : 0.0f;
-                    as[((size_t)ip / mr * nb + b) * mr + i] = m < M ? x->s8[(size_t)m * blocks + pc / Q_ABLK + b] : 0;
+                for (int i = 0; i < mr; i++) {
+                    const int m = ip + i;
+                    const int8_t *src = m < M ? xa->x8 + (size_t)m * K + pc : NULL;
+                    for (int k4 = 0; k4 < kcur / 4 && !fast_a; k4++) {
+                        int8_t *dst = ap + ((size_t)k4 * mr + i) * 4;
+                        if (src)
+                            memcpy(dst, src + 4 * k4, 4);
+                        else
+                            memset(dst, 0, 4);
+                    }
+                    const size_t pb = (size_t)ip / mr * nb, pg = (size_t)ip / mr * ng;
+                    for (int b = 0; b < nb; b++) {
+                        ad[pl][(pb + b) * mr + i] = src ? xa->d[(size_t)m * blocks + pc / Q_ABLK + b] : 0.0f;
+                        as[pl][(pb + b) * mr + i] = src ? xa->s8[(size_t)m * blocks + pc / Q_ABLK + b] : 0;
+                    }
+                    for (int gi = 0; gi < ng; gi++)
+                        ax[pl][(pg + gi) * mr + i] = src ? xa->xs[(size_t)m * groups + pc / gs + gi] : 0.0f;
                 }
-                for (int gi = 0; gi < ng; gi++)
-                    ax[((size_t)ip / mr * ng + gi) * mr + i] = m < M ? x->xs[(size_t)m * groups + pc / gs + gi] : 0.0f;
             }
         }
         for (int jc = 0; jc < N; jc += I_NC) {
             const int ncur = min_i(I_NC, N - jc), np = round_up(ncur, nr);
             for (int r = 0; r < ncur; r++) {
                 const uint8_t *row = (const uint8_t *)w->data + (size_t)(n0 + jc + r) * rb;
-                q_unpack_u8(row, w->bits, pc, kcur, ub + (size_t)r * kcur);
+                if (w->bits == 4 && k->unpack4 && kcur % 64 == 0)
+                    k->unpack4(row, pc, kcur, ub + (size_t)r * kcur);
+                else
+                    q_unpack_u8(row, w->bits, pc, kcur, ub + (size_t)r * kcur);
             }
             k->pack_b_i8(ncur, kcur, ub, (size_t)kcur, Bp);
             for (int r = 0; r < np; r++) {
@@ -399,9 +504,12 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
                 const uint8_t *bp = Bp + (size_t)jr * kcur;
                 const float *bsp = bs + (size_t)(jr / nr) * ng * nr, *bbp = bb + (size_t)(jr / nr) * ng * nr;
                 for (int ip = 0; ip < M; ip += mr)
-                    k->tile_i8(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, w->bits, Ap + (size_t)ip * kcur,
-                               ad + (size_t)ip * nb, as + (size_t)ip * nb, ax + (size_t)ip * ng, bp, bsp, bbp,
-                               C + (size_t)ip * ldc + jc + jr, ldc, pc > 0);
+                    for (int pl = 0; pl < 2; pl++)
+                        k->tile_i8(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, w->bits,
+                                   Ap[pl] + (size_t)ip * kcur, ad[pl] + (size_t)ip * nb, as[pl] + (size_t)ip * nb,
+                                   ax[pl] + (size_t)ip * ng, bp, bsp, pl ? bsp : bbp, /* pl 1: the centring */
+                                   C + (size_t)ip * ldc + jc + jr, ldc,
+                                   pc > 0 || pl > 0);
             }
         }
     }
@@ -411,11 +519,6 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
  * the scales and biases of Q_STREAM_ROWS rows. */
 static size_t small_scratch(int K) { return (size_t)K * 4 + 64 + (size_t)Q_STREAM_ROWS * (size_t)(K / 32 + 1) * 8 + 64; }
 
-/* Tuned on the CI machine's EPYC: rows streamed together, prefetch distance
- * (bytes), task size (KB of packed weights), prefetch hint variant.  Never
- * written after load. */
-int q_tune_rows = 16, q_tune_pf = 8192, q_tune_task_kb = 1024, q_tune_hint = 0;
-
 void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sbf, const q_act *x, const bk_weight *w, int64_t n0, int N,
               float *C, size_t ldc, uint8_t *tmp)
 {
@@ -423,9 +526,9 @@ void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sbf, const q_act *x, co
     const size_t rb = bk_qrow_bytes(w), sbytes = (size_t)ng * dtype_size(w->sdtype);
     uint8_t *u = tmp;
     float *s = (float *)(void *)(tmp + align64((size_t)K * 4)), *b = s + (size_t)Q_STREAM_ROWS * ng;
-    const int SR = q_tune_rows;
-    for (int n = 0; n < N; n += SR) {
-        const int nb = min_i(SR, N - n);
+    const q_act res = x->int8 ? q_act_residual(x) : *x;
+    for (int n = 0; n < N; n += Q_STREAM_ROWS) {
+        const int nb = min_i(Q_STREAM_ROWS, N - n);
         sbf(w, n0 + n, nb, s, b);
         for (int r = 0; r < nb; r++) {
             /* the scales and biases of the next sub-block, a row at a time */
@@ -441,7 +544,13 @@ void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sbf, const q_act *x, co
             }
             for (int m0 = 0; m0 < x->M; m0 += 4) {
                 int mr = min_i(4, x->M - m0);
-                fns[mr](x, m0, q, s + (size_t)r * ng, b + (size_t)r * ng, C + (size_t)m0 * ldc + n + r, ldc);
+                float *c = C + (size_t)m0 * ldc + n + r;
+                fns[mr](x, m0, q, s + (size_t)r * ng, b + (size_t)r * ng, c, ldc);
+                if (x->int8) { /* the residual plane, the row still in the caches */
+                    float t[4];
+                    fns[mr](&res, m0, q, s + (size_t)r * ng, s + (size_t)r * ng, t, 1); /* centring */
+                    for (int i = 0; i < mr; i++) c[(size_t)i * ldc] += t[i];
+                }
             }
         }
     }
@@ -531,14 +640,14 @@ static void dot_f32_c(const q_act *x, const bk_weight *w, int64_t n0, int N, flo
 }
 
 /* The int8 value of column c of row m in x8's layout. */
-static int x8_at(const q_act *x, int m, int c)
+static size_t x8_index(const q_act *x, int m, int c)
 {
     int at = c;
     if (x->small && x->bits == 4) {
         int n, c0 = q4_chunk(x->K, c, &n), v = c - c0;
         at = c0 + (v % 2 ? n / 2 + v / 2 : v / 2);
     }
-    return x->x8[(size_t)m * x->K + at];
+    return (size_t)m * x->K + at;
 }
 
 static void dot_i8_c(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
@@ -556,15 +665,22 @@ static void dot_i8_c(const q_act *x, const bk_weight *w, int64_t n0, int N, floa
             const float *d = x->d + (size_t)m * nb, *xs = x->xs + (size_t)m * ng;
             float acc = 0.0f;
             for (int blk = 0; blk < nb; blk++) {
-                int32_t isum = 0;
+                int32_t isum = 0, rsum = 0; /* x8, the residual plane */
                 for (int i = 0; i < Q_ABLK; i++) {
                     int c = blk * Q_ABLK + i;
-                    isum += (int32_t)u[c] * x8_at(x, m, c);
+                    size_t at = x8_index(x, m, c);
+                    isum += (int32_t)u[c] * x->x8[at];
+                    rsum += (int32_t)u[c] * x->r8[at];
                 }
-                acc += (float)isum * (d[blk] * s[blk * Q_ABLK / gs]);
+                acc += (float)(isum * 256 + rsum) * (d[blk] * (1.0f / 256.0f) * s[blk * Q_ABLK / gs]);
             }
-            for (int g = 0; g < ng; g++) acc += b[g] * xs[g];
-            C[(size_t)m * ldc + n] = acc;
+            const float *xe = x->xe + (size_t)m * ng;
+            float c = 0.0f;
+            for (int g = 0; g < ng; g++) {
+                acc += b[g] * xs[g];
+                c += s[g] * xe[g];
+            }
+            C[(size_t)m * ldc + n] = acc + q_mid(w->bits) * c;
         }
     }
 }

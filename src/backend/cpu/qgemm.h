@@ -79,7 +79,30 @@ typedef struct q_act {
     float *dv;        /* int8, small: [M, K / 4 + 16] lane scales (above) */
     float *xs;        /* int8: [M, K / group_size] sums of A per group */
     int32_t *s8;      /* int8: [M, K / Q_ABLK] sums of x8 per block */
+    float *xe;        /* int8: [M, K / group_size] xs - sum over the group's
+                       * blocks of d * (s8 + s8r / 256): what rounding lost
+                       * of each sum */
+    /* The second int8 term: x = d (x8 + r8 / 256) to d / 512 (d / 256 where
+     * r8 is clamped at 127), where x8 alone is within d / 2.  Kernels run it as a second plane: the view
+     * q_act_residual gives (x8 = r8, d = d / 256, xs = xc) through the
+     * same code, while W's bytes are still in the caches. */
+    int8_t *r8;       /* int8: [M, K] rounding residuals * 256, x8's layout */
+    int32_t *s8r;     /* int8: [M, K / Q_ABLK] sums of r8 per block */
+    float *d2;        /* int8: [M, K / Q_ABLK] d / 256 */
+    float *dv2;       /* int8, small: dv / 256 */
+    float *xc;        /* int8: [M, K / group_size] mid * xe (the residual's xs) */
 } q_act;
+
+/* x with the residual plane in place of x8 (see r8). */
+q_act q_act_residual(const q_act *x);
+
+/* The int8 products are centred: W = s (q - mid) + (b + s mid) with mid
+ * the middle of the q range, so the rounding error of x is multiplied by
+ * q - mid rather than by q (about 2.4 times less error for 4 bits).  The
+ * kernels compute sum s q x8 d + sum b xs as before; the centring adds
+ * sum over groups of s_g * mid xe_g, which the residual plane's pass takes
+ * as its bias term (xs = xc, the scales given in place of the biases). */
+static inline float q_mid(int bits) { return 0.5f * (float)((1 << bits) - 1); }
 
 /* The int8 4-bit chunk holding value c of a row of K: its first value,
  * and its size in *n. */
@@ -149,8 +172,7 @@ typedef void (*q_sb_fn)(const bk_weight *w, int64_t r0, int n, float *s, float *
  * stream: interleaving rows, or reading scales between weight bytes, costs
  * a third of the bandwidth on some machines.  fns[mr] for mr = 1 .. 4;
  * unpack: widths other than 4 and 8 go through q_unpack_u8. */
-enum { Q_STREAM_ROWS = 64 };
-extern int q_tune_rows, q_tune_pf, q_tune_task_kb; /* tuned constants (qgemm.c) */
+enum { Q_STREAM_ROWS = 16 };
 void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sb, const q_act *x, const bk_weight *w, int64_t n0, int N,
               float *C, size_t ldc, uint8_t *tmp);
 
@@ -171,6 +193,11 @@ typedef struct q_kernels {
     /* float32 values of rows [r0, r0 + n) x columns [c0, c0 + kc) of w
      * (multiples of the group size) into out, row stride ldo floats */
     void (*dequant)(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo);
+    /* exact GEMM, 4 and 8 bits: what dequant then f32->pack_b give (the
+     * panels of f32->nr rows of W), straight from rows [r0, r0 + n) x
+     * columns [c0, c0 + kc) of w (kc <= 256, a multiple of 16 and of the
+     * group size); NULL: those two steps */
+    void (*dequant_pack)(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *Bp);
     /* int8 rows of A: x8 natural, d, s8, xs (M > Q_SMALL_M) or the small
      * layouts; NULL: the portable version */
     void (*act_rows)(const q_act *x, int m0, int m1);
@@ -182,6 +209,11 @@ typedef struct q_kernels {
                     size_t ldc, int accumulate);
     /* packs rows of q bytes (natural order, row stride ldq) into Bp panels */
     void (*pack_b_i8)(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp);
+    /* Ap of 4 rows (mr = 4) from rows a[i] of x8 (NULL: zeros), kc bytes
+     * each (a multiple of 64); NULL: the portable one */
+    void (*pack_a4_i8)(int kc, const int8_t *const a[4], int8_t *Ap);
+    /* q_unpack_u8 for 4 bits (n a multiple of 64); NULL: the portable one */
+    void (*unpack4)(const uint8_t *row, int64_t c0, int n, uint8_t *out);
     const gemm_kernels *f32; /* micro-kernels of the exact GEMM */
 } q_kernels;
 

@@ -19,14 +19,14 @@
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-enum { RR = 2, MR = 4, NR = 8 };
+enum { MR = 4, NR = 8, PF_AHEAD = 8192 };
 
-/* The scales and biases of groups [0, ng) of row r as float32. */
-static void row_sb(const bk_weight *w, int64_t r, int ng, float *s, float *b)
+/* The scales and biases of rows [r0, r0 + n) as float32 (q_sb_fn). */
+static void load_sb(const bk_weight *w, int64_t r0, int n, float *s, float *b)
 {
-    size_t i0 = (size_t)r * (size_t)(w->cols / w->group_size);
-    q_load_f32(w->scales, w->sdtype, i0, (size_t)ng, s);
-    q_load_f32(w->biases, w->sdtype, i0, (size_t)ng, b);
+    size_t ng = (size_t)(w->cols / w->group_size);
+    q_load_f32(w->scales, w->sdtype, (size_t)r0 * ng, (size_t)n * ng, s);
+    q_load_f32(w->biases, w->sdtype, (size_t)r0 * ng, (size_t)n * ng, b);
 }
 
 INL float hsum8(__m256 v)
@@ -37,157 +37,107 @@ INL float hsum8(__m256 v)
     return _mm_cvtss_f32(s);
 }
 
-INL void store_sums(const int mr, __m256 acc[MR][RR], int nv, float *C, size_t ldc)
+/* Biases: sum_g b_g * (sum of x over g), into lane 0 of the result. */
+INL __m256 bias_sum(const float *b, const float *xs, int ng)
 {
-#pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-        for (int r = 0; r < nv; r++) C[(size_t)i * ldc + r] = hsum8(acc[i][r]);
-}
-
-/* Rows of W in groups of RR; the scale arrays of the group in sb. */
-typedef struct rows_rr {
-    const uint8_t *q[RR]; /* packed rows, or unpacked bytes */
-    const float *s[RR], *b[RR];
-} rows_rr;
-
-/* unpack: other widths to bytes in tmp */
-static void load_rows(const bk_weight *w, int64_t r0, int nv, int unpack, uint8_t *tmp, rows_rr *rr)
-{
-    const int K = (int)w->cols, ng = K / w->group_size;
-    float *sb = (float *)(void *)(tmp + (size_t)RR * K);
-    for (int r = 0; r < RR; r++) {
-        int64_t row = r0 + (r < nv ? r : nv - 1);
-        const uint8_t *pr = (const uint8_t *)w->data + (size_t)row * bk_qrow_bytes(w);
-        if (unpack) {
-            q_unpack_u8(pr, w->bits, 0, K, tmp + (size_t)r * K);
-            pr = tmp + (size_t)r * K;
-        }
-        rr->q[r] = pr;
-        rr->s[r] = sb + (size_t)r * 2 * ng;
-        rr->b[r] = rr->s[r] + ng;
-        row_sb(w, row, ng, (float *)rr->s[r], (float *)rr->b[r]);
-    }
-}
-
-typedef void (*dot_fn)(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C, size_t ldc,
-                       uint8_t *tmp);
-
-static void run_dots(const dot_fn fns[MR + 1], const q_act *x, const bk_weight *w, int64_t n0, int N, float *C,
-                     size_t ldc, uint8_t *tmp)
-{
-    for (int n = 0; n < N; n += RR) {
-        int nv = N - n < RR ? N - n : RR;
-        for (int m0 = 0; m0 < x->M; m0 += MR) {
-            int mr = x->M - m0 < MR ? x->M - m0 : MR;
-            fns[mr](x, m0, w, n0 + n, nv, C + (size_t)m0 * ldc + n, ldc, tmp);
-        }
-    }
+    __m256 t = _mm256_setzero_ps();
+    int g = 0;
+    for (; g + 8 <= ng; g += 8) t = _mm256_fmadd_ps(_mm256_loadu_ps(b + g), _mm256_loadu_ps(xs + g), t);
+    float tail = 0.0f;
+    for (; g < ng; g++) tail += b[g] * xs[g];
+    return _mm256_add_ps(t, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0));
 }
 
 /* ---- Exact ---- */
 
 /* 4 bits, chunks of W words: slot 16 i + 8 h + l holds word (8 h + l) % W
  * at nibble (16 / W) i + (8 h + l) / W. */
-INL void dotx4_body(const int mr, const int W, const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv,
-                    float *C, size_t ldc, uint8_t *tmp)
+INL void rx4_body(const int mr, const int W, const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,
+                  float *out, size_t ldc)
 {
-    const int K = x->K, gs = x->group_size, n = 8 * W;
-    rows_rr rr;
-    load_rows(w, r0, nv, 0, tmp, &rr);
+    const int K = x->K, n = 8 * W, gsh = __builtin_ctz((unsigned)x->group_size);
     const __m256i lo4 = _mm256_set1_epi32(0xf);
-    __m256 acc[MR][RR];
+    __m256 acc[2][MR];
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) acc[i][r] = _mm256_setzero_ps();
+    for (int i = 0; i < mr; i++) acc[0][i] = acc[1][i] = _mm256_setzero_ps();
     const float *xp = x->xp + (size_t)m0 * K;
     for (int c = 0; c < K; c += n) {
-        const int g = c / gs;
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) {
-            __m256 sv = _mm256_broadcast_ss(rr.s[r] + g), bv = _mm256_broadcast_ss(rr.b[r] + g);
-            __m256i v = W == 8 ? _mm256_loadu_si256((const __m256i_u *)(const void *)(rr.q[r] + c / 2))
-                               : _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i_u *)(const void *)(rr.q[r] + c / 2)));
+        const int g = c >> gsh;
+        _mm_prefetch((const char *)q + c / 2 + PF_AHEAD, _MM_HINT_T0);
+        __m256 sv = _mm256_broadcast_ss(s + g), bv = _mm256_broadcast_ss(b + g);
+        __m256i v = W == 8 ? _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2))
+                           : _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i_u *)(const void *)(q + c / 2)));
 #pragma GCC unroll 8
-            for (int h = 0; h < n / 8; h++) {
-                __m256i q;
-                if (W == 8) {
-                    q = _mm256_and_si256(_mm256_srli_epi32(v, 4 * h), lo4);
-                } else {
-                    int nib = 2 * h; /* (16 / W) i + 2 (h % 2), i = h / 2 */
-                    __m256i sh = _mm256_setr_epi32(4 * nib, 4 * nib, 4 * nib, 4 * nib, 4 * nib + 4, 4 * nib + 4,
-                                                   4 * nib + 4, 4 * nib + 4);
-                    q = _mm256_and_si256(_mm256_srlv_epi32(v, sh), lo4);
-                }
-                __m256 wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), sv, bv);
-#pragma GCC unroll 4
-                for (int i = 0; i < mr; i++)
-                    acc[i][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + (size_t)i * K + c + 8 * h), acc[i][r]);
+        for (int h = 0; h < n / 8; h++) {
+            __m256i qv;
+            if (W == 8) {
+                qv = _mm256_and_si256(_mm256_srli_epi32(v, 4 * h), lo4);
+            } else {
+                int nib = 2 * h; /* (16 / W) i + 2 (h % 2), i = h / 2 */
+                __m256i sh = _mm256_setr_epi32(4 * nib, 4 * nib, 4 * nib, 4 * nib, 4 * nib + 4, 4 * nib + 4,
+                                               4 * nib + 4, 4 * nib + 4);
+                qv = _mm256_and_si256(_mm256_srlv_epi32(v, sh), lo4);
             }
+            __m256 wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qv), sv, bv);
+#pragma GCC unroll 4
+            for (int i = 0; i < mr; i++)
+                acc[h & 1][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(xp + (size_t)i * K + c + 8 * h), acc[h & 1][i]);
         }
     }
-    store_sums(mr, acc, nv, C, ldc);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = hsum8(_mm256_add_ps(acc[0][i], acc[1][i]));
 }
 
 /* bytes: 8 bits, or other widths unpacked */
-INL void dotxb_body(const int mr, const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C,
-                    size_t ldc, uint8_t *tmp)
+INL void rxb_body(const int mr, const q_act *x, int m0, const uint8_t *q, const float *s, const float *b, float *out,
+                  size_t ldc)
 {
     const int K = x->K, gs = x->group_size, ng = K / gs;
-    rows_rr rr;
-    load_rows(w, r0, nv, w->bits != 8, tmp, &rr);
-    __m256 acc[MR][RR];
+    __m256 acc[2][MR];
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) acc[i][r] = _mm256_setzero_ps();
+    for (int i = 0; i < mr; i++) acc[0][i] = acc[1][i] = _mm256_setzero_ps();
     const float *a = x->A + (size_t)m0 * x->lda;
     for (int g = 0; g < ng; g++) {
-        for (int c = g * gs; c < (g + 1) * gs; c += 8) {
+        const __m256 sv = _mm256_broadcast_ss(s + g), bv = _mm256_broadcast_ss(b + g);
+        for (int c = g * gs; c < (g + 1) * gs; c += 16) {
+            if (c % 64 == 0) _mm_prefetch((const char *)q + c + PF_AHEAD, _MM_HINT_T0);
 #pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                __m256i qi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i_u *)(const void *)(rr.q[r] + c)));
-                __m256 wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), _mm256_broadcast_ss(rr.s[r] + g),
-                                            _mm256_broadcast_ss(rr.b[r] + g));
+            for (int h = 0; h < 2; h++) {
+                __m256i qi = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i_u *)(const void *)(q + c + 8 * h)));
+                __m256 wv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(qi), sv, bv);
 #pragma GCC unroll 4
                 for (int i = 0; i < mr; i++)
-                    acc[i][r] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a + (size_t)i * x->lda + c), acc[i][r]);
+                    acc[h][i] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(a + (size_t)i * x->lda + c + 8 * h), acc[h][i]);
             }
         }
     }
-    store_sums(mr, acc, nv, C, ldc);
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = hsum8(_mm256_add_ps(acc[0][i], acc[1][i]));
 }
 
-#define DOTX(mr)                                                                                             \
-    TGT static void dotx4_8_##mr(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C,   \
-                                 size_t ldc, uint8_t *tmp)                                                   \
-    {                                                                                                        \
-        dotx4_body(mr, 8, x, m0, w, r0, nv, C, ldc, tmp);                                                    \
-    }                                                                                                        \
-    TGT static void dotx4_4_##mr(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C,   \
-                                 size_t ldc, uint8_t *tmp)                                                   \
-    {                                                                                                        \
-        dotx4_body(mr, 4, x, m0, w, r0, nv, C, ldc, tmp);                                                    \
-    }                                                                                                        \
-    TGT static void dotxb_##mr(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C,     \
-                               size_t ldc, uint8_t *tmp)                                                     \
-    {                                                                                                        \
-        dotxb_body(mr, x, m0, w, r0, nv, C, ldc, tmp);                                                       \
+#define ROW_FN(name, tgt, body, ...)                                                                             \
+    tgt static void name(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b, float *out,  \
+                         size_t ldc)                                                                             \
+    {                                                                                                            \
+        body(__VA_ARGS__, x, m0, q, s, b, out, ldc);                                                             \
     }
-DOTX(1)
-DOTX(2)
-DOTX(3)
-DOTX(4)
+#define ROWS(mr)                                                                                                 \
+    ROW_FN(rx4_8_##mr, TGT, rx4_body, mr, 8)                                                                     \
+    ROW_FN(rx4_4_##mr, TGT, rx4_body, mr, 4)                                                                     \
+    ROW_FN(rxb_##mr, TGT, rxb_body, mr)
+ROWS(1)
+ROWS(2)
+ROWS(3)
+ROWS(4)
+#undef ROWS
 
 static void dot_f32(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
 {
-    static const dot_fn x4_8[MR + 1] = {NULL, dotx4_8_1, dotx4_8_2, dotx4_8_3, dotx4_8_4};
-    static const dot_fn x4_4[MR + 1] = {NULL, dotx4_4_1, dotx4_4_2, dotx4_4_3, dotx4_4_4};
-    static const dot_fn xb[MR + 1] = {NULL, dotxb_1, dotxb_2, dotxb_3, dotxb_4};
-    if (w->bits == 4)
-        run_dots(w->group_size == 32 ? x4_4 : x4_8, x, w, n0, N, C, ldc, tmp);
-    else
-        run_dots(xb, x, w, n0, N, C, ldc, tmp);
+    static const q_row_fn x4_8[5] = {NULL, rx4_8_1, rx4_8_2, rx4_8_3, rx4_8_4};
+    static const q_row_fn x4_4[5] = {NULL, rx4_4_1, rx4_4_2, rx4_4_3, rx4_4_4};
+    static const q_row_fn xb[5] = {NULL, rxb_1, rxb_2, rxb_3, rxb_4};
+    const q_row_fn *f = w->bits != 4 ? xb : w->group_size == 32 ? x4_4 : x4_8;
+    q_stream(f, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
 }
 
 /* ---- Dequantizing blocks of W (exact GEMM) ---- */

@@ -38,139 +38,114 @@ QINL __m256i QV(dp8)(__m256i acc, __m256i q, __m256i x, int32_t s8)
 #endif
 }
 
-/* four: 4-bit layout, else bytes in natural order */
-QINL void QV(doti8_body)(const int mr, const int four, const q_act *x, int m0, const bk_weight *w, int64_t r0,
-                         int nv, float *C, size_t ldc, uint8_t *tmp)
+/* One row, int8.  four: the 4-bit layout (chunks of 128, 64, 32), else
+ * bytes in natural order (blocks of 32). */
+QINL void QV(ri8_body)(const int mr, const int four, const q_act *x, int m0, const uint8_t *q, const float *s,
+                       const float *b, float *out, size_t ldc)
 {
     const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
-    rows_rr rr;
-    load_rows(w, r0, nv, !four && w->bits != 8, tmp, &rr);
     const int8_t *x8 = x->x8 + (size_t)m0 * K;
     const size_t dvs = (size_t)K / 4 + 16;
     const float *dv = x->dv + (size_t)m0 * dvs;
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
-    __m256 acc[MR][RR];
+    __m256 acc[2][MR];
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++)
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) acc[i][r] = _mm256_setzero_ps();
+    for (int i = 0; i < mr; i++) acc[0][i] = acc[1][i] = _mm256_setzero_ps();
     if (four) {
         for (int c = 0, n; c < K; c += n) {
             q4_chunk(K, c, &n);
-#pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                const uint8_t *p = rr.q[r] + c / 2;
-                if (n == 128) {
-                    /* 64 bytes: lanes j of (low nibbles of bytes 0..31, high
-                     * ones) sum blocks j / 4, of bytes 32..63 blocks 2 + j / 4 */
-                    __m256i v0 = _mm256_loadu_si256((const __m256i_u *)(const void *)p);
-                    __m256i v1 = _mm256_loadu_si256((const __m256i_u *)(const void *)(p + 32));
-                    __m256 s0, s1;
-                    if (gs == 32) {
-                        s0 = _mm256_blend_ps(_mm256_set1_ps(rr.s[r][c / 32]), _mm256_set1_ps(rr.s[r][c / 32 + 1]), 0xf0);
-                        s1 = _mm256_blend_ps(_mm256_set1_ps(rr.s[r][c / 32 + 2]), _mm256_set1_ps(rr.s[r][c / 32 + 3]), 0xf0);
-                    } else {
-                        s0 = _mm256_set1_ps(rr.s[r][c / gs]);
-                        s1 = _mm256_set1_ps(rr.s[r][(c + 64) / gs]);
-                    }
-#pragma GCC unroll 4
-                    for (int i = 0; i < mr; i++) {
-                        const int8_t *xi = x8 + (size_t)i * K + c;
-                        __m256i is0 = QV(dp)(_mm256_setzero_si256(), _mm256_and_si256(v0, lo4),
-                                             _mm256_loadu_si256((const __m256i_u *)(const void *)xi));
-                        is0 = QV(dp)(is0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), lo4),
-                                     _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 64)));
-                        __m256i is1 = QV(dp)(_mm256_setzero_si256(), _mm256_and_si256(v1, lo4),
-                                             _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 32)));
-                        is1 = QV(dp)(is1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), lo4),
-                                     _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 96)));
-                        const float *d = dv + (size_t)i * dvs + c / 4;
-                        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is0), _mm256_mul_ps(_mm256_loadu_ps(d), s0), acc[i][r]);
-                        acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is1), _mm256_mul_ps(_mm256_loadu_ps(d + 8), s1), acc[i][r]);
-                    }
-                    continue;
-                }
-                __m256i lo, hi = _mm256_setzero_si256();
-                __m256 sv;
-                if (n == 64) {
-                    __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)p);
-                    lo = _mm256_and_si256(v, lo4);
-                    hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                    sv = gs == 32 ? _mm256_blend_ps(_mm256_set1_ps(rr.s[r][c / 32]), _mm256_set1_ps(rr.s[r][c / 32 + 1]), 0xf0)
-                                  : _mm256_set1_ps(rr.s[r][c / gs]);
-                } else { /* 32 values: [low nibbles | high nibbles] of 16 bytes */
-                    __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)p);
-                    lo = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), lo4);
-                    sv = _mm256_set1_ps(rr.s[r][c / 32]);
+            const uint8_t *p = q + c / 2;
+            _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
+            if (n == 128) {
+                /* 64 bytes: lanes j of (low nibbles of bytes 0..31, high
+                 * ones) sum blocks j / 4, of bytes 32..63 blocks 2 + j / 4 */
+                __m256i v0 = _mm256_loadu_si256((const __m256i_u *)(const void *)p);
+                __m256i v1 = _mm256_loadu_si256((const __m256i_u *)(const void *)(p + 32));
+                __m256 s0, s1;
+                if (gs == 32) {
+                    s0 = _mm256_blend_ps(_mm256_set1_ps(s[c / 32]), _mm256_set1_ps(s[c / 32 + 1]), 0xf0);
+                    s1 = _mm256_blend_ps(_mm256_set1_ps(s[c / 32 + 2]), _mm256_set1_ps(s[c / 32 + 3]), 0xf0);
+                } else {
+                    s0 = _mm256_set1_ps(s[c / gs]);
+                    s1 = _mm256_set1_ps(s[(c + 64) / gs]);
                 }
 #pragma GCC unroll 4
                 for (int i = 0; i < mr; i++) {
                     const int8_t *xi = x8 + (size_t)i * K + c;
-                    __m256i is = QV(dp)(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i_u *)(const void *)xi));
-                    if (n == 64) is = QV(dp)(is, hi, _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 32)));
-                    __m256 dd = _mm256_loadu_ps(dv + (size_t)i * dvs + c / 4);
-                    acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dd, sv), acc[i][r]);
+                    __m256i is0 = QV(dp)(_mm256_setzero_si256(), _mm256_and_si256(v0, lo4),
+                                         _mm256_loadu_si256((const __m256i_u *)(const void *)xi));
+                    is0 = QV(dp)(is0, _mm256_and_si256(_mm256_srli_epi16(v0, 4), lo4),
+                                 _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 64)));
+                    __m256i is1 = QV(dp)(_mm256_setzero_si256(), _mm256_and_si256(v1, lo4),
+                                         _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 32)));
+                    is1 = QV(dp)(is1, _mm256_and_si256(_mm256_srli_epi16(v1, 4), lo4),
+                                 _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 96)));
+                    const float *d = dv + (size_t)i * dvs + c / 4;
+                    acc[0][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is0), _mm256_mul_ps(_mm256_loadu_ps(d), s0), acc[0][i]);
+                    acc[1][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is1), _mm256_mul_ps(_mm256_loadu_ps(d + 8), s1), acc[1][i]);
                 }
+                continue;
+            }
+            __m256i lo, hi = _mm256_setzero_si256();
+            __m256 sv;
+            if (n == 64) {
+                __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)p);
+                lo = _mm256_and_si256(v, lo4);
+                hi = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                sv = gs == 32 ? _mm256_blend_ps(_mm256_set1_ps(s[c / 32]), _mm256_set1_ps(s[c / 32 + 1]), 0xf0)
+                              : _mm256_set1_ps(s[c / gs]);
+            } else { /* 32 values: [low nibbles | high nibbles] of 16 bytes */
+                __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)p);
+                lo = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1), lo4);
+                sv = _mm256_set1_ps(s[c / 32]);
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < mr; i++) {
+                const int8_t *xi = x8 + (size_t)i * K + c;
+                __m256i is = QV(dp)(_mm256_setzero_si256(), lo, _mm256_loadu_si256((const __m256i_u *)(const void *)xi));
+                if (n == 64) is = QV(dp)(is, hi, _mm256_loadu_si256((const __m256i_u *)(const void *)(xi + 32)));
+                __m256 dd = _mm256_loadu_ps(dv + (size_t)i * dvs + c / 4);
+                acc[0][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dd, sv), acc[0][i]);
             }
         }
     } else {
         for (int blk = 0; blk < nb; blk++) {
             const int c = blk * Q_ABLK;
-#pragma GCC unroll 2
-            for (int r = 0; r < RR; r++) {
-                __m256i wq = _mm256_loadu_si256((const __m256i_u *)(const void *)(rr.q[r] + c));
-                __m256 sv = _mm256_set1_ps(rr.s[r][c / gs]);
+            if (blk % 2 == 0) _mm_prefetch((const char *)q + c + PF_AHEAD, _MM_HINT_T0);
+            __m256i wq = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c));
+            __m256 sv = _mm256_set1_ps(s[c / gs]);
 #pragma GCC unroll 4
-                for (int i = 0; i < mr; i++) {
-                    __m256i xq = _mm256_loadu_si256((const __m256i_u *)(const void *)(x8 + (size_t)i * K + c));
-                    __m256i is = w->bits == 8 ? QV(dp8)(_mm256_setzero_si256(), wq, xq, x->s8[(size_t)(m0 + i) * nb + blk])
-                                              : QV(dp)(_mm256_setzero_si256(), wq, xq);
-                    /* natural order: lanes 8 (blk % 2) .. of the chunk's 16 */
-                    __m256 dd = _mm256_loadu_ps(dv + (size_t)i * dvs + (size_t)blk * 8);
-                    acc[i][r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dd, sv), acc[i][r]);
-                }
+            for (int i = 0; i < mr; i++) {
+                __m256i xq = _mm256_loadu_si256((const __m256i_u *)(const void *)(x8 + (size_t)i * K + c));
+                __m256i is = x->bits == 8 ? QV(dp8)(_mm256_setzero_si256(), wq, xq, x->s8[(size_t)(m0 + i) * nb + blk])
+                                          : QV(dp)(_mm256_setzero_si256(), wq, xq);
+                /* natural order: block blk's 8 lanes of its chunk's 16 */
+                __m256 dd = _mm256_loadu_ps(dv + (size_t)i * dvs + (size_t)blk * 8);
+                acc[blk & 1][i] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(is), _mm256_mul_ps(dd, sv), acc[blk & 1][i]);
             }
         }
     }
-    /* biases: sum_g b_g * (sum of x over g) */
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
-        const float *xs = x->xs + (size_t)(m0 + i) * ng;
-#pragma GCC unroll 2
-        for (int r = 0; r < RR; r++) {
-            __m256 t = _mm256_setzero_ps();
-            int g = 0;
-            for (; g + 8 <= ng; g += 8) t = _mm256_fmadd_ps(_mm256_loadu_ps(rr.b[r] + g), _mm256_loadu_ps(xs + g), t);
-            float tail = 0.0f;
-            for (; g < ng; g++) tail += rr.b[r][g] * xs[g];
-            acc[i][r] = _mm256_add_ps(acc[i][r], _mm256_add_ps(t, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0)));
-        }
+        __m256 t = _mm256_add_ps(_mm256_add_ps(acc[0][i], acc[1][i]), bias_sum(b, x->xs + (size_t)(m0 + i) * ng, ng));
+        out[(size_t)i * ldc] = hsum8(t);
     }
-    store_sums(mr, acc, nv, C, ldc);
 }
 
-#define QDOTI(mr)                                                                                             \
-    QTGT static void QV(doti8_4_##mr)(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C, \
-                                      size_t ldc, uint8_t *tmp)                                               \
-    {                                                                                                         \
-        QV(doti8_body)(mr, 1, x, m0, w, r0, nv, C, ldc, tmp);                                                 \
-    }                                                                                                         \
-    QTGT static void QV(doti8_b_##mr)(const q_act *x, int m0, const bk_weight *w, int64_t r0, int nv, float *C, \
-                                      size_t ldc, uint8_t *tmp)                                               \
-    {                                                                                                         \
-        QV(doti8_body)(mr, 0, x, m0, w, r0, nv, C, ldc, tmp);                                                 \
-    }
-QDOTI(1)
-QDOTI(2)
-QDOTI(3)
-QDOTI(4)
-#undef QDOTI
+#define QROWS(mr)                                                                                             \
+    ROW_FN(QV(ri4_##mr), QTGT, QV(ri8_body), mr, 1)                                                           \
+    ROW_FN(QV(rib_##mr), QTGT, QV(ri8_body), mr, 0)
+QROWS(1)
+QROWS(2)
+QROWS(3)
+QROWS(4)
+#undef QROWS
 
 static void QV(dot_i8)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
 {
-    static const dot_fn i4[MR + 1] = {NULL, QV(doti8_4_1), QV(doti8_4_2), QV(doti8_4_3), QV(doti8_4_4)};
-    static const dot_fn ib[MR + 1] = {NULL, QV(doti8_b_1), QV(doti8_b_2), QV(doti8_b_3), QV(doti8_b_4)};
-    run_dots(w->bits == 4 ? i4 : ib, x, w, n0, N, C, ldc, tmp);
+    static const q_row_fn i4[5] = {NULL, QV(ri4_1), QV(ri4_2), QV(ri4_3), QV(ri4_4)};
+    static const q_row_fn ib[5] = {NULL, QV(rib_1), QV(rib_2), QV(rib_3), QV(rib_4)};
+    q_stream(w->bits == 4 ? i4 : ib, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
 }
 
 /* int8 GEMM: 4 x 8 tiles, one 32-bit lane per column. */

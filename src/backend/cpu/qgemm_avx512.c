@@ -10,9 +10,15 @@
  *       vpermps with a 16-entry table s * [0..15] + b (the group's values)
  *       turns them into dequantized weights (the other bits are ignored).
  *   exact, other widths: bytes widened to 32 bits, converted, s * q + b.
- *   int8: 64 q bytes (4 bits: low nibbles then high ones) dotted with 64
- *       int8 activations by vpdpbusd; the 16 int32 sums are scaled by
- *       d_block * s_group per lane. */
+ *   int8: 64 q bytes dotted with 64 int8 activations by vpdpbusd (4 bits:
+ *       64 packed bytes a step, their low nibbles then their high ones,
+ *       into the same 16 int32 sums); the sums are scaled by d_block *
+ *       s_group per lane.
+ * Each streaming kernel prefetches the bytes of its row PF_AHEAD on: with
+ * the hardware prefetchers alone the cores wait on memory.
+ * The GEMMs: the int8 micro-kernel (4 x 32 tiles, vpdpbusd, block scales
+ * applied every 32 values of K), its packing, and the exact GEMM's B
+ * panels dequantized straight into gemm_avx512.c's layout. */
 #include "backend/cpu/qgemm.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -23,18 +29,7 @@
 #define TGT __attribute__((target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline, target("avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")))
 
-enum { MR = 4, NR = 32 };
-#define PF_AHEAD q_tune_pf
-extern int q_tune_hint;
-INL void pf_line(const char *p)
-{
-    switch (q_tune_hint) {
-    case 0: _mm_prefetch(p, _MM_HINT_T0); break;
-    case 1: _mm_prefetch(p, _MM_HINT_T1); break;
-    case 2: _mm_prefetch(p, _MM_HINT_T2); break;
-    default: _mm_prefetch(p, _MM_HINT_NTA); break;
-    }
-}
+enum { MR = 4, NR = 32, F_KC_MAX = 256, PF_AHEAD = 8192 };
 
 /* n (<= 16) values of dtype t at p as float32. */
 INL __m512 load_sf(const void *p, infer_dtype t, int n)
@@ -89,6 +84,7 @@ INL void rx4_body(const int mr, const int W, const q_act *x, int m0, const uint8
     const float *xp = x->xp + (size_t)m0 * K;
     for (int c = 0; c < K; c += n) {
         const int g = c >> gsh;
+        if (W == 8 || (c & 64) == 0) _mm_prefetch((const char *)q + c / 2 + PF_AHEAD, _MM_HINT_T0);
         __m512 lut = _mm512_fmadd_ps(iota, _mm512_set1_ps(s[g]), _mm512_set1_ps(b[g]));
         __m512i v = W == 8 ? _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2)))
                            : _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i_u *)(const void *)(q + c / 2)));
@@ -117,6 +113,7 @@ INL void rxb_body(const int mr, const q_act *x, int m0, const uint8_t *q, const 
     for (int g = 0; g < ng; g++) {
         const __m512 sv = _mm512_set1_ps(s[g]), bv = _mm512_set1_ps(b[g]);
         for (int c = g * gs; c < (g + 1) * gs; c += 32) {
+            if ((c & 63) == 0) _mm_prefetch((const char *)q + c + PF_AHEAD, _MM_HINT_T0);
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
                 __m512i qi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i_u *)(const void *)(q + c + 16 * h)));
@@ -139,123 +136,151 @@ INL __m512 scale_acc(__m512 a, __m512i is, const float *dv, __m512 sv)
     return _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(_mm512_loadu_ps(dv), sv), a);
 }
 
-/* four: the 4-bit layout (chunks of 128, 64, 32), else bytes in natural
- * order (chunks of 64, 32) */
-INL void ri8_body(const int mr, const int four, const q_act *x, int m0, const uint8_t *q, const float *s,
+/* The weight scales of the lanes of a chunk of 128 (4 bits: lane j of both
+ * halves sums block j / 4), or of 64 in natural order (lane j: block j / 8);
+ * sp points at the chunk's first group. */
+INL __m512 scales128(const int GS, const float *sp)
+{
+    const __m512i by4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
+    if (GS == 32) return _mm512_permutexvar_ps(by4, _mm512_castps128_ps512(_mm_loadu_ps(sp)));
+    if (GS == 64) return _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sp[0]), _mm512_set1_ps(sp[1]));
+    return _mm512_set1_ps(sp[0]);
+}
+
+/* Biases: a + sum_g b_g * (sum of x over g). */
+INL __m512 bias_acc(__m512 a, const float *b, const float *xs, int ng)
+{
+    for (int g = 0; g < ng; g += 16) {
+        int k = ng - g < 16 ? ng - g : 16;
+        __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + g), _mm512_maskz_loadu_ps(m, xs + g), a);
+    }
+    return a;
+}
+
+/* 32 values (a last chunk, group size 32): a + the ymm product. */
+INL __m512 tail32(__m512 a, __m256i wq, const int8_t *xq, const float *dv, float s)
+{
+    __m256i is = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, _mm256_loadu_si256((const __m256i_u *)(const void *)xq));
+    __m256 dd = _mm256_mul_ps(_mm256_loadu_ps(dv), _mm256_set1_ps(s));
+    return _mm512_add_ps(a, _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dd)));
+}
+
+/* int8, 4 bits: chunks of 128 (two a step, one accumulator each), then a
+ * 64 and a 32 where K leaves them.  GS: the group size, a constant. */
+INL void ri4_body(const int mr, const int GS, const q_act *x, int m0, const uint8_t *q, const float *s,
                   const float *b, float *out, size_t ldc)
 {
-    const int K = x->K, gs = x->group_size, ng = K / gs, gsh = __builtin_ctz((unsigned)gs);
-    const int8_t *x8 = x->x8 + (size_t)m0 * K;
+    const int K = x->K, ng = K / GS, K128 = K & ~127;
     const size_t dvs = (size_t)K / 4 + 16;
+    const int8_t *x8 = x->x8 + (size_t)m0 * K;
     const float *dv = x->dv + (size_t)m0 * dvs;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const char *pf = (const char *)q + PF_AHEAD;
     __m512 a[2][MR];
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) a[0][i] = a[1][i] = _mm512_setzero_ps();
     int c = 0;
-    if (four) {
-        /* 128 values: lane j of both halves sums block j / 4 */
-        const __m512i by4 = _mm512_set_epi32(3, 3, 3, 3, 2, 2, 2, 2, 1, 1, 1, 1, 0, 0, 0, 0);
-        for (; c + 128 <= K; c += 256)
+    for (; c < K128; c += 256)
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {
-                const int cc = c + 128 * h;
-                if (h && cc + 128 > K) break;
-                if (PF_AHEAD) pf_line((const char *)q + cc / 2 + PF_AHEAD);
-                __m512i v = _mm512_loadu_si512(q + cc / 2);
-                __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-                __m512 sv = gs == 32   ? _mm512_permutexvar_ps(by4, _mm512_castps128_ps512(_mm_loadu_ps(s + (cc >> 5))))
-                            : gs == 64 ? _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s[cc >> 6]), _mm512_set1_ps(s[(cc >> 6) + 1]))
-                                       : _mm512_set1_ps(s[cc >> gsh]);
+        for (int h = 0; h < 2; h++) {
+            const int cc = c + 128 * h;
+            if (h && cc >= K128) break;
+            _mm_prefetch(pf + cc / 2, _MM_HINT_T0);
+            __m512i v = _mm512_loadu_si512(q + cc / 2);
+            __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            __m512 sv = scales128(GS, s + cc / GS);
 #pragma GCC unroll 4
-                for (int i = 0; i < mr; i++) {
-                    const int8_t *xi = x8 + (size_t)i * K + cc;
-                    __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xi));
-                    is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xi + 64));
-                    a[h][i] = scale_acc(a[h][i], is, dv + (size_t)i * dvs + cc / 4, sv);
-                }
+            for (int i = 0; i < mr; i++) {
+                const int8_t *xi = x8 + (size_t)i * K + cc;
+                __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, _mm512_loadu_si512(xi));
+                is = _mm512_dpbusd_epi32(is, hi, _mm512_loadu_si512(xi + 64));
+                a[h][i] = scale_acc(a[h][i], is, dv + (size_t)i * dvs + cc / 4, sv);
             }
-        c = K & ~127;
-    }
-    for (; c + 64 <= K; c += 64) { /* four: at most one */
-        __m512i wq;
-        if (four) {
-            __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2));
-            wq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
-        } else {
-            if (PF_AHEAD) pf_line((const char *)q + c + PF_AHEAD);
-            wq = _mm512_loadu_si512(q + c);
         }
-        /* group size 32: the lanes of the chunk's second group */
-        __m512 sv = gs == 32 ? _mm512_mask_blend_ps(four ? 0xf0f0 : 0xff00, _mm512_set1_ps(s[c >> 5]), _mm512_set1_ps(s[(c >> 5) + 1]))
-                             : _mm512_set1_ps(s[c >> gsh]);
-        const int h = four ? 0 : (c >> 6) & 1;
+    if (K - c >= 64) { /* [low | high nibbles] of 32 bytes */
+        __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2));
+        __m512i wq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
+        __m512 sv = GS == 32 ? _mm512_mask_blend_ps(0xf0f0, _mm512_set1_ps(s[c / 32]), _mm512_set1_ps(s[c / 32 + 1]))
+                             : _mm512_set1_ps(s[c / GS]);
 #pragma GCC unroll 4
         for (int i = 0; i < mr; i++) {
             __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, _mm512_loadu_si512(x8 + (size_t)i * K + c));
-            if (h)
-                a[1][i] = scale_acc(a[1][i], is, dv + (size_t)i * dvs + c / 4, sv);
-            else
-                a[0][i] = scale_acc(a[0][i], is, dv + (size_t)i * dvs + c / 4, sv);
+            a[0][i] = scale_acc(a[0][i], is, dv + (size_t)i * dvs + c / 4, sv);
         }
+        c += 64;
     }
-    if (c < K) { /* a last 32 values (group size 32) */
-        __m256i wq;
-        if (four) {
-            __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)(q + c / 2));
-            wq = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1),
-                                  _mm256_set1_epi8(0x0f));
-        } else {
-            wq = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c));
-        }
-        __m256 sv = _mm256_set1_ps(s[c >> 5]);
+    if (c < K) { /* [low | high nibbles] of 16 bytes */
+        __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)(q + c / 2));
+        __m256i wq = _mm256_and_si256(_mm256_inserti128_si256(_mm256_castsi128_si256(v), _mm_srli_epi16(v, 4), 1),
+                                      _mm256_set1_epi8(0x0f));
 #pragma GCC unroll 4
-        for (int i = 0; i < mr; i++) {
-            __m256i xq = _mm256_loadu_si256((const __m256i_u *)(const void *)(x8 + (size_t)i * K + c));
-            __m256i is = _mm256_dpbusd_epi32(_mm256_setzero_si256(), wq, xq);
-            __m256 dd = _mm256_mul_ps(_mm256_loadu_ps(dv + (size_t)i * dvs + c / 4), sv);
-            a[0][i] = _mm512_add_ps(a[0][i], _mm512_zextps256_ps512(_mm256_mul_ps(_mm256_cvtepi32_ps(is), dd)));
-        }
+        for (int i = 0; i < mr; i++) a[0][i] = tail32(a[0][i], wq, x8 + (size_t)i * K + c, dv + (size_t)i * dvs + c / 4, s[c / 32]);
     }
-    /* biases: sum_g b_g * (sum of x over g) */
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
-        const float *xs = x->xs + (size_t)(m0 + i) * ng;
-        for (int g = 0; g < ng; g += 16) {
-            int k = ng - g < 16 ? ng - g : 16;
-            __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
-            a[1][i] = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, b + g), _mm512_maskz_loadu_ps(m, xs + g), a[1][i]);
-        }
+        a[1][i] = bias_acc(a[1][i], b, x->xs + (size_t)(m0 + i) * ng, ng);
         out[(size_t)i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][i], a[1][i]));
     }
 }
 
-#define ROWS(mr)                                                                                                 \
-    TGT static void rx4_8_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,         \
-                               float *out, size_t ldc)                                                           \
-    {                                                                                                            \
-        rx4_body(mr, 8, x, m0, q, s, b, out, ldc);                                                               \
-    }                                                                                                            \
-    TGT static void rx4_4_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,         \
-                               float *out, size_t ldc)                                                           \
-    {                                                                                                            \
-        rx4_body(mr, 4, x, m0, q, s, b, out, ldc);                                                               \
-    }                                                                                                            \
-    TGT static void rxb_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,           \
-                             float *out, size_t ldc)                                                             \
-    {                                                                                                            \
-        rxb_body(mr, x, m0, q, s, b, out, ldc);                                                                  \
-    }                                                                                                            \
-    TGT static void ri4_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,           \
-                             float *out, size_t ldc)                                                             \
-    {                                                                                                            \
-        ri8_body(mr, 1, x, m0, q, s, b, out, ldc);                                                               \
-    }                                                                                                            \
-    TGT static void rib_##mr(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b,           \
-                             float *out, size_t ldc)                                                             \
-    {                                                                                                            \
-        ri8_body(mr, 0, x, m0, q, s, b, out, ldc);                                                               \
+/* int8, bytes in natural order: chunks of 64 (two a step), then 32. */
+INL void rib_body(const int mr, const int GS, const q_act *x, int m0, const uint8_t *q, const float *s,
+                  const float *b, float *out, size_t ldc)
+{
+    const int K = x->K, ng = K / GS, K64 = K & ~63;
+    const size_t dvs = (size_t)K / 4 + 16;
+    const int8_t *x8 = x->x8 + (size_t)m0 * K;
+    const float *dv = x->dv + (size_t)m0 * dvs;
+    const char *pf = (const char *)q + PF_AHEAD;
+    __m512 a[2][MR];
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) a[0][i] = a[1][i] = _mm512_setzero_ps();
+    int c = 0;
+    for (; c < K64; c += 128)
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const int cc = c + 64 * h;
+            if (h && cc >= K64) break;
+            _mm_prefetch(pf + cc, _MM_HINT_T0);
+            __m512i wq = _mm512_loadu_si512(q + cc);
+            __m512 sv = GS == 32 ? _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s[cc / 32]), _mm512_set1_ps(s[cc / 32 + 1]))
+                                 : _mm512_set1_ps(s[cc / GS]);
+#pragma GCC unroll 4
+            for (int i = 0; i < mr; i++) {
+                __m512i is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), wq, _mm512_loadu_si512(x8 + (size_t)i * K + cc));
+                a[h][i] = scale_acc(a[h][i], is, dv + (size_t)i * dvs + cc / 4, sv);
+            }
+        }
+    c = K64;
+    if (c < K) {
+        __m256i wq = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c));
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) a[0][i] = tail32(a[0][i], wq, x8 + (size_t)i * K + c, dv + (size_t)i * dvs + c / 4, s[c / 32]);
     }
+#pragma GCC unroll 4
+    for (int i = 0; i < mr; i++) {
+        a[1][i] = bias_acc(a[1][i], b, x->xs + (size_t)(m0 + i) * ng, ng);
+        out[(size_t)i * ldc] = _mm512_reduce_add_ps(_mm512_add_ps(a[0][i], a[1][i]));
+    }
+}
+
+#define ROW_FN(name, body, ...)                                                                                  \
+    TGT static void name(const q_act *x, int m0, const uint8_t *q, const float *s, const float *b, float *out,  \
+                         size_t ldc)                                                                             \
+    {                                                                                                            \
+        body(__VA_ARGS__, x, m0, q, s, b, out, ldc);                                                             \
+    }
+#define ROWS(mr)                                                                                                 \
+    ROW_FN(rx4_8_##mr, rx4_body, mr, 8)                                                                          \
+    ROW_FN(rx4_4_##mr, rx4_body, mr, 4)                                                                          \
+    ROW_FN(rxb_##mr, rxb_body, mr)                                                                               \
+    ROW_FN(ri4_32_##mr, ri4_body, mr, 32)                                                                        \
+    ROW_FN(ri4_64_##mr, ri4_body, mr, 64)                                                                        \
+    ROW_FN(ri4_128_##mr, ri4_body, mr, 128)                                                                      \
+    ROW_FN(rib_32_##mr, rib_body, mr, 32)                                                                        \
+    ROW_FN(rib_64_##mr, rib_body, mr, 64)                                                                        \
+    ROW_FN(rib_128_##mr, rib_body, mr, 128)
 ROWS(1)
 ROWS(2)
 ROWS(3)
@@ -270,11 +295,139 @@ static void dot_f32(const q_act *x, const bk_weight *w, int64_t n0, int N, float
     q_stream(f, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
 }
 
+/* ---- int8, one row of activations (decode), R rows of W at a time ----
+ *
+ * Rows of W taken together share the activation loads and the lane scales
+ * (M1_R below is 1: see there); each row's
+ * group scales are read in their stored dtype, 16 groups at a time, and
+ * picked per lane with a permute (lane j of a chunk covers values 8 j ..
+ * 8 j + 7 for 4 bits, 4 j .. 4 j + 3 for 8 bits, all in one group).  K: a
+ * multiple of the chunk (128 for 4 bits, 64 for 8). */
+
+/* lane -> group within the 16-group window, for a chunk at value c */
+INL __m512i lane_groups(const int GS, const int vals_per_lane, int c)
+{
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i g = _mm512_srli_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(vals_per_lane)), __builtin_ctz((unsigned)GS));
+    return _mm512_add_epi32(g, _mm512_set1_epi32((c / GS) & 15));
+}
+
+/* Rows of W a call takes: on the 2-core EPYC one stream of W per core
+ * reaches more of the bandwidth than 2 or 4 interleaved ones (0.84-0.89 of
+ * a plain read against 0.58-0.74 for 2 and 4 rows), although 4 rows share
+ * more work per activation load. */
+enum { M1_R = 1, M1_PF = PF_AHEAD };
+#define M1_HINT _MM_HINT_T0
+INL void m1_rows_body(const int R, const int BITS, const int GS, const q_act *x, const bk_weight *w, int64_t r0,
+                      float *out)
+{
+    const int K = x->K, ng = K / GS;
+    const int CH = BITS == 4 ? 128 : 64;         /* values per chunk */
+    const int WIN = 16 * GS;                     /* values per window of scales */
+    const size_t rb = bk_qrow_bytes(w), es = dtype_size(w->sdtype);
+    const int8_t *x8 = x->x8, *r8 = x->r8;
+    const float *dv = x->dv2;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const uint8_t *q[4];
+    const unsigned char *sc[4];
+    __m512 acc[4], sw[4], cen[4];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        cen[r] = _mm512_setzero_ps();
+        q[r] = (const uint8_t *)w->data + (size_t)(r0 + r) * rb;
+        sc[r] = (const unsigned char *)w->scales + (size_t)(r0 + r) * (size_t)ng * es;
+        acc[r] = _mm512_setzero_ps();
+        sw[r] = _mm512_setzero_ps();
+        /* the scales and biases of the rows 8 on */
+        const size_t sb = (size_t)ng * es, o = (size_t)(r0 + r + 8) * sb;
+        if (r0 + r + 8 < w->rows)
+            for (size_t i = 0; i < sb; i += 64) {
+                _mm_prefetch((const char *)w->scales + o + i, M1_HINT);
+                _mm_prefetch((const char *)w->biases + o + i, M1_HINT);
+            }
+    }
+    for (int c = 0; c < K; c += CH) {
+        if (c % WIN == 0) {
+            int k = (K - c) / GS < 16 ? (K - c) / GS : 16;
+            /* the centring (qgemm.h): s_g * mid xe_g, 16 groups at a time */
+            const __m512 xe = _mm512_maskz_loadu_ps((__mmask16)((1u << k) - 1), x->xc + c / GS);
+#pragma GCC unroll 4
+            for (int r = 0; r < R; r++) {
+                sw[r] = load_sf(sc[r] + (size_t)(c / GS) * es, w->sdtype, k);
+                cen[r] = _mm512_fmadd_ps(sw[r], xe, cen[r]);
+            }
+        }
+        const __m512i gi = lane_groups(GS, BITS == 4 ? 8 : 4, c);
+        const __m512 d = _mm512_loadu_ps(dv + c / 4); /* d / 256: both planes in one sum */
+        const __m512i xa = _mm512_loadu_si512(x8 + c), ra = _mm512_loadu_si512(r8 + c);
+        const __m512i xb = BITS == 4 ? _mm512_loadu_si512(x8 + c + 64) : xa;
+        const __m512i rb2 = BITS == 4 ? _mm512_loadu_si512(r8 + c + 64) : ra;
+#pragma GCC unroll 4
+        for (int r = 0; r < R; r++) {
+            const uint8_t *p = q[r] + (size_t)c * BITS / 8;
+            _mm_prefetch((const char *)p + M1_PF, M1_HINT);
+            __m512i v = _mm512_loadu_si512(p), is, ir;
+            if (BITS == 4) {
+                const __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                is = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xa), hi, xb);
+                ir = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ra), hi, rb2);
+            } else {
+                is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, xa);
+                ir = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, ra);
+            }
+            /* at most 4 x 2 x 255 x 127 a lane: times 256 fits */
+            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), ir);
+            __m512 s = _mm512_mul_ps(d, _mm512_permutexvar_ps(gi, sw[r]));
+            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), s, acc[r]);
+        }
+    }
+    /* biases: sum over groups of b_g * (sum of x over g) */
+    const float *xs = x->xs;
+#pragma GCC unroll 4
+    for (int r = 0; r < R; r++) {
+        const unsigned char *pb = (const unsigned char *)w->biases + (size_t)(r0 + r) * (size_t)ng * es;
+        for (int g = 0; g < ng; g += 16) {
+            int k = ng - g < 16 ? ng - g : 16;
+            __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+            acc[r] = _mm512_fmadd_ps(load_sf(pb + (size_t)g * es, w->sdtype, k), _mm512_maskz_loadu_ps(m, xs + g), acc[r]);
+        }
+        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], cen[r]));
+    }
+}
+
+#define M1_FNS(BITS, GS)                                                                                         \
+    TGT static void m1_##BITS##_##GS(const q_act *x, const bk_weight *w, int64_t r0, int n, float *out)          \
+    {                                                                                                            \
+        int i = 0;                                                                                               \
+        for (; i + M1_R <= n; i += M1_R) m1_rows_body(M1_R, BITS, GS, x, w, r0 + i, out + i);                             \
+        for (; i < n; i++) m1_rows_body(1, BITS, GS, x, w, r0 + i, out + i);                                     \
+    }
+M1_FNS(4, 32)
+M1_FNS(4, 64)
+M1_FNS(4, 128)
+M1_FNS(8, 32)
+M1_FNS(8, 64)
+M1_FNS(8, 128)
+
 static void dot_i8(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc, uint8_t *tmp)
 {
-    static const q_row_fn i4[5] = {NULL, ri4_1, ri4_2, ri4_3, ri4_4};
-    static const q_row_fn ib[5] = {NULL, rib_1, rib_2, rib_3, rib_4};
-    q_stream(w->bits == 4 ? i4 : ib, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
+    if (x->M == 1 && ((w->bits == 4 && x->K % 128 == 0) || (w->bits == 8 && x->K % 64 == 0))) {
+        typedef void (*m1_fn)(const q_act *, const bk_weight *, int64_t, int, float *);
+        static const m1_fn f4[3] = {m1_4_32, m1_4_64, m1_4_128}, f8[3] = {m1_8_32, m1_8_64, m1_8_128};
+        int gi = w->group_size == 32 ? 0 : w->group_size == 64 ? 1 : 2;
+        (void)tmp;
+        (void)ldc;
+        (w->bits == 4 ? f4 : f8)[gi](x, w, n0, N, C);
+        return;
+    }
+    static const q_row_fn i4[3][5] = {{NULL, ri4_32_1, ri4_32_2, ri4_32_3, ri4_32_4},
+                                      {NULL, ri4_64_1, ri4_64_2, ri4_64_3, ri4_64_4},
+                                      {NULL, ri4_128_1, ri4_128_2, ri4_128_3, ri4_128_4}};
+    static const q_row_fn ib[3][5] = {{NULL, rib_32_1, rib_32_2, rib_32_3, rib_32_4},
+                                      {NULL, rib_64_1, rib_64_2, rib_64_3, rib_64_4},
+                                      {NULL, rib_128_1, rib_128_2, rib_128_3, rib_128_4}};
+    int g = w->group_size == 32 ? 0 : w->group_size == 64 ? 1 : 2;
+    q_stream(w->bits == 4 ? i4[g] : ib[g], w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
 }
 
 /* ---- Dequantizing blocks of W (exact GEMM) ---- */
@@ -387,13 +540,15 @@ INL void tile_i8_body(int m, int n, int kc, int gs, const int8_t *Ap, const floa
 #pragma GCC unroll 4
     for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
     const int32_t *a32 = (const int32_t *)(const void *)Ap;
+    const __m512i *b512 = (const __m512i *)(const void *)Bp;
+    const int gsh = __builtin_ctz((unsigned)gs);
     for (int k0 = 0; k0 < kc; k0 += Q_ABLK) {
         __m512i is[MR][2];
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) is[i][0] = is[i][1] = _mm512_setzero_si512();
 #pragma GCC unroll 8
-        for (int k4 = k0 / 4; k4 < k0 / 4 + Q_ABLK / 4; k4++) {
-            __m512i b0 = _mm512_load_si512(Bp + (size_t)k4 * NR * 4), b1 = _mm512_load_si512(Bp + (size_t)k4 * NR * 4 + 64);
+        for (int k4 = 0; k4 < Q_ABLK / 4; k4++) {
+            __m512i b0 = _mm512_load_si512(b512 + 2 * k4), b1 = _mm512_load_si512(b512 + 2 * k4 + 1);
 #pragma GCC unroll 4
             for (int i = 0; i < MR; i++) {
                 __m512i av = _mm512_set1_epi32(a32[k4 * MR + i]);
@@ -401,16 +556,19 @@ INL void tile_i8_body(int m, int n, int kc, int gs, const int8_t *Ap, const floa
                 is[i][1] = _mm512_dpbusd_epi32(is[i][1], b1, av);
             }
         }
-        const int blk = k0 / Q_ABLK, g = k0 / gs;
-        __m512 s0 = _mm512_load_ps(bs + (size_t)g * NR), s1 = _mm512_load_ps(bs + (size_t)g * NR + 16);
+        a32 += Q_ABLK / 4 * MR;
+        b512 += Q_ABLK / 4 * 2;
+        const float *sg = bs + (size_t)(k0 >> gsh) * NR;
+        __m512 s0 = _mm512_load_ps(sg), s1 = _mm512_load_ps(sg + 16);
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
-            __m512 dm = _mm512_set1_ps(ad[blk * MR + i]);
+            __m512 dm = _mm512_set1_ps(ad[i]);
             acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[i][0]), _mm512_mul_ps(s0, dm), acc[i][0]);
             acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is[i][1]), _mm512_mul_ps(s1, dm), acc[i][1]);
         }
+        ad += MR;
     }
-    for (int g = 0; g < kc / gs; g++) {
+    for (int g = 0; g < kc >> gsh; g++) {
         __m512 b0 = _mm512_load_ps(bb + (size_t)g * NR), b1 = _mm512_load_ps(bb + (size_t)g * NR + 16);
 #pragma GCC unroll 4
         for (int i = 0; i < MR; i++) {
@@ -472,6 +630,61 @@ INL void tr16(__m512i r[16])
     }
 }
 
+/* B panels of the f32 GEMM (32 rows of W each, gemm_avx512.c's layout)
+ * straight from the packed rows: 16 rows x 16 values dequantized in
+ * registers (4 bits: the LUT of rx4_body), then transposed. */
+TGT static void dequant_pack(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *Bp)
+{
+    const int gs = w->group_size, ng = kc / gs, gsh = __builtin_ctz((unsigned)gs);
+    const size_t rb = bk_qrow_bytes(w);
+    float s[16][F_KC_MAX / 32], b[16][F_KC_MAX / 32];
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512 iota = _mm512_cvtepi32_ps(lane);
+    const __m512i words = _mm512_srli_epi32(lane, 3);                        /* lane l: word l / 8 */
+    const __m512i shift = _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(7)), 2); /* 4 (l % 8) */
+    for (int p = 0; p < n; p += NR) {
+        float *panel = Bp + (size_t)p * kc;
+        for (int h = 0; h < NR; h += 16) {
+            int rows = n - p - h;
+            if (rows > 16) rows = 16;
+            if (rows <= 0) {
+                for (int k = 0; k < kc; k++) _mm512_store_ps(panel + (size_t)k * NR + h, _mm512_setzero_ps());
+                continue;
+            }
+            const uint8_t *q[16];
+            for (int j = 0; j < 16; j++) {
+                int64_t r = r0 + p + h + (j < rows ? j : 0);
+                q[j] = (const uint8_t *)w->data + (size_t)r * rb;
+                row_sb(w, r, c0 / gs, ng, s[j], b[j]);
+            }
+            for (int k = 0; k < kc; k += 16) {
+                const int g = k >> gsh, c = c0 + k;
+                __m512i v[16];
+#pragma GCC unroll 16
+                for (int j = 0; j < 16; j++) {
+                    if (j >= rows) {
+                        v[j] = _mm512_setzero_si512();
+                        continue;
+                    }
+                    if (w->bits == 4) {
+                        __m512i wd = _mm512_permutexvar_epi32(words, _mm512_castsi128_si512(_mm_loadl_epi64(
+                                                                          (const __m128i_u *)(const void *)(q[j] + c / 2))));
+                        __m512 lut = _mm512_fmadd_ps(iota, _mm512_set1_ps(s[j][g]), _mm512_set1_ps(b[j][g]));
+                        v[j] = _mm512_castps_si512(_mm512_permutexvar_ps(_mm512_srlv_epi32(wd, shift), lut));
+                    } else {
+                        __m512i qi = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i_u *)(const void *)(q[j] + c)));
+                        v[j] = _mm512_castps_si512(
+                            _mm512_fmadd_ps(_mm512_cvtepi32_ps(qi), _mm512_set1_ps(s[j][g]), _mm512_set1_ps(b[j][g])));
+                    }
+                }
+                tr16(v);
+#pragma GCC unroll 16
+                for (int t = 0; t < 16; t++) _mm512_store_ps(panel + (size_t)(k + t) * NR + h, _mm512_castsi512_ps(v[t]));
+            }
+        }
+    }
+}
+
 /* Bp[k4][NR][4] from rows of q bytes: 16 x 16 transposes of 32-bit words. */
 TGT static void pack_b_i8(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp)
 {
@@ -503,15 +716,59 @@ TGT static void pack_b_i8(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *
     }
 }
 
+/* Ap[k4][4] from 4 rows: 4 x 4 transposes of 32-bit words, 16 words of
+ * each row a step. */
+TGT static void pack_a4_i8(int kc, const int8_t *const a[4], int8_t *Ap)
+{
+    for (int k = 0; k < kc; k += 64) {
+        __m512i r[4];
+        for (int i = 0; i < 4; i++) r[i] = a[i] ? _mm512_loadu_si512(a[i] + k) : _mm512_setzero_si512();
+        __m512i t0 = _mm512_unpacklo_epi32(r[0], r[1]), t1 = _mm512_unpackhi_epi32(r[0], r[1]);
+        __m512i t2 = _mm512_unpacklo_epi32(r[2], r[3]), t3 = _mm512_unpackhi_epi32(r[2], r[3]);
+        /* u_j, 128-bit lane L: word 4 L + j of rows 0..3 */
+        __m512i u0 = _mm512_unpacklo_epi64(t0, t2), u1 = _mm512_unpackhi_epi64(t0, t2);
+        __m512i u2 = _mm512_unpacklo_epi64(t1, t3), u3 = _mm512_unpackhi_epi64(t1, t3);
+        __m512i p01 = _mm512_shuffle_i32x4(u0, u1, 0x44), p23 = _mm512_shuffle_i32x4(u2, u3, 0x44);
+        __m512i q01 = _mm512_shuffle_i32x4(u0, u1, 0xee), q23 = _mm512_shuffle_i32x4(u2, u3, 0xee);
+        int8_t *o = Ap + (size_t)k * 4;
+        _mm512_storeu_si512(o, _mm512_shuffle_i32x4(p01, p23, 0x88));
+        _mm512_storeu_si512(o + 64, _mm512_shuffle_i32x4(p01, p23, 0xdd));
+        _mm512_storeu_si512(o + 128, _mm512_shuffle_i32x4(q01, q23, 0x88));
+        _mm512_storeu_si512(o + 192, _mm512_shuffle_i32x4(q01, q23, 0xdd));
+    }
+}
+
+/* 4-bit values in natural order, 64 a step: the low and high nibbles of
+ * 32 bytes interleaved. */
+TGT static void unpack4(const uint8_t *row, int64_t c0, int n, uint8_t *out)
+{
+    const uint8_t *p = row + c0 / 2;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    /* bytes of [lo(0..15) lo(16..31) | hi(0..15) hi(16..31)] -> qwords so that
+     * unpack{lo,hi}_epi8 within 128-bit lanes yields values in order */
+    const __m512i perm = _mm512_set_epi64(7, 3, 6, 2, 5, 1, 4, 0);
+    for (int i = 0; i < n; i += 64) {
+        __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)(p + i / 2));
+        __m512i z = _mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1);
+        z = _mm512_permutexvar_epi64(perm, _mm512_and_si512(z, lo4));
+        /* lane L now holds lo bytes 8L .. 8L + 7 and hi bytes 8L .. 8L + 7 */
+        __m512i r = _mm512_unpacklo_epi8(z, _mm512_bsrli_epi128(z, 8));
+        _mm512_storeu_si512(out + i, r);
+    }
+}
+
 const q_kernels q_kernels_avx512 = {
     .dot_f32 = dot_f32,
     .dot_i8 = dot_i8,
     .dequant = dequant,
+    .dequant_pack = dequant_pack,
     .act_rows = act_rows,
     .mr = MR,
     .nr = NR,
     .tile_i8 = tile_i8,
     .pack_b_i8 = pack_b_i8,
+    .pack_a4_i8 = pack_a4_i8,
+    .unpack4 = unpack4,
     .f32 = &gemm_kernels_avx512,
 };
 
