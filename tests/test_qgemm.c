@@ -314,16 +314,19 @@ static void every_variant(void **state)
     for (size_t bi = 0; bi < sizeof bits_list / sizeof *bits_list; bi++)
         for (size_t gi = 0; gi < sizeof gs_list / sizeof *gs_list; gi++) {
             /* K: 9 groups (with group size 32 a last half chunk of 64; with
-             * 64 and 128 more than one K block of the GEMMs) */
-            int gs = gs_list[gi], K = 9 * gs, N = 37;
-            qmat qm;
-            make_q(&qm, N + 5, K, bits_list[bi], gs, DT_BF16);
-            for (int isa = 0; isa < Q_ISA_COUNT; isa++) {
-                if (!q_isa_supported((q_isa)isa)) continue;
-                for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
-                    for (int int8 = 0; int8 < 2; int8++) check_one((q_isa)isa, int8, &qm, 3, N, Ms[mi]);
+             * 64 and 128 more than one K block of the GEMMs); then an odd
+             * number of chunks of 128 before a tail of 64 (or none, 384) */
+            const int gs = gs_list[gi], Ks[2] = {9 * gs, gs == 128 ? 384 : 448}, N = 37;
+            for (int ki = 0; ki < 2; ki++) {
+                qmat qm;
+                make_q(&qm, N + 5, Ks[ki], bits_list[bi], gs, DT_BF16);
+                for (int isa = 0; isa < Q_ISA_COUNT; isa++) {
+                    if (!q_isa_supported((q_isa)isa)) continue;
+                    for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                        for (int int8 = 0; int8 < 2; int8++) check_one((q_isa)isa, int8, &qm, 3, N, Ms[mi]);
+                }
+                free_q(&qm);
             }
-            free_q(&qm);
         }
 }
 

@@ -306,6 +306,7 @@ int cli_load_model(const char *path, const cli_model_opts *m, infer_model **mode
     opts.backend = m->backend;
     opts.n_threads = m->threads;
     opts.context_len = m->ctx;
+    opts.cpu_int8 = m->int8;
     *model = NULL;
     int rc = infer_model_load(path, &opts, model);
     if (rc != INFER_OK) {

@@ -504,12 +504,16 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
                 const uint8_t *bp = Bp + (size_t)jr * kcur;
                 const float *bsp = bs + (size_t)(jr / nr) * ng * nr, *bbp = bb + (size_t)(jr / nr) * ng * nr;
                 for (int ip = 0; ip < M; ip += mr)
-                    for (int pl = 0; pl < 2; pl++)
-                        k->tile_i8(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, w->bits,
-                                   Ap[pl] + (size_t)ip * kcur, ad[pl] + (size_t)ip * nb, as[pl] + (size_t)ip * nb,
-                                   ax[pl] + (size_t)ip * ng, bp, bsp, pl ? bsp : bbp, /* pl 1: the centring */
-                                   C + (size_t)ip * ldc + jc + jr, ldc,
-                                   pc > 0 || pl > 0);
+                    if (k->tile_i8x2)
+                        k->tile_i8x2(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, Ap[0] + (size_t)ip * kcur,
+                                     Ap[1] + (size_t)ip * kcur, ad[0] + (size_t)ip * nb, ax[0] + (size_t)ip * ng,
+                                     ax[1] + (size_t)ip * ng, bp, bsp, bbp, C + (size_t)ip * ldc + jc + jr, ldc, pc > 0);
+                    else
+                        for (int pl = 0; pl < 2; pl++)
+                            k->tile_i8(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, w->bits,
+                                       Ap[pl] + (size_t)ip * kcur, ad[pl] + (size_t)ip * nb, as[pl] + (size_t)ip * nb,
+                                       ax[pl] + (size_t)ip * ng, bp, bsp, pl ? bsp : bbp, /* pl 1: the centring */
+                                       C + (size_t)ip * ldc + jc + jr, ldc, pc > 0 || pl > 0);
             }
         }
     }

@@ -207,6 +207,12 @@ typedef struct q_kernels {
     void (*tile_i8)(int m, int n, int kc, int gs, int bits, const int8_t *Ap, const float *ad, const int32_t *as,
                     const float *ax, const uint8_t *Bp, const float *bs, const float *bb, float *C,
                     size_t ldc, int accumulate);
+    /* tile_i8 over both planes of A at once (Ap0: x8, Ap1: the residual;
+     * ad: x8's scales; ax0: xs, ax1: xc, taken with bb and bs); NULL: two
+     * tile_i8 passes */
+    void (*tile_i8x2)(int m, int n, int kc, int gs, const int8_t *Ap0, const int8_t *Ap1, const float *ad,
+                      const float *ax0, const float *ax1, const uint8_t *Bp, const float *bs, const float *bb,
+                      float *C, size_t ldc, int accumulate);
     /* packs rows of q bytes (natural order, row stride ldq) into Bp panels */
     void (*pack_b_i8)(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp);
     /* Ap of 4 rows (mr = 4) from rows a[i] of x8 (NULL: zeros), kc bytes

@@ -198,6 +198,7 @@ INL void ri4_body(const int mr, const int GS, const q_act *x, int m0, const uint
                 a[h][i] = scale_acc(a[h][i], is, dv + (size_t)i * dvs + cc / 4, sv);
             }
         }
+    c = K128; /* the pairs may have stepped past it */
     if (K - c >= 64) { /* [low | high nibbles] of 32 bytes */
         __m256i v = _mm256_loadu_si256((const __m256i_u *)(const void *)(q + c / 2));
         __m512i wq = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
@@ -599,6 +600,74 @@ TGT static void tile_i8(int m, int n, int kc, int gs, int bits, const int8_t *Ap
     tile_i8_body(m, n, kc, gs, Ap, ad, ax, Bp, bs, bb, C, ldc, accumulate);
 }
 
+/* Both planes of A (x8 and the residual: qgemm.h) against the same B in
+ * one pass: the B loads are shared, and each block's sums are combined as
+ * x8 * 256 + r8 before one conversion (scaled by d / 256).  The bias term
+ * adds sum bb * ax0 and the centring sum bs * ax1. */
+TGT static void tile_i8x2(int m, int n, int kc, int gs, const int8_t *Ap0, const int8_t *Ap1, const float *ad,
+                          const float *ax0, const float *ax1, const uint8_t *Bp, const float *bs, const float *bb,
+                          float *C, size_t ldc, int accumulate)
+{
+    __m512 acc[MR][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < MR; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const int32_t *a0 = (const int32_t *)(const void *)Ap0, *a1 = (const int32_t *)(const void *)Ap1;
+    const __m512i *b512 = (const __m512i *)(const void *)Bp;
+    const int gsh = __builtin_ctz((unsigned)gs);
+    for (int k0 = 0; k0 < kc; k0 += Q_ABLK) {
+        __m512i is[MR][2], ir[MR][2];
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) is[i][0] = is[i][1] = ir[i][0] = ir[i][1] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+        for (int k4 = 0; k4 < Q_ABLK / 4; k4++) {
+            __m512i b0 = _mm512_load_si512(b512 + 2 * k4), b1 = _mm512_load_si512(b512 + 2 * k4 + 1);
+#pragma GCC unroll 4
+            for (int i = 0; i < MR; i++) {
+                __m512i av = _mm512_set1_epi32(a0[k4 * MR + i]), rv = _mm512_set1_epi32(a1[k4 * MR + i]);
+                is[i][0] = _mm512_dpbusd_epi32(is[i][0], b0, av);
+                is[i][1] = _mm512_dpbusd_epi32(is[i][1], b1, av);
+                ir[i][0] = _mm512_dpbusd_epi32(ir[i][0], b0, rv);
+                ir[i][1] = _mm512_dpbusd_epi32(ir[i][1], b1, rv);
+            }
+        }
+        a0 += Q_ABLK / 4 * MR;
+        a1 += Q_ABLK / 4 * MR;
+        b512 += Q_ABLK / 4 * 2;
+        const float *sg = bs + (size_t)(k0 >> gsh) * NR;
+        __m512 s0 = _mm512_load_ps(sg), s1 = _mm512_load_ps(sg + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m512 dm = _mm512_set1_ps(ad[i] * (1.0f / 256.0f));
+            __m512i t0 = _mm512_add_epi32(_mm512_slli_epi32(is[i][0], 8), ir[i][0]);
+            __m512i t1 = _mm512_add_epi32(_mm512_slli_epi32(is[i][1], 8), ir[i][1]);
+            acc[i][0] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t0), _mm512_mul_ps(s0, dm), acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t1), _mm512_mul_ps(s1, dm), acc[i][1]);
+        }
+        ad += MR;
+    }
+    for (int g = 0; g < kc >> gsh; g++) {
+        __m512 b0 = _mm512_load_ps(bb + (size_t)g * NR), b1 = _mm512_load_ps(bb + (size_t)g * NR + 16);
+        __m512 c0 = _mm512_load_ps(bs + (size_t)g * NR), c1 = _mm512_load_ps(bs + (size_t)g * NR + 16);
+#pragma GCC unroll 4
+        for (int i = 0; i < MR; i++) {
+            __m512 xm = _mm512_set1_ps(ax0[g * MR + i]), xc = _mm512_set1_ps(ax1[g * MR + i]);
+            acc[i][0] = _mm512_fmadd_ps(c0, xc, _mm512_fmadd_ps(b0, xm, acc[i][0]));
+            acc[i][1] = _mm512_fmadd_ps(c1, xc, _mm512_fmadd_ps(b1, xm, acc[i][1]));
+        }
+    }
+    __mmask16 k0 = n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+    __mmask16 k1 = n >= 32 ? (__mmask16)0xffff : n <= 16 ? (__mmask16)0 : (__mmask16)((1u << (n - 16)) - 1);
+    for (int i = 0; i < m; i++) {
+        float *c = C + (size_t)i * ldc;
+        if (accumulate) {
+            acc[i][0] = _mm512_add_ps(acc[i][0], _mm512_maskz_loadu_ps(k0, c));
+            acc[i][1] = _mm512_add_ps(acc[i][1], _mm512_maskz_loadu_ps(k1, c + 16));
+        }
+        _mm512_mask_storeu_ps(c, k0, acc[i][0]);
+        _mm512_mask_storeu_ps(c + 16, k1, acc[i][1]);
+    }
+}
+
 /* In-register transpose of 16 x 16 32-bit values: r[i][j] -> r[j][i]. */
 INL void tr16(__m512i r[16])
 {
@@ -766,6 +835,7 @@ const q_kernels q_kernels_avx512 = {
     .mr = MR,
     .nr = NR,
     .tile_i8 = tile_i8,
+    .tile_i8x2 = tile_i8x2,
     .pack_b_i8 = pack_b_i8,
     .pack_a4_i8 = pack_a4_i8,
     .unpack4 = unpack4,
