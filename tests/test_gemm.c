@@ -285,11 +285,93 @@ static void matmul_threads_agree(void **state)
         }
 }
 
+/* The cpu backend's attention over KV caches against a double-precision
+ * reference, at head sizes its vector paths treat apart (16, 64, 80, 128,
+ * 256), with grouped heads, a ring that wraps under a sliding window, a
+ * prefill chunk beside a decode row, and softcapping. */
+static void *up(void *ctx, const void *src, size_t bytes)
+{
+    const backend_ops *be = &backend_cpu;
+    void *d = NULL;
+    assert_int_equal(be->alloc(ctx, bytes, &d), 0);
+    assert_int_equal(be->upload(ctx, d, src, bytes), 0);
+    return d;
+}
+
+static void attention_kv_head_dims(void **state)
+{
+    (void)state;
+    const backend_ops *be = &backend_cpu;
+    static const int dims[] = {16, 64, 80, 128, 256};
+    enum { B = 2, CAP = 24, H = 4, KVH = 2, N = 4 };
+    const int32_t q_start[B + 1] = {0, 1, 4}, kv_len[B] = {30, 12}, slot[B] = {1, 0};
+    for (size_t di = 0; di < sizeof dims / sizeof *dims; di++)
+        for (int variant = 0; variant < 2; variant++) {
+            const int d = dims[di], window = 10;
+            const float softcap = variant ? 3.0f : 0.0f, scale = 1.0f / sqrtf((float)d);
+            const size_t row = (size_t)KVH * d, cache = (size_t)B * CAP * row, qn = (size_t)N * H * d;
+            float *kc = malloc(cache * 4), *vc = malloc(cache * 4), *q = malloc(qn * 4), *out = malloc(qn * 4);
+            assert_true(kc && vc && q && out);
+            for (size_t i = 0; i < cache; i++) {
+                kc[i] = frand();
+                vc[i] = frand();
+            }
+            for (size_t i = 0; i < qn; i++) q[i] = 2.0f * frand();
+            bk_opts o = {.n_threads = 2};
+            void *ctx = NULL;
+            assert_int_equal(be->create(&o, &ctx), 0);
+            void *dk = up(ctx, kc, cache * 4), *dv = up(ctx, vc, cache * 4), *dq = up(ctx, q, qn * 4);
+            void *dqs = up(ctx, q_start, sizeof q_start), *dkl = up(ctx, kv_len, sizeof kv_len),
+                 *dsl = up(ctx, slot, sizeof slot), *dout = NULL;
+            assert_int_equal(be->alloc(ctx, qn * 4, &dout), 0);
+            bk_attn_kv p = {.B = B, .N = N, .cap = CAP, .q_start = dqs, .kv_len = dkl, .slot = dsl, .n_heads = H,
+                            .n_kv_heads = KVH, .head_dim = d, .scale = scale, .softcap = softcap, .window = window};
+            assert_int_equal(be->attention_kv(ctx, dout, dq, dk, dv, &p), 0);
+            assert_int_equal(be->download(ctx, out, dout, qn * 4), 0);
+            for (int b = 0; b < B; b++)
+                for (int r = q_start[b]; r < q_start[b + 1]; r++)
+                    for (int h = 0; h < H; h++) {
+                        const int pos = kv_len[b] - (q_start[b + 1] - q_start[b]) + (r - q_start[b]), kvh = h / (H / KVH);
+                        int lo = kv_len[b] - CAP > 0 ? kv_len[b] - CAP : 0;
+                        if (pos - window + 1 > lo) lo = pos - window + 1;
+                        double sc[CAP], mx = -INFINITY, sum = 0.0;
+                        const float *qv = q + ((size_t)r * H + h) * d;
+                        for (int j = lo; j <= pos; j++) {
+                            const float *kv = kc + ((size_t)slot[b] * CAP + j % CAP) * row + (size_t)kvh * d;
+                            double t = 0.0;
+                            for (int e = 0; e < d; e++) t += (double)qv[e] * kv[e];
+                            t *= scale;
+                            if (softcap > 0.0f) t = softcap * tanh(t / softcap);
+                            sc[j - lo] = t;
+                            if (t > mx) mx = t;
+                        }
+                        for (int j = lo; j <= pos; j++) sum += (sc[j - lo] = exp(sc[j - lo] - mx));
+                        for (int e = 0; e < d; e++) {
+                            double want = 0.0;
+                            for (int j = lo; j <= pos; j++)
+                                want += sc[j - lo] / sum * vc[((size_t)slot[b] * CAP + j % CAP) * row + (size_t)kvh * d + e];
+                            float got = out[((size_t)r * H + h) * d + e];
+                            if (!(fabs(got - want) <= 1e-5))
+                                fail_msg("head_dim %d softcap %g: row %d head %d [%d] = %.7g, want %.7g", d, softcap, r, h,
+                                         e, got, want);
+                        }
+                    }
+            void *bufs[] = {dk, dv, dq, dqs, dkl, dsl, dout};
+            for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) be->free(ctx, bufs[i]);
+            be->destroy(ctx);
+            free(kc);
+            free(vc);
+            free(q);
+            free(out);
+        }
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(variants_listed),      cmocka_unit_test(many_shapes),
     cmocka_unit_test(every_dtype_and_offset), cmocka_unit_test(long_k),
     cmocka_unit_test(large_blocks),         cmocka_unit_test(degenerate),
     cmocka_unit_test(matmul_threads_agree),
+    cmocka_unit_test(attention_kv_head_dims),
 };
 
 TEST_GROUP(test_gemm, tests)

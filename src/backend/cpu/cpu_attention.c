@@ -15,6 +15,12 @@
 typedef struct vec_ops {
     float (*dot)(const float *a, const float *b, int n);
     void (*axpy)(float *o, float w, const float *v, int n);
+    /* o[0, d) = sum over i < n of w[i] * the row (row0 + i) % cap of vbase
+     * (row stride `stride` floats); NULL: axpy per row */
+    void (*wsum)(float *o, const float *w, const float *vbase, size_t stride, int row0, int cap, int n, int d);
+    /* s[i] = q . the row (row0 + i) % cap of kbase, for i < n; NULL: dot
+     * per row */
+    void (*scores)(float *s, const float *q, const float *kbase, size_t stride, int row0, int cap, int n, int d);
 } vec_ops;
 
 static float dot_c(const float *a, const float *b, int n) { return cpu_dot(a, b, (size_t)n); }
@@ -51,6 +57,84 @@ __attribute__((target("avx512f"))) static void axpy_avx512(float *o, float w, co
     }
 }
 
+/* wsum, NV vectors of 16 at a time held in registers across the rows */
+static inline __attribute__((always_inline, target("avx512f"))) void wsum_avx512_nv(
+    const int NV, float *o, const float *w, const float *vbase, size_t stride, int row0, int cap, int n)
+{
+    __m512 acc[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) acc[j] = _mm512_setzero_ps();
+    for (int i = 0, row = row0; i < n; i++) {
+        const float *v = vbase + (size_t)row * stride;
+        const __m512 wv = _mm512_set1_ps(w[i]);
+#pragma GCC unroll 8
+        for (int j = 0; j < NV; j++) acc[j] = _mm512_fmadd_ps(wv, _mm512_loadu_ps(v + 16 * j), acc[j]);
+        if (++row == cap) row = 0;
+    }
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) _mm512_storeu_ps(o + 16 * j, acc[j]);
+}
+
+__attribute__((target("avx512f"))) static void wsum_avx512(float *o, const float *w, const float *vbase, size_t stride,
+                                                           int row0, int cap, int n, int d)
+{
+    int e = 0;
+    for (; e + 128 <= d; e += 128) wsum_avx512_nv(8, o + e, w, vbase + e, stride, row0, cap, n);
+    for (; e + 64 <= d; e += 64) wsum_avx512_nv(4, o + e, w, vbase + e, stride, row0, cap, n);
+    for (; e + 16 <= d; e += 16) wsum_avx512_nv(1, o + e, w, vbase + e, stride, row0, cap, n);
+    if (e < d) {
+        for (int k = e; k < d; k++) o[k] = 0.0f;
+        for (int i = 0, row = row0; i < n; i++) {
+            axpy_avx512(o + e, w[i], vbase + (size_t)row * stride + e, d - e);
+            if (++row == cap) row = 0;
+        }
+    }
+}
+
+/* scores with q held in NV registers */
+static inline __attribute__((always_inline, target("avx512f"))) void scores_avx512_nv(
+    const int NV, float *s, const float *q, const float *kbase, size_t stride, int row0, int cap, int n)
+{
+    __m512 qv[8];
+#pragma GCC unroll 8
+    for (int j = 0; j < NV; j++) qv[j] = _mm512_loadu_ps(q + 16 * j);
+    for (int i = 0, row = row0; i < n; i++) {
+        const float *k = kbase + (size_t)row * stride;
+        __m512 a0 = _mm512_mul_ps(qv[0], _mm512_loadu_ps(k)), a1 = _mm512_setzero_ps();
+#pragma GCC unroll 8
+        for (int j = 1; j < NV; j++) {
+            if (j & 1)
+                a1 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k + 16 * j), a1);
+            else
+                a0 = _mm512_fmadd_ps(qv[j], _mm512_loadu_ps(k + 16 * j), a0);
+        }
+        s[i] = _mm512_reduce_add_ps(_mm512_add_ps(a0, a1));
+        if (++row == cap) row = 0;
+    }
+}
+
+__attribute__((target("avx512f"))) static void scores_avx512(float *s, const float *q, const float *kbase,
+                                                             size_t stride, int row0, int cap, int n, int d)
+{
+    if (d == 128 || d == 64 || d == 256) {
+        if (d == 64)
+            scores_avx512_nv(4, s, q, kbase, stride, row0, cap, n);
+        else
+            scores_avx512_nv(8, s, q, kbase, stride, row0, cap, n);
+        if (d == 256) { /* the second half */
+            for (int i = 0, row = row0; i < n; i++) {
+                s[i] += dot_avx512(q + 128, kbase + (size_t)row * stride + 128, 128);
+                if (++row == cap) row = 0;
+            }
+        }
+        return;
+    }
+    for (int i = 0, row = row0; i < n; i++) {
+        s[i] = dot_avx512(q, kbase + (size_t)row * stride, d);
+        if (++row == cap) row = 0;
+    }
+}
+
 __attribute__((target("avx2,fma"))) static float dot_avx2(const float *a, const float *b, int n)
 {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -81,10 +165,10 @@ static vec_ops vec_best(void)
 {
 #if defined(__x86_64__) || defined(__i386__)
     gemm_isa isa = gemm_isa_best();
-    if (isa == GEMM_ISA_AVX512) return (vec_ops){dot_avx512, axpy_avx512};
-    if (isa == GEMM_ISA_AVX2) return (vec_ops){dot_avx2, axpy_avx2};
+    if (isa == GEMM_ISA_AVX512) return (vec_ops){dot_avx512, axpy_avx512, wsum_avx512, scores_avx512};
+    if (isa == GEMM_ISA_AVX2) return (vec_ops){dot_avx2, axpy_avx2, NULL, NULL};
 #endif
-    return (vec_ops){dot_c, axpy_c};
+    return (vec_ops){dot_c, axpy_c, NULL, NULL};
 }
 
 typedef struct attn_job {
@@ -206,8 +290,9 @@ static void kv_task(void *arg, int task, int worker)
      * row counter that wraps */
     const int row0 = lo % p->cap;
     float mx = -INFINITY;
+    if (vo.scores) vo.scores(score, qv, kbase, kv_stride, row0, p->cap, n, d);
     for (int i = 0, row = row0; i < n; i++) {
-        float s = vo.dot(qv, kbase + (size_t)row * kv_stride, d) * p->scale;
+        float s = (vo.scores ? score[i] : vo.dot(qv, kbase + (size_t)row * kv_stride, d)) * p->scale;
         if (p->softcap > 0.0f) s = p->softcap * tanhf(s / p->softcap);
         score[i] = s;
         if (s > mx) mx = s;
@@ -219,9 +304,14 @@ static void kv_task(void *arg, int task, int worker)
         sum += score[i];
     }
     float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) score[i] *= inv;
+    if (vo.wsum) {
+        vo.wsum(o, score, vbase, kv_stride, row0, p->cap, n, d);
+        return;
+    }
     for (int e = 0; e < d; e++) o[e] = 0.0f;
     for (int i = 0, row = row0; i < n; i++) {
-        vo.axpy(o, score[i] * inv, vbase + (size_t)row * kv_stride, d);
+        vo.axpy(o, score[i], vbase + (size_t)row * kv_stride, d);
         if (++row == p->cap) row = 0;
     }
 }
