@@ -171,7 +171,7 @@ typedef struct jx {
 } jx;
 
 int jx_fail(jx *x, int status, const char *fmt, ...) INFER_PRINTF(3, 4);
-int jx_vfail(jx *x, int status, const char *fmt, va_list ap);
+int jx_vfail(jx *x, int status, const char *fmt, va_list ap) __attribute__((format(printf, 3, 0)));
 int jx_oom(jx *x);
 /* Adds n to the step count; fails when over the limit. */
 int jx_charge(jx *x, uint64_t n);
