@@ -37,14 +37,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "bench_bw.h"
 #include "infer.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -54,67 +48,6 @@ static int cmp_d(const void *a, const void *b)
 
 /* ---- The bandwidth limit ---- */
 
-/* Reads n bytes (a multiple of 256) with 32-byte loads; a checksum. */
-__attribute__((target("avx2"))) static long read_bytes(const unsigned char *p, size_t n)
-{
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i < n; i += 256) {
-        const __m256i_u *q = (const __m256i_u *)(const void *)(p + i);
-        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q));
-        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 1));
-        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 2));
-        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 3));
-        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q + 4));
-        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 5));
-        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 6));
-        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 7));
-    }
-    __m256i s = _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3));
-    return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
-}
-
-typedef struct bw_part {
-    const unsigned char *p;
-    size_t n;
-    pthread_barrier_t *bar;
-    double t;  /* seconds of this thread's read */
-    long sink;
-} bw_part;
-
-static void *bw_thread(void *arg)
-{
-    bw_part *b = arg;
-    pthread_barrier_wait(b->bar);
-    double t0 = now();
-    b->sink = read_bytes(b->p, b->n);
-    b->t = now() - t0;
-    return NULL;
-}
-
-/* GB/s of reading `bytes` split over `threads` threads, best of reps. */
-static double read_bw(const unsigned char *buf, size_t bytes, int threads, int reps)
-{
-    double best = 0.0;
-    for (int r = 0; r < reps; r++) {
-        pthread_barrier_t bar;
-        pthread_barrier_init(&bar, NULL, (unsigned)threads);
-        bw_part parts[64];
-        pthread_t tid[64];
-        size_t per = bytes / (size_t)threads / 256 * 256;
-        for (int i = 0; i < threads; i++) parts[i] = (bw_part){buf + (size_t)i * per, per, &bar, 0, 0};
-        for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, bw_thread, &parts[i]);
-        bw_thread(&parts[0]);
-        double t = parts[0].t;
-        for (int i = 1; i < threads; i++) {
-            pthread_join(tid[i], NULL);
-            if (parts[i].t > t) t = parts[i].t;
-        }
-        pthread_barrier_destroy(&bar);
-        double gbs = (double)per * threads / t * 1e-9;
-        if (gbs > best) best = gbs;
-    }
-    return best;
-}
 
 /* ---- Bytes a decode step reads ---- */
 
@@ -290,7 +223,7 @@ int main(int argc, char **argv)
     unsigned char *buf = malloc(big);
     if (!buf) return 1;
     memset(buf, 1, big);
-    double bw1 = read_bw(buf, big, 1, 3), bwn = nt > 1 ? read_bw(buf, big, nt, 3) : bw1;
+    double bw1 = bench_read_bw(buf, big, 1, 3), bwn = nt > 1 ? bench_read_bw(buf, big, nt, 3) : bw1;
 
     /* decode: 8-token prompt, n_decode tokens */
     int32_t *ids = malloc((size_t)(n_prompt > 8 ? n_prompt : 8) * sizeof *ids);
@@ -324,7 +257,7 @@ int main(int argc, char **argv)
     double kv = 2.0 * info.n_layers * mean_pos * info.n_kv_heads * info.head_dim * 4.0;
     double per_token = weights + kv;
 
-    double b1 = read_bw(buf, big, 1, 3), bn = nt > 1 ? read_bw(buf, big, nt, 3) : b1;
+    double b1 = bench_read_bw(buf, big, 1, 3), bn = nt > 1 ? bench_read_bw(buf, big, nt, 3) : b1;
     if (b1 > bw1) bw1 = b1;
     if (bn > bwn) bwn = bn;
     free(buf);

@@ -19,17 +19,11 @@
 #include <time.h>
 
 #include "backend/cpu/gemm.h"
+#include "bench_bw.h"
 #include "core/dtype.h"
 
 char *openblas_get_corename(void);
 char *openblas_get_config(void);
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int cmp(const void *a, const void *b)
 {
@@ -46,11 +40,11 @@ static double time_median(void (*fn)(void *), void *arg)
     fn(arg);
     double t[201];
     int n = 0;
-    double start = now();
-    while (n < 201 && (n < 5 || now() - start < seconds_per_case)) {
-        double t0 = now();
+    double start = bench_now();
+    while (n < 201 && (n < 5 || bench_now() - start < seconds_per_case)) {
+        double t0 = bench_now();
         fn(arg);
-        t[n++] = now() - t0;
+        t[n++] = bench_now() - t0;
     }
     qsort(t, (size_t)n, sizeof *t, cmp);
     return t[n / 2];
@@ -95,11 +89,11 @@ __attribute__((target("avx512f"))) static double peak_avx512(long iters)
 {
     __m512 acc[24], x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
     for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
-    double t0 = now();
+    double t0 = bench_now();
     for (long it = 0; it < iters; it++)
 #pragma GCC unroll 24
         for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-    double t = now() - t0;
+    double t = bench_now() - t0;
     __m512 s = acc[0];
     for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
     volatile float sink = _mm512_reduce_add_ps(s);
@@ -111,11 +105,11 @@ __attribute__((target("avx2,fma"))) static double peak_avx2(long iters)
 {
     __m256 acc[12], x = _mm256_set1_ps(1.0000001f), y = _mm256_set1_ps(0.9999999f);
     for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    double t0 = now();
+    double t0 = bench_now();
     for (long it = 0; it < iters; it++)
 #pragma GCC unroll 12
         for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
-    double t = now() - t0;
+    double t = bench_now() - t0;
     __m256 s = acc[0];
     for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
     float v[8];
@@ -125,34 +119,15 @@ __attribute__((target("avx2,fma"))) static double peak_avx2(long iters)
     return 2.0 * 8 * 12 * (double)iters / t * 1e-9;
 }
 
-/* Reads n bytes (a multiple of 256) with wide loads; returns a checksum. */
-__attribute__((target("avx2"))) static long read_bytes(const unsigned char *p, size_t n)
-{
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i < n; i += 256) {
-        const __m256i_u *q = (const __m256i_u *)(const void *)(p + i);
-        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q));
-        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 1));
-        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 2));
-        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 3));
-        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q + 4));
-        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 5));
-        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 6));
-        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 7));
-    }
-    __m256i s = _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3));
-    return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
-}
-
 /* GB/s reading a buffer of `bytes` again and again (best of several). */
 static double read_bw(const unsigned char *p, size_t bytes, int reps)
 {
-    volatile long sink = read_bytes(p, bytes);
+    volatile long sink = bench_read_bytes(p, bytes);
     double best = 1e9;
     for (int r = 0; r < reps; r++) {
-        double t0 = now();
-        sink += read_bytes(p, bytes);
-        double t = now() - t0;
+        double t0 = bench_now();
+        sink += bench_read_bytes(p, bytes);
+        double t = bench_now() - t0;
         if (t < best) best = t;
     }
     (void)sink;
@@ -248,18 +223,18 @@ int main(int argc, char **argv)
         for (int c = 0; c < copies; c++) memcpy(big + (size_t)c * bbytes, d ? (void *)Bh : (void *)Bf, bbytes);
         double best_ours = 1e9, best_blas = 1e9;
         for (int rep = 0; rep < 3; rep++) {
-            double t0 = now();
+            double t0 = bench_now();
             for (int c = 0; c < copies; c++)
                 gemm_nt_isa(isa, 1, 8192, 2048, A, 2048, big + (size_t)c * bbytes, d ? DT_BF16 : DT_F32,
                             2048, C, 8192, pack);
-            double t = (now() - t0) / copies;
+            double t = (bench_now() - t0) / copies;
             if (t < best_ours) best_ours = t;
             if (!d) {
-                t0 = now();
+                t0 = bench_now();
                 for (int c = 0; c < copies; c++)
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, 1, 8192, 2048, 1.0f, A, 2048,
                                 (const float *)(const void *)(big + (size_t)c * bbytes), 2048, 0.0f, C, 8192);
-                t = (now() - t0) / copies;
+                t = (bench_now() - t0) / copies;
                 if (t < best_blas) best_blas = t;
             }
         }

@@ -21,14 +21,8 @@
 #include <time.h>
 
 #include "backend/backend.h"
+#include "bench_bw.h"
 #include "core/dtype.h"
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
 
 static int cmp_d(const void *a, const void *b)
 {
@@ -40,65 +34,6 @@ static double seconds_per_case = 1.0;
 
 /* ---- Limits ---- */
 
-__attribute__((target("avx2"))) static long read_bytes(const unsigned char *p, size_t n)
-{
-    __m256i s0 = _mm256_setzero_si256(), s1 = s0, s2 = s0, s3 = s0;
-    for (size_t i = 0; i < n; i += 256) {
-        const __m256i_u *q = (const __m256i_u *)(const void *)(p + i);
-        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q));
-        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 1));
-        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 2));
-        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 3));
-        s0 = _mm256_add_epi32(s0, _mm256_loadu_si256(q + 4));
-        s1 = _mm256_add_epi32(s1, _mm256_loadu_si256(q + 5));
-        s2 = _mm256_add_epi32(s2, _mm256_loadu_si256(q + 6));
-        s3 = _mm256_add_epi32(s3, _mm256_loadu_si256(q + 7));
-    }
-    __m256i s = _mm256_add_epi32(_mm256_add_epi32(s0, s1), _mm256_add_epi32(s2, s3));
-    return _mm256_extract_epi32(s, 0) + _mm256_extract_epi32(s, 7);
-}
-
-typedef struct bw_part {
-    const unsigned char *p;
-    size_t n;
-    pthread_barrier_t *bar;
-    double t;
-    long sink;
-} bw_part;
-
-static void *bw_thread(void *arg)
-{
-    bw_part *b = arg;
-    pthread_barrier_wait(b->bar);
-    double t0 = now();
-    b->sink = read_bytes(b->p, b->n);
-    b->t = now() - t0;
-    return NULL;
-}
-
-static double read_bw(const unsigned char *buf, size_t bytes, int threads, int reps)
-{
-    double best = 0.0;
-    for (int r = 0; r < reps; r++) {
-        pthread_barrier_t bar;
-        pthread_barrier_init(&bar, NULL, (unsigned)threads);
-        bw_part parts[64];
-        pthread_t tid[64];
-        size_t per = bytes / (size_t)threads / 256 * 256;
-        for (int i = 0; i < threads; i++) parts[i] = (bw_part){buf + (size_t)i * per, per, &bar, 0, 0};
-        for (int i = 1; i < threads; i++) pthread_create(&tid[i], NULL, bw_thread, &parts[i]);
-        bw_thread(&parts[0]);
-        double t = parts[0].t;
-        for (int i = 1; i < threads; i++) {
-            pthread_join(tid[i], NULL);
-            if (parts[i].t > t) t = parts[i].t;
-        }
-        pthread_barrier_destroy(&bar);
-        double gbs = (double)per * threads / t * 1e-9;
-        if (gbs > best) best = gbs;
-    }
-    return best;
-}
 
 typedef struct peak_arg {
     double gflops;
@@ -110,11 +45,11 @@ __attribute__((target("avx512f"))) static void *peak_thread(void *arg)
     const long iters = 20000000;
     __m512 acc[24], x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
     for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
-    double t0 = now();
+    double t0 = bench_now();
     for (long it = 0; it < iters; it++)
 #pragma GCC unroll 24
         for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-    double t = now() - t0;
+    double t = bench_now() - t0;
     __m512 s = acc[0];
     for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
     volatile float sink = _mm512_reduce_add_ps(s);
@@ -218,16 +153,16 @@ static void free_wset(wset *s)
 /* GB/s of weights streamed at M rows (copies in turn, once per pass). */
 static double decode_gbs(const backend_ops *be, void *ctx, const wset *s, int M, const float *x, float *y, int copies)
 {
-    double best = 0.0, t_end = now() + seconds_per_case;
+    double best = 0.0, t_end = bench_now() + seconds_per_case;
     int passes = 0;
     do {
-        double t0 = now();
+        double t0 = bench_now();
         for (int r = 0; r < s->copies; r++) be->matmul(ctx, y, x, &s->w[r % copies], NULL, M);
-        double t = now() - t0;
+        double t = bench_now() - t0;
         double gbs = (double)s->wbytes * s->copies / t * 1e-9;
         if (gbs > best) best = gbs;
         passes++;
-    } while (passes < 3 || now() < t_end);
+    } while (passes < 3 || bench_now() < t_end);
     return best;
 }
 
@@ -237,11 +172,11 @@ static double prefill_gflops(const backend_ops *be, void *ctx, const wset *s, in
     double t[101];
     int n = 0;
     be->matmul(ctx, y, x, &s->w[0], NULL, M);
-    double t_end = now() + seconds_per_case;
-    while (n < 101 && (n < 3 || now() < t_end)) {
-        double t0 = now();
+    double t_end = bench_now() + seconds_per_case;
+    while (n < 101 && (n < 3 || bench_now() < t_end)) {
+        double t0 = bench_now();
         be->matmul(ctx, y, x, &s->w[0], NULL, M);
-        t[n++] = now() - t0;
+        t[n++] = bench_now() - t0;
     }
     qsort(t, (size_t)n, sizeof *t, cmp_d);
     return 2.0 * M * s->N * (double)s->K / t[n / 2] * 1e-9;
@@ -269,7 +204,7 @@ int main(int argc, char **argv)
     unsigned char *buf = malloc(total);
     if (!buf) return 1;
     memset(buf, 1, total);
-    double bw1 = read_bw(buf, total, 1, 5), bwn = nt > 1 ? read_bw(buf, total, nt, 5) : bw1;
+    double bw1 = bench_read_bw(buf, total, 1, 5), bwn = nt > 1 ? bench_read_bw(buf, total, nt, 5) : bw1;
     free(buf);
     double peak = __builtin_cpu_supports("avx512f") ? fma_peak(nt) : 0.0;
     printf("cpu %s (%s); %d threads\n", dev.name, dev.features, nt);
