@@ -296,14 +296,16 @@ static void dot_f32(const q_act *x, const bk_weight *w, int64_t n0, int N, float
     q_stream(f, w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
 }
 
-/* ---- int8, one row of activations (decode), R rows of W at a time ----
+/* ---- int8, one row of activations (decode), one row of W at a time ----
  *
- * Rows of W taken together share the activation loads and the lane scales
- * (M1_R below is 1: see there); each row's
- * group scales are read in their stored dtype, 16 groups at a time, and
- * picked per lane with a permute (lane j of a chunk covers values 8 j ..
- * 8 j + 7 for 4 bits, 4 j .. 4 j + 3 for 8 bits, all in one group).  K: a
- * multiple of the chunk (128 for 4 bits, 64 for 8). */
+ * On the 2-core EPYC one stream of W per core reaches more of the
+ * bandwidth than 2 or 4 interleaved rows (0.84-0.89 of a plain read against
+ * 0.58-0.74), although interleaved rows would share the activation loads.
+ * The row's group scales are read in their stored dtype, 16 groups at a
+ * time, and picked per lane with a permute (lane j of a chunk covers values
+ * 8 j .. 8 j + 7 for 4 bits, 4 j .. 4 j + 3 for 8 bits, all in one group).
+ * Both planes and the centring (qgemm.h) in the same pass.  K: a multiple
+ * of the chunk (128 for 4 bits, 64 for 8). */
 
 /* lane -> group within the 16-group window, for a chunk at value c */
 INL __m512i lane_groups(const int GS, const int vals_per_lane, int c)
@@ -313,95 +315,64 @@ INL __m512i lane_groups(const int GS, const int vals_per_lane, int c)
     return _mm512_add_epi32(g, _mm512_set1_epi32((c / GS) & 15));
 }
 
-/* Rows of W a call takes: on the 2-core EPYC one stream of W per core
- * reaches more of the bandwidth than 2 or 4 interleaved ones (0.84-0.89 of
- * a plain read against 0.58-0.74 for 2 and 4 rows), although 4 rows share
- * more work per activation load. */
-enum { M1_R = 1, M1_PF = PF_AHEAD };
-#define M1_HINT _MM_HINT_T0
-INL void m1_rows_body(const int R, const int BITS, const int GS, const q_act *x, const bk_weight *w, int64_t r0,
-                      float *out)
+INL float m1_row(const int BITS, const int GS, const q_act *x, const bk_weight *w, int64_t r)
 {
     const int K = x->K, ng = K / GS;
-    const int CH = BITS == 4 ? 128 : 64;         /* values per chunk */
-    const int WIN = 16 * GS;                     /* values per window of scales */
-    const size_t rb = bk_qrow_bytes(w), es = dtype_size(w->sdtype);
+    const int CH = BITS == 4 ? 128 : 64; /* values per chunk */
+    const int WIN = 16 * GS;             /* values per window of scales */
+    const size_t es = dtype_size(w->sdtype), sb = (size_t)ng * es;
     const int8_t *x8 = x->x8, *r8 = x->r8;
     const float *dv = x->dv2;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
-    const uint8_t *q[4];
-    const unsigned char *sc[4];
-    __m512 acc[4], sw[4], cen[4];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        cen[r] = _mm512_setzero_ps();
-        q[r] = (const uint8_t *)w->data + (size_t)(r0 + r) * rb;
-        sc[r] = (const unsigned char *)w->scales + (size_t)(r0 + r) * (size_t)ng * es;
-        acc[r] = _mm512_setzero_ps();
-        sw[r] = _mm512_setzero_ps();
-        /* the scales and biases of the rows 8 on */
-        const size_t sb = (size_t)ng * es, o = (size_t)(r0 + r + 8) * sb;
-        if (r0 + r + 8 < w->rows)
-            for (size_t i = 0; i < sb; i += 64) {
-                _mm_prefetch((const char *)w->scales + o + i, M1_HINT);
-                _mm_prefetch((const char *)w->biases + o + i, M1_HINT);
-            }
-    }
+    const uint8_t *q = (const uint8_t *)w->data + (size_t)r * bk_qrow_bytes(w);
+    const unsigned char *sc = (const unsigned char *)w->scales + (size_t)r * sb;
+    __m512 acc = _mm512_setzero_ps(), cen = _mm512_setzero_ps(), sw = _mm512_setzero_ps();
+    /* the scales and biases of the row 8 on */
+    if (r + 8 < w->rows)
+        for (size_t i = 0; i < sb; i += 64) {
+            _mm_prefetch((const char *)w->scales + (size_t)(r + 8) * sb + i, _MM_HINT_T0);
+            _mm_prefetch((const char *)w->biases + (size_t)(r + 8) * sb + i, _MM_HINT_T0);
+        }
     for (int c = 0; c < K; c += CH) {
         if (c % WIN == 0) {
             int k = (K - c) / GS < 16 ? (K - c) / GS : 16;
-            /* the centring (qgemm.h): s_g * mid xe_g, 16 groups at a time */
-            const __m512 xe = _mm512_maskz_loadu_ps((__mmask16)((1u << k) - 1), x->xc + c / GS);
-#pragma GCC unroll 4
-            for (int r = 0; r < R; r++) {
-                sw[r] = load_sf(sc[r] + (size_t)(c / GS) * es, w->sdtype, k);
-                cen[r] = _mm512_fmadd_ps(sw[r], xe, cen[r]);
-            }
+            /* the centring: s_g * mid xe_g, 16 groups at a time */
+            sw = load_sf(sc + (size_t)(c / GS) * es, w->sdtype, k);
+            cen = _mm512_fmadd_ps(sw, _mm512_maskz_loadu_ps((__mmask16)((1u << k) - 1), x->xc + c / GS), cen);
         }
         const __m512i gi = lane_groups(GS, BITS == 4 ? 8 : 4, c);
         const __m512 d = _mm512_loadu_ps(dv + c / 4); /* d / 256: both planes in one sum */
         const __m512i xa = _mm512_loadu_si512(x8 + c), ra = _mm512_loadu_si512(r8 + c);
-        const __m512i xb = BITS == 4 ? _mm512_loadu_si512(x8 + c + 64) : xa;
-        const __m512i rb2 = BITS == 4 ? _mm512_loadu_si512(r8 + c + 64) : ra;
-#pragma GCC unroll 4
-        for (int r = 0; r < R; r++) {
-            const uint8_t *p = q[r] + (size_t)c * BITS / 8;
-            _mm_prefetch((const char *)p + M1_PF, M1_HINT);
-            __m512i v = _mm512_loadu_si512(p), is, ir;
-            if (BITS == 4) {
-                const __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-                is = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xa), hi, xb);
-                ir = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ra), hi, rb2);
-            } else {
-                is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, xa);
-                ir = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, ra);
-            }
-            /* at most 4 x 2 x 255 x 127 a lane: times 256 fits */
-            is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), ir);
-            __m512 s = _mm512_mul_ps(d, _mm512_permutexvar_ps(gi, sw[r]));
-            acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), s, acc[r]);
+        const uint8_t *p = q + (size_t)c * BITS / 8;
+        _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
+        __m512i v = _mm512_loadu_si512(p), is, ir;
+        if (BITS == 4) {
+            const __m512i xb = _mm512_loadu_si512(x8 + c + 64), rb = _mm512_loadu_si512(r8 + c + 64);
+            const __m512i lo = _mm512_and_si512(v, lo4), hi = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+            is = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, xa), hi, xb);
+            ir = _mm512_dpbusd_epi32(_mm512_dpbusd_epi32(_mm512_setzero_si512(), lo, ra), hi, rb);
+        } else {
+            is = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, xa);
+            ir = _mm512_dpbusd_epi32(_mm512_setzero_si512(), v, ra);
         }
+        /* at most 4 x 2 x 255 x 127 a lane: times 256 fits */
+        is = _mm512_add_epi32(_mm512_slli_epi32(is, 8), ir);
+        acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(is), _mm512_mul_ps(d, _mm512_permutexvar_ps(gi, sw)), acc);
     }
     /* biases: sum over groups of b_g * (sum of x over g) */
-    const float *xs = x->xs;
-#pragma GCC unroll 4
-    for (int r = 0; r < R; r++) {
-        const unsigned char *pb = (const unsigned char *)w->biases + (size_t)(r0 + r) * (size_t)ng * es;
-        for (int g = 0; g < ng; g += 16) {
-            int k = ng - g < 16 ? ng - g : 16;
-            __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
-            acc[r] = _mm512_fmadd_ps(load_sf(pb + (size_t)g * es, w->sdtype, k), _mm512_maskz_loadu_ps(m, xs + g), acc[r]);
-        }
-        out[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r], cen[r]));
+    const unsigned char *pb = (const unsigned char *)w->biases + (size_t)r * sb;
+    for (int g = 0; g < ng; g += 16) {
+        int k = ng - g < 16 ? ng - g : 16;
+        __mmask16 m = k >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << k) - 1);
+        acc = _mm512_fmadd_ps(load_sf(pb + (size_t)g * es, w->sdtype, k), _mm512_maskz_loadu_ps(m, x->xs + g), acc);
     }
+    return _mm512_reduce_add_ps(_mm512_add_ps(acc, cen));
 }
 
 #define M1_FNS(BITS, GS)                                                                                         \
     TGT static void m1_##BITS##_##GS(const q_act *x, const bk_weight *w, int64_t r0, int n, float *out)          \
     {                                                                                                            \
-        int i = 0;                                                                                               \
-        for (; i + M1_R <= n; i += M1_R) m1_rows_body(M1_R, BITS, GS, x, w, r0 + i, out + i);                             \
-        for (; i < n; i++) m1_rows_body(1, BITS, GS, x, w, r0 + i, out + i);                                     \
+        for (int i = 0; i < n; i++) out[i] = m1_row(BITS, GS, x, w, r0 + i);                                     \
     }
 M1_FNS(4, 32)
 M1_FNS(4, 64)
