@@ -47,4 +47,10 @@ typedef struct test_npy {
 int test_npy_load(const char *path, test_npy *out);
 void test_npy_free(test_npy *a);
 
+/* y[T, w->rows] = x[T, w->cols] . W^T (+ bias) through a fresh cpu backend
+ * context with n_threads threads and cpu_int8 = int8 (asserts success). */
+struct bk_weight;
+void test_cpu_matmul(int n_threads, int int8, const struct bk_weight *w, const struct bk_weight *bias, const float *x,
+                     int T, float *y);
+
 #endif

@@ -219,26 +219,7 @@ static void degenerate(void **state)
     free(pack);
 }
 
-/* ---- cpu_matmul through the backend ---- */
-
-static void matmul_with(int n_threads, const bk_weight *w, const bk_weight *bias, const float *x,
-                        int T, float *y)
-{
-    const backend_ops *be = &backend_cpu;
-    bk_opts o = {.n_threads = n_threads};
-    void *ctx = NULL;
-    assert_int_equal(be->create(&o, &ctx), 0);
-    void *dx = NULL, *dy = NULL;
-    size_t xb = (size_t)T * (size_t)w->cols * sizeof(float), yb = (size_t)T * (size_t)w->rows * sizeof(float);
-    assert_int_equal(be->alloc(ctx, xb, &dx), 0);
-    assert_int_equal(be->alloc(ctx, yb, &dy), 0);
-    assert_int_equal(be->upload(ctx, dx, x, xb), 0);
-    assert_int_equal(be->matmul(ctx, dy, dx, w, bias, T), 0);
-    assert_int_equal(be->download(ctx, y, dy, yb), 0);
-    be->free(ctx, dx);
-    be->free(ctx, dy);
-    be->destroy(ctx);
-}
+/* ---- cpu_matmul through the backend (test_cpu_matmul) ---- */
 
 static void matmul_threads_agree(void **state)
 {
@@ -261,8 +242,8 @@ static void matmul_threads_agree(void **state)
                 assert_non_null(y1);
                 assert_non_null(y3);
                 for (size_t i = 0; i < (size_t)T * cols; i++) x[i] = frand();
-                matmul_with(1, &w, &bias, x, T, y1);
-                matmul_with(3, &w, &bias, x, T, y3);
+                test_cpu_matmul(1, 0, &w, &bias, x, T, y1);
+                test_cpu_matmul(3, 0, &w, &bias, x, T, y3);
                 for (int i = 0; i < T; i++)
                     for (int r = 0; r < rows; r++) {
                         double ref = bb.val[r], sa = fabs(ref);

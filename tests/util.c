@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "backend/backend.h"
 #include "test.h"
 
 char *test_tmpdir(const char *tag)
@@ -169,4 +170,23 @@ void test_npy_free(test_npy *a)
     free(a->f);
     free(a->i);
     memset(a, 0, sizeof *a);
+}
+
+void test_cpu_matmul(int n_threads, int int8, const bk_weight *w, const bk_weight *bias, const float *x, int T,
+                     float *y)
+{
+    const backend_ops *be = &backend_cpu;
+    bk_opts o = {.n_threads = n_threads, .cpu_int8 = int8};
+    void *ctx = NULL;
+    assert_int_equal(be->create(&o, &ctx), 0);
+    void *dx = NULL, *dy = NULL;
+    size_t xb = (size_t)T * (size_t)w->cols * sizeof(float), yb = (size_t)T * (size_t)w->rows * sizeof(float);
+    assert_int_equal(be->alloc(ctx, xb, &dx), 0);
+    assert_int_equal(be->alloc(ctx, yb, &dy), 0);
+    assert_int_equal(be->upload(ctx, dx, x, xb), 0);
+    assert_int_equal(be->matmul(ctx, dy, dx, w, bias, T), 0);
+    assert_int_equal(be->download(ctx, y, dy, yb), 0);
+    be->free(ctx, dx);
+    be->free(ctx, dy);
+    be->destroy(ctx);
 }
