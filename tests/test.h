@@ -16,6 +16,14 @@
 
 #ifndef INFER_TEST_DIR
 #define INFER_TEST_DIR "tests"
+/* Rewrites dir/model.safetensors through edit, which may change the list
+ * of tensors (n of them) in place; test_find_out is the index of a named
+ * one (fails the test when there is none). */
+struct st_out;
+typedef void (*test_edit_fn)(struct st_out *t, size_t *n);
+void test_rewrite_weights(const char *dir, test_edit_fn edit);
+size_t test_find_out(struct st_out *t, size_t n, const char *name);
+
 #endif
 
 #define TEST_GROUP(name, tests)                                                   \
@@ -52,5 +60,13 @@ void test_npy_free(test_npy *a);
 struct bk_weight;
 void test_cpu_matmul(int n_threads, int int8, const struct bk_weight *w, const struct bk_weight *bias, const float *x,
                      int T, float *y);
+
+/* Rewrites dir/model.safetensors through edit, which may change the list
+ * of tensors (n of them) in place; test_find_out is the index of a named
+ * one (fails the test when there is none). */
+struct st_out;
+typedef void (*test_edit_fn)(struct st_out *t, size_t *n);
+void test_rewrite_weights(const char *dir, test_edit_fn edit);
+size_t test_find_out(struct st_out *t, size_t n, const char *name);
 
 #endif

@@ -112,54 +112,18 @@ static int load_err(const char *dir, const char *want_in_msg)
     return rc;
 }
 
-typedef void (*edit_fn)(st_out *t, size_t *n);
 
-/* Rewrites dir/model.safetensors through edit. */
-static void rewrite_weights(const char *dir, edit_fn edit)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    size_t len;
-    unsigned char *buf = test_read_file(path, &len);
-    assert_non_null(buf);
-    st_tensor *t;
-    size_t n;
-    assert_int_equal(st_parse(buf, len, path, &t, &n), 0);
-    size_t n_orig = n;
-    st_out *o = calloc(n, sizeof *o);
-    assert_non_null(o);
-    for (size_t i = 0; i < n; i++) {
-        o[i].name = t[i].name;
-        o[i].dtype = t[i].dtype;
-        o[i].ndim = t[i].ndim;
-        memcpy(o[i].shape, t[i].shape, sizeof t[i].shape);
-        o[i].data = t[i].data;
-    }
-    edit(o, &n);
-    assert_int_equal(st_write_file(path, o, n, NULL, NULL, NULL), 0);
-    free(o);
-    st_tensors_free(t, n_orig);
-    free(buf);
-}
-
-static size_t find_out(st_out *t, size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(t[i].name, name)) return i;
-    fail_msg("no tensor %s", name);
-    return 0;
-}
 
 static void drop_up_proj(st_out *t, size_t *n)
 {
-    size_t i = find_out(t, *n, "model.layers.1.mlp.up_proj.weight");
+    size_t i = test_find_out(t, *n, "model.layers.1.mlp.up_proj.weight");
     memmove(&t[i], &t[i + 1], (*n - i - 1) * sizeof *t);
     (*n)--;
 }
 
 static void transpose_up_proj(st_out *t, size_t *n)
 {
-    size_t i = find_out(t, *n, "model.layers.1.mlp.up_proj.weight");
+    size_t i = test_find_out(t, *n, "model.layers.1.mlp.up_proj.weight");
     int64_t r = t[i].shape[0];
     t[i].shape[0] = t[i].shape[1];
     t[i].shape[1] = r;
@@ -167,13 +131,13 @@ static void transpose_up_proj(st_out *t, size_t *n)
 
 static void up_proj_as_i16(st_out *t, size_t *n)
 {
-    t[find_out(t, *n, "model.layers.1.mlp.up_proj.weight")].dtype = DT_I16;
+    t[test_find_out(t, *n, "model.layers.1.mlp.up_proj.weight")].dtype = DT_I16;
 }
 
 static void missing_tensor(void **state)
 {
     char *dir = tiny_model();
-    rewrite_weights(dir, drop_up_proj);
+    test_rewrite_weights(dir, drop_up_proj);
     assert_int_equal(load_err(dir, "model.layers.1.mlp.up_proj.weight"), INFER_ERR_MISSING);
     test_rmdir(dir);
     free(dir);
@@ -182,7 +146,7 @@ static void missing_tensor(void **state)
 static void wrong_shape(void **state)
 {
     char *dir = tiny_model();
-    rewrite_weights(dir, transpose_up_proj);
+    test_rewrite_weights(dir, transpose_up_proj);
     assert_int_equal(load_err(dir, "expected shape [48, 32], found [32, 48]"), INFER_ERR_SHAPE);
     test_rmdir(dir);
     free(dir);
@@ -191,7 +155,7 @@ static void wrong_shape(void **state)
 static void wrong_dtype(void **state)
 {
     char *dir = tiny_model();
-    rewrite_weights(dir, up_proj_as_i16);
+    test_rewrite_weights(dir, up_proj_as_i16);
     assert_int_equal(load_err(dir, "model.layers.1.mlp.up_proj.weight"), INFER_ERR_SHAPE);
     test_rmdir(dir);
     free(dir);

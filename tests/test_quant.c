@@ -623,53 +623,18 @@ static void quantize_bad_input(void **state)
 
 /* ---- bad quantized folders ----------------------------------------------- */
 
-typedef void (*edit_fn)(st_out *t, size_t *n);
 
-static void rewrite_weights(const char *dir, edit_fn edit)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    size_t len;
-    unsigned char *buf = test_read_file(path, &len);
-    assert_non_null(buf);
-    st_tensor *t;
-    size_t n;
-    assert_int_equal(st_parse(buf, len, path, &t, &n), 0);
-    size_t n_orig = n;
-    st_out *o = calloc(n, sizeof *o);
-    assert_non_null(o);
-    for (size_t i = 0; i < n; i++) {
-        o[i].name = t[i].name;
-        o[i].dtype = t[i].dtype;
-        o[i].ndim = t[i].ndim;
-        memcpy(o[i].shape, t[i].shape, sizeof t[i].shape);
-        o[i].data = t[i].data;
-    }
-    edit(o, &n);
-    assert_int_equal(st_write_file(path, o, n, NULL, NULL, NULL), 0);
-    free(o);
-    st_tensors_free(t, n_orig);
-    free(buf);
-}
-
-static size_t find_out(st_out *t, size_t n, const char *name)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!strcmp(t[i].name, name)) return i;
-    fail_msg("no tensor %s", name);
-    return 0;
-}
 
 static void drop(st_out *t, size_t *n, const char *name)
 {
-    size_t i = find_out(t, *n, name);
+    size_t i = test_find_out(t, *n, name);
     memmove(&t[i], &t[i + 1], (*n - i - 1) * sizeof *t);
     (*n)--;
 }
 
 static void transpose_scales(st_out *t, size_t *n)
 {
-    st_out *s = &t[find_out(t, *n, "model.layers.1.mlp.up_proj.scales")];
+    st_out *s = &t[test_find_out(t, *n, "model.layers.1.mlp.up_proj.scales")];
     int64_t r = s->shape[0];
     s->shape[0] = s->shape[1];
     s->shape[1] = r;
@@ -678,13 +643,13 @@ static void drop_biases(st_out *t, size_t *n) { drop(t, n, "model.layers.0.self_
 static void drop_scales(st_out *t, size_t *n) { drop(t, n, "model.layers.0.self_attn.v_proj.scales"); }
 static void repack_weight(st_out *t, size_t *n)
 {
-    st_out *w = &t[find_out(t, *n, "model.layers.0.mlp.gate_proj.weight")];
+    st_out *w = &t[test_find_out(t, *n, "model.layers.0.mlp.gate_proj.weight")];
     w->shape[0] *= 2; /* [128, 8] -> [256, 4]: same bytes, wrong shape */
     w->shape[1] /= 2;
 }
 static void scales_as_i16(st_out *t, size_t *n)
 {
-    st_out *s = &t[find_out(t, *n, "model.embed_tokens.scales")];
+    st_out *s = &t[test_find_out(t, *n, "model.embed_tokens.scales")];
     s->dtype = DT_I16;
 }
 
@@ -755,10 +720,10 @@ static void entry_bits7(cJSON *r)
     set_q(r, "model.layers.0.self_attn.v_proj", e);
 }
 
-static void bad_weights_case(edit_fn edit, int status, const char *msg1, const char *msg2)
+static void bad_weights_case(test_edit_fn edit, int status, const char *msg1, const char *msg2)
 {
     char *dir = copy_fixture("qwen3_q4_g32");
-    rewrite_weights(dir, edit);
+    test_rewrite_weights(dir, edit);
     assert_int_equal(load_err(dir, msg1), status);
     if (msg2) expect_msg(msg2);
     /* dequantizing the folder fails the same way, leaving nothing */

@@ -7,6 +7,8 @@
 #include <unistd.h>
 
 #include "backend/backend.h"
+#include "io/safetensors.h"
+#include "io/st_write.h"
 #include "test.h"
 
 char *test_tmpdir(const char *tag)
@@ -189,4 +191,39 @@ void test_cpu_matmul(int n_threads, int int8, const bk_weight *w, const bk_weigh
     be->free(ctx, dx);
     be->free(ctx, dy);
     be->destroy(ctx);
+}
+
+void test_rewrite_weights(const char *dir, test_edit_fn edit)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    size_t len;
+    unsigned char *buf = test_read_file(path, &len);
+    assert_non_null(buf);
+    st_tensor *t;
+    size_t n;
+    assert_int_equal(st_parse(buf, len, path, &t, &n), 0);
+    size_t n_orig = n;
+    st_out *o = calloc(n, sizeof *o);
+    assert_non_null(o);
+    for (size_t i = 0; i < n; i++) {
+        o[i].name = t[i].name;
+        o[i].dtype = t[i].dtype;
+        o[i].ndim = t[i].ndim;
+        memcpy(o[i].shape, t[i].shape, sizeof t[i].shape);
+        o[i].data = t[i].data;
+    }
+    edit(o, &n);
+    assert_int_equal(st_write_file(path, o, n, NULL, NULL, NULL), 0);
+    free(o);
+    st_tensors_free(t, n_orig);
+    free(buf);
+}
+
+size_t test_find_out(st_out *t, size_t n, const char *name)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!strcmp(t[i].name, name)) return i;
+    fail_msg("no tensor %s", name);
+    return 0;
 }
