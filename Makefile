@@ -40,7 +40,26 @@ LIB_SRC      := $(sort $(wildcard src/core/*.c src/io/*.c src/tok/*.c src/chat/*
 TOOL_SRC     := $(wildcard tools/*.c)
 TEST_SRC     := $(sort $(wildcard tests/*.c))
 
-LIB_OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o)
+# The cuda backend (src/backend/cuda) is built whenever nvcc is found (on
+# the PATH or in /usr/local/cuda), unless CUDA=0; CUDA=1 insists on it.
+# Its .c files include the CUDA headers; its .cu files go through nvcc.
+# cudart is linked statically, cuBLAS from the toolkit's folder.
+NVCC         ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA         ?= $(if $(NVCC),1,0)
+CUDA_ARCHS   ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+CPU_LIB_SRC  := $(LIB_SRC)
+CPU_LIBS     := $(LIBS)
+ifeq ($(CUDA),1)
+CUDA_HOME    := $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+LIB_SRC      += $(sort $(wildcard src/backend/cuda/*.c))
+CU_SRC       := $(sort $(wildcard src/backend/cuda/*.cu))
+CFLAGS_ALL   += -DINFER_WITH_CUDA -I$(CUDA_HOME)/include
+LIBS         += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+NVFLAGS      := -O2 -g -std=c++17 $(CUDA_ARCHS) -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra \
+                -Iinclude -Isrc -Werror=all-warnings
+endif
+
+LIB_OBJ      := $(LIB_SRC:%.c=$(BUILD)/%.o) $(CU_SRC:%.cu=$(BUILD)/%.o)
 TOOL_OBJ     := $(TOOL_SRC:%.c=$(BUILD)/%.o)
 TEST_OBJ     := $(TEST_SRC:%.c=$(BUILD)/%.o)
 
@@ -59,6 +78,10 @@ all: $(SHARED) $(STATIC) $(TOOL)
 $(BUILD)/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS_ALL) -MMD -MP -c $< -o $@
+
+$(BUILD)/%.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 $(STATIC): $(LIB_OBJ)
 	@rm -f $@
@@ -110,13 +133,13 @@ test: $(TESTBIN) $(TOOL)
 	$(TESTBIN)
 
 sanitize:
-	$(MAKE) BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
+	$(MAKE) CUDA=0 BUILD=build-asan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined" \
 	        EXTRA_LDFLAGS="-fsanitize=address,undefined" test
 
 # ThreadSanitizer: the whole suite (sessions side by side, the thread pool,
 # cancellation from another thread, the tokenizer's per-thread caches).
 tsan:
-	$(MAKE) BUILD=build-tsan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
+	$(MAKE) CUDA=0 BUILD=build-tsan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
 	        EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/infer-tests build-tsan/infer
 	TSAN_OPTIONS=halt_on_error=1 build-tsan/infer-tests
 
@@ -127,7 +150,7 @@ fuzz:
 	@mkdir -p $(FUZZ_BUILD)
 	@for t in $(FUZZ_TARGETS); do \
 	  clang -std=c11 -D_GNU_SOURCE -g -O1 -fsanitize=fuzzer,address,undefined -Iinclude -Isrc \
-	    fuzz/$$t.c $(LIB_SRC) -o $(FUZZ_BUILD)/$$t $(LIBS) || exit 1; \
+	    fuzz/$$t.c $(CPU_LIB_SRC) -o $(FUZZ_BUILD)/$$t $(CPU_LIBS) || exit 1; \
 	  mkdir -p $(FUZZ_BUILD)/corpus-$$t; \
 	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
 	  $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
@@ -144,7 +167,7 @@ install: all
 	install -m 644 $(STATIC) $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(TOOL) $(DESTDIR)$(BINDIR)/
 	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
-	    -e 's|@VERSION@|$(VERSION)|' infer.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/infer.pc
+	    -e 's|@VERSION@|$(VERSION)|' -e 's|@LIBS_PRIVATE@|$(LIBS)|' infer.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/infer.pc
 
 uninstall:
 	rm -f $(DESTDIR)$(INCLUDEDIR)/infer.h $(DESTDIR)$(LIBDIR)/libinfer.* $(DESTDIR)$(BINDIR)/infer \

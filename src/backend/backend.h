@@ -177,5 +177,8 @@ const backend_ops *backend_at(int i);
 const backend_ops *backend_find(const char *name);
 
 extern const backend_ops backend_cpu;
+#ifdef INFER_WITH_CUDA
+extern const backend_ops backend_cuda;
+#endif
 
 #endif

@@ -182,6 +182,11 @@ static int check_batch(const infer_model *m, const kv_cache *kv, const fwd_scrat
             return infer_err(INFER_ERR_INVALID_ARGUMENT, "forward: sequence %d (%d new of %d positions) does not fit",
                              b, n, fb->kv_len[b]);
     }
+    /* here, on the host, for every backend: a device cannot report it */
+    for (int i = 0; i < fb->N; i++)
+        if (fb->ids[i] < 0 || fb->ids[i] >= m->cfg.vocab_size)
+            return infer_err(INFER_ERR_OUT_OF_RANGE, "token id %d at position %d is outside the vocabulary [0, %d)",
+                             fb->ids[i], i, m->cfg.vocab_size);
     for (int i = 0; i < fb->n_out; i++)
         if (fb->out_rows[i] < 0 || fb->out_rows[i] >= fb->N)
             return infer_err(INFER_ERR_INVALID_ARGUMENT, "forward: output row %d outside [0, %d)", fb->out_rows[i],

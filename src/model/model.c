@@ -124,7 +124,7 @@ int infer_model_load(const char *path, const infer_load_opts *opts, infer_model 
     }
     if ((rc = model_bind_weights(m))) goto fail;
     bk_opts bo = {.n_threads = o.n_threads, .cpu_int8 = o.cpu_int8};
-    if ((rc = m->be->create(&bo, &m->bctx)) ||
+    if ((rc = m->be->create(&bo, &m->bctx)) || (rc = model_weights_prepare(m)) ||
         (rc = upload_freqs(m, &m->cfg.rope_global, &m->inv_freq_global)) ||
         (rc = upload_freqs(m, &m->cfg.rope_local, &m->inv_freq_local)))
         goto fail;
@@ -142,6 +142,7 @@ void infer_model_free(infer_model *m)
 {
     if (!m) return;
     if (m->bctx) {
+        model_weights_release(m);
         m->be->free(m->bctx, m->inv_freq_global);
         m->be->free(m->bctx, m->inv_freq_local);
         m->be->destroy(m->bctx);

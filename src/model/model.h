@@ -38,6 +38,7 @@ struct infer_model {
     void *inv_freq_local;
     char dtype[16];                /* stored dtype of the embedding, as "bfloat16" */
     int64_t n_params;
+    int weights_placed;            /* model_weights_prepare ran: release them before the context goes */
     infer_tokenizer *tok;          /* the folder's tokenizer, or NULL when it has none */
     gen_config gen;                /* generation_config.json */
 };
@@ -51,6 +52,10 @@ int model_visit_weights(infer_model *m, weight_visit fn, void *arg);
 
 /* Binds and checks every weight named by the config (model_weights.c). */
 int model_bind_weights(infer_model *m);
+/* Hands every weight to the backend's weight_prepare (cuda copies them to
+ * the device; cpu has none and uses them where they lie), and back. */
+int model_weights_prepare(infer_model *m);
+void model_weights_release(infer_model *m);
 
 /* Calls fn with the full name of every matrix of the model present in w:
  * the embedding, the linear layers and an untied head (the Linear and

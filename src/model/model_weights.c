@@ -333,3 +333,49 @@ int model_bind_weights(infer_model *m)
     }
     return rc;
 }
+
+/* ---- Weights on the backend ---- */
+
+static int prepare_visit(void *arg, const char *suffix, bk_weight *w, int64_t rows, int64_t cols)
+{
+    infer_model *m = arg;
+    (void)rows;
+    (void)cols;
+    if (!w->data) return INFER_OK;
+    int rc = m->be->weight_prepare(m->bctx, w);
+    return rc ? infer_err_prefix(rc, "%s: weight %s", m->path, suffix) : INFER_OK;
+}
+
+static int release_visit(void *arg, const char *suffix, bk_weight *w, int64_t rows, int64_t cols)
+{
+    infer_model *m = arg;
+    (void)suffix;
+    (void)rows;
+    (void)cols;
+    if (w->data) m->be->weight_release(m->bctx, w);
+    return INFER_OK;
+}
+
+int model_weights_prepare(infer_model *m)
+{
+    if (!m->be->weight_prepare) return INFER_OK;
+    int tied = m->lm_head.data == m->embed.data;
+    m->weights_placed = 1;
+    int rc = model_visit_weights(m, prepare_visit, m);
+    if (!rc && tied) m->lm_head = m->embed;
+    else if (!rc && (rc = m->be->weight_prepare(m->bctx, &m->lm_head)))
+        rc = infer_err_prefix(rc, "%s: weight lm_head.weight", m->path);
+    return rc;
+}
+
+/* Every weight back from the backend.  After a failed prepare some are
+ * still on the host: a backend's release leaves alone what it did not
+ * place. */
+void model_weights_release(infer_model *m)
+{
+    if (!m->weights_placed || !m->be->weight_release) return;
+    int tied = m->lm_head.data == m->embed.data;
+    if (!tied && m->lm_head.data) m->be->weight_release(m->bctx, &m->lm_head);
+    model_visit_weights(m, release_visit, m);
+    m->weights_placed = 0;
+}

@@ -2,6 +2,7 @@
  * stored dtype (f32, f16, bf16) where they lie in the mapped files.
  * Matrix products are in cpu_matmul.c, attention in cpu_attention.c. */
 #include "backend/cpu/cpu.h"
+#include "backend/mem_counter.h"
 
 #include <ctype.h>
 #include <math.h>
@@ -32,40 +33,7 @@
  * library at once, so the cache holds 0 bytes and clear_cache has nothing
  * to do; the cache and wired limits are stored and returned, and bind
  * nothing. */
-static atomic_size_t mem_active, mem_peak, mem_limit, mem_cache_limit, mem_wired_limit;
-
-static void mem_raise_peak(size_t now)
-{
-    size_t peak = atomic_load(&mem_peak);
-    while (now > peak && !atomic_compare_exchange_weak(&mem_peak, &peak, now)) {
-    }
-}
-
-/* Counts bytes as active, limit or not. */
-static void mem_count(size_t bytes)
-{
-    mem_raise_peak(atomic_fetch_add(&mem_active, bytes) + bytes);
-}
-
-/* Counts bytes as active unless that would pass the memory limit; then
- * counts nothing, stores the limit and the active bytes, and returns 0. */
-static int mem_take(size_t bytes, size_t *limit_out, size_t *active_out)
-{
-    size_t cur = atomic_load(&mem_active);
-    for (;;) {
-        size_t limit = atomic_load(&mem_limit);
-        if (limit && (bytes > limit || cur > limit - bytes)) {
-            *limit_out = limit;
-            *active_out = cur;
-            return 0;
-        }
-        if (atomic_compare_exchange_weak(&mem_active, &cur, cur + bytes)) break;
-    }
-    mem_raise_peak(cur + bytes);
-    return 1;
-}
-
-static void mem_give(size_t bytes) { atomic_fetch_sub(&mem_active, bytes); }
+static bk_counters mem;
 
 static int cpu_available(void) { return 1; }
 
@@ -99,10 +67,10 @@ static void cpu_destroy(void *ctx)
     pool_destroy(c->pool);
     for (int i = 0; i < c->n_workers; i++) {
         free(c->scratch[i].p);
-        mem_give(c->scratch[i].cap * sizeof(float));
+        bkc_give(&mem, c->scratch[i].cap * sizeof(float));
     }
     free(c->act.p);
-    mem_give(c->act.cap * sizeof(float));
+    bkc_give(&mem, c->act.cap * sizeof(float));
     pthread_mutex_destroy(&c->act_lock);
     free(c->scratch);
     free(c);
@@ -115,8 +83,8 @@ static float *scratch_grow(cpu_scratch *s, size_t n)
         float *p = malloc(n * sizeof *p);
         if (!p) return NULL;
         free(s->p);
-        mem_give(s->cap * sizeof *p);
-        mem_count(n * sizeof *p);
+        bkc_give(&mem, s->cap * sizeof *p);
+        bkc_count(&mem, n * sizeof *p);
         s->p = p;
         s->cap = n;
     }
@@ -143,14 +111,14 @@ static int cpu_alloc(void *ctx, size_t bytes, void **out)
     if (bytes > SIZE_MAX - 2 * ALLOC_HDR)
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
     size_t limit, active;
-    if (!mem_take(bytes, &limit, &active))
+    if (!bkc_take(&mem, bytes, &limit, &active))
         return infer_err(INFER_ERR_OUT_OF_MEMORY,
                          "cpu backend: allocating %zu bytes would pass the memory limit of %zu bytes "
                          "(%zu active)",
                          bytes, limit, active);
     unsigned char *p = aligned_alloc(ALLOC_HDR, (bytes + 2 * ALLOC_HDR - 1) / ALLOC_HDR * ALLOC_HDR);
     if (!p) {
-        mem_give(bytes);
+        bkc_give(&mem, bytes);
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
     }
     memcpy(p, &bytes, sizeof bytes);
@@ -168,7 +136,7 @@ static void cpu_free(void *ctx, void *ptr)
     unsigned char *p = (unsigned char *)ptr - ALLOC_HDR;
     size_t bytes;
     memcpy(&bytes, p, sizeof bytes);
-    mem_give(bytes);
+    bkc_give(&mem, bytes);
     free(p);
 }
 
@@ -183,43 +151,23 @@ static int cpu_sync(void *ctx) { return INFER_OK; }
 /* The process-wide counters: ctx is not needed. */
 static void cpu_memory(void *ctx, size_t *active, size_t *peak)
 {
-    *active = atomic_load(&mem_active);
-    *peak = atomic_load(&mem_peak);
+    *active = bkc_get(&mem, BK_MEM_ACTIVE);
+    *peak = bkc_get(&mem, BK_MEM_PEAK);
 }
 
-static size_t cpu_mem_get(bk_mem what)
-{
-    switch (what) {
-    case BK_MEM_ACTIVE: return atomic_load(&mem_active);
-    case BK_MEM_PEAK: return atomic_load(&mem_peak);
-    case BK_MEM_CACHE: return 0; /* no reuse cache */
-    case BK_MEM_LIMIT: return atomic_load(&mem_limit);
-    case BK_MEM_CACHE_LIMIT: return atomic_load(&mem_cache_limit);
-    case BK_MEM_WIRED_LIMIT: return atomic_load(&mem_wired_limit);
-    }
-    return 0;
-}
+/* No reuse cache: BK_MEM_CACHE stays 0. */
+static size_t cpu_mem_get(bk_mem what) { return bkc_get(&mem, what); }
 
-/* A limit below the active bytes is allowed: the next cpu_alloc fails. */
 static int cpu_mem_set(bk_mem what, size_t value, size_t *previous)
 {
-    atomic_size_t *v = what == BK_MEM_LIMIT         ? &mem_limit
-                       : what == BK_MEM_CACHE_LIMIT ? &mem_cache_limit
-                       : what == BK_MEM_WIRED_LIMIT ? &mem_wired_limit
-                                                    : NULL;
-    if (!v) return infer_err(INFER_ERR_INVALID_ARGUMENT, "cpu backend: memory setting %d is not a limit", (int)what);
-    size_t old = atomic_exchange(v, value);
-    if (previous) *previous = old;
-    return INFER_OK;
+    return bkc_set(&mem, what, value, previous, "cpu");
 }
 
 static int cpu_clear_cache(void) { return INFER_OK; }
 
 static int cpu_reset_peak(void)
 {
-    atomic_store(&mem_peak, atomic_load(&mem_active));
-    /* an allocation between the two loads must still show */
-    mem_raise_peak(atomic_load(&mem_active));
+    bkc_reset_peak(&mem);
     return INFER_OK;
 }
 

@@ -1,0 +1,520 @@
+/* cuda.c - the cuda backend: contexts, memory, weights on the device, and
+ * the op table over the kernels of cuda_kernels.cu and cuBLAS.
+ *
+ * One context is one device (the first), one stream and one cuBLAS handle;
+ * every op is queued on the stream and returns without waiting, except the
+ * downloads and synchronize.  Activations are float32.  Products:
+ *   - up to CUK_MATVEC_MAX_T rows of x: our matrix-vector kernel, which
+ *     reads each weight once in its stored dtype (bf16, f16, f32, MLX
+ *     quantized);
+ *   - more rows: cuBLAS with bf16 operands and float32 accumulation (x
+ *     rounded to bf16; f16 and quantized W converted to bf16 in slices of
+ *     rows), or float32 SGEMM for float32 W.
+ * Memory: plain cudaMalloc/cudaFree, counted (active, peak) and bound by
+ * the memory limit; weights count too.  No reuse cache yet. */
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "backend/cuda/cuda_kernels.h"
+#include "backend/mem_counter.h"
+#include "core/error.h"
+
+typedef struct cuda_ctx {
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+    pthread_mutex_t lock; /* held while the scratch below is in use */
+    void *scratch;        /* bf16 operands of cuBLAS products */
+    size_t scratch_cap;
+} cuda_ctx;
+
+static bk_counters mem;
+
+/* Slices of converted weight rows for cuBLAS: at most this many bytes. */
+enum { SLICE_BYTES = 64 << 20 };
+
+static int cu_fail(cudaError_t e, const char *what)
+{
+    return infer_err(e == cudaErrorMemoryAllocation ? INFER_ERR_OUT_OF_MEMORY : INFER_ERR_BACKEND,
+                     "cuda backend: %s: %s", what, cudaGetErrorString(e));
+}
+
+static int blas_fail(cublasStatus_t s, const char *what)
+{
+    return infer_err(s == CUBLAS_STATUS_ALLOC_FAILED ? INFER_ERR_OUT_OF_MEMORY : INFER_ERR_BACKEND,
+                     "cuda backend: %s: cuBLAS status %d", what, (int)s);
+}
+
+/* A kernel launcher's result. */
+static int launched(int e, const char *op)
+{
+    if (e == (int)cudaErrorInvalidValue)
+        return infer_err(INFER_ERR_UNSUPPORTED, "cuda backend: %s: these sizes are not supported", op);
+    return e ? cu_fail((cudaError_t)e, op) : INFER_OK;
+}
+
+static int cuda_available(void)
+{
+    static int known = -1;
+    if (known < 0) {
+        int n = 0;
+        known = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+        cudaGetLastError(); /* a machine without a driver leaves an error behind */
+    }
+    return known;
+}
+
+static void cuda_destroy(void *p)
+{
+    cuda_ctx *c = p;
+    if (!c) return;
+    if (c->stream) cudaStreamSynchronize(c->stream);
+    if (c->scratch) {
+        cudaFree(c->scratch);
+        bkc_give(&mem, c->scratch_cap);
+    }
+    if (c->blas) cublasDestroy(c->blas);
+    if (c->stream) cudaStreamDestroy(c->stream);
+    pthread_mutex_destroy(&c->lock);
+    free(c);
+}
+
+static int cuda_create(const bk_opts *opts, void **out)
+{
+    (void)opts;
+    *out = NULL;
+    if (!cuda_available()) return infer_err(INFER_ERR_BACKEND, "cuda backend: no CUDA device is available");
+    cuda_ctx *c = calloc(1, sizeof *c);
+    if (!c) return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: out of memory");
+    pthread_mutex_init(&c->lock, NULL);
+    cudaError_t e;
+    cublasStatus_t s;
+    if ((e = cudaSetDevice(0)) || (e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking))) {
+        cuda_destroy(c);
+        return cu_fail(e, "creating a stream");
+    }
+    if ((s = cublasCreate(&c->blas)) || (s = cublasSetStream(c->blas, c->stream))) {
+        cuda_destroy(c);
+        return blas_fail(s, "creating a cuBLAS handle");
+    }
+    *out = c;
+    return INFER_OK;
+}
+
+/* ---- memory ---- */
+
+/* cudaMalloc'ed blocks and their sizes, for free and the counters. */
+static pthread_mutex_t sizes_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    void *p;
+    size_t bytes;
+} *sizes;
+static size_t n_sizes, cap_sizes;
+
+static int dev_alloc(size_t bytes, void **out)
+{
+    *out = NULL;
+    size_t limit, active;
+    if (!bkc_take(&mem, bytes, &limit, &active))
+        return infer_err(INFER_ERR_OUT_OF_MEMORY,
+                         "cuda backend: allocating %zu bytes would pass the memory limit of %zu bytes (%zu active)",
+                         bytes, limit, active);
+    pthread_mutex_lock(&sizes_lock);
+    if (n_sizes == cap_sizes) {
+        size_t nc = cap_sizes ? 2 * cap_sizes : 256;
+        void *g = realloc(sizes, nc * sizeof *sizes);
+        if (!g) {
+            pthread_mutex_unlock(&sizes_lock);
+            bkc_give(&mem, bytes);
+            return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: out of host memory");
+        }
+        sizes = g;
+        cap_sizes = nc;
+    }
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
+    if (e != cudaSuccess) {
+        pthread_mutex_unlock(&sizes_lock);
+        bkc_give(&mem, bytes);
+        cudaGetLastError();
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: cannot allocate %zu bytes on the device: %s", bytes,
+                         cudaGetErrorString(e));
+    }
+    sizes[n_sizes].p = p;
+    sizes[n_sizes].bytes = bytes;
+    n_sizes++;
+    pthread_mutex_unlock(&sizes_lock);
+    *out = p;
+    return INFER_OK;
+}
+
+/* Frees a block of dev_alloc; anything else (a weight still on the host
+ * after a failed prepare) is left alone. */
+static void dev_free(void *p)
+{
+    if (!p) return;
+    int found = 0;
+    size_t bytes = 0;
+    pthread_mutex_lock(&sizes_lock);
+    for (size_t i = n_sizes; i-- > 0;)
+        if (sizes[i].p == p) {
+            bytes = sizes[i].bytes;
+            sizes[i] = sizes[--n_sizes];
+            found = 1;
+            break;
+        }
+    pthread_mutex_unlock(&sizes_lock);
+    if (!found) return;
+    cudaFree(p);
+    bkc_give(&mem, bytes);
+}
+
+static int cuda_alloc(void *ctx, size_t bytes, void **out)
+{
+    (void)ctx;
+    return dev_alloc(bytes, out);
+}
+
+static void cuda_free(void *ctx, void *p)
+{
+    cuda_ctx *c = ctx;
+    /* the stream may still use it */
+    if (p && c) cudaStreamSynchronize(c->stream);
+    dev_free(p);
+}
+
+static int cuda_upload(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    cuda_ctx *c = ctx;
+    if (!bytes) return INFER_OK;
+    /* from pageable memory the copy returns once src has been read */
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, c->stream);
+    return e ? cu_fail(e, "upload") : INFER_OK;
+}
+
+static int cuda_download(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    cuda_ctx *c = ctx;
+    if (!bytes) return INFER_OK;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, c->stream);
+    if (!e) e = cudaStreamSynchronize(c->stream);
+    return e ? cu_fail(e, "download") : INFER_OK;
+}
+
+static int cuda_copy(void *ctx, void *dst, const void *src, size_t bytes)
+{
+    cuda_ctx *c = ctx;
+    if (!bytes) return INFER_OK;
+    cudaError_t e = cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, c->stream);
+    return e ? cu_fail(e, "copy") : INFER_OK;
+}
+
+static int cuda_sync(void *ctx)
+{
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaStreamSynchronize(c->stream);
+    return e ? cu_fail(e, "running the queued work") : INFER_OK;
+}
+
+static void cuda_memory(void *ctx, size_t *active, size_t *peak)
+{
+    (void)ctx;
+    *active = bkc_get(&mem, BK_MEM_ACTIVE);
+    *peak = bkc_get(&mem, BK_MEM_PEAK);
+}
+
+static size_t cuda_mem_get(bk_mem what) { return bkc_get(&mem, what); }
+
+static int cuda_mem_set(bk_mem what, size_t value, size_t *previous)
+{
+    return bkc_set(&mem, what, value, previous, "cuda");
+}
+
+static int cuda_clear_cache(void) { return INFER_OK; }
+
+static int cuda_reset_peak(void)
+{
+    bkc_reset_peak(&mem);
+    return INFER_OK;
+}
+
+static int cuda_device_info(infer_device_info *out)
+{
+    if (!cuda_available()) return infer_err(INFER_ERR_BACKEND, "cuda backend: no CUDA device is available");
+    struct cudaDeviceProp p;
+    cudaError_t e = cudaGetDeviceProperties(&p, 0);
+    if (e) return cu_fail(e, "reading the device's properties");
+    snprintf(out->name, sizeof out->name, "%.127s", p.name);
+    size_t free_b = 0, total = 0;
+    if (cudaSetDevice(0) == cudaSuccess && cudaMemGetInfo(&free_b, &total) == cudaSuccess) {
+        out->memory_total = total;
+        out->memory_free = free_b;
+    } else {
+        cudaGetLastError();
+        out->memory_total = p.totalGlobalMem;
+        out->memory_free = 0;
+    }
+    out->compute_major = p.major;
+    out->compute_minor = p.minor;
+    out->multiprocessors = p.multiProcessorCount;
+    snprintf(out->features, sizeof out->features, "sm_%d%d%s", p.major, p.minor, p.major >= 8 ? " bf16" : "");
+    return INFER_OK;
+}
+
+/* ---- weights ---- */
+
+static void weight_free(bk_weight *w)
+{
+    dev_free((void *)w->data);
+    dev_free((void *)w->scales);
+    dev_free((void *)w->biases);
+    w->data = w->scales = w->biases = NULL;
+}
+
+/* A copy of n bytes of host memory on the device. */
+static int dev_copy_of(const void *src, size_t n, const void **out)
+{
+    void *p;
+    int rc = dev_alloc(n, &p);
+    if (rc) return rc;
+    cudaError_t e = cudaMemcpy(p, src, n, cudaMemcpyHostToDevice);
+    if (e) {
+        dev_free(p);
+        return cu_fail(e, "copying a weight to the device");
+    }
+    *out = p;
+    return INFER_OK;
+}
+
+static int cuda_weight_prepare(void *ctx, bk_weight *w)
+{
+    (void)ctx;
+    if (!w->data) return INFER_OK;
+    bk_weight d = *w;
+    d.data = d.scales = d.biases = NULL;
+    int rc;
+    if (w->dtype == DT_U32) {
+        size_t groups = (size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype);
+        if ((rc = dev_copy_of(w->data, (size_t)w->rows * bk_qrow_bytes(w), &d.data)) ||
+            (rc = dev_copy_of(w->scales, groups, &d.scales)) || (rc = dev_copy_of(w->biases, groups, &d.biases))) {
+            weight_free(&d);
+            return rc;
+        }
+    } else if ((rc = dev_copy_of(w->data, (size_t)w->rows * (size_t)w->cols * dtype_size(w->dtype), &d.data))) {
+        return rc;
+    }
+    *w = d;
+    return INFER_OK;
+}
+
+static void cuda_weight_release(void *ctx, bk_weight *w)
+{
+    cuda_ctx *c = ctx;
+    if (c) cudaStreamSynchronize(c->stream);
+    weight_free(w);
+}
+
+/* ---- ops ---- */
+
+static int cuda_embed(void *ctx, void *out, const void *ids, int T, const bk_weight *emb, float scale)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_embed(c->stream, out, ids, T, emb, scale), "embed");
+}
+
+/* The context's scratch of at least n bytes; the caller holds c->lock. */
+static int scratch_get(cuda_ctx *c, size_t n, void **out)
+{
+    if (n > c->scratch_cap) {
+        if (c->scratch) {
+            cudaStreamSynchronize(c->stream);
+            dev_free(c->scratch);
+            c->scratch = NULL;
+            c->scratch_cap = 0;
+        }
+        int rc = dev_alloc(n, &c->scratch);
+        if (rc) return rc;
+        c->scratch_cap = n;
+    }
+    *out = c->scratch;
+    return INFER_OK;
+}
+
+/* y[T, R] = x[T, C] . W^T with W row-major [R, C]: in cuBLAS's column-major
+ * terms y^T (R x T, ld R) = W (C x R, ld C)^T . x^T (C x T, ld C). */
+static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const void *x16, int64_t R, int T, int64_t C)
+{
+    const float one = 1.0f, zero = 0.0f;
+    cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, &one, w16, CUDA_R_16BF,
+                                    (int)C, x16, CUDA_R_16BF, (int)C, &zero, y, CUDA_R_32F, (int)ldy,
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    return s ? blas_fail(s, "matmul") : INFER_OK;
+}
+
+static int matmul_blas(cuda_ctx *c, float *y, const float *x, const bk_weight *w, int T)
+{
+    int64_t R = w->rows, C = w->cols;
+    if (w->dtype == DT_F32) {
+        const float one = 1.0f, zero = 0.0f;
+        cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, &one, w->data, (int)C,
+                                       x, (int)C, &zero, y, (int)R);
+        return s ? blas_fail(s, "matmul") : INFER_OK;
+    }
+    size_t xb = ((size_t)T * (size_t)C * 2 + 255) / 256 * 256;
+    int64_t slice = 0;
+    if (w->dtype != DT_BF16) {
+        slice = SLICE_BYTES / (C * 2);
+        if (slice < 1) slice = 1;
+        if (slice > R) slice = R;
+    }
+    void *buf;
+    int rc = scratch_get(c, xb + (size_t)slice * (size_t)C * 2, &buf);
+    if (rc) return rc;
+    if ((rc = launched(cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C), "matmul"))) return rc;
+    if (w->dtype == DT_BF16) return gemm_bf16(c, y, R, w->data, buf, R, T, C);
+    void *ws = (char *)buf + xb;
+    for (int64_t r0 = 0; r0 < R; r0 += slice) {
+        int64_t nr = R - r0 < slice ? R - r0 : slice;
+        if ((rc = launched(cuk_weight_to_bf16(c->stream, ws, w, r0, nr), "matmul")) ||
+            (rc = gemm_bf16(c, y + r0, R, ws, buf, nr, T, C)))
+            return rc;
+    }
+    return INFER_OK;
+}
+
+static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    cuda_ctx *c = ctx;
+    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
+    if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16 && w->dtype != DT_U32)
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cuda", dtype_name(w->dtype));
+    if (w->dtype == DT_U32 && (w->bits < 1 || w->bits > 8 || w->group_size < 8 || w->group_size % 8 || w->cols % w->group_size))
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %d-bit weights in groups of %d over %lld columns are not supported",
+                         w->bits, w->group_size, (long long)w->cols);
+    if (w->rows > INT32_MAX || w->cols > INT32_MAX)
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %lld x %lld weight is too large", (long long)w->rows,
+                         (long long)w->cols);
+    if (T <= CUK_MATVEC_MAX_T) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
+    pthread_mutex_lock(&c->lock);
+    int rc = matmul_blas(c, y, x, w, T);
+    pthread_mutex_unlock(&c->lock);
+    if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
+    return rc;
+}
+
+static int cuda_rmsnorm(void *ctx, void *y, const void *x, const bk_weight *w, int rows, int dim, float eps,
+                        int plus_one)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_rmsnorm(c->stream, y, x, w, rows, dim, eps, plus_one), "rmsnorm");
+}
+
+static int cuda_rope(void *ctx, void *x, const void *pos, int T, int n_heads, int head_dim, const void *inv_freq,
+                     float attn_factor)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_rope(c->stream, x, pos, T, n_heads, head_dim, inv_freq, attn_factor), "rope");
+}
+
+static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
+{
+    if (n_kv_heads <= 0 || n_heads % n_kv_heads != 0 || head_dim <= 0 || head_dim > 256)
+        return infer_err(INFER_ERR_UNSUPPORTED, "attention: %d heads over %d kv heads of %d is not supported on cuda",
+                         n_heads, n_kv_heads, head_dim);
+    return INFER_OK;
+}
+
+static int cuda_attention(void *ctx, void *out, const void *q, const void *k, const void *v, const bk_attn *p)
+{
+    cuda_ctx *c = ctx;
+    int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
+    if (rc) return rc;
+    if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: %d queries over %d keys", p->T, p->S);
+    return launched(cuk_attention(c->stream, out, q, k, v, p), "attention");
+}
+
+/* q_start, kv_len and slot live on the device: the model checks them
+ * before it uploads them (model_forward). */
+static int cuda_kv_store(void *ctx, void *kc, void *vc, const void *k, const void *v, const bk_attn_kv *p)
+{
+    cuda_ctx *c = ctx;
+    if (p->B <= 0 || p->cap <= 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "kv_store: bad batch");
+    return launched(cuk_kv_store(c->stream, kc, vc, k, v, p), "kv_store");
+}
+
+static int cuda_attention_kv(void *ctx, void *out, const void *q, const void *kc, const void *vc,
+                             const bk_attn_kv *p)
+{
+    cuda_ctx *c = ctx;
+    int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
+    if (rc) return rc;
+    if (p->B <= 0 || p->cap <= 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: bad batch");
+    return launched(cuk_attention_kv(c->stream, out, q, kc, vc, p), "attention");
+}
+
+static int cuda_gather_rows(void *ctx, void *dst, const void *src, const void *idx, int n, size_t width)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_gather_rows(c->stream, dst, src, idx, n, width), "gather_rows");
+}
+
+static int cuda_glu(void *ctx, void *out, const void *gate, const void *up, size_t n, bk_act act)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_glu(c->stream, out, gate, up, n, act), "glu");
+}
+
+static int cuda_add(void *ctx, void *y, const void *a, size_t n)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_add(c->stream, y, a, n), "add");
+}
+
+static int cuda_softcap(void *ctx, void *x, size_t n, float cap)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_softcap(c->stream, x, n, cap), "softcap");
+}
+
+static int cuda_download_f32(void *ctx, float *dst, const void *src, size_t n)
+{
+    return cuda_download(ctx, dst, src, n * sizeof *dst);
+}
+
+const backend_ops backend_cuda = {
+    .name = "cuda",
+    .available = cuda_available,
+    .create = cuda_create,
+    .destroy = cuda_destroy,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .copy = cuda_copy,
+    .weight_prepare = cuda_weight_prepare,
+    .weight_release = cuda_weight_release,
+    .synchronize = cuda_sync,
+    .memory = cuda_memory,
+    .mem_get = cuda_mem_get,
+    .mem_set = cuda_mem_set,
+    .clear_cache = cuda_clear_cache,
+    .reset_peak = cuda_reset_peak,
+    .device_info = cuda_device_info,
+    .embed = cuda_embed,
+    .matmul = cuda_matmul,
+    .rmsnorm = cuda_rmsnorm,
+    .rope = cuda_rope,
+    .attention = cuda_attention,
+    .kv_store = cuda_kv_store,
+    .attention_kv = cuda_attention_kv,
+    .gather_rows = cuda_gather_rows,
+    .glu = cuda_glu,
+    .add = cuda_add,
+    .softcap = cuda_softcap,
+    .download_f32 = cuda_download_f32,
+};

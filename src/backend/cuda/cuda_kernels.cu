@@ -1,0 +1,505 @@
+/* cuda_kernels.cu - the cuda backend's kernels, written in the C subset of
+ * CUDA (no templates, no classes); each is launched by a C function of
+ * cuda_kernels.h on the caller's stream.
+ *
+ * This is the first, plainly correct set: every op of the backend table,
+ * float32 activations, weights read in their stored dtype (bf16, f16,
+ * f32, MLX-quantized of any bits).  Speed comes in later steps (fused
+ * attention, wider decode kernels); each kernel says what it does not yet
+ * do. */
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "backend/cuda/cuda_kernels.h"
+
+#define WARP 32
+
+static unsigned blocks_for(size_t n, unsigned threads)
+{
+    size_t b = (n + threads - 1) / threads;
+    return b > 65535u * 16u ? 65535u * 16u : (unsigned)(b ? b : 1);
+}
+
+__device__ __forceinline__ float bf16_f32(uint16_t u) { return __uint_as_float((uint32_t)u << 16); }
+
+__device__ __forceinline__ float f16_f32(uint16_t u) { return __half2float(__ushort_as_half(u)); }
+
+/* Round to nearest even, NaN kept a NaN. */
+__device__ __forceinline__ uint16_t f32_bf16(float f)
+{
+    uint32_t u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* Element i of a float vector or matrix stored in dtype dt. */
+__device__ __forceinline__ float ld(const void *p, int dt, size_t i)
+{
+    if (dt == DT_F32) return ((const float *)p)[i];
+    if (dt == DT_F16) return f16_f32(((const uint16_t *)p)[i]);
+    return bf16_f32(((const uint16_t *)p)[i]);
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+/* Value i (0-based) of an MLX-packed row: bits [i * bits, (i + 1) * bits)
+ * of the little-endian bit stream. */
+__device__ __forceinline__ uint32_t q_value(const uint8_t *row, int bits, int64_t i)
+{
+    int64_t bit = i * bits;
+    const uint8_t *b = row + (bit >> 3);
+    int sh = (int)(bit & 7);
+    uint32_t v = b[0];
+    if (sh + bits > 8) v |= (uint32_t)b[1] << 8;
+    return (v >> sh) & ((1u << bits) - 1u);
+}
+
+/* w[r][i] as float, any stored dtype. */
+__device__ __forceinline__ float w_at(const bk_weight &w, int64_t r, int64_t i)
+{
+    if (w.dtype != DT_U32) return ld(w.data, w.dtype, (size_t)(r * w.cols + i));
+    const uint8_t *row = (const uint8_t *)w.data + (size_t)r * (size_t)(w.cols * w.bits / 8);
+    size_t g = (size_t)(r * (w.cols / w.group_size) + i / w.group_size);
+    return ld(w.scales, w.sdtype, g) * (float)q_value(row, w.bits, i) + ld(w.biases, w.sdtype, g);
+}
+
+/* ---- embedding ---- */
+
+__global__ void k_embed(float *out, const int32_t *ids, bk_weight emb, float scale)
+{
+    int t = blockIdx.x;
+    int64_t id = ids[t];
+    float *o = out + (size_t)t * emb.cols;
+    /* ids are checked on the host (model_forward); a bad one gives zeros */
+    int ok = id >= 0 && id < emb.rows;
+    for (int64_t i = threadIdx.x; i < emb.cols; i += blockDim.x) o[i] = ok ? w_at(emb, id, i) * scale : 0.0f;
+}
+
+extern "C" int cuk_embed(void *stream, float *out, const int32_t *ids, int T, const bk_weight *emb, float scale)
+{
+    if (T <= 0) return 0;
+    k_embed<<<T, 256, 0, (cudaStream_t)stream>>>(out, ids, *emb, scale);
+    return (int)cudaGetLastError();
+}
+
+/* ---- matrix-vector products (decode) ----
+ *
+ * One warp a row of W, 8 rows a block; each lane takes chunks of 8
+ * consecutive values (16 bytes of bf16, 4 of 4-bit), so a warp reads 32
+ * consecutive chunks at a time, and keeps one sum per row of x.  Not yet:
+ * wider loads for quantized rows, x in shared memory, split-K for few rows. */
+
+#define MV_ROWS 8
+
+/* The 8 values of chunk c of row r as floats (quantized: q and the group's
+ * scale and bias separately, w = s q + b). */
+__device__ __forceinline__ void chunk8(const bk_weight &w, int64_t r, int64_t c, float *v, float *s, float *b)
+{
+    if (w.dtype == DT_U32) {
+        const uint8_t *row = (const uint8_t *)w.data + (size_t)r * (size_t)(w.cols * w.bits / 8);
+        const uint8_t *p = row + c * w.bits; /* 8 values = bits bytes */
+        uint64_t bitsv = 0;
+        if (w.bits == 4) {
+            bitsv = *(const uint32_t *)p;
+        } else if (w.bits == 8) {
+            uint2 u = *(const uint2 *)p;
+            bitsv = (uint64_t)u.x | ((uint64_t)u.y << 32);
+        } else {
+            for (int k = 0; k < w.bits; k++) bitsv |= (uint64_t)p[k] << (8 * k);
+        }
+        uint32_t mask = (1u << w.bits) - 1u;
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = (float)((uint32_t)(bitsv >> (e * w.bits)) & mask);
+        size_t g = (size_t)(r * (w.cols / w.group_size) + (c * 8) / w.group_size);
+        *s = ld(w.scales, w.sdtype, g);
+        *b = ld(w.biases, w.sdtype, g);
+        return;
+    }
+    *s = 1.0f;
+    *b = 0.0f;
+    size_t base = (size_t)(r * w.cols + c * 8);
+    if (w.dtype == DT_F32) {
+        float4 a = *(const float4 *)((const float *)w.data + base);
+        float4 d = *(const float4 *)((const float *)w.data + base + 4);
+        v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = d.x, v[5] = d.y, v[6] = d.z, v[7] = d.w;
+        return;
+    }
+    uint4 u = *(const uint4 *)((const uint16_t *)w.data + base);
+    uint32_t h[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int e = 0; e < 4; e++) {
+        uint16_t lo = (uint16_t)(h[e] & 0xffffu), hi = (uint16_t)(h[e] >> 16);
+        v[2 * e] = w.dtype == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
+        v[2 * e + 1] = w.dtype == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
+    }
+}
+
+__global__ void k_matvec(float *y, const float *x, bk_weight w, bk_weight bias, int has_bias, int T)
+{
+    int64_t r = (int64_t)blockIdx.x * MV_ROWS + threadIdx.x / WARP;
+    int lane = threadIdx.x % WARP;
+    if (r >= w.rows) return;
+    float acc[CUK_MATVEC_MAX_T];
+#pragma unroll
+    for (int t = 0; t < CUK_MATVEC_MAX_T; t++) acc[t] = 0.0f;
+    const int64_t K = w.cols;
+    /* chunks of 8 where the layout allows (always for quantized rows:
+     * cols is a multiple of the group size); else one value at a time */
+    const int vec = w.dtype == DT_U32 || K % 8 == 0;
+    if (vec) {
+        for (int64_t c = lane; c < K / 8; c += WARP) {
+            float v[8], s, b;
+            chunk8(w, r, c, v, &s, &b);
+#pragma unroll
+            for (int t = 0; t < CUK_MATVEC_MAX_T; t++) {
+                if (t >= T) break;
+                const float4 *xp = (const float4 *)(x + (size_t)t * K + c * 8);
+                float4 a = xp[0], d = xp[1];
+                float dot = v[0] * a.x + v[1] * a.y + v[2] * a.z + v[3] * a.w + v[4] * d.x + v[5] * d.y +
+                            v[6] * d.z + v[7] * d.w;
+                if (w.dtype == DT_U32) {
+                    float sx = ((a.x + a.y) + (a.z + a.w)) + ((d.x + d.y) + (d.z + d.w));
+                    acc[t] += s * dot + b * sx;
+                } else {
+                    acc[t] += dot;
+                }
+            }
+        }
+    } else {
+        for (int64_t i = lane; i < K; i += WARP) {
+            float wv = w_at(w, r, i);
+#pragma unroll
+            for (int t = 0; t < CUK_MATVEC_MAX_T; t++)
+                if (t < T) acc[t] += wv * x[(size_t)t * K + i];
+        }
+    }
+#pragma unroll
+    for (int t = 0; t < CUK_MATVEC_MAX_T; t++) {
+        if (t >= T) break;
+        float v = warp_sum(acc[t]);
+        if (lane == 0) y[(size_t)t * w.rows + r] = v + (has_bias ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+    }
+}
+
+extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    if (T <= 0 || T > CUK_MATVEC_MAX_T) return (int)cudaErrorInvalidValue;
+    bk_weight none;
+    memset(&none, 0, sizeof none);
+    unsigned blocks = (unsigned)((w->rows + MV_ROWS - 1) / MV_ROWS);
+    k_matvec<<<blocks, MV_ROWS * WARP, 0, (cudaStream_t)stream>>>(y, x, *w, bias ? *bias : none, bias != 0, T);
+    return (int)cudaGetLastError();
+}
+
+/* ---- conversions for cuBLAS ---- */
+
+__global__ void k_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        dst[i] = f32_bf16(src[i]);
+}
+
+extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n)
+{
+    if (!n) return 0;
+    k_f32_to_bf16<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>((uint16_t *)dst, src, n);
+    return (int)cudaGetLastError();
+}
+
+__global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0, int64_t nr)
+{
+    size_t n = (size_t)(nr * w.cols);
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        int64_t r = (int64_t)(i / (size_t)w.cols), c = (int64_t)(i % (size_t)w.cols);
+        dst[i] = f32_bf16(w_at(w, r0 + r, c));
+    }
+}
+
+extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr)
+{
+    size_t n = (size_t)(nr * w->cols);
+    if (!n) return 0;
+    k_weight_to_bf16<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>((uint16_t *)dst, *w, r0, nr);
+    return (int)cudaGetLastError();
+}
+
+__global__ void k_add_bias(float *y, bk_weight bias, size_t n, int64_t rows)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += ld(bias.data, bias.dtype, i % (size_t)rows);
+}
+
+extern "C" int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T, int64_t rows)
+{
+    size_t n = (size_t)T * (size_t)rows;
+    if (!n) return 0;
+    k_add_bias<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, *bias, n, rows);
+    return (int)cudaGetLastError();
+}
+
+/* ---- RMSNorm: one block a row ---- */
+
+__global__ void k_rmsnorm(float *y, const float *x, bk_weight w, int dim, float eps, int plus_one)
+{
+    __shared__ float part[32];
+    const float *xr = x + (size_t)blockIdx.x * dim;
+    float *yr = y + (size_t)blockIdx.x * dim;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
+    __syncthreads();
+    if (threadIdx.x < WARP) {
+        float v = threadIdx.x < blockDim.x / WARP ? part[threadIdx.x] : 0.0f;
+        v = warp_sum(v);
+        if (threadIdx.x == 0) part[0] = v;
+    }
+    __syncthreads();
+    float r = rsqrtf(part[0] / (float)dim + eps);
+    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+        float g = ld(w.data, w.dtype, (size_t)i) + (plus_one ? 1.0f : 0.0f);
+        yr[i] = xr[i] * r * g;
+    }
+}
+
+extern "C" int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
+                           int plus_one)
+{
+    if (rows <= 0) return 0;
+    k_rmsnorm<<<rows, 256, 0, (cudaStream_t)stream>>>(y, x, *w, dim, eps, plus_one);
+    return (int)cudaGetLastError();
+}
+
+/* ---- RoPE (rotate-half), in place ---- */
+
+__global__ void k_rope(float *x, const int32_t *pos, int n_heads, int head_dim, const float *inv_freq, float f)
+{
+    int t = blockIdx.x / n_heads, h = blockIdx.x % n_heads, half = head_dim / 2;
+    float *v = x + ((size_t)t * n_heads + h) * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        /* the angle in float32, as transformers forms it; cos and sin of it
+         * to double precision, as the cpu backend takes them */
+        float angle = (float)pos[t] * inv_freq[i];
+        float cs = (float)cos((double)angle) * f, sn = (float)sin((double)angle) * f;
+        float a = v[i], b = v[i + half];
+        v[i] = a * cs - b * sn;
+        v[i + half] = b * cs + a * sn;
+    }
+}
+
+extern "C" int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n_heads, int head_dim,
+                        const float *inv_freq, float attn_factor)
+{
+    if (T <= 0 || n_heads <= 0) return 0;
+    k_rope<<<T * n_heads, 64, 0, (cudaStream_t)stream>>>(x, pos, n_heads, head_dim, inv_freq, attn_factor);
+    return (int)cudaGetLastError();
+}
+
+/* ---- attention ----
+ *
+ * One warp per (query row, head), a single pass over the keys with the
+ * running maximum and sum (online softmax); each lane holds head_dim / 32
+ * of q and of the output.  Correct for every mask the backend defines, not
+ * yet fast: keys go one at a time (a warp reduction each); the fused tiled
+ * kernels come next. */
+
+#define ATT_MAXE 8 /* head_dim <= 256 */
+#define ATT_WARPS 4
+
+typedef struct att_geom {
+    const float *k, *v;  /* base of the sequence's keys, at this kv head */
+    size_t stride;       /* floats between key rows */
+    int lo, hi;          /* key positions lo..hi (inclusive) */
+    int cap;             /* ring: position j in row j % cap (0 = row j) */
+} att_geom;
+
+__device__ void att_row(float *o, const float *q, att_geom g, int d, float scale, float softcap)
+{
+    int lane = threadIdx.x % WARP;
+    float qv[ATT_MAXE], acc[ATT_MAXE];
+#pragma unroll
+    for (int i = 0; i < ATT_MAXE; i++) {
+        int e = lane + WARP * i;
+        qv[i] = e < d ? q[e] : 0.0f;
+        acc[i] = 0.0f;
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j = g.lo; j <= g.hi; j++) {
+        size_t row = (size_t)(g.cap ? j % g.cap : j);
+        const float *kr = g.k + row * g.stride, *vr = g.v + row * g.stride;
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXE; i++) {
+            int e = lane + WARP * i;
+            if (e < d) s += qv[i] * kr[e];
+        }
+        s = warp_sum(s) * scale;
+        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+        float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn);
+        l = l * c + p;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXE; i++) {
+            int e = lane + WARP * i;
+            if (e < d) acc[i] = acc[i] * c + p * vr[e];
+        }
+        m = mn;
+    }
+    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+#pragma unroll
+    for (int i = 0; i < ATT_MAXE; i++) {
+        int e = lane + WARP * i;
+        if (e < d) o[e] = acc[i] * inv;
+    }
+}
+
+__global__ void k_attention(float *out, const float *q, const float *k, const float *v, bk_attn p)
+{
+    int t = blockIdx.x, h = blockIdx.y * ATT_WARPS + threadIdx.x / WARP;
+    if (h >= p.n_heads) return;
+    int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
+    size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
+    int P = p.S - p.T + t;
+    att_geom g = {k + (size_t)kvh * d, v + (size_t)kvh * d, ks, 0, P, 0};
+    if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
+    att_row(out + (size_t)t * qs + (size_t)h * d, q + (size_t)t * qs + (size_t)h * d, g, d, p.scale, p.softcap);
+}
+
+extern "C" int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v,
+                             const bk_attn *p)
+{
+    if (p->T <= 0) return 0;
+    if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
+    dim3 grid((unsigned)p->T, (unsigned)((p->n_heads + ATT_WARPS - 1) / ATT_WARPS));
+    k_attention<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, k, v, *p);
+    return (int)cudaGetLastError();
+}
+
+/* The sequence that owns query row r: the last b with q_start[b] <= r. */
+__device__ int row_seq(const int32_t *q_start, int B, int r)
+{
+    int lo = 0, hi = B - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+__global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v, bk_attn_kv p)
+{
+    const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
+                  *slot = (const int32_t *)p.slot;
+    int r = blockIdx.x, b = row_seq(q_start, p.B, r);
+    int n = q_start[b + 1] - q_start[b];
+    int pos = kv_len[b] - n + (r - q_start[b]);
+    size_t w = (size_t)p.n_kv_heads * p.head_dim;
+    size_t row = (size_t)slot[b] * p.cap + (size_t)(pos % p.cap);
+    for (size_t i = threadIdx.x; i < w; i += blockDim.x) {
+        kc[row * w + i] = k[(size_t)r * w + i];
+        vc[row * w + i] = v[(size_t)r * w + i];
+    }
+}
+
+extern "C" int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float *v, const bk_attn_kv *p)
+{
+    if (p->N <= 0) return 0;
+    k_kv_store<<<p->N, 128, 0, (cudaStream_t)stream>>>(kc, vc, k, v, *p);
+    return (int)cudaGetLastError();
+}
+
+__global__ void k_attention_kv(float *out, const float *q, const float *kc, const float *vc, bk_attn_kv p)
+{
+    const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
+                  *slot = (const int32_t *)p.slot;
+    int r = blockIdx.x, h = blockIdx.y * ATT_WARPS + threadIdx.x / WARP;
+    if (h >= p.n_heads) return;
+    int b = row_seq(q_start, p.B, r);
+    int n = q_start[b + 1] - q_start[b], len = kv_len[b];
+    int P = len - n + (r - q_start[b]);
+    int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
+    size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
+    size_t base = (size_t)slot[b] * p.cap * ks + (size_t)kvh * d;
+    att_geom g = {kc + base, vc + base, ks, len - p.cap > 0 ? len - p.cap : 0, P, p.cap};
+    if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
+    att_row(out + (size_t)r * qs + (size_t)h * d, q + (size_t)r * qs + (size_t)h * d, g, d, p.scale, p.softcap);
+}
+
+extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
+                                const bk_attn_kv *p)
+{
+    if (p->N <= 0) return 0;
+    if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
+    dim3 grid((unsigned)p->N, (unsigned)((p->n_heads + ATT_WARPS - 1) / ATT_WARPS));
+    k_attention_kv<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, kc, vc, *p);
+    return (int)cudaGetLastError();
+}
+
+/* ---- element-wise ---- */
+
+__global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, size_t width)
+{
+    const float *s = src + (size_t)idx[blockIdx.x] * width;
+    float *d = dst + (size_t)blockIdx.x * width;
+    for (size_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
+}
+
+extern "C" int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *idx, int n, size_t width)
+{
+    if (n <= 0) return 0;
+    k_gather_rows<<<n, 256, 0, (cudaStream_t)stream>>>(dst, src, idx, width);
+    return (int)cudaGetLastError();
+}
+
+/* silu(g) = g sigmoid(g); gelu_tanh(g) = g sigmoid(2 z), z = sqrt(2/pi) (g + 0.044715 g^3) */
+__global__ void k_glu(float *out, const float *gate, const float *up, size_t n, int gelu)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float g = gate[i];
+        float t = gelu ? 2.0f * 0.7978845608028654f * (g + 0.044715f * g * g * g) : g;
+        out[i] = g / (1.0f + expf(-t)) * up[i];
+    }
+}
+
+extern "C" int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act)
+{
+    if (!n) return 0;
+    k_glu<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(out, gate, up, n, act == BK_ACT_GELU_TANH);
+    return (int)cudaGetLastError();
+}
+
+__global__ void k_add(float *y, const float *a, size_t n)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] += a[i];
+}
+
+extern "C" int cuk_add(void *stream, float *y, const float *a, size_t n)
+{
+    if (!n) return 0;
+    k_add<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, a, n);
+    return (int)cudaGetLastError();
+}
+
+__global__ void k_softcap(float *x, size_t n, float cap)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        x[i] = cap * tanhf(x[i] / cap);
+}
+
+extern "C" int cuk_softcap(void *stream, float *x, size_t n, float cap)
+{
+    if (!n) return 0;
+    k_softcap<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(x, n, cap);
+    return (int)cudaGetLastError();
+}

@@ -1,0 +1,47 @@
+/* cuda_kernels.h - the kernels of the cuda backend (cuda_kernels.cu), as C
+ * functions that launch them on a stream and return the launch's
+ * cudaError_t (0 = success).  Pointers are device pointers; activations are
+ * float32.  Shapes and layouts are those of backend.h's entries. */
+#ifndef INFER_BACKEND_CUDA_KERNELS_H
+#define INFER_BACKEND_CUDA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Most rows of x the matrix-vector kernel takes; more go to cuBLAS. */
+enum { CUK_MATVEC_MAX_T = 8 };
+
+int cuk_embed(void *stream, float *out, const int32_t *ids, int T, const bk_weight *emb, float scale);
+/* y[T, w.rows] = x[T, w.cols] . w^T (+ bias), T <= CUK_MATVEC_MAX_T: each
+ * weight read once, every dtype (MLX-quantized of any bits too). */
+int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T);
+/* dst[n] (bf16) = src[n] (float32) */
+int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
+/* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
+int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr);
+/* y[t, r] += bias[r] */
+int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T, int64_t rows);
+int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
+                int plus_one);
+int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n_heads, int head_dim, const float *inv_freq,
+             float attn_factor);
+int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v, const bk_attn *p);
+int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float *v, const bk_attn_kv *p);
+int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
+                     const bk_attn_kv *p);
+int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *idx, int n, size_t width);
+int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act);
+int cuk_add(void *stream, float *y, const float *a, size_t n);
+int cuk_softcap(void *stream, float *x, size_t n, float cap);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,568 @@
+/* test_cuda.c - the cuda backend, on a machine with an NVIDIA GPU (run
+ * through the device tool); every test skips where the backend is not
+ * compiled in or no device is available (CI).
+ *
+ *   - every op against the cpu backend on fresh random inputs, by
+ *     ||cuda - cpu|| / ||cpu||: float32 paths within 1e-5, products that
+ *     round x to bf16 (more than 8 rows) within 1e-2;
+ *   - every fixture's logits (tests/fixtures, tests/fixtures/mlx) against
+ *     transformers' at testing.md's reduced-precision tolerance: relative
+ *     L2 <= 1e-2 per fixture, the same argmax at >= 99% of positions,
+ *     teacher-forced; the whole sequence (cuBLAS products) and prefixes of
+ *     1 to 8 tokens (the matrix-vector kernel);
+ *   - memory: counters, a clean out-of-memory error under a limit, and the
+ *     device's information. */
+#include <dirent.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "backend/backend.h"
+#include "core/dtype.h"
+#include "infer.h"
+#include "test.h"
+
+#define FIXTURES INFER_TEST_DIR "/fixtures"
+
+typedef struct pair {
+    const backend_ops *be[2]; /* cpu, cuda */
+    void *ctx[2];
+} pair;
+
+static unsigned long long rng = 88172645463325252ull;
+
+static float frand(void)
+{
+    rng ^= rng << 13;
+    rng ^= rng >> 7;
+    rng ^= rng << 17;
+    return (float)((rng >> 11) * (1.0 / 9007199254740992.0)) * 2.0f - 1.0f;
+}
+
+static void fill(float *x, size_t n, float scale)
+{
+    for (size_t i = 0; i < n; i++) x[i] = frand() * scale;
+}
+
+static void open_pair(pair *p)
+{
+    p->be[0] = backend_find("cpu");
+    p->be[1] = backend_find("cuda");
+    if (!p->be[1] || !p->be[1]->available()) skip();
+    bk_opts o = {.n_threads = 2};
+    for (int i = 0; i < 2; i++)
+        if (p->be[i]->create(&o, &p->ctx[i])) fail_msg("%s: %s", p->be[i]->name, infer_last_error());
+}
+
+static void close_pair(pair *p)
+{
+    for (int i = 0; i < 2; i++) p->be[i]->destroy(p->ctx[i]);
+}
+
+/* n bytes of host data in backend i's memory. */
+static void *put(pair *p, int i, const void *host, size_t n)
+{
+    void *d = NULL;
+    if (p->be[i]->alloc(p->ctx[i], n, &d) || p->be[i]->upload(p->ctx[i], d, host, n))
+        fail_msg("%s: %s", p->be[i]->name, infer_last_error());
+    return d;
+}
+
+static void get(pair *p, int i, void *host, const void *d, size_t n)
+{
+    if (p->be[i]->synchronize(p->ctx[i]) || p->be[i]->download(p->ctx[i], host, d, n))
+        fail_msg("%s: %s", p->be[i]->name, infer_last_error());
+}
+
+/* ||a - b|| / ||b||; NaN anywhere is infinite. */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (isnan(a[i]) || isnan(b[i])) return INFINITY;
+        double d = (double)a[i] - b[i];
+        num += d * d;
+        den += (double)b[i] * b[i];
+    }
+    return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* The float buffer d of n floats from both backends, compared. */
+static double compare(pair *p, void *const d[2], size_t n)
+{
+    float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    assert_non_null(a);
+    assert_non_null(b);
+    /* poisoned first: an element the kernel never writes shows */
+    for (size_t i = 0; i < n; i++) a[i] = NAN;
+    get(p, 1, a, d[1], n * 4);
+    get(p, 0, b, d[0], n * 4);
+    double e = rel_err(a, b, n);
+    free(a);
+    free(b);
+    return e;
+}
+
+static void *poisoned(pair *p, int i, size_t n_floats)
+{
+    float *h = malloc(n_floats * sizeof *h);
+    assert_non_null(h);
+    for (size_t k = 0; k < n_floats; k++) h[k] = NAN;
+    void *d = put(p, i, h, n_floats * 4);
+    free(h);
+    return d;
+}
+
+static void free2(pair *p, void *const d[2])
+{
+    for (int i = 0; i < 2; i++) p->be[i]->free(p->ctx[i], d[i]);
+}
+
+/* ---- weights ---- */
+
+typedef struct host_weight {
+    bk_weight w;
+    void *data, *scales, *biases;
+} host_weight;
+
+/* A random weight [rows, cols]: bf16/f16/f32, or MLX-quantized (bits > 0)
+ * with bf16 scales and biases. */
+static void make_weight(host_weight *h, int64_t rows, int64_t cols, infer_dtype dt, int bits, int gs)
+{
+    memset(h, 0, sizeof *h);
+    h->w.rows = rows;
+    h->w.cols = cols;
+    size_t n = (size_t)(rows * cols);
+    if (bits) {
+        size_t bytes = (size_t)rows * (size_t)cols * (size_t)bits / 8, groups = (size_t)rows * (size_t)(cols / gs);
+        unsigned char *q = malloc(bytes);
+        uint16_t *s = malloc(groups * 2), *b = malloc(groups * 2);
+        assert_true(q && s && b);
+        for (size_t i = 0; i < bytes; i++) q[i] = (unsigned char)(frand() * 128.0f + 128.0f);
+        for (size_t i = 0; i < groups; i++) {
+            s[i] = f32_to_bf16(0.02f * frand());
+            b[i] = f32_to_bf16(0.1f * frand());
+        }
+        h->data = q;
+        h->scales = s;
+        h->biases = b;
+        h->w = (bk_weight){q, DT_U32, rows, cols, bits, gs, s, b, DT_BF16};
+        return;
+    }
+    h->w.dtype = dt;
+    if (dt == DT_F32) {
+        float *f = malloc(n * 4);
+        assert_non_null(f);
+        fill(f, n, 0.1f);
+        h->data = f;
+    } else {
+        uint16_t *u = malloc(n * 2);
+        assert_non_null(u);
+        for (size_t i = 0; i < n; i++) u[i] = dt == DT_BF16 ? f32_to_bf16(0.1f * frand()) : f32_to_f16(0.1f * frand());
+        h->data = u;
+    }
+    h->w.data = h->data;
+}
+
+static void free_weight(host_weight *h)
+{
+    free(h->data);
+    free(h->scales);
+    free(h->biases);
+}
+
+/* The weight as each backend uses it: cpu where it lies, cuda prepared. */
+static void place(pair *p, const host_weight *h, bk_weight w[2])
+{
+    w[0] = w[1] = h->w;
+    if (p->be[1]->weight_prepare(p->ctx[1], &w[1])) fail_msg("cuda: %s", infer_last_error());
+}
+
+static void unplace(pair *p, bk_weight w[2]) { p->be[1]->weight_release(p->ctx[1], &w[1]); }
+
+/* ---- ops against the cpu backend ---- */
+
+static void matmul_matches_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    static const struct {
+        infer_dtype dt;
+        int bits, gs;
+        int64_t rows, cols;
+    } cases[] = {
+        {DT_BF16, 0, 0, 200, 256}, {DT_F16, 0, 0, 72, 384},  {DT_F32, 0, 0, 40, 136}, {DT_BF16, 0, 0, 33, 100},
+        {DT_U32, 4, 64, 130, 512}, {DT_U32, 4, 32, 64, 96},  {DT_U32, 4, 128, 48, 256}, {DT_U32, 8, 64, 96, 192},
+        {DT_U32, 8, 32, 20, 64},   {DT_U32, 2, 64, 24, 128}, {DT_U32, 3, 64, 24, 128},  {DT_U32, 5, 32, 24, 64},
+        {DT_U32, 6, 64, 24, 128},
+    };
+    static const int Ts[] = {1, 3, 8, 9, 40};
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        host_weight hw, hb;
+        make_weight(&hw, cases[c].rows, cases[c].cols, cases[c].dt, cases[c].bits, cases[c].gs);
+        make_weight(&hb, 1, cases[c].rows, DT_BF16, 0, 0);
+        bk_weight w[2], b[2];
+        place(&p, &hw, w);
+        place(&p, &hb, b);
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            int T = Ts[ti];
+            size_t nx = (size_t)T * (size_t)cases[c].cols, ny = (size_t)T * (size_t)cases[c].rows;
+            float *x = malloc(nx * 4);
+            assert_non_null(x);
+            fill(x, nx, 1.0f);
+            void *dx[2], *dy[2];
+            for (int i = 0; i < 2; i++) {
+                dx[i] = put(&p, i, x, nx * 4);
+                dy[i] = poisoned(&p, i, ny);
+                if (p.be[i]->matmul(p.ctx[i], dy[i], dx[i], &w[i], (ti & 1) ? &b[i] : NULL, T))
+                    fail_msg("%s matmul: %s", p.be[i]->name, infer_last_error());
+            }
+            double e = compare(&p, dy, ny);
+            double tol = T > 8 && cases[c].dt != DT_F32 ? 1e-2 : 1e-5;
+            if (!(e <= tol))
+                fail_msg("matmul %s bits %d g%d [%lld x %lld], T %d: relative error %.3e > %.0e",
+                         dtype_name(cases[c].dt), cases[c].bits, cases[c].gs, (long long)cases[c].rows,
+                         (long long)cases[c].cols, T, e, tol);
+            free2(&p, dx);
+            free2(&p, dy);
+            free(x);
+        }
+        unplace(&p, w);
+        unplace(&p, b);
+        free_weight(&hw);
+        free_weight(&hb);
+    }
+    close_pair(&p);
+}
+
+static void small_ops_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    const int T = 5, D = 96;
+    size_t n = (size_t)T * D;
+    float *x = malloc(n * 4), *y = malloc(n * 4);
+    assert_true(x && y);
+    fill(x, n, 2.0f);
+    fill(y, n, 2.0f);
+    host_weight g;
+    make_weight(&g, 1, D, DT_BF16, 0, 0);
+    bk_weight gw[2];
+    place(&p, &g, gw);
+    for (int op = 0; op < 6; op++) {
+        void *a[2], *b[2];
+        for (int i = 0; i < 2; i++) {
+            a[i] = put(&p, i, x, n * 4);
+            b[i] = put(&p, i, y, n * 4);
+            void *ctx = p.ctx[i];
+            const backend_ops *be = p.be[i];
+            int rc = op == 0   ? be->rmsnorm(ctx, b[i], a[i], &gw[i], T, D, 1e-6f, 0)
+                     : op == 1 ? be->rmsnorm(ctx, a[i], a[i], &gw[i], T, D, 1e-5f, 1)
+                     : op == 2 ? be->glu(ctx, b[i], a[i], b[i], n, BK_ACT_SILU)
+                     : op == 3 ? be->glu(ctx, b[i], a[i], b[i], n, BK_ACT_GELU_TANH)
+                     : op == 4 ? be->add(ctx, b[i], a[i], n)
+                               : be->softcap(ctx, a[i], n, 1.5f);
+            if (rc) fail_msg("%s op %d: %s", be->name, op, infer_last_error());
+        }
+        void **out = op == 1 || op == 5 ? a : b;
+        double e = compare(&p, out, n);
+        if (!(e <= 1e-5)) fail_msg("op %d: relative error %.3e", op, e);
+        free2(&p, a);
+        free2(&p, b);
+    }
+    unplace(&p, gw);
+    free_weight(&g);
+    free(x);
+    free(y);
+    close_pair(&p);
+}
+
+static void embed_rope_gather_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    const int V = 50, D = 128, T = 6, H = 3;
+    int32_t ids[6] = {0, 49, 7, 7, 23, 1}, pos[6] = {0, 1, 2, 100, 4000, 7}, rows[3] = {5, 0, 2};
+    for (int kind = 0; kind < 2; kind++) {
+        host_weight e;
+        make_weight(&e, V, D, DT_BF16, kind ? 4 : 0, 64);
+        bk_weight w[2];
+        place(&p, &e, w);
+        void *di[2], *out[2];
+        for (int i = 0; i < 2; i++) {
+            di[i] = put(&p, i, ids, sizeof ids);
+            out[i] = poisoned(&p, i, (size_t)T * D);
+            if (p.be[i]->embed(p.ctx[i], out[i], di[i], T, &w[i], 3.5f)) fail_msg("embed: %s", infer_last_error());
+        }
+        double err = compare(&p, out, (size_t)T * D);
+        if (!(err <= 1e-6)) fail_msg("embed (%s): relative error %.3e", kind ? "4-bit" : "bf16", err);
+        free2(&p, di);
+        free2(&p, out);
+        unplace(&p, w);
+        free_weight(&e);
+    }
+    size_t n = (size_t)T * H * 64;
+    float *x = malloc(n * 4), freq[32];
+    assert_non_null(x);
+    fill(x, n, 1.0f);
+    for (int i = 0; i < 32; i++) freq[i] = powf(10000.0f, -(float)i / 32.0f);
+    void *dx[2], *dp[2], *df[2], *dr[2], *dg[2];
+    for (int i = 0; i < 2; i++) {
+        dx[i] = put(&p, i, x, n * 4);
+        dp[i] = put(&p, i, pos, sizeof pos);
+        df[i] = put(&p, i, freq, sizeof freq);
+        dr[i] = put(&p, i, rows, sizeof rows);
+        dg[i] = poisoned(&p, i, 3 * (size_t)H * 64);
+        if (p.be[i]->rope(p.ctx[i], dx[i], dp[i], T, H, 64, df[i], 0.9f) ||
+            p.be[i]->gather_rows(p.ctx[i], dg[i], dx[i], dr[i], 3, (size_t)H * 64))
+            fail_msg("%s: %s", p.be[i]->name, infer_last_error());
+    }
+    double err = compare(&p, dx, n);
+    if (!(err <= 1e-5)) fail_msg("rope: relative error %.3e", err);
+    err = compare(&p, dg, 3 * (size_t)H * 64);
+    if (!(err <= 1e-5)) fail_msg("gather_rows: relative error %.3e", err);
+    free2(&p, dx);
+    free2(&p, dp);
+    free2(&p, df);
+    free2(&p, dr);
+    free2(&p, dg);
+    free(x);
+    close_pair(&p);
+}
+
+static void attention_matches_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    static const struct {
+        int T, S, H, KVH, d, window;
+        float softcap;
+    } cases[] = {
+        {7, 7, 4, 2, 64, 0, 0.0f}, {3, 40, 6, 2, 128, 0, 0.0f}, {16, 50, 4, 4, 80, 9, 0.0f},
+        {5, 5, 2, 1, 256, 0, 50.0f}, {1, 33, 8, 2, 16, 4, 30.0f},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int T = cases[c].T, S = cases[c].S, H = cases[c].H, KVH = cases[c].KVH, d = cases[c].d;
+        size_t nq = (size_t)T * H * d, nk = (size_t)S * KVH * d;
+        float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
+        assert_true(q && k && v);
+        fill(q, nq, 1.0f);
+        fill(k, nk, 1.0f);
+        fill(v, nk, 1.0f);
+        bk_attn a = {T, S, H, KVH, d, 1.0f / sqrtf((float)d), cases[c].softcap, cases[c].window};
+        void *dq[2], *dk[2], *dv[2], *dout[2];
+        for (int i = 0; i < 2; i++) {
+            dq[i] = put(&p, i, q, nq * 4);
+            dk[i] = put(&p, i, k, nk * 4);
+            dv[i] = put(&p, i, v, nk * 4);
+            dout[i] = poisoned(&p, i, nq);
+            if (p.be[i]->attention(p.ctx[i], dout[i], dq[i], dk[i], dv[i], &a))
+                fail_msg("%s attention: %s", p.be[i]->name, infer_last_error());
+        }
+        double e = compare(&p, dout, nq);
+        if (!(e <= 1e-5)) fail_msg("attention case %zu: relative error %.3e", c, e);
+        free2(&p, dq);
+        free2(&p, dk);
+        free2(&p, dv);
+        free2(&p, dout);
+        free(q);
+        free(k);
+        free(v);
+    }
+    close_pair(&p);
+}
+
+/* Two sequences over one cache: a ragged batch (4 new rows and 1); with a
+ * window, the second a ring shorter than its length. */
+static void kv_attention_matches_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    const int H = 4, KVH = 2, d = 64, cap = 24, B = 2, N = 5;
+    int32_t q_start[3] = {0, 4, 5}, kv_len[2] = {10, 20}, slot[2] = {1, 0};
+    size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d;
+    float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(N * w * 4), *v = malloc(N * w * 4),
+          *q = malloc(nq * 4);
+    assert_true(kc && vc && k && v && q);
+    fill(kc, nc, 1.0f);
+    fill(vc, nc, 1.0f);
+    fill(k, N * w, 1.0f);
+    fill(v, N * w, 1.0f);
+    fill(q, nq, 1.0f);
+    for (int window = 0; window <= 8; window += 8) {
+        /* with the window, the second sequence outgrows its ring */
+        kv_len[1] = window ? 30 : 20;
+        void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2];
+        for (int i = 0; i < 2; i++) {
+            dkc[i] = put(&p, i, kc, nc * 4);
+            dvc[i] = put(&p, i, vc, nc * 4);
+            dk[i] = put(&p, i, k, N * w * 4);
+            dv[i] = put(&p, i, v, N * w * 4);
+            dq[i] = put(&p, i, q, nq * 4);
+            dqs[i] = put(&p, i, q_start, sizeof q_start);
+            dl[i] = put(&p, i, kv_len, sizeof kv_len);
+            ds[i] = put(&p, i, slot, sizeof slot);
+            dout[i] = poisoned(&p, i, nq);
+            bk_attn_kv a = {B, N, cap, dqs[i], dl[i], ds[i], H, KVH, d, 0.125f, 0.0f, window};
+            if (p.be[i]->kv_store(p.ctx[i], dkc[i], dvc[i], dk[i], dv[i], &a) ||
+                p.be[i]->attention_kv(p.ctx[i], dout[i], dq[i], dkc[i], dvc[i], &a))
+                fail_msg("%s: %s", p.be[i]->name, infer_last_error());
+        }
+        double e1 = compare(&p, dkc, nc), e2 = compare(&p, dout, nq);
+        if (!(e1 == 0.0)) fail_msg("kv_store (window %d): caches differ (%.3e)", window, e1);
+        if (!(e2 <= 1e-5)) fail_msg("attention_kv (window %d): relative error %.3e", window, e2);
+        void **all[] = {dkc, dvc, dk, dv, dq, dout, dqs, dl, ds};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free2(&p, all[i]);
+    }
+    free(kc);
+    free(vc);
+    free(k);
+    free(v);
+    free(q);
+    close_pair(&p);
+}
+
+/* ---- whole models against transformers ---- */
+
+static int list_fixtures(const char *root, char names[][512], int max, int n)
+{
+    DIR *d = opendir(root);
+    if (!d) return n;
+    struct dirent *e;
+    while ((e = readdir(d)) && n < max) {
+        char path[1024];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s/logits.npy", root, e->d_name);
+        if (e->d_name[0] != '.' && stat(path, &st) == 0) snprintf(names[n++], 512, "%s/%s", root, e->d_name);
+    }
+    closedir(d);
+    return n;
+}
+
+static void fixtures_within_reduced_tolerance(void **state)
+{
+    (void)state;
+    if (!infer_backend_available("cuda")) skip();
+    static char dirs[64][512];
+    int n = list_fixtures(FIXTURES, dirs, 64, 0);
+    n = list_fixtures(FIXTURES "/mlx", dirs, 64, n);
+    assert_true(n > 0);
+    size_t positions = 0, agree = 0;
+    int bad = 0;
+    for (int f = 0; f < n; f++) {
+        char path[1024];
+        test_npy ids, gold;
+        snprintf(path, sizeof path, "%.511s/ids.npy", dirs[f]);
+        assert_int_equal(test_npy_load(path, &ids), 0);
+        snprintf(path, sizeof path, "%.511s/logits.npy", dirs[f]);
+        assert_int_equal(test_npy_load(path, &gold), 0);
+        infer_load_opts o;
+        infer_load_opts_default(&o);
+        o.backend = "cuda";
+        infer_model *m = NULL;
+        if (infer_model_load(dirs[f], &o, &m)) fail_msg("%s: %s", dirs[f], infer_last_error());
+        size_t V = gold.n / ids.n;
+        float *out = malloc(gold.n * sizeof *out), *pre = malloc(8 * V * sizeof *pre);
+        assert_true(out && pre);
+        if (infer_model_logits(m, ids.i, ids.n, out)) fail_msg("%s: %s", dirs[f], infer_last_error());
+        /* dynamic RoPE scales by the length of the sequence: a prefix is
+         * not the golden sequence cut short */
+        snprintf(path, sizeof path, "%.511s/config.json", dirs[f]);
+        size_t clen;
+        char *cfg = (char *)test_read_file(path, &clen);
+        assert_non_null(cfg);
+        int dynamic = strstr(cfg, "\"dynamic\"") != NULL;
+        free(cfg);
+        double num[2] = {0, 0}, den[2] = {0, 1e-30};
+        for (size_t t = 1; t <= 8 && t <= ids.n && !dynamic; t++) {
+            /* the matrix-vector kernel: prefixes of up to 8 tokens, last row */
+            if (infer_model_logits(m, ids.i, t, pre)) fail_msg("%s: %s", dirs[f], infer_last_error());
+            const float *x = pre + (t - 1) * V, *g = gold.f + (t - 1) * V;
+            for (size_t v = 0; v < V; v++) {
+                double dd = isnan(x[v]) ? INFINITY : (double)x[v] - g[v];
+                num[1] += dd * dd;
+                den[1] += (double)g[v] * g[v];
+            }
+        }
+        for (size_t r = 0; r < ids.n; r++) {
+            const float *x = out + r * V, *g = gold.f + r * V;
+            size_t ax = 0, ag = 0;
+            for (size_t v = 0; v < V; v++) {
+                double dd = isnan(x[v]) ? INFINITY : (double)x[v] - g[v];
+                num[0] += dd * dd;
+                den[0] += (double)g[v] * g[v];
+                if (x[v] > x[ax]) ax = v;
+                if (g[v] > g[ag]) ag = v;
+            }
+            positions++;
+            agree += ax == ag;
+        }
+        double e0 = sqrt(num[0] / den[0]), e1 = sqrt(num[1] / den[1]);
+        print_message("  %-40s cuda: relative L2 %.2e (whole sequence), %.2e (prefixes)\n",
+                      dirs[f] + strlen(FIXTURES) + 1, e0, e1);
+        if (!(e0 <= 1e-2) || !(e1 <= 1e-2)) bad++;
+        free(out);
+        free(pre);
+        infer_model_free(m);
+        test_npy_free(&ids);
+        test_npy_free(&gold);
+    }
+    print_message("  cuda: same argmax at %zu of %zu positions\n", agree, positions);
+    assert_int_equal(bad, 0);
+    if (agree * 100 < positions * 99) fail_msg("cuda: same argmax at %zu of %zu positions", agree, positions);
+}
+
+/* ---- memory and device ---- */
+
+static void memory_and_device(void **state)
+{
+    (void)state;
+    if (!infer_backend_available("cuda")) skip();
+    infer_device_info d;
+    assert_int_equal(infer_get_device_info("cuda", &d), 0);
+    assert_string_equal(d.backend, "cuda");
+    assert_true(d.memory_total > 0 && d.memory_free <= d.memory_total);
+    assert_true(d.compute_major >= 5 && d.multiprocessors > 0);
+    print_message("  cuda: %s, sm_%d%d, %d SMs, %zu MiB\n", d.name, d.compute_major, d.compute_minor,
+                  d.multiprocessors, d.memory_total >> 20);
+    const backend_ops *be = backend_find("cuda");
+    void *ctx = NULL, *a = NULL, *b = NULL;
+    bk_opts o = {0};
+    assert_int_equal(be->create(&o, &ctx), 0);
+    size_t before = infer_get_active_memory("cuda");
+    assert_int_equal(be->alloc(ctx, 1 << 20, &a), 0);
+    assert_int_equal(infer_get_active_memory("cuda"), before + (1 << 20));
+    assert_true(infer_get_peak_memory("cuda") >= before + (1 << 20));
+    size_t prev;
+    assert_int_equal(infer_set_memory_limit("cuda", before + (2 << 20), &prev), 0);
+    int rc = be->alloc(ctx, 4 << 20, &b);
+    assert_int_equal(rc, INFER_ERR_OUT_OF_MEMORY);
+    assert_null(b);
+    assert_non_null(strstr(infer_last_error(), "memory limit"));
+    assert_int_equal(infer_set_memory_limit("cuda", prev, NULL), 0);
+    /* more than the device holds: a clean error too */
+    rc = be->alloc(ctx, (size_t)1 << 50, &b);
+    assert_int_equal(rc, INFER_ERR_OUT_OF_MEMORY);
+    be->free(ctx, a);
+    assert_int_equal(infer_get_active_memory("cuda"), before);
+    be->destroy(ctx);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(matmul_matches_cpu),
+    cmocka_unit_test(small_ops_match_cpu),
+    cmocka_unit_test(embed_rope_gather_match_cpu),
+    cmocka_unit_test(attention_matches_cpu),
+    cmocka_unit_test(kv_attention_matches_cpu),
+    cmocka_unit_test(fixtures_within_reduced_tolerance),
+    cmocka_unit_test(memory_and_device),
+};
+
+TEST_GROUP(test_cuda, tests)
