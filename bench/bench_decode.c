@@ -25,6 +25,9 @@
  *   ratio      bytes/token x tok/s / bandwidth (also against the 1-thread
  *              bandwidth, the figure the issue's llama.cpp comparison uses)
  * --int8 loads with cpu_int8 = 1 (int8 activations for quantized weights).
+ * --backend cuda runs on the GPU; the limit is then the device's copy
+ * bandwidth (a 512 MiB device-to-device copy, bytes read + written, the
+ * best of 10 before the runs and 10 after).
  * Token ids are fixed pseudo-random ids: random weights decode exactly as
  * fast as real ones. */
 #include <cjson/cJSON.h>
@@ -37,6 +40,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "backend/backend.h"
 #include "bench_bw.h"
 #include "infer.h"
 
@@ -48,6 +52,30 @@ static int cmp_d(const void *a, const void *b)
 
 /* ---- The bandwidth limit ---- */
 
+
+/* The best GB/s of n device-to-device copies of 512 MiB (read + written);
+ * 0 when the backend cannot run them. */
+static double device_copy_bw(const char *backend, int n)
+{
+    const backend_ops *be = backend_find(backend);
+    void *ctx = NULL, *a = NULL, *b = NULL;
+    bk_opts o = {0};
+    size_t bytes = (size_t)512 << 20;
+    double best = 0.0;
+    if (!be || be->create(&o, &ctx)) return 0.0;
+    if (!be->alloc(ctx, bytes, &a) && !be->alloc(ctx, bytes, &b) && !be->copy(ctx, b, a, bytes) &&
+        !be->synchronize(ctx))
+        for (int i = 0; i < n; i++) {
+            double t0 = bench_now();
+            if (be->copy(ctx, b, a, bytes) || be->synchronize(ctx)) break;
+            double gbs = 2.0 * (double)bytes / (bench_now() - t0) * 1e-9;
+            if (gbs > best) best = gbs;
+        }
+    be->free(ctx, a);
+    be->free(ctx, b);
+    be->destroy(ctx);
+    return best;
+}
 
 /* ---- Bytes a decode step reads ---- */
 
@@ -171,7 +199,7 @@ static double median(double *v, int n)
 
 int main(int argc, char **argv)
 {
-    const char *dir = NULL;
+    const char *dir = NULL, *backend = "cpu";
     int threads = 0, n_decode = 128, n_prompt = 128, runs = 3, int8 = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc) threads = atoi(argv[++i]);
@@ -179,6 +207,7 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--prompt") && i + 1 < argc) n_prompt = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--runs") && i + 1 < argc) runs = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--int8")) int8 = 1;
+        else if (!strcmp(argv[i], "--backend") && i + 1 < argc) backend = argv[++i];
         else if (argv[i][0] != '-' && !dir) dir = argv[i];
         else {
             dir = NULL;
@@ -186,12 +215,14 @@ int main(int argc, char **argv)
         }
     }
     if (!dir || n_decode < 2 || n_prompt < 0 || runs < 1 || runs > 99 || threads < 0 || threads > 64) {
-        fprintf(stderr, "usage: bench_decode DIR [--threads N] [--decode N] [--prompt N] [--runs N] [--int8]\n");
+        fprintf(stderr, "usage: bench_decode DIR [--threads N] [--decode N] [--prompt N] [--runs N] [--int8] "
+                        "[--backend cpu|cuda]\n");
         return 2;
     }
     infer_load_opts lo;
     infer_load_opts_default(&lo);
-    lo.backend = "cpu";
+    lo.backend = backend;
+    int gpu = strcmp(backend, "cpu") != 0;
     lo.n_threads = threads;
     lo.cpu_int8 = int8;
     lo.context_len = 4096;
@@ -209,21 +240,25 @@ int main(int argc, char **argv)
     }
     infer_device_info dev;
     memset(&dev, 0, sizeof dev);
-    infer_get_device_info("cpu", &dev);
+    infer_get_device_info(backend, &dev);
     int nt = threads ? threads : dev.multiprocessors;
     if (nt < 1) nt = 1;
     if (nt > 64) nt = 64;
 
-    printf("model %s: %s, %d layers, hidden %d, vocab %d, %s%s; %d threads%s\n", dir, info.model_type,
-           info.n_layers, info.hidden_size, info.vocab_size, info.dtype,
-           info.tied_embeddings ? ", tied" : "", nt, int8 ? ", int8 activations" : "");
+    printf("model %s: %s, %d layers, hidden %d, vocab %d, %s%s; %s", dir, info.model_type, info.n_layers,
+           info.hidden_size, info.vocab_size, info.dtype, info.tied_embeddings ? ", tied" : "", backend);
+    if (gpu)
+        printf(" (%s)\n", dev.name);
+    else
+        printf(", %d threads%s\n", nt, int8 ? ", int8 activations" : "");
 
     /* the bandwidth limit: before the runs and after them, the best */
-    size_t big = (size_t)1 << 30;
+    size_t big = gpu ? 64 : (size_t)1 << 30;
     unsigned char *buf = malloc(big);
     if (!buf) return 1;
     memset(buf, 1, big);
-    double bw1 = bench_read_bw(buf, big, 1, 3), bwn = nt > 1 ? bench_read_bw(buf, big, nt, 3) : bw1;
+    double bw1 = gpu ? device_copy_bw(backend, 10) : bench_read_bw(buf, big, 1, 3);
+    double bwn = gpu || nt == 1 ? bw1 : bench_read_bw(buf, big, nt, 3);
 
     /* decode: 8-token prompt, n_decode tokens */
     int32_t *ids = malloc((size_t)(n_prompt > 8 ? n_prompt : 8) * sizeof *ids);
@@ -257,21 +292,30 @@ int main(int argc, char **argv)
     double kv = 2.0 * info.n_layers * mean_pos * info.n_kv_heads * info.head_dim * 4.0;
     double per_token = weights + kv;
 
-    double b1 = bench_read_bw(buf, big, 1, 3), bn = nt > 1 ? bench_read_bw(buf, big, nt, 3) : b1;
+    double b1 = gpu ? device_copy_bw(backend, 10) : bench_read_bw(buf, big, 1, 3);
+    double bn = gpu || nt == 1 ? b1 : bench_read_bw(buf, big, nt, 3);
     if (b1 > bw1) bw1 = b1;
     if (bn > bwn) bwn = bn;
     free(buf);
     double bw = bwn > bw1 ? bwn : bw1;
 
-    printf("limit: read bandwidth %.1f GB/s (1 GiB, %d threads; %.1f GB/s with 1; best of 6, before and after the runs)\n",
-           bw, nt, bw1);
+    if (gpu)
+        printf("limit: device copy bandwidth %.1f GB/s (512 MiB, read + written; best of 20, before and after the "
+               "runs)\n",
+               bw);
+    else
+        printf("limit: read bandwidth %.1f GB/s (1 GiB, %d threads; %.1f GB/s with 1; best of 6, before and after "
+               "the runs)\n",
+               bw, nt, bw1);
     printf("bytes/token: %.1f MB (weights %.1f MB of which embedding row %.3f MB%s; KV cache %.2f MB)\n",
            per_token * 1e-6, weights * 1e-6, wb.embed_row * 1e-6,
            info.tied_embeddings ? ", tied head = embedding" : "", kv * 1e-6);
-    printf("decode:  %.2f tok/s (median of %d, %d tokens)   limit %.2f tok/s   ratio %.3f  (%.3f of the 1-thread "
-           "bandwidth)\n",
-           decode, runs, n_decode, bw * 1e9 / per_token, decode * per_token / (bw * 1e9),
-           decode * per_token / (bw1 * 1e9));
+    printf("decode:  %.2f tok/s (median of %d, %d tokens)   limit %.2f tok/s   ratio %.3f", decode, runs, n_decode,
+           bw * 1e9 / per_token, decode * per_token / (bw * 1e9));
+    if (gpu)
+        printf("\n");
+    else
+        printf("  (%.3f of the 1-thread bandwidth)\n", decode * per_token / (bw1 * 1e9));
     printf("prefill: %.1f tok/s (median of %d, %d-token prompt)\n", prefill, runs, n_prompt);
     printf("runs: decode");
     for (int r = 0; r < runs; r++) printf(" %.2f", dec[r]);

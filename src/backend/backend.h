@@ -166,6 +166,16 @@ typedef struct backend_ops {
     int (*softcap)(void *ctx, void *x, size_t n, float cap);
     /* Copies activations out as float32 (dst is host memory). */
     int (*download_f32)(void *ctx, float *dst, const void *src, size_t n);
+
+    /* Graphs (cuda; NULL elsewhere): the ops queued between graph_begin
+     * and graph_end are recorded instead of run, and graph_run replays
+     * them with the same arguments; what they read from backend buffers
+     * (token ids, positions, lengths) is read at each replay.  graph_end
+     * with graph NULL abandons the recording (after an op failed). */
+    int (*graph_begin)(void *ctx);
+    int (*graph_end)(void *ctx, void **graph);
+    int (*graph_run)(void *ctx, void *graph);
+    void (*graph_free)(void *ctx, void *graph);
 } backend_ops;
 
 /* Size of one activation element. */

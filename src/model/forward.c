@@ -29,6 +29,8 @@ void fwd_scratch_free(infer_model *m, fwd_scratch *s)
     void **p[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->a, &s->o, &s->g, &s->u, &s->ids, &s->pos,
                   &s->q_start, &s->kv_len, &s->slot, &s->out_rows, &s->sel, &s->logits, &s->inv_freq_dyn};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free_all(m, p[i], 1);
+    if (s->graph) m->be->graph_free(m->bctx, s->graph);
+    s->graph = NULL;
     free(s->host_pos);
     free(s->host_freq);
     s->host_pos = NULL;
@@ -222,20 +224,20 @@ static int upload_batch(infer_model *m, const fwd_batch *fb, fwd_scratch *s)
     return INFER_OK;
 }
 
-int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)
+/* Everything after the inputs are on the backend: the layers, then the
+ * logits of the output rows (left in s->logits). */
+static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)
 {
     const model_config *c = &m->cfg;
     const backend_ops *be = m->be;
-    int rc = check_batch(m, kv, s, fb);
-    if (rc) return rc;
     /* Gemma multiplies embeddings by sqrt(hidden) rounded to the activation
      * dtype: float32 here. */
     float scale = c->embed_scale ? sqrtf((float)c->hidden_size) : 1.0f;
-    if ((rc = upload_batch(m, fb, s)) || (rc = be->embed(m->bctx, s->x, s->ids, fb->N, &m->embed, scale)))
-        return rc;
+    int rc = be->embed(m->bctx, s->x, s->ids, fb->N, &m->embed, scale);
+    if (rc) return rc;
     for (int li = 0; li < c->n_layers; li++)
         if ((rc = attention_block(m, kv, li, fb, s)) || (rc = mlp_block(m, li, fb->N, s))) return rc;
-    if (fb->n_out == 0) return be->synchronize(m->bctx);
+    if (fb->n_out == 0) return INFER_OK;
     size_t n = (size_t)fb->n_out * c->vocab_size;
     if ((rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size)) ||
         (rc = be->rmsnorm(m->bctx, s->sel, s->sel, &m->final_norm, fb->n_out, c->hidden_size,
@@ -243,7 +245,62 @@ int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch 
         (rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out)))
         return rc;
     if (c->final_softcap > 0 && (rc = be->softcap(m->bctx, s->logits, n, (float)c->final_softcap))) return rc;
-    return be->download_f32(m->bctx, fb->logits, s->logits, n);
+    return INFER_OK;
+}
+
+/* A decode step (one token of one sequence) runs as a graph where the
+ * backend records them: recorded once, replayed every step, so that the
+ * host issues one launch instead of one per op.  A recording holds the KV
+ * cache's buffers and ring sizes and the number of logit rows: this key
+ * tells when it must be made again (the cache grew). */
+static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
+{
+    uint64_t h = 1469598103934665603ull;
+#define MIX(v)                                                                                                   \
+    do {                                                                                                         \
+        h ^= (uint64_t)(v);                                                                                      \
+        h *= 1099511628211ull;                                                                                   \
+    } while (0)
+    for (int l = 0; l < kv->n_layers; l++) {
+        MIX((uintptr_t)kv->k[l]);
+        MIX((uintptr_t)kv->v[l]);
+        MIX(kv->cap[l]);
+    }
+    MIX(fb->n_out);
+#undef MIX
+    return h;
+}
+
+static int forward_graph(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)
+{
+    const backend_ops *be = m->be;
+    uint64_t key = graph_key(kv, fb);
+    if (!s->graph || s->graph_key != key) {
+        if (s->graph) be->graph_free(m->bctx, s->graph);
+        s->graph = NULL;
+        int rc = be->graph_begin(m->bctx);
+        if (rc) return rc;
+        if ((rc = forward_compute(m, kv, s, fb))) {
+            be->graph_end(m->bctx, NULL);
+            return rc;
+        }
+        if ((rc = be->graph_end(m->bctx, &s->graph))) return rc;
+        s->graph_key = key;
+    }
+    return be->graph_run(m->bctx, s->graph);
+}
+
+int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)
+{
+    const model_config *c = &m->cfg;
+    const backend_ops *be = m->be;
+    int rc = check_batch(m, kv, s, fb);
+    if (rc || (rc = upload_batch(m, fb, s))) return rc;
+    int graph = be->graph_begin && fb->B == 1 && fb->N == 1 && fb->n_out <= 1 && !fb->inspect;
+    rc = graph ? forward_graph(m, kv, s, fb) : forward_compute(m, kv, s, fb);
+    if (rc) return rc;
+    if (fb->n_out == 0) return be->synchronize(m->bctx);
+    return be->download_f32(m->bctx, fb->logits, s->logits, (size_t)fb->n_out * c->vocab_size);
 }
 
 int model_forward_logits(infer_model *m, const int32_t *ids, int T, float *out)

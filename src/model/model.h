@@ -129,6 +129,8 @@ typedef struct fwd_scratch {
     void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *sel, *logits, *inv_freq_dyn;
     int32_t *host_pos;       /* host staging: positions [max_rows] */
     float *host_freq;        /* host staging: dynamic RoPE tables [max_B, head_dim / 2] */
+    void *graph;             /* the recorded decode step (backends with graphs), or NULL */
+    uint64_t graph_key;      /* what it was recorded for (graph_key in forward.c) */
 } fwd_scratch;
 
 int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_scratch *s);

@@ -486,6 +486,48 @@ static int cuda_download_f32(void *ctx, float *dst, const void *src, size_t n)
     return cuda_download(ctx, dst, src, n * sizeof *dst);
 }
 
+/* ---- graphs ---- */
+
+static int cuda_graph_begin(void *ctx)
+{
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaStreamBeginCapture(c->stream, cudaStreamCaptureModeThreadLocal);
+    return e ? cu_fail(e, "starting a graph") : INFER_OK;
+}
+
+static int cuda_graph_end(void *ctx, void **graph)
+{
+    cuda_ctx *c = ctx;
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(c->stream, &g);
+    if (!graph) {
+        if (g) cudaGraphDestroy(g);
+        cudaGetLastError();
+        return INFER_OK;
+    }
+    *graph = NULL;
+    if (e) return cu_fail(e, "recording a graph");
+    cudaGraphExec_t x = NULL;
+    e = cudaGraphInstantiate(&x, g, 0);
+    cudaGraphDestroy(g);
+    if (e) return cu_fail(e, "instantiating a graph");
+    *graph = x;
+    return INFER_OK;
+}
+
+static int cuda_graph_run(void *ctx, void *graph)
+{
+    cuda_ctx *c = ctx;
+    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, c->stream);
+    return e ? cu_fail(e, "running a graph") : INFER_OK;
+}
+
+static void cuda_graph_free(void *ctx, void *graph)
+{
+    (void)ctx;
+    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+}
+
 const backend_ops backend_cuda = {
     .name = "cuda",
     .available = cuda_available,
@@ -517,4 +559,8 @@ const backend_ops backend_cuda = {
     .add = cuda_add,
     .softcap = cuda_softcap,
     .download_f32 = cuda_download_f32,
+    .graph_begin = cuda_graph_begin,
+    .graph_end = cuda_graph_end,
+    .graph_run = cuda_graph_run,
+    .graph_free = cuda_graph_free,
 };

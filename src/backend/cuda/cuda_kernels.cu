@@ -189,13 +189,218 @@ __global__ void k_matvec(float *y, const float *x, bk_weight w, bk_weight bias, 
     }
 }
 
+/* The fast kernels: each lane loads 16 bytes of W a step (8 bf16 or f16
+ * values, 4 f32, 16 of 8 bits, 32 of 4 bits), MV_UNROLL steps issued
+ * before the first is used, so that a warp keeps 2 KB of its row in
+ * flight.  The group of a quantized chunk is one (group sizes are
+ * multiples of the chunk). */
+#define MV_UNROLL 4
+enum { FMT_BF16, FMT_F16, FMT_F32, FMT_Q8, FMT_Q4 };
+
+/* An unsigned integer below 2^23 as a float: its bits under the exponent
+ * of 2^23, minus 2^23 (an OR and an add, where a conversion is a slower
+ * instruction). */
+__device__ __forceinline__ float small_u2f(uint32_t v) { return __uint_as_float(0x4b000000u | v) - 8388608.0f; }
+
+/* dot: the chunk's values (q for quantized) times x, whose VPC values are
+ * the float4s xv[0 .. VPC / 4); sx: the sum of x */
+__device__ __forceinline__ void mv_chunk(const int fmt, uint4 u, const float4 *xv, float *dot, float *sx)
+{
+    const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+    float d = 0.0f, s = 0.0f;
+    if (fmt == FMT_F32) {
+        float4 a = xv[0];
+        d = __uint_as_float(u.x) * a.x + __uint_as_float(u.y) * a.y + __uint_as_float(u.z) * a.z +
+            __uint_as_float(u.w) * a.w;
+    } else if (fmt == FMT_BF16 || fmt == FMT_F16) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 a4 = xv[k / 2];
+            float ax = k % 2 ? a4.z : a4.x, ay = k % 2 ? a4.w : a4.y;
+            uint16_t lo = (uint16_t)(wd[k] & 0xffffu), hi = (uint16_t)(wd[k] >> 16);
+            float wl = fmt == FMT_F16 ? f16_f32(lo) : bf16_f32(lo), wh = fmt == FMT_F16 ? f16_f32(hi) : bf16_f32(hi);
+            d += wl * ax + wh * ay;
+        }
+    } else if (fmt == FMT_Q8) {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 a = xv[k];
+            uint32_t q = wd[k];
+            d += small_u2f(q & 255u) * a.x + small_u2f((q >> 8) & 255u) * a.y + small_u2f((q >> 16) & 255u) * a.z +
+                 small_u2f(q >> 24) * a.w;
+            s += (a.x + a.y) + (a.z + a.w);
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float4 a = xv[2 * k], b = xv[2 * k + 1];
+            uint32_t q = wd[k];
+            d += small_u2f(q & 15u) * a.x + small_u2f((q >> 4) & 15u) * a.y + small_u2f((q >> 8) & 15u) * a.z +
+                 small_u2f((q >> 12) & 15u) * a.w + small_u2f((q >> 16) & 15u) * b.x + small_u2f((q >> 20) & 15u) * b.y +
+                 small_u2f((q >> 24) & 15u) * b.z + small_u2f(q >> 28) * b.w;
+            s += ((a.x + a.y) + (a.z + a.w)) + ((b.x + b.y) + (b.z + b.w));
+        }
+    }
+    *dot = d;
+    *sx = s;
+}
+
+/* x in shared memory: float4 k of chunk c (S = VPC / 4 float4s a chunk)
+ * sits at c S + (k ^ (c S / 8 mod S)), so that the 8 lanes of a phase,
+ * reading chunks c .. c + 7, reach 8 different bank groups. */
+__device__ __forceinline__ int xs_at(int S, int64_t c, int k) { return (int)(c * S) + (k ^ (int)((c * S / 8) % S)); }
+
+/* lpr lanes a row (32, 16 or 8: short rows share a warp, so that each
+ * warp keeps about 1 KB of W in flight whatever the row's length).
+ * MT = 1 (decode): x staged in shared memory, each block a range of rpb
+ * rows; MT > 1: x read from global memory, rpb = the block's rows. */
+#define MV_KERNEL(NAME, FMT, VPC, MT)                                                                            \
+    __global__ void __launch_bounds__(MV_ROWS * WARP, MT == 1 ? 4 : 1) NAME(float *y, const float *x, bk_weight w, bk_weight bias, int has_bias, int T, int lpr,    \
+                         int rpb)                                                                                \
+    {                                                                                                            \
+        extern __shared__ float4 xs[];                                                                           \
+        const int quant = FMT == FMT_Q4 || FMT == FMT_Q8, S = VPC / 4;                                           \
+        const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;                \
+        const int64_t K = w.cols, ncr = K / VPC, ng = quant ? K / w.group_size : 1;                              \
+        if (MT == 1) {                                                                                           \
+            for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x)                                            \
+                xs[xs_at(S, i / S, (int)(i % S))] = ((const float4 *)x)[i];                                      \
+            __syncthreads();                                                                                     \
+        }                                                                                                        \
+        const int64_t end = (int64_t)(blockIdx.x + 1) * rpb < w.rows ? (int64_t)(blockIdx.x + 1) * rpb : w.rows; \
+        for (int64_t base = (int64_t)blockIdx.x * rpb + (threadIdx.x / WARP) * rpw; base < end;                  \
+             base += (int64_t)MV_ROWS * rpw) {                                                                   \
+            const int64_t r = base + sub, nc = r < end ? ncr : 0;                                                \
+            const uint4 *row = (const uint4 *)((const uint8_t *)w.data + (size_t)r * (size_t)ncr * 16);         \
+            float acc[MT];                                                                                       \
+            _Pragma("unroll") for (int t = 0; t < MT; t++) acc[t] = 0.0f;                                        \
+            for (int64_t c0 = sl; c0 < nc; c0 += (int64_t)lpr * MV_UNROLL) {                                     \
+                uint4 u[MV_UNROLL];                                                                              \
+                float sc[MV_UNROLL], bi[MV_UNROLL];                                                              \
+                _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                          \
+                    int64_t c = c0 + (int64_t)k * lpr;                                                           \
+                    if (c < nc) {                                                                                \
+                        u[k] = __ldg(row + c);                                                                   \
+                        if (quant) {                                                                             \
+                            size_t g = (size_t)(r * ng + c * VPC / w.group_size);                               \
+                            sc[k] = ld(w.scales, w.sdtype, g);                                                   \
+                            bi[k] = ld(w.biases, w.sdtype, g);                                                   \
+                        }                                                                                        \
+                    }                                                                                            \
+                }                                                                                                \
+                _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                          \
+                    int64_t c = c0 + (int64_t)k * lpr;                                                           \
+                    if (c >= nc) break;                                                                          \
+                    _Pragma("unroll") for (int t = 0; t < MT; t++) {                                             \
+                        if (t >= T) break;                                                                       \
+                        float4 xv[VPC / 4];                                                                      \
+                        _Pragma("unroll") for (int j = 0; j < VPC / 4; j++) xv[j] =                              \
+                            MT == 1 ? xs[xs_at(S, c, j)] : ((const float4 *)(x + (size_t)t * K + c * VPC))[j];   \
+                        float dot, sx;                                                                           \
+                        mv_chunk(FMT, u[k], xv, &dot, &sx);                                                      \
+                        acc[t] += quant ? sc[k] * dot + bi[k] * sx : dot;                                        \
+                    }                                                                                            \
+                }                                                                                                \
+            }                                                                                                    \
+            _Pragma("unroll") for (int t = 0; t < MT; t++) {                                                     \
+                if (t >= T) break;                                                                               \
+                float v = acc[t];                                                                                \
+                for (int o = lpr / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);                   \
+                if (sl == 0 && r < end)                                                                          \
+                    y[(size_t)t * w.rows + r] = v + (has_bias ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);    \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+/* one row of x (decode: few registers, x shared), and up to 8 */
+MV_KERNEL(k_mv_bf16_1, FMT_BF16, 8, 1)
+MV_KERNEL(k_mv_f16_1, FMT_F16, 8, 1)
+MV_KERNEL(k_mv_f32_1, FMT_F32, 4, 1)
+MV_KERNEL(k_mv_q8_1, FMT_Q8, 16, 1)
+MV_KERNEL(k_mv_q4_1, FMT_Q4, 32, 1)
+MV_KERNEL(k_mv_bf16_8, FMT_BF16, 8, CUK_MATVEC_MAX_T)
+MV_KERNEL(k_mv_f16_8, FMT_F16, 8, CUK_MATVEC_MAX_T)
+MV_KERNEL(k_mv_f32_8, FMT_F32, 4, CUK_MATVEC_MAX_T)
+MV_KERNEL(k_mv_q8_8, FMT_Q8, 16, CUK_MATVEC_MAX_T)
+MV_KERNEL(k_mv_q4_8, FMT_Q4, 32, CUK_MATVEC_MAX_T)
+
+typedef void (*mv_fn)(float *, const float *, bk_weight, bk_weight, int, int, int, int);
+
+static int sm_count(void)
+{
+    static int n = 0;
+    if (!n) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) || cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) || n <= 0) n = 100;
+    }
+    return n;
+}
+
+/* The shared memory a decode kernel may ask for: raised once per kernel
+ * past the default 48 KB. */
+static int mv_smem_ok(mv_fn f, size_t bytes)
+{
+    static mv_fn raised[8];
+    if (bytes <= 48 * 1024) return 1;
+    if (bytes > 200 * 1024) return 0;
+    for (int i = 0; i < 8; i++) {
+        if (raised[i] == f) return 1;
+        if (!raised[i]) {
+            if (cudaFuncSetAttribute((const void *)f, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024)) {
+                cudaGetLastError();
+                return 0;
+            }
+            raised[i] = f;
+            return 1;
+        }
+    }
+    return 0;
+}
+
 extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T)
 {
     if (T <= 0 || T > CUK_MATVEC_MAX_T) return (int)cudaErrorInvalidValue;
     bk_weight none;
     memset(&none, 0, sizeof none);
-    unsigned blocks = (unsigned)((w->rows + MV_ROWS - 1) / MV_ROWS);
-    k_matvec<<<blocks, MV_ROWS * WARP, 0, (cudaStream_t)stream>>>(y, x, *w, bias ? *bias : none, bias != 0, T);
+    const bk_weight b = bias ? *bias : none;
+    cudaStream_t st = (cudaStream_t)stream;
+    const int64_t K = w->cols;
+    mv_fn f = NULL;
+    int one = T == 1;
+    if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mv_bf16_1 : k_mv_bf16_8;
+    else if (w->dtype == DT_F16 && K % 8 == 0) f = one ? k_mv_f16_1 : k_mv_f16_8;
+    else if (w->dtype == DT_F32 && K % 4 == 0) f = one ? k_mv_f32_1 : k_mv_f32_8;
+    else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = one ? k_mv_q8_1 : k_mv_q8_8;
+    else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = one ? k_mv_q4_1 : k_mv_q4_8;
+    size_t smem = one ? (size_t)K * 4 : 0;
+    if (f && one && !mv_smem_ok(f, smem)) {
+        /* x too long for shared memory: the kernel that reads it from global memory */
+        f = f == k_mv_bf16_1 ? k_mv_bf16_8 : f == k_mv_f16_1 ? k_mv_f16_8 : f == k_mv_f32_1 ? k_mv_f32_8
+            : f == k_mv_q8_1 ? k_mv_q8_8 : k_mv_q4_8;
+        one = 0;
+        smem = 0;
+    }
+    if (!f) {
+        unsigned blocks = (unsigned)((w->rows + MV_ROWS - 1) / MV_ROWS);
+        k_matvec<<<blocks, MV_ROWS * WARP, 0, st>>>(y, x, *w, b, bias != 0, T);
+        return (int)cudaGetLastError();
+    }
+    int64_t row_bytes = w->dtype == DT_U32 ? (int64_t)bk_qrow_bytes(w) : K * (int64_t)(w->dtype == DT_F32 ? 4 : 2);
+    int lpr = row_bytes >= 1024 ? 32 : row_bytes >= 512 ? 16 : 8;
+    int64_t step = (int64_t)MV_ROWS * (WARP / lpr), rpb = step;
+    if (one) {
+        /* one wave of as many blocks as fit at once, each staging x once
+         * for its share of the rows */
+        int per_sm = 0;
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, MV_ROWS * WARP, smem) || per_sm < 1) {
+            cudaGetLastError();
+            per_sm = 1;
+        }
+        int64_t grid = (int64_t)per_sm * sm_count();
+        int64_t want = (w->rows + grid - 1) / grid;
+        rpb = (want + step - 1) / step * step;
+    }
+    unsigned nb = (unsigned)((w->rows + rpb - 1) / rpb);
+    f<<<nb, MV_ROWS * WARP, smem, st>>>(y, x, *w, b, bias != 0, T, lpr, (int)rpb);
     return (int)cudaGetLastError();
 }
 
@@ -245,36 +450,53 @@ extern "C" int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T
     return (int)cudaGetLastError();
 }
 
-/* ---- RMSNorm: one block a row ---- */
+/* ---- RMSNorm: one block a row ----
+ * Each thread holds up to RN_MAXV of the row in registers, loaded all at
+ * once; longer rows read the rest again. */
+
+#define RN_MAXV 4
 
 __global__ void k_rmsnorm(float *y, const float *x, bk_weight w, int dim, float eps, int plus_one)
 {
     __shared__ float part[32];
     const float *xr = x + (size_t)blockIdx.x * dim;
     float *yr = y + (size_t)blockIdx.x * dim;
-    float ss = 0.0f;
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += xr[i] * xr[i];
+    const int nt = blockDim.x;
+    float v[RN_MAXV], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < RN_MAXV; k++) {
+        int i = threadIdx.x + k * nt;
+        v[k] = i < dim ? xr[i] : 0.0f;
+        ss += v[k] * v[k];
+    }
+    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) ss += xr[i] * xr[i];
     ss = warp_sum(ss);
     if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
     __syncthreads();
     if (threadIdx.x < WARP) {
-        float v = threadIdx.x < blockDim.x / WARP ? part[threadIdx.x] : 0.0f;
-        v = warp_sum(v);
-        if (threadIdx.x == 0) part[0] = v;
+        float t = threadIdx.x < nt / WARP ? part[threadIdx.x] : 0.0f;
+        t = warp_sum(t);
+        if (threadIdx.x == 0) part[0] = t;
     }
     __syncthreads();
-    float r = rsqrtf(part[0] / (float)dim + eps);
-    for (int i = threadIdx.x; i < dim; i += blockDim.x) {
-        float g = ld(w.data, w.dtype, (size_t)i) + (plus_one ? 1.0f : 0.0f);
-        yr[i] = xr[i] * r * g;
+    float r = rsqrtf(part[0] / (float)dim + eps), one = plus_one ? 1.0f : 0.0f;
+#pragma unroll
+    for (int k = 0; k < RN_MAXV; k++) {
+        int i = threadIdx.x + k * nt;
+        if (i < dim) yr[i] = v[k] * r * (ld(w.data, w.dtype, (size_t)i) + one);
     }
+    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) yr[i] = xr[i] * r * (ld(w.data, w.dtype, (size_t)i) + one);
 }
 
 extern "C" int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
                            int plus_one)
 {
     if (rows <= 0) return 0;
-    k_rmsnorm<<<rows, 256, 0, (cudaStream_t)stream>>>(y, x, *w, dim, eps, plus_one);
+    int threads = (dim + RN_MAXV - 1) / RN_MAXV;
+    threads = (threads + WARP - 1) / WARP * WARP;
+    if (threads < WARP) threads = WARP;
+    if (threads > 1024) threads = 1024;
+    k_rmsnorm<<<rows, threads, 0, (cudaStream_t)stream>>>(y, x, *w, dim, eps, plus_one);
     return (int)cudaGetLastError();
 }
 
@@ -285,10 +507,12 @@ __global__ void k_rope(float *x, const int32_t *pos, int n_heads, int head_dim, 
     int t = blockIdx.x / n_heads, h = blockIdx.x % n_heads, half = head_dim / 2;
     float *v = x + ((size_t)t * n_heads + h) * head_dim;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        /* the angle in float32, as transformers forms it; cos and sin of it
-         * to double precision, as the cpu backend takes them */
-        float angle = (float)pos[t] * inv_freq[i];
-        float cs = (float)cos((double)angle) * f, sn = (float)sin((double)angle) * f;
+        /* the angle in float32, as transformers forms it; its cos and sin
+         * to float32 accuracy */
+        float angle = (float)pos[t] * inv_freq[i], cs, sn;
+        sincosf(angle, &sn, &cs);
+        cs *= f;
+        sn *= f;
         float a = v[i], b = v[i + half];
         v[i] = a * cs - b * sn;
         v[i + half] = b * cs + a * sn;
@@ -305,11 +529,12 @@ extern "C" int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n
 
 /* ---- attention ----
  *
- * One warp per (query row, head), a single pass over the keys with the
- * running maximum and sum (online softmax); each lane holds head_dim / 32
- * of q and of the output.  Correct for every mask the backend defines, not
- * yet fast: keys go one at a time (a warp reduction each); the fused tiled
- * kernels come next. */
+ * One block of ATT_WARPS warps per (query row, head): warp w takes keys
+ * lo + w, lo + w + ATT_WARPS, ... in a single pass with its running
+ * maximum and sum (online softmax), each lane holding head_dim / 32 of q
+ * and of the output; the warps' partial results are then merged.
+ * Correct for every mask the backend defines; not yet the tiled kernel
+ * that shares each key between queries (prefill). */
 
 #define ATT_MAXE 8 /* head_dim <= 256 */
 #define ATT_WARPS 4
@@ -323,7 +548,8 @@ typedef struct att_geom {
 
 __device__ void att_row(float *o, const float *q, att_geom g, int d, float scale, float softcap)
 {
-    int lane = threadIdx.x % WARP;
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][WARP * ATT_MAXE];
+    int lane = threadIdx.x % WARP, wi = threadIdx.x / WARP;
     float qv[ATT_MAXE], acc[ATT_MAXE];
 #pragma unroll
     for (int i = 0; i < ATT_MAXE; i++) {
@@ -332,13 +558,14 @@ __device__ void att_row(float *o, const float *q, att_geom g, int d, float scale
         acc[i] = 0.0f;
     }
     float m = -INFINITY, l = 0.0f;
-    for (int j = g.lo; j <= g.hi; j++) {
+    for (int j = g.lo + wi; j <= g.hi; j += ATT_WARPS) {
         size_t row = (size_t)(g.cap ? j % g.cap : j);
         const float *kr = g.k + row * g.stride, *vr = g.v + row * g.stride;
-        float s = 0.0f;
+        float s = 0.0f, vv[ATT_MAXE];
 #pragma unroll
         for (int i = 0; i < ATT_MAXE; i++) {
             int e = lane + WARP * i;
+            vv[i] = e < d ? vr[e] : 0.0f; /* issued with the keys' loads */
             if (e < d) s += qv[i] * kr[e];
         }
         s = warp_sum(s) * scale;
@@ -346,24 +573,37 @@ __device__ void att_row(float *o, const float *q, att_geom g, int d, float scale
         float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn);
         l = l * c + p;
 #pragma unroll
-        for (int i = 0; i < ATT_MAXE; i++) {
-            int e = lane + WARP * i;
-            if (e < d) acc[i] = acc[i] * c + p * vr[e];
-        }
+        for (int i = 0; i < ATT_MAXE; i++) acc[i] = acc[i] * c + p * vv[i];
         m = mn;
     }
-    float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    if (lane == 0) {
+        sm[wi] = m;
+        sl[wi] = l;
+    }
 #pragma unroll
-    for (int i = 0; i < ATT_MAXE; i++) {
-        int e = lane + WARP * i;
-        if (e < d) o[e] = acc[i] * inv;
+    for (int i = 0; i < ATT_MAXE; i++) sacc[wi][lane + WARP * i] = acc[i];
+    __syncthreads();
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f, f[ATT_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) {
+        f[w] = sl[w] > 0.0f ? expf(sm[w] - M) : 0.0f;
+        L += sl[w] * f[w];
+    }
+    float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+        float t = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) t += sacc[w][e] * f[w];
+        o[e] = t * inv;
     }
 }
 
 __global__ void k_attention(float *out, const float *q, const float *k, const float *v, bk_attn p)
 {
-    int t = blockIdx.x, h = blockIdx.y * ATT_WARPS + threadIdx.x / WARP;
-    if (h >= p.n_heads) return;
+    int t = blockIdx.x, h = blockIdx.y;
     int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
     size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
     int P = p.S - p.T + t;
@@ -377,7 +617,7 @@ extern "C" int cuk_attention(void *stream, float *out, const float *q, const flo
 {
     if (p->T <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
-    dim3 grid((unsigned)p->T, (unsigned)((p->n_heads + ATT_WARPS - 1) / ATT_WARPS));
+    dim3 grid((unsigned)p->T, (unsigned)p->n_heads);
     k_attention<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, k, v, *p);
     return (int)cudaGetLastError();
 }
@@ -414,7 +654,7 @@ __global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v,
 extern "C" int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float *v, const bk_attn_kv *p)
 {
     if (p->N <= 0) return 0;
-    k_kv_store<<<p->N, 128, 0, (cudaStream_t)stream>>>(kc, vc, k, v, *p);
+    k_kv_store<<<p->N, 512, 0, (cudaStream_t)stream>>>(kc, vc, k, v, *p);
     return (int)cudaGetLastError();
 }
 
@@ -422,8 +662,7 @@ __global__ void k_attention_kv(float *out, const float *q, const float *kc, cons
 {
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
-    int r = blockIdx.x, h = blockIdx.y * ATT_WARPS + threadIdx.x / WARP;
-    if (h >= p.n_heads) return;
+    int r = blockIdx.x, h = blockIdx.y;
     int b = row_seq(q_start, p.B, r);
     int n = q_start[b + 1] - q_start[b], len = kv_len[b];
     int P = len - n + (r - q_start[b]);
@@ -440,7 +679,7 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
-    dim3 grid((unsigned)p->N, (unsigned)((p->n_heads + ATT_WARPS - 1) / ATT_WARPS));
+    dim3 grid((unsigned)p->N, (unsigned)p->n_heads);
     k_attention_kv<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, kc, vc, *p);
     return (int)cudaGetLastError();
 }

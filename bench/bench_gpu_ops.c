@@ -1,0 +1,136 @@
+/* bench_gpu_ops.c - the cuda backend's decode products, op by op, against
+ * the device's copy bandwidth measured in the same run.
+ *
+ *   build/bench/bench_gpu_ops [REPS]
+ *
+ * For each weight format and shape: y = x . W^T with one row of x (decode),
+ * REPS (default 200) products queued back to back over a rotation of
+ * weight copies larger than the L2 cache, timed with a synchronize at the
+ * end; GB/s of weight bytes read (packed values + scales + biases), and the
+ * ratio to the copy bandwidth (bytes read + written of a 512 MiB
+ * device-to-device copy).  Also the time of one small op (rmsnorm of one
+ * row), which bounds what a decode step of many ops can reach. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend/backend.h"
+#include "bench_bw.h"
+#include "core/dtype.h"
+#include "infer.h"
+
+static const backend_ops *be;
+static void *ctx;
+
+static void die(const char *what)
+{
+    fprintf(stderr, "bench_gpu_ops: %s: %s\n", what, infer_last_error());
+    exit(1);
+}
+
+static void *dev(size_t n)
+{
+    void *p;
+    if (be->alloc(ctx, n, &p)) die("alloc");
+    return p;
+}
+
+static double copy_bw(void)
+{
+    size_t n = (size_t)512 << 20;
+    void *a = dev(n), *b = dev(n);
+    double best = 0;
+    for (int i = 0; i < 12; i++) {
+        double t0 = bench_now();
+        if (be->copy(ctx, b, a, n) || be->synchronize(ctx)) die("copy");
+        double g = 2.0 * n / (bench_now() - t0) * 1e-9;
+        if (i && g > best) best = g;
+    }
+    be->free(ctx, a);
+    be->free(ctx, b);
+    return best;
+}
+
+int main(int argc, char **argv)
+{
+    int reps = argc > 1 ? atoi(argv[1]) : 200;
+    be = backend_find("cuda");
+    if (!be || !be->available()) {
+        fprintf(stderr, "bench_gpu_ops: no cuda device\n");
+        return 1;
+    }
+    bk_opts o = {0};
+    if (be->create(&o, &ctx)) die("create");
+    infer_device_info di;
+    infer_get_device_info("cuda", &di);
+    double bw = copy_bw();
+    printf("%s: copy bandwidth %.0f GB/s (512 MiB, read + written)\n\n", di.name, bw);
+    printf("%-10s %7s %7s | %9s %9s %6s\n", "weights", "N", "K", "us/call", "GB/s", "ratio");
+    static const struct {
+        const char *name;
+        infer_dtype dt;
+        int bits;
+        int64_t n, k;
+    } cases[] = {
+        {"bf16", DT_BF16, 0, 2048, 2048},  {"bf16", DT_BF16, 0, 8192, 2048},   {"bf16", DT_BF16, 0, 14336, 4096},
+        {"bf16", DT_BF16, 0, 128256, 2048}, {"q8 g64", DT_U32, 8, 8192, 2048}, {"q8 g64", DT_U32, 8, 14336, 4096},
+        {"q4 g64", DT_U32, 4, 1152, 1152},  {"q4 g64", DT_U32, 4, 6912, 1152}, {"q4 g64", DT_U32, 4, 2048, 2048},
+        {"q4 g64", DT_U32, 4, 8192, 2048},  {"q4 g64", DT_U32, 4, 14336, 4096}, {"q4 g64", DT_U32, 4, 4096, 14336},
+        {"q4 g64", DT_U32, 4, 262144, 1152}, {"q4 g64", DT_U32, 4, 128256, 4096},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int64_t N = cases[c].n, K = cases[c].k;
+        size_t wbytes = cases[c].bits ? (size_t)N * K * cases[c].bits / 8 : (size_t)N * K * 2;
+        size_t sbytes = cases[c].bits ? (size_t)N * (K / 64) * 2 : 0;
+        size_t one = wbytes + 2 * sbytes;
+        int copies = (int)((256u << 20) / one) + 1;
+        if (copies > 64) copies = 64;
+        bk_weight *w = calloc((size_t)copies, sizeof *w);
+        unsigned char *host = malloc(wbytes > sbytes ? wbytes : sbytes);
+        if (!w || !host) return 1;
+        for (size_t i = 0; i < (wbytes > sbytes ? wbytes : sbytes); i++) host[i] = (unsigned char)(i * 2654435761u >> 13);
+        for (size_t i = 0; i + 1 < sbytes; i += 2) host[i + 1] = 0x3c; /* bf16 scales and biases near 0.01 */
+        for (int i = 0; i < copies; i++) {
+            w[i] = (bk_weight){host, cases[c].bits ? DT_U32 : cases[c].dt, N, K, cases[c].bits, 64,
+                               cases[c].bits ? host : NULL, cases[c].bits ? host : NULL, DT_BF16};
+            if (be->weight_prepare(ctx, &w[i])) die("weight_prepare");
+        }
+        float *xh = malloc((size_t)K * 4);
+        for (int64_t i = 0; i < K; i++) xh[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+        void *x = dev((size_t)K * 4), *y = dev((size_t)N * 4);
+        if (be->upload(ctx, x, xh, (size_t)K * 4)) die("upload");
+        for (int i = 0; i < copies; i++)
+            if (be->matmul(ctx, y, x, &w[i], NULL, 1)) die("matmul");
+        be->synchronize(ctx);
+        double t0 = bench_now();
+        for (int r = 0; r < reps; r++)
+            if (be->matmul(ctx, y, x, &w[r % copies], NULL, 1)) die("matmul");
+        if (be->synchronize(ctx)) die("synchronize");
+        double us = (bench_now() - t0) / reps * 1e6, gbs = one / us * 1e-3;
+        printf("%-10s %7lld %7lld | %9.2f %9.1f %6.3f\n", cases[c].name, (long long)N, (long long)K, us, gbs, gbs / bw);
+        for (int i = 0; i < copies; i++) be->weight_release(ctx, &w[i]);
+        be->free(ctx, x);
+        be->free(ctx, y);
+        free(w);
+        free(host);
+        free(xh);
+    }
+    /* one small op: the floor of a step made of many */
+    {
+        uint16_t g[4096];
+        for (int i = 0; i < 4096; i++) g[i] = f32_to_bf16(1.0f);
+        bk_weight gw = {g, DT_BF16, 1, 4096, 0, 0, NULL, NULL, DT_BF16};
+        if (be->weight_prepare(ctx, &gw)) die("weight_prepare");
+        void *x = dev(4096 * 4);
+        be->synchronize(ctx);
+        double t0 = bench_now();
+        for (int r = 0; r < reps * 5; r++)
+            if (be->rmsnorm(ctx, x, x, &gw, 1, 4096, 1e-6f, 0)) die("rmsnorm");
+        be->synchronize(ctx);
+        printf("\nrmsnorm of one row of 4096, launched one by one: %.2f us a call\n", (bench_now() - t0) / (reps * 5) * 1e6);
+        be->weight_release(ctx, &gw);
+        be->free(ctx, x);
+    }
+    be->destroy(ctx);
+    return 0;
+}
