@@ -8,7 +8,7 @@
 #
 # WORK_DIR (default /tmp/infer-presets) receives the model folders:
 # make_preset (bf16, random weights, real shapes), then infer quantize
-# --bits 4|8 --group-size 64.
+# --bits 4|8 --group-size 64 (QBITS="4 8" by default).
 set -e
 cd "$(dirname "$0")/.."
 BIN=${BIN:-build}
@@ -17,16 +17,17 @@ WORK=${1:-/tmp/infer-presets}
 PRESETS=${*:-"gemma3-1b llama3.2-1b"}
 RUNS=${RUNS:-3}
 PROMPT=${PROMPT:-512}
+QBITS=${QBITS:-"4 8"}
 mkdir -p "$WORK"
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader)"
 for p in $PRESETS; do
     [ -f "$WORK/$p/config.json" ] || "$BIN/bench/make_preset" "$p" "$WORK/$p"
-    for b in 4 8; do
+    for b in $QBITS; do
         [ -f "$WORK/$p-q$b/config.json" ] || "$BIN/infer" quantize "$WORK/$p" "$WORK/$p-q$b" --bits $b --group-size 64 >/dev/null
     done
 done
 for p in $PRESETS; do
-    for m in "$p-q4" "$p-q8" "$p"; do
+    for m in $(for b in $QBITS; do echo "$p-q$b"; done) "$p"; do
         echo "## $m"
         "$BIN/bench/bench_decode" "$WORK/$m" --backend cuda --runs "$RUNS" --prompt "$PROMPT"
     done

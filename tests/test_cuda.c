@@ -378,15 +378,17 @@ static void attention_matches_cpu(void **state)
     close_pair(&p);
 }
 
-/* Two sequences over one cache: a ragged batch (4 new rows and 1); with a
- * window, the second a ring shorter than its length. */
-static void kv_attention_matches_cpu(void **state)
+/* Two sequences over one cache: a ragged batch (4 new rows and 1, the
+ * one-row kernel; 40 and 17, the tiled one); with a window, the second a
+ * ring shorter than its length. */
+static void kv_attention_case(int big)
 {
-    (void)state;
     pair p;
     open_pair(&p);
-    const int H = 4, KVH = 2, d = 64, cap = 24, B = 2, N = 5;
-    int32_t q_start[3] = {0, 4, 5}, kv_len[2] = {10, 20}, slot[2] = {1, 0};
+    /* big: enough (sequence, query tile, head) blocks to fill a GPU, which
+     * the tiled kernel waits for */
+    const int H = big ? 32 : 4, KVH = big ? 8 : 2, d = big ? 128 : 64, cap = big ? 48 : 24, B = 2, N = big ? 57 : 5;
+    int32_t q_start[3] = {0, big ? 40 : 4, N}, kv_len[2] = {big ? 45 : 10, 20}, slot[2] = {1, 0};
     size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d;
     float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(N * w * 4), *v = malloc(N * w * 4),
           *q = malloc(nq * 4);
@@ -398,7 +400,7 @@ static void kv_attention_matches_cpu(void **state)
     fill(q, nq, 1.0f);
     for (int window = 0; window <= 8; window += 8) {
         /* with the window, the second sequence outgrows its ring */
-        kv_len[1] = window ? 30 : 20;
+        kv_len[1] = window ? (big ? 60 : 30) : 20;
         void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2];
         for (int i = 0; i < 2; i++) {
             dkc[i] = put(&p, i, kc, nc * 4);
@@ -416,8 +418,8 @@ static void kv_attention_matches_cpu(void **state)
                 fail_msg("%s: %s", p.be[i]->name, infer_last_error());
         }
         double e1 = compare(&p, dkc, nc), e2 = compare(&p, dout, nq);
-        if (!(e1 == 0.0)) fail_msg("kv_store (window %d): caches differ (%.3e)", window, e1);
-        if (!(e2 <= 1e-5)) fail_msg("attention_kv (window %d): relative error %.3e", window, e2);
+        if (!(e1 == 0.0)) fail_msg("kv_store (%d rows, window %d): caches differ (%.3e)", N, window, e1);
+        if (!(e2 <= 1e-5)) fail_msg("attention_kv (%d rows, window %d): relative error %.3e", N, window, e2);
         void **all[] = {dkc, dvc, dk, dv, dq, dout, dqs, dl, ds};
         for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free2(&p, all[i]);
     }
@@ -426,6 +428,147 @@ static void kv_attention_matches_cpu(void **state)
     free(k);
     free(v);
     free(q);
+    close_pair(&p);
+}
+
+static void kv_attention_matches_cpu(void **state)
+{
+    (void)state;
+    kv_attention_case(0);
+    kv_attention_case(1);
+}
+
+/* The fused ops of the cuda backend against the separate ops of the cpu
+ * backend. */
+static void fused_ops_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    const backend_ops *cpu = p.be[0], *cu = p.be[1];
+    if (!cu->add_rmsnorm || !cu->qk_rope_store || !cu->matmul_glu) skip();
+    /* add_rmsnorm */
+    {
+        const int R = 3, D = 200;
+        size_t n = (size_t)R * D;
+        float *x = malloc(n * 4), *a = malloc(n * 4);
+        assert_true(x && a);
+        fill(x, n, 2.0f);
+        fill(a, n, 2.0f);
+        host_weight g;
+        make_weight(&g, 1, D, DT_BF16, 0, 0);
+        bk_weight gw[2];
+        place(&p, &g, gw);
+        void *dx[2], *da[2], *dh[2];
+        for (int i = 0; i < 2; i++) {
+            dx[i] = put(&p, i, x, n * 4);
+            da[i] = put(&p, i, a, n * 4);
+            dh[i] = poisoned(&p, i, n);
+        }
+        if (cpu->add(p.ctx[0], dx[0], da[0], n) || cpu->rmsnorm(p.ctx[0], dh[0], dx[0], &gw[0], R, D, 1e-6f, 1) ||
+            cu->add_rmsnorm(p.ctx[1], dx[1], da[1], dh[1], &gw[1], R, D, 1e-6f, 1))
+            fail_msg("add_rmsnorm: %s", infer_last_error());
+        double e1 = compare(&p, dx, n), e2 = compare(&p, dh, n);
+        if (!(e1 <= 1e-6) || !(e2 <= 1e-5)) fail_msg("add_rmsnorm: relative errors %.3e %.3e", e1, e2);
+        free2(&p, dx);
+        free2(&p, da);
+        free2(&p, dh);
+        unplace(&p, gw);
+        free_weight(&g);
+        free(x);
+        free(a);
+    }
+    /* qk_rope_store, with and without the per-head norms: two sequences */
+    for (int norm = 0; norm < 2; norm++) {
+        const int H = 4, KVH = 2, d = 64, cap = 16, B = 2, N = 3;
+        int32_t q_start[3] = {0, 2, 3}, kv_len[2] = {5, 9}, slot[2] = {0, 1}, pos[3] = {3, 4, 8};
+        size_t nq = (size_t)N * H * d, nk = (size_t)N * KVH * d, nc = (size_t)B * cap * KVH * d;
+        float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *c0 = malloc(nc * 4), freq[32];
+        assert_true(q && k && v && c0);
+        fill(q, nq, 1.0f);
+        fill(k, nk, 1.0f);
+        fill(v, nk, 1.0f);
+        fill(c0, nc, 1.0f);
+        for (int i = 0; i < 32; i++) freq[i] = powf(500000.0f, -(float)i / 32.0f);
+        host_weight qn, kn;
+        make_weight(&qn, 1, d, DT_BF16, 0, 0);
+        make_weight(&kn, 1, d, DT_BF16, 0, 0);
+        bk_weight qw[2], kw[2];
+        place(&p, &qn, qw);
+        place(&p, &kn, kw);
+        void *dq[2], *dk[2], *dv[2], *dkc[2], *dvc[2], *dqs[2], *dl[2], *ds[2], *dp[2], *df[2];
+        for (int i = 0; i < 2; i++) {
+            dq[i] = put(&p, i, q, nq * 4);
+            dk[i] = put(&p, i, k, nk * 4);
+            dv[i] = put(&p, i, v, nk * 4);
+            dkc[i] = put(&p, i, c0, nc * 4);
+            dvc[i] = put(&p, i, c0, nc * 4);
+            dqs[i] = put(&p, i, q_start, sizeof q_start);
+            dl[i] = put(&p, i, kv_len, sizeof kv_len);
+            ds[i] = put(&p, i, slot, sizeof slot);
+            dp[i] = put(&p, i, pos, sizeof pos);
+            df[i] = put(&p, i, freq, sizeof freq);
+        }
+        bk_attn_kv a0 = {B, N, cap, dqs[0], dl[0], ds[0], H, KVH, d, 0.125f, 0.0f, 0};
+        bk_attn_kv a1 = a0;
+        a1.q_start = dqs[1];
+        a1.kv_len = dl[1];
+        a1.slot = ds[1];
+        if ((norm && (cpu->rmsnorm(p.ctx[0], dq[0], dq[0], &qw[0], N * H, d, 1e-6f, 0) ||
+                      cpu->rmsnorm(p.ctx[0], dk[0], dk[0], &kw[0], N * KVH, d, 1e-6f, 0))) ||
+            cpu->rope(p.ctx[0], dq[0], dp[0], N, H, d, df[0], 1.0f) ||
+            cpu->rope(p.ctx[0], dk[0], dp[0], N, KVH, d, df[0], 1.0f) ||
+            cpu->kv_store(p.ctx[0], dkc[0], dvc[0], dk[0], dv[0], &a0) ||
+            cu->qk_rope_store(p.ctx[1], dq[1], dk[1], dv[1], dkc[1], dvc[1], norm ? &qw[1] : NULL,
+                              norm ? &kw[1] : NULL, 1e-6f, 0, dp[1], df[1], 1.0f, &a1))
+            fail_msg("qk_rope_store: %s", infer_last_error());
+        double e[4] = {compare(&p, dq, nq), compare(&p, dk, nk), compare(&p, dkc, nc), compare(&p, dvc, nc)};
+        for (int i = 0; i < 4; i++)
+            if (!(e[i] <= 1e-5)) fail_msg("qk_rope_store (norm %d): output %d relative error %.3e", norm, i, e[i]);
+        void **all[] = {dq, dk, dv, dkc, dvc, dqs, dl, ds, dp, df};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free2(&p, all[i]);
+        unplace(&p, qw);
+        unplace(&p, kw);
+        free_weight(&qn);
+        free_weight(&kn);
+        free(q);
+        free(k);
+        free(v);
+        free(c0);
+    }
+    /* matmul_glu: one row (fused) and three (the two ops), both acts */
+    for (int c = 0; c < 4; c++) {
+        int T = c < 2 ? 1 : 3, bits = c % 2 ? 4 : 0;
+        const int64_t R = 96, K = 256;
+        host_weight hw;
+        make_weight(&hw, R, K, DT_BF16, bits, 64);
+        bk_weight w[2];
+        place(&p, &hw, w);
+        size_t nx = (size_t)T * K;
+        float *g = malloc(nx * 4), *u = malloc(nx * 4);
+        assert_true(g && u);
+        fill(g, nx, 3.0f);
+        fill(u, nx, 1.0f);
+        bk_act act = c % 2 ? BK_ACT_GELU_TANH : BK_ACT_SILU;
+        void *dg[2], *du[2], *dy[2];
+        for (int i = 0; i < 2; i++) {
+            dg[i] = put(&p, i, g, nx * 4);
+            du[i] = put(&p, i, u, nx * 4);
+            dy[i] = poisoned(&p, i, (size_t)T * R);
+        }
+        if (cpu->glu(p.ctx[0], dg[0], dg[0], du[0], nx, act) || cpu->matmul(p.ctx[0], dy[0], dg[0], &w[0], NULL, T) ||
+            cu->matmul_glu(p.ctx[1], dy[1], dg[1], du[1], act, &w[1], NULL, T))
+            fail_msg("matmul_glu: %s", infer_last_error());
+        double e = compare(&p, dy, (size_t)T * R);
+        if (!(e <= 1e-5)) fail_msg("matmul_glu case %d: relative error %.3e", c, e);
+        free2(&p, dg);
+        free2(&p, du);
+        free2(&p, dy);
+        unplace(&p, w);
+        free_weight(&hw);
+        free(g);
+        free(u);
+    }
     close_pair(&p);
 }
 
@@ -561,6 +704,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(embed_rope_gather_match_cpu),
     cmocka_unit_test(attention_matches_cpu),
     cmocka_unit_test(kv_attention_matches_cpu),
+    cmocka_unit_test(fused_ops_match_cpu),
     cmocka_unit_test(fixtures_within_reduced_tolerance),
     cmocka_unit_test(memory_and_device),
 };

@@ -167,6 +167,22 @@ typedef struct backend_ops {
     /* Copies activations out as float32 (dst is host memory). */
     int (*download_f32)(void *ctx, float *dst, const void *src, size_t n);
 
+    /* Fused ops (optional; NULL: the model runs the separate ops).
+     * add_rmsnorm: x[rows, dim] += a, then h = rmsnorm(x) as rmsnorm does.
+     * qk_rope_store: the N new rows' q [N, n_heads, hd] and k [N, n_kv_heads,
+     * hd] normalised per head (rmsnorm with qn and kn, when not NULL), rotated
+     * in place as rope does (pos, inv_freq, attn_factor), then k and v
+     * written into the caches as kv_store does.
+     * matmul_glu: y = (act(gate) * up) . w^T (+ bias), gate and up [T, w.cols];
+     * gate may be overwritten. */
+    int (*add_rmsnorm)(void *ctx, void *x, const void *a, void *h, const bk_weight *w, int rows, int dim,
+                       float eps, int plus_one);
+    int (*qk_rope_store)(void *ctx, void *q, void *k, const void *v, void *kcache, void *vcache,
+                         const bk_weight *qn, const bk_weight *kn, float eps, int plus_one, const void *pos,
+                         const void *inv_freq, float attn_factor, const bk_attn_kv *p);
+    int (*matmul_glu)(void *ctx, void *y, void *gate, const void *up, bk_act act, const bk_weight *w,
+                      const bk_weight *bias, int T);
+
     /* Graphs (cuda; NULL elsewhere): the ops queued between graph_begin
      * and graph_end are recorded instead of run, and graph_run replays
      * them with the same arguments; what they read from backend buffers

@@ -105,6 +105,20 @@ static int apply_rope(infer_model *m, int li, void *x, int heads, const fwd_batc
     return INFER_OK;
 }
 
+/* x += a, then h = norm(x): one op where the backend fuses them. */
+static int add_norm(infer_model *m, fwd_scratch *s, const bk_weight *norm, int T)
+{
+    const backend_ops *be = m->be;
+    const model_config *c = &m->cfg;
+    float eps = (float)c->rms_norm_eps;
+    if (be->add_rmsnorm)
+        return be->add_rmsnorm(m->bctx, s->x, s->o, s->h, norm, T, c->hidden_size, eps, c->norm_plus_one);
+    int rc = be->add(m->bctx, s->x, s->o, (size_t)T * c->hidden_size);
+    return rc ? rc : be->rmsnorm(m->bctx, s->h, s->x, norm, T, c->hidden_size, eps, c->norm_plus_one);
+}
+
+/* s->h (the normalised x) -> s->o: attention of layer li, output
+ * projection included (and the sandwich norm after it). */
 static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch *fb, fwd_scratch *s)
 {
     const backend_ops *be = m->be;
@@ -113,18 +127,10 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     const layer_weights *L = &m->layers[li];
     float eps = (float)c->rms_norm_eps;
     int T = fb->N, rc;
-    if ((rc = be->rmsnorm(ctx, s->h, s->x, &L->input_norm, T, c->hidden_size, eps, c->norm_plus_one)) ||
-        (rc = be->matmul(ctx, s->q, s->h, &L->q, opt(&L->q_bias), T)) ||
+    if ((rc = be->matmul(ctx, s->q, s->h, &L->q, opt(&L->q_bias), T)) ||
         (rc = be->matmul(ctx, s->k, s->h, &L->k, opt(&L->k_bias), T)) ||
         (rc = be->matmul(ctx, s->v, s->h, &L->v, opt(&L->v_bias), T)))
         return rc;
-    if (c->qk_norm &&
-        ((rc = be->rmsnorm(ctx, s->q, s->q, &L->q_norm, T * c->n_heads, c->head_dim, eps, c->norm_plus_one)) ||
-         (rc = be->rmsnorm(ctx, s->k, s->k, &L->k_norm, T * c->n_kv_heads, c->head_dim, eps, c->norm_plus_one))))
-        return rc;
-    if ((rc = apply_rope(m, li, s->q, c->n_heads, fb, s)) || (rc = apply_rope(m, li, s->k, c->n_kv_heads, fb, s)))
-        return rc;
-    if (fb->inspect && (rc = fb->inspect(fb->inspect_user, li, s->q, s->k))) return rc;
     bk_attn_kv p = {
         .B = fb->B,
         .N = fb->N,
@@ -139,16 +145,44 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         .softcap = (float)c->attn_softcap,
         .window = is_sliding(c, li) ? c->sliding_window : 0,
     };
-    if ((rc = be->kv_store(ctx, kv->k[li], kv->v[li], s->k, s->v, &p)) ||
-        (rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
+    int sliding = c->layer_sliding && c->layer_sliding[li];
+    const rope_config *ropec = sliding ? &c->rope_local : &c->rope_global;
+    if (be->qk_rope_store && ropec->kind != ROPE_DYNAMIC) {
+        /* norms, rotations and the cache writes in one op; the queries
+         * and keys inspected after it are the same */
+        if ((rc = be->qk_rope_store(ctx, s->q, s->k, s->v, kv->k[li], kv->v[li], c->qk_norm ? &L->q_norm : NULL,
+                                    c->qk_norm ? &L->k_norm : NULL, eps, c->norm_plus_one, s->pos,
+                                    sliding ? m->inv_freq_local : m->inv_freq_global, 1.0f, &p)))
+            return rc;
+        if (fb->inspect && (rc = fb->inspect(fb->inspect_user, li, s->q, s->k))) return rc;
+    } else {
+        if (c->qk_norm &&
+            ((rc = be->rmsnorm(ctx, s->q, s->q, &L->q_norm, T * c->n_heads, c->head_dim, eps, c->norm_plus_one)) ||
+             (rc = be->rmsnorm(ctx, s->k, s->k, &L->k_norm, T * c->n_kv_heads, c->head_dim, eps,
+                               c->norm_plus_one))))
+            return rc;
+        if ((rc = apply_rope(m, li, s->q, c->n_heads, fb, s)) || (rc = apply_rope(m, li, s->k, c->n_kv_heads, fb, s)))
+            return rc;
+        if (fb->inspect && (rc = fb->inspect(fb->inspect_user, li, s->q, s->k))) return rc;
+        if ((rc = be->kv_store(ctx, kv->k[li], kv->v[li], s->k, s->v, &p))) return rc;
+    }
+    if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
         (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)))
         return rc;
     if (c->sandwich_norms &&
         (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_attn_norm, T, c->hidden_size, eps, c->norm_plus_one)))
         return rc;
-    return be->add(ctx, s->x, s->o, (size_t)T * c->hidden_size);
+    return INFER_OK;
 }
 
+/* The norm before layer li's MLP. */
+static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
+{
+    const layer_weights *L = &m->layers[li];
+    return m->cfg.sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
+}
+
+/* s->h -> s->o: the MLP of layer li (and the sandwich norm after it). */
 static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
 {
     const backend_ops *be = m->be;
@@ -156,19 +190,40 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
     const model_config *c = &m->cfg;
     const layer_weights *L = &m->layers[li];
     float eps = (float)c->rms_norm_eps;
-    const bk_weight *pre = c->sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     int rc;
-    if ((rc = be->rmsnorm(ctx, s->h, s->x, pre, T, c->hidden_size, eps, c->norm_plus_one)) ||
-        (rc = be->matmul(ctx, s->g, s->h, &L->gate, opt(&L->gate_bias), T)) ||
-        (rc = be->matmul(ctx, s->u, s->h, &L->up, opt(&L->up_bias), T)) ||
-        (rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)) ||
-        (rc = be->matmul(ctx, s->o, s->g, &L->down, opt(&L->down_bias), T)))
+    if ((rc = be->matmul(ctx, s->g, s->h, &L->gate, opt(&L->gate_bias), T)) ||
+        (rc = be->matmul(ctx, s->u, s->h, &L->up, opt(&L->up_bias), T)))
         return rc;
+    if (be->matmul_glu)
+        rc = be->matmul_glu(ctx, s->o, s->g, s->u, act, &L->down, opt(&L->down_bias), T);
+    else if (!(rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)))
+        rc = be->matmul(ctx, s->o, s->g, &L->down, opt(&L->down_bias), T);
+    if (rc) return rc;
     if (c->sandwich_norms &&
         (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_ff_norm, T, c->hidden_size, eps, c->norm_plus_one)))
         return rc;
-    return be->add(ctx, s->x, s->o, (size_t)T * c->hidden_size);
+    return INFER_OK;
+}
+
+/* Every layer over s->x: h = input_norm(x); x += attention(h);
+ * h = pre_mlp_norm(x); x += mlp(h); each add fused with the norm after it. */
+static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch *s)
+{
+    const model_config *c = &m->cfg;
+    int T = fb->N;
+    int rc = m->be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size,
+                            (float)c->rms_norm_eps, c->norm_plus_one);
+    for (int li = 0; !rc && li < c->n_layers; li++) {
+        if ((rc = attention_block(m, kv, li, fb, s)) || (rc = add_norm(m, s, pre_mlp_norm(m, li), T)) ||
+            (rc = mlp_block(m, li, T, s)))
+            break;
+        if (li + 1 < c->n_layers)
+            rc = add_norm(m, s, &m->layers[li + 1].input_norm, T);
+        else
+            rc = m->be->add(m->bctx, s->x, s->o, (size_t)T * c->hidden_size);
+    }
+    return rc;
 }
 
 static int check_batch(const infer_model *m, const kv_cache *kv, const fwd_scratch *s, const fwd_batch *fb)
@@ -235,8 +290,7 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
     float scale = c->embed_scale ? sqrtf((float)c->hidden_size) : 1.0f;
     int rc = be->embed(m->bctx, s->x, s->ids, fb->N, &m->embed, scale);
     if (rc) return rc;
-    for (int li = 0; li < c->n_layers; li++)
-        if ((rc = attention_block(m, kv, li, fb, s)) || (rc = mlp_block(m, li, fb->N, s))) return rc;
+    if ((rc = layers(m, kv, fb, s))) return rc;
     if (fb->n_out == 0) return INFER_OK;
     size_t n = (size_t)fb->n_out * c->vocab_size;
     if ((rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size)) ||

@@ -370,6 +370,7 @@ static int matmul_blas(cuda_ctx *c, float *y, const float *x, const bk_weight *w
     if (w->dtype != DT_BF16) {
         slice = SLICE_BYTES / (C * 2);
         if (slice < 1) slice = 1;
+        if (slice > 65535) slice = 65535; /* one block row a weight row (cuk_weight_to_bf16) */
         if (slice > R) slice = R;
     }
     void *buf;
@@ -486,6 +487,37 @@ static int cuda_download_f32(void *ctx, float *dst, const void *src, size_t n)
     return cuda_download(ctx, dst, src, n * sizeof *dst);
 }
 
+static int cuda_add_rmsnorm(void *ctx, void *x, const void *a, void *h, const bk_weight *w, int rows, int dim,
+                            float eps, int plus_one)
+{
+    cuda_ctx *c = ctx;
+    return launched(cuk_add_rmsnorm(c->stream, x, a, h, w, rows, dim, eps, plus_one), "add_rmsnorm");
+}
+
+static int cuda_qk_rope_store(void *ctx, void *q, void *k, const void *v, void *kc, void *vc, const bk_weight *qn,
+                              const bk_weight *kn, float eps, int plus_one, const void *pos, const void *inv_freq,
+                              float attn_factor, const bk_attn_kv *p)
+{
+    cuda_ctx *c = ctx;
+    if (p->B <= 0 || p->cap <= 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "qk_rope_store: bad batch");
+    return launched(cuk_qk_rope_store(c->stream, q, k, v, kc, vc, qn, kn, eps, plus_one, pos, inv_freq, attn_factor, p),
+                    "qk_rope_store");
+}
+
+/* One token: the activation formed while the down projection stages its
+ * input; else the two ops. */
+static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_act act, const bk_weight *w,
+                           const bk_weight *bias, int T)
+{
+    cuda_ctx *c = ctx;
+    if (T == 1) {
+        int e = cuk_matvec_glu(c->stream, y, gate, up, act, w, bias);
+        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_glu");
+    }
+    int rc = launched(cuk_glu(c->stream, gate, gate, up, (size_t)T * (size_t)w->cols, act), "glu");
+    return rc ? rc : cuda_matmul(ctx, y, gate, w, bias, T);
+}
+
 /* ---- graphs ---- */
 
 static int cuda_graph_begin(void *ctx)
@@ -559,6 +591,9 @@ const backend_ops backend_cuda = {
     .add = cuda_add,
     .softcap = cuda_softcap,
     .download_f32 = cuda_download_f32,
+    .add_rmsnorm = cuda_add_rmsnorm,
+    .qk_rope_store = cuda_qk_rope_store,
+    .matmul_glu = cuda_matmul_glu,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_run = cuda_graph_run,

@@ -71,6 +71,14 @@ __device__ __forceinline__ float w_at(const bk_weight &w, int64_t r, int64_t i)
     return ld(w.scales, w.sdtype, g) * (float)q_value(row, w.bits, i) + ld(w.biases, w.sdtype, g);
 }
 
+/* act(g) * u: silu(g) = g sigmoid(g); gelu_tanh(g) = g sigmoid(2 z),
+ * z = sqrt(2/pi) (g + 0.044715 g^3) */
+__device__ __forceinline__ float glu1(float g, float u, int gelu)
+{
+    float t = gelu ? 2.0f * 0.7978845608028654f * (g + 0.044715f * g * g * g) : g;
+    return g / (1.0f + expf(-t)) * u;
+}
+
 /* ---- embedding ---- */
 
 __global__ void k_embed(float *out, const int32_t *ids, bk_weight emb, float scale)
@@ -256,15 +264,22 @@ __device__ __forceinline__ int xs_at(int S, int64_t c, int k) { return (int)(c *
  * rows; MT > 1: x read from global memory, rpb = the block's rows. */
 #define MV_KERNEL(NAME, FMT, VPC, MT)                                                                            \
     __global__ void __launch_bounds__(MV_ROWS * WARP, MT == 1 ? 4 : 1) NAME(float *y, const float *x, bk_weight w, bk_weight bias, int has_bias, int T, int lpr,    \
-                         int rpb)                                                                                \
+                         int rpb, const float *up, int gelu)                                                     \
     {                                                                                                            \
         extern __shared__ float4 xs[];                                                                           \
         const int quant = FMT == FMT_Q4 || FMT == FMT_Q8, S = VPC / 4;                                           \
         const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;                \
         const int64_t K = w.cols, ncr = K / VPC, ng = quant ? K / w.group_size : 1;                              \
         if (MT == 1) {                                                                                           \
-            for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x)                                            \
-                xs[xs_at(S, i / S, (int)(i % S))] = ((const float4 *)x)[i];                                      \
+            for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {                                          \
+                float4 v = ((const float4 *)x)[i];                                                               \
+                if (up) {                                                                                        \
+                    float4 b = ((const float4 *)up)[i];                                                          \
+                    v = make_float4(glu1(v.x, b.x, gelu), glu1(v.y, b.y, gelu), glu1(v.z, b.z, gelu),           \
+                                    glu1(v.w, b.w, gelu));                                                       \
+                }                                                                                                \
+                xs[xs_at(S, i / S, (int)(i % S))] = v;                                                           \
+            }                                                                                                    \
             __syncthreads();                                                                                     \
         }                                                                                                        \
         const int64_t end = (int64_t)(blockIdx.x + 1) * rpb < w.rows ? (int64_t)(blockIdx.x + 1) * rpb : w.rows; \
@@ -323,7 +338,7 @@ MV_KERNEL(k_mv_f32_8, FMT_F32, 4, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_q8_8, FMT_Q8, 16, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_q4_8, FMT_Q4, 32, CUK_MATVEC_MAX_T)
 
-typedef void (*mv_fn)(float *, const float *, bk_weight, bk_weight, int, int, int, int);
+typedef void (*mv_fn)(float *, const float *, bk_weight, bk_weight, int, int, int, int, const float *, int);
 
 static int sm_count(void)
 {
@@ -356,13 +371,15 @@ static int mv_smem_ok(mv_fn f, size_t bytes)
     return 0;
 }
 
-extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T)
+/* up != NULL: x is act(x) * up, formed while staged (T = 1 and a fast
+ * kernel only: else cudaErrorNotSupported, nothing launched) */
+static int matvec(cudaStream_t st, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T,
+                  const float *up, int gelu)
 {
     if (T <= 0 || T > CUK_MATVEC_MAX_T) return (int)cudaErrorInvalidValue;
     bk_weight none;
     memset(&none, 0, sizeof none);
     const bk_weight b = bias ? *bias : none;
-    cudaStream_t st = (cudaStream_t)stream;
     const int64_t K = w->cols;
     mv_fn f = NULL;
     int one = T == 1;
@@ -379,6 +396,7 @@ extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weigh
         one = 0;
         smem = 0;
     }
+    if (up && (!f || !one)) return (int)cudaErrorNotSupported;
     if (!f) {
         unsigned blocks = (unsigned)((w->rows + MV_ROWS - 1) / MV_ROWS);
         k_matvec<<<blocks, MV_ROWS * WARP, 0, st>>>(y, x, *w, b, bias != 0, T);
@@ -400,8 +418,19 @@ extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weigh
         rpb = (want + step - 1) / step * step;
     }
     unsigned nb = (unsigned)((w->rows + rpb - 1) / rpb);
-    f<<<nb, MV_ROWS * WARP, smem, st>>>(y, x, *w, b, bias != 0, T, lpr, (int)rpb);
+    f<<<nb, MV_ROWS * WARP, smem, st>>>(y, x, *w, b, bias != 0, T, lpr, (int)rpb, up, gelu);
     return (int)cudaGetLastError();
+}
+
+extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    return matvec((cudaStream_t)stream, y, x, w, bias, T, NULL, 0);
+}
+
+extern "C" int cuk_matvec_glu(void *stream, float *y, const float *gate, const float *up, bk_act act,
+                              const bk_weight *w, const bk_weight *bias)
+{
+    return matvec((cudaStream_t)stream, y, gate, w, bias, 1, up, act == BK_ACT_GELU_TANH);
 }
 
 /* ---- conversions for cuBLAS ---- */
@@ -419,20 +448,38 @@ extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t
     return (int)cudaGetLastError();
 }
 
-__global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0, int64_t nr)
+/* A block row per weight row (blockIdx.y), 8 values a thread: a 4-bit
+ * word, two of 8 bits, or one value at a time for other formats. */
+__global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0)
 {
-    size_t n = (size_t)(nr * w.cols);
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        int64_t r = (int64_t)(i / (size_t)w.cols), c = (int64_t)(i % (size_t)w.cols);
-        dst[i] = f32_bf16(w_at(w, r0 + r, c));
+    const int64_t r = r0 + blockIdx.y, K = w.cols;
+    uint16_t *d = dst + (size_t)blockIdx.y * (size_t)K;
+    const int fast = w.dtype == DT_U32 && (w.bits == 4 || w.bits == 8) && w.group_size % 8 == 0;
+    for (int64_t c8 = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; c8 * 8 < K; c8 += (int64_t)gridDim.x * blockDim.x) {
+        if (fast) {
+            const uint8_t *row = (const uint8_t *)w.data + (size_t)r * (size_t)(K * w.bits / 8);
+            size_t g = (size_t)(r * (K / w.group_size) + c8 * 8 / w.group_size);
+            float sc = ld(w.scales, w.sdtype, g), bi = ld(w.biases, w.sdtype, g);
+            uint64_t v = w.bits == 4 ? (uint64_t)((const uint32_t *)row)[c8]
+                                     : (uint64_t)((const uint32_t *)row)[2 * c8] |
+                                           ((uint64_t)((const uint32_t *)row)[2 * c8 + 1] << 32);
+            uint32_t mask = (1u << w.bits) - 1u;
+#pragma unroll
+            for (int e = 0; e < 8; e++) d[c8 * 8 + e] = f32_bf16(sc * (float)((uint32_t)(v >> (e * w.bits)) & mask) + bi);
+        } else {
+            for (int64_t c = c8 * 8; c < c8 * 8 + 8 && c < K; c++) d[c] = f32_bf16(w_at(w, r, c));
+        }
     }
 }
 
 extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr)
 {
-    size_t n = (size_t)(nr * w->cols);
-    if (!n) return 0;
-    k_weight_to_bf16<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>((uint16_t *)dst, *w, r0, nr);
+    if (nr <= 0 || w->cols <= 0) return 0;
+    if (nr > 65535) return (int)cudaErrorInvalidValue;
+    int64_t per_row = (w->cols + 7) / 8;
+    unsigned bx = (unsigned)((per_row + 255) / 256);
+    dim3 grid(bx, (unsigned)nr);
+    k_weight_to_bf16<<<grid, 256, 0, (cudaStream_t)stream>>>((uint16_t *)dst, *w, r0);
     return (int)cudaGetLastError();
 }
 
@@ -497,6 +544,61 @@ extern "C" int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weig
     if (threads < WARP) threads = WARP;
     if (threads > 1024) threads = 1024;
     k_rmsnorm<<<rows, threads, 0, (cudaStream_t)stream>>>(y, x, *w, dim, eps, plus_one);
+    return (int)cudaGetLastError();
+}
+
+/* x += a, then y = rmsnorm(x): as k_rmsnorm, the sum read once */
+__global__ void k_add_rmsnorm(float *x, const float *a, float *y, bk_weight w, int dim, float eps, int plus_one)
+{
+    __shared__ float part[32];
+    float *xr = x + (size_t)blockIdx.x * dim, *yr = y + (size_t)blockIdx.x * dim;
+    const float *ar = a + (size_t)blockIdx.x * dim;
+    const int nt = blockDim.x;
+    float v[RN_MAXV], ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < RN_MAXV; k++) {
+        int i = threadIdx.x + k * nt;
+        v[k] = i < dim ? xr[i] + ar[i] : 0.0f;
+        ss += v[k] * v[k];
+    }
+    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
+        float t = xr[i] + ar[i];
+        ss += t * t;
+    }
+    ss = warp_sum(ss);
+    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
+    __syncthreads();
+    if (threadIdx.x < WARP) {
+        float t = threadIdx.x < nt / WARP ? part[threadIdx.x] : 0.0f;
+        t = warp_sum(t);
+        if (threadIdx.x == 0) part[0] = t;
+    }
+    __syncthreads();
+    float r = rsqrtf(part[0] / (float)dim + eps), one = plus_one ? 1.0f : 0.0f;
+#pragma unroll
+    for (int k = 0; k < RN_MAXV; k++) {
+        int i = threadIdx.x + k * nt;
+        if (i < dim) {
+            xr[i] = v[k];
+            yr[i] = v[k] * r * (ld(w.data, w.dtype, (size_t)i) + one);
+        }
+    }
+    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
+        float t = xr[i] + ar[i];
+        xr[i] = t;
+        yr[i] = t * r * (ld(w.data, w.dtype, (size_t)i) + one);
+    }
+}
+
+extern "C" int cuk_add_rmsnorm(void *stream, float *x, const float *a, float *y, const bk_weight *w, int rows,
+                               int dim, float eps, int plus_one)
+{
+    if (rows <= 0) return 0;
+    int threads = (dim + RN_MAXV - 1) / RN_MAXV;
+    threads = (threads + WARP - 1) / WARP * WARP;
+    if (threads < WARP) threads = WARP;
+    if (threads > 1024) threads = 1024;
+    k_add_rmsnorm<<<rows, threads, 0, (cudaStream_t)stream>>>(x, a, y, *w, dim, eps, plus_one);
     return (int)cudaGetLastError();
 }
 
@@ -658,6 +760,70 @@ extern "C" int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, 
     return (int)cudaGetLastError();
 }
 
+/* One block per (row, head) of q and of k: the head's rmsnorm (when its
+ * weight is given), the rotation, and for k heads the cache writes of k
+ * and v.  Thread i holds the pair (i, i + half). */
+__global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, float *vc, bk_weight qn,
+                                bk_weight kn, int has_norm, float eps, int plus_one, const int32_t *pos,
+                                const float *inv_freq, float f, bk_attn_kv p)
+{
+    __shared__ float part[32];
+    const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
+                  *slot = (const int32_t *)p.slot;
+    const int r = blockIdx.x, hh = blockIdx.y, d = p.head_dim, half = d / 2, i = threadIdx.x;
+    const int is_k = hh >= p.n_heads, h = is_k ? hh - p.n_heads : hh;
+    float *vec = is_k ? k + ((size_t)r * p.n_kv_heads + h) * d : q + ((size_t)r * p.n_heads + h) * d;
+    float a = i < half ? vec[i] : 0.0f, b = i < half ? vec[i + half] : 0.0f;
+    if (has_norm) {
+        float ss = warp_sum(a * a + b * b);
+        if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
+        __syncthreads();
+        float t = 0.0f;
+        for (int w = 0; w < (int)(blockDim.x / WARP); w++) t += part[w];
+        float rs = rsqrtf(t / (float)d + eps), one = plus_one ? 1.0f : 0.0f;
+        const bk_weight &g = is_k ? kn : qn;
+        if (i < half) {
+            a = a * rs * (ld(g.data, g.dtype, (size_t)i) + one);
+            b = b * rs * (ld(g.data, g.dtype, (size_t)(i + half)) + one);
+        }
+    }
+    if (i >= half) return;
+    float angle = (float)pos[r] * inv_freq[i], cs, sn;
+    sincosf(angle, &sn, &cs);
+    cs *= f;
+    sn *= f;
+    float ra = a * cs - b * sn, rb = b * cs + a * sn;
+    vec[i] = ra;
+    vec[i + half] = rb;
+    if (!is_k) return;
+    int sb = row_seq(q_start, p.B, r);
+    int n = q_start[sb + 1] - q_start[sb];
+    int P = kv_len[sb] - n + (r - q_start[sb]);
+    size_t w = (size_t)p.n_kv_heads * d, row = (size_t)slot[sb] * p.cap + (size_t)(P % p.cap);
+    float *kd = kc + row * w + (size_t)h * d, *vd = vc + row * w + (size_t)h * d;
+    const float *vs = v + (size_t)r * w + (size_t)h * d;
+    kd[i] = ra;
+    kd[i + half] = rb;
+    vd[i] = vs[i];
+    vd[i + half] = vs[i + half];
+}
+
+extern "C" int cuk_qk_rope_store(void *stream, float *q, float *k, const float *v, float *kc, float *vc,
+                                 const bk_weight *qn, const bk_weight *kn, float eps, int plus_one,
+                                 const int32_t *pos, const float *inv_freq, float attn_factor, const bk_attn_kv *p)
+{
+    if (p->N <= 0) return 0;
+    if (p->head_dim % 2 || p->head_dim > 2048) return (int)cudaErrorInvalidValue;
+    bk_weight none;
+    memset(&none, 0, sizeof none);
+    int threads = (p->head_dim / 2 + WARP - 1) / WARP * WARP;
+    dim3 grid((unsigned)p->N, (unsigned)(p->n_heads + p->n_kv_heads));
+    k_qk_rope_store<<<grid, threads, 0, (cudaStream_t)stream>>>(q, k, v, kc, vc, qn ? *qn : none, kn ? *kn : none,
+                                                                 qn != NULL, eps, plus_one, pos, inv_freq,
+                                                                 attn_factor, *p);
+    return (int)cudaGetLastError();
+}
+
 __global__ void k_attention_kv(float *out, const float *q, const float *kc, const float *vc, bk_attn_kv p)
 {
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
@@ -674,11 +840,130 @@ __global__ void k_attention_kv(float *out, const float *q, const float *kc, cons
     att_row(out + (size_t)r * qs + (size_t)h * d, q + (size_t)r * qs + (size_t)h * d, g, d, p.scale, p.softcap);
 }
 
+/* Many queries (prefill): a block takes AT_Q queries of one sequence and
+ * one head (AT_Q small: many blocks), and walks their keys in tiles of
+ * AT_K held in shared memory
+ * (k rows padded by one float: lanes reading different rows hit
+ * different banks); each warp owns AT_Q / 4 queries, a lane a key for the
+ * scores and head_dim / 32 of the output, with the running maximum and
+ * sum per query.  CUDA cores; the tensor-core kernel comes later. */
+#define AT_Q 8
+#define AT_K 32
+#define AT_QW (AT_Q / ATT_WARPS)
+
+static size_t at_smem(int d) { return ((size_t)AT_Q * (d + 1) + (size_t)AT_K * (d + 1) + (size_t)AT_K * d) * 4; }
+
+__global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, const float *q, const float *kc,
+                                                                const float *vc, bk_attn_kv p, int tiles)
+{
+    extern __shared__ float sh[];
+    const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
+                  *slot = (const int32_t *)p.slot;
+    const int d = p.head_dim, dp = d + 1, lane = threadIdx.x % WARP, wi = threadIdx.x / WARP;
+    const int b = blockIdx.x / tiles, i0 = (blockIdx.x % tiles) * AT_Q, h = blockIdx.y;
+    const int n = q_start[b + 1] - q_start[b];
+    if (i0 >= n) return;
+    const int nq = n - i0 < AT_Q ? n - i0 : AT_Q, len = kv_len[b];
+    const int kvh = h / (p.n_heads / p.n_kv_heads);
+    const size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
+    const size_t base = (size_t)slot[b] * p.cap * ks + (size_t)kvh * d, row0 = (size_t)q_start[b] + i0;
+    float *sq = sh, *sk = sq + AT_Q * dp, *sv = sk + AT_K * dp;
+    for (int idx = threadIdx.x; idx < nq * d; idx += blockDim.x)
+        sq[(idx / d) * dp + idx % d] = q[(row0 + idx / d) * qs + (size_t)h * d + idx % d];
+    const int P0 = len - n + i0, P1 = P0 + nq - 1, lo_ring = len - p.cap > 0 ? len - p.cap : 0;
+    int lo_all = lo_ring;
+    if (p.window > 0 && P0 - p.window + 1 > lo_all) lo_all = P0 - p.window + 1;
+    float m[AT_QW], l[AT_QW], acc[AT_QW][ATT_MAXE];
+#pragma unroll
+    for (int a = 0; a < AT_QW; a++) {
+        m[a] = -INFINITY;
+        l[a] = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXE; i++) acc[a][i] = 0.0f;
+    }
+    for (int j0 = lo_all; j0 <= P1; j0 += AT_K) {
+        const int nk = P1 - j0 + 1 < AT_K ? P1 - j0 + 1 : AT_K;
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < nk * d; idx += blockDim.x) {
+            int kj = idx / d, e = idx % d;
+            size_t r = base + (size_t)((j0 + kj) % p.cap) * ks + e;
+            sk[kj * dp + e] = kc[r];
+            sv[kj * d + e] = vc[r];
+        }
+        __syncthreads();
+#pragma unroll
+        for (int a = 0; a < AT_QW; a++) {
+            const int qi = wi * AT_QW + a;
+            if (qi < nq) {
+                const int P = P0 + qi;
+                int lo = lo_ring;
+                if (p.window > 0 && P - p.window + 1 > lo) lo = P - p.window + 1;
+                const int j = j0 + lane;
+                const int ok = lane < nk && j >= lo && j <= P;
+                float sc = -INFINITY;
+                if (ok) {
+                    float dot = 0.0f;
+                    const float *qr = sq + qi * dp, *kr = sk + lane * dp;
+                    for (int e = 0; e < d; e++) dot += qr[e] * kr[e];
+                    sc = dot * p.scale;
+                    if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
+                }
+                float tm = sc;
+#pragma unroll
+                for (int o = WARP / 2; o > 0; o >>= 1) tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, o));
+                if (tm != -INFINITY) {
+                    const float mn = fmaxf(m[a], tm), c = expf(m[a] - mn), pk = ok ? expf(sc - mn) : 0.0f;
+                    l[a] = l[a] * c + warp_sum(pk);
+#pragma unroll
+                    for (int i = 0; i < ATT_MAXE; i++) acc[a][i] *= c;
+                    for (int kk = 0; kk < nk; kk++) {
+                        const float pv = __shfl_sync(0xffffffffu, pk, kk);
+                        const float *vr = sv + kk * d;
+#pragma unroll
+                        for (int i = 0; i < ATT_MAXE; i++) {
+                            int e = lane + WARP * i;
+                            if (e < d) acc[a][i] += pv * vr[e];
+                        }
+                    }
+                    m[a] = mn;
+                }
+            }
+        }
+    }
+#pragma unroll
+    for (int a = 0; a < AT_QW; a++) {
+        const int qi = wi * AT_QW + a;
+        if (qi >= nq) continue;
+        const float inv = l[a] > 0.0f ? 1.0f / l[a] : 0.0f;
+        float *o = out + (row0 + qi) * qs + (size_t)h * d;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXE; i++) {
+            int e = lane + WARP * i;
+            if (e < d) o[e] = acc[a][i] * inv;
+        }
+    }
+}
+
 extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
                                 const bk_attn_kv *p)
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
+    int tiles = (p->N + AT_Q - 1) / AT_Q;
+    /* the tiles when they fill the device; else a block per row and head */
+    if (p->N >= 16 && (int64_t)p->B * tiles * p->n_heads >= 2 * (int64_t)sm_count()) {
+        static int raised;
+        size_t smem = at_smem(p->head_dim);
+        if (!raised) {
+            if (cudaFuncSetAttribute((const void *)k_attn_tile, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     (int)at_smem(WARP * ATT_MAXE)))
+                return (int)cudaGetLastError();
+            raised = 1;
+        }
+        dim3 tg((unsigned)(p->B * tiles), (unsigned)p->n_heads);
+        k_attn_tile<<<tg, ATT_WARPS * WARP, smem, (cudaStream_t)stream>>>(out, q, kc, vc, *p, tiles);
+        return (int)cudaGetLastError();
+    }
     dim3 grid((unsigned)p->N, (unsigned)p->n_heads);
     k_attention_kv<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, kc, vc, *p);
     return (int)cudaGetLastError();
@@ -700,14 +985,10 @@ extern "C" int cuk_gather_rows(void *stream, float *dst, const float *src, const
     return (int)cudaGetLastError();
 }
 
-/* silu(g) = g sigmoid(g); gelu_tanh(g) = g sigmoid(2 z), z = sqrt(2/pi) (g + 0.044715 g^3) */
 __global__ void k_glu(float *out, const float *gate, const float *up, size_t n, int gelu)
 {
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float g = gate[i];
-        float t = gelu ? 2.0f * 0.7978845608028654f * (g + 0.044715f * g * g * g) : g;
-        out[i] = g / (1.0f + expf(-t)) * up[i];
-    }
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        out[i] = glu1(gate[i], up[i], gelu);
 }
 
 extern "C" int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act)

@@ -29,6 +29,15 @@ int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, 
 int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T, int64_t rows);
 int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
                 int plus_one);
+int cuk_add_rmsnorm(void *stream, float *x, const float *a, float *y, const bk_weight *w, int rows, int dim,
+                    float eps, int plus_one);
+int cuk_qk_rope_store(void *stream, float *q, float *k, const float *v, float *kc, float *vc, const bk_weight *qn,
+                      const bk_weight *kn, float eps, int plus_one, const int32_t *pos, const float *inv_freq,
+                      float attn_factor, const bk_attn_kv *p);
+/* y[1, w.rows] = (act(gate) * up) . w^T (+ bias); cudaErrorNotSupported
+ * (nothing launched) where the fused kernel does not apply. */
+int cuk_matvec_glu(void *stream, float *y, const float *gate, const float *up, bk_act act, const bk_weight *w,
+                   const bk_weight *bias);
 int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n_heads, int head_dim, const float *inv_freq,
              float attn_factor);
 int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v, const bk_attn *p);
