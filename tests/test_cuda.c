@@ -695,6 +695,12 @@ static void memory_and_device(void **state)
     assert_int_equal(rc, INFER_ERR_OUT_OF_MEMORY);
     be->free(ctx, a);
     assert_int_equal(infer_get_active_memory("cuda"), before);
+    /* kept for reuse, then given back */
+    assert_true(infer_get_cache_memory("cuda") >= (1u << 20));
+    assert_int_equal(be->alloc(ctx, 1 << 20, &a), 0);
+    be->free(ctx, a);
+    assert_int_equal(infer_clear_cache("cuda"), 0);
+    assert_int_equal(infer_get_cache_memory("cuda"), 0);
     be->destroy(ctx);
 }
 

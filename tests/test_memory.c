@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend/mem_pool.h"
 #include "infer.h"
 #include "test.h"
 
@@ -306,6 +307,111 @@ static void cpu_device_info(void **state)
                   d.features);
 }
 
+/* ---- The caching allocator of the cuda backend (mem_pool.c), over
+ * malloc here: it runs without a GPU. ---- */
+
+static int raw_calls, raw_fail;
+static size_t raw_live;
+
+static int test_raw_alloc(size_t bytes, void **out)
+{
+    raw_calls++;
+    if (raw_fail) return 1;
+    *out = malloc(bytes);
+    if (*out) raw_live += bytes;
+    return *out ? 0 : 1;
+}
+
+static size_t raw_sizes[64];
+static void *raw_ptrs[64];
+
+static int tracked_alloc(size_t bytes, void **out)
+{
+    int rc = test_raw_alloc(bytes, out);
+    for (int i = 0; !rc && i < 64; i++)
+        if (!raw_ptrs[i]) {
+            raw_ptrs[i] = *out;
+            raw_sizes[i] = bytes;
+            break;
+        }
+    return rc;
+}
+
+static void tracked_free(void *p)
+{
+    for (int i = 0; i < 64; i++)
+        if (raw_ptrs[i] == p) {
+            raw_live -= raw_sizes[i];
+            raw_ptrs[i] = NULL;
+        }
+    free(p);
+}
+
+static void pool_reuses_and_bounds(void **state)
+{
+    (void)state;
+    static bk_counters c;
+    memset(&c, 0, sizeof c);
+    memset(raw_ptrs, 0, sizeof raw_ptrs);
+    raw_calls = raw_fail = 0;
+    raw_live = 0;
+    bk_pool pool = BK_POOL_INIT("test", tracked_alloc, tracked_free, &c);
+    assert_int_equal(bkp_round(1), 512);
+    assert_int_equal(bkp_round(1 << 20), 1 << 20);
+    assert_int_equal(bkp_round((1 << 20) + 1), (1 << 20) + (64 << 10));
+    void *a, *b, *d;
+    assert_int_equal(bkp_alloc(&pool, 3000, &a), 0);
+    assert_int_equal(bkc_get(&c, BK_MEM_ACTIVE), 3072);
+    assert_true(bkp_owns(&pool, a));
+    bkp_free(&pool, a);
+    assert_false(bkp_owns(&pool, a));
+    assert_int_equal(bkc_get(&c, BK_MEM_ACTIVE), 0);
+    assert_int_equal(bkc_get(&c, BK_MEM_CACHE), 3072);
+    /* the same size again: the kept block, no raw call */
+    int calls = raw_calls;
+    assert_int_equal(bkp_alloc(&pool, 2900, &b), 0);
+    assert_ptr_equal(a, b);
+    assert_int_equal(raw_calls, calls);
+    assert_int_equal(bkc_get(&c, BK_MEM_CACHE), 0);
+    /* much smaller: not from a block that would waste most of itself */
+    bkp_free(&pool, b);
+    assert_int_equal(bkp_alloc(&pool, 100, &d), 0);
+    assert_int_equal(raw_calls, calls + 1);
+    bkp_free(&pool, d);
+    /* the memory limit binds active bytes: a clean error, nothing counted */
+    bkc_set(&c, BK_MEM_LIMIT, 4096, NULL, "test");
+    void *e = (void *)1;
+    assert_int_equal(bkp_alloc(&pool, 8192, &e), INFER_ERR_OUT_OF_MEMORY);
+    assert_null(e);
+    assert_non_null(strstr(infer_last_error(), "memory limit"));
+    assert_int_equal(bkc_get(&c, BK_MEM_ACTIVE), 0);
+    bkc_set(&c, BK_MEM_LIMIT, 0, NULL, "test");
+    /* raw failure: the cache is given back and the allocation tried again */
+    raw_fail = 1;
+    assert_int_equal(bkp_alloc(&pool, 1 << 22, &e), INFER_ERR_OUT_OF_MEMORY);
+    assert_int_equal(bkc_get(&c, BK_MEM_CACHE), 0);
+    assert_int_equal(raw_live, 0);
+    assert_int_equal(bkc_get(&c, BK_MEM_ACTIVE), 0);
+    raw_fail = 0;
+    /* the cache limit: the largest kept blocks go back first */
+    void *x[3];
+    size_t sz[3] = {1 << 20, 2 << 20, 4 << 20};
+    for (int i = 0; i < 3; i++) assert_int_equal(bkp_alloc(&pool, sz[i], &x[i]), 0);
+    assert_int_equal(bkc_get(&c, BK_MEM_PEAK) >= (7u << 20), 1);
+    bkc_set(&c, BK_MEM_CACHE_LIMIT, 3 << 20, NULL, "test");
+    for (int i = 0; i < 3; i++) bkp_free(&pool, x[i]);
+    assert_true(bkc_get(&c, BK_MEM_CACHE) <= (3u << 20));
+    assert_int_equal(bkc_get(&c, BK_MEM_CACHE), 3 << 20); /* the 1 and 2 MiB blocks stay */
+    bkp_clear(&pool);
+    assert_int_equal(bkc_get(&c, BK_MEM_CACHE), 0);
+    assert_int_equal(raw_live, 0);
+    /* a pointer it never gave out is ignored */
+    int dummy;
+    bkp_free(&pool, &dummy);
+    free(pool.live);
+    free(pool.kept);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, save_limits, restore_limits)
 
 static const struct CMUnitTest tests[] = {
@@ -317,6 +423,7 @@ static const struct CMUnitTest tests[] = {
     T(memory_limit_fails_cleanly),
     T(memory_limit_fails_a_load),
     T(cpu_device_info),
+    cmocka_unit_test(pool_reuses_and_bounds),
 };
 
 TEST_GROUP(test_memory, tests)

@@ -10,8 +10,10 @@
  *   - more rows: cuBLAS with bf16 operands and float32 accumulation (x
  *     rounded to bf16; f16 and quantized W converted to bf16 in slices of
  *     rows), or float32 SGEMM for float32 W.
- * Memory: plain cudaMalloc/cudaFree, counted (active, peak) and bound by
- * the memory limit; weights count too.  No reuse cache yet. */
+ * Memory: a caching allocator over cudaMalloc (mem_pool.h): active, peak
+ * and cache bytes, the memory limit (a clean out-of-memory error), the
+ * cache limit and clear_cache; weights count too.  The wired limit (pinned
+ * host memory) is stored: nothing here pins memory yet. */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <pthread.h>
@@ -22,6 +24,7 @@
 #include "backend/backend.h"
 #include "backend/cuda/cuda_kernels.h"
 #include "backend/mem_counter.h"
+#include "backend/mem_pool.h"
 #include "core/error.h"
 
 typedef struct cuda_ctx {
@@ -108,71 +111,26 @@ static int cuda_create(const bk_opts *opts, void **out)
 
 /* ---- memory ---- */
 
-/* cudaMalloc'ed blocks and their sizes, for free and the counters. */
-static pthread_mutex_t sizes_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    void *p;
-    size_t bytes;
-} *sizes;
-static size_t n_sizes, cap_sizes;
-
-static int dev_alloc(size_t bytes, void **out)
+/* Device memory goes through a caching allocator (mem_pool.h): cudaMalloc
+ * and cudaFree are slow and wait for the device, and a freed block is
+ * usually wanted again at once (a session's scratch, a KV cache). */
+static int raw_alloc(size_t bytes, void **out)
 {
+    if (cudaMalloc(out, bytes) == cudaSuccess) return 0;
+    cudaGetLastError();
     *out = NULL;
-    size_t limit, active;
-    if (!bkc_take(&mem, bytes, &limit, &active))
-        return infer_err(INFER_ERR_OUT_OF_MEMORY,
-                         "cuda backend: allocating %zu bytes would pass the memory limit of %zu bytes (%zu active)",
-                         bytes, limit, active);
-    pthread_mutex_lock(&sizes_lock);
-    if (n_sizes == cap_sizes) {
-        size_t nc = cap_sizes ? 2 * cap_sizes : 256;
-        void *g = realloc(sizes, nc * sizeof *sizes);
-        if (!g) {
-            pthread_mutex_unlock(&sizes_lock);
-            bkc_give(&mem, bytes);
-            return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: out of host memory");
-        }
-        sizes = g;
-        cap_sizes = nc;
-    }
-    void *p = NULL;
-    cudaError_t e = cudaMalloc(&p, bytes ? bytes : 1);
-    if (e != cudaSuccess) {
-        pthread_mutex_unlock(&sizes_lock);
-        bkc_give(&mem, bytes);
-        cudaGetLastError();
-        return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: cannot allocate %zu bytes on the device: %s", bytes,
-                         cudaGetErrorString(e));
-    }
-    sizes[n_sizes].p = p;
-    sizes[n_sizes].bytes = bytes;
-    n_sizes++;
-    pthread_mutex_unlock(&sizes_lock);
-    *out = p;
-    return INFER_OK;
+    return 1;
 }
 
-/* Frees a block of dev_alloc; anything else (a weight still on the host
- * after a failed prepare) is left alone. */
-static void dev_free(void *p)
-{
-    if (!p) return;
-    int found = 0;
-    size_t bytes = 0;
-    pthread_mutex_lock(&sizes_lock);
-    for (size_t i = n_sizes; i-- > 0;)
-        if (sizes[i].p == p) {
-            bytes = sizes[i].bytes;
-            sizes[i] = sizes[--n_sizes];
-            found = 1;
-            break;
-        }
-    pthread_mutex_unlock(&sizes_lock);
-    if (!found) return;
-    cudaFree(p);
-    bkc_give(&mem, bytes);
-}
+static void raw_free(void *p) { cudaFree(p); }
+
+static bk_pool pool = BK_POOL_INIT("cuda", raw_alloc, raw_free, &mem);
+
+static int dev_alloc(size_t bytes, void **out) { return bkp_alloc(&pool, bytes, out); }
+
+/* Keeps a block of dev_alloc for reuse; anything else (a weight still on
+ * the host after a failed prepare) is left alone. */
+static void dev_free(void *p) { bkp_free(&pool, p); }
 
 static int cuda_alloc(void *ctx, size_t bytes, void **out)
 {
@@ -232,10 +190,16 @@ static size_t cuda_mem_get(bk_mem what) { return bkc_get(&mem, what); }
 
 static int cuda_mem_set(bk_mem what, size_t value, size_t *previous)
 {
-    return bkc_set(&mem, what, value, previous, "cuda");
+    int rc = bkc_set(&mem, what, value, previous, "cuda");
+    if (!rc && what == BK_MEM_CACHE_LIMIT) bkp_trim(&pool);
+    return rc;
 }
 
-static int cuda_clear_cache(void) { return INFER_OK; }
+static int cuda_clear_cache(void)
+{
+    bkp_clear(&pool);
+    return INFER_OK;
+}
 
 static int cuda_reset_peak(void)
 {
