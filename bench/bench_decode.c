@@ -42,13 +42,9 @@
 
 #include "backend/backend.h"
 #include "bench_bw.h"
+#include "bench_run.h"
 #include "infer.h"
 
-static int cmp_d(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 /* ---- The bandwidth limit ---- */
 
@@ -158,44 +154,9 @@ static int scan_folder(const char *dir, weight_bytes *wb)
 
 /* ---- Runs ---- */
 
-static void make_ids(int32_t *ids, int n, int vocab, uint32_t seed)
-{
-    for (int i = 0; i < n; i++) {
-        seed = seed * 1664525u + 1013904223u;
-        ids[i] = (int32_t)((seed >> 8) % (uint32_t)(vocab > 1000 ? 1000 : vocab)) + (vocab > 2000 ? 1000 : 0);
-    }
-}
 
 /* One generation on a fresh session; metrics into *met. */
-static int run_once(infer_model *m, const int32_t *ids, int n_ids, int max_tokens, infer_metrics *met)
-{
-    infer_session *s;
-    if (infer_session_new(m, &s)) return -1;
-    infer_gen_opts o;
-    infer_gen_opts_default(&o);
-    o.max_tokens = max_tokens;
-    o.temperature = 0.0f;
-    o.ignore_eos = 1;
-    infer_stream *st;
-    int rc = infer_generate_ids(s, ids, (size_t)n_ids, &o, &st);
-    if (rc == INFER_OK) {
-        infer_token tok;
-        int got = 0;
-        while (infer_stream_next(st, &tok)) got++;
-        rc = infer_stream_error(st, NULL);
-        infer_stream_metrics(st, met);
-        if (!rc && got != max_tokens) rc = -1;
-        infer_stream_free(st);
-    }
-    infer_session_free(s);
-    return rc;
-}
 
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof *v, cmp_d);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 int main(int argc, char **argv)
 {
@@ -263,28 +224,28 @@ int main(int argc, char **argv)
     /* decode: 8-token prompt, n_decode tokens */
     int32_t *ids = malloc((size_t)(n_prompt > 8 ? n_prompt : 8) * sizeof *ids);
     if (!ids) return 1;
-    make_ids(ids, n_prompt > 8 ? n_prompt : 8, info.vocab_size, 7);
+    bench_make_ids(ids, n_prompt > 8 ? n_prompt : 8, info.vocab_size, 7);
     infer_metrics met;
     double dec[100], pre[100];
-    if (run_once(m, ids, 8, 4, &met)) { /* warm-up: pages of the mapping */
+    if (bench_run_once(m, ids, 8, 4, &met)) { /* warm-up: pages of the mapping */
         fprintf(stderr, "bench_decode: %s\n", infer_last_error());
         return 1;
     }
     for (int r = 0; r < runs; r++) {
-        if (run_once(m, ids, 8, n_decode, &met)) {
+        if (bench_run_once(m, ids, 8, n_decode, &met)) {
             fprintf(stderr, "bench_decode: %s\n", infer_last_error());
             return 1;
         }
         dec[r] = met.decode_tok_s;
     }
     for (int r = 0; r < runs && n_prompt > 0; r++) {
-        if (run_once(m, ids, n_prompt, 1, &met)) {
+        if (bench_run_once(m, ids, n_prompt, 1, &met)) {
             fprintf(stderr, "bench_decode: %s\n", infer_last_error());
             return 1;
         }
         pre[r] = met.prefill_tok_s;
     }
-    double decode = median(dec, runs), prefill = n_prompt > 0 ? median(pre, runs) : 0.0;
+    double decode = bench_median(dec, runs), prefill = n_prompt > 0 ? bench_median(pre, runs) : 0.0;
 
     /* bytes of one decode step, at the mean position of the decoded tokens */
     double weights = wb.total - wb.embed + wb.embed_row + (info.tied_embeddings ? wb.embed : 0.0);

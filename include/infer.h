@@ -126,6 +126,10 @@ typedef struct infer_model_info {
     int quant_bits;         /* MLX quantization, top-level "bits"; 0 = not quantized
                                (per-module entries may differ) */
     int quant_group_size;   /* top-level "group_size"; 0 = not quantized */
+    int64_t weight_bytes;   /* every weight as stored (quantized: values, scales and biases) */
+    int64_t decode_bytes;   /* the weight bytes one decode step reads: all of them but the
+                               embedding, of which one row, and the head (the whole embedding
+                               again when tied) */
 } infer_model_info;
 
 INFER_API int infer_model_get_info(const infer_model *model, infer_model_info *out);
@@ -470,6 +474,13 @@ typedef struct infer_device_info {
 } infer_device_info;
 
 INFER_API int infer_get_device_info(const char *backend, infer_device_info *out);
+
+/* The memory bandwidth the backend's device reaches now, in GB/s: the
+ * physical limit a memory-bound job (decode) is measured against.  cpu: a
+ * streaming read of 1 GiB split over n_threads threads (0 = every online
+ * processor), the best of 3; cuda: a device-to-device copy of 512 MiB,
+ * bytes read plus written, the best of 10.  Takes about a second. */
+INFER_API int infer_measure_bandwidth(const char *backend, int n_threads, double *gb_per_s);
 
 /* ------------------------------------------------------------------ */
 /* Discovery                                                            */

@@ -310,8 +310,48 @@ static void info_fixture(void **state)
     assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "model_type")), "llama");
     assert_true(cJSON_GetNumberValue(cJSON_GetObjectItem(j, "vocab_size")) > 0);
     assert_true(cJSON_IsBool(cJSON_GetObjectItem(j, "tied_embeddings")));
+    /* weight_bytes: every tensor of the file (all of them weights the model
+     * uses), that is the file less its header */
+    size_t len;
+    unsigned char *f = test_read_file(FIXTURE "/model.safetensors", &len);
+    assert_non_null(f);
+    uint64_t hdr = 0;
+    for (int i = 7; i >= 0; i--) hdr = hdr << 8 | f[i];
+    free(f);
+    double wb = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "weight_bytes"));
+    double db = cJSON_GetNumberValue(cJSON_GetObjectItem(j, "decode_bytes"));
+    assert_true(wb == (double)(len - 8 - hdr));
+    assert_true(db > 0 && db < wb);
     cJSON_Delete(j);
     run_free(&r);
+}
+
+static void bench_fixture(void **state)
+{
+    (void)state;
+    if (!have_fixture()) skip();
+    run_result r = run_tool("bench '%s' --backend cpu --threads 2 --n-prompt 16 --n-gen 4 --batch 2 --runs 1 --json",
+                            FIXTURE);
+    expect(&r, 0, NULL);
+    cJSON *j = cJSON_Parse(r.out);
+    assert_non_null(j);
+    static const char *const positive[] = {"bandwidth_gb_s", "decode_bytes", "decode_tok_s", "decode_bound_tok_s",
+                                           "decode_ratio",   "prefill_tok_s", "batch_tok_s", "peak_memory"};
+    for (size_t i = 0; i < sizeof positive / sizeof positive[0]; i++)
+        if (!(cJSON_GetNumberValue(cJSON_GetObjectItem(j, positive[i])) > 0)) fail_msg("%s: not positive", positive[i]);
+    assert_string_equal(cJSON_GetStringValue(cJSON_GetObjectItem(j, "backend")), "cpu");
+    cJSON_Delete(j);
+    run_free(&r);
+    r = run_tool("bench '%s' --backend cpu --threads 1 --n-prompt 8 --n-gen 2 --runs 1", FIXTURE);
+    expect(&r, 0, NULL);
+    assert_non_null(strstr(r.out, "of the limit"));
+    run_free(&r);
+    char args[1024];
+    snprintf(args, sizeof args, "bench '%s' --n-gen 1", FIXTURE);
+    expect_run(2, "--n-gen", args);
+    snprintf(args, sizeof args, "bench '%s' --ctx 32 --n-prompt 64 --runs 1", FIXTURE);
+    expect_run(2, "do not fit the context", args);
+    expect_run(1, NULL, "bench " NO_DIR);
 }
 
 /* The fixture's vocabulary size, from `infer info --json`. */
@@ -378,6 +418,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(npy_round_trip),
     cmocka_unit_test(npy_write_errors),
     cmocka_unit_test(info_fixture),
+    cmocka_unit_test(bench_fixture),
     cmocka_unit_test(logits_fixture),
     cmocka_unit_test(logits_fixture_errors),
 };

@@ -307,6 +307,18 @@ static void cpu_device_info(void **state)
                   d.features);
 }
 
+static void bandwidth_is_measured(void **state)
+{
+    (void)state;
+    double g = -1;
+    assert_int_equal(infer_measure_bandwidth("cpu", 1, &g), INFER_OK);
+    assert_true(g > 0.1 && g < 10000.0);
+    assert_int_equal(infer_measure_bandwidth("cpu", 1, NULL), INFER_ERR_INVALID_ARGUMENT);
+    assert_int_equal(infer_measure_bandwidth("tpu", 1, &g), INFER_ERR_BACKEND);
+    assert_true(g == 0.0);
+    assert_non_null(strstr(infer_last_error(), "tpu"));
+}
+
 /* ---- The caching allocator of the cuda backend (mem_pool.c), over
  * malloc here: it runs without a GPU. ---- */
 
@@ -424,6 +436,7 @@ static const struct CMUnitTest tests[] = {
     T(memory_limit_fails_a_load),
     T(cpu_device_info),
     cmocka_unit_test(pool_reuses_and_bounds),
+    cmocka_unit_test(bandwidth_is_measured),
 };
 
 TEST_GROUP(test_memory, tests)

@@ -39,6 +39,8 @@ static const info_field fields[] = {
     FIELD(FIELD_I64, n_params),
     FIELD(FIELD_INT, quant_bits),
     FIELD(FIELD_INT, quant_group_size),
+    FIELD(FIELD_I64, weight_bytes),
+    FIELD(FIELD_I64, decode_bytes),
 };
 #define N_FIELDS (sizeof fields / sizeof fields[0])
 

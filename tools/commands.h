@@ -19,5 +19,6 @@ int cmd_chat_template(const cli_command *self, int argc, char **argv);
 int cmd_list(const cli_command *self, int argc, char **argv);
 int cmd_devices(const cli_command *self, int argc, char **argv);
 int cmd_quantize(const cli_command *self, int argc, char **argv);
+int cmd_bench(const cli_command *self, int argc, char **argv);
 
 #endif

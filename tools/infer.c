@@ -26,6 +26,7 @@ static const cli_command commands[] = {
     {"list", cmd_list, "list the model folders in a folder or a Hugging Face cache"},
     {"devices", cmd_devices, "print each backend's device and memory"},
     {"quantize", cmd_quantize, "write an MLX-quantized copy of a model folder (or dequantize one)"},
+    {"bench", cmd_bench, "prefill and decode speed beside the memory-bandwidth limit"},
     {"help", cmd_help, "show this help, or a command's help (infer help COMMAND)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -131,6 +131,8 @@ typedef struct backend_ops {
     int (*clear_cache)(void);
     int (*reset_peak)(void);
     int (*device_info)(infer_device_info *out);
+    /* The memory bandwidth reached now, GB/s (infer_measure_bandwidth). */
+    int (*bandwidth)(int n_threads, double *gb_per_s);
 
     /* out[T, emb.cols] = emb[ids[t]] * scale; ids is a backend int32 buffer. */
     int (*embed)(void *ctx, void *out, const void *ids, int T, const bk_weight *emb,

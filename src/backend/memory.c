@@ -121,3 +121,16 @@ int infer_get_device_info(const char *backend, infer_device_info *out)
     snprintf(out->backend, sizeof out->backend, "%s", b->name);
     return INFER_OK;
 }
+
+int infer_measure_bandwidth(const char *backend, int n_threads, double *gb_per_s)
+{
+    if (!gb_per_s) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_measure_bandwidth: gb_per_s is NULL");
+    *gb_per_s = 0.0;
+    const backend_ops *b;
+    int rc = pick(backend, &b);
+    if (rc) return infer_err_prefix(rc, "infer_measure_bandwidth");
+    if (!b->bandwidth)
+        return infer_err(INFER_ERR_UNSUPPORTED, "infer_measure_bandwidth: backend '%s' cannot measure it", b->name);
+    rc = b->bandwidth(n_threads, gb_per_s);
+    return rc ? infer_err_prefix(rc, "infer_measure_bandwidth") : INFER_OK;
+}

@@ -178,6 +178,8 @@ int infer_model_get_info(const infer_model *m, infer_model_info *out)
     out->n_params = m->n_params;
     out->quant_bits = c->quant_bits;
     out->quant_group_size = c->quant_group_size;
+    out->weight_bytes = m->weight_bytes;
+    out->decode_bytes = m->decode_bytes;
     return INFER_OK;
 }
 

@@ -38,6 +38,7 @@ struct infer_model {
     void *inv_freq_local;
     char dtype[16];                /* stored dtype of the embedding, as "bfloat16" */
     int64_t n_params;
+    int64_t weight_bytes, decode_bytes; /* infer_model_info */
     int weights_placed;            /* model_weights_prepare ran: release them before the context goes */
     infer_tokenizer *tok;          /* the folder's tokenizer, or NULL when it has none */
     gen_config gen;                /* generation_config.json */

@@ -310,6 +310,35 @@ int model_matrix_names(const model_config *cfg, const st_set *w, const char *pat
     return rc;
 }
 
+/* Bytes of a weight as stored (quantized: values, scales and biases). */
+static int64_t stored_bytes(const bk_weight *w)
+{
+    if (!w->data) return 0;
+    if (w->dtype != DT_U32) return w->rows * w->cols * (int64_t)dtype_size(w->dtype);
+    int64_t groups = w->rows * (w->cols / w->group_size);
+    return w->rows * (int64_t)bk_qrow_bytes(w) + 2 * groups * (int64_t)dtype_size(w->sdtype);
+}
+
+static int bytes_visit(void *arg, const char *suffix, bk_weight *w, int64_t rows, int64_t cols)
+{
+    (void)suffix;
+    (void)rows;
+    (void)cols;
+    *(int64_t *)arg += stored_bytes(w);
+    return INFER_OK;
+}
+
+/* m->weight_bytes and m->decode_bytes (infer_model_info). */
+static void count_bytes(infer_model *m)
+{
+    int64_t all = 0;
+    model_visit_weights(m, bytes_visit, &all);
+    int tied = m->lm_head.data == m->embed.data;
+    int64_t emb = stored_bytes(&m->embed), head = tied ? emb : stored_bytes(&m->lm_head);
+    m->weight_bytes = all + (tied ? 0 : head);
+    m->decode_bytes = all - emb + (m->embed.rows > 0 ? emb / m->embed.rows : 0) + head;
+}
+
 int model_bind_weights(infer_model *m)
 {
     const model_config *c = &m->cfg;
@@ -331,6 +360,7 @@ int model_bind_weights(infer_model *m)
                              m->path);
         rc = bind_matrix(&b, head, &m->lm_head, c->vocab_size, c->hidden_size);
     }
+    if (!rc) count_bytes(m);
     return rc;
 }
 

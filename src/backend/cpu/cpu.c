@@ -394,6 +394,7 @@ const backend_ops backend_cpu = {
     .clear_cache = cpu_clear_cache,
     .reset_peak = cpu_reset_peak,
     .device_info = cpu_device_info,
+    .bandwidth = cpu_bandwidth,
     .embed = cpu_embed,
     .matmul = cpu_matmul,
     .rmsnorm = cpu_rmsnorm,

@@ -44,6 +44,15 @@ int cpu_kv_store(void *ctx, void *kcache, void *vcache, const void *k, const voi
 int cpu_attention_kv(void *ctx, void *out, const void *q, const void *kcache, const void *vcache,
                      const bk_attn_kv *p);
 
+/* Reads n bytes (a multiple of 256) with wide loads; a checksum. */
+long cpu_read_bytes(const unsigned char *p, size_t n);
+/* GB/s of reading `bytes` of buf split over `threads` (at most 64)
+ * threads that start together, the best of reps; a read's time is its
+ * slowest thread's. */
+double cpu_read_bw(const unsigned char *buf, size_t bytes, int threads, int reps);
+/* The backend's bandwidth entry: a 1 GiB streaming read, best of 3. */
+int cpu_bandwidth(int n_threads, double *gb_per_s);
+
 /* Dot product of n floats, with several partial sums. */
 float cpu_dot(const float *a, const float *b, size_t n);
 
