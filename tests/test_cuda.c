@@ -19,6 +19,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <cjson/cJSON.h>
+
 #include "backend/backend.h"
 #include "core/dtype.h"
 #include "infer.h"
@@ -662,6 +664,89 @@ static void fixtures_within_reduced_tolerance(void **state)
     if (agree * 100 < positions * 99) fail_msg("cuda: same argmax at %zu of %zu positions", agree, positions);
 }
 
+/* Teacher-forced greedy tokens: every fixture's generate.json holds
+ * transformers' greedy generations (prompt_ids, generated); fed the prompt
+ * and the generated tokens, the argmax at each step must be the next
+ * generated token at >= 99% of steps.  INFER_TEST_BACKEND=cpu runs it on
+ * the cpu backend instead (the test itself checked without a GPU: 2013 of
+ * 2016 there; the 3 are llama_dynamic's, whose RoPE scales with the
+ * length, so a whole sequence is not the same as growing it token by
+ * token). */
+static void greedy_agreement(const char *backend, size_t *agree, size_t *steps)
+{
+    DIR *d = opendir(FIXTURES);
+    assert_non_null(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/%.255s/generate.json", FIXTURES, e->d_name);
+        size_t len;
+        char *text = (char *)test_read_file(path, &len);
+        if (!text || e->d_name[0] == '.') {
+            free(text);
+            continue;
+        }
+        cJSON *j = cJSON_ParseWithLength(text, len);
+        free(text);
+        assert_non_null(j);
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%.255s", FIXTURES, e->d_name);
+        infer_load_opts o;
+        infer_load_opts_default(&o);
+        o.backend = backend;
+        o.context_len = (int)cJSON_GetNumberValue(cJSON_GetObjectItemCaseSensitive(j, "context_len"));
+        infer_model *m = NULL;
+        if (infer_model_load(dir, &o, &m)) fail_msg("%s: %s", dir, infer_last_error());
+        infer_model_info info;
+        assert_int_equal(infer_model_get_info(m, &info), 0);
+        size_t here = 0, same = 0;
+        const cJSON *pr;
+        cJSON_ArrayForEach(pr, cJSON_GetObjectItemCaseSensitive(j, "prompts"))
+        {
+            const cJSON *pi = cJSON_GetObjectItemCaseSensitive(pr, "prompt_ids"),
+                        *gi = cJSON_GetObjectItemCaseSensitive(pr, "generated");
+            size_t np = (size_t)cJSON_GetArraySize(pi), ng = (size_t)cJSON_GetArraySize(gi);
+            if (!np || !ng) continue;
+            int32_t *ids = malloc((np + ng) * sizeof *ids);
+            float *lg = malloc((np + ng) * (size_t)info.vocab_size * sizeof *lg);
+            assert_true(ids && lg);
+            size_t k = 0;
+            const cJSON *x;
+            cJSON_ArrayForEach(x, pi) ids[k++] = (int32_t)x->valuedouble;
+            cJSON_ArrayForEach(x, gi) ids[k++] = (int32_t)x->valuedouble;
+            /* the last generated token is only an answer, never an input */
+            if (infer_model_logits(m, ids, np + ng - 1, lg)) fail_msg("%s: %s", dir, infer_last_error());
+            for (size_t t = 0; t < ng; t++) {
+                const float *row = lg + (np - 1 + t) * (size_t)info.vocab_size;
+                int32_t am = 0;
+                for (int v = 1; v < info.vocab_size; v++)
+                    if (row[v] > row[am]) am = v;
+                same += am == ids[np + t];
+                here++;
+            }
+            free(ids);
+            free(lg);
+        }
+        print_message("  %-24s %s: greedy token at %zu of %zu steps\n", e->d_name, backend, same, here);
+        *agree += same;
+        *steps += here;
+        infer_model_free(m);
+        cJSON_Delete(j);
+    }
+    closedir(d);
+}
+
+static void greedy_tokens_teacher_forced(void **state)
+{
+    (void)state;
+    if (!getenv("INFER_TEST_BACKEND") && !infer_backend_available("cuda")) skip();
+    size_t agree = 0, steps = 0;
+    greedy_agreement(getenv("INFER_TEST_BACKEND") ? getenv("INFER_TEST_BACKEND") : "cuda", &agree, &steps);
+    print_message("  cuda: transformers' greedy token at %zu of %zu steps\n", agree, steps);
+    assert_true(steps > 0);
+    if (agree * 100 < steps * 99) fail_msg("cuda: greedy token at %zu of %zu steps", agree, steps);
+}
+
 /* ---- memory and device ---- */
 
 static void memory_and_device(void **state)
@@ -712,6 +797,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(kv_attention_matches_cpu),
     cmocka_unit_test(fused_ops_match_cpu),
     cmocka_unit_test(fixtures_within_reduced_tolerance),
+    cmocka_unit_test(greedy_tokens_teacher_forced),
     cmocka_unit_test(memory_and_device),
 };
 
