@@ -441,12 +441,76 @@ static void matmul_threads_agree(void **state)
     free_q(&qm);
 }
 
+/* matmul_n (several products of one x as one job) gives each product's
+ * bytes exactly as matmul alone does: quantized and float weights, with
+ * and without biases, one layout and mixed layouts (one after another). */
+static void matmul_n_is_matmul(void **state)
+{
+    (void)state;
+    const backend_ops *be = &backend_cpu;
+    const int cols = 256;
+    qmat q[3];
+    make_q(&q[0], 96, cols, 4, 64, DT_BF16);
+    make_q(&q[1], 40, cols, 4, 64, DT_BF16);
+    make_q(&q[2], 40, cols, 8, 32, DT_BF16); /* another layout */
+    uint16_t *fw = malloc((size_t)72 * cols * 2);
+    assert_non_null(fw);
+    for (int i = 0; i < 72 * cols; i++) fw[i] = f32_to_bf16(frand());
+    bk_weight f[2] = {{.data = fw, .dtype = DT_BF16, .rows = 40, .cols = cols},
+                      {.data = fw + 40 * cols, .dtype = DT_BF16, .rows = 32, .cols = cols}};
+    float bias_f[96];
+    for (int r = 0; r < 96; r++) bias_f[r] = frand();
+    bk_weight bias = {.data = bias_f, .dtype = DT_F32, .rows = 1, .cols = 96};
+    for (int int8 = 0; int8 < 2; int8++)
+        for (int T = 1; T <= 9; T += 4)
+            for (int set = 0; set < 3; set++) {
+                const bk_weight *ws[3];
+                const bk_weight *bs[3] = {&bias, NULL, NULL};
+                int n = set == 2 ? 2 : 3;
+                for (int i = 0; i < n; i++) ws[i] = set == 0 ? &q[i < 2 ? i : 1].w : set == 1 ? &q[i].w : &f[i];
+                if (set == 2) bs[0] = NULL;
+                bk_opts o = {.n_threads = 2, .cpu_int8 = int8};
+                void *ctx = NULL, *dx = NULL, *dy[3], *dz[3];
+                assert_int_equal(be->create(&o, &ctx), 0);
+                float *x = malloc((size_t)T * cols * 4);
+                assert_non_null(x);
+                for (int i = 0; i < T * cols; i++) x[i] = frand();
+                assert_int_equal(be->alloc(ctx, (size_t)T * cols * 4, &dx), 0);
+                assert_int_equal(be->upload(ctx, dx, x, (size_t)T * cols * 4), 0);
+                for (int i = 0; i < n; i++) {
+                    assert_int_equal(be->alloc(ctx, (size_t)T * ws[i]->rows * 4, &dy[i]), 0);
+                    assert_int_equal(be->alloc(ctx, (size_t)T * ws[i]->rows * 4, &dz[i]), 0);
+                    assert_int_equal(be->matmul(ctx, dz[i], dx, ws[i], bs[i], T), 0);
+                }
+                assert_int_equal(be->matmul_n(ctx, dy, dx, ws, bs, n, T), 0);
+                for (int i = 0; i < n; i++) {
+                    assert_memory_equal(dy[i], dz[i], (size_t)T * ws[i]->rows * 4);
+                    be->free(ctx, dy[i]);
+                    be->free(ctx, dz[i]);
+                }
+                be->free(ctx, dx);
+                free(x);
+                be->destroy(ctx);
+            }
+    const bk_weight *five[5] = {&f[0], &f[0], &f[0], &f[0], &f[0]};
+    const bk_weight *nob[5] = {NULL};
+    void *ys[5] = {NULL};
+    void *ctx = NULL;
+    bk_opts o = {.n_threads = 1};
+    assert_int_equal(be->create(&o, &ctx), 0);
+    assert_int_equal(be->matmul_n(ctx, ys, NULL, five, nob, 5, 1), INFER_ERR_INVALID_ARGUMENT);
+    be->destroy(ctx);
+    for (int i = 0; i < 3; i++) free_q(&q[i]);
+    free(fw);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(variants_listed),
     cmocka_unit_test(every_variant),
     cmocka_unit_test(scale_dtypes_and_blocks),
     cmocka_unit_test(zero_and_large_activations),
     cmocka_unit_test(matmul_threads_agree),
+    cmocka_unit_test(matmul_n_is_matmul),
 };
 
 TEST_GROUP(test_qgemm, tests)

@@ -176,7 +176,9 @@ typedef struct backend_ops {
      * in place as rope does (pos, inv_freq, attn_factor), then k and v
      * written into the caches as kv_store does.
      * matmul_glu: y = (act(gate) * up) . w^T (+ bias), gate and up [T, w.cols];
-     * gate may be overwritten. */
+     * gate may be overwritten.
+     * matmul_n: ys[i] = x . ws[i]^T (+ bs[i], NULL for none) for n <= 4
+     * weights of the same cols (q, k and v; gate and up), as one op. */
     int (*add_rmsnorm)(void *ctx, void *x, const void *a, void *h, const bk_weight *w, int rows, int dim,
                        float eps, int plus_one);
     int (*qk_rope_store)(void *ctx, void *q, void *k, const void *v, void *kcache, void *vcache,
@@ -184,6 +186,8 @@ typedef struct backend_ops {
                          const void *inv_freq, float attn_factor, const bk_attn_kv *p);
     int (*matmul_glu)(void *ctx, void *y, void *gate, const void *up, bk_act act, const bk_weight *w,
                       const bk_weight *bias, int T);
+    int (*matmul_n)(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws,
+                    const bk_weight *const *bs, int n, int T);
 
     /* Graphs (cuda; NULL elsewhere): the ops queued between graph_begin
      * and graph_end are recorded instead of run, and graph_run replays

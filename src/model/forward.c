@@ -117,6 +117,17 @@ static int add_norm(infer_model *m, fwd_scratch *s, const bk_weight *norm, int T
     return rc ? rc : be->rmsnorm(m->bctx, s->h, s->x, norm, T, c->hidden_size, eps, c->norm_plus_one);
 }
 
+/* Products of one x: one op where the backend has it. */
+static int products(infer_model *m, void *const *ys, const void *x, const bk_weight *const *ws,
+                    const bk_weight *const *bs, int n, int T)
+{
+    const backend_ops *be = m->be;
+    if (be->matmul_n) return be->matmul_n(m->bctx, ys, x, ws, bs, n, T);
+    int rc = INFER_OK;
+    for (int i = 0; i < n && !rc; i++) rc = be->matmul(m->bctx, ys[i], x, ws[i], bs[i], T);
+    return rc;
+}
+
 /* s->h (the normalised x) -> s->o: attention of layer li, output
  * projection included (and the sandwich norm after it). */
 static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch *fb, fwd_scratch *s)
@@ -127,10 +138,9 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     const layer_weights *L = &m->layers[li];
     float eps = (float)c->rms_norm_eps;
     int T = fb->N, rc;
-    if ((rc = be->matmul(ctx, s->q, s->h, &L->q, opt(&L->q_bias), T)) ||
-        (rc = be->matmul(ctx, s->k, s->h, &L->k, opt(&L->k_bias), T)) ||
-        (rc = be->matmul(ctx, s->v, s->h, &L->v, opt(&L->v_bias), T)))
-        return rc;
+    const bk_weight *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {opt(&L->q_bias), opt(&L->k_bias), opt(&L->v_bias)};
+    void *qkv_y[3] = {s->q, s->k, s->v};
+    if ((rc = products(m, qkv_y, s->h, qkv, qkv_b, 3, T))) return rc;
     bk_attn_kv p = {
         .B = fb->B,
         .N = fb->N,
@@ -192,9 +202,9 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
     float eps = (float)c->rms_norm_eps;
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     int rc;
-    if ((rc = be->matmul(ctx, s->g, s->h, &L->gate, opt(&L->gate_bias), T)) ||
-        (rc = be->matmul(ctx, s->u, s->h, &L->up, opt(&L->up_bias), T)))
-        return rc;
+    const bk_weight *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {opt(&L->gate_bias), opt(&L->up_bias)};
+    void *gu_y[2] = {s->g, s->u};
+    if ((rc = products(m, gu_y, s->h, gu, gu_b, 2, T))) return rc;
     if (be->matmul_glu)
         rc = be->matmul_glu(ctx, s->o, s->g, s->u, act, &L->down, opt(&L->down_bias), T);
     else if (!(rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)))

@@ -397,6 +397,7 @@ const backend_ops backend_cpu = {
     .bandwidth = cpu_bandwidth,
     .embed = cpu_embed,
     .matmul = cpu_matmul,
+    .matmul_n = cpu_matmul_n,
     .rmsnorm = cpu_rmsnorm,
     .rope = cpu_rope,
     .attention = cpu_attention,

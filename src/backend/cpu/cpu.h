@@ -35,6 +35,8 @@ float *cpu_vector_f32(const bk_weight *w, size_t n);
 
 int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias,
                int T);
+int cpu_matmul_n(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws, const bk_weight *const *bs,
+                 int n, int T);
 int cpu_glu(void *ctx, void *out, const void *gate, const void *up, size_t n, bk_act act);
 int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
                   const bk_attn *p);

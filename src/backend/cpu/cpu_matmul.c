@@ -84,27 +84,11 @@ static void act_task(void *arg, int task, int worker)
  * once at memory speed: blocks of about 64 KB of W keep both cores
  * streaming to the end; for many it is a blocked GEMM: about two blocks a
  * worker, a multiple of the micro-tile. */
-static int q_matmul(cpu_ctx *c, float *y, const float *x, const bk_weight *w, const float *b, int T)
+static int64_t q_block(const cpu_ctx *c, const q_act *qa, const bk_weight *w)
 {
-    int K = (int)w->cols;
-    pthread_mutex_lock(&c->act_lock);
-    size_t ab = q_act_bytes(T, K, w, c->int8);
-    void *abuf = cpu_act_get(c, (ab + 3) / 4);
-    if (!abuf) {
-        pthread_mutex_unlock(&c->act_lock);
-        return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for %zu bytes of activations", ab);
-    }
-    q_act qa;
-    q_act_init(&qa, abuf, T, K, x, (size_t)K, w, c->int8);
-    if ((int64_t)T * K >= 65536 && c->n_workers > 1) {
-        act_job a = {&qa, (T + 2 * c->n_workers - 1) / (2 * c->n_workers)};
-        pool_run(c->pool, (T + a.rows - 1) / a.rows, act_task, &a);
-    } else {
-        q_act_rows(&qa, 0, T);
-    }
     int64_t block;
-    if (qa.small) {
-        int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (K / w->group_size) * 2;
+    if (qa->small) {
+        int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (w->cols / w->group_size) * 2;
         block = (1024 * 1024) / row_bytes;
         block = (block + 7) / 8 * 8;
         if (block < 8) block = 8;
@@ -116,38 +100,12 @@ static int q_matmul(cpu_ctx *c, float *y, const float *x, const bk_weight *w, co
         if (block < 2 * TILE_COLS) block = 2 * TILE_COLS;
         if (block > 1024) block = 1024;
     }
-    if (block > w->rows) block = w->rows;
-    size_t pack = (qgemm_scratch_bytes(&qa, (int)block) + 3) / 4;
-    mm_job j = {c, y, x, w, b, T, (int)block, pack, &qa, 0};
-    pool_run(c->pool, (int)((w->rows + block - 1) / block), mm_task, &j);
-    pthread_mutex_unlock(&c->act_lock);
-    if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for scratch");
-    return INFER_OK;
+    return block > w->rows ? w->rows : block;
 }
 
-int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+/* Float W: the rows of a task. */
+static int64_t f_block(const cpu_ctx *c, const bk_weight *w, int T)
 {
-    cpu_ctx *c = ctx;
-    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
-    if (w->dtype == DT_U32 && !q_layout_ok(w->bits, w->group_size, w->cols))
-        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %d-bit weights in groups of %d over %lld columns are not supported",
-                         w->bits, w->group_size, (long long)w->cols);
-    if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16 && w->dtype != DT_U32)
-        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cpu",
-                         dtype_name(w->dtype));
-    if (w->rows > INT32_MAX || w->cols > INT32_MAX)
-        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %lld x %lld weight is too large",
-                         (long long)w->rows, (long long)w->cols);
-    float *b = NULL;
-    if (bias) {
-        b = cpu_vector_f32(bias, (size_t)w->rows);
-        if (!b) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory");
-    }
-    if (w->dtype == DT_U32) {
-        int rc = q_matmul(c, y, x, w, b, T);
-        free(b);
-        return rc;
-    }
     int64_t block;
     if (T <= STREAM_MAX_T) {
         /* Blocks of about 1 MB of weights (each streamed from start to
@@ -163,12 +121,129 @@ int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_w
         if (block < 2 * TILE_COLS) block = 2 * TILE_COLS;
         if (block > 1024) block = 1024;
     }
-    if (block > w->rows) block = w->rows;
-    size_t pack = gemm_pack_floats(T, (int)block, (int)w->cols);
-    mm_job j = {c, y, x, w, b, T, (int)block, pack, NULL, 0};
-    int n_tasks = (int)((w->rows + block - 1) / block);
-    pool_run(c->pool, n_tasks, mm_task, &j);
-    free(b);
-    if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for scratch");
+    return block > w->rows ? w->rows : block;
+}
+
+/* Several products of one x run as one job: task t of the whole is task
+ * t - first[i] of product i. */
+enum { MM_MAX = 4 };
+typedef struct mm_multi {
+    mm_job job[MM_MAX];
+    int first[MM_MAX + 1];
+} mm_multi;
+
+static void mm_multi_task(void *arg, int task, int worker)
+{
+    mm_multi *mm = arg;
+    int i = 0;
+    while (task >= mm->first[i + 1]) i++;
+    mm_task(&mm->job[i], task - mm->first[i], worker);
+}
+
+/* ys[i] = x . ws[i]^T (+ bs[i]) for n <= MM_MAX weights of one layout
+ * (dtype, bits, group size, cols): x transformed once, one job. */
+static int run_products(cpu_ctx *c, float *const *ys, const float *x, const bk_weight *const *ws,
+                        const float *const *bs, int n, int T)
+{
+    const bk_weight *w0 = ws[0];
+    int K = (int)w0->cols, quant = w0->dtype == DT_U32;
+    q_act qa;
+    if (quant) {
+        pthread_mutex_lock(&c->act_lock);
+        size_t ab = q_act_bytes(T, K, w0, c->int8);
+        void *abuf = cpu_act_get(c, (ab + 3) / 4);
+        if (!abuf) {
+            pthread_mutex_unlock(&c->act_lock);
+            return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for %zu bytes of activations", ab);
+        }
+        q_act_init(&qa, abuf, T, K, x, (size_t)K, w0, c->int8);
+        if ((int64_t)T * K >= 65536 && c->n_workers > 1) {
+            act_job a = {&qa, (T + 2 * c->n_workers - 1) / (2 * c->n_workers)};
+            pool_run(c->pool, (T + a.rows - 1) / a.rows, act_task, &a);
+        } else {
+            q_act_rows(&qa, 0, T);
+        }
+    }
+    mm_multi mm;
+    mm.first[0] = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t block = quant ? q_block(c, &qa, ws[i]) : f_block(c, ws[i], T);
+        size_t pack = quant ? (qgemm_scratch_bytes(&qa, (int)block) + 3) / 4 : gemm_pack_floats(T, (int)block, K);
+        mm.job[i] = (mm_job){c, ys[i], x, ws[i], bs[i], T, (int)block, pack, quant ? &qa : NULL, 0};
+        mm.first[i + 1] = mm.first[i] + (int)((ws[i]->rows + block - 1) / block);
+    }
+    pool_run(c->pool, mm.first[n], mm_multi_task, &mm);
+    if (quant) pthread_mutex_unlock(&c->act_lock);
+    for (int i = 0; i < n; i++)
+        if (mm.job[i].failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for scratch");
     return INFER_OK;
+}
+
+static int check_weight(const bk_weight *w)
+{
+    if (w->dtype == DT_U32 && !q_layout_ok(w->bits, w->group_size, w->cols))
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %d-bit weights in groups of %d over %lld columns are not supported",
+                         w->bits, w->group_size, (long long)w->cols);
+    if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16 && w->dtype != DT_U32)
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cpu",
+                         dtype_name(w->dtype));
+    if (w->rows > INT32_MAX || w->cols > INT32_MAX)
+        return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %lld x %lld weight is too large",
+                         (long long)w->rows, (long long)w->cols);
+    return INFER_OK;
+}
+
+static int same_layout(const bk_weight *a, const bk_weight *b)
+{
+    return a->dtype == b->dtype && a->cols == b->cols &&
+           (a->dtype != DT_U32 || (a->bits == b->bits && a->group_size == b->group_size));
+}
+
+int cpu_matmul_n(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws, const bk_weight *const *bs,
+                 int n, int T)
+{
+    cpu_ctx *c = ctx;
+    if (T <= 0 || n <= 0) return INFER_OK;
+    if (n > MM_MAX) return infer_err(INFER_ERR_INVALID_ARGUMENT, "matmul: %d products at once (at most %d)", n, MM_MAX);
+    int rc = INFER_OK, one = 1;
+    for (int i = 0; i < n && !rc; i++) {
+        if (ws[i]->rows <= 0 || ws[i]->cols <= 0) one = 0;
+        else rc = check_weight(ws[i]);
+        if (i && !same_layout(ws[0], ws[i])) one = 0;
+    }
+    if (rc) return rc;
+    /* one job pays where the products stream W (few tokens); else, or
+     * when the layouts differ, one product after another */
+    if (!one || T > STREAM_MAX_T) {
+        for (int i = 0; i < n && !rc; i++) rc = cpu_matmul(ctx, ys[i], x, ws[i], bs[i], T);
+        return rc;
+    }
+    float *b[MM_MAX] = {NULL};
+    float *y[MM_MAX];
+    for (int i = 0; i < n && !rc; i++) {
+        y[i] = ys[i];
+        if (bs[i] && !(b[i] = cpu_vector_f32(bs[i], (size_t)ws[i]->rows)))
+            rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory");
+    }
+    if (!rc) rc = run_products(c, y, x, ws, (const float *const *)b, n, T);
+    for (int i = 0; i < n; i++) free(b[i]);
+    return rc;
+}
+
+int cpu_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    cpu_ctx *c = ctx;
+    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
+    int rc = check_weight(w);
+    if (rc) return rc;
+    float *b = NULL;
+    if (bias) {
+        b = cpu_vector_f32(bias, (size_t)w->rows);
+        if (!b) return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory");
+    }
+    float *ys[1] = {y};
+    const float *bs[1] = {b};
+    rc = run_products(c, ys, x, &w, bs, 1, T);
+    free(b);
+    return rc;
 }
