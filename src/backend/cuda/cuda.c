@@ -61,15 +61,20 @@ static int launched(int e, const char *op)
     return e ? cu_fail((cudaError_t)e, op) : INFER_OK;
 }
 
+static int has_device;
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+
+static void probe(void)
+{
+    int n = 0;
+    has_device = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
+    cudaGetLastError(); /* a machine without a driver leaves an error behind */
+}
+
 static int cuda_available(void)
 {
-    static int known = -1;
-    if (known < 0) {
-        int n = 0;
-        known = cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
-        cudaGetLastError(); /* a machine without a driver leaves an error behind */
-    }
-    return known;
+    pthread_once(&probe_once, probe);
+    return has_device;
 }
 
 static void cuda_destroy(void *p)
