@@ -24,17 +24,38 @@ static void free_all(const infer_model *m, void **p, size_t n)
     }
 }
 
+/* The inputs of a pass (token ids, positions, the batch's layout, output
+ * rows, dynamic RoPE tables) live in one backend block, filled on the host
+ * in s->host_in and uploaded in one copy: on cuda each upload is a call
+ * of its own.  Offsets in 4-byte words. */
+typedef struct in_layout {
+    size_t ids, pos, q_start, kv_len, slot, out_rows, freq, words;
+} in_layout;
+
+static in_layout inputs_layout(const model_config *c, size_t n, size_t B, size_t max_out)
+{
+    in_layout l;
+    size_t half = c->head_dim / 2 > 0 ? (size_t)c->head_dim / 2 : 1;
+    l.ids = 0;
+    l.pos = l.ids + n;
+    l.q_start = l.pos + n;
+    l.kv_len = l.q_start + B + 1;
+    l.slot = l.kv_len + B;
+    l.out_rows = l.slot + B;
+    l.freq = l.out_rows + (max_out ? max_out : 1);
+    l.words = l.freq + B * half;
+    return l;
+}
+
 void fwd_scratch_free(infer_model *m, fwd_scratch *s)
 {
-    void **p[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->a, &s->o, &s->g, &s->u, &s->ids, &s->pos,
-                  &s->q_start, &s->kv_len, &s->slot, &s->out_rows, &s->sel, &s->logits, &s->inv_freq_dyn};
+    void **p[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->a, &s->o, &s->g, &s->u, &s->inputs, &s->sel, &s->logits};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free_all(m, p[i], 1);
+    s->ids = s->pos = s->q_start = s->kv_len = s->slot = s->out_rows = s->inv_freq_dyn = NULL;
     if (s->graph) m->be->graph_free(m->bctx, s->graph);
     s->graph = NULL;
-    free(s->host_pos);
-    free(s->host_freq);
-    s->host_pos = NULL;
-    s->host_freq = NULL;
+    free(s->host_in);
+    s->host_in = NULL;
 }
 
 int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_scratch *s)
@@ -47,17 +68,16 @@ int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_sc
     s->max_rows = max_rows;
     s->max_B = max_B;
     s->max_out = max_out;
+    in_layout l = inputs_layout(c, n, B, (size_t)max_out);
     struct {
         void **p;
         size_t bytes;
     } want[] = {
-        {&s->x, n * H * a},   {&s->h, n * H * a},   {&s->q, n * qd * a},  {&s->k, n * kvd * a},
-        {&s->v, n * kvd * a}, {&s->a, n * qd * a},  {&s->o, n * H * a},   {&s->g, n * I * a},
-        {&s->u, n * I * a},   {&s->ids, n * 4},     {&s->pos, n * 4},     {&s->q_start, (B + 1) * 4},
-        {&s->kv_len, B * 4},  {&s->slot, B * 4},    {&s->out_rows, (size_t)max_out * 4},
+        {&s->x, n * H * a},   {&s->h, n * H * a},  {&s->q, n * qd * a},      {&s->k, n * kvd * a},
+        {&s->v, n * kvd * a}, {&s->a, n * qd * a}, {&s->o, n * H * a},       {&s->g, n * I * a},
+        {&s->u, n * I * a},   {&s->inputs, l.words * 4},
         {&s->sel, (size_t)max_out * H * a},
         {&s->logits, (size_t)max_out * (size_t)c->vocab_size * a},
-        {&s->inv_freq_dyn, B * (size_t)c->head_dim / 2 * 4},
     };
     for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
         int rc = m->be->alloc(m->bctx, want[i].bytes ? want[i].bytes : 4, want[i].p);
@@ -66,9 +86,16 @@ int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_sc
             return rc;
         }
     }
-    s->host_pos = malloc(n * sizeof *s->host_pos);
-    s->host_freq = malloc(B * (size_t)(c->head_dim / 2 > 0 ? c->head_dim / 2 : 1) * sizeof *s->host_freq);
-    if (!s->host_pos || !s->host_freq) {
+    int32_t *in = s->inputs;
+    s->ids = in + l.ids;
+    s->pos = in + l.pos;
+    s->q_start = in + l.q_start;
+    s->kv_len = in + l.kv_len;
+    s->slot = in + l.slot;
+    s->out_rows = in + l.out_rows;
+    s->inv_freq_dyn = in + l.freq;
+    s->host_in = calloc(l.words, 4);
+    if (!s->host_in) {
         fwd_scratch_free(m, s);
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "forward: out of memory for %d rows", max_rows);
     }
@@ -265,9 +292,9 @@ static int upload_batch(infer_model *m, const fwd_batch *fb, fwd_scratch *s)
 {
     const model_config *c = &m->cfg;
     int half = c->head_dim / 2;
-    int32_t *pos = s->host_pos;
-    float *f = s->host_freq;
-    int rc = INFER_OK;
+    in_layout l = inputs_layout(c, (size_t)s->max_rows, (size_t)s->max_B, (size_t)s->max_out);
+    int32_t *in = s->host_in, *pos = in + l.pos;
+    float *f = (float *)(in + l.freq);
     const rope_config *dyn = c->rope_global.kind == ROPE_DYNAMIC ? &c->rope_global : &c->rope_local;
     for (int b = 0; b < fb->B; b++) {
         int r0 = fb->q_start[b], n = fb->q_start[b + 1] - r0;
@@ -276,17 +303,12 @@ static int upload_batch(infer_model *m, const fwd_batch *fb, fwd_scratch *s)
         int len = fb->rope_len && fb->rope_len[b] > fb->kv_len[b] ? fb->rope_len[b] : fb->kv_len[b];
         rope_inv_freq(dyn, c->head_dim, c->max_position_embeddings, len, f + (size_t)b * half);
     }
-    const backend_ops *be = m->be;
-    void *ctx = m->bctx;
-    if ((rc = be->upload(ctx, s->ids, fb->ids, (size_t)fb->N * 4)) ||
-        (rc = be->upload(ctx, s->pos, pos, (size_t)fb->N * 4)) ||
-        (rc = be->upload(ctx, s->q_start, fb->q_start, (size_t)(fb->B + 1) * 4)) ||
-        (rc = be->upload(ctx, s->kv_len, fb->kv_len, (size_t)fb->B * 4)) ||
-        (rc = be->upload(ctx, s->slot, fb->slot, (size_t)fb->B * 4)) ||
-        (fb->n_out && (rc = be->upload(ctx, s->out_rows, fb->out_rows, (size_t)fb->n_out * 4))) ||
-        (rc = be->upload(ctx, s->inv_freq_dyn, f, (size_t)fb->B * half * 4)))
-        return rc;
-    return INFER_OK;
+    memcpy(in + l.ids, fb->ids, (size_t)fb->N * 4);
+    memcpy(in + l.q_start, fb->q_start, (size_t)(fb->B + 1) * 4);
+    memcpy(in + l.kv_len, fb->kv_len, (size_t)fb->B * 4);
+    memcpy(in + l.slot, fb->slot, (size_t)fb->B * 4);
+    if (fb->n_out) memcpy(in + l.out_rows, fb->out_rows, (size_t)fb->n_out * 4);
+    return m->be->upload(m->bctx, s->inputs, in, l.words * 4);
 }
 
 /* Everything after the inputs are on the backend: the layers, then the

@@ -127,9 +127,10 @@ typedef struct fwd_batch {
 typedef struct fwd_scratch {
     int max_rows, max_B, max_out;
     void *x, *h, *q, *k, *v, *a, *o, *g, *u;
-    void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *sel, *logits, *inv_freq_dyn;
-    int32_t *host_pos;       /* host staging: positions [max_rows] */
-    float *host_freq;        /* host staging: dynamic RoPE tables [max_B, head_dim / 2] */
+    void *sel, *logits;
+    void *inputs;            /* one backend block: the pass's inputs below point into it */
+    void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *inv_freq_dyn;
+    int32_t *host_in;        /* host staging of inputs (forward.c's in_layout) */
     void *graph;             /* the recorded decode step (backends with graphs), or NULL */
     uint64_t graph_key;      /* what it was recorded for (graph_key in forward.c) */
 } fwd_scratch;
