@@ -77,15 +77,14 @@ static int cuda_available(void)
     return has_device;
 }
 
+static void dev_free(void *p);
+
 static void cuda_destroy(void *p)
 {
     cuda_ctx *c = p;
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
-    if (c->scratch) {
-        cudaFree(c->scratch);
-        bkc_give(&mem, c->scratch_cap);
-    }
+    dev_free(c->scratch);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
