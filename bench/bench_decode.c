@@ -26,8 +26,8 @@
  *              bandwidth, the figure the issue's llama.cpp comparison uses)
  * --int8 loads with cpu_int8 = 1 (int8 activations for quantized weights).
  * --backend cuda runs on the GPU; the limit is then the device's copy
- * bandwidth (a 512 MiB device-to-device copy, bytes read + written, the
- * best of 10 before the runs and 10 after).
+ * bandwidth (infer_measure_bandwidth: a 512 MiB device-to-device copy,
+ * bytes read + written, the best of 10; before the runs and after).
  * Token ids are fixed pseudo-random ids: random weights decode exactly as
  * fast as real ones. */
 #include <cjson/cJSON.h>
@@ -40,7 +40,6 @@
 #include <string.h>
 #include <time.h>
 
-#include "backend/backend.h"
 #include "bench_bw.h"
 #include "bench_run.h"
 #include "infer.h"
@@ -49,28 +48,12 @@
 /* ---- The bandwidth limit ---- */
 
 
-/* The best GB/s of n device-to-device copies of 512 MiB (read + written);
- * 0 when the backend cannot run them. */
-static double device_copy_bw(const char *backend, int n)
+/* The backend's own figure (infer_measure_bandwidth: a device-to-device
+ * copy of 512 MiB on cuda, read + written); 0 when it cannot run it. */
+static double device_copy_bw(const char *backend)
 {
-    const backend_ops *be = backend_find(backend);
-    void *ctx = NULL, *a = NULL, *b = NULL;
-    bk_opts o = {0};
-    size_t bytes = (size_t)512 << 20;
-    double best = 0.0;
-    if (!be || be->create(&o, &ctx)) return 0.0;
-    if (!be->alloc(ctx, bytes, &a) && !be->alloc(ctx, bytes, &b) && !be->copy(ctx, b, a, bytes) &&
-        !be->synchronize(ctx))
-        for (int i = 0; i < n; i++) {
-            double t0 = bench_now();
-            if (be->copy(ctx, b, a, bytes) || be->synchronize(ctx)) break;
-            double gbs = 2.0 * (double)bytes / (bench_now() - t0) * 1e-9;
-            if (gbs > best) best = gbs;
-        }
-    be->free(ctx, a);
-    be->free(ctx, b);
-    be->destroy(ctx);
-    return best;
+    double g = 0.0;
+    return infer_measure_bandwidth(backend, 0, &g) ? 0.0 : g;
 }
 
 /* ---- Bytes a decode step reads ---- */
@@ -218,7 +201,7 @@ int main(int argc, char **argv)
     unsigned char *buf = malloc(big);
     if (!buf) return 1;
     memset(buf, 1, big);
-    double bw1 = gpu ? device_copy_bw(backend, 10) : bench_read_bw(buf, big, 1, 3);
+    double bw1 = gpu ? device_copy_bw(backend) : bench_read_bw(buf, big, 1, 3);
     double bwn = gpu || nt == 1 ? bw1 : bench_read_bw(buf, big, nt, 3);
 
     /* decode: 8-token prompt, n_decode tokens */
@@ -253,7 +236,7 @@ int main(int argc, char **argv)
     double kv = 2.0 * info.n_layers * mean_pos * info.n_kv_heads * info.head_dim * 4.0;
     double per_token = weights + kv;
 
-    double b1 = gpu ? device_copy_bw(backend, 10) : bench_read_bw(buf, big, 1, 3);
+    double b1 = gpu ? device_copy_bw(backend) : bench_read_bw(buf, big, 1, 3);
     double bn = gpu || nt == 1 ? b1 : bench_read_bw(buf, big, nt, 3);
     if (b1 > bw1) bw1 = b1;
     if (bn > bwn) bwn = bn;

@@ -35,22 +35,6 @@ static void *dev(size_t n)
     return p;
 }
 
-static double copy_bw(void)
-{
-    size_t n = (size_t)512 << 20;
-    void *a = dev(n), *b = dev(n);
-    double best = 0;
-    for (int i = 0; i < 12; i++) {
-        double t0 = bench_now();
-        if (be->copy(ctx, b, a, n) || be->synchronize(ctx)) die("copy");
-        double g = 2.0 * n / (bench_now() - t0) * 1e-9;
-        if (i && g > best) best = g;
-    }
-    be->free(ctx, a);
-    be->free(ctx, b);
-    return best;
-}
-
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 200;
@@ -63,7 +47,8 @@ int main(int argc, char **argv)
     if (be->create(&o, &ctx)) die("create");
     infer_device_info di;
     infer_get_device_info("cuda", &di);
-    double bw = copy_bw();
+    double bw = 0.0;
+    if (infer_measure_bandwidth("cuda", 0, &bw)) die("infer_measure_bandwidth");
     printf("%s: copy bandwidth %.0f GB/s (512 MiB, read + written)\n\n", di.name, bw);
     printf("%-10s %7s %7s | %9s %9s %6s\n", "weights", "N", "K", "us/call", "GB/s", "ratio");
     static const struct {

@@ -59,6 +59,28 @@ typedef struct bk_attn {
     int window;     /* 0 = none */
 } bk_attn;
 
+/* Functions both the C backends and the cuda kernels call. */
+#ifdef __CUDACC__
+#define BK_HOST_DEVICE __host__ __device__
+#else
+#define BK_HOST_DEVICE
+#endif
+
+/* The sequence that query row r of a ragged batch belongs to: the last b
+ * with q_start[b] <= r (q_start ascending, B sequences). */
+static inline BK_HOST_DEVICE int bk_row_seq(const int32_t *q_start, int B, int r)
+{
+    int lo = 0, hi = B - 1;
+    while (lo < hi) {
+        int mid = (lo + hi + 1) / 2;
+        if (q_start[mid] <= r)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
 /* Attention of a ragged batch of sequences over their KV caches.
  * Sequence b owns the cache rows [slot[b] * cap, (slot[b] + 1) * cap) of
  * kcache and vcache (each row n_kv_heads * head_dim floats); position p of

@@ -242,27 +242,13 @@ typedef struct kv_job {
     int failed;
 } kv_job;
 
-/* The sequence that query row r belongs to (q_start is ascending). */
-static int row_seq(const int32_t *q_start, int B, int r)
-{
-    int lo = 0, hi = B - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (q_start[mid] <= r)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 static void kv_task(void *arg, int task, int worker)
 {
     kv_job *j = arg;
     const bk_attn_kv *p = j->p;
     int h = task % p->n_heads;
     int r = task / p->n_heads;
-    int b = row_seq(j->q_start, p->B, r);
+    int b = bk_row_seq(j->q_start, p->B, r);
     int n_new = j->q_start[b + 1] - j->q_start[b];
     int len = j->kv_len[b];
     int pos = len - n_new + (r - j->q_start[b]);

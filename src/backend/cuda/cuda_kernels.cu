@@ -497,109 +497,81 @@ extern "C" int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T
     return (int)cudaGetLastError();
 }
 
+/* The sum of v over the block's threads, in every thread (part: 32
+ * floats of shared memory; blockDim a multiple of 32). */
+__device__ float block_sum(float v, float *part)
+{
+    v = warp_sum(v);
+    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x / WARP); w++) t += part[w];
+    return t;
+}
+
 /* ---- RMSNorm: one block a row ----
- * Each thread holds up to RN_MAXV of the row in registers, loaded all at
- * once; longer rows read the rest again. */
+ * y = rmsnorm(x); with a, x += a first (written back) and y the norm of
+ * the sum.  Each thread holds up to RN_MAXV of the row in registers,
+ * loaded all at once; longer rows read the rest again. */
 
 #define RN_MAXV 4
 
-__global__ void k_rmsnorm(float *y, const float *x, bk_weight w, int dim, float eps, int plus_one)
+__global__ void k_rmsnorm(float *x, const float *a, float *y, bk_weight w, int dim, float eps, int plus_one)
 {
     __shared__ float part[32];
-    const float *xr = x + (size_t)blockIdx.x * dim;
-    float *yr = y + (size_t)blockIdx.x * dim;
+    float *xr = x + (size_t)blockIdx.x * dim, *yr = y + (size_t)blockIdx.x * dim;
+    const float *ar = a ? a + (size_t)blockIdx.x * dim : NULL;
     const int nt = blockDim.x;
     float v[RN_MAXV], ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < RN_MAXV; k++) {
         int i = threadIdx.x + k * nt;
-        v[k] = i < dim ? xr[i] : 0.0f;
+        v[k] = i < dim ? xr[i] + (ar ? ar[i] : 0.0f) : 0.0f;
         ss += v[k] * v[k];
     }
-    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) ss += xr[i] * xr[i];
-    ss = warp_sum(ss);
-    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
-    __syncthreads();
-    if (threadIdx.x < WARP) {
-        float t = threadIdx.x < nt / WARP ? part[threadIdx.x] : 0.0f;
-        t = warp_sum(t);
-        if (threadIdx.x == 0) part[0] = t;
+    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
+        float t = xr[i] + (ar ? ar[i] : 0.0f);
+        ss += t * t;
     }
-    __syncthreads();
-    float r = rsqrtf(part[0] / (float)dim + eps), one = plus_one ? 1.0f : 0.0f;
+    float r = rsqrtf(block_sum(ss, part) / (float)dim + eps), one = plus_one ? 1.0f : 0.0f;
 #pragma unroll
     for (int k = 0; k < RN_MAXV; k++) {
         int i = threadIdx.x + k * nt;
-        if (i < dim) yr[i] = v[k] * r * (ld(w.data, w.dtype, (size_t)i) + one);
+        if (i < dim) {
+            if (ar) xr[i] = v[k];
+            yr[i] = v[k] * r * (ld(w.data, w.dtype, (size_t)i) + one);
+        }
     }
-    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) yr[i] = xr[i] * r * (ld(w.data, w.dtype, (size_t)i) + one);
+    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
+        float t = xr[i] + (ar ? ar[i] : 0.0f);
+        if (ar) xr[i] = t;
+        yr[i] = t * r * (ld(w.data, w.dtype, (size_t)i) + one);
+    }
+}
+
+static int rmsnorm_launch(cudaStream_t st, float *x, const float *a, float *y, const bk_weight *w, int rows, int dim,
+                          float eps, int plus_one)
+{
+    if (rows <= 0) return 0;
+    int threads = (dim + RN_MAXV - 1) / RN_MAXV;
+    threads = (threads + WARP - 1) / WARP * WARP;
+    if (threads < WARP) threads = WARP;
+    if (threads > 1024) threads = 1024;
+    k_rmsnorm<<<rows, threads, 0, st>>>(x, a, y, *w, dim, eps, plus_one);
+    return (int)cudaGetLastError();
 }
 
 extern "C" int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
                            int plus_one)
 {
-    if (rows <= 0) return 0;
-    int threads = (dim + RN_MAXV - 1) / RN_MAXV;
-    threads = (threads + WARP - 1) / WARP * WARP;
-    if (threads < WARP) threads = WARP;
-    if (threads > 1024) threads = 1024;
-    k_rmsnorm<<<rows, threads, 0, (cudaStream_t)stream>>>(y, x, *w, dim, eps, plus_one);
-    return (int)cudaGetLastError();
-}
-
-/* x += a, then y = rmsnorm(x): as k_rmsnorm, the sum read once */
-__global__ void k_add_rmsnorm(float *x, const float *a, float *y, bk_weight w, int dim, float eps, int plus_one)
-{
-    __shared__ float part[32];
-    float *xr = x + (size_t)blockIdx.x * dim, *yr = y + (size_t)blockIdx.x * dim;
-    const float *ar = a + (size_t)blockIdx.x * dim;
-    const int nt = blockDim.x;
-    float v[RN_MAXV], ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < RN_MAXV; k++) {
-        int i = threadIdx.x + k * nt;
-        v[k] = i < dim ? xr[i] + ar[i] : 0.0f;
-        ss += v[k] * v[k];
-    }
-    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
-        float t = xr[i] + ar[i];
-        ss += t * t;
-    }
-    ss = warp_sum(ss);
-    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
-    __syncthreads();
-    if (threadIdx.x < WARP) {
-        float t = threadIdx.x < nt / WARP ? part[threadIdx.x] : 0.0f;
-        t = warp_sum(t);
-        if (threadIdx.x == 0) part[0] = t;
-    }
-    __syncthreads();
-    float r = rsqrtf(part[0] / (float)dim + eps), one = plus_one ? 1.0f : 0.0f;
-#pragma unroll
-    for (int k = 0; k < RN_MAXV; k++) {
-        int i = threadIdx.x + k * nt;
-        if (i < dim) {
-            xr[i] = v[k];
-            yr[i] = v[k] * r * (ld(w.data, w.dtype, (size_t)i) + one);
-        }
-    }
-    for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
-        float t = xr[i] + ar[i];
-        xr[i] = t;
-        yr[i] = t * r * (ld(w.data, w.dtype, (size_t)i) + one);
-    }
+    /* x is only read when a is NULL */
+    return rmsnorm_launch((cudaStream_t)stream, (float *)x, NULL, y, w, rows, dim, eps, plus_one);
 }
 
 extern "C" int cuk_add_rmsnorm(void *stream, float *x, const float *a, float *y, const bk_weight *w, int rows,
                                int dim, float eps, int plus_one)
 {
-    if (rows <= 0) return 0;
-    int threads = (dim + RN_MAXV - 1) / RN_MAXV;
-    threads = (threads + WARP - 1) / WARP * WARP;
-    if (threads < WARP) threads = WARP;
-    if (threads > 1024) threads = 1024;
-    k_add_rmsnorm<<<rows, threads, 0, (cudaStream_t)stream>>>(x, a, y, *w, dim, eps, plus_one);
-    return (int)cudaGetLastError();
+    return rmsnorm_launch((cudaStream_t)stream, x, a, y, w, rows, dim, eps, plus_one);
 }
 
 /* ---- RoPE (rotate-half), in place ---- */
@@ -724,25 +696,11 @@ extern "C" int cuk_attention(void *stream, float *out, const float *q, const flo
     return (int)cudaGetLastError();
 }
 
-/* The sequence that owns query row r: the last b with q_start[b] <= r. */
-__device__ int row_seq(const int32_t *q_start, int B, int r)
-{
-    int lo = 0, hi = B - 1;
-    while (lo < hi) {
-        int mid = (lo + hi + 1) / 2;
-        if (q_start[mid] <= r)
-            lo = mid;
-        else
-            hi = mid - 1;
-    }
-    return lo;
-}
-
 __global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v, bk_attn_kv p)
 {
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
-    int r = blockIdx.x, b = row_seq(q_start, p.B, r);
+    int r = blockIdx.x, b = bk_row_seq(q_start, p.B, r);
     int n = q_start[b + 1] - q_start[b];
     int pos = kv_len[b] - n + (r - q_start[b]);
     size_t w = (size_t)p.n_kv_heads * p.head_dim;
@@ -775,12 +733,7 @@ __global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, f
     float *vec = is_k ? k + ((size_t)r * p.n_kv_heads + h) * d : q + ((size_t)r * p.n_heads + h) * d;
     float a = i < half ? vec[i] : 0.0f, b = i < half ? vec[i + half] : 0.0f;
     if (has_norm) {
-        float ss = warp_sum(a * a + b * b);
-        if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = ss;
-        __syncthreads();
-        float t = 0.0f;
-        for (int w = 0; w < (int)(blockDim.x / WARP); w++) t += part[w];
-        float rs = rsqrtf(t / (float)d + eps), one = plus_one ? 1.0f : 0.0f;
+        float rs = rsqrtf(block_sum(a * a + b * b, part) / (float)d + eps), one = plus_one ? 1.0f : 0.0f;
         const bk_weight &g = is_k ? kn : qn;
         if (i < half) {
             a = a * rs * (ld(g.data, g.dtype, (size_t)i) + one);
@@ -796,7 +749,7 @@ __global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, f
     vec[i] = ra;
     vec[i + half] = rb;
     if (!is_k) return;
-    int sb = row_seq(q_start, p.B, r);
+    int sb = bk_row_seq(q_start, p.B, r);
     int n = q_start[sb + 1] - q_start[sb];
     int P = kv_len[sb] - n + (r - q_start[sb]);
     size_t w = (size_t)p.n_kv_heads * d, row = (size_t)slot[sb] * p.cap + (size_t)(P % p.cap);
@@ -829,7 +782,7 @@ __global__ void k_attention_kv(float *out, const float *q, const float *kc, cons
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
     int r = blockIdx.x, h = blockIdx.y;
-    int b = row_seq(q_start, p.B, r);
+    int b = bk_row_seq(q_start, p.B, r);
     int n = q_start[b + 1] - q_start[b], len = kv_len[b];
     int P = len - n + (r - q_start[b]);
     int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
