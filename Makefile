@@ -40,21 +40,33 @@ LIB_SRC      := $(sort $(wildcard src/core/*.c src/io/*.c src/tok/*.c src/chat/*
 TOOL_SRC     := $(wildcard tools/*.c)
 TEST_SRC     := $(sort $(wildcard tests/*.c))
 
-# The cuda backend (src/backend/cuda) is built whenever nvcc is found (on
-# the PATH or in /usr/local/cuda), unless CUDA=0; CUDA=1 insists on it.
-# Its .c files include the CUDA headers; its .cu files go through nvcc.
-# cudart is linked statically, cuBLAS from the toolkit's folder.
+# The cuda backend (src/backend/cuda) is built whenever nvcc and the
+# toolkit's headers are found (nvcc on the PATH or in /usr/local/cuda),
+# unless CUDA=0; CUDA=1 insists on it.  Its .c files include the CUDA
+# headers; its .cu files go through nvcc.  cudart is linked statically,
+# cuBLAS from the toolkit's folder.  The toolkit's folder is where nvcc says
+# it runs from (_HERE_ in its dry run): the nvcc on the PATH may be a
+# wrapper script in another folder.
 NVCC         ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
-CUDA         ?= $(if $(NVCC),1,0)
+ifneq ($(CUDA),0)
+ifndef CUDA_DIR
+CUDA_DIR     := $(if $(NVCC),$(patsubst %/bin,%,$(shell $(NVCC) --dryrun -c -x cu /dev/null -o /dev/null 2>&1 \
+                  | sed -n 's/^\#\$$ _HERE_=//p' | head -n 1)))
+endif
+CUDA_FOUND   := $(if $(and $(NVCC),$(wildcard $(CUDA_DIR)/include/cublas_v2.h)),1,0)
+CUDA         ?= $(CUDA_FOUND)
+endif
 CUDA_ARCHS   ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
 CPU_LIB_SRC  := $(LIB_SRC)
 CPU_LIBS     := $(LIBS)
 ifeq ($(CUDA),1)
-CUDA_HOME    := $(patsubst %/bin/nvcc,%,$(realpath $(NVCC)))
+ifneq ($(CUDA_FOUND),1)
+$(error CUDA=1 but no CUDA toolkit with cuBLAS headers was found (nvcc: '$(NVCC)', toolkit: '$(CUDA_DIR)'))
+endif
 LIB_SRC      += $(sort $(wildcard src/backend/cuda/*.c))
 CU_SRC       := $(sort $(wildcard src/backend/cuda/*.cu))
-CFLAGS_ALL   += -DINFER_WITH_CUDA -I$(CUDA_HOME)/include
-LIBS         += -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
+CFLAGS_ALL   += -DINFER_WITH_CUDA -I$(CUDA_DIR)/include
+LIBS         += -L$(CUDA_DIR)/lib64 -Wl,-rpath,$(CUDA_DIR)/lib64 -lcublas -lcudart_static -ldl -lrt -lstdc++
 NVFLAGS      := -O2 -g -std=c++17 $(CUDA_ARCHS) -Xcompiler -fPIC,-fvisibility=hidden,-Wall,-Wextra \
                 -Iinclude -Isrc -Werror=all-warnings
 endif
