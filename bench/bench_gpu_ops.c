@@ -76,8 +76,9 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < (wbytes > sbytes ? wbytes : sbytes); i++) host[i] = (unsigned char)(i * 2654435761u >> 13);
         for (size_t i = 0; i + 1 < sbytes; i += 2) host[i + 1] = 0x3c; /* bf16 scales and biases near 0.01 */
         for (int i = 0; i < copies; i++) {
-            w[i] = (bk_weight){host, cases[c].bits ? DT_U32 : cases[c].dt, N, K, cases[c].bits, 64,
-                               cases[c].bits ? host : NULL, cases[c].bits ? host : NULL, DT_BF16};
+            w[i] = (bk_weight){.data = host, .dtype = cases[c].bits ? DT_U32 : cases[c].dt, .rows = N, .cols = K,
+                               .bits = cases[c].bits, .group_size = 64, .scales = cases[c].bits ? host : NULL,
+                               .biases = cases[c].bits ? host : NULL, .sdtype = DT_BF16};
             if (be->weight_prepare(ctx, &w[i])) die("weight_prepare");
         }
         float *xh = malloc((size_t)K * 4);
@@ -104,7 +105,7 @@ int main(int argc, char **argv)
     {
         uint16_t g[4096];
         for (int i = 0; i < 4096; i++) g[i] = f32_to_bf16(1.0f);
-        bk_weight gw = {g, DT_BF16, 1, 4096, 0, 0, NULL, NULL, DT_BF16};
+        bk_weight gw = {.data = g, .dtype = DT_BF16, .rows = 1, .cols = 4096, .sdtype = DT_BF16};
         if (be->weight_prepare(ctx, &gw)) die("weight_prepare");
         void *x = dev(4096 * 4);
         be->synchronize(ctx);

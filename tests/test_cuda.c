@@ -150,7 +150,8 @@ static void make_weight(host_weight *h, int64_t rows, int64_t cols, infer_dtype 
         h->data = q;
         h->scales = s;
         h->biases = b;
-        h->w = (bk_weight){q, DT_U32, rows, cols, bits, gs, s, b, DT_BF16};
+        h->w = (bk_weight){.data = q, .dtype = DT_U32, .rows = rows, .cols = cols, .bits = bits, .group_size = gs,
+                           .scales = s, .biases = b, .sdtype = DT_BF16};
         return;
     }
     h->w.dtype = dt;

@@ -117,7 +117,11 @@ static double wval(const qmat *m, int r, int c)
 static int plane_of(const q_act *x, const int8_t *p, int m, int c)
 {
     int at = c;
-    if (x->small && x->bits == 4) {
+    if (x->tiled && x->small && x->int8 && x->bits == 4) {
+        /* the tiled order: each 8 values, the even ones then the odd ones */
+        int v = c % 8;
+        at = c - v + (v % 2 ? 4 + v / 2 : v / 2);
+    } else if (x->small && x->bits == 4) {
         /* chunks of 128 values while 128 remain, then 64, then 32 */
         int k128 = x->K / 128 * 128, c0, n;
         if (c < k128) {
@@ -189,7 +193,7 @@ static void check_act(const q_act *x, const char *what)
             /* per chunk at c, 16 floats at c / 4: lane j sums slots 4j .. 4j
              * + 3 of the chunk's first 64 bytes, and with 128 values also
              * slots 64 + 4j .. of the second (the same blocks) */
-            int four = x->small && x->bits == 4, k128 = K / 128 * 128;
+            int four = q_act_chunked(x), k128 = K / 128 * 128;
             for (int c = 0, n; c < K; c += n) {
                 n = !four ? (K - c >= 64 ? 64 : 32) : c < k128 ? 128 : (K - k128 >= 64 && c < k128 + 64) ? 64 : 32;
                 for (int j = 0; j < 16; j++) {
@@ -395,6 +399,70 @@ static void zero_and_large_activations(void **state)
     }
 }
 
+/* The tiled layout (qgemm.h) of 4- and 8-bit weights: q_dequant_row reads
+ * it in place, q_untile gives the rows back bit for bit, and every variant
+ * and shape computes from it what check_one asks of the row layout (the
+ * tiled decode kernel for int8 and M <= Q_SMALL_M, the untiled rows for
+ * the rest); blocks of rows that start and end inside a tile too. */
+static void tiled_layout(void **state)
+{
+    (void)state;
+    static const int bits_list[] = {4, 8}, gs_list[] = {32, 64, 128}, Ms[] = {1, 2, 3, 7, 9, 20};
+    static const infer_dtype st[] = {DT_BF16, DT_F16, DT_F32};
+    for (size_t bi = 0; bi < 2; bi++)
+        for (size_t gi = 0; gi < 3; gi++) {
+            const int gs = gs_list[gi], bits = bits_list[bi], rows = 48, K = gs == 128 ? 384 : 9 * gs;
+            qmat qm;
+            make_q(&qm, rows, K, bits, gs, st[gi]);
+            assert_true(q_tile_ok(&qm.w));
+            size_t qb = (size_t)rows * bk_qrow_bytes(&qm.w), sb = (size_t)rows * (K / gs) * dtype_size(st[gi]);
+            unsigned char *tq = aligned_alloc(64, (qb + 63) / 64 * 64), *ts = malloc(sb), *tb = malloc(sb);
+            assert_true(tq && ts && tb);
+            q_tile_pack(&qm.w, 0, 1, tq, ts, tb); /* in two calls, as the backend's tasks do */
+            q_tile_pack(&qm.w, 1, rows / BK_TILE_ROWS, tq, ts, tb);
+            qmat tm = qm;
+            tm.w.data = tq;
+            tm.w.scales = ts;
+            tm.w.biases = tb;
+            tm.w.tiled = 1;
+            assert_false(q_tile_ok(&tm.w));
+            float row[384 * 3], want[384 * 3];
+            for (int r = 0; r < rows; r += 7) {
+                q_dequant_row(&tm.w, r, 5, K - 5, row);
+                q_dequant_row(&qm.w, r, 5, K - 5, want);
+                for (int c = 5; c < K; c++)
+                    if (row[c - 5] != want[c - 5] || !(fabs(row[c - 5] - wval(&qm, r, c)) <= 1e-6))
+                        fail_msg("tiled %d-bit gs=%d: q_dequant_row(%d)[%d] = %g, want %g", bits, gs, r, c, row[c - 5],
+                                 wval(&qm, r, c));
+            }
+            bk_weight view;
+            void *ub = malloc(q_untile_bytes(&tm.w, 21));
+            assert_non_null(ub);
+            q_untile(&tm.w, 13, 21, ub, &view);
+            assert_int_equal(view.rows, 21);
+            assert_false(view.tiled);
+            assert_memory_equal(view.data, (const unsigned char *)qm.w.data + 13 * bk_qrow_bytes(&qm.w),
+                                21 * bk_qrow_bytes(&qm.w));
+            assert_memory_equal(view.scales, (const unsigned char *)qm.w.scales + (size_t)13 * (K / gs) * dtype_size(st[gi]),
+                                (size_t)21 * (K / gs) * dtype_size(st[gi]));
+            assert_memory_equal(view.biases, (const unsigned char *)qm.w.biases + (size_t)13 * (K / gs) * dtype_size(st[gi]),
+                                (size_t)21 * (K / gs) * dtype_size(st[gi]));
+            free(ub);
+            for (int isa = 0; isa < Q_ISA_COUNT; isa++) {
+                if (!q_isa_supported((q_isa)isa)) continue;
+                for (size_t mi = 0; mi < sizeof Ms / sizeof *Ms; mi++)
+                    for (int int8 = 0; int8 < 2; int8++) {
+                        check_one((q_isa)isa, int8, &tm, 3, 37, Ms[mi]);
+                        check_one((q_isa)isa, int8, &tm, 16, 32, Ms[mi]);
+                    }
+            }
+            free(tq);
+            free(ts);
+            free(tb);
+            free_q(&qm);
+        }
+}
+
 /* ---- cpu_matmul through the backend ---- */
 
 
@@ -509,6 +577,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(every_variant),
     cmocka_unit_test(scale_dtypes_and_blocks),
     cmocka_unit_test(zero_and_large_activations),
+    cmocka_unit_test(tiled_layout),
     cmocka_unit_test(matmul_threads_agree),
     cmocka_unit_test(matmul_n_is_matmul),
 };

@@ -40,7 +40,15 @@ typedef struct bk_weight {
     int group_size;
     const void *scales, *biases;
     infer_dtype sdtype;
+    /* 1: a quantized weight in the cpu backend's tiled layout (its
+     * weight_prepare makes it for int8 decode; qgemm.h): the rows in tiles
+     * of BK_TILE_ROWS, 32-bit word j of a tile's rows side by side (word j
+     * of row r at index ((r / 16) * words_per_row + j) * 16 + r % 16), the
+     * scales and biases [rows / 16][groups][16].  0: the layout above. */
+    int tiled;
 } bk_weight;
+
+enum { BK_TILE_ROWS = 16 };
 
 /* Bytes of one packed row of a quantized weight. */
 static inline size_t bk_qrow_bytes(const bk_weight *w) { return (size_t)w->cols * (size_t)w->bits / 8; }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
 
@@ -360,6 +361,74 @@ static int cpu_softcap(void *ctx, void *xv, size_t n, float cap)
     return INFER_OK;
 }
 
+/* ---- Weights ----
+ *
+ * Weights are used where they lie (the mapped files), but for one case:
+ * with int8 activations on a cpu with AVX-512 VNNI, 4- and 8-bit matrices
+ * are repacked into the tiled layout of the decode kernel (qgemm.h) in a
+ * buffer of their own, counted like cpu_alloc's; their pages in the file
+ * mapping are handed back to the kernel, as nothing reads them again. */
+
+typedef struct tile_job {
+    const bk_weight *w;
+    uint8_t *data, *scales, *biases;
+    int64_t tiles, per;
+} tile_job;
+
+static void tile_task(void *arg, int task, int worker)
+{
+    (void)worker;
+    const tile_job *j = arg;
+    int64_t t0 = (int64_t)task * j->per, t1 = t0 + j->per < j->tiles ? t0 + j->per : j->tiles;
+    if (t0 < t1) q_tile_pack(j->w, t0, t1, j->data, j->scales, j->biases);
+}
+
+/* The whole pages inside [p, p + n), back to the kernel (not destructive:
+ * a mapped file's pages are read again if touched). */
+static void drop_pages(const void *p, size_t n)
+{
+#ifdef MADV_PAGEOUT
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1), e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
+    if (e > a) (void)madvise((void *)a, e - a, MADV_PAGEOUT);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+static int cpu_weight_prepare(void *ctx, bk_weight *w)
+{
+    cpu_ctx *c = ctx;
+    if (!c->int8 || q_isa_best() != Q_ISA_AVX512 || !q_tile_ok(w)) return INFER_OK;
+    const size_t qb = (size_t)w->rows * bk_qrow_bytes(w);
+    const size_t sb = (size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype);
+    const size_t sa = (sb + 63) & ~(size_t)63;
+    void *buf;
+    int rc = cpu_alloc(ctx, qb + 2 * sa, &buf);
+    if (rc) return rc;
+    tile_job j = {w, buf, (uint8_t *)buf + qb, (uint8_t *)buf + qb + sa, w->rows / BK_TILE_ROWS, 0};
+    int tasks = (int)(j.tiles < 64 ? j.tiles : 64);
+    j.per = (j.tiles + tasks - 1) / tasks;
+    pool_run(c->pool, tasks, tile_task, &j);
+    drop_pages(w->data, qb);
+    drop_pages(w->scales, sb);
+    drop_pages(w->biases, sb);
+    w->data = j.data;
+    w->scales = j.scales;
+    w->biases = j.biases;
+    w->tiled = 1;
+    return INFER_OK;
+}
+
+static void cpu_weight_release(void *ctx, bk_weight *w)
+{
+    if (!w->tiled) return;
+    cpu_free(ctx, (void *)(uintptr_t)w->data);
+    w->data = w->scales = w->biases = NULL;
+    w->tiled = 0;
+}
+
 static int cpu_gather_rows(void *ctx, void *dst, const void *src, const void *idxv, int n, size_t width)
 {
     (void)ctx;
@@ -385,8 +454,8 @@ const backend_ops backend_cpu = {
     .upload = cpu_copy,
     .download = cpu_copy,
     .copy = cpu_copy,
-    .weight_prepare = NULL,
-    .weight_release = NULL,
+    .weight_prepare = cpu_weight_prepare,
+    .weight_release = cpu_weight_release,
     .synchronize = cpu_sync,
     .memory = cpu_memory,
     .mem_get = cpu_mem_get,

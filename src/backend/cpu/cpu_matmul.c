@@ -89,11 +89,13 @@ static int64_t q_block(const cpu_ctx *c, const q_act *qa, const bk_weight *w)
     int64_t block;
     if (qa->small) {
         int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (w->cols / w->group_size) * 2;
+        /* whole tiles of a tiled W */
+        int64_t unit = w->tiled ? BK_TILE_ROWS : 8;
         block = (1024 * 1024) / row_bytes;
-        block = (block + 7) / 8 * 8;
-        if (block < 8) block = 8;
+        block = (block + unit - 1) / unit * unit;
+        if (block < unit) block = unit;
         int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
-        if (per < block) block = per < 8 ? 8 : (per + 7) / 8 * 8;
+        if (per < block) block = per < unit ? unit : (per + unit - 1) / unit * unit;
     } else {
         int64_t per = (w->rows + 2 * c->n_workers - 1) / (2 * c->n_workers);
         block = (per + TILE_COLS - 1) / TILE_COLS * TILE_COLS;
@@ -196,7 +198,7 @@ static int check_weight(const bk_weight *w)
 static int same_layout(const bk_weight *a, const bk_weight *b)
 {
     return a->dtype == b->dtype && a->cols == b->cols &&
-           (a->dtype != DT_U32 || (a->bits == b->bits && a->group_size == b->group_size));
+           (a->dtype != DT_U32 || (a->bits == b->bits && a->group_size == b->group_size && a->tiled == b->tiled));
 }
 
 int cpu_matmul_n(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws, const bk_weight *const *bs,

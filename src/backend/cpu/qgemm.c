@@ -24,21 +24,97 @@ static float scalar(const void *base, infer_dtype t, size_t i)
     return f;
 }
 
+/* Where byte i of row r's packed values, and the scale of group g of row
+ * r, lie (either layout). */
+static size_t q_byte_at(const bk_weight *w, int64_t r, size_t i)
+{
+    if (!w->tiled) return (size_t)r * bk_qrow_bytes(w) + i;
+    size_t wpr = bk_qrow_bytes(w) / 4;
+    return (((size_t)(r / BK_TILE_ROWS) * wpr + i / 4) * BK_TILE_ROWS + (size_t)(r % BK_TILE_ROWS)) * 4 + i % 4;
+}
+
+static size_t q_group_at(const bk_weight *w, int64_t r, size_t g)
+{
+    size_t ng = (size_t)(w->cols / w->group_size);
+    if (!w->tiled) return (size_t)r * ng + g;
+    return ((size_t)(r / BK_TILE_ROWS) * ng + g) * BK_TILE_ROWS + (size_t)(r % BK_TILE_ROWS);
+}
+
 void q_dequant_row(const bk_weight *w, int64_t r, int64_t c0, int64_t n, float *out)
 {
-    const uint8_t *row = (const uint8_t *)w->data + (size_t)r * bk_qrow_bytes(w);
-    size_t groups = (size_t)(w->cols / w->group_size);
+    const uint8_t *data = (const uint8_t *)w->data;
     unsigned mask = (1u << w->bits) - 1u;
     for (int64_t i = 0; i < n; i++) {
         int64_t c = c0 + i;
         size_t bit = (size_t)c * (size_t)w->bits;
-        /* a value spans at most two bytes (bits <= 8) */
-        unsigned v = row[bit >> 3];
-        if ((bit & 7) + (size_t)w->bits > 8) v |= (unsigned)row[(bit >> 3) + 1] << 8;
+        /* a value spans at most two bytes (bits <= 8; tiled: 4 or 8, in one) */
+        unsigned v = data[q_byte_at(w, r, bit >> 3)];
+        if ((bit & 7) + (size_t)w->bits > 8) v |= (unsigned)data[q_byte_at(w, r, (bit >> 3) + 1)] << 8;
         unsigned q = (v >> (bit & 7)) & mask;
-        size_t g = (size_t)r * groups + (size_t)(c / w->group_size);
+        size_t g = q_group_at(w, r, (size_t)(c / w->group_size));
         out[i] = scalar(w->scales, w->sdtype, g) * (float)q + scalar(w->biases, w->sdtype, g);
     }
+}
+
+/* ---- The tiled layout ---- */
+
+int q_tile_ok(const bk_weight *w)
+{
+    return w->dtype == DT_U32 && !w->tiled && (w->bits == 4 || w->bits == 8) &&
+           q_layout_ok(w->bits, w->group_size, w->cols) && w->rows > 0 && w->rows % BK_TILE_ROWS == 0;
+}
+
+void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases)
+{
+    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4, ng = (size_t)(w->cols / w->group_size);
+    const size_t es = dtype_size(w->sdtype);
+    const uint8_t *src = w->data;
+    uint8_t *dst = data;
+    for (int64_t t = t0; t < t1; t++) {
+        uint8_t *tile = dst + (size_t)t * BK_TILE_ROWS * rb;
+        for (int r = 0; r < BK_TILE_ROWS; r++) {
+            const uint8_t *row = src + ((size_t)t * BK_TILE_ROWS + (size_t)r) * rb;
+            for (size_t j = 0; j < wpr; j++) memcpy(tile + (j * BK_TILE_ROWS + (size_t)r) * 4, row + 4 * j, 4);
+        }
+        for (int pass = 0; pass < 2; pass++) {
+            const uint8_t *sv = pass ? w->biases : w->scales;
+            uint8_t *dv = (uint8_t *)(pass ? biases : scales) + (size_t)t * BK_TILE_ROWS * ng * es;
+            for (int r = 0; r < BK_TILE_ROWS; r++)
+                for (size_t g = 0; g < ng; g++)
+                    memcpy(dv + (g * BK_TILE_ROWS + (size_t)r) * es,
+                           sv + (((size_t)t * BK_TILE_ROWS + (size_t)r) * ng + g) * es, es);
+        }
+    }
+}
+
+size_t q_untile_bytes(const bk_weight *w, int n)
+{
+    size_t ng = (size_t)(w->cols / w->group_size);
+    return (size_t)n * (bk_qrow_bytes(w) + 2 * ng * dtype_size(w->sdtype)) + 64;
+}
+
+void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
+{
+    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4, ng = (size_t)(w->cols / w->group_size);
+    const size_t es = dtype_size(w->sdtype);
+    uint8_t *data = buf, *sc = data + (size_t)n * rb, *bi = sc + (size_t)n * ng * es;
+    const uint8_t *src = w->data;
+    for (int i = 0; i < n; i++) {
+        const int64_t r = r0 + i;
+        const uint8_t *tw = src + (size_t)(r / BK_TILE_ROWS) * wpr * BK_TILE_ROWS * 4 + (size_t)(r % BK_TILE_ROWS) * 4;
+        for (size_t j = 0; j < wpr; j++) memcpy(data + (size_t)i * rb + 4 * j, tw + j * BK_TILE_ROWS * 4, 4);
+        for (size_t g = 0; g < ng; g++) {
+            size_t at = q_group_at(w, r, g) * es;
+            memcpy(sc + ((size_t)i * ng + g) * es, (const uint8_t *)w->scales + at, es);
+            memcpy(bi + ((size_t)i * ng + g) * es, (const uint8_t *)w->biases + at, es);
+        }
+    }
+    *view = *w;
+    view->data = data;
+    view->scales = sc;
+    view->biases = bi;
+    view->rows = n;
+    view->tiled = 0;
 }
 
 void q_unpack_u8(const uint8_t *row, int bits, int64_t c0, int n, uint8_t *out)
@@ -179,6 +255,7 @@ void q_act_init(q_act *x, void *buf, int M, int K, const float *A, size_t lda, c
     x->small = M <= Q_SMALL_M;
     x->bits = w->bits;
     x->group_size = w->group_size;
+    x->tiled = w->tiled;
     x->A = A;
     x->lda = lda;
     unsigned char *p = buf;
@@ -227,7 +304,7 @@ void q_act_rows_c(const q_act *x, int m0, int m1)
         int8_t *q = x->x8 + (size_t)m * K;
         float *d = x->d + (size_t)m * blocks;
         int32_t *s8 = x->s8 + (size_t)m * blocks;
-        int chunked = x->small && x->bits == 4;
+        int chunked = q_act_chunked(x);
         for (int b = 0; b < blocks; b++) {
             const float *v = a + (size_t)b * Q_ABLK;
             float amax = 0.0f;
@@ -280,7 +357,7 @@ void q_act_rows_c(const q_act *x, int m0, int m1)
 static void residual_rows(const q_act *x, int m0, int m1)
 {
     const int K = x->K, nb = K / Q_ABLK, ng = K / x->group_size, per = x->group_size / Q_ABLK;
-    const int chunked = x->small && x->bits == 4;
+    const int chunked = q_act_chunked(x);
     for (int m = m0; m < m1; m++) {
         const float *a = x->A + (size_t)m * x->lda;
         int8_t *r8 = x->r8 + (size_t)m * K;
@@ -333,6 +410,24 @@ static void residual_rows(const q_act *x, int m0, int m1)
     }
 }
 
+/* x8 and r8 of rows [m0, m1) from the natural order to the tiled one:
+ * each 8 values, the even ones then the odd ones. */
+static void tile_order_rows(const q_act *x, int m0, int m1)
+{
+    for (int m = m0; m < m1; m++)
+        for (int pl = 0; pl < 2; pl++) {
+            int8_t *v = (pl ? x->r8 : x->x8) + (size_t)m * x->K;
+            for (int c = 0; c < x->K; c += 8) {
+                int8_t t[8];
+                for (int i = 0; i < 4; i++) {
+                    t[i] = v[c + 2 * i];
+                    t[4 + i] = v[c + 2 * i + 1];
+                }
+                memcpy(v + c, t, 8);
+            }
+        }
+}
+
 void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1)
 {
     const q_kernels *k = kernels_of(isa);
@@ -341,6 +436,7 @@ void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1)
     else
         q_act_rows_c(x, m0, m1);
     if (x->int8) residual_rows(x, m0, m1);
+    if (x->int8 && x->small && x->tiled && x->bits == 4) tile_order_rows(x, m0, m1);
 }
 
 q_act q_act_residual(const q_act *x)
@@ -560,18 +656,67 @@ void q_stream(const q_row_fn fns[5], int unpack, q_sb_fn sbf, const q_act *x, co
     }
 }
 
+/* tiled W: the rows a product copies back to the row layout (scales and
+ * biases counted as float32, the widest dtype) */
+static size_t untile_scratch(const q_act *x, int N)
+{
+    if (!x->tiled || (x->int8 && x->small)) return 0;
+    size_t ng = (size_t)(x->K / x->group_size);
+    return align64((size_t)N * ((size_t)x->K * (size_t)x->bits / 8 + 2 * ng * 4) + 64);
+}
+
 size_t qgemm_scratch_bytes(const q_act *x, int N)
 {
-    (void)N;
     if (x->K <= 0 || x->M <= 0) return 64;
-    if (x->small) return small_scratch(x->K);
+    size_t u = untile_scratch(x, N);
+    if (x->small) return u + small_scratch(x->K);
     size_t n = 64;
     for (int i = 0; i < Q_ISA_COUNT; i++) {
         const q_kernels *k = kernels_of((q_isa)i);
         size_t v = x->int8 ? i8_scratch(k, x->M, x->K, x->group_size) : f32_scratch(k, x->M, x->K);
         if (v > n) n = v;
     }
-    return n;
+    return u + n;
+}
+
+/* The portable tiled decode product (qgemm.h): the sums of the AVX-512
+ * kernel, a value at a time. */
+static void dot_tile_c(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK, bits = x->bits, vpw = 32 / bits;
+    const size_t wpr = bk_qrow_bytes(w) / 4;
+    for (int64_t r = n0; r < n0 + N; r++) {
+        const uint8_t *words = (const uint8_t *)w->data + (size_t)(r / BK_TILE_ROWS) * wpr * BK_TILE_ROWS * 4 +
+                               (size_t)(r % BK_TILE_ROWS) * 4;
+        for (int m = 0; m < x->M; m++) {
+            const int8_t *x8 = x->x8 + (size_t)m * K, *r8 = x->r8 + (size_t)m * K;
+            float acc = 0.0f;
+            for (int g = 0; g < ng; g++) {
+                float ag = 0.0f;
+                for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+                    int32_t is = 0, ir = 0;
+                    for (int c = b * Q_ABLK; c < (b + 1) * Q_ABLK; c++) {
+                        const uint8_t *wp = words + (size_t)(c / vpw) * BK_TILE_ROWS * 4;
+                        int k = c % 8, slot = c;
+                        unsigned q;
+                        if (bits == 8) {
+                            q = wp[c % 4];
+                        } else {
+                            q = (wp[k / 2] >> (4 * (k % 2))) & 15u;
+                            slot = c - k + (k % 2 ? 4 + k / 2 : k / 2); /* even values, then odd */
+                        }
+                        is += (int32_t)q * x8[slot];
+                        ir += (int32_t)q * r8[slot];
+                    }
+                    ag += (float)(is * 256 + ir) * x->d2[(size_t)m * nb + b];
+                }
+                size_t gi = q_group_at(w, r, (size_t)g);
+                float sg = scalar(w->scales, w->sdtype, gi), bg = scalar(w->biases, w->sdtype, gi);
+                acc += ag * sg + sg * x->xc[(size_t)m * ng + g] + bg * x->xs[(size_t)m * ng + g];
+            }
+            C[(size_t)m * ldc + (size_t)(r - n0)] = acc;
+        }
+    }
 }
 
 void qgemm_nt_isa(q_isa isa, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc,
@@ -580,6 +725,18 @@ void qgemm_nt_isa(q_isa isa, const q_act *x, const bk_weight *w, int64_t n0, int
     if (x->M <= 0 || N <= 0) return;
     const q_kernels *k = kernels_of(isa);
     unsigned char *s = (unsigned char *)(((uintptr_t)scratch + 63) & ~(uintptr_t)63);
+    bk_weight view;
+    if (w->tiled) {
+        if (x->int8 && x->small) {
+            (k->dot_tile ? k->dot_tile : dot_tile_c)(x, w, n0, N, C, ldc);
+            return;
+        }
+        /* every other product: the rows back in the row layout */
+        q_untile(w, n0, N, s, &view);
+        s += align64(q_untile_bytes(w, N));
+        w = &view;
+        n0 = 0;
+    }
     if (x->small) {
         if (x->int8)
             k->dot_i8(x, w, n0, N, C, ldc, s);

@@ -37,11 +37,27 @@
  *          32 (q4_chunk); a chunk of n holds the low nibbles of its bytes,
  *          then the high ones: slot p < n / 2 holds value 2 p, slot p >= n /
  *          2 value 2 (p - n / 2) + 1.
+ *   tiled (x8, bytes; w->tiled, int8, small): for each 32-bit word j of W
+ *          (values 8 j .. 8 j + 7), its even values then its odd ones, so
+ *          that 32-bit word 2 j of x8 pairs with the low nibbles of W's
+ *          word j and word 2 j + 1 with the high ones (8 bits: natural).
  * Other widths are unpacked to bytes in natural order.  dv (int8, small)
  * holds, for the chunk starting at value c (chunks of 64 in natural order),
  * 16 floats at c / 4: per 32-bit lane of the chunk's first 64 bytes (and,
  * with 128 values, of its second 64: the same blocks), the block scale of
- * the values that lane sums. */
+ * the values that lane sums.
+ *
+ * The tiled layout (bk_weight.tiled, backend.h), for int8 decode: the cpu
+ * backend repacks 4- and 8-bit weights at load (q_tile_pack) when int8
+ * activations are on and the cpu has AVX-512 VNNI.  A tile's 16 rows are
+ * one 64-byte vector per 32-bit word of the row: the decode kernel
+ * (q_kernels.dot_tile) broadcasts 4 int8 activations to all 16 lanes and
+ * takes one vpdpbusd per word for 16 rows at once, with the group scales
+ * of 16 rows in one vector: about half the instructions a value of the
+ * row-at-a-time kernel, which is bound by arithmetic on 4 bits.  Every
+ * other product (prefill, float activations) copies the rows it needs
+ * back to the row layout first (q_untile), and an embedding row is read
+ * in place (q_dequant_row). */
 #ifndef INFER_BACKEND_CPU_QGEMM_H
 #define INFER_BACKEND_CPU_QGEMM_H
 
@@ -71,6 +87,7 @@ typedef struct q_act {
     int int8;         /* 1: int8 activations */
     int small;        /* M <= Q_SMALL_M */
     int bits, group_size;
+    int tiled;        /* W is tiled (int8 and small: x8 and r8 in the tiled order) */
     const float *A;   /* [M, K], row stride lda */
     size_t lda;
     float *xp;        /* exact, small, 4 bits: [M, K] in the exact chunk order */
@@ -103,6 +120,9 @@ q_act q_act_residual(const q_act *x);
  * sum over groups of s_g * mid xe_g, which the residual plane's pass takes
  * as its bias term (xs = xc, the scales given in place of the biases). */
 static inline float q_mid(int bits) { return 0.5f * (float)((1 << bits) - 1); }
+
+/* 1: x8 and r8 are in the int8 4-bit chunk order. */
+static inline int q_act_chunked(const q_act *x) { return x->small && x->bits == 4 && !x->tiled; }
 
 /* The int8 4-bit chunk holding value c of a row of K: its first value,
  * and its size in *n. */
@@ -150,6 +170,17 @@ void q_dequant_row(const bk_weight *w, int64_t r, int64_t c0, int64_t n, float *
 /* 1 if bits and group size describe a layout the kernels take. */
 int q_layout_ok(int bits, int group_size, int64_t cols);
 
+/* The tiled layout (backend.h, above).  q_tile_ok: w (row layout) can be
+ * tiled: 4 or 8 bits, rows a multiple of BK_TILE_ROWS.  q_tile_pack writes
+ * tiles [t0, t1) of w into data (bk_qrow_bytes(w) * rows bytes in all),
+ * scales and biases (rows * groups values of w->sdtype each).  q_untile
+ * copies rows [r0, r0 + n) of tiled w back to the row layout in buf
+ * (q_untile_bytes) and makes *view describe them (n rows, not tiled). */
+int q_tile_ok(const bk_weight *w);
+void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases);
+size_t q_untile_bytes(const bk_weight *w, int n);
+void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
+
 /* ---- Internal: shared by qgemm.c and the instruction-set files ---- */
 
 /* The q values of n values of a row from column c0 (c0 and n multiples of
@@ -190,6 +221,9 @@ typedef struct q_kernels {
                     uint8_t *tmp);
     void (*dot_i8)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc,
                    uint8_t *tmp);
+    /* int8, M <= Q_SMALL_M, tiled w (any rows n0 .. n0 + N); NULL: the
+     * portable one */
+    void (*dot_tile)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc);
     /* float32 values of rows [r0, r0 + n) x columns [c0, c0 + kc) of w
      * (multiples of the group size) into out, row stride ldo floats */
     void (*dequant)(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo);

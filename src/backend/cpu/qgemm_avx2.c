@@ -190,7 +190,7 @@ TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, f
 TGT static void act_rows(const q_act *x, int m0, int m1)
 {
     const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs;
-    if (x->small && x->bits == 4) { /* the chunk order: rare (M <= Q_SMALL_M), portable */
+    if (q_act_chunked(x)) { /* the chunk order: rare (M <= Q_SMALL_M), portable */
         q_act_rows_c(x, m0, m1);
         return;
     }

@@ -402,6 +402,133 @@ static void dot_i8(const q_act *x, const bk_weight *w, int64_t n0, int N, float 
     q_stream(w->bits == 4 ? i4[g] : ib[g], w->bits != 4 && w->bits != 8, load_sb, x, w, n0, N, C, ldc, tmp);
 }
 
+/* ---- int8 on tiled W, M <= Q_SMALL_M (qgemm.h) ----
+ *
+ * One 64-byte vector holds 32-bit word j of 16 rows.  4 bits: its low
+ * nibbles are values 8 j, 8 j + 2, .. of each row, its high ones the odd
+ * values; vpdpbusd against the broadcast word 2 j (even values of x, the
+ * tiled order) and 2 j + 1 gives 16 rows' partial sums.  8 bits: the word's
+ * bytes are 4 values, against word j of x.  A block of 32 values (4 or 8
+ * words) runs both planes (x8 and the residual r8) into int32 sums,
+ * then (x8 sum * 256 + r8 sum) * d / 256 goes into the group's float sum;
+ * at the group's end the 16 rows' scales multiply it, and the bias and
+ * centring terms (b_g xs_g + s_g xc_g) go to a second sum.  MR rows of x
+ * (1 or 2) share each vector of W; each keeps four int32 chains (low and
+ * high nibbles or even and odd words, times two planes) so that no chain
+ * waits on vpdpbusd's latency. */
+INL void tile_body(const int BITS, const int MR2, const q_act *x, int m0, const bk_weight *w, int64_t t, float *out,
+                   size_t ldo)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
+    const int WPB = BITS == 4 ? 4 : 8; /* words per block of 32 values */
+    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype);
+    const uint8_t *T = (const uint8_t *)w->data + (size_t)t * wpr * 64;
+    const unsigned char *S = (const unsigned char *)w->scales + (size_t)t * (size_t)ng * 16 * es;
+    const unsigned char *B = (const unsigned char *)w->biases + (size_t)t * (size_t)ng * 16 * es;
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const int32_t *xw[2], *rw[2];
+    const float *d2[2], *xs[2], *xc[2];
+    __m512 acc[2], acc2[2];
+#pragma GCC unroll 2
+    for (int i = 0; i < MR2; i++) {
+        xw[i] = (const int32_t *)(const void *)(x->x8 + (size_t)(m0 + i) * K);
+        rw[i] = (const int32_t *)(const void *)(x->r8 + (size_t)(m0 + i) * K);
+        d2[i] = x->d2 + (size_t)(m0 + i) * nb;
+        xs[i] = x->xs + (size_t)(m0 + i) * ng;
+        xc[i] = x->xc + (size_t)(m0 + i) * ng;
+        acc[i] = acc2[i] = _mm512_setzero_ps();
+    }
+    /* the next tile's scales and biases */
+    for (size_t o = 0; o < (size_t)ng * 16 * es; o += 64) {
+        _mm_prefetch((const char *)S + (size_t)ng * 16 * es + o, _MM_HINT_T0);
+        _mm_prefetch((const char *)B + (size_t)ng * 16 * es + o, _MM_HINT_T0);
+    }
+    for (int g = 0; g < ng; g++) {
+        __m512 ag[2];
+#pragma GCC unroll 2
+        for (int i = 0; i < MR2; i++) ag[i] = _mm512_setzero_ps();
+        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+            const uint8_t *p = T + (size_t)b * WPB * 64;
+            __m512i is[2][2], ir[2][2];
+#pragma GCC unroll 2
+            for (int i = 0; i < MR2; i++) is[i][0] = is[i][1] = ir[i][0] = ir[i][1] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int j = 0; j < WPB; j++) {
+                _mm_prefetch((const char *)p + j * 64 + PF_AHEAD, _MM_HINT_T0);
+                const __m512i v = _mm512_load_si512(p + j * 64);
+                const int J = b * WPB + j;
+                if (BITS == 4) {
+                    const __m512i l = _mm512_and_si512(v, lo4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+#pragma GCC unroll 2
+                    for (int i = 0; i < MR2; i++) {
+                        is[i][0] = _mm512_dpbusd_epi32(is[i][0], l, _mm512_set1_epi32(xw[i][2 * J]));
+                        is[i][1] = _mm512_dpbusd_epi32(is[i][1], h, _mm512_set1_epi32(xw[i][2 * J + 1]));
+                        ir[i][0] = _mm512_dpbusd_epi32(ir[i][0], l, _mm512_set1_epi32(rw[i][2 * J]));
+                        ir[i][1] = _mm512_dpbusd_epi32(ir[i][1], h, _mm512_set1_epi32(rw[i][2 * J + 1]));
+                    }
+                } else {
+#pragma GCC unroll 2
+                    for (int i = 0; i < MR2; i++) {
+                        is[i][j & 1] = _mm512_dpbusd_epi32(is[i][j & 1], v, _mm512_set1_epi32(xw[i][J]));
+                        ir[i][j & 1] = _mm512_dpbusd_epi32(ir[i][j & 1], v, _mm512_set1_epi32(rw[i][J]));
+                    }
+                }
+            }
+#pragma GCC unroll 2
+            for (int i = 0; i < MR2; i++) {
+                /* at most 32 x 255 x 127 a lane: times 256 fits */
+                __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(is[i][0], is[i][1]), 8),
+                                               _mm512_add_epi32(ir[i][0], ir[i][1]));
+                ag[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d2[i][b]), ag[i]);
+            }
+        }
+        const __m512 sv = load_sf(S + (size_t)g * 16 * es, w->sdtype, 16);
+        const __m512 bv = load_sf(B + (size_t)g * 16 * es, w->sdtype, 16);
+#pragma GCC unroll 2
+        for (int i = 0; i < MR2; i++) {
+            acc[i] = _mm512_fmadd_ps(ag[i], sv, acc[i]);
+            acc2[i] = _mm512_fmadd_ps(bv, _mm512_set1_ps(xs[i][g]),
+                                      _mm512_fmadd_ps(sv, _mm512_set1_ps(xc[i][g]), acc2[i]));
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < MR2; i++) _mm512_storeu_ps(out + (size_t)i * ldo, _mm512_add_ps(acc[i], acc2[i]));
+}
+
+#define TILE_FNS(BITS)                                                                                           \
+    TGT static void tile4_##BITS##_1(const q_act *x, int m0, const bk_weight *w, int64_t t, float *o, size_t ld) \
+    {                                                                                                            \
+        tile_body(BITS, 1, x, m0, w, t, o, ld);                                                                  \
+    }                                                                                                            \
+    TGT static void tile4_##BITS##_2(const q_act *x, int m0, const bk_weight *w, int64_t t, float *o, size_t ld) \
+    {                                                                                                            \
+        tile_body(BITS, 2, x, m0, w, t, o, ld);                                                                  \
+    }
+TILE_FNS(4)
+TILE_FNS(8)
+#undef TILE_FNS
+
+static void dot_tile(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)
+{
+    typedef void (*tile_fn)(const q_act *, int, const bk_weight *, int64_t, float *, size_t);
+    const tile_fn f1 = w->bits == 4 ? tile4_4_1 : tile4_8_1, f2 = w->bits == 4 ? tile4_4_2 : tile4_8_2;
+    float part[Q_SMALL_M][16];
+    for (int64_t t = n0 / 16; t * 16 < n0 + N; t++) {
+        const int64_t r0 = t * 16;
+        const int full = r0 >= n0 && r0 + 16 <= n0 + N;
+        for (int m = 0; m < x->M; m += 2) {
+            const int two = x->M - m >= 2;
+            float *o = full ? C + (size_t)m * ldc + (size_t)(r0 - n0) : part[m];
+            size_t ld = full ? ldc : 16;
+            (two ? f2 : f1)(x, m, w, t, o, ld);
+        }
+        if (!full) /* a tile cut by the block's ends: its rows in [n0, n0 + N) */
+            for (int m = 0; m < x->M; m++)
+                for (int64_t r = r0 > n0 ? r0 : n0; r < r0 + 16 && r < n0 + N; r++)
+                    C[(size_t)m * ldc + (size_t)(r - n0)] = part[m][r - r0];
+    }
+}
+
 /* ---- Dequantizing blocks of W (exact GEMM) ---- */
 
 TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo)
@@ -449,7 +576,7 @@ TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, f
 TGT static void act_rows(const q_act *x, int m0, int m1)
 {
     const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs;
-    const int chunked = x->small && x->bits == 4;
+    const int chunked = q_act_chunked(x);
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
     for (int m = m0; m < m1; m++) {
@@ -800,6 +927,7 @@ TGT static void unpack4(const uint8_t *row, int64_t c0, int n, uint8_t *out)
 const q_kernels q_kernels_avx512 = {
     .dot_f32 = dot_f32,
     .dot_i8 = dot_i8,
+    .dot_tile = dot_tile,
     .dequant = dequant,
     .dequant_pack = dequant_pack,
     .act_rows = act_rows,
