@@ -1,7 +1,11 @@
 /* bench_load.c - how long infer_model_load takes on a model folder, warm
  * (the files already in the page cache): the median of N loads.
  *
- *   build/bench/bench_load MODEL_DIR [N]
+ *   build/bench/bench_load MODEL_DIR [N] [--int8]
+ *
+ * --int8 loads with cpu_int8 = 1: on a cpu with AVX-512 VNNI the 4- and
+ * 8-bit weights are then repacked for the decode kernel (qgemm.h), which
+ * is the cost this measures.
  *
  * The limit it is measured against: reading the folder's bytes at the
  * page-cache copy rate measured in the same run (a load that touched every
@@ -59,6 +63,7 @@ int main(int argc, char **argv)
     }
     int n = argc > 2 ? atoi(argv[2]) : 10;
     if (n < 1) n = 1;
+    infer_load_opts lo = {.cpu_int8 = argc > 3 && strcmp(argv[3], "--int8") == 0};
     double t0 = now();
     double bytes = read_folder(argv[1]); /* warms the page cache */
     double t1 = now();
@@ -71,7 +76,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < n; i++) {
         infer_model *m = NULL;
         double a = now();
-        if (infer_model_load(argv[1], NULL, &m) != 0) {
+        if (infer_model_load(argv[1], &lo, &m) != 0) {
             fprintf(stderr, "bench_load: %s\n", infer_last_error());
             return 1;
         }
@@ -83,8 +88,8 @@ int main(int argc, char **argv)
     double read_s = t2 - t1;
     printf("model      %s (%s, %lld parameters, %.2f GB on disk)\n", argv[1], info.model_type,
            (long long)info.n_params, bytes / 1e9);
-    printf("load       median %.1f ms over %d warm loads (min %.1f, max %.1f)\n", ts[n / 2] * 1e3, n,
-           ts[0] * 1e3, ts[n - 1] * 1e3);
+    printf("load       median %.1f ms over %d warm loads (min %.1f, max %.1f)%s\n", ts[n / 2] * 1e3, n,
+           ts[0] * 1e3, ts[n - 1] * 1e3, lo.cpu_int8 ? ", int8 activations" : "");
     printf("limit      reading those bytes from the page cache: %.1f ms (%.1f GB/s)\n", read_s * 1e3,
            bytes / read_s / 1e9);
     free(ts);

@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "backend/cpu/qgemm.h"
 #include "backend/mem_pool.h"
 #include "infer.h"
 #include "test.h"
@@ -280,6 +281,39 @@ static void memory_limit_fails_a_load(void **state)
     assert_true(infer_get_active_memory("cpu") == a0);
 }
 
+/* With int8 activations on an AVX-512 VNNI cpu the load repacks 4-bit
+ * weights (qgemm.h) into buffers of its own: the memory limit binds them,
+ * and a refused one leaves nothing behind. */
+static void memory_limit_fails_a_repack(void **state)
+{
+    (void)state;
+    const char *dir = INFER_TEST_DIR "/fixtures/mlx/llama_q4_g32";
+    struct stat st;
+    if (stat(dir, &st) != 0 || infer_backend_available("cuda")) skip();
+    size_t a0 = infer_get_active_memory("cpu");
+    assert_int_equal(infer_set_memory_limit("cpu", a0 + 1, NULL), INFER_OK);
+    infer_load_opts o;
+    infer_load_opts_default(&o);
+    o.backend = "cpu";
+    o.cpu_int8 = 1;
+    infer_model *m = (infer_model *)1;
+    int rc = infer_model_load(dir, &o, &m);
+    restore_limits(state);
+    assert_int_equal(rc, INFER_ERR_OUT_OF_MEMORY);
+    assert_null(m);
+    assert_non_null(strstr(infer_last_error(), "memory limit"));
+    if (q_isa_best() == Q_ISA_AVX512) {
+        assert_non_null(strstr(infer_last_error(), "repacking"));
+        assert_non_null(strstr(infer_last_error(), "embed_tokens.weight"));
+    }
+    assert_true(infer_get_active_memory("cpu") == a0);
+    /* and with room, the same load works and gives the memory back */
+    assert_int_equal(infer_model_load(dir, &o, &m), INFER_OK);
+    assert_true(infer_get_active_memory("cpu") > a0);
+    infer_model_free(m);
+    assert_true(infer_get_active_memory("cpu") == a0);
+}
+
 /* ---- devices ----------------------------------------------------------- */
 
 static void cpu_device_info(void **state)
@@ -434,6 +468,7 @@ static const struct CMUnitTest tests[] = {
     T(active_and_peak_follow_a_forward_pass),
     T(memory_limit_fails_cleanly),
     T(memory_limit_fails_a_load),
+    T(memory_limit_fails_a_repack),
     T(cpu_device_info),
     cmocka_unit_test(pool_reuses_and_bounds),
     cmocka_unit_test(bandwidth_is_measured),

@@ -322,6 +322,41 @@ static void big_file_opens(void **state)
     free(dir);
 }
 
+/* st_drop unmaps a tensor's whole pages and loses nothing: the bytes read
+ * again are the file's; a range outside the set's files is ignored. */
+static void drop_keeps_bytes(void **state)
+{
+    (void)state;
+    const size_t n = 3 * 4096 + 100;
+    unsigned char *data = malloc(n), *copy = malloc(n);
+    assert_true(data && copy);
+    for (size_t i = 0; i < n; i++) data[i] = (unsigned char)(i * 131u + 7u);
+    char hdr[128];
+    int k = snprintf(hdr, sizeof hdr, "{\"w\":{\"dtype\":\"U8\",\"shape\":[%zu],\"data_offsets\":[0,%zu]}}", n, n);
+    size_t len;
+    unsigned char *img = image_raw(hdr, (size_t)k, data, n, &len);
+    char *dir = test_tmpdir("st");
+    write_or_fail(dir, "d.safetensors", img, len);
+    char *path = join(dir, "d.safetensors");
+    st_set *set = NULL;
+    assert_int_equal(st_open_file(path, &set), INFER_OK);
+    const st_tensor *t = st_find(set, "w");
+    assert_non_null(t);
+    memcpy(copy, t->data, n);
+    st_drop(set, t->data, t->nbytes);
+    assert_memory_equal(t->data, data, n);
+    st_drop(set, copy, n); /* not the set's: nothing happens */
+    assert_memory_equal(copy, data, n);
+    st_drop(set, NULL, 0);
+    st_close(set);
+    test_rmdir(dir);
+    free(path);
+    free(dir);
+    free(img);
+    free(data);
+    free(copy);
+}
+
 /* ------------------------------------------------------------------ */
 /* Folders                                                              */
 /* ------------------------------------------------------------------ */
@@ -640,6 +675,7 @@ static void bad_lengths(void **state)
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(valid_single_file),  cmocka_unit_test(empty_header_and_nulls),
     cmocka_unit_test(many_tensors_lookup), cmocka_unit_test(big_file_opens),
+    cmocka_unit_test(drop_keeps_bytes),
     cmocka_unit_test(sharded_index),      cmocka_unit_test(fallback_all_files),
     cmocka_unit_test(no_weights),         cmocka_unit_test(bad_index),
     cmocka_unit_test(shards_sharing_a_name), cmocka_unit_test(bad_headers),

@@ -518,6 +518,22 @@ static int map_file(const char *path, void **map, size_t *len)
     return INFER_OK;
 }
 
+void st_drop(const st_set *set, const void *p, size_t n)
+{
+    if (!set || !p || !n) return;
+    uintptr_t a = (uintptr_t)p, e = a + n;
+    for (int i = 0; i < set->n_files; i++) {
+        uintptr_t m = (uintptr_t)set->files[i].map;
+        if (!m || a < m || e > m + set->files[i].len) continue;
+        uintptr_t pg = (uintptr_t)sysconf(_SC_PAGESIZE);
+        uintptr_t a2 = (a + pg - 1) & ~(pg - 1), e2 = e & ~(pg - 1);
+        /* a private, read-only file mapping: MADV_DONTNEED only drops our
+         * mapping of the pages */
+        if (e2 > a2) (void)madvise((void *)a2, e2 - a2, MADV_DONTNEED);
+        return;
+    }
+}
+
 void st_close(st_set *set)
 {
     if (!set) return;

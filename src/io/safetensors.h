@@ -51,6 +51,12 @@ int st_open_dir(const char *dir, st_set **out);
 
 void st_close(st_set *set);
 
+/* Unmaps the whole pages inside [p, p + n) if they lie in one of the
+ * set's mapped files (else nothing): for weights a backend copied
+ * elsewhere.  The mapping stays valid: a page touched again is read again
+ * from the file (the page cache keeps it). */
+void st_drop(const st_set *set, const void *p, size_t n);
+
 /* Lookup by exact name; NULL if absent. */
 const st_tensor *st_find(const st_set *set, const char *name);
 

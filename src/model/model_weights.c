@@ -372,8 +372,22 @@ static int prepare_visit(void *arg, const char *suffix, bk_weight *w, int64_t ro
     (void)rows;
     (void)cols;
     if (!w->data) return INFER_OK;
+    const bk_weight was = *w;
     int rc = m->be->weight_prepare(m->bctx, w);
-    return rc ? infer_err_prefix(rc, "%s: weight %s", m->path, suffix) : INFER_OK;
+    if (rc) return infer_err_prefix(rc, "%s: weight %s", m->path, suffix);
+    /* a copy elsewhere (the cpu's repacking; cuda's device copy): the
+     * file's pages are not read again */
+    if (w->data != was.data) {
+        size_t vb = was.dtype == DT_U32 ? (size_t)was.rows * bk_qrow_bytes(&was)
+                                        : (size_t)was.rows * (size_t)was.cols * dtype_size(was.dtype);
+        st_drop(m->weights_file, was.data, vb);
+        if (was.dtype == DT_U32 && w->scales != was.scales) {
+            size_t sb = (size_t)was.rows * (size_t)(was.cols / was.group_size) * dtype_size(was.sdtype);
+            st_drop(m->weights_file, was.scales, sb);
+            st_drop(m->weights_file, was.biases, sb);
+        }
+    }
+    return INFER_OK;
 }
 
 static int release_visit(void *arg, const char *suffix, bk_weight *w, int64_t rows, int64_t cols)

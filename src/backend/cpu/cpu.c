@@ -366,8 +366,8 @@ static int cpu_softcap(void *ctx, void *xv, size_t n, float cap)
  * Weights are used where they lie (the mapped files), but for one case:
  * with int8 activations on a cpu with AVX-512 VNNI, 4- and 8-bit matrices
  * are repacked into the tiled layout of the decode kernel (qgemm.h) in a
- * buffer of their own, counted like cpu_alloc's; their pages in the file
- * mapping are handed back to the kernel, as nothing reads them again. */
+ * buffer of their own, counted like cpu_alloc's (the model then unmaps
+ * their pages in the file mapping: model_weights_prepare). */
 
 typedef struct tile_job {
     const bk_weight *w;
@@ -383,37 +383,52 @@ static void tile_task(void *arg, int task, int worker)
     if (t0 < t1) q_tile_pack(j->w, t0, t1, j->data, j->scales, j->biases);
 }
 
-/* The whole pages inside [p, p + n), back to the kernel (not destructive:
- * a mapped file's pages are read again if touched). */
-static void drop_pages(const void *p, size_t n)
+/* Bytes of a tiled weight's buffer (values, scales, biases), and where
+ * its scales start (sa: the size of each of scales and biases). */
+static size_t tiled_bytes(const bk_weight *w, size_t *qb, size_t *sa)
 {
-#ifdef MADV_PAGEOUT
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    uintptr_t a = ((uintptr_t)p + pg - 1) & ~(uintptr_t)(pg - 1), e = ((uintptr_t)p + n) & ~(uintptr_t)(pg - 1);
-    if (e > a) (void)madvise((void *)a, e - a, MADV_PAGEOUT);
-#else
-    (void)p;
-    (void)n;
+    *qb = (size_t)w->rows * bk_qrow_bytes(w);
+    *sa = ((size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype) + 63) & ~(size_t)63;
+    size_t huge = (size_t)2 << 20;
+    return (*qb + 2 * *sa + huge - 1) / huge * huge;
+}
+
+/* A weight buffer: mapped pages of their own, in 2 MiB pages where the
+ * kernel gives them (a decode step streams every weight: 4 KiB pages cost
+ * a TLB miss every 4 KiB, dearer still in a virtual machine), not zeroed
+ * (the packing writes every byte), counted like cpu_alloc's. */
+static int weight_alloc(size_t bytes, void **out)
+{
+    size_t limit, active;
+    if (!bkc_take(&mem, bytes, &limit, &active))
+        return infer_err(INFER_ERR_OUT_OF_MEMORY,
+                         "cpu backend: repacking a weight (%zu bytes) would pass the memory limit of %zu bytes "
+                         "(%zu active)",
+                         bytes, limit, active);
+    void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        bkc_give(&mem, bytes);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot map %zu bytes for a repacked weight", bytes);
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
 #endif
+    *out = p;
+    return INFER_OK;
 }
 
 static int cpu_weight_prepare(void *ctx, bk_weight *w)
 {
     cpu_ctx *c = ctx;
     if (!c->int8 || q_isa_best() != Q_ISA_AVX512 || !q_tile_ok(w)) return INFER_OK;
-    const size_t qb = (size_t)w->rows * bk_qrow_bytes(w);
-    const size_t sb = (size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype);
-    const size_t sa = (sb + 63) & ~(size_t)63;
-    void *buf;
-    int rc = cpu_alloc(ctx, qb + 2 * sa, &buf);
+    size_t qb, sa, total = tiled_bytes(w, &qb, &sa);
+    void *buf = NULL;
+    int rc = weight_alloc(total, &buf);
     if (rc) return rc;
     tile_job j = {w, buf, (uint8_t *)buf + qb, (uint8_t *)buf + qb + sa, w->rows / BK_TILE_ROWS, 0};
     int tasks = (int)(j.tiles < 64 ? j.tiles : 64);
     j.per = (j.tiles + tasks - 1) / tasks;
     pool_run(c->pool, tasks, tile_task, &j);
-    drop_pages(w->data, qb);
-    drop_pages(w->scales, sb);
-    drop_pages(w->biases, sb);
     w->data = j.data;
     w->scales = j.scales;
     w->biases = j.biases;
@@ -424,7 +439,9 @@ static int cpu_weight_prepare(void *ctx, bk_weight *w)
 static void cpu_weight_release(void *ctx, bk_weight *w)
 {
     if (!w->tiled) return;
-    cpu_free(ctx, (void *)(uintptr_t)w->data);
+    size_t qb, sa, total = tiled_bytes(w, &qb, &sa);
+    munmap((void *)(uintptr_t)w->data, total);
+    bkc_give(&mem, total);
     w->data = w->scales = w->biases = NULL;
     w->tiled = 0;
 }
