@@ -89,8 +89,9 @@ static int64_t q_block(const cpu_ctx *c, const q_act *qa, const bk_weight *w)
     int64_t block;
     if (qa->small) {
         int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (w->cols / w->group_size) * 2;
-        /* whole tiles of a tiled W */
-        int64_t unit = w->tiled ? BK_TILE_ROWS : 8;
+        /* whole pairs of tiles of a tiled W (its decode kernel reads two
+         * tiles side by side) */
+        int64_t unit = w->tiled ? 2 * BK_TILE_ROWS : 8;
         block = (1024 * 1024) / row_bytes;
         block = (block + unit - 1) / unit * unit;
         if (block < unit) block = unit;

@@ -732,7 +732,7 @@ void qgemm_nt_isa(q_isa isa, const q_act *x, const bk_weight *w, int64_t n0, int
             return;
         }
         /* every other product: the rows back in the row layout */
-        q_untile(w, n0, N, s, &view);
+        (k->untile ? k->untile : q_untile)(w, n0, N, s, &view);
         s += align64(q_untile_bytes(w, N));
         w = &view;
         n0 = 0;

@@ -224,6 +224,8 @@ typedef struct q_kernels {
     /* int8, M <= Q_SMALL_M, tiled w (any rows n0 .. n0 + N); NULL: the
      * portable one */
     void (*dot_tile)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc);
+    /* q_untile; NULL: the portable one */
+    void (*untile)(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
     /* float32 values of rows [r0, r0 + n) x columns [c0, c0 + kc) of w
      * (multiples of the group size) into out, row stride ldo floats */
     void (*dequant)(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *out, size_t ldo);

@@ -495,6 +495,81 @@ INL void tile_body(const int BITS, const int MR2, const q_act *x, int m0, const 
     for (int i = 0; i < MR2; i++) _mm512_storeu_ps(out + (size_t)i * ldo, _mm512_add_ps(acc[i], acc2[i]));
 }
 
+/* One row of x against two tiles at once (ta and tb: two streams of W
+ * read side by side, block by block). */
+INL void tile_pair_body(const int BITS, const q_act *x, const bk_weight *w, int64_t ta, int64_t tb, float *oa,
+                        float *ob)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs;
+    const int WPB = BITS == 4 ? 4 : 8;
+    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype), sbt = (size_t)ng * 16 * es;
+    const uint8_t *T[2] = {(const uint8_t *)w->data + (size_t)ta * wpr * 64, (const uint8_t *)w->data + (size_t)tb * wpr * 64};
+    const unsigned char *S[2] = {(const unsigned char *)w->scales + (size_t)ta * sbt, (const unsigned char *)w->scales + (size_t)tb * sbt};
+    const unsigned char *B[2] = {(const unsigned char *)w->biases + (size_t)ta * sbt, (const unsigned char *)w->biases + (size_t)tb * sbt};
+    const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const int32_t *xw = (const int32_t *)(const void *)x->x8, *rw = (const int32_t *)(const void *)x->r8;
+    __m512 acc[2], acc2[2];
+    for (int u = 0; u < 2; u++) {
+        acc[u] = acc2[u] = _mm512_setzero_ps();
+        for (size_t o = 0; o < sbt; o += 64) {
+            _mm_prefetch((const char *)S[u] + sbt + o, _MM_HINT_T0);
+            _mm_prefetch((const char *)B[u] + sbt + o, _MM_HINT_T0);
+        }
+    }
+    for (int g = 0; g < ng; g++) {
+        __m512 ag[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+            __m512i is[2][2], ir[2][2];
+#pragma GCC unroll 2
+            for (int u = 0; u < 2; u++) is[u][0] = is[u][1] = ir[u][0] = ir[u][1] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+            for (int j = 0; j < WPB; j++) {
+                const int J = b * WPB + j;
+#pragma GCC unroll 2
+                for (int u = 0; u < 2; u++) {
+                    const uint8_t *p = T[u] + (size_t)J * 64;
+                    _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
+                    const __m512i v = _mm512_load_si512(p);
+                    if (BITS == 4) {
+                        const __m512i l = _mm512_and_si512(v, lo4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+                        is[u][0] = _mm512_dpbusd_epi32(is[u][0], l, _mm512_set1_epi32(xw[2 * J]));
+                        is[u][1] = _mm512_dpbusd_epi32(is[u][1], h, _mm512_set1_epi32(xw[2 * J + 1]));
+                        ir[u][0] = _mm512_dpbusd_epi32(ir[u][0], l, _mm512_set1_epi32(rw[2 * J]));
+                        ir[u][1] = _mm512_dpbusd_epi32(ir[u][1], h, _mm512_set1_epi32(rw[2 * J + 1]));
+                    } else {
+                        is[u][j & 1] = _mm512_dpbusd_epi32(is[u][j & 1], v, _mm512_set1_epi32(xw[J]));
+                        ir[u][j & 1] = _mm512_dpbusd_epi32(ir[u][j & 1], v, _mm512_set1_epi32(rw[J]));
+                    }
+                }
+            }
+#pragma GCC unroll 2
+            for (int u = 0; u < 2; u++) {
+                __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(is[u][0], is[u][1]), 8),
+                                               _mm512_add_epi32(ir[u][0], ir[u][1]));
+                ag[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(x->d2[b]), ag[u]);
+            }
+        }
+#pragma GCC unroll 2
+        for (int u = 0; u < 2; u++) {
+            const __m512 sv = load_sf(S[u] + (size_t)g * 16 * es, w->sdtype, 16);
+            const __m512 bv = load_sf(B[u] + (size_t)g * 16 * es, w->sdtype, 16);
+            acc[u] = _mm512_fmadd_ps(ag[u], sv, acc[u]);
+            acc2[u] = _mm512_fmadd_ps(bv, _mm512_set1_ps(x->xs[g]), _mm512_fmadd_ps(sv, _mm512_set1_ps(x->xc[g]), acc2[u]));
+        }
+    }
+    _mm512_storeu_ps(oa, _mm512_add_ps(acc[0], acc2[0]));
+    _mm512_storeu_ps(ob, _mm512_add_ps(acc[1], acc2[1]));
+}
+
+TGT static void tile_pair_4(const q_act *x, const bk_weight *w, int64_t ta, int64_t tb, float *oa, float *ob)
+{
+    tile_pair_body(4, x, w, ta, tb, oa, ob);
+}
+TGT static void tile_pair_8(const q_act *x, const bk_weight *w, int64_t ta, int64_t tb, float *oa, float *ob)
+{
+    tile_pair_body(8, x, w, ta, tb, oa, ob);
+}
+
 #define TILE_FNS(BITS)                                                                                           \
     TGT static void tile4_##BITS##_1(const q_act *x, int m0, const bk_weight *w, int64_t t, float *o, size_t ld) \
     {                                                                                                            \
@@ -513,6 +588,14 @@ static void dot_tile(const q_act *x, const bk_weight *w, int64_t n0, int N, floa
     typedef void (*tile_fn)(const q_act *, int, const bk_weight *, int64_t, float *, size_t);
     const tile_fn f1 = w->bits == 4 ? tile4_4_1 : tile4_8_1, f2 = w->bits == 4 ? tile4_4_2 : tile4_8_2;
     float part[Q_SMALL_M][16];
+    if (x->M == 1 && n0 % 16 == 0 && N % 32 == 0) {
+        /* two streams: the block's first half of tiles beside its second */
+        const int64_t t0 = n0 / 16, half = N / 32;
+        for (int64_t i = 0; i < half; i++)
+            (w->bits == 4 ? tile_pair_4 : tile_pair_8)(x, w, t0 + i, t0 + half + i, C + (size_t)i * 16,
+                                                       C + (size_t)(half + i) * 16);
+        return;
+    }
     for (int64_t t = n0 / 16; t * 16 < n0 + N; t++) {
         const int64_t r0 = t * 16;
         const int full = r0 >= n0 && r0 + 16 <= n0 + N;
@@ -797,6 +880,47 @@ INL void tr16(__m512i r[16])
     }
 }
 
+/* q_untile (qgemm.h) with 16 x 16 transposes of 32-bit words: whole tiles
+ * and rows of a multiple of 16 words; else the portable one. */
+TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
+{
+    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4;
+    if (r0 % 16 || n % 16 || wpr % 16) {
+        q_untile(w, r0, n, buf, view);
+        return;
+    }
+    /* the scales and biases (and the view) from the portable one, on no
+     * rows of values; then the values */
+    const size_t ng = (size_t)(w->cols / w->group_size), es = dtype_size(w->sdtype);
+    uint8_t *data = buf, *sc = data + (size_t)n * rb, *bi = sc + (size_t)n * ng * es;
+    for (int i = 0; i < n; i++) {
+        const int64_t r = r0 + i;
+        const size_t tile_at = (size_t)(r / 16) * ng * 16, l = (size_t)(r % 16);
+        for (size_t g = 0; g < ng; g++) {
+            memcpy(sc + ((size_t)i * ng + g) * es, (const uint8_t *)w->scales + (tile_at + g * 16 + l) * es, es);
+            memcpy(bi + ((size_t)i * ng + g) * es, (const uint8_t *)w->biases + (tile_at + g * 16 + l) * es, es);
+        }
+    }
+    for (int t = 0; t < n / 16; t++) {
+        const uint8_t *src = (const uint8_t *)w->data + (size_t)(r0 / 16 + t) * wpr * 64;
+        uint8_t *dst = data + (size_t)t * 16 * rb;
+        for (size_t j = 0; j < wpr; j += 16) {
+            __m512i v[16];
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) v[i] = _mm512_load_si512(src + (j + (size_t)i) * 64);
+            tr16(v); /* v[r]: words j .. j + 15 of row r */
+#pragma GCC unroll 16
+            for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + (size_t)i * rb + 4 * j, v[i]);
+        }
+    }
+    *view = *w;
+    view->data = data;
+    view->scales = sc;
+    view->biases = bi;
+    view->rows = n;
+    view->tiled = 0;
+}
+
 /* B panels of the f32 GEMM (32 rows of W each, gemm_avx512.c's layout)
  * straight from the packed rows: 16 rows x 16 values dequantized in
  * registers (4 bits: the LUT of rx4_body), then transposed. */
@@ -928,6 +1052,7 @@ const q_kernels q_kernels_avx512 = {
     .dot_f32 = dot_f32,
     .dot_i8 = dot_i8,
     .dot_tile = dot_tile,
+    .untile = untile,
     .dequant = dequant,
     .dequant_pack = dequant_pack,
     .act_rows = act_rows,
