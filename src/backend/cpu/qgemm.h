@@ -54,7 +54,11 @@
  * (q_kernels.dot_tile) broadcasts 4 int8 activations to all 16 lanes and
  * takes one vpdpbusd per word for 16 rows at once, with the group scales
  * of 16 rows in one vector: about half the instructions a value of the
- * row-at-a-time kernel, which is bound by arithmetic on 4 bits.  Every
+ * row-at-a-time kernel, which is bound by arithmetic on 4 bits.  For one
+ * row of x it reads two tiles side by side, the first and second half of
+ * its block of rows: two streams of W a thread reach more of the memory
+ * bandwidth than one on the 2-core EPYC (26 against 22 GB/s on one core,
+ * 45 against 36 on two; bench_qgemm's layout, M = 1).  Every
  * other product (prefill, float activations) copies the rows it needs
  * back to the row layout first (q_untile), and an embedding row is read
  * in place (q_dequant_row). */
