@@ -399,6 +399,30 @@ static void zero_and_large_activations(void **state)
     }
 }
 
+/* q_unpack_u8 for every width against the packing definition: long runs
+ * (AVX-512 VBMI where the cpu has it) and pieces of 8 values (the portable
+ * loop), from several starting columns. */
+static void unpack_every_width(void **state)
+{
+    (void)state;
+    static const int bits_list[] = {2, 3, 4, 5, 6, 8};
+    for (size_t bi = 0; bi < sizeof bits_list / sizeof *bits_list; bi++) {
+        const int bits = bits_list[bi], K = 448;
+        qmat qm;
+        make_q(&qm, 1, K, bits, 32, DT_BF16);
+        uint8_t a[448], b[448];
+        for (int c0 = 0; c0 < 128; c0 += 64) {
+            q_unpack_u8(qm.w.data, bits, c0, K - c0 - 8, a);
+            for (int c = c0; c < K - 8; c += 8) q_unpack_u8(qm.w.data, bits, c, 8, b + c - c0);
+            for (int c = c0; c < K - 8; c++)
+                if (a[c - c0] != qm.q[c] || b[c - c0] != qm.q[c])
+                    fail_msg("%d bits from %d: value %d unpacked as %d (run) and %d (pieces), want %d", bits, c0, c,
+                             a[c - c0], b[c - c0], qm.q[c]);
+        }
+        free_q(&qm);
+    }
+}
+
 /* The tiled layout (qgemm.h) of 4- and 8-bit weights: q_dequant_row reads
  * it in place, q_untile gives the rows back bit for bit, and every variant
  * and shape computes from it what check_one asks of the row layout (the
@@ -577,6 +601,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(every_variant),
     cmocka_unit_test(scale_dtypes_and_blocks),
     cmocka_unit_test(zero_and_large_activations),
+    cmocka_unit_test(unpack_every_width),
     cmocka_unit_test(tiled_layout),
     cmocka_unit_test(matmul_threads_agree),
     cmocka_unit_test(matmul_n_is_matmul),

@@ -117,12 +117,37 @@ void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
     view->tiled = 0;
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+/* 1 if the cpu has AVX-512 VBMI (found once) */
+static _Atomic int vbmi = -1;
+static int have_vbmi(void)
+{
+    int v = atomic_load_explicit(&vbmi, memory_order_relaxed);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512vbmi");
+        atomic_store_explicit(&vbmi, v, memory_order_relaxed);
+    }
+    return v;
+}
+#endif
+
 void q_unpack_u8(const uint8_t *row, int bits, int64_t c0, int n, uint8_t *out)
 {
     if (bits == 8) {
         memcpy(out, row + c0, (size_t)n);
         return;
     }
+#if defined(__x86_64__) || defined(__i386__)
+    if (bits != 4 && n >= 64 && have_vbmi()) {
+        int m = n & ~63;
+        q_unpack_vbmi(row, bits, c0, m, out);
+        c0 += m;
+        out += m;
+        n -= m;
+    }
+#endif
     /* 8 values fill `bits` bytes */
     const uint8_t *p = row + (size_t)c0 * (size_t)bits / 8;
     unsigned mask = (1u << bits) - 1u;

@@ -190,6 +190,9 @@ void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
 /* The q values of n values of a row from column c0 (c0 and n multiples of
  * 8), one byte each in natural order. */
 void q_unpack_u8(const uint8_t *row, int bits, int64_t c0, int n, uint8_t *out);
+/* q_unpack_u8 for widths 2, 3, 5 and 6 with AVX-512 VBMI (n a multiple of
+ * 64; qgemm_avx512.c); q_unpack_u8 calls it where the cpu has VBMI. */
+void q_unpack_vbmi(const uint8_t *row, int bits, int64_t c0, int n, uint8_t *out);
 /* n scale or bias values (dtype t) from index i0 as float32. */
 void q_load_f32(const void *base, infer_dtype t, size_t i0, size_t n, float *out);
 

@@ -1048,6 +1048,29 @@ TGT static void unpack4(const uint8_t *row, int64_t c0, int n, uint8_t *out)
     }
 }
 
+/* Widths 2, 3, 5 and 6 (q_unpack_u8), 64 values a step with AVX-512
+ * VBMI: 8 values fill `bits` bytes; vpermb gives each 64-bit lane the
+ * bytes of its 8 values, vpmultishiftqb takes value j from bit j * bits of
+ * the lane, and a mask keeps its bits. */
+__attribute__((target("avx512f,avx512bw,avx512vbmi"))) void q_unpack_vbmi(const uint8_t *row, int bits, int64_t c0,
+                                                                          int n, uint8_t *out)
+{
+    const uint8_t *p = row + (size_t)c0 * (size_t)bits / 8;
+    uint8_t idx[64], sh[64];
+    for (int k = 0; k < 8; k++)
+        for (int j = 0; j < 8; j++) {
+            idx[8 * k + j] = (uint8_t)(k * bits + j); /* at most 7 * 6 + 7 = 49 */
+            sh[8 * k + j] = (uint8_t)(j * bits);
+        }
+    const __m512i vi = _mm512_loadu_si512(idx), vs = _mm512_loadu_si512(sh);
+    const __m512i mask = _mm512_set1_epi8((char)((1 << bits) - 1));
+    const __mmask64 lm = (__mmask64)((1ull << (8 * bits)) - 1); /* the step's 8 * bits bytes */
+    for (int i = 0; i < n; i += 64, p += 8 * bits) {
+        __m512i v = _mm512_permutexvar_epi8(vi, _mm512_maskz_loadu_epi8(lm, p));
+        _mm512_storeu_si512(out + i, _mm512_and_si512(_mm512_multishift_epi64_epi8(vs, v), mask));
+    }
+}
+
 const q_kernels q_kernels_avx512 = {
     .dot_f32 = dot_f32,
     .dot_i8 = dot_i8,
