@@ -412,172 +412,127 @@ static void dot_i8(const q_act *x, const bk_weight *w, int64_t n0, int N, float 
  * words) runs both planes (x8 and the residual r8) into int32 sums,
  * then (x8 sum * 256 + r8 sum) * d / 256 goes into the group's float sum;
  * at the group's end the 16 rows' scales multiply it, and the bias and
- * centring terms (b_g xs_g + s_g xc_g) go to a second sum.  MR rows of x
- * (1 or 2) share each vector of W; each keeps four int32 chains (low and
- * high nibbles or even and odd words, times two planes) so that no chain
- * waits on vpdpbusd's latency. */
-INL void tile_body(const int BITS, const int MR2, const q_act *x, int m0, const bk_weight *w, int64_t t, float *out,
-                   size_t ldo)
+ * centring terms (b_g xs_g + s_g xc_g) go to a second sum.  NT tiles
+ * (read side by side: NT streams of W) times XR rows of x, NT * XR <= 2;
+ * each pair keeps four int32 chains (low and high nibbles or even and odd
+ * words, times two planes) so that no chain waits on vpdpbusd's latency.
+ * out[u] + i * ldo receives tile t[u]'s 16 sums for row m0 + i of x. */
+INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, int m0, const bk_weight *w,
+                   const int64_t *t, float *const *out, size_t ldo)
 {
     const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
     const int WPB = BITS == 4 ? 4 : 8; /* words per block of 32 values */
-    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype);
-    const uint8_t *T = (const uint8_t *)w->data + (size_t)t * wpr * 64;
-    const unsigned char *S = (const unsigned char *)w->scales + (size_t)t * (size_t)ng * 16 * es;
-    const unsigned char *B = (const unsigned char *)w->biases + (size_t)t * (size_t)ng * 16 * es;
+    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype), sbt = (size_t)ng * 16 * es;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
+    const uint8_t *T[2];
+    const unsigned char *S[2], *B[2];
     const int32_t *xw[2], *rw[2];
     const float *d2[2], *xs[2], *xc[2];
-    __m512 acc[2], acc2[2];
+    __m512 acc[2][2], acc2[2][2];
 #pragma GCC unroll 2
-    for (int i = 0; i < MR2; i++) {
-        xw[i] = (const int32_t *)(const void *)(x->x8 + (size_t)(m0 + i) * K);
-        rw[i] = (const int32_t *)(const void *)(x->r8 + (size_t)(m0 + i) * K);
-        d2[i] = x->d2 + (size_t)(m0 + i) * nb;
-        xs[i] = x->xs + (size_t)(m0 + i) * ng;
-        xc[i] = x->xc + (size_t)(m0 + i) * ng;
-        acc[i] = acc2[i] = _mm512_setzero_ps();
-    }
-    /* the next tile's scales and biases */
-    for (size_t o = 0; o < (size_t)ng * 16 * es; o += 64) {
-        _mm_prefetch((const char *)S + (size_t)ng * 16 * es + o, _MM_HINT_T0);
-        _mm_prefetch((const char *)B + (size_t)ng * 16 * es + o, _MM_HINT_T0);
-    }
-    for (int g = 0; g < ng; g++) {
-        __m512 ag[2];
-#pragma GCC unroll 2
-        for (int i = 0; i < MR2; i++) ag[i] = _mm512_setzero_ps();
-        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
-            const uint8_t *p = T + (size_t)b * WPB * 64;
-            __m512i is[2][2], ir[2][2];
-#pragma GCC unroll 2
-            for (int i = 0; i < MR2; i++) is[i][0] = is[i][1] = ir[i][0] = ir[i][1] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-            for (int j = 0; j < WPB; j++) {
-                _mm_prefetch((const char *)p + j * 64 + PF_AHEAD, _MM_HINT_T0);
-                const __m512i v = _mm512_load_si512(p + j * 64);
-                const int J = b * WPB + j;
-                if (BITS == 4) {
-                    const __m512i l = _mm512_and_si512(v, lo4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-#pragma GCC unroll 2
-                    for (int i = 0; i < MR2; i++) {
-                        is[i][0] = _mm512_dpbusd_epi32(is[i][0], l, _mm512_set1_epi32(xw[i][2 * J]));
-                        is[i][1] = _mm512_dpbusd_epi32(is[i][1], h, _mm512_set1_epi32(xw[i][2 * J + 1]));
-                        ir[i][0] = _mm512_dpbusd_epi32(ir[i][0], l, _mm512_set1_epi32(rw[i][2 * J]));
-                        ir[i][1] = _mm512_dpbusd_epi32(ir[i][1], h, _mm512_set1_epi32(rw[i][2 * J + 1]));
-                    }
-                } else {
-#pragma GCC unroll 2
-                    for (int i = 0; i < MR2; i++) {
-                        is[i][j & 1] = _mm512_dpbusd_epi32(is[i][j & 1], v, _mm512_set1_epi32(xw[i][J]));
-                        ir[i][j & 1] = _mm512_dpbusd_epi32(ir[i][j & 1], v, _mm512_set1_epi32(rw[i][J]));
-                    }
-                }
-            }
-#pragma GCC unroll 2
-            for (int i = 0; i < MR2; i++) {
-                /* at most 32 x 255 x 127 a lane: times 256 fits */
-                __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(is[i][0], is[i][1]), 8),
-                                               _mm512_add_epi32(ir[i][0], ir[i][1]));
-                ag[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d2[i][b]), ag[i]);
-            }
-        }
-        const __m512 sv = load_sf(S + (size_t)g * 16 * es, w->sdtype, 16);
-        const __m512 bv = load_sf(B + (size_t)g * 16 * es, w->sdtype, 16);
-#pragma GCC unroll 2
-        for (int i = 0; i < MR2; i++) {
-            acc[i] = _mm512_fmadd_ps(ag[i], sv, acc[i]);
-            acc2[i] = _mm512_fmadd_ps(bv, _mm512_set1_ps(xs[i][g]),
-                                      _mm512_fmadd_ps(sv, _mm512_set1_ps(xc[i][g]), acc2[i]));
-        }
-    }
-#pragma GCC unroll 2
-    for (int i = 0; i < MR2; i++) _mm512_storeu_ps(out + (size_t)i * ldo, _mm512_add_ps(acc[i], acc2[i]));
-}
-
-/* One row of x against two tiles at once (ta and tb: two streams of W
- * read side by side, block by block). */
-INL void tile_pair_body(const int BITS, const q_act *x, const bk_weight *w, int64_t ta, int64_t tb, float *oa,
-                        float *ob)
-{
-    const int K = x->K, gs = x->group_size, ng = K / gs;
-    const int WPB = BITS == 4 ? 4 : 8;
-    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype), sbt = (size_t)ng * 16 * es;
-    const uint8_t *T[2] = {(const uint8_t *)w->data + (size_t)ta * wpr * 64, (const uint8_t *)w->data + (size_t)tb * wpr * 64};
-    const unsigned char *S[2] = {(const unsigned char *)w->scales + (size_t)ta * sbt, (const unsigned char *)w->scales + (size_t)tb * sbt};
-    const unsigned char *B[2] = {(const unsigned char *)w->biases + (size_t)ta * sbt, (const unsigned char *)w->biases + (size_t)tb * sbt};
-    const __m512i lo4 = _mm512_set1_epi8(0x0f);
-    const int32_t *xw = (const int32_t *)(const void *)x->x8, *rw = (const int32_t *)(const void *)x->r8;
-    __m512 acc[2], acc2[2];
-    for (int u = 0; u < 2; u++) {
-        acc[u] = acc2[u] = _mm512_setzero_ps();
+    for (int u = 0; u < NT; u++) {
+        T[u] = (const uint8_t *)w->data + (size_t)t[u] * wpr * 64;
+        S[u] = (const unsigned char *)w->scales + (size_t)t[u] * sbt;
+        B[u] = (const unsigned char *)w->biases + (size_t)t[u] * sbt;
+        /* the next tile's scales and biases */
         for (size_t o = 0; o < sbt; o += 64) {
             _mm_prefetch((const char *)S[u] + sbt + o, _MM_HINT_T0);
             _mm_prefetch((const char *)B[u] + sbt + o, _MM_HINT_T0);
         }
     }
-    for (int g = 0; g < ng; g++) {
-        __m512 ag[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
-            __m512i is[2][2], ir[2][2];
 #pragma GCC unroll 2
-            for (int u = 0; u < 2; u++) is[u][0] = is[u][1] = ir[u][0] = ir[u][1] = _mm512_setzero_si512();
+    for (int i = 0; i < XR; i++) {
+        xw[i] = (const int32_t *)(const void *)(x->x8 + (size_t)(m0 + i) * K);
+        rw[i] = (const int32_t *)(const void *)(x->r8 + (size_t)(m0 + i) * K);
+        d2[i] = x->d2 + (size_t)(m0 + i) * nb;
+        xs[i] = x->xs + (size_t)(m0 + i) * ng;
+        xc[i] = x->xc + (size_t)(m0 + i) * ng;
+#pragma GCC unroll 2
+        for (int u = 0; u < NT; u++) acc[u][i] = acc2[u][i] = _mm512_setzero_ps();
+    }
+    for (int g = 0; g < ng; g++) {
+        __m512 ag[2][2];
+#pragma GCC unroll 2
+        for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+            for (int i = 0; i < XR; i++) ag[u][i] = _mm512_setzero_ps();
+        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+            __m512i is[2][2][2], ir[2][2][2];
+#pragma GCC unroll 2
+            for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+                for (int i = 0; i < XR; i++)
+                    is[u][i][0] = is[u][i][1] = ir[u][i][0] = ir[u][i][1] = _mm512_setzero_si512();
 #pragma GCC unroll 8
             for (int j = 0; j < WPB; j++) {
                 const int J = b * WPB + j;
 #pragma GCC unroll 2
-                for (int u = 0; u < 2; u++) {
+                for (int u = 0; u < NT; u++) {
                     const uint8_t *p = T[u] + (size_t)J * 64;
                     _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
                     const __m512i v = _mm512_load_si512(p);
                     if (BITS == 4) {
                         const __m512i l = _mm512_and_si512(v, lo4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
-                        is[u][0] = _mm512_dpbusd_epi32(is[u][0], l, _mm512_set1_epi32(xw[2 * J]));
-                        is[u][1] = _mm512_dpbusd_epi32(is[u][1], h, _mm512_set1_epi32(xw[2 * J + 1]));
-                        ir[u][0] = _mm512_dpbusd_epi32(ir[u][0], l, _mm512_set1_epi32(rw[2 * J]));
-                        ir[u][1] = _mm512_dpbusd_epi32(ir[u][1], h, _mm512_set1_epi32(rw[2 * J + 1]));
+#pragma GCC unroll 2
+                        for (int i = 0; i < XR; i++) {
+                            is[u][i][0] = _mm512_dpbusd_epi32(is[u][i][0], l, _mm512_set1_epi32(xw[i][2 * J]));
+                            is[u][i][1] = _mm512_dpbusd_epi32(is[u][i][1], h, _mm512_set1_epi32(xw[i][2 * J + 1]));
+                            ir[u][i][0] = _mm512_dpbusd_epi32(ir[u][i][0], l, _mm512_set1_epi32(rw[i][2 * J]));
+                            ir[u][i][1] = _mm512_dpbusd_epi32(ir[u][i][1], h, _mm512_set1_epi32(rw[i][2 * J + 1]));
+                        }
                     } else {
-                        is[u][j & 1] = _mm512_dpbusd_epi32(is[u][j & 1], v, _mm512_set1_epi32(xw[J]));
-                        ir[u][j & 1] = _mm512_dpbusd_epi32(ir[u][j & 1], v, _mm512_set1_epi32(rw[J]));
+#pragma GCC unroll 2
+                        for (int i = 0; i < XR; i++) {
+                            is[u][i][j & 1] = _mm512_dpbusd_epi32(is[u][i][j & 1], v, _mm512_set1_epi32(xw[i][J]));
+                            ir[u][i][j & 1] = _mm512_dpbusd_epi32(ir[u][i][j & 1], v, _mm512_set1_epi32(rw[i][J]));
+                        }
                     }
                 }
             }
 #pragma GCC unroll 2
-            for (int u = 0; u < 2; u++) {
-                __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(is[u][0], is[u][1]), 8),
-                                               _mm512_add_epi32(ir[u][0], ir[u][1]));
-                ag[u] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(x->d2[b]), ag[u]);
-            }
+            for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+                for (int i = 0; i < XR; i++) {
+                    /* at most 32 x 255 x 127 a lane: times 256 fits */
+                    __m512i sum = _mm512_add_epi32(_mm512_slli_epi32(_mm512_add_epi32(is[u][i][0], is[u][i][1]), 8),
+                                                   _mm512_add_epi32(ir[u][i][0], ir[u][i][1]));
+                    ag[u][i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum), _mm512_set1_ps(d2[i][b]), ag[u][i]);
+                }
         }
 #pragma GCC unroll 2
-        for (int u = 0; u < 2; u++) {
+        for (int u = 0; u < NT; u++) {
             const __m512 sv = load_sf(S[u] + (size_t)g * 16 * es, w->sdtype, 16);
             const __m512 bv = load_sf(B[u] + (size_t)g * 16 * es, w->sdtype, 16);
-            acc[u] = _mm512_fmadd_ps(ag[u], sv, acc[u]);
-            acc2[u] = _mm512_fmadd_ps(bv, _mm512_set1_ps(x->xs[g]), _mm512_fmadd_ps(sv, _mm512_set1_ps(x->xc[g]), acc2[u]));
+#pragma GCC unroll 2
+            for (int i = 0; i < XR; i++) {
+                acc[u][i] = _mm512_fmadd_ps(ag[u][i], sv, acc[u][i]);
+                acc2[u][i] = _mm512_fmadd_ps(bv, _mm512_set1_ps(xs[i][g]),
+                                             _mm512_fmadd_ps(sv, _mm512_set1_ps(xc[i][g]), acc2[u][i]));
+            }
         }
     }
-    _mm512_storeu_ps(oa, _mm512_add_ps(acc[0], acc2[0]));
-    _mm512_storeu_ps(ob, _mm512_add_ps(acc[1], acc2[1]));
+#pragma GCC unroll 2
+    for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+        for (int i = 0; i < XR; i++) _mm512_storeu_ps(out[u] + (size_t)i * ldo, _mm512_add_ps(acc[u][i], acc2[u][i]));
 }
 
-TGT static void tile_pair_4(const q_act *x, const bk_weight *w, int64_t ta, int64_t tb, float *oa, float *ob)
-{
-    tile_pair_body(4, x, w, ta, tb, oa, ob);
-}
-TGT static void tile_pair_8(const q_act *x, const bk_weight *w, int64_t ta, int64_t tb, float *oa, float *ob)
-{
-    tile_pair_body(8, x, w, ta, tb, oa, ob);
-}
-
-#define TILE_FNS(BITS)                                                                                           \
-    TGT static void tile4_##BITS##_1(const q_act *x, int m0, const bk_weight *w, int64_t t, float *o, size_t ld) \
-    {                                                                                                            \
-        tile_body(BITS, 1, x, m0, w, t, o, ld);                                                                  \
-    }                                                                                                            \
-    TGT static void tile4_##BITS##_2(const q_act *x, int m0, const bk_weight *w, int64_t t, float *o, size_t ld) \
-    {                                                                                                            \
-        tile_body(BITS, 2, x, m0, w, t, o, ld);                                                                  \
+/* (tiles, rows of x): (1, 1), (1, 2) and (2, 1) */
+#define TILE_FNS(BITS)                                                                                            \
+    TGT static void tile_##BITS##_11(const q_act *x, int m0, const bk_weight *w, const int64_t *t,                \
+                                     float *const *o, size_t ld)                                                  \
+    {                                                                                                             \
+        tile_body(BITS, 1, 1, x, m0, w, t, o, ld);                                                                \
+    }                                                                                                             \
+    TGT static void tile_##BITS##_12(const q_act *x, int m0, const bk_weight *w, const int64_t *t,                \
+                                     float *const *o, size_t ld)                                                  \
+    {                                                                                                             \
+        tile_body(BITS, 1, 2, x, m0, w, t, o, ld);                                                                \
+    }                                                                                                             \
+    TGT static void tile_##BITS##_21(const q_act *x, int m0, const bk_weight *w, const int64_t *t,                \
+                                     float *const *o, size_t ld)                                                  \
+    {                                                                                                             \
+        tile_body(BITS, 2, 1, x, m0, w, t, o, ld);                                                                \
     }
 TILE_FNS(4)
 TILE_FNS(8)
@@ -585,25 +540,27 @@ TILE_FNS(8)
 
 static void dot_tile(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)
 {
-    typedef void (*tile_fn)(const q_act *, int, const bk_weight *, int64_t, float *, size_t);
-    const tile_fn f1 = w->bits == 4 ? tile4_4_1 : tile4_8_1, f2 = w->bits == 4 ? tile4_4_2 : tile4_8_2;
-    float part[Q_SMALL_M][16];
+    typedef void (*tile_fn)(const q_act *, int, const bk_weight *, const int64_t *, float *const *, size_t);
+    const int four = w->bits == 4;
+    const tile_fn f11 = four ? tile_4_11 : tile_8_11, f12 = four ? tile_4_12 : tile_8_12,
+                  f21 = four ? tile_4_21 : tile_8_21;
     if (x->M == 1 && n0 % 16 == 0 && N % 32 == 0) {
         /* two streams: the block's first half of tiles beside its second */
         const int64_t t0 = n0 / 16, half = N / 32;
-        for (int64_t i = 0; i < half; i++)
-            (w->bits == 4 ? tile_pair_4 : tile_pair_8)(x, w, t0 + i, t0 + half + i, C + (size_t)i * 16,
-                                                       C + (size_t)(half + i) * 16);
+        for (int64_t i = 0; i < half; i++) {
+            const int64_t t[2] = {t0 + i, t0 + half + i};
+            float *const o[2] = {C + (size_t)i * 16, C + (size_t)(half + i) * 16};
+            f21(x, 0, w, t, o, ldc);
+        }
         return;
     }
+    float part[Q_SMALL_M][16];
     for (int64_t t = n0 / 16; t * 16 < n0 + N; t++) {
         const int64_t r0 = t * 16;
         const int full = r0 >= n0 && r0 + 16 <= n0 + N;
         for (int m = 0; m < x->M; m += 2) {
-            const int two = x->M - m >= 2;
-            float *o = full ? C + (size_t)m * ldc + (size_t)(r0 - n0) : part[m];
-            size_t ld = full ? ldc : 16;
-            (two ? f2 : f1)(x, m, w, t, o, ld);
+            float *const o[1] = {full ? C + (size_t)m * ldc + (size_t)(r0 - n0) : part[m]};
+            (x->M - m >= 2 ? f12 : f11)(x, m, w, &t, o, full ? ldc : 16);
         }
         if (!full) /* a tile cut by the block's ends: its rows in [n0, n0 + N) */
             for (int m = 0; m < x->M; m++)
