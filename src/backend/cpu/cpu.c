@@ -106,17 +106,25 @@ float *cpu_vector_f32(const bk_weight *w, size_t n)
 /* Allocations carry their size in a header so that free can account them. */
 #define ALLOC_HDR 64
 
+/* Counts bytes against the memory limit, or says what (doing) would pass
+ * it. */
+static int take_bytes(size_t bytes, const char *doing)
+{
+    size_t limit, active;
+    if (!bkc_take(&mem, bytes, &limit, &active))
+        return infer_err(INFER_ERR_OUT_OF_MEMORY,
+                         "cpu backend: %s %zu bytes would pass the memory limit of %zu bytes (%zu active)", doing,
+                         bytes, limit, active);
+    return INFER_OK;
+}
+
 static int cpu_alloc(void *ctx, size_t bytes, void **out)
 {
     *out = NULL;
     if (bytes > SIZE_MAX - 2 * ALLOC_HDR)
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "cpu backend: cannot allocate %zu bytes", bytes);
-    size_t limit, active;
-    if (!bkc_take(&mem, bytes, &limit, &active))
-        return infer_err(INFER_ERR_OUT_OF_MEMORY,
-                         "cpu backend: allocating %zu bytes would pass the memory limit of %zu bytes "
-                         "(%zu active)",
-                         bytes, limit, active);
+    int rc = take_bytes(bytes, "allocating");
+    if (rc) return rc;
     unsigned char *p = aligned_alloc(ALLOC_HDR, (bytes + 2 * ALLOC_HDR - 1) / ALLOC_HDR * ALLOC_HDR);
     if (!p) {
         bkc_give(&mem, bytes);
@@ -399,12 +407,8 @@ static size_t tiled_bytes(const bk_weight *w, size_t *qb, size_t *sa)
  * (the packing writes every byte), counted like cpu_alloc's. */
 static int weight_alloc(size_t bytes, void **out)
 {
-    size_t limit, active;
-    if (!bkc_take(&mem, bytes, &limit, &active))
-        return infer_err(INFER_ERR_OUT_OF_MEMORY,
-                         "cpu backend: repacking a weight (%zu bytes) would pass the memory limit of %zu bytes "
-                         "(%zu active)",
-                         bytes, limit, active);
+    int rc = take_bytes(bytes, "repacking a weight into");
+    if (rc) return rc;
     void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
         bkc_give(&mem, bytes);

@@ -93,28 +93,34 @@ size_t q_untile_bytes(const bk_weight *w, int n)
     return (size_t)n * (bk_qrow_bytes(w) + 2 * ng * dtype_size(w->sdtype)) + 64;
 }
 
-void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
+uint8_t *q_untile_sb(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
 {
-    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4, ng = (size_t)(w->cols / w->group_size);
-    const size_t es = dtype_size(w->sdtype);
+    const size_t rb = bk_qrow_bytes(w), ng = (size_t)(w->cols / w->group_size), es = dtype_size(w->sdtype);
     uint8_t *data = buf, *sc = data + (size_t)n * rb, *bi = sc + (size_t)n * ng * es;
-    const uint8_t *src = w->data;
-    for (int i = 0; i < n; i++) {
-        const int64_t r = r0 + i;
-        const uint8_t *tw = src + (size_t)(r / BK_TILE_ROWS) * wpr * BK_TILE_ROWS * 4 + (size_t)(r % BK_TILE_ROWS) * 4;
-        for (size_t j = 0; j < wpr; j++) memcpy(data + (size_t)i * rb + 4 * j, tw + j * BK_TILE_ROWS * 4, 4);
+    for (int i = 0; i < n; i++)
         for (size_t g = 0; g < ng; g++) {
-            size_t at = q_group_at(w, r, g) * es;
+            size_t at = q_group_at(w, r0 + i, g) * es;
             memcpy(sc + ((size_t)i * ng + g) * es, (const uint8_t *)w->scales + at, es);
             memcpy(bi + ((size_t)i * ng + g) * es, (const uint8_t *)w->biases + at, es);
         }
-    }
     *view = *w;
     view->data = data;
     view->scales = sc;
     view->biases = bi;
     view->rows = n;
     view->tiled = 0;
+    return data;
+}
+
+void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
+{
+    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4;
+    uint8_t *data = q_untile_sb(w, r0, n, buf, view);
+    for (int i = 0; i < n; i++) {
+        /* word j of a row: BK_TILE_ROWS words on from word j - 1 */
+        const uint8_t *tw = (const uint8_t *)w->data + q_byte_at(w, r0 + i, 0);
+        for (size_t j = 0; j < wpr; j++) memcpy(data + (size_t)i * rb + 4 * j, tw + j * BK_TILE_ROWS * 4, 4);
+    }
 }
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -709,10 +715,8 @@ size_t qgemm_scratch_bytes(const q_act *x, int N)
 static void dot_tile_c(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)
 {
     const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK, bits = x->bits, vpw = 32 / bits;
-    const size_t wpr = bk_qrow_bytes(w) / 4;
     for (int64_t r = n0; r < n0 + N; r++) {
-        const uint8_t *words = (const uint8_t *)w->data + (size_t)(r / BK_TILE_ROWS) * wpr * BK_TILE_ROWS * 4 +
-                               (size_t)(r % BK_TILE_ROWS) * 4;
+        const uint8_t *words = (const uint8_t *)w->data + q_byte_at(w, r, 0);
         for (int m = 0; m < x->M; m++) {
             const int8_t *x8 = x->x8 + (size_t)m * K, *r8 = x->r8 + (size_t)m * K;
             float acc = 0.0f;

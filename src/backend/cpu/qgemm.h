@@ -184,6 +184,9 @@ int q_tile_ok(const bk_weight *w);
 void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases);
 size_t q_untile_bytes(const bk_weight *w, int n);
 void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
+/* q_untile's scales and biases and *view; returns where the rows' values
+ * go in buf (for a kernel's own q_untile). */
+uint8_t *q_untile_sb(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
 
 /* ---- Internal: shared by qgemm.c and the instruction-set files ---- */
 

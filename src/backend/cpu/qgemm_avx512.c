@@ -846,18 +846,7 @@ TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weig
         q_untile(w, r0, n, buf, view);
         return;
     }
-    /* the scales and biases (and the view) from the portable one, on no
-     * rows of values; then the values */
-    const size_t ng = (size_t)(w->cols / w->group_size), es = dtype_size(w->sdtype);
-    uint8_t *data = buf, *sc = data + (size_t)n * rb, *bi = sc + (size_t)n * ng * es;
-    for (int i = 0; i < n; i++) {
-        const int64_t r = r0 + i;
-        const size_t tile_at = (size_t)(r / 16) * ng * 16, l = (size_t)(r % 16);
-        for (size_t g = 0; g < ng; g++) {
-            memcpy(sc + ((size_t)i * ng + g) * es, (const uint8_t *)w->scales + (tile_at + g * 16 + l) * es, es);
-            memcpy(bi + ((size_t)i * ng + g) * es, (const uint8_t *)w->biases + (tile_at + g * 16 + l) * es, es);
-        }
-    }
+    uint8_t *data = q_untile_sb(w, r0, n, buf, view);
     for (int t = 0; t < n / 16; t++) {
         const uint8_t *src = (const uint8_t *)w->data + (size_t)(r0 / 16 + t) * wpr * 64;
         uint8_t *dst = data + (size_t)t * 16 * rb;
@@ -870,12 +859,6 @@ TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weig
             for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + (size_t)i * rb + 4 * j, v[i]);
         }
     }
-    *view = *w;
-    view->data = data;
-    view->scales = sc;
-    view->biases = bi;
-    view->rows = n;
-    view->tiled = 0;
 }
 
 /* B panels of the f32 GEMM (32 rows of W each, gemm_avx512.c's layout)
