@@ -200,7 +200,10 @@ typedef struct backend_ops {
     int (*download_f32)(void *ctx, float *dst, const void *src, size_t n);
 
     /* Fused ops (optional; NULL: the model runs the separate ops).
-     * add_rmsnorm: x[rows, dim] += a, then h = rmsnorm(x) as rmsnorm does.
+     * add_rmsnorm: x[rows, dim] += a, then h = rmsnorm(x) as rmsnorm does;
+     * with a_norm (may be NULL), what is added is rmsnorm(a) with a_norm
+     * (the same eps and plus_one: Gemma's norm after a block), and a may
+     * be overwritten.
      * qk_rope_store: the N new rows' q [N, n_heads, hd] and k [N, n_kv_heads,
      * hd] normalised per head (rmsnorm with qn and kn, when not NULL), rotated
      * in place as rope does (pos, inv_freq, attn_factor), then k and v
@@ -209,8 +212,8 @@ typedef struct backend_ops {
      * gate may be overwritten.
      * matmul_n: ys[i] = x . ws[i]^T (+ bs[i], NULL for none) for n <= 4
      * weights of the same cols (q, k and v; gate and up), as one op. */
-    int (*add_rmsnorm)(void *ctx, void *x, const void *a, void *h, const bk_weight *w, int rows, int dim,
-                       float eps, int plus_one);
+    int (*add_rmsnorm)(void *ctx, void *x, void *a, const bk_weight *a_norm, void *h, const bk_weight *w, int rows,
+                       int dim, float eps, int plus_one);
     int (*qk_rope_store)(void *ctx, void *q, void *k, const void *v, void *kcache, void *vcache,
                          const bk_weight *qn, const bk_weight *kn, float eps, int plus_one, const void *pos,
                          const void *inv_freq, float attn_factor, const bk_attn_kv *p);

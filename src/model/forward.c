@@ -132,16 +132,24 @@ static int apply_rope(infer_model *m, int li, void *x, int heads, const fwd_batc
     return INFER_OK;
 }
 
-/* x += a, then h = norm(x): one op where the backend fuses them. */
-static int add_norm(infer_model *m, fwd_scratch *s, const bk_weight *norm, int T)
+/* Whether a block's own norm at its end (Gemma's sandwich norms) is left
+ * to add_norm, which fuses it where the backend can. */
+static int post_norm_fused(const infer_model *m) { return m->cfg.sandwich_norms && m->be->add_rmsnorm; }
+
+/* x += post(o) (post: the block's norm at its end, or NULL), then h =
+ * norm(x) (norm NULL: none, after the last layer): one op where the
+ * backend fuses them. */
+static int add_norm(infer_model *m, fwd_scratch *s, const bk_weight *post, const bk_weight *norm, int T)
 {
     const backend_ops *be = m->be;
     const model_config *c = &m->cfg;
     float eps = (float)c->rms_norm_eps;
-    if (be->add_rmsnorm)
-        return be->add_rmsnorm(m->bctx, s->x, s->o, s->h, norm, T, c->hidden_size, eps, c->norm_plus_one);
-    int rc = be->add(m->bctx, s->x, s->o, (size_t)T * c->hidden_size);
-    return rc ? rc : be->rmsnorm(m->bctx, s->h, s->x, norm, T, c->hidden_size, eps, c->norm_plus_one);
+    int rc;
+    if (be->add_rmsnorm && norm)
+        return be->add_rmsnorm(m->bctx, s->x, s->o, post, s->h, norm, T, c->hidden_size, eps, c->norm_plus_one);
+    if (post && (rc = be->rmsnorm(m->bctx, s->o, s->o, post, T, c->hidden_size, eps, c->norm_plus_one))) return rc;
+    if ((rc = be->add(m->bctx, s->x, s->o, (size_t)T * c->hidden_size))) return rc;
+    return norm ? be->rmsnorm(m->bctx, s->h, s->x, norm, T, c->hidden_size, eps, c->norm_plus_one) : INFER_OK;
 }
 
 /* Products of one x: one op where the backend has it. */
@@ -206,7 +214,7 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
         (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)))
         return rc;
-    if (c->sandwich_norms &&
+    if (c->sandwich_norms && !post_norm_fused(m) &&
         (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_attn_norm, T, c->hidden_size, eps, c->norm_plus_one)))
         return rc;
     return INFER_OK;
@@ -237,28 +245,29 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
     else if (!(rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)))
         rc = be->matmul(ctx, s->o, s->g, &L->down, opt(&L->down_bias), T);
     if (rc) return rc;
-    if (c->sandwich_norms &&
+    if (c->sandwich_norms && !post_norm_fused(m) &&
         (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_ff_norm, T, c->hidden_size, eps, c->norm_plus_one)))
         return rc;
     return INFER_OK;
 }
 
 /* Every layer over s->x: h = input_norm(x); x += attention(h);
- * h = pre_mlp_norm(x); x += mlp(h); each add fused with the norm after it. */
+ * h = pre_mlp_norm(x); x += mlp(h); each add fused with the norms around
+ * it. */
 static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch *s)
 {
     const model_config *c = &m->cfg;
-    int T = fb->N;
+    int T = fb->N, fused = post_norm_fused(m);
     int rc = m->be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size,
                             (float)c->rms_norm_eps, c->norm_plus_one);
     for (int li = 0; !rc && li < c->n_layers; li++) {
-        if ((rc = attention_block(m, kv, li, fb, s)) || (rc = add_norm(m, s, pre_mlp_norm(m, li), T)) ||
+        const layer_weights *L = &m->layers[li];
+        if ((rc = attention_block(m, kv, li, fb, s)) ||
+            (rc = add_norm(m, s, fused ? &L->post_attn_norm : NULL, pre_mlp_norm(m, li), T)) ||
             (rc = mlp_block(m, li, T, s)))
             break;
-        if (li + 1 < c->n_layers)
-            rc = add_norm(m, s, &m->layers[li + 1].input_norm, T);
-        else
-            rc = m->be->add(m->bctx, s->x, s->o, (size_t)T * c->hidden_size);
+        rc = add_norm(m, s, fused ? &L->post_ff_norm : NULL, li + 1 < c->n_layers ? &m->layers[li + 1].input_norm : NULL,
+                      T);
     }
     return rc;
 }

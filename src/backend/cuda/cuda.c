@@ -4,16 +4,18 @@
  * One context is one device (the first), one stream and one cuBLAS handle;
  * every op is queued on the stream and returns without waiting, except the
  * downloads and synchronize.  Activations are float32.  Products:
- *   - up to CUK_MATVEC_MAX_T rows of x: our matrix-vector kernel, which
- *     reads each weight once in its stored dtype (bf16, f16, f32, MLX
- *     quantized);
+ *   - up to CUK_MATVEC_MAX_T rows of x: our matrix-vector kernels, which
+ *     read each weight once in its stored dtype (bf16, f16, f32, MLX
+ *     quantized), several weights of one x in one launch (matmul_n);
  *   - more rows: cuBLAS with bf16 operands and float32 accumulation (x
  *     rounded to bf16; f16 and quantized W converted to bf16 in slices of
  *     rows), or float32 SGEMM for float32 W.
  * Memory: a caching allocator over cudaMalloc (mem_pool.h): active, peak
  * and cache bytes, the memory limit (a clean out-of-memory error), the
  * cache limit and clear_cache; weights count too.  The wired limit (pinned
- * host memory) is stored: nothing here pins memory yet. */
+ * host memory) is stored: nothing here pins memory yet.  Kernels are
+ * launched so that each may start while the one before it finishes
+ * (programmatic dependent launch, sm_90: cuda_kernels.cu). */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <pthread.h>
@@ -411,6 +413,32 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     return rc;
 }
 
+/* Products of one x: one launch of the matrix-vector kernel for every
+ * weight where they share a format; else one product after another. */
+static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws,
+                         const bk_weight *const *bs, int n, int T)
+{
+    cuda_ctx *c = ctx;
+    if (T <= 0 || n <= 0) return INFER_OK;
+    if (n > 4) return infer_err(INFER_ERR_INVALID_ARGUMENT, "matmul: %d products at once (at most 4)", n);
+    if (T > 0 && T <= CUK_MATVEC_MAX_T && n > 1) {
+        int ok = 1;
+        for (int i = 0; i < n; i++)
+            ok &= ws[i]->rows > 0 && ws[i]->rows <= INT32_MAX && ws[i]->cols > 0 && ws[i]->cols <= INT32_MAX &&
+                  (ws[i]->dtype != DT_U32 || (ws[i]->group_size >= 8 && ws[i]->group_size % 8 == 0 &&
+                                              ws[i]->cols % ws[i]->group_size == 0));
+        if (ok) {
+            int e = cuk_matvec_n(c->stream, (float *const *)ys, x, ws, bs, n, T);
+            if (e != (int)cudaErrorNotSupported) return launched(e, "matmul");
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        int rc = cuda_matmul(ctx, ys[i], x, ws[i], bs ? bs[i] : NULL, T);
+        if (rc) return rc;
+    }
+    return INFER_OK;
+}
+
 static int cuda_rmsnorm(void *ctx, void *y, const void *x, const bk_weight *w, int rows, int dim, float eps,
                         int plus_one)
 {
@@ -490,11 +518,11 @@ static int cuda_download_f32(void *ctx, float *dst, const void *src, size_t n)
     return cuda_download(ctx, dst, src, n * sizeof *dst);
 }
 
-static int cuda_add_rmsnorm(void *ctx, void *x, const void *a, void *h, const bk_weight *w, int rows, int dim,
-                            float eps, int plus_one)
+static int cuda_add_rmsnorm(void *ctx, void *x, void *a, const bk_weight *a_norm, void *h, const bk_weight *w,
+                            int rows, int dim, float eps, int plus_one)
 {
     cuda_ctx *c = ctx;
-    return launched(cuk_add_rmsnorm(c->stream, x, a, h, w, rows, dim, eps, plus_one), "add_rmsnorm");
+    return launched(cuk_add_rmsnorm(c->stream, x, a, a_norm, h, w, rows, dim, eps, plus_one), "add_rmsnorm");
 }
 
 static int cuda_qk_rope_store(void *ctx, void *q, void *k, const void *v, void *kc, void *vc, const bk_weight *qn,
@@ -598,6 +626,7 @@ const backend_ops backend_cuda = {
     .add_rmsnorm = cuda_add_rmsnorm,
     .qk_rope_store = cuda_qk_rope_store,
     .matmul_glu = cuda_matmul_glu,
+    .matmul_n = cuda_matmul_n,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_run = cuda_graph_run,

@@ -2,11 +2,9 @@
  * CUDA (no templates, no classes); each is launched by a C function of
  * cuda_kernels.h on the caller's stream.
  *
- * This is the first, plainly correct set: every op of the backend table,
- * float32 activations, weights read in their stored dtype (bf16, f16,
- * f32, MLX-quantized of any bits).  Speed comes in later steps (fused
- * attention, wider decode kernels); each kernel says what it does not yet
- * do. */
+ * Every op of the backend table: float32 activations, weights read in
+ * their stored dtype (bf16, f16, f32, MLX-quantized of any bits).  Each
+ * kernel says what it does not yet do. */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
@@ -22,6 +20,72 @@ static unsigned blocks_for(size_t n, unsigned threads)
     size_t b = (n + threads - 1) / threads;
     return b > 65535u * 16u ? 65535u * 16u : (unsigned)(b ? b : 1);
 }
+
+/* ---- programmatic dependent launch (sm_90 and later) ----
+ * Every kernel here is launched with PDL_LAUNCH, which lets it start while
+ * the kernel before it on the stream still runs (the launch and a
+ * kernel's first reads of its weights then overlap the one before).  So
+ * each kernel begins with PDL_ENTRY: it waits until the kernel before has
+ * finished and its writes are visible (griddepcontrol.wait; whatever
+ * precedes it may read only what no kernel of the stream writes), then
+ * lets the next kernel start.  On older devices both are no-ops and the
+ * launch is an ordinary one. */
+__device__ __forceinline__ void pdl_wait(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void pdl_next(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+
+#define PDL_ENTRY()                                                                                              \
+    do {                                                                                                         \
+        pdl_wait();                                                                                              \
+        pdl_next();                                                                                              \
+    } while (0)
+
+static int pdl_ok(void)
+{
+    static int ok = -1;
+    if (ok < 0) {
+        int dev = 0, major = 0;
+        ok = !cudaGetDevice(&dev) && !cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) &&
+             major >= 9;
+        cudaGetLastError();
+    }
+    return ok;
+}
+
+static cudaLaunchAttribute pdl_attr[1];
+
+static cudaLaunchConfig_t launch_cfg(dim3 grid, dim3 block, size_t smem, cudaStream_t st)
+{
+    cudaLaunchConfig_t c = {};
+    c.gridDim = grid;
+    c.blockDim = block;
+    c.dynamicSmemBytes = smem;
+    c.stream = st;
+    pdl_attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    pdl_attr[0].val.programmaticStreamSerializationAllowed = 1;
+    c.attrs = pdl_attr;
+    c.numAttrs = pdl_ok() ? 1 : 0;
+    return c;
+}
+
+/* Launches kernel K; returns the launch's error from the enclosing
+ * function when there is one. */
+#define PDL_LAUNCH(K, GRID, BLOCK, SMEM, STREAM, ...)                                                            \
+    do {                                                                                                         \
+        cudaLaunchConfig_t cfg_ = launch_cfg((GRID), (BLOCK), (SMEM), (cudaStream_t)(STREAM));                   \
+        cudaError_t e_ = cudaLaunchKernelEx(&cfg_, K, __VA_ARGS__);                                              \
+        if (e_) return (int)e_;                                                                                  \
+    } while (0)
 
 __device__ __forceinline__ float bf16_f32(uint16_t u) { return __uint_as_float((uint32_t)u << 16); }
 
@@ -83,6 +147,7 @@ __device__ __forceinline__ float glu1(float g, float u, int gelu)
 
 __global__ void k_embed(float *out, const int32_t *ids, bk_weight emb, float scale)
 {
+    PDL_ENTRY();
     int t = blockIdx.x;
     int64_t id = ids[t];
     float *o = out + (size_t)t * emb.cols;
@@ -94,16 +159,17 @@ __global__ void k_embed(float *out, const int32_t *ids, bk_weight emb, float sca
 extern "C" int cuk_embed(void *stream, float *out, const int32_t *ids, int T, const bk_weight *emb, float scale)
 {
     if (T <= 0) return 0;
-    k_embed<<<T, 256, 0, (cudaStream_t)stream>>>(out, ids, *emb, scale);
+    PDL_LAUNCH(k_embed, T, 256, 0, (cudaStream_t)stream, out, ids, *emb, scale);
     return (int)cudaGetLastError();
 }
 
 /* ---- matrix-vector products (decode) ----
  *
- * One warp a row of W, 8 rows a block; each lane takes chunks of 8
- * consecutive values (16 bytes of bf16, 4 of 4-bit), so a warp reads 32
- * consecutive chunks at a time, and keeps one sum per row of x.  Not yet:
- * wider loads for quantized rows, x in shared memory, split-K for few rows. */
+ * k_matvec, the kernel for any dtype and shape: one warp a row of W, 8
+ * rows a block; each lane takes chunks of 8 consecutive values, and keeps
+ * one sum per row of x.  The fast kernels below (16-byte loads, x staged in
+ * shared memory, several weights of one x in one launch; for 4 and 8 bits
+ * with one row of x, integer dot products) take every layout they can. */
 
 #define MV_ROWS 8
 
@@ -152,6 +218,7 @@ __device__ __forceinline__ void chunk8(const bk_weight &w, int64_t r, int64_t c,
 
 __global__ void k_matvec(float *y, const float *x, bk_weight w, bk_weight bias, int has_bias, int T)
 {
+    PDL_ENTRY();
     int64_t r = (int64_t)blockIdx.x * MV_ROWS + threadIdx.x / WARP;
     int lane = threadIdx.x % WARP;
     if (r >= w.rows) return;
@@ -258,15 +325,46 @@ __device__ __forceinline__ void mv_chunk(const int fmt, uint4 u, const float4 *x
  * reading chunks c .. c + 7, reach 8 different bank groups. */
 __device__ __forceinline__ int xs_at(int S, int64_t c, int k) { return (int)(c * S) + (k ^ (int)((c * S / 8) % S)); }
 
+/* The weights of one launch: up to MV_N products of the same x (q, k and v;
+ * gate and up), each weight's rows in blocks first[i] .. first[i + 1] - 1
+ * of the grid.  The weights share dtype, bits, group size and cols. */
+#define MV_N 4
+typedef struct mv_set {
+    bk_weight w[MV_N];
+    bk_weight b[MV_N]; /* b[i].data NULL: no bias */
+    float *y[MV_N];
+    int first[MV_N + 1];
+    int n;
+} mv_set;
+
+/* The weight of this block: its index in the set and its first row. */
+__device__ __forceinline__ int mv_pick(const mv_set &s, int64_t rpb, int64_t *row0)
+{
+    int i = 0;
+#pragma unroll
+    for (int k = 1; k < MV_N; k++)
+        if (k < s.n && (int)blockIdx.x >= s.first[k]) i = k;
+    *row0 = (int64_t)((int)blockIdx.x - s.first[i]) * rpb;
+    return i;
+}
+
+#define MV_SEL(a, i) ((i) == 0 ? (a)[0] : (i) == 1 ? (a)[1] : (i) == 2 ? (a)[2] : (a)[3])
+
 /* lpr lanes a row (32, 16 or 8: short rows share a warp, so that each
  * warp keeps about 1 KB of W in flight whatever the row's length).
  * MT = 1 (decode): x staged in shared memory, each block a range of rpb
  * rows; MT > 1: x read from global memory, rpb = the block's rows. */
 #define MV_KERNEL(NAME, FMT, VPC, MT)                                                                            \
-    __global__ void __launch_bounds__(MV_ROWS * WARP, MT == 1 ? 4 : 1) NAME(float *y, const float *x, bk_weight w, bk_weight bias, int has_bias, int T, int lpr,    \
-                         int rpb, const float *up, int gelu)                                                     \
+    __global__ void __launch_bounds__(MV_ROWS * WARP, MT == 1 ? 4 : 1)                                          \
+        NAME(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)          \
     {                                                                                                            \
+        PDL_ENTRY();                                                                                             \
         extern __shared__ float4 xs[];                                                                           \
+        int64_t row0;                                                                                            \
+        const int wi = mv_pick(s, rpb, &row0);                                                                   \
+        const bk_weight w = MV_SEL(s.w, wi), bias = MV_SEL(s.b, wi);                                             \
+        float *y = MV_SEL(s.y, wi);                                                                              \
+        const int has_bias = bias.data != NULL;                                                                  \
         const int quant = FMT == FMT_Q4 || FMT == FMT_Q8, S = VPC / 4;                                           \
         const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;                \
         const int64_t K = w.cols, ncr = K / VPC, ng = quant ? K / w.group_size : 1;                              \
@@ -282,9 +380,8 @@ __device__ __forceinline__ int xs_at(int S, int64_t c, int k) { return (int)(c *
             }                                                                                                    \
             __syncthreads();                                                                                     \
         }                                                                                                        \
-        const int64_t end = (int64_t)(blockIdx.x + 1) * rpb < w.rows ? (int64_t)(blockIdx.x + 1) * rpb : w.rows; \
-        for (int64_t base = (int64_t)blockIdx.x * rpb + (threadIdx.x / WARP) * rpw; base < end;                  \
-             base += (int64_t)MV_ROWS * rpw) {                                                                   \
+        const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;                                           \
+        for (int64_t base = row0 + (threadIdx.x / WARP) * rpw; base < end; base += (int64_t)MV_ROWS * rpw) {     \
             const int64_t r = base + sub, nc = r < end ? ncr : 0;                                                \
             const uint4 *row = (const uint4 *)((const uint8_t *)w.data + (size_t)r * (size_t)ncr * 16);         \
             float acc[MT];                                                                                       \
@@ -297,7 +394,8 @@ __device__ __forceinline__ int xs_at(int S, int64_t c, int k) { return (int)(c *
                     if (c < nc) {                                                                                \
                         u[k] = __ldg(row + c);                                                                   \
                         if (quant) {                                                                             \
-                            size_t g = (size_t)(r * ng + c * VPC / w.group_size);                               \
+                            size_t g = gshift >= 0 ? (size_t)(r * ng + (c >> gshift))                          \
+                                                   : (size_t)(r * ng + c * VPC / w.group_size);                 \
                             sc[k] = ld(w.scales, w.sdtype, g);                                                   \
                             bi[k] = ld(w.biases, w.sdtype, g);                                                   \
                         }                                                                                        \
@@ -330,15 +428,212 @@ __device__ __forceinline__ int xs_at(int S, int64_t c, int k) { return (int)(c *
 MV_KERNEL(k_mv_bf16_1, FMT_BF16, 8, 1)
 MV_KERNEL(k_mv_f16_1, FMT_F16, 8, 1)
 MV_KERNEL(k_mv_f32_1, FMT_F32, 4, 1)
-MV_KERNEL(k_mv_q8_1, FMT_Q8, 16, 1)
-MV_KERNEL(k_mv_q4_1, FMT_Q4, 32, 1)
 MV_KERNEL(k_mv_bf16_8, FMT_BF16, 8, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_f16_8, FMT_F16, 8, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_f32_8, FMT_F32, 4, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_q8_8, FMT_Q8, 16, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_q4_8, FMT_Q4, 32, CUK_MATVEC_MAX_T)
 
-typedef void (*mv_fn)(float *, const float *, bk_weight, bk_weight, int, int, int, int, const float *, int);
+/* ---- quantized decode with integer dot products ----
+ *
+ * One row of x, 4- or 8-bit weights: each block stages x in shared memory
+ * as int16 in pieces of 16 values, each piece with its own scale
+ * (max |x| / 32767) and the float sum of its values (for the biases), so
+ * that a weight's values meet x in dp2a (two int16 x int8 products a
+ * step) instead of a conversion and a float multiply each: the float path
+ * above is bound by its arithmetic at 4 bits.  The rounding of x is at most
+ * 1/65534 of its piece's largest value (relative error of a product about
+ * 1e-5).  A 4-bit word holds values 0..7 as nibbles; its bytes w & 0x0f0f0f0f
+ * are values 0, 2, 4, 6 and (w >> 4) & 0x0f0f0f0f values 1, 3, 5, 7, so x
+ * is staged in that order: x0 x2 | x4 x6 | x1 x3 | x5 x7. */
+
+/* c + a.lo16 * b.byte(k) + a.hi16 * b.byte(k + 1): a signed, b unsigned;
+ * k = 0 (lo) or 2 (hi) */
+__device__ __forceinline__ int dp2a_lo(uint32_t a, uint32_t b, int c)
+{
+    int d;
+    asm("dp2a.lo.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+__device__ __forceinline__ int dp2a_hi(uint32_t a, uint32_t b, int c)
+{
+    int d;
+    asm("dp2a.hi.s32.u32 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* f = v * inv + 1.5 * 2^23 holds round(v * inv) in the low bits of its
+ * mantissa (|v * inv| <= 32767): the low 16 bits of two such floats
+ * packed are two int16. */
+#define QX_MAGIC 12582912.0f
+__device__ __forceinline__ uint32_t q16_pair(float a, float b)
+{
+    return __byte_perm(__float_as_uint(a), __float_as_uint(b), 0x5410);
+}
+
+/* Shared memory of the staged x of K values: int16 values, then each
+ * piece's {scale, sum}. */
+static size_t mvq_smem(int64_t K) { return (size_t)K * 2 + (size_t)(K / 16) * 8; }
+
+/* One chunk c of W (16 bytes) against the staged x: sc (q . x) + bi sum(x).
+ * xss holds each piece's {scale, sum}; swz: the lane's swizzle of x. */
+__device__ __forceinline__ float mvq_chunk(const int BITS, uint4 u, float sc, float bi, int c, int swz,
+                                           const uint4 *xq, const float2 *xss)
+{
+    const int S = BITS == 4 ? 4 : 2;
+    const uint32_t wd[4] = {u.x, u.y, u.z, u.w};
+    float dot, sx;
+    if (BITS == 4) {
+        int is[2] = {0, 0};
+#pragma unroll
+        for (int j = 0; j < 4; j++) {
+            uint4 X = xq[c * S + (j ^ swz)];
+            uint32_t lo = wd[j] & 0x0f0f0f0fu, hi = (wd[j] >> 4) & 0x0f0f0f0fu;
+            is[j / 2] = dp2a_lo(X.x, lo, dp2a_hi(X.y, lo, dp2a_lo(X.z, hi, dp2a_hi(X.w, hi, is[j / 2]))));
+        }
+        float4 p = ((const float4 *)xss)[c]; /* pieces 2c and 2c + 1 */
+        dot = p.x * (float)is[0] + p.z * (float)is[1];
+        sx = p.y + p.w;
+    } else {
+        int is = 0;
+#pragma unroll
+        for (int j = 0; j < 2; j++) {
+            uint4 X = xq[c * S + (j ^ swz)];
+            is = dp2a_lo(X.x, wd[2 * j], dp2a_hi(X.y, wd[2 * j], is));
+            is = dp2a_lo(X.z, wd[2 * j + 1], dp2a_hi(X.w, wd[2 * j + 1], is));
+        }
+        float2 p = xss[c];
+        dot = p.x * (float)is;
+        sx = p.y;
+    }
+    return sc * dot + bi * sx;
+}
+
+/* gshift: log2 of the chunks of W in a group (group sizes are powers of
+ * two).  Indices are 32-bit (a row has fewer than 2^31 chunks), and the
+ * group of a chunk a shift: a 64-bit division there costs more than the
+ * rest of the chunk's work. */
+__device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const float *x, int lpr, int rpb,
+                                         int gshift, const float *up, int gelu)
+{
+    extern __shared__ uint4 xq[];
+    const int VPC = BITS == 4 ? 32 : 16, S = VPC / 8; /* values and uint4 of x a chunk of W */
+    int64_t row0;
+    const int wi = mv_pick(s, rpb, &row0);
+    const bk_weight w = MV_SEL(s.w, wi), bias = MV_SEL(s.b, wi);
+    float *y = MV_SEL(s.y, wi);
+    const int64_t K = w.cols;
+    const int ncr = (int)(K / VPC), ng = (int)(K / w.group_size);
+    const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
+    const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
+    /* before the wait: the first 64 KB of the block's rows (W depends on
+     * no kernel) asked of the L2 cache */
+    if (row0 < end) {
+        const uint8_t *p = (const uint8_t *)w.data + (size_t)row0 * (size_t)ncr * 16;
+        size_t n = (size_t)(end - row0) * (size_t)ncr * 16;
+        if (n > 65536) n = 65536;
+        for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)blockDim.x * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+    }
+    PDL_ENTRY();
+    float2 *xss = (float2 *)(xq + K / 8);
+    /* staging: each thread 8 values (a piece) a step, two steps' loads
+     * issued together; lanes 2j and 2j + 1 hold a piece of 16 (blockDim a
+     * multiple of 32, so whole warps take part) */
+    for (int64_t b0 = 0; b0 < K / 8; b0 += 2 * (int64_t)blockDim.x) {
+        float v[2][8];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t i = b0 + h * (int64_t)blockDim.x + threadIdx.x;
+            if (i < K / 8) {
+                float4 a = ((const float4 *)x)[2 * i], c = ((const float4 *)x)[2 * i + 1];
+                if (up) {
+                    float4 ua = ((const float4 *)up)[2 * i], uc = ((const float4 *)up)[2 * i + 1];
+                    a = make_float4(glu1(a.x, ua.x, gelu), glu1(a.y, ua.y, gelu), glu1(a.z, ua.z, gelu),
+                                    glu1(a.w, ua.w, gelu));
+                    c = make_float4(glu1(c.x, uc.x, gelu), glu1(c.y, uc.y, gelu), glu1(c.z, uc.z, gelu),
+                                    glu1(c.w, uc.w, gelu));
+                }
+                v[h][0] = a.x, v[h][1] = a.y, v[h][2] = a.z, v[h][3] = a.w;
+                v[h][4] = c.x, v[h][5] = c.y, v[h][6] = c.z, v[h][7] = c.w;
+            } else {
+#pragma unroll
+                for (int e = 0; e < 8; e++) v[h][e] = 0.0f;
+            }
+        }
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            const int64_t i = b0 + h * (int64_t)blockDim.x + threadIdx.x;
+            float m = 0.0f, sm = 0.0f;
+#pragma unroll
+            for (int e = 0; e < 8; e++) {
+                m = fmaxf(m, fabsf(v[h][e]));
+                sm += v[h][e];
+            }
+            m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+            sm += __shfl_xor_sync(0xffffffffu, sm, 1);
+            const float inv = m > 0.0f ? 32767.0f / m : 0.0f;
+            float f[8];
+#pragma unroll
+            for (int e = 0; e < 8; e++) f[e] = fmaf(v[h][e], inv, QX_MAGIC);
+            uint4 pk;
+            if (BITS == 4)
+                pk = make_uint4(q16_pair(f[0], f[2]), q16_pair(f[4], f[6]), q16_pair(f[1], f[3]),
+                                q16_pair(f[5], f[7]));
+            else
+                pk = make_uint4(q16_pair(f[0], f[1]), q16_pair(f[2], f[3]), q16_pair(f[4], f[5]),
+                                q16_pair(f[6], f[7]));
+            if (i < K / 8) {
+                xq[xs_at(S, i / S, (int)(i % S))] = pk;
+                if (!(i & 1)) xss[i / 2] = make_float2(m * (1.0f / 32767.0f), sm);
+            }
+        }
+    }
+    __syncthreads();
+    /* the chunks a lane reads are c = sl + k lpr (lpr a multiple of 8), so
+     * the swizzle of x (xs_at) is the lane's own throughout */
+    const int swz = (sl * S / 8) % S;
+    for (int64_t base = row0 + (threadIdx.x / WARP) * rpw; base < end; base += (int64_t)MV_ROWS * rpw) {
+        const int64_t r = base + sub;
+        const int nc = r < end ? ncr : 0;
+        const uint4 *row = (const uint4 *)((const uint8_t *)w.data + (size_t)r * (size_t)ncr * 16);
+        const size_t g0 = (size_t)r * (size_t)ng;
+        float acc = 0.0f;
+        for (int c0 = sl; c0 < nc; c0 += lpr * MV_UNROLL) {
+            uint4 u[MV_UNROLL];
+            float sc[MV_UNROLL], bi[MV_UNROLL];
+#pragma unroll
+            for (int k = 0; k < MV_UNROLL; k++) {
+                int c = c0 + k * lpr;
+                if (c < nc) {
+                    u[k] = __ldg(row + c);
+                    sc[k] = ld(w.scales, w.sdtype, g0 + (size_t)(c >> gshift));
+                    bi[k] = ld(w.biases, w.sdtype, g0 + (size_t)(c >> gshift));
+                }
+            }
+#pragma unroll
+            for (int k = 0; k < MV_UNROLL; k++) {
+                int c = c0 + k * lpr;
+                if (c < nc) acc += mvq_chunk(BITS, u[k], sc[k], bi[k], c, swz, xq, xss);
+            }
+        }
+        for (int o = lpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+        if (sl == 0 && r < end) y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+    }
+}
+
+#define MVQ_KERNEL(NAME, BITS, MINB)                                                                             \
+    __global__ void __launch_bounds__(MV_ROWS * WARP, MINB)                                                     \
+        NAME(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)          \
+    {                                                                                                            \
+        (void)T;                                                                                                 \
+        mvq_body(BITS, s, x, lpr, rpb, gshift, up, gelu);                                                        \
+    }
+MVQ_KERNEL(k_mvq4_1, 4, 4)
+MVQ_KERNEL(k_mvq8_1, 8, 4)
+
+typedef void (*mv_fn)(mv_set, const float *, int, int, int, int, const float *, int);
 
 static int sm_count(void)
 {
@@ -371,36 +666,65 @@ static int mv_smem_ok(mv_fn f, size_t bytes)
     return 0;
 }
 
-/* up != NULL: x is act(x) * up, formed while staged (T = 1 and a fast
- * kernel only: else cudaErrorNotSupported, nothing launched) */
-static int matvec(cudaStream_t st, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T,
-                  const float *up, int gelu)
+/* The products ys[i] = x . ws[i]^T (+ bs[i]) of n <= MV_N weights of the
+ * same format and cols, as one launch.  up != NULL: x is act(x) * up,
+ * formed while staged (T = 1 and a fast kernel only: else
+ * cudaErrorNotSupported, nothing launched).  n > 1 with weights of
+ * different formats: cudaErrorNotSupported. */
+static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_weight *const *ws,
+                  const bk_weight *const *bs, int n, int T, const float *up, int gelu)
 {
-    if (T <= 0 || T > CUK_MATVEC_MAX_T) return (int)cudaErrorInvalidValue;
-    bk_weight none;
-    memset(&none, 0, sizeof none);
-    const bk_weight b = bias ? *bias : none;
+    if (T <= 0 || T > CUK_MATVEC_MAX_T || n < 1 || n > MV_N) return (int)cudaErrorInvalidValue;
+    const bk_weight *w = ws[0];
+    mv_set set;
+    memset(&set, 0, sizeof set);
+    set.n = n;
+    int64_t rows = 0;
+    for (int i = 0; i < n; i++) {
+        const bk_weight *o = ws[i];
+        if (o->dtype != w->dtype || o->cols != w->cols ||
+            (w->dtype == DT_U32 && (o->bits != w->bits || o->group_size != w->group_size || o->sdtype != w->sdtype)))
+            return (int)cudaErrorNotSupported;
+        set.w[i] = *o;
+        if (bs && bs[i]) set.b[i] = *bs[i];
+        set.y[i] = ys[i];
+        rows += o->rows;
+    }
     const int64_t K = w->cols;
     mv_fn f = NULL;
     int one = T == 1;
-    if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mv_bf16_1 : k_mv_bf16_8;
+    size_t smem = 0;
+    /* the chunks of W a group holds, when a power of two */
+    int gshift = -1;
+    if (w->dtype == DT_U32 && (w->bits == 4 || w->bits == 8)) {
+        int per = w->group_size / (w->bits == 4 ? 32 : 16);
+        for (int k = 0; k < 8; k++)
+            if (per == 1 << k && w->group_size % (w->bits == 4 ? 32 : 16) == 0) gshift = k;
+    }
+    if (one && gshift >= 0 && w->bits == 4) f = k_mvq4_1, smem = mvq_smem(K);
+    else if (one && gshift >= 0 && w->bits == 8) f = k_mvq8_1, smem = mvq_smem(K);
+    else if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mv_bf16_1 : k_mv_bf16_8;
     else if (w->dtype == DT_F16 && K % 8 == 0) f = one ? k_mv_f16_1 : k_mv_f16_8;
     else if (w->dtype == DT_F32 && K % 4 == 0) f = one ? k_mv_f32_1 : k_mv_f32_8;
-    else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = one ? k_mv_q8_1 : k_mv_q8_8;
-    else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = one ? k_mv_q4_1 : k_mv_q4_8;
-    size_t smem = one ? (size_t)K * 4 : 0;
+    else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = k_mv_q8_8;
+    else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = k_mv_q4_8;
+    if (f && one && !smem) smem = (size_t)K * 4;
     if (f && one && !mv_smem_ok(f, smem)) {
         /* x too long for shared memory: the kernel that reads it from global memory */
         f = f == k_mv_bf16_1 ? k_mv_bf16_8 : f == k_mv_f16_1 ? k_mv_f16_8 : f == k_mv_f32_1 ? k_mv_f32_8
-            : f == k_mv_q8_1 ? k_mv_q8_8 : k_mv_q4_8;
+            : f == k_mvq8_1 ? k_mv_q8_8 : k_mv_q4_8;
         one = 0;
         smem = 0;
     }
     if (up && (!f || !one)) return (int)cudaErrorNotSupported;
     if (!f) {
-        unsigned blocks = (unsigned)((w->rows + MV_ROWS - 1) / MV_ROWS);
-        k_matvec<<<blocks, MV_ROWS * WARP, 0, st>>>(y, x, *w, b, bias != 0, T);
-        return (int)cudaGetLastError();
+        for (int i = 0; i < n; i++) {
+            unsigned blocks = (unsigned)((ws[i]->rows + MV_ROWS - 1) / MV_ROWS);
+            PDL_LAUNCH(k_matvec, blocks, MV_ROWS * WARP, 0, st, ys[i], x, set.w[i], set.b[i], set.b[i].data != NULL, T);
+            int e = (int)cudaGetLastError();
+            if (e) return e;
+        }
+        return 0;
     }
     int64_t row_bytes = w->dtype == DT_U32 ? (int64_t)bk_qrow_bytes(w) : K * (int64_t)(w->dtype == DT_F32 ? 4 : 2);
     int lpr = row_bytes >= 1024 ? 32 : row_bytes >= 512 ? 16 : 8;
@@ -414,29 +738,42 @@ static int matvec(cudaStream_t st, float *y, const float *x, const bk_weight *w,
             per_sm = 1;
         }
         int64_t grid = (int64_t)per_sm * sm_count();
-        int64_t want = (w->rows + grid - 1) / grid;
+        int64_t want = (rows + grid - 1) / grid;
         rpb = (want + step - 1) / step * step;
     }
-    unsigned nb = (unsigned)((w->rows + rpb - 1) / rpb);
-    f<<<nb, MV_ROWS * WARP, smem, st>>>(y, x, *w, b, bias != 0, T, lpr, (int)rpb, up, gelu);
+    int64_t nb = 0;
+    for (int i = 0; i < n; i++) {
+        set.first[i] = (int)nb;
+        nb += (ws[i]->rows + rpb - 1) / rpb;
+    }
+    set.first[n] = (int)nb;
+    if (nb > INT32_MAX) return (int)cudaErrorInvalidValue;
+    PDL_LAUNCH(f, (unsigned)nb, MV_ROWS * WARP, smem, st, set, x, T, lpr, (int)rpb, gshift, up, gelu);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T)
 {
-    return matvec((cudaStream_t)stream, y, x, w, bias, T, NULL, 0);
+    return matvec((cudaStream_t)stream, &y, x, &w, &bias, 1, T, NULL, 0);
+}
+
+extern "C" int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
+                            const bk_weight *const *bs, int n, int T)
+{
+    return matvec((cudaStream_t)stream, ys, x, ws, bs, n, T, NULL, 0);
 }
 
 extern "C" int cuk_matvec_glu(void *stream, float *y, const float *gate, const float *up, bk_act act,
                               const bk_weight *w, const bk_weight *bias)
 {
-    return matvec((cudaStream_t)stream, y, gate, w, bias, 1, up, act == BK_ACT_GELU_TANH);
+    return matvec((cudaStream_t)stream, &y, gate, &w, &bias, 1, 1, up, act == BK_ACT_GELU_TANH);
 }
 
 /* ---- conversions for cuBLAS ---- */
 
 __global__ void k_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         dst[i] = f32_bf16(src[i]);
 }
@@ -444,7 +781,7 @@ __global__ void k_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
 extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n)
 {
     if (!n) return 0;
-    k_f32_to_bf16<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>((uint16_t *)dst, src, n);
+    PDL_LAUNCH(k_f32_to_bf16, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, src, n);
     return (int)cudaGetLastError();
 }
 
@@ -452,6 +789,7 @@ extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t
  * word, two of 8 bits, or one value at a time for other formats. */
 __global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0)
 {
+    PDL_ENTRY();
     const int64_t r = r0 + blockIdx.y, K = w.cols;
     uint16_t *d = dst + (size_t)blockIdx.y * (size_t)K;
     const int fast = w.dtype == DT_U32 && (w.bits == 4 || w.bits == 8) && w.group_size % 8 == 0;
@@ -479,12 +817,13 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
     int64_t per_row = (w->cols + 7) / 8;
     unsigned bx = (unsigned)((per_row + 255) / 256);
     dim3 grid(bx, (unsigned)nr);
-    k_weight_to_bf16<<<grid, 256, 0, (cudaStream_t)stream>>>((uint16_t *)dst, *w, r0);
+    PDL_LAUNCH(k_weight_to_bf16, grid, 256, 0, (cudaStream_t)stream, (uint16_t *)dst, *w, r0);
     return (int)cudaGetLastError();
 }
 
 __global__ void k_add_bias(float *y, bk_weight bias, size_t n, int64_t rows)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += ld(bias.data, bias.dtype, i % (size_t)rows);
 }
@@ -493,7 +832,7 @@ extern "C" int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T
 {
     size_t n = (size_t)T * (size_t)rows;
     if (!n) return 0;
-    k_add_bias<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, *bias, n, rows);
+    PDL_LAUNCH(k_add_bias, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, y, *bias, n, rows);
     return (int)cudaGetLastError();
 }
 
@@ -511,29 +850,49 @@ __device__ float block_sum(float v, float *part)
 
 /* ---- RMSNorm: one block a row ----
  * y = rmsnorm(x); with a, x += a first (written back) and y the norm of
- * the sum.  Each thread holds up to RN_MAXV of the row in registers,
- * loaded all at once; longer rows read the rest again. */
+ * the sum; with wa too, a is normed (with wa) before it is added.  Each
+ * thread holds up to RN_MAXV of the row in registers, loaded all at once;
+ * longer rows read the rest again (not with wa: the launcher's rows fit). */
 
 #define RN_MAXV 4
 
-__global__ void k_rmsnorm(float *x, const float *a, float *y, bk_weight w, int dim, float eps, int plus_one)
+__global__ void k_rmsnorm(float *x, const float *a, bk_weight wa, float *y, bk_weight w, int dim, float eps,
+                          int plus_one)
 {
-    __shared__ float part[32];
+    PDL_ENTRY();
+    __shared__ float part[32], part_a[32];
     float *xr = x + (size_t)blockIdx.x * dim, *yr = y + (size_t)blockIdx.x * dim;
     const float *ar = a ? a + (size_t)blockIdx.x * dim : NULL;
     const int nt = blockDim.x;
-    float v[RN_MAXV], ss = 0.0f;
+    float v[RN_MAXV], ss = 0.0f, one = plus_one ? 1.0f : 0.0f;
+    if (wa.data) {
+        float av[RN_MAXV], sa = 0.0f;
 #pragma unroll
-    for (int k = 0; k < RN_MAXV; k++) {
-        int i = threadIdx.x + k * nt;
-        v[k] = i < dim ? xr[i] + (ar ? ar[i] : 0.0f) : 0.0f;
-        ss += v[k] * v[k];
+        for (int k = 0; k < RN_MAXV; k++) {
+            int i = threadIdx.x + k * nt;
+            av[k] = i < dim ? ar[i] : 0.0f;
+            sa += av[k] * av[k];
+        }
+        float ra = rsqrtf(block_sum(sa, part_a) / (float)dim + eps);
+#pragma unroll
+        for (int k = 0; k < RN_MAXV; k++) {
+            int i = threadIdx.x + k * nt;
+            v[k] = i < dim ? xr[i] + av[k] * ra * (ld(wa.data, wa.dtype, (size_t)i) + one) : 0.0f;
+            ss += v[k] * v[k];
+        }
+    } else {
+#pragma unroll
+        for (int k = 0; k < RN_MAXV; k++) {
+            int i = threadIdx.x + k * nt;
+            v[k] = i < dim ? xr[i] + (ar ? ar[i] : 0.0f) : 0.0f;
+            ss += v[k] * v[k];
+        }
     }
     for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
         float t = xr[i] + (ar ? ar[i] : 0.0f);
         ss += t * t;
     }
-    float r = rsqrtf(block_sum(ss, part) / (float)dim + eps), one = plus_one ? 1.0f : 0.0f;
+    float r = rsqrtf(block_sum(ss, part) / (float)dim + eps);
 #pragma unroll
     for (int k = 0; k < RN_MAXV; k++) {
         int i = threadIdx.x + k * nt;
@@ -549,15 +908,22 @@ __global__ void k_rmsnorm(float *x, const float *a, float *y, bk_weight w, int d
     }
 }
 
-static int rmsnorm_launch(cudaStream_t st, float *x, const float *a, float *y, const bk_weight *w, int rows, int dim,
-                          float eps, int plus_one)
+static int rmsnorm_launch(cudaStream_t st, float *x, float *a, const bk_weight *wa, float *y, const bk_weight *w,
+                          int rows, int dim, float eps, int plus_one)
 {
     if (rows <= 0) return 0;
     int threads = (dim + RN_MAXV - 1) / RN_MAXV;
     threads = (threads + WARP - 1) / WARP * WARP;
     if (threads < WARP) threads = WARP;
     if (threads > 1024) threads = 1024;
-    k_rmsnorm<<<rows, threads, 0, st>>>(x, a, y, *w, dim, eps, plus_one);
+    bk_weight none;
+    memset(&none, 0, sizeof none);
+    if (wa && dim > RN_MAXV * threads) {
+        /* a row too long to hold: a's norm in place first */
+        PDL_LAUNCH(k_rmsnorm, rows, threads, 0, st, a, (const float *)NULL, none, a, *wa, dim, eps, plus_one);
+        wa = NULL;
+    }
+    PDL_LAUNCH(k_rmsnorm, rows, threads, 0, st, x, a, wa ? *wa : none, y, *w, dim, eps, plus_one);
     return (int)cudaGetLastError();
 }
 
@@ -565,19 +931,20 @@ extern "C" int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weig
                            int plus_one)
 {
     /* x is only read when a is NULL */
-    return rmsnorm_launch((cudaStream_t)stream, (float *)x, NULL, y, w, rows, dim, eps, plus_one);
+    return rmsnorm_launch((cudaStream_t)stream, (float *)x, NULL, NULL, y, w, rows, dim, eps, plus_one);
 }
 
-extern "C" int cuk_add_rmsnorm(void *stream, float *x, const float *a, float *y, const bk_weight *w, int rows,
-                               int dim, float eps, int plus_one)
+extern "C" int cuk_add_rmsnorm(void *stream, float *x, float *a, const bk_weight *a_norm, float *y,
+                               const bk_weight *w, int rows, int dim, float eps, int plus_one)
 {
-    return rmsnorm_launch((cudaStream_t)stream, x, a, y, w, rows, dim, eps, plus_one);
+    return rmsnorm_launch((cudaStream_t)stream, x, a, a_norm, y, w, rows, dim, eps, plus_one);
 }
 
 /* ---- RoPE (rotate-half), in place ---- */
 
 __global__ void k_rope(float *x, const int32_t *pos, int n_heads, int head_dim, const float *inv_freq, float f)
 {
+    PDL_ENTRY();
     int t = blockIdx.x / n_heads, h = blockIdx.x % n_heads, half = head_dim / 2;
     float *v = x + ((size_t)t * n_heads + h) * head_dim;
     for (int i = threadIdx.x; i < half; i += blockDim.x) {
@@ -597,7 +964,7 @@ extern "C" int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n
                         const float *inv_freq, float attn_factor)
 {
     if (T <= 0 || n_heads <= 0) return 0;
-    k_rope<<<T * n_heads, 64, 0, (cudaStream_t)stream>>>(x, pos, n_heads, head_dim, inv_freq, attn_factor);
+    PDL_LAUNCH(k_rope, T * n_heads, 64, 0, (cudaStream_t)stream, x, pos, n_heads, head_dim, inv_freq, attn_factor);
     return (int)cudaGetLastError();
 }
 
@@ -677,6 +1044,7 @@ __device__ void att_row(float *o, const float *q, att_geom g, int d, float scale
 
 __global__ void k_attention(float *out, const float *q, const float *k, const float *v, bk_attn p)
 {
+    PDL_ENTRY();
     int t = blockIdx.x, h = blockIdx.y;
     int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
     size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
@@ -692,12 +1060,13 @@ extern "C" int cuk_attention(void *stream, float *out, const float *q, const flo
     if (p->T <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
     dim3 grid((unsigned)p->T, (unsigned)p->n_heads);
-    k_attention<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, k, v, *p);
+    PDL_LAUNCH(k_attention, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, q, k, v, *p);
     return (int)cudaGetLastError();
 }
 
 __global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v, bk_attn_kv p)
 {
+    PDL_ENTRY();
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
     int r = blockIdx.x, b = bk_row_seq(q_start, p.B, r);
@@ -714,7 +1083,7 @@ __global__ void k_kv_store(float *kc, float *vc, const float *k, const float *v,
 extern "C" int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float *v, const bk_attn_kv *p)
 {
     if (p->N <= 0) return 0;
-    k_kv_store<<<p->N, 512, 0, (cudaStream_t)stream>>>(kc, vc, k, v, *p);
+    PDL_LAUNCH(k_kv_store, p->N, 512, 0, (cudaStream_t)stream, kc, vc, k, v, *p);
     return (int)cudaGetLastError();
 }
 
@@ -725,6 +1094,7 @@ __global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, f
                                 bk_weight kn, int has_norm, float eps, int plus_one, const int32_t *pos,
                                 const float *inv_freq, float f, bk_attn_kv p)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
@@ -771,7 +1141,7 @@ extern "C" int cuk_qk_rope_store(void *stream, float *q, float *k, const float *
     memset(&none, 0, sizeof none);
     int threads = (p->head_dim / 2 + WARP - 1) / WARP * WARP;
     dim3 grid((unsigned)p->N, (unsigned)(p->n_heads + p->n_kv_heads));
-    k_qk_rope_store<<<grid, threads, 0, (cudaStream_t)stream>>>(q, k, v, kc, vc, qn ? *qn : none, kn ? *kn : none,
+    PDL_LAUNCH(k_qk_rope_store, grid, threads, 0, (cudaStream_t)stream, q, k, v, kc, vc, qn ? *qn : none, kn ? *kn : none,
                                                                  qn != NULL, eps, plus_one, pos, inv_freq,
                                                                  attn_factor, *p);
     return (int)cudaGetLastError();
@@ -779,6 +1149,7 @@ extern "C" int cuk_qk_rope_store(void *stream, float *q, float *k, const float *
 
 __global__ void k_attention_kv(float *out, const float *q, const float *kc, const float *vc, bk_attn_kv p)
 {
+    PDL_ENTRY();
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
     int r = blockIdx.x, h = blockIdx.y;
@@ -809,6 +1180,7 @@ static size_t at_smem(int d) { return ((size_t)AT_Q * (d + 1) + (size_t)AT_K * (
 __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, const float *q, const float *kc,
                                                                 const float *vc, bk_attn_kv p, int tiles)
 {
+    PDL_ENTRY();
     extern __shared__ float sh[];
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
@@ -914,11 +1286,11 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
             raised = 1;
         }
         dim3 tg((unsigned)(p->B * tiles), (unsigned)p->n_heads);
-        k_attn_tile<<<tg, ATT_WARPS * WARP, smem, (cudaStream_t)stream>>>(out, q, kc, vc, *p, tiles);
+        PDL_LAUNCH(k_attn_tile, tg, ATT_WARPS * WARP, smem, (cudaStream_t)stream, out, q, kc, vc, *p, tiles);
         return (int)cudaGetLastError();
     }
     dim3 grid((unsigned)p->N, (unsigned)p->n_heads);
-    k_attention_kv<<<grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream>>>(out, q, kc, vc, *p);
+    PDL_LAUNCH(k_attention_kv, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, q, kc, vc, *p);
     return (int)cudaGetLastError();
 }
 
@@ -926,6 +1298,7 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
 
 __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, size_t width)
 {
+    PDL_ENTRY();
     const float *s = src + (size_t)idx[blockIdx.x] * width;
     float *d = dst + (size_t)blockIdx.x * width;
     for (size_t i = threadIdx.x; i < width; i += blockDim.x) d[i] = s[i];
@@ -934,12 +1307,13 @@ __global__ void k_gather_rows(float *dst, const float *src, const int32_t *idx, 
 extern "C" int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *idx, int n, size_t width)
 {
     if (n <= 0) return 0;
-    k_gather_rows<<<n, 256, 0, (cudaStream_t)stream>>>(dst, src, idx, width);
+    PDL_LAUNCH(k_gather_rows, n, 256, 0, (cudaStream_t)stream, dst, src, idx, width);
     return (int)cudaGetLastError();
 }
 
 __global__ void k_glu(float *out, const float *gate, const float *up, size_t n, int gelu)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         out[i] = glu1(gate[i], up[i], gelu);
 }
@@ -947,12 +1321,13 @@ __global__ void k_glu(float *out, const float *gate, const float *up, size_t n, 
 extern "C" int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act)
 {
     if (!n) return 0;
-    k_glu<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(out, gate, up, n, act == BK_ACT_GELU_TANH);
+    PDL_LAUNCH(k_glu, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, out, gate, up, n, act == BK_ACT_GELU_TANH);
     return (int)cudaGetLastError();
 }
 
 __global__ void k_add(float *y, const float *a, size_t n)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += a[i];
 }
@@ -960,12 +1335,13 @@ __global__ void k_add(float *y, const float *a, size_t n)
 extern "C" int cuk_add(void *stream, float *y, const float *a, size_t n)
 {
     if (!n) return 0;
-    k_add<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, a, n);
+    PDL_LAUNCH(k_add, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, y, a, n);
     return (int)cudaGetLastError();
 }
 
 __global__ void k_softcap(float *x, size_t n, float cap)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] = cap * tanhf(x[i] / cap);
 }
@@ -973,6 +1349,6 @@ __global__ void k_softcap(float *x, size_t n, float cap)
 extern "C" int cuk_softcap(void *stream, float *x, size_t n, float cap)
 {
     if (!n) return 0;
-    k_softcap<<<blocks_for(n, 256), 256, 0, (cudaStream_t)stream>>>(x, n, cap);
+    PDL_LAUNCH(k_softcap, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, x, n, cap);
     return (int)cudaGetLastError();
 }

@@ -21,6 +21,12 @@ int cuk_embed(void *stream, float *out, const int32_t *ids, int T, const bk_weig
 /* y[T, w.rows] = x[T, w.cols] . w^T (+ bias), T <= CUK_MATVEC_MAX_T: each
  * weight read once, every dtype (MLX-quantized of any bits too). */
 int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T);
+/* ys[i] = x . ws[i]^T (+ bs[i], may be NULL or hold NULL) for n <= 4
+ * weights of the same dtype, bits, group size and cols, as one launch;
+ * cudaErrorNotSupported (nothing launched) for weights of different
+ * formats. */
+int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
+                 const bk_weight *const *bs, int n, int T);
 /* dst[n] (bf16) = src[n] (float32) */
 int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
@@ -29,8 +35,10 @@ int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, 
 int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T, int64_t rows);
 int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
                 int plus_one);
-int cuk_add_rmsnorm(void *stream, float *x, const float *a, float *y, const bk_weight *w, int rows, int dim,
-                    float eps, int plus_one);
+/* x += a (a first normed with a_norm, when not NULL; a may be overwritten),
+ * then y = rmsnorm(x) */
+int cuk_add_rmsnorm(void *stream, float *x, float *a, const bk_weight *a_norm, float *y, const bk_weight *w,
+                    int rows, int dim, float eps, int plus_one);
 int cuk_qk_rope_store(void *stream, float *q, float *k, const float *v, float *kc, float *vc, const bk_weight *qn,
                       const bk_weight *kn, float eps, int plus_one, const int32_t *pos, const float *inv_freq,
                       float attn_factor, const bk_attn_kv *p);
