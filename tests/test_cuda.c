@@ -901,6 +901,27 @@ static void memory_and_device(void **state)
     be->free(ctx, a);
     assert_int_equal(infer_clear_cache("cuda"), 0);
     assert_int_equal(infer_get_cache_memory("cuda"), 0);
+    /* pinned host memory under the wired limit: a clean error past it,
+     * and its bytes back when freed; a download lands in it */
+    void *h1 = NULL, *h2 = NULL;
+    assert_int_equal(infer_set_wired_limit("cuda", 3 << 20, &prev), 0);
+    assert_int_equal(be->host_alloc(ctx, 2 << 20, &h1), 0);
+    rc = be->host_alloc(ctx, 2 << 20, &h2);
+    assert_int_equal(rc, INFER_ERR_OUT_OF_MEMORY);
+    assert_null(h2);
+    assert_non_null(strstr(infer_last_error(), "wired limit"));
+    assert_int_equal(be->alloc(ctx, 1 << 20, &a), 0);
+    memset(h1, 7, 1 << 20);
+    assert_int_equal(be->upload(ctx, a, h1, 1 << 20), 0);
+    assert_int_equal(be->synchronize(ctx), 0); /* an upload from pinned memory runs on */
+    memset(h1, 0, 1 << 20);
+    assert_int_equal(be->download(ctx, h1, a, 1 << 20), 0);
+    assert_int_equal(((unsigned char *)h1)[12345], 7);
+    be->free(ctx, a);
+    be->host_free(ctx, h1);
+    assert_int_equal(be->host_alloc(ctx, 2 << 20, &h2), 0);
+    be->host_free(ctx, h2);
+    assert_int_equal(infer_set_wired_limit("cuda", prev, NULL), 0);
     be->destroy(ctx);
 }
 

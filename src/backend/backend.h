@@ -141,6 +141,13 @@ typedef struct backend_ops {
     int (*download)(void *ctx, void *dst, const void *src, size_t bytes);
     /* Between two backend buffers. */
     int (*copy)(void *ctx, void *dst, const void *src, size_t bytes);
+    /* Host memory that upload and download copy fastest (cuda: pinned, at
+     * most the wired limit in all: past it INFER_ERR_OUT_OF_MEMORY).
+     * NULL: malloc'ed memory is as good.  An upload from it may still be
+     * reading it after upload returns, until the next synchronize or
+     * download; an upload from other memory has read it when it returns. */
+    int (*host_alloc)(void *ctx, size_t bytes, void **out);
+    void (*host_free)(void *ctx, void *p);
     /* Makes a weight usable by the kernels (cuda copies it to the device).
      * NULL: weights are used where they lie. */
     int (*weight_prepare)(void *ctx, bk_weight *w);

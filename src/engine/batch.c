@@ -98,6 +98,7 @@ typedef struct runner {
     int32_t *ids, *q_start, *kv_len, *slot, *rope_len, *out_rows;
     seq **who;           /* the sequence of each out row */
     float *logits;       /* [n_slots, vocab] */
+    int logits_pinned;   /* engine_host_alloc's */
 } runner;
 
 static void runner_free(runner *r)
@@ -111,7 +112,7 @@ static void runner_free(runner *r)
     free(r->rope_len);
     free(r->out_rows);
     free(r->who);
-    free(r->logits);
+    if (r->logits) engine_host_free(r->m, r->logits, r->logits_pinned);
 }
 
 static int runner_new(infer_model *m, int n_slots, int max_len, runner *r)
@@ -132,7 +133,7 @@ static int runner_new(infer_model *m, int n_slots, int max_len, runner *r)
     r->rope_len = malloc((size_t)n_slots * sizeof *r->rope_len);
     r->out_rows = malloc((size_t)n_slots * sizeof *r->out_rows);
     r->who = malloc((size_t)n_slots * sizeof *r->who);
-    r->logits = malloc((size_t)n_slots * m->cfg.vocab_size * sizeof *r->logits);
+    r->logits = engine_host_alloc(m, (size_t)n_slots * m->cfg.vocab_size * sizeof *r->logits, &r->logits_pinned);
     if (!r->ids || !r->q_start || !r->kv_len || !r->slot || !r->rope_len || !r->out_rows || !r->who || !r->logits) {
         rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "batch: out of memory");
         goto fail;

@@ -15,12 +15,20 @@ struct infer_session {
     int32_t *cached;        /* the tokens whose keys and values the cache holds */
     int n_cached, cap_cached;
     float *logits;          /* [vocab]: of the last pass */
+    int logits_pinned;      /* engine_host_alloc's */
     infer_stream *stream;   /* the stream using the session, or NULL */
 };
 
 /* Tokens of one sequence per prefill pass: 512, or a quarter of a small
  * context (so that sliding-window layers keep rings, not whole caches). */
 int engine_chunk(const infer_model *m);
+
+/* Host memory for what the backend writes back (logits): pinned where the
+ * backend pins (cuda: faster copies) and the wired limit allows it, else
+ * malloc'ed; *pinned says which, for engine_host_free.  NULL: out of
+ * memory. */
+void *engine_host_alloc(const infer_model *m, size_t bytes, int *pinned);
+void engine_host_free(const infer_model *m, void *p, int pinned);
 
 /* Seconds on a monotonic clock. */
 double engine_now(void);

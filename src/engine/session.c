@@ -49,6 +49,26 @@ int engine_chunk(const infer_model *m)
     return c > 0 ? c : 1;
 }
 
+void *engine_host_alloc(const infer_model *m, size_t bytes, int *pinned)
+{
+    void *p = NULL;
+    *pinned = 0;
+    if (m->be->host_alloc && m->be->host_alloc(m->bctx, bytes, &p) == INFER_OK) {
+        *pinned = 1;
+        return p;
+    }
+    infer_err_clear();
+    return malloc(bytes);
+}
+
+void engine_host_free(const infer_model *m, void *p, int pinned)
+{
+    if (pinned)
+        m->be->host_free(m->bctx, p);
+    else
+        free(p);
+}
+
 double engine_now(void)
 {
     struct timespec ts;
@@ -120,7 +140,7 @@ int infer_session_new(infer_model *m, infer_session **out)
     int rc;
     if ((rc = kv_cache_new(m, 1, s->chunk, s->chunk, &s->kv)) || (rc = fwd_scratch_new(m, s->chunk, 1, 1, &s->fs)))
         goto fail;
-    s->logits = malloc((size_t)m->cfg.vocab_size * sizeof *s->logits);
+    s->logits = engine_host_alloc(m, (size_t)m->cfg.vocab_size * sizeof *s->logits, &s->logits_pinned);
     if (!s->logits) {
         rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "infer_session_new: out of memory");
         goto fail;
@@ -139,7 +159,7 @@ void infer_session_free(infer_session *s)
     kv_cache_free(s->m, &s->kv);
     fwd_scratch_free(s->m, &s->fs);
     free(s->cached);
-    free(s->logits);
+    engine_host_free(s->m, s->logits, s->logits_pinned);
     free(s);
 }
 

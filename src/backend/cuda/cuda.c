@@ -12,13 +12,14 @@
  *     rows), or float32 SGEMM for float32 W.
  * Memory: a caching allocator over cudaMalloc (mem_pool.h): active, peak
  * and cache bytes, the memory limit (a clean out-of-memory error), the
- * cache limit and clear_cache; weights count too.  The wired limit (pinned
- * host memory) is stored: nothing here pins memory yet.  Kernels are
+ * cache limit and clear_cache; weights count too.  The wired limit bounds
+ * the pinned host memory of host_alloc (the buffers logits come back in).  Kernels are
  * launched so that each may start while the one before it finishes
  * (programmatic dependent launch, sm_90: cuda_kernels.cu). */
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,45 @@ static void cuda_free(void *ctx, void *p)
     /* the stream may still use it */
     if (p && c) cudaStreamSynchronize(c->stream);
     dev_free(p);
+}
+
+/* Pinned host memory: each block starts with its size, so that free can
+ * give its bytes back to the count the wired limit bounds. */
+enum { HOST_HEAD = 64 };
+static atomic_size_t pinned;
+
+static int cuda_host_alloc(void *ctx, size_t bytes, void **out)
+{
+    (void)ctx;
+    *out = NULL;
+    size_t n = bytes + HOST_HEAD, lim = bkc_get(&mem, BK_MEM_WIRED_LIMIT);
+    size_t before = atomic_fetch_add(&pinned, n);
+    if (lim && before + n > lim) {
+        atomic_fetch_sub(&pinned, n);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY,
+                         "cuda backend: pinning %zu bytes of host memory would pass the wired limit (%zu of %zu pinned)",
+                         bytes, before, lim);
+    }
+    void *p = NULL;
+    cudaError_t e = cudaMallocHost(&p, n);
+    if (e) {
+        atomic_fetch_sub(&pinned, n);
+        cudaGetLastError();
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: pinning %zu bytes of host memory: %s", bytes,
+                         cudaGetErrorString(e));
+    }
+    *(size_t *)p = n;
+    *out = (char *)p + HOST_HEAD;
+    return INFER_OK;
+}
+
+static void cuda_host_free(void *ctx, void *p)
+{
+    (void)ctx;
+    if (!p) return;
+    char *b = (char *)p - HOST_HEAD;
+    atomic_fetch_sub(&pinned, *(size_t *)b);
+    cudaFreeHost(b);
 }
 
 static int cuda_upload(void *ctx, void *dst, const void *src, size_t bytes)
@@ -598,6 +638,8 @@ const backend_ops backend_cuda = {
     .destroy = cuda_destroy,
     .alloc = cuda_alloc,
     .free = cuda_free,
+    .host_alloc = cuda_host_alloc,
+    .host_free = cuda_host_free,
     .upload = cuda_upload,
     .download = cuda_download,
     .copy = cuda_copy,
