@@ -53,11 +53,13 @@ void *engine_host_alloc(const infer_model *m, size_t bytes, int *pinned)
 {
     void *p = NULL;
     *pinned = 0;
-    if (m->be->host_alloc && m->be->host_alloc(m->bctx, bytes, &p) == INFER_OK) {
-        *pinned = 1;
-        return p;
+    if (m->be->host_alloc) {
+        if (m->be->host_alloc(m->bctx, bytes, &p) == INFER_OK) {
+            *pinned = 1;
+            return p;
+        }
+        infer_err_clear(); /* not pinned is not an error */
     }
-    infer_err_clear();
     return malloc(bytes);
 }
 
