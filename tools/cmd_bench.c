@@ -144,7 +144,7 @@ int cmd_bench(const cli_command *self, int argc, char **argv)
     if (infer_get_device_info(info.backend, &dev)) snprintf(dev.name, sizeof dev.name, "?");
     if (json) {
         printf("{\"model\": \"%s\", \"backend\": \"%s\", \"device\": \"%s\", \"bandwidth_gb_s\": %.1f, "
-               "\"decode_bytes\": %.0f, \"decode_tok_s\": %.2f, \"decode_bound_tok_s\": %.2f, \"decode_ratio\": %.3f, "
+               "\"decode_bytes\": %.0f, \"decode_tok_s\": %.2f, \"decode_bound_tok_s\": %.2f, \"decode_ratio\": %.4g, "
                "\"n_gen\": %d, \"prefill_tok_s\": %.1f, \"n_prompt\": %d, \"batch\": %d, \"batch_tok_s\": %.1f, "
                "\"peak_memory\": %zu, \"runs\": %d}\n",
                info.model_type, info.backend, dev.name, bw, step, decode, bound, bound > 0 ? decode / bound : 0.0,
