@@ -46,6 +46,11 @@ typedef struct bk_weight {
      * of row r at index ((r / 16) * words_per_row + j) * 16 + r % 16), the
      * scales and biases [rows / 16][groups][16].  0: the layout above. */
     int tiled;
+    /* 1: the scales and biases of a quantized weight interleaved in one
+     * array (the cuda backend's weight_prepare, for 2-byte sdtypes: one
+     * 4-byte load a group): group g's scale at scales[2 g], its bias at
+     * scales[2 g + 1]; biases NULL.  0: two arrays as above. */
+    int sb_pairs;
 } bk_weight;
 
 enum { BK_TILE_ROWS = 16 };

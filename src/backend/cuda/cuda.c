@@ -319,6 +319,7 @@ static void weight_free(bk_weight *w)
     dev_free((void *)w->scales);
     dev_free((void *)w->biases);
     w->data = w->scales = w->biases = NULL;
+    w->sb_pairs = 0;
 }
 
 /* A copy of n bytes of host memory on the device. */
@@ -343,7 +344,25 @@ static int cuda_weight_prepare(void *ctx, bk_weight *w)
     bk_weight d = *w;
     d.data = d.scales = d.biases = NULL;
     int rc;
-    if (w->dtype == DT_U32) {
+    if (w->dtype == DT_U32 && dtype_size(w->sdtype) == 2) {
+        /* scales and biases interleaved (bk_weight.sb_pairs) */
+        size_t n = (size_t)w->rows * (size_t)(w->cols / w->group_size);
+        uint16_t *pairs = malloc(n * 4);
+        if (!pairs) return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: out of memory interleaving scales");
+        const uint16_t *s = w->scales, *b = w->biases;
+        for (size_t g = 0; g < n; g++) {
+            pairs[2 * g] = s[g];
+            pairs[2 * g + 1] = b[g];
+        }
+        rc = dev_copy_of(w->data, (size_t)w->rows * bk_qrow_bytes(w), &d.data);
+        if (!rc) rc = dev_copy_of(pairs, n * 4, &d.scales);
+        free(pairs);
+        if (rc) {
+            weight_free(&d);
+            return rc;
+        }
+        d.sb_pairs = 1;
+    } else if (w->dtype == DT_U32) {
         size_t groups = (size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype);
         if ((rc = dev_copy_of(w->data, (size_t)w->rows * bk_qrow_bytes(w), &d.data)) ||
             (rc = dev_copy_of(w->scales, groups, &d.scales)) || (rc = dev_copy_of(w->biases, groups, &d.biases))) {

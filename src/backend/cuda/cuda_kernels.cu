@@ -126,13 +126,30 @@ __device__ __forceinline__ uint32_t q_value(const uint8_t *row, int bits, int64_
     return (v >> sh) & ((1u << bits) - 1u);
 }
 
+/* The scale and bias of group g of a quantized weight (bk_weight.sb_pairs:
+ * one 4-byte load). */
+__device__ __forceinline__ void ld_sb(const bk_weight &w, size_t g, float *s, float *b)
+{
+    if (w.sb_pairs) {
+        uint32_t v = __ldg((const uint32_t *)w.scales + g);
+        uint16_t lo = (uint16_t)(v & 0xffffu), hi = (uint16_t)(v >> 16);
+        *s = w.sdtype == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
+        *b = w.sdtype == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
+    } else {
+        *s = ld(w.scales, w.sdtype, g);
+        *b = ld(w.biases, w.sdtype, g);
+    }
+}
+
 /* w[r][i] as float, any stored dtype. */
 __device__ __forceinline__ float w_at(const bk_weight &w, int64_t r, int64_t i)
 {
     if (w.dtype != DT_U32) return ld(w.data, w.dtype, (size_t)(r * w.cols + i));
     const uint8_t *row = (const uint8_t *)w.data + (size_t)r * (size_t)(w.cols * w.bits / 8);
     size_t g = (size_t)(r * (w.cols / w.group_size) + i / w.group_size);
-    return ld(w.scales, w.sdtype, g) * (float)q_value(row, w.bits, i) + ld(w.biases, w.sdtype, g);
+    float s, b;
+    ld_sb(w, g, &s, &b);
+    return s * (float)q_value(row, w.bits, i) + b;
 }
 
 /* act(g) * u: silu(g) = g sigmoid(g); gelu_tanh(g) = g sigmoid(2 z),
@@ -193,8 +210,7 @@ __device__ __forceinline__ void chunk8(const bk_weight &w, int64_t r, int64_t c,
 #pragma unroll
         for (int e = 0; e < 8; e++) v[e] = (float)((uint32_t)(bitsv >> (e * w.bits)) & mask);
         size_t g = (size_t)(r * (w.cols / w.group_size) + (c * 8) / w.group_size);
-        *s = ld(w.scales, w.sdtype, g);
-        *b = ld(w.biases, w.sdtype, g);
+        ld_sb(w, g, s, b);
         return;
     }
     *s = 1.0f;
@@ -396,8 +412,7 @@ __device__ __forceinline__ int mv_pick(const mv_set &s, int64_t rpb, int64_t *ro
                         if (quant) {                                                                             \
                             size_t g = gshift >= 0 ? (size_t)(r * ng + (c >> gshift))                          \
                                                    : (size_t)(r * ng + c * VPC / w.group_size);                 \
-                            sc[k] = ld(w.scales, w.sdtype, g);                                                   \
-                            bi[k] = ld(w.biases, w.sdtype, g);                                                   \
+                            ld_sb(w, g, &sc[k], &bi[k]);                                                         \
                         }                                                                                        \
                     }                                                                                            \
                 }                                                                                                \
@@ -608,8 +623,7 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
                 int c = c0 + k * lpr;
                 if (c < nc) {
                     u[k] = __ldg(row + c);
-                    sc[k] = ld(w.scales, w.sdtype, g0 + (size_t)(c >> gshift));
-                    bi[k] = ld(w.biases, w.sdtype, g0 + (size_t)(c >> gshift));
+                    ld_sb(w, g0 + (size_t)(c >> gshift), &sc[k], &bi[k]);
                 }
             }
 #pragma unroll
@@ -797,7 +811,8 @@ __global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0)
         if (fast) {
             const uint8_t *row = (const uint8_t *)w.data + (size_t)r * (size_t)(K * w.bits / 8);
             size_t g = (size_t)(r * (K / w.group_size) + c8 * 8 / w.group_size);
-            float sc = ld(w.scales, w.sdtype, g), bi = ld(w.biases, w.sdtype, g);
+            float sc, bi;
+            ld_sb(w, g, &sc, &bi);
             uint64_t v = w.bits == 4 ? (uint64_t)((const uint32_t *)row)[c8]
                                      : (uint64_t)((const uint32_t *)row)[2 * c8] |
                                            ((uint64_t)((const uint32_t *)row)[2 * c8 + 1] << 32);
