@@ -1,8 +1,9 @@
 /* bench_gpu_ops.c - the cuda backend's decode products, op by op, against
  * the device's copy bandwidth measured in the same run.
  *
- *   build/bench/bench_gpu_ops [REPS]
+ *   build/bench/bench_gpu_ops [REPS [N K]]
  *
+ * With N and K, only the shapes N x K (for a profiler: one kernel's runs).
  * For each weight format and shape: y = x . W^T with one row of x (decode),
  * REPS (default 200) products queued back to back over a rotation of
  * weight copies larger than the L2 cache, timed with a synchronize at the
@@ -38,6 +39,7 @@ static void *dev(size_t n)
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 200;
+    long long only_n = argc > 3 ? atoll(argv[2]) : 0, only_k = argc > 3 ? atoll(argv[3]) : 0;
     be = backend_find("cuda");
     if (!be || !be->available()) {
         fprintf(stderr, "bench_gpu_ops: no cuda device\n");
@@ -65,6 +67,7 @@ int main(int argc, char **argv)
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int64_t N = cases[c].n, K = cases[c].k;
+        if (only_n && (N != only_n || K != only_k)) continue;
         size_t wbytes = cases[c].bits ? (size_t)N * K * cases[c].bits / 8 : (size_t)N * K * 2;
         size_t sbytes = cases[c].bits ? (size_t)N * (K / 64) * 2 : 0;
         size_t one = wbytes + 2 * sbytes;
