@@ -129,6 +129,34 @@ typedef struct host_weight {
     void *data, *scales, *biases;
 } host_weight;
 
+/* A random MLX-quantized weight with scales and biases in sdt (bf16, f16
+ * or f32). */
+static void make_qweight(host_weight *h, int64_t rows, int64_t cols, int bits, int gs, infer_dtype sdt)
+{
+    memset(h, 0, sizeof *h);
+    size_t bytes = (size_t)rows * (size_t)cols * (size_t)bits / 8, groups = (size_t)rows * (size_t)(cols / gs);
+    size_t es = sdt == DT_F32 ? 4 : 2;
+    unsigned char *q = malloc(bytes);
+    void *s = malloc(groups * es), *b = malloc(groups * es);
+    assert_true(q && s && b);
+    for (size_t i = 0; i < bytes; i++) q[i] = (unsigned char)(frand() * 128.0f + 128.0f);
+    for (size_t i = 0; i < groups; i++) {
+        float sv = 0.02f * frand(), bv = 0.1f * frand();
+        if (sdt == DT_F32) {
+            ((float *)s)[i] = sv;
+            ((float *)b)[i] = bv;
+        } else {
+            ((uint16_t *)s)[i] = sdt == DT_F16 ? f32_to_f16(sv) : f32_to_bf16(sv);
+            ((uint16_t *)b)[i] = sdt == DT_F16 ? f32_to_f16(bv) : f32_to_bf16(bv);
+        }
+    }
+    h->data = q;
+    h->scales = s;
+    h->biases = b;
+    h->w = (bk_weight){.data = q, .dtype = DT_U32, .rows = rows, .cols = cols, .bits = bits, .group_size = gs,
+                       .scales = s, .biases = b, .sdtype = sdt};
+}
+
 /* A random weight [rows, cols]: bf16/f16/f32, or MLX-quantized (bits > 0)
  * with bf16 scales and biases. */
 static void make_weight(host_weight *h, int64_t rows, int64_t cols, infer_dtype dt, int bits, int gs)
@@ -138,20 +166,7 @@ static void make_weight(host_weight *h, int64_t rows, int64_t cols, infer_dtype 
     h->w.cols = cols;
     size_t n = (size_t)(rows * cols);
     if (bits) {
-        size_t bytes = (size_t)rows * (size_t)cols * (size_t)bits / 8, groups = (size_t)rows * (size_t)(cols / gs);
-        unsigned char *q = malloc(bytes);
-        uint16_t *s = malloc(groups * 2), *b = malloc(groups * 2);
-        assert_true(q && s && b);
-        for (size_t i = 0; i < bytes; i++) q[i] = (unsigned char)(frand() * 128.0f + 128.0f);
-        for (size_t i = 0; i < groups; i++) {
-            s[i] = f32_to_bf16(0.02f * frand());
-            b[i] = f32_to_bf16(0.1f * frand());
-        }
-        h->data = q;
-        h->scales = s;
-        h->biases = b;
-        h->w = (bk_weight){.data = q, .dtype = DT_U32, .rows = rows, .cols = cols, .bits = bits, .group_size = gs,
-                           .scales = s, .biases = b, .sdtype = DT_BF16};
+        make_qweight(h, rows, cols, bits, gs, DT_BF16);
         return;
     }
     h->w.dtype = dt;
@@ -686,6 +701,62 @@ static void matmul_n_matches_cpu(void **state)
     close_pair(&p);
 }
 
+/* Quantized weights with f16 and f32 scales (the cuda backend interleaves
+ * 2-byte ones, and takes the float kernels for f32): products of 1 and 3
+ * rows and the fused activation-product of one row, against the cpu. */
+static void quantized_scale_dtypes_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    static const infer_dtype sdts[] = {DT_F16, DT_F32};
+    static const int bitss[] = {4, 8};
+    const int64_t R = 200, K = 512;
+    for (int si = 0; si < 2; si++)
+        for (int bi = 0; bi < 2; bi++)
+            for (int T = 1; T <= 3; T += 2)
+                for (int glu = 0; glu < 2; glu++) {
+                    if (glu && T != 1) continue;
+                    host_weight hw;
+                    make_qweight(&hw, R, K, bitss[bi], 64, sdts[si]);
+                    bk_weight w[2];
+                    place(&p, &hw, w);
+                    size_t nx = (size_t)T * K, ny = (size_t)T * R;
+                    float *x = malloc(nx * 4), *u = malloc(nx * 4);
+                    assert_true(x && u);
+                    fill(x, nx, 2.0f);
+                    fill(u, nx, 1.0f);
+                    void *dx[2], *du[2], *dy[2];
+                    for (int i = 0; i < 2; i++) {
+                        dx[i] = put(&p, i, x, nx * 4);
+                        du[i] = put(&p, i, u, nx * 4);
+                        dy[i] = poisoned(&p, i, ny);
+                    }
+                    int rc;
+                    if (glu) {
+                        rc = p.be[0]->glu(p.ctx[0], dx[0], dx[0], du[0], nx, BK_ACT_SILU) ||
+                             p.be[0]->matmul(p.ctx[0], dy[0], dx[0], &w[0], NULL, T) ||
+                             p.be[1]->matmul_glu(p.ctx[1], dy[1], dx[1], du[1], BK_ACT_SILU, &w[1], NULL, T);
+                    } else {
+                        rc = p.be[0]->matmul(p.ctx[0], dy[0], dx[0], &w[0], NULL, T) ||
+                             p.be[1]->matmul(p.ctx[1], dy[1], dx[1], &w[1], NULL, T);
+                    }
+                    if (rc) fail_msg("scales %s: %s", dtype_name(sdts[si]), infer_last_error());
+                    double e = compare(&p, dy, ny);
+                    if (!(e <= 5e-5))
+                        fail_msg("%d-bit, %s scales, T %d, glu %d: relative error %.3e", bitss[bi], dtype_name(sdts[si]),
+                                 T, glu, e);
+                    free2(&p, dx);
+                    free2(&p, du);
+                    free2(&p, dy);
+                    unplace(&p, w);
+                    free_weight(&hw);
+                    free(x);
+                    free(u);
+                }
+    close_pair(&p);
+}
+
 /* ---- whole models against transformers ---- */
 
 static int list_fixtures(const char *root, char names[][512], int max, int n)
@@ -933,6 +1004,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(kv_attention_matches_cpu),
     cmocka_unit_test(fused_ops_match_cpu),
     cmocka_unit_test(matmul_n_matches_cpu),
+    cmocka_unit_test(quantized_scale_dtypes_match_cpu),
     cmocka_unit_test(fixtures_within_reduced_tolerance),
     cmocka_unit_test(greedy_tokens_teacher_forced),
     cmocka_unit_test(memory_and_device),

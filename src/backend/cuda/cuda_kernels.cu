@@ -456,7 +456,10 @@ MV_KERNEL(k_mv_q4_8, FMT_Q4, 32, CUK_MATVEC_MAX_T)
  * (max |x| / 32767) and the float sum of its values (for the biases), so
  * that a weight's values meet x in dp2a (two int16 x int8 products a
  * step) instead of a conversion and a float multiply each: the float path
- * above is bound by its arithmetic at 4 bits.  The rounding of x is at most
+ * above is bound by its arithmetic at 4 bits.  W and its scale-bias pairs
+ * (bk_weight.sb_pairs) come through cp.async into shared memory, two rounds
+ * in flight per warp: with loads into registers the warps waited on memory
+ * half the time (ncu: long-scoreboard stalls, 0.5 of the bandwidth).  The rounding of x is at most
  * 1/65534 of its piece's largest value (relative error of a product about
  * 1e-5).  A 4-bit word holds values 0..7 as nibbles; its bytes w & 0x0f0f0f0f
  * are values 0, 2, 4, 6 and (w >> 4) & 0x0f0f0f0f values 1, 3, 5, 7, so x
@@ -486,10 +489,6 @@ __device__ __forceinline__ uint32_t q16_pair(float a, float b)
 {
     return __byte_perm(__float_as_uint(a), __float_as_uint(b), 0x5410);
 }
-
-/* Shared memory of the staged x of K values: int16 values, then each
- * piece's {scale, sum}. */
-static size_t mvq_smem(int64_t K) { return (size_t)K * 2 + (size_t)(K / 16) * 8; }
 
 /* One chunk c of W (16 bytes) against the staged x: sc (q . x) + bi sum(x).
  * xss holds each piece's {scale, sum}; swz: the lane's swizzle of x. */
@@ -529,6 +528,36 @@ __device__ __forceinline__ float mvq_chunk(const int BITS, uint4 u, float sc, fl
  * two).  Indices are 32-bit (a row has fewer than 2^31 chunks), and the
  * group of a chunk a shift: a 64-bit division there costs more than the
  * rest of the chunk's work. */
+/* cp.async: 16 bytes (L2 only) or 4 bytes of global memory into shared
+ * memory, completing in groups. */
+__device__ __forceinline__ void cp16(void *dst, const void *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp4(void *dst, const void *src)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
+__device__ __forceinline__ void cp_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+__device__ __forceinline__ void cp_wait1(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+/* Shared memory of the staged x (int16 values, then each piece's {scale,
+ * sum}) rounded to 16 bytes: where the weight buffers begin. */
+__host__ __device__ __forceinline__ size_t mvq_xbytes(int64_t K)
+{
+    return ((size_t)K * 2 + (size_t)(K / 16) * 8 + 15) / 16 * 16;
+}
+
+/* The asynchronous kernels' buffers: for each warp, two stages of
+ * MV_UNROLL chunks of W (16 bytes) and their scale-bias pairs (4 bytes)
+ * per lane. */
+#define MVQ_ABYTES ((size_t)MV_ROWS * 2 * MV_UNROLL * WARP * 20)
+
 __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const float *x, int lpr, int rpb,
                                          int gshift, const float *up, int gelu)
 {
@@ -551,6 +580,38 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
         for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)blockDim.x * 128)
             asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
     }
+    /* asynchronous: the warp's work is its rows (every MV_ROWS * rpw-th
+     * from its first) in rounds of lpr * MV_UNROLL chunks; each lane copies
+     * its chunks of round i + 1 into shared memory while it computes round
+     * i, so that two rounds of reads are in flight without registers */
+    const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
+    const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
+    const int total = first < end
+                          ? (int)((end - first + (int64_t)MV_ROWS * rpw - 1) / ((int64_t)MV_ROWS * rpw)) * steps_row
+                          : 0;
+    uint4 *wbuf = (uint4 *)((uint8_t *)xq + mvq_xbytes(K)) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
+    uint32_t *sbuf = (uint32_t *)((uint8_t *)xq + mvq_xbytes(K) + (size_t)MV_ROWS * 2 * MV_UNROLL * WARP * 16) +
+                     (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
+    int iss_r = 0, iss_s = 0; /* the next round to issue: row of the warp, round of the row */
+#define MVQ_ISSUE(IT)                                                                                            \
+    do {                                                                                                         \
+        if ((IT) < total) {                                                                                      \
+            const int64_t r_ = first + (int64_t)iss_r * MV_ROWS * rpw + sub;                                     \
+            const int nc_ = r_ < end ? ncr : 0, st_ = (IT) & 1;                                                  \
+            const uint4 *row_ = (const uint4 *)((const uint8_t *)w.data + (size_t)r_ * (size_t)ncr * 16);       \
+            const uint32_t *sp_ = (const uint32_t *)w.scales + (size_t)r_ * (size_t)ng;                          \
+            _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                              \
+                const int c = iss_s * lpr * MV_UNROLL + sl + k * lpr;                                            \
+                if (c < nc_) {                                                                                   \
+                    cp16(wbuf + (st_ * MV_UNROLL + k) * WARP + lane, row_ + c);                                  \
+                    cp4(sbuf + (st_ * MV_UNROLL + k) * WARP + lane, sp_ + (c >> gshift));                        \
+                }                                                                                                \
+            }                                                                                                    \
+            if (++iss_s == steps_row) iss_s = 0, iss_r++;                                                        \
+        }                                                                                                        \
+        cp_commit();                                                                                             \
+    } while (0)
+    MVQ_ISSUE(0);
     PDL_ENTRY();
     float2 *xss = (float2 *)(xq + K / 8);
     /* staging: each thread 8 values (a piece) a step, two steps' loads
@@ -609,32 +670,33 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
     /* the chunks a lane reads are c = sl + k lpr (lpr a multiple of 8), so
      * the swizzle of x (xs_at) is the lane's own throughout */
     const int swz = (sl * S / 8) % S;
-    for (int64_t base = row0 + (threadIdx.x / WARP) * rpw; base < end; base += (int64_t)MV_ROWS * rpw) {
-        const int64_t r = base + sub;
-        const int nc = r < end ? ncr : 0;
-        const uint4 *row = (const uint4 *)((const uint8_t *)w.data + (size_t)r * (size_t)ncr * 16);
-        const size_t g0 = (size_t)r * (size_t)ng;
-        float acc = 0.0f;
-        for (int c0 = sl; c0 < nc; c0 += lpr * MV_UNROLL) {
-            uint4 u[MV_UNROLL];
-            float sc[MV_UNROLL], bi[MV_UNROLL];
+    float acc = 0.0f;
+    int cr = 0, cs = 0; /* the round to compute */
+    for (int it = 0; it < total; it++) {
+        MVQ_ISSUE(it + 1);
+        cp_wait1();
+        const int64_t r = first + (int64_t)cr * MV_ROWS * rpw + sub;
+        const int nc = r < end ? ncr : 0, st = it & 1;
 #pragma unroll
-            for (int k = 0; k < MV_UNROLL; k++) {
-                int c = c0 + k * lpr;
-                if (c < nc) {
-                    u[k] = __ldg(row + c);
-                    ld_sb(w, g0 + (size_t)(c >> gshift), &sc[k], &bi[k]);
-                }
-            }
-#pragma unroll
-            for (int k = 0; k < MV_UNROLL; k++) {
-                int c = c0 + k * lpr;
-                if (c < nc) acc += mvq_chunk(BITS, u[k], sc[k], bi[k], c, swz, xq, xss);
+        for (int k = 0; k < MV_UNROLL; k++) {
+            const int c = cs * lpr * MV_UNROLL + sl + k * lpr;
+            if (c < nc) {
+                const uint32_t v = sbuf[(st * MV_UNROLL + k) * WARP + lane];
+                const uint16_t lo = (uint16_t)(v & 0xffffu), hi = (uint16_t)(v >> 16);
+                const float sc = w.sdtype == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
+                const float bi = w.sdtype == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
+                acc += mvq_chunk(BITS, wbuf[(st * MV_UNROLL + k) * WARP + lane], sc, bi, c, swz, xq, xss);
             }
         }
-        for (int o = lpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-        if (sl == 0 && r < end) y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+        if (++cs == steps_row) {
+            for (int o = lpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (sl == 0 && r < end) y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+            acc = 0.0f;
+            cs = 0;
+            cr++;
+        }
     }
+#undef MVQ_ISSUE
 }
 
 #define MVQ_KERNEL(NAME, BITS, MINB)                                                                             \
@@ -715,13 +777,15 @@ static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_we
         for (int k = 0; k < 8; k++)
             if (per == 1 << k && w->group_size % (w->bits == 4 ? 32 : 16) == 0) gshift = k;
     }
-    if (one && gshift >= 0 && w->bits == 4) f = k_mvq4_1, smem = mvq_smem(K);
-    else if (one && gshift >= 0 && w->bits == 8) f = k_mvq8_1, smem = mvq_smem(K);
+    /* one row of x: the integer kernels for 4 and 8 bits with 2-byte
+     * scales (bk_weight.sb_pairs), else the float kernels (for quantized
+     * weights with float32 scales, the one of several rows: slower) */
+    if (one && gshift >= 0 && w->sb_pairs) f = w->bits == 4 ? k_mvq4_1 : k_mvq8_1, smem = mvq_xbytes(K) + MVQ_ABYTES;
     else if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mv_bf16_1 : k_mv_bf16_8;
     else if (w->dtype == DT_F16 && K % 8 == 0) f = one ? k_mv_f16_1 : k_mv_f16_8;
     else if (w->dtype == DT_F32 && K % 4 == 0) f = one ? k_mv_f32_1 : k_mv_f32_8;
-    else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = k_mv_q8_8;
-    else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = k_mv_q4_8;
+    else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = k_mv_q8_8, one = 0;
+    else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = k_mv_q4_8, one = 0;
     if (f && one && !smem) smem = (size_t)K * 4;
     if (f && one && !mv_smem_ok(f, smem)) {
         /* x too long for shared memory: the kernel that reads it from global memory */
