@@ -440,8 +440,6 @@ __device__ __forceinline__ int mv_pick(const mv_set &s, int64_t rpb, int64_t *ro
         }                                                                                                        \
     }
 /* one row of x (decode: few registers, x shared), and up to 8 */
-MV_KERNEL(k_mv_bf16_1, FMT_BF16, 8, 1)
-MV_KERNEL(k_mv_f16_1, FMT_F16, 8, 1)
 MV_KERNEL(k_mv_f32_1, FMT_F32, 4, 1)
 MV_KERNEL(k_mv_bf16_8, FMT_BF16, 8, CUK_MATVEC_MAX_T)
 MV_KERNEL(k_mv_f16_8, FMT_F16, 8, CUK_MATVEC_MAX_T)
@@ -709,6 +707,99 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
 MVQ_KERNEL(k_mvq4_1, 4, 4)
 MVQ_KERNEL(k_mvq8_1, 8, 4)
 
+/* One row of x against bf16 or f16 W: x staged as float, W through
+ * cp.async as above (two rounds in flight per warp). */
+#define MVH_WBYTES ((size_t)MV_ROWS * 2 * MV_UNROLL * WARP * 16)
+
+__device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const float *x, int lpr, int rpb,
+                                         const float *up, int gelu)
+{
+    extern __shared__ float4 xs[];
+    const int S = 2; /* float4s of x a chunk of 8 values */
+    int64_t row0;
+    const int wi = mv_pick(s, rpb, &row0);
+    const bk_weight w = MV_SEL(s.w, wi), bias = MV_SEL(s.b, wi);
+    float *y = MV_SEL(s.y, wi);
+    const int64_t K = w.cols;
+    const int ncr = (int)(K / 8);
+    const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
+    const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
+    const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
+    const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
+    const int total = first < end
+                          ? (int)((end - first + (int64_t)MV_ROWS * rpw - 1) / ((int64_t)MV_ROWS * rpw)) * steps_row
+                          : 0;
+    uint4 *wbuf = (uint4 *)(xs + K / 4) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
+    int iss_r = 0, iss_s = 0;
+#define MVH_ISSUE(IT)                                                                                            \
+    do {                                                                                                         \
+        if ((IT) < total) {                                                                                      \
+            const int64_t r_ = first + (int64_t)iss_r * MV_ROWS * rpw + sub;                                     \
+            const int nc_ = r_ < end ? ncr : 0, st_ = (IT) & 1;                                                  \
+            const uint4 *row_ = (const uint4 *)((const uint16_t *)w.data + (size_t)r_ * (size_t)K);              \
+            _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                              \
+                const int c = iss_s * lpr * MV_UNROLL + sl + k * lpr;                                            \
+                if (c < nc_) cp16(wbuf + (st_ * MV_UNROLL + k) * WARP + lane, row_ + c);                         \
+            }                                                                                                    \
+            if (++iss_s == steps_row) iss_s = 0, iss_r++;                                                        \
+        }                                                                                                        \
+        cp_commit();                                                                                             \
+    } while (0)
+    MVH_ISSUE(0);
+    PDL_ENTRY();
+    for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
+        float4 v = ((const float4 *)x)[i];
+        if (up) {
+            float4 b = ((const float4 *)up)[i];
+            v = make_float4(glu1(v.x, b.x, gelu), glu1(v.y, b.y, gelu), glu1(v.z, b.z, gelu), glu1(v.w, b.w, gelu));
+        }
+        xs[xs_at(S, i / S, (int)(i % S))] = v;
+    }
+    __syncthreads();
+    float acc = 0.0f;
+    int cr = 0, cs = 0;
+    for (int it = 0; it < total; it++) {
+        MVH_ISSUE(it + 1);
+        cp_wait1();
+        const int64_t r = first + (int64_t)cr * MV_ROWS * rpw + sub;
+        const int nc = r < end ? ncr : 0, st = it & 1;
+#pragma unroll
+        for (int k = 0; k < MV_UNROLL; k++) {
+            const int c = cs * lpr * MV_UNROLL + sl + k * lpr;
+            if (c < nc) {
+                float4 xv[2] = {xs[xs_at(S, c, 0)], xs[xs_at(S, c, 1)]};
+                float dot, sx;
+                mv_chunk(FMT, wbuf[(st * MV_UNROLL + k) * WARP + lane], xv, &dot, &sx);
+                acc += dot;
+            }
+        }
+        if (++cs == steps_row) {
+            for (int o = lpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+            if (sl == 0 && r < end) y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+            acc = 0.0f;
+            cs = 0;
+            cr++;
+        }
+    }
+#undef MVH_ISSUE
+}
+
+__global__ void __launch_bounds__(MV_ROWS * WARP, 4)
+    k_mvh_bf16_1(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)
+{
+    (void)T;
+    (void)gshift;
+    mvh_body(FMT_BF16, s, x, lpr, rpb, up, gelu);
+}
+
+__global__ void __launch_bounds__(MV_ROWS * WARP, 4)
+    k_mvh_f16_1(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)
+{
+    (void)T;
+    (void)gshift;
+    mvh_body(FMT_F16, s, x, lpr, rpb, up, gelu);
+}
+
 typedef void (*mv_fn)(mv_set, const float *, int, int, int, int, const float *, int);
 
 static int sm_count(void)
@@ -781,15 +872,15 @@ static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_we
      * scales (bk_weight.sb_pairs), else the float kernels (for quantized
      * weights with float32 scales, the one of several rows: slower) */
     if (one && gshift >= 0 && w->sb_pairs) f = w->bits == 4 ? k_mvq4_1 : k_mvq8_1, smem = mvq_xbytes(K) + MVQ_ABYTES;
-    else if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mv_bf16_1 : k_mv_bf16_8;
-    else if (w->dtype == DT_F16 && K % 8 == 0) f = one ? k_mv_f16_1 : k_mv_f16_8;
+    else if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mvh_bf16_1 : k_mv_bf16_8, smem = one ? (size_t)K * 4 + MVH_WBYTES : 0;
+    else if (w->dtype == DT_F16 && K % 8 == 0) f = one ? k_mvh_f16_1 : k_mv_f16_8, smem = one ? (size_t)K * 4 + MVH_WBYTES : 0;
     else if (w->dtype == DT_F32 && K % 4 == 0) f = one ? k_mv_f32_1 : k_mv_f32_8;
     else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = k_mv_q8_8, one = 0;
     else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = k_mv_q4_8, one = 0;
     if (f && one && !smem) smem = (size_t)K * 4;
     if (f && one && !mv_smem_ok(f, smem)) {
         /* x too long for shared memory: the kernel that reads it from global memory */
-        f = f == k_mv_bf16_1 ? k_mv_bf16_8 : f == k_mv_f16_1 ? k_mv_f16_8 : f == k_mv_f32_1 ? k_mv_f32_8
+        f = f == k_mvh_bf16_1 ? k_mv_bf16_8 : f == k_mvh_f16_1 ? k_mv_f16_8 : f == k_mv_f32_1 ? k_mv_f32_8
             : f == k_mvq8_1 ? k_mv_q8_8 : k_mv_q4_8;
         one = 0;
         smem = 0;
