@@ -460,6 +460,26 @@ static void pool_reuses_and_bounds(void **state)
 
 #define T(f) cmocka_unit_test_setup_teardown(f, save_limits, restore_limits)
 
+/* Pinned bytes under the wired limit: counted apart from the active
+ * bytes, refused past the limit with what was pinned reported. */
+static void wired_limit_bounds_pinned_bytes(void **state)
+{
+    (void)state;
+    static bk_counters c;
+    memset(&c, 0, sizeof c);
+    size_t lim = 0, pinned = 0;
+    assert_true(bkc_pin(&c, 1 << 20, &lim, &pinned)); /* no limit */
+    bkc_set(&c, BK_MEM_WIRED_LIMIT, 3 << 20, NULL, "test");
+    assert_true(bkc_pin(&c, 2 << 20, &lim, &pinned));
+    assert_false(bkc_pin(&c, 1, &lim, &pinned));
+    assert_int_equal(lim, 3 << 20);
+    assert_int_equal(pinned, 3 << 20);
+    assert_int_equal(bkc_get(&c, BK_MEM_ACTIVE), 0);
+    bkc_unpin(&c, 1 << 20);
+    assert_true(bkc_pin(&c, 1 << 20, &lim, &pinned));
+    assert_false(bkc_pin(&c, (size_t)-1, &lim, &pinned));
+}
+
 static const struct CMUnitTest tests[] = {
     T(setters_return_previous),
     T(null_is_the_default_backend),
@@ -471,6 +491,7 @@ static const struct CMUnitTest tests[] = {
     T(memory_limit_fails_a_repack),
     T(cpu_device_info),
     cmocka_unit_test(pool_reuses_and_bounds),
+    cmocka_unit_test(wired_limit_bounds_pinned_bytes),
     cmocka_unit_test(bandwidth_is_measured),
 };
 

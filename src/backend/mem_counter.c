@@ -1,6 +1,8 @@
 /* mem_counter.c - see mem_counter.h. */
 #include "backend/mem_counter.h"
 
+#include <stdint.h>
+
 #include "core/error.h"
 
 static void raise_peak(bk_counters *c, size_t now)
@@ -12,23 +14,39 @@ static void raise_peak(bk_counters *c, size_t now)
 
 void bkc_count(bk_counters *c, size_t bytes) { raise_peak(c, atomic_fetch_add(&c->active, bytes) + bytes); }
 
+/* n += bytes unless that would pass *limit (0 = none); then n is left,
+ * and the limit and n are stored.  Returns n before, or SIZE_MAX when it
+ * failed. */
+static size_t add_under(atomic_size_t *n, atomic_size_t *limit, size_t bytes, size_t *limit_out, size_t *n_out)
+{
+    size_t cur = atomic_load(n);
+    for (;;) {
+        size_t lim = atomic_load(limit);
+        if (lim && (bytes > lim || cur > lim - bytes)) {
+            *limit_out = lim;
+            *n_out = cur;
+            return SIZE_MAX;
+        }
+        if (atomic_compare_exchange_weak(n, &cur, cur + bytes)) return cur;
+    }
+}
+
 int bkc_take(bk_counters *c, size_t bytes, size_t *limit_out, size_t *active_out)
 {
-    size_t cur = atomic_load(&c->active);
-    for (;;) {
-        size_t limit = atomic_load(&c->limit);
-        if (limit && (bytes > limit || cur > limit - bytes)) {
-            *limit_out = limit;
-            *active_out = cur;
-            return 0;
-        }
-        if (atomic_compare_exchange_weak(&c->active, &cur, cur + bytes)) break;
-    }
+    size_t cur = add_under(&c->active, &c->limit, bytes, limit_out, active_out);
+    if (cur == SIZE_MAX) return 0;
     raise_peak(c, cur + bytes);
     return 1;
 }
 
 void bkc_give(bk_counters *c, size_t bytes) { atomic_fetch_sub(&c->active, bytes); }
+
+int bkc_pin(bk_counters *c, size_t bytes, size_t *limit_out, size_t *pinned_out)
+{
+    return add_under(&c->wired, &c->wired_limit, bytes, limit_out, pinned_out) != SIZE_MAX;
+}
+
+void bkc_unpin(bk_counters *c, size_t bytes) { atomic_fetch_sub(&c->wired, bytes); }
 
 size_t bkc_get(bk_counters *c, bk_mem what)
 {

@@ -19,7 +19,6 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,26 +153,22 @@ static void cuda_free(void *ctx, void *p)
 }
 
 /* Pinned host memory: each block starts with its size, so that free can
- * give its bytes back to the count the wired limit bounds. */
+ * give its bytes back to the count the wired limit bounds (bkc_pin). */
 enum { HOST_HEAD = 64 };
-static atomic_size_t pinned;
 
 static int cuda_host_alloc(void *ctx, size_t bytes, void **out)
 {
     (void)ctx;
     *out = NULL;
-    size_t n = bytes + HOST_HEAD, lim = bkc_get(&mem, BK_MEM_WIRED_LIMIT);
-    size_t before = atomic_fetch_add(&pinned, n);
-    if (lim && before + n > lim) {
-        atomic_fetch_sub(&pinned, n);
+    size_t n = bytes + HOST_HEAD, lim = 0, before = 0;
+    if (!bkc_pin(&mem, n, &lim, &before))
         return infer_err(INFER_ERR_OUT_OF_MEMORY,
                          "cuda backend: pinning %zu bytes of host memory would pass the wired limit (%zu of %zu pinned)",
                          bytes, before, lim);
-    }
     void *p = NULL;
     cudaError_t e = cudaMallocHost(&p, n);
     if (e) {
-        atomic_fetch_sub(&pinned, n);
+        bkc_unpin(&mem, n);
         cudaGetLastError();
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "cuda backend: pinning %zu bytes of host memory: %s", bytes,
                          cudaGetErrorString(e));
@@ -188,7 +183,7 @@ static void cuda_host_free(void *ctx, void *p)
     (void)ctx;
     if (!p) return;
     char *b = (char *)p - HOST_HEAD;
-    atomic_fetch_sub(&pinned, *(size_t *)b);
+    bkc_unpin(&mem, *(size_t *)b);
     cudaFreeHost(b);
 }
 
