@@ -132,11 +132,8 @@ static int apply_rope(infer_model *m, int li, void *x, int heads, const fwd_batc
     return INFER_OK;
 }
 
-/* Whether a block's own norm at its end (Gemma's sandwich norms) is left
- * to add_norm, which fuses it where the backend can. */
-static int post_norm_fused(const infer_model *m) { return m->cfg.sandwich_norms && m->be->add_rmsnorm; }
-
-/* x += post(o) (post: the block's norm at its end, or NULL), then h =
+/* x += post(o) (post: the block's norm at its end, Gemma's sandwich norm,
+ * or NULL), then h =
  * norm(x) (norm NULL: none, after the last layer): one op where the
  * backend fuses them. */
 static int add_norm(infer_model *m, fwd_scratch *s, const bk_weight *post, const bk_weight *norm, int T)
@@ -164,7 +161,7 @@ static int products(infer_model *m, void *const *ys, const void *x, const bk_wei
 }
 
 /* s->h (the normalised x) -> s->o: attention of layer li, output
- * projection included (and the sandwich norm after it). */
+ * projection included (the sandwich norm after it is add_norm's). */
 static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch *fb, fwd_scratch *s)
 {
     const backend_ops *be = m->be;
@@ -214,9 +211,6 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
         (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)))
         return rc;
-    if (c->sandwich_norms && !post_norm_fused(m) &&
-        (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_attn_norm, T, c->hidden_size, eps, c->norm_plus_one)))
-        return rc;
     return INFER_OK;
 }
 
@@ -227,14 +221,14 @@ static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
     return m->cfg.sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
 }
 
-/* s->h -> s->o: the MLP of layer li (and the sandwich norm after it). */
+/* s->h -> s->o: the MLP of layer li (the sandwich norm after it is
+ * add_norm's). */
 static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
 {
     const backend_ops *be = m->be;
     void *ctx = m->bctx;
     const model_config *c = &m->cfg;
     const layer_weights *L = &m->layers[li];
-    float eps = (float)c->rms_norm_eps;
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     int rc;
     const bk_weight *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {opt(&L->gate_bias), opt(&L->up_bias)};
@@ -244,11 +238,7 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
         rc = be->matmul_glu(ctx, s->o, s->g, s->u, act, &L->down, opt(&L->down_bias), T);
     else if (!(rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)))
         rc = be->matmul(ctx, s->o, s->g, &L->down, opt(&L->down_bias), T);
-    if (rc) return rc;
-    if (c->sandwich_norms && !post_norm_fused(m) &&
-        (rc = be->rmsnorm(ctx, s->o, s->o, &L->post_ff_norm, T, c->hidden_size, eps, c->norm_plus_one)))
-        return rc;
-    return INFER_OK;
+    return rc;
 }
 
 /* Every layer over s->x: h = input_norm(x); x += attention(h);
@@ -257,16 +247,16 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
 static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch *s)
 {
     const model_config *c = &m->cfg;
-    int T = fb->N, fused = post_norm_fused(m);
+    int T = fb->N, sw = c->sandwich_norms;
     int rc = m->be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size,
                             (float)c->rms_norm_eps, c->norm_plus_one);
     for (int li = 0; !rc && li < c->n_layers; li++) {
         const layer_weights *L = &m->layers[li];
         if ((rc = attention_block(m, kv, li, fb, s)) ||
-            (rc = add_norm(m, s, fused ? &L->post_attn_norm : NULL, pre_mlp_norm(m, li), T)) ||
+            (rc = add_norm(m, s, sw ? &L->post_attn_norm : NULL, pre_mlp_norm(m, li), T)) ||
             (rc = mlp_block(m, li, T, s)))
             break;
-        rc = add_norm(m, s, fused ? &L->post_ff_norm : NULL, li + 1 < c->n_layers ? &m->layers[li + 1].input_norm : NULL,
+        rc = add_norm(m, s, sw ? &L->post_ff_norm : NULL, li + 1 < c->n_layers ? &m->layers[li + 1].input_norm : NULL,
                       T);
     }
     return rc;
