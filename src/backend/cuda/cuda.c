@@ -447,10 +447,9 @@ static int matmul_blas(cuda_ctx *c, float *y, const float *x, const bk_weight *w
     return INFER_OK;
 }
 
-static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+/* Whether the products take weight w (rows and cols above 0). */
+static int weight_ok(const bk_weight *w)
 {
-    cuda_ctx *c = ctx;
-    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
     if (w->dtype != DT_F32 && w->dtype != DT_F16 && w->dtype != DT_BF16 && w->dtype != DT_U32)
         return infer_err(INFER_ERR_UNSUPPORTED, "matmul: weight dtype %s is not supported on cuda", dtype_name(w->dtype));
     if (w->dtype == DT_U32 && (w->bits < 1 || w->bits > 8 || w->group_size < 8 || w->group_size % 8 || w->cols % w->group_size))
@@ -459,9 +458,18 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     if (w->rows > INT32_MAX || w->cols > INT32_MAX)
         return infer_err(INFER_ERR_UNSUPPORTED, "matmul: %lld x %lld weight is too large", (long long)w->rows,
                          (long long)w->cols);
+    return INFER_OK;
+}
+
+static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
+{
+    cuda_ctx *c = ctx;
+    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
+    int rc = weight_ok(w);
+    if (rc) return rc;
     if (T <= CUK_MATVEC_MAX_T) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     pthread_mutex_lock(&c->lock);
-    int rc = matmul_blas(c, y, x, w, T);
+    rc = matmul_blas(c, y, x, w, T);
     pthread_mutex_unlock(&c->lock);
     if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
     return rc;
@@ -475,12 +483,16 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
     cuda_ctx *c = ctx;
     if (T <= 0 || n <= 0) return INFER_OK;
     if (n > 4) return infer_err(INFER_ERR_INVALID_ARGUMENT, "matmul: %d products at once (at most 4)", n);
-    if (T > 0 && T <= CUK_MATVEC_MAX_T && n > 1) {
+    if (T <= CUK_MATVEC_MAX_T && n > 1) {
         int ok = 1;
-        for (int i = 0; i < n; i++)
-            ok &= ws[i]->rows > 0 && ws[i]->rows <= INT32_MAX && ws[i]->cols > 0 && ws[i]->cols <= INT32_MAX &&
-                  (ws[i]->dtype != DT_U32 || (ws[i]->group_size >= 8 && ws[i]->group_size % 8 == 0 &&
-                                              ws[i]->cols % ws[i]->group_size == 0));
+        for (int i = 0; i < n; i++) {
+            if (ws[i]->rows <= 0 || ws[i]->cols <= 0) {
+                ok = 0; /* nothing to do for it: one product after another */
+                continue;
+            }
+            int rc = weight_ok(ws[i]);
+            if (rc) return rc;
+        }
         if (ok) {
             int e = cuk_matvec_n(c->stream, (float *const *)ys, x, ws, bs, n, T);
             if (e != (int)cudaErrorNotSupported) return launched(e, "matmul");
