@@ -1,16 +1,19 @@
 /* bench_gpu_ops.c - the cuda backend's decode products, op by op, against
  * the device's copy bandwidth measured in the same run.
  *
- *   build/bench/bench_gpu_ops [REPS [N K]]
+ *   build/bench/bench_gpu_ops [REPS [N K [T]]]
  *
- * With N and K, only the shapes N x K (for a profiler: one kernel's runs).
+ * With N and K, only the shapes N x K (for a profiler: one kernel's runs),
+ * with T rows of x (default 1).
  * For each weight format and shape: y = x . W^T with one row of x (decode),
  * REPS (default 200) products queued back to back over a rotation of
  * weight copies larger than the L2 cache, timed with a synchronize at the
  * end; GB/s of weight bytes read (packed values + scales + biases), and the
  * ratio to the copy bandwidth (bytes read + written of a 512 MiB
  * device-to-device copy).  Also the time of one small op (rmsnorm of one
- * row), which bounds what a decode step of many ops can reach. */
+ * row), which bounds what a decode step of many ops can reach.  Then
+ * products of 16 to 512 rows of x (batched decode, classification,
+ * prefill) on a few shapes: GB/s of weights and TFLOP/s. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,10 +39,56 @@ static void *dev(size_t n)
     return p;
 }
 
+/* Microseconds a product y[T, N] = x[T, K] . W^T takes, queued reps times
+ * over a rotation of weight copies larger than the L2 cache; *bytes: the
+ * weight bytes one product reads. */
+static double time_product(infer_dtype dt, int bits, int64_t N, int64_t K, int T, int reps, double *bytes)
+{
+    size_t wbytes = bits ? (size_t)N * K * bits / 8 : (size_t)N * K * 2;
+    size_t sbytes = bits ? (size_t)N * (K / 64) * 2 : 0;
+    size_t one = wbytes + 2 * sbytes;
+    int copies = (int)((256u << 20) / one) + 1;
+    if (copies > 64) copies = 64;
+    bk_weight *w = calloc((size_t)copies, sizeof *w);
+    unsigned char *host = malloc(wbytes > sbytes ? wbytes : sbytes);
+    if (!w || !host) die("out of memory");
+    for (size_t i = 0; i < (wbytes > sbytes ? wbytes : sbytes); i++) host[i] = (unsigned char)(i * 2654435761u >> 13);
+    for (size_t i = 0; i + 1 < sbytes; i += 2) host[i + 1] = 0x3c; /* bf16 scales and biases near 0.01 */
+    for (int i = 0; i < copies; i++) {
+        w[i] = (bk_weight){.data = host, .dtype = bits ? DT_U32 : dt, .rows = N, .cols = K, .bits = bits,
+                           .group_size = 64, .scales = bits ? host : NULL, .biases = bits ? host : NULL,
+                           .sdtype = DT_BF16};
+        if (be->weight_prepare(ctx, &w[i])) die("weight_prepare");
+    }
+    size_t nx = (size_t)T * (size_t)K;
+    float *xh = malloc(nx * 4);
+    if (!xh) die("out of memory");
+    for (size_t i = 0; i < nx; i++) xh[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+    void *x = dev(nx * 4), *y = dev((size_t)T * (size_t)N * 4);
+    if (be->upload(ctx, x, xh, nx * 4)) die("upload");
+    for (int i = 0; i < copies; i++)
+        if (be->matmul(ctx, y, x, &w[i], NULL, T)) die("matmul");
+    be->synchronize(ctx);
+    double t0 = bench_now();
+    for (int r = 0; r < reps; r++)
+        if (be->matmul(ctx, y, x, &w[r % copies], NULL, T)) die("matmul");
+    if (be->synchronize(ctx)) die("synchronize");
+    double us = (bench_now() - t0) / reps * 1e6;
+    for (int i = 0; i < copies; i++) be->weight_release(ctx, &w[i]);
+    be->free(ctx, x);
+    be->free(ctx, y);
+    free(w);
+    free(host);
+    free(xh);
+    *bytes = (double)one;
+    return us;
+}
+
 int main(int argc, char **argv)
 {
     int reps = argc > 1 ? atoi(argv[1]) : 200;
     long long only_n = argc > 3 ? atoll(argv[2]) : 0, only_k = argc > 3 ? atoll(argv[3]) : 0;
+    int only_t = argc > 4 ? atoi(argv[4]) : 1;
     be = backend_find("cuda");
     if (!be || !be->available()) {
         fprintf(stderr, "bench_gpu_ops: no cuda device\n");
@@ -68,41 +117,29 @@ int main(int argc, char **argv)
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         int64_t N = cases[c].n, K = cases[c].k;
         if (only_n && (N != only_n || K != only_k)) continue;
-        size_t wbytes = cases[c].bits ? (size_t)N * K * cases[c].bits / 8 : (size_t)N * K * 2;
-        size_t sbytes = cases[c].bits ? (size_t)N * (K / 64) * 2 : 0;
-        size_t one = wbytes + 2 * sbytes;
-        int copies = (int)((256u << 20) / one) + 1;
-        if (copies > 64) copies = 64;
-        bk_weight *w = calloc((size_t)copies, sizeof *w);
-        unsigned char *host = malloc(wbytes > sbytes ? wbytes : sbytes);
-        if (!w || !host) return 1;
-        for (size_t i = 0; i < (wbytes > sbytes ? wbytes : sbytes); i++) host[i] = (unsigned char)(i * 2654435761u >> 13);
-        for (size_t i = 0; i + 1 < sbytes; i += 2) host[i + 1] = 0x3c; /* bf16 scales and biases near 0.01 */
-        for (int i = 0; i < copies; i++) {
-            w[i] = (bk_weight){.data = host, .dtype = cases[c].bits ? DT_U32 : cases[c].dt, .rows = N, .cols = K,
-                               .bits = cases[c].bits, .group_size = 64, .scales = cases[c].bits ? host : NULL,
-                               .biases = cases[c].bits ? host : NULL, .sdtype = DT_BF16};
-            if (be->weight_prepare(ctx, &w[i])) die("weight_prepare");
-        }
-        float *xh = malloc((size_t)K * 4);
-        for (int64_t i = 0; i < K; i++) xh[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
-        void *x = dev((size_t)K * 4), *y = dev((size_t)N * 4);
-        if (be->upload(ctx, x, xh, (size_t)K * 4)) die("upload");
-        for (int i = 0; i < copies; i++)
-            if (be->matmul(ctx, y, x, &w[i], NULL, 1)) die("matmul");
-        be->synchronize(ctx);
-        double t0 = bench_now();
-        for (int r = 0; r < reps; r++)
-            if (be->matmul(ctx, y, x, &w[r % copies], NULL, 1)) die("matmul");
-        if (be->synchronize(ctx)) die("synchronize");
-        double us = (bench_now() - t0) / reps * 1e6, gbs = one / us * 1e-3;
+        double one, us = time_product(cases[c].dt, cases[c].bits, N, K, only_t, reps, &one), gbs = one / us * 1e-3;
         printf("%-10s %7lld %7lld | %9.2f %9.1f %6.3f\n", cases[c].name, (long long)N, (long long)K, us, gbs, gbs / bw);
-        for (int i = 0; i < copies; i++) be->weight_release(ctx, &w[i]);
-        be->free(ctx, x);
-        be->free(ctx, y);
-        free(w);
-        free(host);
-        free(xh);
+    }
+    /* several rows of x (batched decode, classification, prefill) */
+    if (!only_n) {
+        static const struct {
+            const char *name;
+            infer_dtype dt;
+            int bits;
+            int64_t n, k;
+        } mm[] = {
+            {"q4 g64", DT_U32, 4, 4096, 4096},  {"q4 g64", DT_U32, 4, 14336, 4096}, {"q4 g64", DT_U32, 4, 4096, 14336},
+            {"q4 g64", DT_U32, 4, 6912, 1152},  {"q8 g64", DT_U32, 8, 14336, 4096}, {"bf16", DT_BF16, 0, 14336, 4096},
+        };
+        static const int Ts[] = {16, 32, 64, 128, 256, 512};
+        printf("\n%-10s %7s %7s %5s | %9s %9s %6s %9s\n", "weights", "N", "K", "T", "us/call", "GB/s", "ratio", "TFLOP/s");
+        for (size_t c = 0; c < sizeof mm / sizeof mm[0]; c++)
+            for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+                double one, us = time_product(mm[c].dt, mm[c].bits, mm[c].n, mm[c].k, Ts[ti], reps / 4 + 1, &one);
+                double gbs = one / us * 1e-3, tf = 2.0 * Ts[ti] * (double)mm[c].n * (double)mm[c].k / us * 1e-6;
+                printf("%-10s %7lld %7lld %5d | %9.2f %9.1f %6.3f %9.1f\n", mm[c].name, (long long)mm[c].n,
+                       (long long)mm[c].k, Ts[ti], us, gbs, gbs / bw, tf);
+            }
     }
     /* one small op: the floor of a step made of many */
     {

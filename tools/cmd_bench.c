@@ -8,7 +8,12 @@
  *            the stream's decode tok/s, median of --runs
  *   batch    with --batch B > 1: B prompts of --n-prompt tokens generating
  *            --n-gen tokens each, together (infer_batch_generate); the
- *            tokens generated per second of wall time, prefill included
+ *            tokens generated per second of wall time, prefill included;
+ *            and the same B prompts classified (infer_classify: the next
+ *            token of each): prompts per second, and the TFLOP/s of that
+ *            run's products and attention (2 x weights a token, the head
+ *            once a prompt, 2 T^2 x heads x head_dim a layer for the
+ *            causal attention of a T-token prompt)
  *   limit    infer_measure_bandwidth, before the runs and after (the best);
  *            decode's bound is bandwidth / bytes a step reads (the weights
  *            of infer_model_info.decode_bytes, plus the KV cache at the mean
@@ -30,8 +35,9 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
-/* Generated tokens per second of B prompts of n_prompt ids, n_gen each. */
-static int run_batch(infer_model *m, const int32_t *ids, int n_prompt, int n_gen, int B, double *tok_s)
+/* Generated tokens per second of B prompts of n_prompt ids, n_gen each;
+ * then the same prompts classified: prompts per second and TFLOP/s. */
+static int run_batch(infer_model *m, int n_prompt, int n_gen, int B, double *tok_s, double *cls_s, double *cls_tf)
 {
     const int32_t **p = malloc((size_t)B * sizeof *p);
     size_t *lens = malloc((size_t)B * sizeof *lens);
@@ -46,7 +52,6 @@ static int run_batch(infer_model *m, const int32_t *ids, int n_prompt, int n_gen
             p[b] = all + (size_t)b * n_prompt;
             lens[b] = (size_t)n_prompt;
         }
-        (void)ids;
         infer_prompts pr = {.n = (size_t)B, .ids = p, .lens = lens};
         infer_gen_opts o;
         infer_gen_opts_default(&o);
@@ -64,6 +69,18 @@ static int run_batch(infer_model *m, const int32_t *ids, int n_prompt, int n_gen
         }
         if (res) infer_batch_free(res, (size_t)B);
         *tok_s = t > 0 ? (double)got / t : 0.0;
+        infer_classify_result *cr = NULL;
+        t0 = now_s();
+        if (!rc) rc = infer_classify(m, &pr, 0, &cr);
+        t = now_s() - t0;
+        for (int b = 0; !rc && b < B; b++)
+            if (cr[b].status) rc = cr[b].status;
+        if (cr) infer_classify_free(cr, (size_t)B);
+        double L = info.n_layers, D = info.hidden_size, hd = info.head_dim, T = n_prompt;
+        double layer = D * hd * (2.0 * info.n_heads + 2.0 * info.n_kv_heads) + 3.0 * D * info.intermediate_size;
+        double flops = B * (T * 2.0 * L * layer + 2.0 * info.vocab_size * D + L * 2.0 * T * T * info.n_heads * hd);
+        *cls_s = t > 0 ? B / t : 0.0;
+        *cls_tf = t > 0 ? flops / t * 1e-12 : 0.0;
     }
     free(p);
     free(lens);
@@ -112,7 +129,7 @@ int cmd_bench(const cli_command *self, int argc, char **argv)
         return cli_fail("out of memory");
     }
     bench_make_ids(ids, n_ids, info.vocab_size, 7);
-    double bw = 0.0, bw2 = 0.0, batch_tok_s = 0.0;
+    double bw = 0.0, bw2 = 0.0, batch_tok_s = 0.0, cls_s = 0.0, cls_tf = 0.0;
     infer_metrics met;
     int st = infer_measure_bandwidth(info.backend, mo.threads, &bw);
     if (!st) st = infer_reset_peak_memory(info.backend);
@@ -125,7 +142,7 @@ int cmd_bench(const cli_command *self, int argc, char **argv)
         st = bench_run_once(m, ids, n_prompt, 1, &met);
         pre[r] = met.prefill_tok_s;
     }
-    if (!st && batch > 1) st = run_batch(m, ids, n_prompt > 0 ? n_prompt : 8, n_gen, batch, &batch_tok_s);
+    if (!st && batch > 1) st = run_batch(m, n_prompt > 0 ? n_prompt : 8, n_gen, batch, &batch_tok_s, &cls_s, &cls_tf);
     if (!st) st = infer_measure_bandwidth(info.backend, mo.threads, &bw2);
     if (st) {
         free(ids);
@@ -146,9 +163,9 @@ int cmd_bench(const cli_command *self, int argc, char **argv)
         printf("{\"model\": \"%s\", \"backend\": \"%s\", \"device\": \"%s\", \"bandwidth_gb_s\": %.1f, "
                "\"decode_bytes\": %.0f, \"decode_tok_s\": %.2f, \"decode_bound_tok_s\": %.2f, \"decode_ratio\": %.4g, "
                "\"n_gen\": %d, \"prefill_tok_s\": %.1f, \"n_prompt\": %d, \"batch\": %d, \"batch_tok_s\": %.1f, "
-               "\"peak_memory\": %zu, \"runs\": %d}\n",
+               "\"classify_prompts_s\": %.1f, \"classify_tflop_s\": %.2f, \"peak_memory\": %zu, \"runs\": %d}\n",
                info.model_type, info.backend, dev.name, bw, step, decode, bound, bound > 0 ? decode / bound : 0.0,
-               n_gen, prefill, n_prompt, batch, batch_tok_s, peak, runs);
+               n_gen, prefill, n_prompt, batch, batch_tok_s, cls_s, cls_tf, peak, runs);
     } else {
         printf("model    %s (%s, %d layers, %s%s), %s on %s\n", dir, info.model_type, info.n_layers, info.dtype,
                info.quant_bits ? ", quantized" : "", info.backend, dev.name);
@@ -160,6 +177,9 @@ int cmd_bench(const cli_command *self, int argc, char **argv)
         if (batch > 1)
             printf("batch    %.1f generated tok/s in all (%d prompts of %d tokens, %d tokens each)\n", batch_tok_s,
                    batch, n_prompt > 0 ? n_prompt : 8, n_gen);
+        if (batch > 1)
+            printf("classify %.1f prompts/s (the same %d prompts; %.2f TFLOP/s of products and attention)\n", cls_s,
+                   batch, cls_tf);
         printf("memory   %.1f MB peak\n", (double)peak / 1e6);
     }
     free(ids);

@@ -115,6 +115,7 @@ typedef struct bk_attn_kv {
     float scale;
     float softcap;
     int window;
+    int max_n;      /* most query rows of one sequence (a hint; 0: not given, up to N) */
 } bk_attn_kv;
 
 /* What the process-wide memory entries of a backend read or set. */

@@ -173,6 +173,9 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     const bk_weight *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {opt(&L->q_bias), opt(&L->k_bias), opt(&L->v_bias)};
     void *qkv_y[3] = {s->q, s->k, s->v};
     if ((rc = products(m, qkv_y, s->h, qkv, qkv_b, 3, T))) return rc;
+    int max_n = 0;
+    for (int b = 0; b < fb->B; b++)
+        if (fb->q_start[b + 1] - fb->q_start[b] > max_n) max_n = fb->q_start[b + 1] - fb->q_start[b];
     bk_attn_kv p = {
         .B = fb->B,
         .N = fb->N,
@@ -186,6 +189,7 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         .scale = (float)c->attn_scale,
         .softcap = (float)c->attn_softcap,
         .window = is_sliding(c, li) ? c->sliding_window : 0,
+        .max_n = max_n,
     };
     int sliding = c->layer_sliding && c->layer_sliding[li];
     const rope_config *ropec = sliding ? &c->rope_local : &c->rope_global;

@@ -34,7 +34,7 @@ typedef struct cuda_ctx {
     cudaStream_t stream;
     cublasHandle_t blas;
     pthread_mutex_t lock; /* held while the scratch below is in use */
-    void *scratch;        /* bf16 operands of cuBLAS products */
+    void *scratch;        /* bf16 operands of cuBLAS products, and of cuk_qmm */
     size_t scratch_cap;
 } cuda_ctx;
 
@@ -153,15 +153,56 @@ static void cuda_free(void *ctx, void *p)
 }
 
 /* Pinned host memory: each block starts with its size, so that free can
- * give its bytes back to the count the wired limit bounds (bkc_pin). */
-enum { HOST_HEAD = 64 };
+ * give its bytes back to the count the wired limit bounds (bkc_pin).
+ * Pinning is slow (tens of milliseconds for the logits of a batch), so
+ * freed blocks are kept for the next request that fits them (up to twice
+ * their need), HOST_KEEP at most; they stay pinned and counted until
+ * clear_cache, or until a request would pass the wired limit. */
+enum { HOST_HEAD = 64, HOST_KEEP = 4 };
+
+static struct {
+    pthread_mutex_t lock;
+    void *blk[HOST_KEEP];
+    int count;
+} hkeep = {PTHREAD_MUTEX_INITIALIZER, {NULL}, 0};
+
+static void host_release(void *b)
+{
+    bkc_unpin(&mem, *(size_t *)b);
+    cudaFreeHost(b);
+}
+
+/* Frees the kept blocks; returns how many. */
+static int host_drop_kept(void)
+{
+    pthread_mutex_lock(&hkeep.lock);
+    int n = hkeep.count;
+    for (int i = 0; i < n; i++) host_release(hkeep.blk[i]);
+    hkeep.count = 0;
+    pthread_mutex_unlock(&hkeep.lock);
+    return n;
+}
 
 static int cuda_host_alloc(void *ctx, size_t bytes, void **out)
 {
     (void)ctx;
     *out = NULL;
     size_t n = bytes + HOST_HEAD, lim = 0, before = 0;
-    if (!bkc_pin(&mem, n, &lim, &before))
+    pthread_mutex_lock(&hkeep.lock);
+    int best = -1;
+    for (int i = 0; i < hkeep.count; i++) {
+        size_t have = *(size_t *)hkeep.blk[i];
+        if (have >= n && have / 2 <= n && (best < 0 || have < *(size_t *)hkeep.blk[best])) best = i;
+    }
+    if (best >= 0) {
+        char *b = hkeep.blk[best];
+        hkeep.blk[best] = hkeep.blk[--hkeep.count];
+        pthread_mutex_unlock(&hkeep.lock);
+        *out = b + HOST_HEAD;
+        return INFER_OK;
+    }
+    pthread_mutex_unlock(&hkeep.lock);
+    if (!bkc_pin(&mem, n, &lim, &before) && (!host_drop_kept() || !bkc_pin(&mem, n, &lim, &before)))
         return infer_err(INFER_ERR_OUT_OF_MEMORY,
                          "cuda backend: pinning %zu bytes of host memory would pass the wired limit (%zu of %zu pinned)",
                          bytes, before, lim);
@@ -183,8 +224,13 @@ static void cuda_host_free(void *ctx, void *p)
     (void)ctx;
     if (!p) return;
     char *b = (char *)p - HOST_HEAD;
-    bkc_unpin(&mem, *(size_t *)b);
-    cudaFreeHost(b);
+    pthread_mutex_lock(&hkeep.lock);
+    if (hkeep.count < HOST_KEEP) {
+        hkeep.blk[hkeep.count++] = b;
+        b = NULL;
+    }
+    pthread_mutex_unlock(&hkeep.lock);
+    if (b) host_release(b);
 }
 
 static int cuda_upload(void *ctx, void *dst, const void *src, size_t bytes)
@@ -239,6 +285,7 @@ static int cuda_mem_set(bk_mem what, size_t value, size_t *previous)
 static int cuda_clear_cache(void)
 {
     bkp_clear(&pool);
+    host_drop_kept();
     return INFER_OK;
 }
 
@@ -447,6 +494,17 @@ static int matmul_blas(cuda_ctx *c, float *y, const float *x, const bk_weight *w
     return INFER_OK;
 }
 
+/* Quantized products of several rows of x on tensor cores (cuk_qmm);
+ * the caller holds c->lock. */
+static int qmm_run(cuda_ctx *c, float *const *ys, const void *x, const bk_weight *const *ws,
+                   const bk_weight *const *bs, int n, int T)
+{
+    void *buf;
+    int rc = scratch_get(c, cuk_qmm_scratch(ws, n, T), &buf);
+    if (rc) return rc;
+    return launched(cuk_qmm(c->stream, ys, x, ws, bs, n, T, buf), "matmul");
+}
+
 /* Whether the products take weight w (rows and cols above 0). */
 static int weight_ok(const bk_weight *w)
 {
@@ -469,6 +527,12 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     if (rc) return rc;
     if (T <= CUK_MATVEC_MAX_T) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     pthread_mutex_lock(&c->lock);
+    if (cuk_qmm_ok(w, T)) {
+        float *ys[1] = {y};
+        rc = qmm_run(c, ys, x, &w, &bias, 1, T);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     rc = matmul_blas(c, y, x, w, T);
     pthread_mutex_unlock(&c->lock);
     if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
@@ -483,6 +547,17 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
     cuda_ctx *c = ctx;
     if (T <= 0 || n <= 0) return INFER_OK;
     if (n > 4) return infer_err(INFER_ERR_INVALID_ARGUMENT, "matmul: %d products at once (at most 4)", n);
+    if (n > 1 && cuk_qmm_ok(ws[0], T)) { /* x converted once for all of them */
+        int same = 1;
+        for (int i = 0; i < n; i++)
+            same &= ws[i]->rows > 0 && cuk_qmm_ok(ws[i], T) && ws[i]->bits == ws[0]->bits && ws[i]->cols == ws[0]->cols;
+        if (same) {
+            pthread_mutex_lock(&c->lock);
+            int rc = qmm_run(c, (float *const *)ys, x, ws, bs, n, T);
+            pthread_mutex_unlock(&c->lock);
+            return rc;
+        }
+    }
     if (T <= CUK_MATVEC_MAX_T && n > 1) {
         int ok = 1;
         for (int i = 0; i < n; i++) {

@@ -534,6 +534,12 @@ __device__ __forceinline__ void cp16(void *dst, const void *src)
                  : "memory");
 }
 
+__device__ __forceinline__ void cp8(void *dst, const void *src)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
 __device__ __forceinline__ void cp4(void *dst, const void *src)
 {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
@@ -1001,6 +1007,390 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
     return (int)cudaGetLastError();
 }
 
+/* ---- quantized products of several rows of x on tensor cores ----
+ *
+ * y[T, R] = x[T, K] . W^T for MLX 4- and 8-bit W (groups of 32, 64 or
+ * 128, K a multiple of 128, 2-byte scales in bk_weight.sb_pairs) and
+ * 8 < T <= CUK_QMM_MAX_T: W is read once per 32 rows of x (not converted
+ * to bf16 in memory first), dequantized to bf16 in registers and
+ * multiplied by mma.sync m16n8k16 (bf16 in, float32 accumulation); x goes
+ * to bf16 first (k_qmm_x), as it does for cuBLAS.
+ *
+ * A block takes 256 rows of W (blockIdx.y) against 32 rows of x
+ * (blockIdx.x, the fastest, so that the blocks that read the same rows of
+ * W run together and the second finds them in L2) over one slice of K
+ * (blockIdx.z: split K; the slices' sums go to a scratch buffer that
+ * k_qmm_sum adds up).  K goes in chunks of 128 values: the block copies a
+ * chunk's W, its scale-bias pairs (bk_weight.sb_pairs) and the chunk of x
+ * into shared memory with cp.async, QMM_STAGES chunks in flight, and each
+ * of its 8 warps multiplies 32 rows (two m16 tiles) by the 32 rows of x
+ * (four n8 tiles).  In a chunk, lane (g = lane / 4, q = lane % 4) takes
+ * values [32 q, 32 q + 32) of its rows g and g + 8 (16 or 32 bytes a
+ * row).  The order of k inside an mma does not matter as long as A (W)
+ * and B (x) agree, so the lane's A
+ * registers take the values as they lie in its bytes and k_qmm_x writes
+ * x in the matching order.  4 bits: u32 word c of the lane's row holds 8
+ * values; pairs (i, i + 4) come out of it with one mask and an or (bf16
+ * bits 0x4300 | n = 128 + n), so x is stored per 8 values in the order
+ * 0 4 1 5 2 6 3 7 and mma step 2 c + h takes pairs 2 h and 2 h + 1 of word
+ * c.  8 bits: step j takes values (4 j, 4 j + 1) and (4 j + 2, 4 j + 3),
+ * x in its own order. */
+#define QMM_ROWS 256
+#define QMM_TOK 32
+#define QMM_STAGES 3
+#define QMM_THREADS (8 * WARP)
+/* Bytes of a row of x in a stage, and where its 16-byte piece o lies:
+ * padded and swizzled so that the 8 lanes of a 16-byte load phase (rows
+ * g, g + 1 of x; pieces 4 q + c) meet 8 different banks groups. */
+#define QMM_XROW (128 * 2 + 32)
+#define QMM_XPIECE(o) ((o) ^ (((o) >> 3) & 1))
+
+__device__ __forceinline__ void mma_bf16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+                 "{%0,%1,%2,%3};"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* a * b + c on two bf16 lanes, one rounding */
+__device__ __forceinline__ uint32_t bf2_fma(uint32_t a, uint32_t b, uint32_t c)
+{
+    uint32_t d;
+    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    return d;
+}
+
+/* two floats as a bf16 pair (lo in the low half), round to nearest even */
+__device__ __forceinline__ uint32_t bf2_pack(float lo, float hi)
+{
+    uint32_t d;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
+    return d;
+}
+
+/* Pair i (values i and i + 4) of a 4-bit u32 word as bf16: s n + b with
+ * bf16 s and b (s2, b2: in both halves), one rounding. */
+__device__ __forceinline__ uint32_t q4_pair(uint32_t word, int i, uint32_t s2, uint32_t b2)
+{
+    const uint32_t m128 = 0xc300c300u, one = 0x3f803f80u; /* -128, 1 */
+    uint32_t p = ((word >> (4 * i)) & 0x000f000fu) | 0x43004300u;
+    return bf2_fma(bf2_fma(p, one, m128), s2, b2);
+}
+
+/* The same in float32, for scales of other dtypes. */
+__device__ __forceinline__ uint32_t q4_pairf(uint32_t word, int i, float s, float b)
+{
+    float a = (float)((word >> (4 * i)) & 0xfu), c = (float)((word >> (4 * i + 16)) & 0xfu);
+    return bf2_pack(fmaf(s, a, b), fmaf(s, c, b));
+}
+
+/* values (lo, lo + 1) of an 8-bit u32 word (lo = 0 or 2) */
+__device__ __forceinline__ uint32_t q8_pair(uint32_t word, int lo, float s, float b)
+{
+    float a = (float)((word >> (8 * lo)) & 0xffu), c = (float)((word >> (8 * lo + 8)) & 0xffu);
+    return bf2_pack(fmaf(s, a, b), fmaf(s, c, b));
+}
+
+__device__ __forceinline__ void cp_wait_all(void) { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
+__device__ __forceinline__ void cp_wait_stages(void)
+{
+    asm volatile("cp.async.wait_group %0;" ::"n"(QMM_STAGES - 2) : "memory");
+}
+
+/* Bytes of one stage: W (128 rows of 128 values), scale-bias entries (8
+ * bytes: a pair, or a float32 scale and bias; at most 4 groups a chunk),
+ * x (32 rows). */
+__host__ __device__ __forceinline__ int qmm_stage_bytes(int bits)
+{
+    return QMM_ROWS * 16 * bits + QMM_ROWS * 16 + QMM_TOK * QMM_XROW;
+}
+
+/* SBF: 1 = bf16 scale-bias pairs (applied in bf16x2), 0 = f16 pairs
+ * (applied in float32; 8 bits: either, in float32). */
+__device__ __forceinline__ void qmm_body(const int BITS, const int SBF, float *y, float *part, const uint16_t *xb,
+                                         bk_weight w, bk_weight bias, int T, int kslice)
+{
+    extern __shared__ __align__(16) unsigned char qsm[];
+    const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane >> 2, q = lane & 3;
+    const int64_t R = w.rows, K = w.cols;
+    const int64_t rb0 = (int64_t)blockIdx.y * QMM_ROWS;
+    const int t0 = blockIdx.x * QMM_TOK;
+    const int64_t kb = (int64_t)blockIdx.z * kslice;
+    const int nch = (int)(((kb + kslice < K ? kb + kslice : K) - kb) / 128);
+    const int WB = 16 * BITS; /* bytes of W a row a chunk */
+    const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7, lgc = 7 - gshift; /* 2^lgc groups a chunk */
+    const size_t rbytes = (size_t)K * BITS / 8, ng = (size_t)(K / w.group_size);
+    const int SB = QMM_ROWS * WB, XB = SB + QMM_ROWS * 16, STAGE = XB + QMM_TOK * QMM_XROW;
+
+    /* What this thread copies of each chunk (sources of the slice's first
+     * chunk; chunk i adds i times a fixed step): NW 16-byte pieces of W,
+     * 2 of x and the scale-bias pairs of one row. */
+    const int NW = QMM_ROWS * WB / 16 / QMM_THREADS;
+    const uint8_t *wsrc[8]; /* NW <= 8 */
+    int wdst[8];
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        const int e = tid + j * QMM_THREADS, r = e / (WB / 16), o = e % (WB / 16);
+        const int64_t rr = rb0 + r < R ? rb0 + r : R - 1;
+        wsrc[j] = (const uint8_t *)w.data + (size_t)rr * rbytes + (size_t)kb * BITS / 8 + o * 16;
+        wdst[j] = r * WB + o * 16;
+    }
+    const uint16_t *xsrc[QMM_TOK * 16 / QMM_THREADS];
+    int xdst[QMM_TOK * 16 / QMM_THREADS];
+#pragma unroll
+    for (int j = 0; j < QMM_TOK * 16 / QMM_THREADS; j++) {
+        const int e = tid + j * QMM_THREADS, t = e >> 4, o = e & 15;
+        xsrc[j] = xb + (size_t)(t0 + t) * (size_t)K + (size_t)kb + o * 8;
+        xdst[j] = XB + t * QMM_XROW + QMM_XPIECE(o) * 16;
+    }
+    const uint32_t *sbsrc = (const uint32_t *)w.scales + (size_t)(rb0 + tid < R ? rb0 + tid : R - 1) * ng +
+                            (size_t)(kb >> gshift);
+    const int sbdst = SB + tid * 16;
+
+    float acc[2][QMM_TOK / 8][4];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int n = 0; n < QMM_TOK / 8; n++) acc[m][n][0] = acc[m][n][1] = acc[m][n][2] = acc[m][n][3] = 0.0f;
+
+    PDL_ENTRY();
+    /* chunk I of the slice into stage S */
+#define QMM_STAGE(I, S)                                                                                          \
+    do {                                                                                                         \
+        unsigned char *st_ = qsm + (S) * STAGE;                                                                  \
+        _Pragma("unroll") for (int j = 0; j < NW; j++) cp16(st_ + wdst[j], wsrc[j] + (size_t)(I) * WB);          \
+        _Pragma("unroll") for (int j = 0; j < QMM_TOK * 16 / QMM_THREADS; j++)                                   \
+            cp16(st_ + xdst[j], xsrc[j] + (size_t)(I) * 128);                                                    \
+        const uint32_t *sb_ = sbsrc + ((size_t)(I) << lgc);                                                      \
+        if (lgc == 2) cp16(st_ + sbdst, sb_);                                                                    \
+        else if (lgc == 1) cp8(st_ + sbdst, sb_);                                                                \
+        else cp4(st_ + sbdst, sb_);                                                                              \
+    } while (0)
+#pragma unroll
+    for (int s = 0; s < QMM_STAGES - 1; s++) {
+        if (s < nch) QMM_STAGE(s, s);
+        cp_commit();
+    }
+    /* this lane's bytes in a stage: W of rows 32 warp + 16 m + g + 8 u,
+     * their scale-bias pair, x */
+    const int wofs = (32 * warp + g) * WB + q * (WB / 4);
+    const int sofs = SB + (32 * warp + g) * 16 + (((32 * q) >> gshift) << 2);
+    const int xofs = XB + g * QMM_XROW;
+    for (int i = 0, s = 0; i < nch; i++, s = s + 1 == QMM_STAGES ? 0 : s + 1) {
+        cp_wait_stages();
+        __syncthreads();
+        if (i + QMM_STAGES - 1 < nch) QMM_STAGE(i + QMM_STAGES - 1, s == 0 ? QMM_STAGES - 1 : s - 1);
+        cp_commit();
+        const unsigned char *st = qsm + s * STAGE;
+        uint32_t wv[2][2][4]; /* [m][u]: the lane's 16 bytes (4 bits) */
+        uint32_t sb2[2][2][2]; /* SBF: bf16 (scale, scale) and (bias, bias) */
+        float sc[2][2], bi[2][2];
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int dr = 16 * m + 8 * u;
+                if (BITS == 4) { /* 8 bits: at each c below (registers) */
+                    const uint4 a = *(const uint4 *)(st + wofs + dr * WB);
+                    wv[m][u][0] = a.x, wv[m][u][1] = a.y, wv[m][u][2] = a.z, wv[m][u][3] = a.w;
+                }
+                const uint32_t v = *(const uint32_t *)(st + sofs + dr * 16);
+                if (SBF) {
+                    sb2[m][u][0] = __byte_perm(v, 0, 0x1010);
+                    sb2[m][u][1] = __byte_perm(v, 0, 0x3232);
+                } else {
+                    sc[m][u] = w.sdtype == DT_F16 ? f16_f32((uint16_t)v) : bf16_f32((uint16_t)v);
+                    bi[m][u] = w.sdtype == DT_F16 ? f16_f32((uint16_t)(v >> 16)) : bf16_f32((uint16_t)(v >> 16));
+                }
+            }
+#pragma unroll
+        for (int c = 0; c < 4; c++) { /* 8 values of x a row: two mma steps */
+            uint32_t A[2][2][4], w8[2][2][2];
+            if (BITS == 8)
+#pragma unroll
+                for (int m = 0; m < 2; m++)
+#pragma unroll
+                    for (int u = 0; u < 2; u++) {
+                        const uint2 a = *(const uint2 *)(st + wofs + (16 * m + 8 * u) * WB + 8 * c);
+                        w8[m][u][0] = a.x, w8[m][u][1] = a.y;
+                    }
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int h = 0; h < 2; h++)
+#pragma unroll
+                    for (int u = 0; u < 2; u++) {
+                        if (BITS == 4 && SBF) {
+                            A[m][h][u] = q4_pair(wv[m][u][c], 2 * h, sb2[m][u][0], sb2[m][u][1]);
+                            A[m][h][2 + u] = q4_pair(wv[m][u][c], 2 * h + 1, sb2[m][u][0], sb2[m][u][1]);
+                        } else if (BITS == 4) {
+                            A[m][h][u] = q4_pairf(wv[m][u][c], 2 * h, sc[m][u], bi[m][u]);
+                            A[m][h][2 + u] = q4_pairf(wv[m][u][c], 2 * h + 1, sc[m][u], bi[m][u]);
+                        } else {
+                            A[m][h][u] = q8_pair(w8[m][u][h], 0, sc[m][u], bi[m][u]);
+                            A[m][h][2 + u] = q8_pair(w8[m][u][h], 2, sc[m][u], bi[m][u]);
+                        }
+                    }
+            /* every n8 tile, also past T (zeros there): straight-line code
+             * that the scheduler can interleave; each accumulator's two
+             * products are 8 products apart */
+            uint4 b[QMM_TOK / 8];
+#pragma unroll
+            for (int n = 0; n < QMM_TOK / 8; n++)
+                b[n] = *(const uint4 *)(st + xofs + 8 * n * QMM_XROW + QMM_XPIECE(4 * q + c) * 16);
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+#pragma unroll
+                for (int n = 0; n < QMM_TOK / 8; n++)
+#pragma unroll
+                    for (int m = 0; m < 2; m++)
+                        mma_bf16(acc[m][n], A[m][h][0], A[m][h][1], A[m][h][2], A[m][h][3], h ? b[n].z : b[n].x,
+                                 h ? b[n].w : b[n].y);
+        }
+    }
+#undef QMM_STAGE
+    /* acc[m][n]: rows 32 warp + 16 m + g (+ 8), rows of x 8 n + 2 q (+ 1);
+     * with split K, this slice's sums into part (k_qmm_sum adds them) */
+    const int split = gridDim.z > 1;
+    float *out = split ? part + (size_t)blockIdx.z * (size_t)T * (size_t)R : y;
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int n = 0; n < QMM_TOK / 8; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int t = t0 + 8 * n + 2 * q + (e & 1);
+                const int64_t r = rb0 + 32 * warp + 16 * m + g + (e >> 1) * 8;
+                if (t < T && r < R)
+                    out[(size_t)t * (size_t)R + (size_t)r] =
+                        acc[m][n][e] + (!split && bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+            }
+}
+
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4(float *y, float *part, const uint16_t *xb,
+                                                          bk_weight w, bk_weight bias, int T, int kslice)
+{
+    qmm_body(4, 1, y, part, xb, w, bias, T, kslice);
+}
+
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4f(float *y, float *part, const uint16_t *xb,
+                                                          bk_weight w, bk_weight bias, int T, int kslice)
+{
+    qmm_body(4, 0, y, part, xb, w, bias, T, kslice);
+}
+
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm8(float *y, float *part, const uint16_t *xb,
+                                                          bk_weight w, bk_weight bias, int T, int kslice)
+{
+    qmm_body(8, 0, y, part, xb, w, bias, T, kslice);
+}
+
+/* x [T, K] float32 -> bf16 [Tp, K] (rows T .. Tp zero), 8 values a
+ * thread, for 4 bits in the order 0 4 1 5 2 6 3 7 */
+__global__ void k_qmm_x(uint16_t *dst, const float *x, int T, int Tp, int64_t K, int perm4)
+{
+    PDL_ENTRY();
+    const size_t n8 = (size_t)Tp * (size_t)K / 8;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i * 8 / (size_t)K;
+        float v[8];
+        if (t < (size_t)T) {
+            const float4 a = ((const float4 *)x)[2 * i], b = ((const float4 *)x)[2 * i + 1];
+            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+        } else {
+            for (int e = 0; e < 8; e++) v[e] = 0.0f;
+        }
+        uint4 o;
+        if (perm4)
+            o = make_uint4(bf2_pack(v[0], v[4]), bf2_pack(v[1], v[5]), bf2_pack(v[2], v[6]), bf2_pack(v[3], v[7]));
+        else
+            o = make_uint4(bf2_pack(v[0], v[1]), bf2_pack(v[2], v[3]), bf2_pack(v[4], v[5]), bf2_pack(v[6], v[7]));
+        ((uint4 *)dst)[i] = o;
+    }
+}
+
+/* y[t, r] = sum over the S slices of part[s, t, r] (+ bias[r]) */
+__global__ void k_qmm_sum(float *y, const float *part, int S, size_t n, int64_t R, bk_weight bias)
+{
+    PDL_ENTRY();
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        float s = bias.data ? ld(bias.data, bias.dtype, i % (size_t)R) : 0.0f;
+        for (int z = 0; z < S; z++) s += part[(size_t)z * n + i];
+        y[i] = s;
+    }
+}
+
+/* The slices of K for this product: at most two blocks an SM in all, at
+ * most 8 slices, each at least 512 values (a multiple of 128). */
+static int qmm_split(const bk_weight *w, int T, int *kslice)
+{
+    const int64_t chunks = w->cols / 128;
+    const int64_t blocks = (w->rows + QMM_ROWS - 1) / QMM_ROWS * ((T + QMM_TOK - 1) / QMM_TOK);
+    int64_t S = 2 * (int64_t)sm_count() / blocks; /* one wave of two blocks an SM */
+    if (S > chunks / 4) S = chunks / 4;
+    if (S > 8) S = 8;
+    if (S < 1) S = 1;
+    int64_t per = (chunks + S - 1) / S;
+    *kslice = (int)(per * 128);
+    return (int)((chunks + per - 1) / per);
+}
+
+extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
+{
+    return T > CUK_MATVEC_MAX_T && T <= CUK_QMM_MAX_T && w->dtype == DT_U32 && (w->bits == 4 || w->bits == 8) &&
+           (w->group_size == 32 || w->group_size == 64 || w->group_size == 128) && w->cols % 128 == 0 && w->sb_pairs;
+}
+
+extern "C" size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T)
+{
+    size_t Tp = (size_t)(T + QMM_TOK - 1) / QMM_TOK * QMM_TOK, part = 0;
+    for (int i = 0; i < n; i++) {
+        int kslice, S = qmm_split(ws[i], T, &kslice);
+        size_t p = S > 1 ? (size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 : 0;
+        if (p > part) part = p;
+    }
+    return (Tp * (size_t)ws[0]->cols * 2 + 255) / 256 * 256 + part;
+}
+
+extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
+                       const bk_weight *const *bs, int n, int T, void *scratch)
+{
+    cudaStream_t st = (cudaStream_t)stream;
+    const int64_t K = ws[0]->cols;
+    const int Tp = (T + QMM_TOK - 1) / QMM_TOK * QMM_TOK;
+    uint16_t *xb = (uint16_t *)scratch;
+    float *part = (float *)((char *)scratch + ((size_t)Tp * (size_t)K * 2 + 255) / 256 * 256);
+    PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, T, Tp, K, ws[0]->bits == 4);
+    typedef void (*qmm_fn)(float *, float *, const uint16_t *, bk_weight, bk_weight, int, int);
+    static const qmm_fn fns[3] = {k_qmm4, k_qmm4f, k_qmm8};
+    static int attr_set[3];
+    bk_weight none;
+    memset(&none, 0, sizeof none);
+    for (int i = 0; i < n; i++) {
+        const bk_weight *w = ws[i];
+        int kslice, S = qmm_split(w, T, &kslice);
+        const int f = w->bits == 8 ? 2 : w->sdtype == DT_BF16 ? 0 : 1;
+        const size_t smem = (size_t)QMM_STAGES * qmm_stage_bytes(w->bits);
+        if (!attr_set[f]) {
+            cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+            if (e) return (int)e;
+            attr_set[f] = 1;
+        }
+        dim3 grid((unsigned)(Tp / QMM_TOK), (unsigned)((w->rows + QMM_ROWS - 1) / QMM_ROWS), (unsigned)S);
+        const bk_weight b = bs && bs[i] ? *bs[i] : none;
+        PDL_LAUNCH(fns[f], grid, QMM_THREADS, smem, st, ys[i], part, (const uint16_t *)xb, *w, b, T, kslice);
+        if (S > 1) {
+            const size_t ny = (size_t)T * (size_t)w->rows;
+            PDL_LAUNCH(k_qmm_sum, blocks_for(ny, 256), 256, 0, st, ys[i], (const float *)part, S, ny, (int64_t)w->rows,
+                       b);
+        }
+    }
+    return (int)cudaGetLastError();
+}
+
 __global__ void k_add_bias(float *y, bk_weight bias, size_t n, int64_t rows)
 {
     PDL_ENTRY();
@@ -1346,16 +1736,18 @@ __global__ void k_attention_kv(float *out, const float *q, const float *kc, cons
 
 /* Many queries (prefill): a block takes AT_Q queries of one sequence and
  * one head (AT_Q small: many blocks), and walks their keys in tiles of
- * AT_K held in shared memory
- * (k rows padded by one float: lanes reading different rows hit
- * different banks); each warp owns AT_Q / 4 queries, a lane a key for the
+ * AT_K held in shared memory (copied and read as float4; head_dim a
+ * multiple of 4); each warp owns AT_Q / 4 queries, a lane a key for the
  * scores and head_dim / 32 of the output, with the running maximum and
  * sum per query.  CUDA cores; the tensor-core kernel comes later. */
 #define AT_Q 8
 #define AT_K 32
 #define AT_QW (AT_Q / ATT_WARPS)
 
-static size_t at_smem(int d) { return ((size_t)AT_Q * (d + 1) + (size_t)AT_K * (d + 1) + (size_t)AT_K * d) * 4; }
+/* Rows of q and k in shared memory are d + 4 floats apart: 16-byte
+ * aligned (d a multiple of 4) and, for the lanes' float4 reads of 32
+ * key rows, in different banks. */
+static size_t at_smem(int d) { return ((size_t)AT_Q * (d + 4) + (size_t)AT_K * (d + 4) + (size_t)AT_K * d) * 4; }
 
 __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, const float *q, const float *kc,
                                                                 const float *vc, bk_attn_kv p, int tiles)
@@ -1364,7 +1756,7 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
     extern __shared__ float sh[];
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
-    const int d = p.head_dim, dp = d + 1, lane = threadIdx.x % WARP, wi = threadIdx.x / WARP;
+    const int d = p.head_dim, dp = d + 4, d4 = d / 4, lane = threadIdx.x % WARP, wi = threadIdx.x / WARP;
     const int b = blockIdx.x / tiles, i0 = (blockIdx.x % tiles) * AT_Q, h = blockIdx.y;
     const int n = q_start[b + 1] - q_start[b];
     if (i0 >= n) return;
@@ -1373,8 +1765,10 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
     const size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
     const size_t base = (size_t)slot[b] * p.cap * ks + (size_t)kvh * d, row0 = (size_t)q_start[b] + i0;
     float *sq = sh, *sk = sq + AT_Q * dp, *sv = sk + AT_K * dp;
-    for (int idx = threadIdx.x; idx < nq * d; idx += blockDim.x)
-        sq[(idx / d) * dp + idx % d] = q[(row0 + idx / d) * qs + (size_t)h * d + idx % d];
+    for (int qi = wi; qi < nq; qi += ATT_WARPS) {
+        const float4 *src = (const float4 *)(q + (row0 + qi) * qs + (size_t)h * d);
+        for (int e = lane; e < d4; e += WARP) ((float4 *)(sq + qi * dp))[e] = src[e];
+    }
     const int P0 = len - n + i0, P1 = P0 + nq - 1, lo_ring = len - p.cap > 0 ? len - p.cap : 0;
     int lo_all = lo_ring;
     if (p.window > 0 && P0 - p.window + 1 > lo_all) lo_all = P0 - p.window + 1;
@@ -1389,11 +1783,13 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
     for (int j0 = lo_all; j0 <= P1; j0 += AT_K) {
         const int nk = P1 - j0 + 1 < AT_K ? P1 - j0 + 1 : AT_K;
         __syncthreads();
-        for (int idx = threadIdx.x; idx < nk * d; idx += blockDim.x) {
-            int kj = idx / d, e = idx % d;
-            size_t r = base + (size_t)((j0 + kj) % p.cap) * ks + e;
-            sk[kj * dp + e] = kc[r];
-            sv[kj * d + e] = vc[r];
+        for (int kj = wi; kj < nk; kj += ATT_WARPS) {
+            const size_t r = base + (size_t)((j0 + kj) % p.cap) * ks;
+            const float4 *k4 = (const float4 *)(kc + r), *v4 = (const float4 *)(vc + r);
+            for (int e = lane; e < d4; e += WARP) {
+                ((float4 *)(sk + kj * dp))[e] = k4[e];
+                ((float4 *)(sv + kj * d))[e] = v4[e];
+            }
         }
         __syncthreads();
 #pragma unroll
@@ -1407,10 +1803,16 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
                 const int ok = lane < nk && j >= lo && j <= P;
                 float sc = -INFINITY;
                 if (ok) {
-                    float dot = 0.0f;
-                    const float *qr = sq + qi * dp, *kr = sk + lane * dp;
-                    for (int e = 0; e < d; e++) dot += qr[e] * kr[e];
-                    sc = dot * p.scale;
+                    float4 acc4 = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    const float4 *qr = (const float4 *)(sq + qi * dp), *kr = (const float4 *)(sk + lane * dp);
+                    for (int e = 0; e < d4; e++) {
+                        const float4 a4 = qr[e], b4 = kr[e];
+                        acc4.x += a4.x * b4.x;
+                        acc4.y += a4.y * b4.y;
+                        acc4.z += a4.z * b4.z;
+                        acc4.w += a4.w * b4.w;
+                    }
+                    sc = ((acc4.x + acc4.y) + (acc4.z + acc4.w)) * p.scale;
                     if (p.softcap > 0.0f) sc = p.softcap * tanhf(sc / p.softcap);
                 }
                 float tm = sc;
@@ -1454,9 +1856,12 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
-    int tiles = (p->N + AT_Q - 1) / AT_Q;
-    /* the tiles when they fill the device; else a block per row and head */
-    if (p->N >= 16 && (int64_t)p->B * tiles * p->n_heads >= 2 * (int64_t)sm_count()) {
+    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
+    const int tiles = (max_n + AT_Q - 1) / AT_Q;
+    /* the tiles where some sequence has several rows (a prefill) and they
+     * fill the device; else a block per row and head (decode steps) */
+    if (p->N > p->B && p->N >= 16 && p->head_dim % 4 == 0 &&
+        (int64_t)p->B * tiles * p->n_heads >= 2 * (int64_t)sm_count()) {
         static int raised;
         size_t smem = at_smem(p->head_dim);
         if (!raised) {

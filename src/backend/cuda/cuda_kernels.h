@@ -16,6 +16,11 @@ extern "C" {
 
 /* Most rows of x the matrix-vector kernel takes; more go to cuBLAS. */
 enum { CUK_MATVEC_MAX_T = 8 };
+/* Most rows of x the quantized tensor-core product takes (cuk_qmm); more
+ * convert W to bf16 for cuBLAS, which is faster there. */
+#ifndef CUK_QMM_MAX_T /* (a build may set it, to compare the two ways) */
+#define CUK_QMM_MAX_T 64
+#endif
 
 int cuk_embed(void *stream, float *out, const int32_t *ids, int T, const bk_weight *emb, float scale);
 /* y[T, w.rows] = x[T, w.cols] . w^T (+ bias), T <= CUK_MATVEC_MAX_T: each
@@ -27,6 +32,16 @@ int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const
  * formats. */
 int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
                  const bk_weight *const *bs, int n, int T);
+/* ys[i][T, ws[i].rows] = x[T, cols] . ws[i]^T (+ bs[i]) for n MLX 4- or
+ * 8-bit weights of the same bits and cols (each cuk_qmm_ok(ws[i], T):
+ * CUK_MATVEC_MAX_T < T <= CUK_QMM_MAX_T) on tensor cores, each weight read
+ * once per 32 rows of x, x converted once.  scratch:
+ * cuk_qmm_scratch(ws, n, T) bytes of device memory that nothing else uses
+ * until the launches have run. */
+int cuk_qmm_ok(const bk_weight *w, int T);
+size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T);
+int cuk_qmm(void *stream, float *const *ys, const float *x, const bk_weight *const *ws, const bk_weight *const *bs,
+            int n, int T, void *scratch);
 /* dst[n] (bf16) = src[n] (float32) */
 int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
