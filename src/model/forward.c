@@ -337,11 +337,17 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
     return INFER_OK;
 }
 
-/* A decode step (one token of one sequence) runs as a graph where the
- * backend records them: recorded once, replayed every step, so that the
- * host issues one launch instead of one per op.  A recording holds the KV
- * cache's buffers and ring sizes and the number of logit rows: this key
- * tells when it must be made again (the cache grew). */
+/* A decode step (one new token for each of B sequences, B <= GRAPH_MAX_B)
+ * runs as a graph where the backend records them: recorded once, replayed
+ * every step, so that the host issues one launch instead of one per op.
+ * A recording holds the KV cache's buffers and ring sizes and the numbers
+ * of rows: this key tells when it must be made again (the cache grew, a
+ * sequence finished).  A step is recorded only when the step before it
+ * ran the same key without a graph, so that whatever the ops set up on
+ * their first run (scratch memory, kernel attributes) is done outside
+ * the recording. */
+enum { GRAPH_MAX_B = 64 };
+
 static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
 {
     uint64_t h = 1469598103934665603ull;
@@ -356,6 +362,7 @@ static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
         MIX(kv->cap[l]);
     }
     MIX(fb->n_out);
+    MIX(fb->N);
 #undef MIX
     return h;
 }
@@ -364,6 +371,10 @@ static int forward_graph(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd
 {
     const backend_ops *be = m->be;
     uint64_t key = graph_key(kv, fb);
+    if ((!s->graph || s->graph_key != key) && s->eager_key != key) {
+        s->eager_key = key;
+        return forward_compute(m, kv, s, fb);
+    }
     if (!s->graph || s->graph_key != key) {
         if (s->graph) be->graph_free(m->bctx, s->graph);
         s->graph = NULL;
@@ -385,7 +396,8 @@ int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch 
     const backend_ops *be = m->be;
     int rc = check_batch(m, kv, s, fb);
     if (rc || (rc = upload_batch(m, fb, s))) return rc;
-    int graph = be->graph_begin && fb->B == 1 && fb->N == 1 && fb->n_out <= 1 && !fb->inspect;
+    int graph = be->graph_begin && fb->N == fb->B && fb->B <= GRAPH_MAX_B && (fb->n_out == fb->B || fb->n_out == 0) &&
+                !fb->inspect;
     rc = graph ? forward_graph(m, kv, s, fb) : forward_compute(m, kv, s, fb);
     if (rc) return rc;
     if (fb->n_out == 0) return be->synchronize(m->bctx);

@@ -133,6 +133,7 @@ typedef struct fwd_scratch {
     int32_t *host_in;        /* host staging of inputs (forward.c's in_layout) */
     void *graph;             /* the recorded decode step (backends with graphs), or NULL */
     uint64_t graph_key;      /* what it was recorded for (graph_key in forward.c) */
+    uint64_t eager_key;      /* the key of the last step that ran without a graph */
 } fwd_scratch;
 
 int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_scratch *s);
