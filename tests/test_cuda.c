@@ -933,8 +933,58 @@ static void greedy_tokens_teacher_forced(void **state)
     if (agree * 100 < steps * 99) fail_msg("cuda: greedy token at %zu of %zu steps", agree, steps);
 }
 
+/* The backend's greedy token of each row: the first index of the largest
+ * value; rows with NaN or +inf, or nothing above -inf, flagged for the
+ * host. */
+static void argmax_matches_host(void **state)
+{
+    (void)state;
+    if (!infer_backend_available("cuda")) skip();
+    const backend_ops *be = backend_find("cuda");
+    if (!be->argmax) skip();
+    void *ctx = NULL;
+    bk_opts bo = {0};
+    assert_int_equal(be->create(&bo, &ctx), 0);
+    enum { R = 6 };
+    const size_t C = 262147;
+    float *x = malloc(R * C * sizeof *x);
+    assert_non_null(x);
+    fill(x, R * C, 1.0f);
+    x[1 * C + 70000] = 5.0f; /* a tie: the first wins */
+    x[1 * C + 200000] = 5.0f;
+    x[2 * C + C - 1] = 9.0f; /* the last */
+    x[3 * C + 17] = NAN;
+    x[4 * C + 99] = INFINITY;
+    for (size_t i = 0; i < C; i++) x[5 * C + i] = -INFINITY;
+    void *dx, *dout;
+    assert_int_equal(be->alloc(ctx, R * C * sizeof *x, &dx), 0);
+    assert_int_equal(be->alloc(ctx, R * 8, &dout), 0);
+    assert_int_equal(be->upload(ctx, dx, x, R * C * sizeof *x), 0);
+    assert_int_equal(be->argmax(ctx, dout, dx, R, C), 0);
+    int32_t got[2 * R];
+    assert_int_equal(be->download(ctx, got, dout, sizeof got), 0);
+    for (int r = 0; r < R; r++) {
+        const float *row = x + (size_t)r * C;
+        int32_t am = 0;
+        int bad = 0;
+        for (size_t i = 0; i < C; i++) {
+            bad |= !(row[i] < INFINITY);
+            if (row[i] > row[am]) am = (int32_t)i;
+        }
+        bad |= !(row[am] > -INFINITY);
+        assert_int_equal(got[2 * r + 1], bad);
+        if (!bad) assert_int_equal(got[2 * r], am);
+    }
+    assert_int_equal(got[2 * 1], 70000);
+    be->free(ctx, dx);
+    be->free(ctx, dout);
+    free(x);
+    be->destroy(ctx);
+}
+
 /* Batched decode steps (replayed as graphs from the second step of a
- * batch size on): each generated token is the argmax of the model's own
+ * batch size on, greedy tokens picked on the device) and classification:
+ * each generated or classified token is the argmax of the model's own
  * logits over the prompt and the tokens before it (a full forward pass,
  * no graph), at >= 99% of the steps (bf16 rounding differs between the
  * batched and the whole-sequence products: near-ties may flip).  Stale
@@ -986,6 +1036,8 @@ static void batch_steps_follow_the_model(void **state)
         o.ignore_eos = 1;
         infer_batch_result *br = NULL;
         if (infer_batch_generate(m, &pr, &o, NP, &br)) fail_msg("%s: %s", dir, infer_last_error());
+        infer_classify_result *cr = NULL;
+        if (infer_classify(m, &pr, 0, &cr)) fail_msg("%s: %s", dir, infer_last_error());
         for (int i = 0; i < NP; i++) {
             assert_int_equal(br[i].status, 0);
             assert_int_equal((int)br[i].n_ids, NG);
@@ -1003,11 +1055,17 @@ static void batch_steps_follow_the_model(void **state)
                     if (row[v] > row[am]) am = v;
                 same += am == br[i].ids[t];
                 steps++;
+                if (t == 0) { /* classification: the prompt's next token */
+                    assert_int_equal(cr[i].status, 0);
+                    same += am == cr[i].token;
+                    steps++;
+                }
             }
             free(ids);
             free(lg);
         }
         infer_batch_free(br, NP);
+        infer_classify_free(cr, NP);
         for (int i = 0; i < NP; i++) free(p[i]);
         infer_model_free(m);
     }
@@ -1092,6 +1150,7 @@ static void memory_and_device(void **state)
 
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(matmul_matches_cpu),
+    cmocka_unit_test(argmax_matches_host),
     cmocka_unit_test(batch_steps_follow_the_model),
     cmocka_unit_test(small_ops_match_cpu),
     cmocka_unit_test(embed_rope_gather_match_cpu),

@@ -209,6 +209,12 @@ typedef struct backend_ops {
     int (*add)(void *ctx, void *y, const void *a, size_t n);
     /* x[n] = cap * tanh(x[n] / cap) */
     int (*softcap)(void *ctx, void *x, size_t n, float cap);
+    /* Optional (NULL: the engine scans the logits on the host).  For each
+     * of rows rows of cols floats: out[2 r] = the index of its largest
+     * value, the first of equal ones; out[2 r + 1] = 1 if the row holds a
+     * NaN or +inf or nothing above -inf (then the host decides), else 0.
+     * out: backend memory, int32 [rows, 2]. */
+    int (*argmax)(void *ctx, void *out, const void *x, int rows, size_t cols);
     /* Copies activations out as float32 (dst is host memory). */
     int (*download_f32)(void *ctx, float *dst, const void *src, size_t n);
 

@@ -98,6 +98,8 @@ typedef struct runner {
     int32_t *ids, *q_start, *kv_len, *slot, *rope_len, *out_rows;
     seq **who;           /* the sequence of each out row */
     float *logits;       /* [n_slots, vocab] */
+    int32_t *greedy;     /* [n_slots]: with want_ids, each out row's greedy token (-1: see logits) */
+    int want_ids;        /* 1: the backend picks greedy tokens; logits only where it cannot */
     int logits_pinned;   /* engine_host_alloc's */
 } runner;
 
@@ -112,6 +114,7 @@ static void runner_free(runner *r)
     free(r->rope_len);
     free(r->out_rows);
     free(r->who);
+    free(r->greedy);
     if (r->logits) engine_host_free(r->m, r->logits, r->logits_pinned);
 }
 
@@ -133,8 +136,10 @@ static int runner_new(infer_model *m, int n_slots, int max_len, runner *r)
     r->rope_len = malloc((size_t)n_slots * sizeof *r->rope_len);
     r->out_rows = malloc((size_t)n_slots * sizeof *r->out_rows);
     r->who = malloc((size_t)n_slots * sizeof *r->who);
+    r->greedy = malloc((size_t)n_slots * sizeof *r->greedy);
     r->logits = engine_host_alloc(m, (size_t)n_slots * m->cfg.vocab_size * sizeof *r->logits, &r->logits_pinned);
-    if (!r->ids || !r->q_start || !r->kv_len || !r->slot || !r->rope_len || !r->out_rows || !r->who || !r->logits) {
+    if (!r->ids || !r->q_start || !r->kv_len || !r->slot || !r->rope_len || !r->out_rows || !r->who || !r->greedy ||
+        !r->logits) {
         rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "batch: out of memory");
         goto fail;
     }
@@ -189,7 +194,8 @@ static int runner_pass(runner *r, seq **seqs, int n, int *n_out)
     int rc = kv_cache_reserve(r->m, &r->kv, maxlen, keep);
     if (rc) return rc;
     fwd_batch fb = {.B = B, .N = N, .ids = r->ids, .q_start = r->q_start, .kv_len = r->kv_len, .slot = r->slot,
-                    .rope_len = r->rope_len, .out_rows = r->out_rows, .n_out = outs, .logits = r->logits};
+                    .rope_len = r->rope_len, .out_rows = r->out_rows, .n_out = outs, .logits = r->logits,
+                    .out_ids = r->want_ids ? r->greedy : NULL};
     return model_forward(r->m, &r->kv, &r->fs, &fb);
 }
 
@@ -263,6 +269,7 @@ int infer_classify(infer_model *m, const infer_prompts *p, int want_logits, infe
                 if (!ptr[j]->status) seq_fail(ptr[j], rc);
             continue;
         }
+        r.want_ids = !want_logits;
         for (;;) {
             int n_out, pending = 0;
             for (int j = 0; j < G; j++) pending |= !ptr[j]->status && ptr[j]->len < ptr[j]->n_prompt;
@@ -275,7 +282,10 @@ int infer_classify(infer_model *m, const infer_prompts *p, int want_logits, infe
             for (int o = 0; o < n_out; o++) {
                 size_t i = (size_t)(r.who[o] - seqs);
                 const float *lg = r.logits + (size_t)o * V;
-                argmax(lg, (int)V, &res[i].token);
+                if (r.want_ids && r.greedy[o] >= 0)
+                    res[i].token = r.greedy[o];
+                else
+                    argmax(lg, (int)V, &res[i].token);
                 res[i].text = token_text(m, res[i].token);
                 if (want_logits) {
                     res[i].logits = malloc(V * sizeof(float));
@@ -358,12 +368,12 @@ static int cut_stop(const gen_ctx *g, seq *s, size_t added)
     return 1;
 }
 
-/* Takes the sampled token of a sequence whose logits are lg. */
-static int seq_step(infer_model *m, const gen_ctx *g, seq *s, float *lg)
+/* Takes the next token of a sequence: the greedy one the backend found
+ * (id >= 0), else one sampled from its logits lg. */
+static int seq_step(infer_model *m, const gen_ctx *g, seq *s, float *lg, int32_t id)
 {
-    int32_t id;
-    int rc = sampler_sample(s->smp, lg, &id, NULL, NULL);
-    if (rc) return rc;
+    int rc;
+    if (id < 0 && (rc = sampler_sample(s->smp, lg, &id, NULL, NULL))) return rc;
     sampler_accept(s->smp, id);
     if (s->n_ids == s->cap_ids) {
         size_t cap = s->cap_ids ? s->cap_ids * 2 : 32;
@@ -425,6 +435,10 @@ int infer_batch_generate(infer_model *m, const infer_prompts *p, const infer_gen
     sampler_params sp;
     engine_resolve_sampling(m, opts, &sp);
     sp.n_logprobs = 0; /* batch results carry no log-probabilities */
+    /* the largest logit is the token: the backend may find it, and only
+     * the ids come back */
+    const int greedy = sp.temperature == 0.0f && sp.repeat_penalty == 1.0f && sp.presence_penalty == 0.0f &&
+                       sp.frequency_penalty == 0.0f && sp.n_logit_bias == 0;
     size_t n = p->n;
     infer_batch_result *res = calloc(n ? n : 1, sizeof *res);
     seq *seqs = calloc(n ? n : 1, sizeof *seqs);
@@ -457,6 +471,7 @@ int infer_batch_generate(infer_model *m, const infer_prompts *p, const infer_gen
                 if (!ptr[j]->status) seq_fail(ptr[j], rc);
             continue;
         }
+        r.want_ids = greedy;
         for (;;) {
             int n_out, busy = 0;
             for (int j = 0; j < G; j++)
@@ -469,7 +484,8 @@ int infer_batch_generate(infer_model *m, const infer_prompts *p, const infer_gen
             }
             for (int o = 0; o < n_out; o++) {
                 seq *s = r.who[o];
-                if ((rc = seq_step(m, &g, s, r.logits + (size_t)o * m->cfg.vocab_size))) seq_fail(s, rc);
+                if ((rc = seq_step(m, &g, s, r.logits + (size_t)o * m->cfg.vocab_size, r.want_ids ? r.greedy[o] : -1)))
+                    seq_fail(s, rc);
             }
         }
         runner_free(&r);

@@ -30,6 +30,7 @@ static void free_all(const infer_model *m, void **p, size_t n)
  * of its own.  Offsets in 4-byte words. */
 typedef struct in_layout {
     size_t ids, pos, q_start, kv_len, slot, out_rows, freq, words;
+    size_t amax; /* after the uploaded words: the backend's argmax, 2 words an output row */
 } in_layout;
 
 static in_layout inputs_layout(const model_config *c, size_t n, size_t B, size_t max_out)
@@ -44,6 +45,7 @@ static in_layout inputs_layout(const model_config *c, size_t n, size_t B, size_t
     l.out_rows = l.slot + B;
     l.freq = l.out_rows + (max_out ? max_out : 1);
     l.words = l.freq + B * half;
+    l.amax = l.words;
     return l;
 }
 
@@ -51,7 +53,7 @@ void fwd_scratch_free(infer_model *m, fwd_scratch *s)
 {
     void **p[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->a, &s->o, &s->g, &s->u, &s->inputs, &s->sel, &s->logits};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free_all(m, p[i], 1);
-    s->ids = s->pos = s->q_start = s->kv_len = s->slot = s->out_rows = s->inv_freq_dyn = NULL;
+    s->ids = s->pos = s->q_start = s->kv_len = s->slot = s->out_rows = s->inv_freq_dyn = s->amax = NULL;
     if (s->graph) m->be->graph_free(m->bctx, s->graph);
     s->graph = NULL;
     free(s->host_in);
@@ -75,7 +77,7 @@ int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_sc
     } want[] = {
         {&s->x, n * H * a},   {&s->h, n * H * a},  {&s->q, n * qd * a},      {&s->k, n * kvd * a},
         {&s->v, n * kvd * a}, {&s->a, n * qd * a}, {&s->o, n * H * a},       {&s->g, n * I * a},
-        {&s->u, n * I * a},   {&s->inputs, l.words * 4},
+        {&s->u, n * I * a},   {&s->inputs, (l.words + 2 * (size_t)(max_out ? max_out : 1)) * 4},
         {&s->sel, (size_t)max_out * H * a},
         {&s->logits, (size_t)max_out * (size_t)c->vocab_size * a},
     };
@@ -94,7 +96,8 @@ int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_sc
     s->slot = in + l.slot;
     s->out_rows = in + l.out_rows;
     s->inv_freq_dyn = in + l.freq;
-    s->host_in = calloc(l.words, 4);
+    s->amax = in + l.amax;
+    s->host_in = calloc(l.words + 2 * (size_t)(max_out ? max_out : 1), 4);
     if (!s->host_in) {
         fwd_scratch_free(m, s);
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "forward: out of memory for %d rows", max_rows);
@@ -334,6 +337,7 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
         (rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out)))
         return rc;
     if (c->final_softcap > 0 && (rc = be->softcap(m->bctx, s->logits, n, (float)c->final_softcap))) return rc;
+    if (fb->out_ids && be->argmax) return be->argmax(m->bctx, s->amax, s->logits, fb->n_out, (size_t)c->vocab_size);
     return INFER_OK;
 }
 
@@ -363,6 +367,7 @@ static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
     }
     MIX(fb->n_out);
     MIX(fb->N);
+    MIX(fb->out_ids != NULL);
 #undef MIX
     return h;
 }
@@ -401,7 +406,18 @@ int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch 
     rc = graph ? forward_graph(m, kv, s, fb) : forward_compute(m, kv, s, fb);
     if (rc) return rc;
     if (fb->n_out == 0) return be->synchronize(m->bctx);
-    return be->download_f32(m->bctx, fb->logits, s->logits, (size_t)fb->n_out * c->vocab_size);
+    size_t n = (size_t)fb->n_out * c->vocab_size;
+    if (!fb->out_ids) return be->download_f32(m->bctx, fb->logits, s->logits, n);
+    /* greedy tokens: ids only, unless a row needs the host (NaN, +inf,
+     * nothing above -inf) or the backend has no argmax */
+    int32_t *am = s->host_in;
+    int host = !be->argmax;
+    if (!host) {
+        if ((rc = be->download(m->bctx, am, s->amax, (size_t)fb->n_out * 8))) return rc;
+        for (int i = 0; i < fb->n_out; i++) host |= am[2 * i + 1] != 0;
+    }
+    for (int i = 0; i < fb->n_out; i++) fb->out_ids[i] = host ? -1 : am[2 * i];
+    return host ? be->download_f32(m->bctx, fb->logits, s->logits, n) : INFER_OK;
 }
 
 int model_forward_logits(infer_model *m, const int32_t *ids, int T, float *out)

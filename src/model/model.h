@@ -116,6 +116,11 @@ typedef struct fwd_batch {
     const int32_t *out_rows;  /* host [n_out] */
     int n_out;
     float *logits;            /* host [n_out, vocab] */
+    /* Optional, host [n_out]: the greedy token of each output row, found
+     * by the backend (only the ids come back); -1 where the host must
+     * look at the row, whose logits then are in logits (NaN or +inf in
+     * it, nothing above -inf, or no argmax in the backend). */
+    int32_t *out_ids;
     /* Optional: called per layer with the post-RoPE queries [N, heads, hd]
      * and keys [N, kv_heads, hd] (backend memory). */
     int (*inspect)(void *user, int layer, const void *q, const void *k);
@@ -129,7 +134,7 @@ typedef struct fwd_scratch {
     void *x, *h, *q, *k, *v, *a, *o, *g, *u;
     void *sel, *logits;
     void *inputs;            /* one backend block: the pass's inputs below point into it */
-    void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *inv_freq_dyn;
+    void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *inv_freq_dyn, *amax;
     int32_t *host_in;        /* host staging of inputs (forward.c's in_layout) */
     void *graph;             /* the recorded decode step (backends with graphs), or NULL */
     uint64_t graph_key;      /* what it was recorded for (graph_key in forward.c) */

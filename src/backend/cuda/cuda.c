@@ -648,6 +648,13 @@ static int cuda_add(void *ctx, void *y, const void *a, size_t n)
     return launched(cuk_add(c->stream, y, a, n), "add");
 }
 
+static int cuda_argmax(void *ctx, void *out, const void *x, int rows, size_t cols)
+{
+    cuda_ctx *c = ctx;
+    if (cols > INT32_MAX) return infer_err(INFER_ERR_UNSUPPORTED, "argmax: rows of %zu values", cols);
+    return launched(cuk_argmax(c->stream, out, x, rows, cols), "argmax");
+}
+
 static int cuda_softcap(void *ctx, void *x, size_t n, float cap)
 {
     cuda_ctx *c = ctx;
@@ -765,6 +772,7 @@ const backend_ops backend_cuda = {
     .glu = cuda_glu,
     .add = cuda_add,
     .softcap = cuda_softcap,
+    .argmax = cuda_argmax,
     .download_f32 = cuda_download_f32,
     .add_rmsnorm = cuda_add_rmsnorm,
     .qk_rope_store = cuda_qk_rope_store,

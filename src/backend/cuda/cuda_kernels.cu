@@ -1398,6 +1398,65 @@ __global__ void k_add_bias(float *y, bk_weight bias, size_t n, int64_t rows)
         y[i] += ld(bias.data, bias.dtype, i % (size_t)rows);
 }
 
+/* ---- greedy tokens on the device ----
+ * A block a row: each thread keeps the largest value it saw and its first
+ * index, and whether it met a NaN or +inf; then the warps' and the block's
+ * (the lower index wins a tie). */
+__device__ __forceinline__ void amax_merge(float *m, int *i, float m2, int i2)
+{
+    if (m2 > *m || (m2 == *m && i2 < *i)) {
+        *m = m2;
+        *i = i2;
+    }
+}
+
+__global__ void k_argmax(int32_t *out, const float *x, size_t cols)
+{
+    PDL_ENTRY();
+    __shared__ float sm[32];
+    __shared__ int si[32], sb[32];
+    const float *row = x + (size_t)blockIdx.x * cols;
+    float m = -INFINITY;
+    int idx = 0x7fffffff, bad = 0;
+    for (size_t c = threadIdx.x; c < cols; c += blockDim.x) {
+        const float v = row[c];
+        bad |= !(v < INFINITY); /* NaN or +inf */
+        if (v > m || (v == m && (int)c < idx)) {
+            m = v;
+            idx = (int)c;
+        }
+    }
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
+        const int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
+        bad |= __shfl_xor_sync(0xffffffffu, bad, o);
+        amax_merge(&m, &idx, m2, i2);
+    }
+    const int w = threadIdx.x / WARP, nw = (blockDim.x + WARP - 1) / WARP;
+    if (threadIdx.x % WARP == 0) {
+        sm[w] = m;
+        si[w] = idx;
+        sb[w] = bad;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        for (int k = 1; k < nw; k++) {
+            amax_merge(&m, &idx, sm[k], si[k]);
+            bad |= sb[k];
+        }
+        out[2 * blockIdx.x] = m == -INFINITY ? 0 : idx;
+        out[2 * blockIdx.x + 1] = bad || m == -INFINITY;
+    }
+}
+
+extern "C" int cuk_argmax(void *stream, int32_t *out, const float *x, int rows, size_t cols)
+{
+    if (rows <= 0) return 0;
+    PDL_LAUNCH(k_argmax, (unsigned)rows, 1024, 0, (cudaStream_t)stream, out, x, cols);
+    return (int)cudaGetLastError();
+}
+
 extern "C" int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T, int64_t rows)
 {
     size_t n = (size_t)T * (size_t)rows;
