@@ -435,10 +435,7 @@ int infer_batch_generate(infer_model *m, const infer_prompts *p, const infer_gen
     sampler_params sp;
     engine_resolve_sampling(m, opts, &sp);
     sp.n_logprobs = 0; /* batch results carry no log-probabilities */
-    /* the largest logit is the token: the backend may find it, and only
-     * the ids come back */
-    const int greedy = sp.temperature == 0.0f && sp.repeat_penalty == 1.0f && sp.presence_penalty == 0.0f &&
-                       sp.frequency_penalty == 0.0f && sp.n_logit_bias == 0;
+    const int greedy = engine_greedy(&sp);
     size_t n = p->n;
     infer_batch_result *res = calloc(n ? n : 1, sizeof *res);
     seq *seqs = calloc(n ? n : 1, sizeof *seqs);

@@ -44,6 +44,9 @@ int engine_check_ids(const infer_model *m, const int32_t *ids, size_t n, const c
  * defaults for those left unset. */
 struct sampler_params;
 void engine_resolve_sampling(const infer_model *m, const infer_gen_opts *o, struct sampler_params *p);
+/* 1 if the token is always the largest logit (greedy, nothing that changes
+ * the logits, no log-probabilities): the backend may find it. */
+int engine_greedy(const struct sampler_params *p);
 
 /* Checks generation options (sizes, NULL lists). */
 int engine_check_gen_opts(const infer_gen_opts *o);

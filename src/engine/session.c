@@ -40,6 +40,8 @@ struct infer_stream {
     size_t cap_out;
     infer_top_logprob top[INFER_MAX_LOGPROBS];
     int n_logprobs;
+    int greedy;              /* 1: the largest logit is the token; the backend may find it */
+    int32_t gid;             /* with greedy, the last pass's token; -1: in s->logits */
 };
 
 int engine_chunk(const infer_model *m)
@@ -186,16 +188,19 @@ static int cache_push(infer_session *s, const int32_t *ids, int n)
 }
 
 /* Runs n tokens (n <= chunk) at the end of the cached sequence; logits of
- * the last one into s->logits when want_logits.  rope_len: the length
- * dynamic RoPE scales for (the whole prompt's, during a prefill). */
-static int session_pass(infer_session *s, const int32_t *ids, int n, int want_logits, int rope_len)
+ * the last one into s->logits when want_logits, or with gid its greedy
+ * token into *gid where the backend finds it (else -1 and the logits).
+ * rope_len: the length dynamic RoPE scales for (the whole prompt's,
+ * during a prefill). */
+static int session_pass(infer_session *s, const int32_t *ids, int n, int want_logits, int rope_len, int32_t *gid)
 {
     int start = s->n_cached;
     int rc = kv_cache_reserve(s->m, &s->kv, start + n, start);
     if (rc) return rc;
     int32_t q_start[2] = {0, n}, kv_len[1] = {start + n}, slot[1] = {0}, row[1] = {n - 1}, rl[1] = {rope_len};
     fwd_batch fb = {.B = 1, .N = n, .ids = ids, .q_start = q_start, .kv_len = kv_len, .slot = slot,
-                    .rope_len = rl, .out_rows = row, .n_out = want_logits ? 1 : 0, .logits = s->logits};
+                    .rope_len = rl, .out_rows = row, .n_out = want_logits ? 1 : 0, .logits = s->logits,
+                    .out_ids = want_logits ? gid : NULL};
     rc = model_forward(s->m, &s->kv, &s->fs, &fb);
     if (rc) return rc;
     return cache_push(s, ids, n);
@@ -220,6 +225,12 @@ static int stopped(infer_stream *st)
     if (st->deadline > 0 && engine_now() > st->deadline)
         return infer_err(INFER_ERR_CANCELLED, "generation passed its deadline");
     return INFER_OK;
+}
+
+int engine_greedy(const sampler_params *p)
+{
+    return p->temperature == 0.0f && p->repeat_penalty == 1.0f && p->presence_penalty == 0.0f &&
+           p->frequency_penalty == 0.0f && p->n_logit_bias == 0 && p->n_logprobs == 0;
 }
 
 void engine_resolve_sampling(const infer_model *m, const infer_gen_opts *o, sampler_params *p)
@@ -310,6 +321,8 @@ static int stream_new(infer_session *s, const int32_t *ids, size_t n_ids, const 
     }
     sampler_params sp;
     engine_resolve_sampling(m, opts, &sp);
+    st->greedy = engine_greedy(&sp);
+    st->gid = -1;
     if ((rc = sampler_new(&sp, m->cfg.vocab_size, &st->smp))) {
         infer_stream_free(st);
         return rc;
@@ -398,7 +411,8 @@ static int prefill(infer_stream *st)
     while (s->n_cached < n) {
         if ((rc = stopped(st))) return rc;
         int k = n - s->n_cached < s->chunk ? n - s->n_cached : s->chunk;
-        if ((rc = session_pass(s, st->prompt + s->n_cached, k, s->n_cached + k == n, n))) return rc;
+        if ((rc = session_pass(s, st->prompt + s->n_cached, k, s->n_cached + k == n, n, st->greedy ? &st->gid : NULL)))
+            return rc;
     }
     return INFER_OK;
 }
@@ -491,12 +505,13 @@ int infer_stream_next(infer_stream *st, infer_token *tok)
         if (rc) return stream_fail(st, rc);
     } else if (st->need_feed) {
         st->need_feed = 0;
-        if ((rc = session_pass(s, &st->last, 1, 1, 0))) return stream_fail(st, rc);
+        if ((rc = session_pass(s, &st->last, 1, 1, 0, st->greedy ? &st->gid : NULL))) return stream_fail(st, rc);
     }
-    int32_t id;
+    int32_t id = st->greedy ? st->gid : -1;
     float lp = 0.0f;
     /* the log-probabilities cost a pass over the vocabulary: only on request */
-    if ((rc = sampler_sample(st->smp, s->logits, &id, st->n_logprobs ? &lp : NULL, st->n_logprobs ? st->top : NULL)))
+    if (id < 0 &&
+        (rc = sampler_sample(st->smp, s->logits, &id, st->n_logprobs ? &lp : NULL, st->n_logprobs ? st->top : NULL)))
         return stream_fail(st, rc);
     sampler_accept(st->smp, id);
     st->met.generated_tokens++;
