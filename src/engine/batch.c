@@ -13,7 +13,20 @@
 #include "engine/engine.h"
 #include "engine/sample.h"
 
-#define PASS_ROWS 1024   /* rows per prefill pass */
+/* Rows of a pass: as many as about PASS_BYTES of activations hold, from
+ * PASS_MIN_ROWS to PASS_MAX_ROWS (larger passes convert or read each
+ * weight once for more rows: 4,096 rows of gemma3-1b, 2,500 of an 8B). */
+enum { PASS_MIN_ROWS = 256, PASS_MAX_ROWS = 4096 };
+#define PASS_BYTES ((size_t)512 << 20)
+
+static int pass_rows(const infer_model *m)
+{
+    const model_config *c = &m->cfg;
+    size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    size_t row = (3 * (size_t)c->hidden_size + 2 * qd + 2 * kvd + 2 * (size_t)c->intermediate_size) * 4;
+    size_t n = row ? PASS_BYTES / row : PASS_MAX_ROWS;
+    return n < PASS_MIN_ROWS ? PASS_MIN_ROWS : n > PASS_MAX_ROWS ? PASS_MAX_ROWS : (int)n;
+}
 #define CLASSIFY_GROUP 64
 
 typedef struct seq {
@@ -124,7 +137,10 @@ static int runner_new(infer_model *m, int n_slots, int max_len, runner *r)
     r->m = m;
     r->n_slots = n_slots;
     int chunk = engine_chunk(m);
-    r->max_rows = PASS_ROWS > n_slots ? PASS_ROWS : n_slots;
+    /* no more rows than the prompts can fill */
+    int64_t most = (int64_t)n_slots * (max_len > 1 ? max_len : 1);
+    r->max_rows = pass_rows(m) < most ? pass_rows(m) : (int)most;
+    if (r->max_rows < n_slots) r->max_rows = n_slots;
     int rc;
     if ((rc = kv_cache_new(m, n_slots, chunk, max_len < chunk ? chunk : max_len, &r->kv)) ||
         (rc = fwd_scratch_new(m, r->max_rows, n_slots, n_slots, &r->fs)))
