@@ -4,9 +4,12 @@
  * One context is one device (the first), one stream and one cuBLAS handle;
  * every op is queued on the stream and returns without waiting, except the
  * downloads and synchronize.  Activations are float32.  Products:
- *   - up to CUK_MATVEC_MAX_T rows of x: our matrix-vector kernels, which
- *     read each weight once in its stored dtype (bf16, f16, f32, MLX
- *     quantized), several weights of one x in one launch (matmul_n);
+ *   - up to CUK_MATVEC_MAX_T rows of x (bf16 W: one): our matrix-vector
+ *     kernels, which read each weight once in its stored dtype (bf16, f16,
+ *     f32, MLX quantized), several weights of one x in one launch
+ *     (matmul_n);
+ *   - 2 to CUK_QMM_MAX_T rows with 4- or 8-bit W (cuk_qmm_ok): our
+ *     tensor-core kernel, W dequantized in registers (x rounded to bf16);
  *   - more rows: cuBLAS with bf16 operands and float32 accumulation (x
  *     rounded to bf16; f16 and quantized W converted to bf16 in slices of
  *     rows), or float32 SGEMM for float32 W.
@@ -525,7 +528,8 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
     int rc = weight_ok(w);
     if (rc) return rc;
-    if (T <= CUK_MATVEC_MAX_T) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
+    if (T <= CUK_MATVEC_MAX_T && !cuk_qmm_ok(w, T) && !(w->dtype == DT_BF16 && T > 1))
+        return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     pthread_mutex_lock(&c->lock);
     if (cuk_qmm_ok(w, T)) {
         float *ys[1] = {y};
@@ -558,7 +562,7 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
             return rc;
         }
     }
-    if (T <= CUK_MATVEC_MAX_T && n > 1) {
+    if (T <= CUK_MATVEC_MAX_T && n > 1 && !(ws[0]->dtype == DT_BF16 && T > 1)) {
         int ok = 1;
         for (int i = 0; i < n; i++) {
             if (ws[i]->rows <= 0 || ws[i]->cols <= 0) {

@@ -1011,7 +1011,7 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
  *
  * y[T, R] = x[T, K] . W^T for MLX 4- and 8-bit W (groups of 32, 64 or
  * 128, K a multiple of 128, 2-byte scales in bk_weight.sb_pairs) and
- * 8 < T <= CUK_QMM_MAX_T: W is read once per 32 rows of x (not converted
+ * 1 < T <= CUK_QMM_MAX_T: W is read once per 32 rows of x (not converted
  * to bf16 in memory first), dequantized to bf16 in registers and
  * multiplied by mma.sync m16n8k16 (bf16 in, float32 accumulation); x goes
  * to bf16 first (k_qmm_x), as it does for cuBLAS.
@@ -1340,7 +1340,7 @@ static int qmm_split(const bk_weight *w, int T, int *kslice)
 
 extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
 {
-    return T > CUK_MATVEC_MAX_T && T <= CUK_QMM_MAX_T && w->dtype == DT_U32 && (w->bits == 4 || w->bits == 8) &&
+    return T > 1 && T <= CUK_QMM_MAX_T && w->dtype == DT_U32 && (w->bits == 4 || w->bits == 8) &&
            (w->group_size == 32 || w->group_size == 64 || w->group_size == 128) && w->cols % 128 == 0 && w->sb_pairs;
 }
 

@@ -16,8 +16,9 @@ extern "C" {
 
 /* Most rows of x the matrix-vector kernel takes; more go to cuBLAS. */
 enum { CUK_MATVEC_MAX_T = 8 };
-/* Most rows of x the quantized tensor-core product takes (cuk_qmm); more
- * convert W to bf16 for cuBLAS, which is faster there. */
+/* Most rows of x the quantized tensor-core product takes (cuk_qmm; from 2
+ * rows: the matrix-vector kernel is for one); more convert W to bf16 for
+ * cuBLAS, which is faster there. */
 #ifndef CUK_QMM_MAX_T /* (a build may set it, to compare the two ways) */
 #define CUK_QMM_MAX_T 64
 #endif
@@ -34,7 +35,7 @@ int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight
                  const bk_weight *const *bs, int n, int T);
 /* ys[i][T, ws[i].rows] = x[T, cols] . ws[i]^T (+ bs[i]) for n MLX 4- or
  * 8-bit weights of the same bits and cols (each cuk_qmm_ok(ws[i], T):
- * CUK_MATVEC_MAX_T < T <= CUK_QMM_MAX_T) on tensor cores, each weight read
+ * 1 < T <= CUK_QMM_MAX_T) on tensor cores, each weight read
  * once per 32 rows of x, x converted once.  scratch:
  * cuk_qmm_scratch(ws, n, T) bytes of device memory that nothing else uses
  * until the launches have run. */
