@@ -39,6 +39,14 @@ static void *dev(size_t n)
     return p;
 }
 
+/* A weight format and a matrix shape N x K. */
+typedef struct shape {
+    const char *name;
+    infer_dtype dt;
+    int bits;
+    int64_t n, k;
+} shape;
+
 /* Microseconds a product y[T, N] = x[T, K] . W^T takes, queued reps times
  * over a rotation of weight copies larger than the L2 cache; *bytes: the
  * weight bytes one product reads. */
@@ -102,12 +110,7 @@ int main(int argc, char **argv)
     if (infer_measure_bandwidth("cuda", 0, &bw)) die("infer_measure_bandwidth");
     printf("%s: copy bandwidth %.0f GB/s (512 MiB, read + written)\n\n", di.name, bw);
     printf("%-10s %7s %7s | %9s %9s %6s\n", "weights", "N", "K", "us/call", "GB/s", "ratio");
-    static const struct {
-        const char *name;
-        infer_dtype dt;
-        int bits;
-        int64_t n, k;
-    } cases[] = {
+    static const shape cases[] = {
         {"bf16", DT_BF16, 0, 2048, 2048},  {"bf16", DT_BF16, 0, 8192, 2048},   {"bf16", DT_BF16, 0, 14336, 4096},
         {"bf16", DT_BF16, 0, 128256, 2048}, {"q8 g64", DT_U32, 8, 8192, 2048}, {"q8 g64", DT_U32, 8, 14336, 4096},
         {"q4 g64", DT_U32, 4, 1152, 1152},  {"q4 g64", DT_U32, 4, 6912, 1152}, {"q4 g64", DT_U32, 4, 2048, 2048},
@@ -122,12 +125,7 @@ int main(int argc, char **argv)
     }
     /* several rows of x (batched decode, classification, prefill) */
     if (!only_n) {
-        static const struct {
-            const char *name;
-            infer_dtype dt;
-            int bits;
-            int64_t n, k;
-        } mm[] = {
+        static const shape mm[] = {
             {"q4 g64", DT_U32, 4, 4096, 4096},  {"q4 g64", DT_U32, 4, 14336, 4096}, {"q4 g64", DT_U32, 4, 4096, 14336},
             {"q4 g64", DT_U32, 4, 6912, 1152},  {"q8 g64", DT_U32, 8, 14336, 4096}, {"bf16", DT_BF16, 0, 14336, 4096},
         };
