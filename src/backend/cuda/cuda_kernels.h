@@ -14,7 +14,9 @@
 extern "C" {
 #endif
 
-/* Most rows of x the matrix-vector kernel takes; more go to cuBLAS. */
+/* Most rows of x the matrix-vector kernel takes (cuda.c gives it one row
+ * where cuk_qmm or cuBLAS is faster: 4- and 8-bit and bf16 W); more go to
+ * cuk_qmm or cuBLAS. */
 enum { CUK_MATVEC_MAX_T = 8 };
 /* Most rows of x the quantized tensor-core product takes (cuk_qmm; from 2
  * rows: the matrix-vector kernel is for one); more convert W to bf16 for
