@@ -30,7 +30,8 @@ static void free_all(const infer_model *m, void **p, size_t n)
  * of its own.  Offsets in 4-byte words. */
 typedef struct in_layout {
     size_t ids, pos, q_start, kv_len, slot, out_rows, freq, words;
-    size_t amax; /* after the uploaded words: the backend's argmax, 2 words an output row */
+    size_t amax;  /* after the uploaded words: the backend's argmax, 2 words an output row */
+    size_t total; /* words of the block */
 } in_layout;
 
 static in_layout inputs_layout(const model_config *c, size_t n, size_t B, size_t max_out)
@@ -46,6 +47,7 @@ static in_layout inputs_layout(const model_config *c, size_t n, size_t B, size_t
     l.freq = l.out_rows + (max_out ? max_out : 1);
     l.words = l.freq + B * half;
     l.amax = l.words;
+    l.total = l.amax + 2 * (max_out ? max_out : 1);
     return l;
 }
 
@@ -77,7 +79,7 @@ int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_sc
     } want[] = {
         {&s->x, n * H * a},   {&s->h, n * H * a},  {&s->q, n * qd * a},      {&s->k, n * kvd * a},
         {&s->v, n * kvd * a}, {&s->a, n * qd * a}, {&s->o, n * H * a},       {&s->g, n * I * a},
-        {&s->u, n * I * a},   {&s->inputs, (l.words + 2 * (size_t)(max_out ? max_out : 1)) * 4},
+        {&s->u, n * I * a},   {&s->inputs, l.total * 4},
         {&s->sel, (size_t)max_out * H * a},
         {&s->logits, (size_t)max_out * (size_t)c->vocab_size * a},
     };
@@ -97,7 +99,7 @@ int fwd_scratch_new(infer_model *m, int max_rows, int max_B, int max_out, fwd_sc
     s->out_rows = in + l.out_rows;
     s->inv_freq_dyn = in + l.freq;
     s->amax = in + l.amax;
-    s->host_in = calloc(l.words + 2 * (size_t)(max_out ? max_out : 1), 4);
+    s->host_in = calloc(l.total, 4);
     if (!s->host_in) {
         fwd_scratch_free(m, s);
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "forward: out of memory for %d rows", max_rows);

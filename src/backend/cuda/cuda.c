@@ -522,14 +522,21 @@ static int weight_ok(const bk_weight *w)
     return INFER_OK;
 }
 
+/* Whether a product of T rows of x with w takes the matrix-vector kernels:
+ * up to CUK_MATVEC_MAX_T rows, but only one where cuk_qmm (4- and 8-bit
+ * W) or cuBLAS (bf16 W) is faster. */
+static int matvec_takes(const bk_weight *w, int T)
+{
+    return T == 1 || (T <= CUK_MATVEC_MAX_T && w->dtype != DT_BF16 && !cuk_qmm_ok(w, T));
+}
+
 static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
 {
     cuda_ctx *c = ctx;
     if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
     int rc = weight_ok(w);
     if (rc) return rc;
-    if (T <= CUK_MATVEC_MAX_T && !cuk_qmm_ok(w, T) && !(w->dtype == DT_BF16 && T > 1))
-        return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
+    if (matvec_takes(w, T)) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     pthread_mutex_lock(&c->lock);
     if (cuk_qmm_ok(w, T)) {
         float *ys[1] = {y};
@@ -562,7 +569,7 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
             return rc;
         }
     }
-    if (T <= CUK_MATVEC_MAX_T && n > 1 && !(ws[0]->dtype == DT_BF16 && T > 1)) {
+    if (n > 1 && matvec_takes(ws[0], T)) {
         int ok = 1;
         for (int i = 0; i < n; i++) {
             if (ws[i]->rows <= 0 || ws[i]->cols <= 0) {

@@ -1093,16 +1093,14 @@ __device__ __forceinline__ uint32_t q8_pair(uint32_t word, int lo, float s, floa
     return bf2_pack(fmaf(s, a, b), fmaf(s, c, b));
 }
 
-__device__ __forceinline__ void cp_wait_all(void) { asm volatile("cp.async.wait_all;" ::: "memory"); }
-
 __device__ __forceinline__ void cp_wait_stages(void)
 {
     asm volatile("cp.async.wait_group %0;" ::"n"(QMM_STAGES - 2) : "memory");
 }
 
-/* Bytes of one stage: W (128 rows of 128 values), scale-bias entries (8
- * bytes: a pair, or a float32 scale and bias; at most 4 groups a chunk),
- * x (32 rows). */
+/* Bytes of one stage: W (QMM_ROWS rows of 128 values), their scale-bias
+ * pairs (16 bytes a row: at most 4 groups a chunk), x (QMM_TOK rows of
+ * QMM_XROW bytes). */
 __host__ __device__ __forceinline__ int qmm_stage_bytes(int bits)
 {
     return QMM_ROWS * 16 * bits + QMM_ROWS * 16 + QMM_TOK * QMM_XROW;
@@ -1123,7 +1121,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, float *y
     const int WB = 16 * BITS; /* bytes of W a row a chunk */
     const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7, lgc = 7 - gshift; /* 2^lgc groups a chunk */
     const size_t rbytes = (size_t)K * BITS / 8, ng = (size_t)(K / w.group_size);
-    const int SB = QMM_ROWS * WB, XB = SB + QMM_ROWS * 16, STAGE = XB + QMM_TOK * QMM_XROW;
+    const int SB = QMM_ROWS * WB, XB = SB + QMM_ROWS * 16, STAGE = qmm_stage_bytes(BITS);
 
     /* What this thread copies of each chunk (sources of the slice's first
      * chunk; chunk i adds i times a fixed step): NW 16-byte pieces of W,
