@@ -406,16 +406,21 @@ static void attention_matches_cpu(void **state)
 }
 
 /* Two sequences over one cache: a ragged batch (4 new rows and 1, the
- * one-row kernel; 40 and 17, the tiled one); with a window, the second a
- * ring shorter than its length. */
-static void kv_attention_case(int big)
+ * one-row kernel; 40 and 17, the tiled one; 1 and 1 over long caches, the
+ * one-row kernel with each row's keys split in parts); with a window, the
+ * second a ring shorter than its length. */
+static void kv_attention_case(int kind)
 {
     pair p;
     open_pair(&p);
-    /* big: enough (sequence, query tile, head) blocks to fill a GPU, which
-     * the tiled kernel waits for */
-    const int H = big ? 32 : 4, KVH = big ? 8 : 2, d = big ? 128 : 64, cap = big ? 48 : 24, B = 2, N = big ? 57 : 5;
-    int32_t q_start[3] = {0, big ? 40 : 4, N}, kv_len[2] = {big ? 45 : 10, 20}, slot[2] = {1, 0};
+    /* kind 1: enough (sequence, query tile, head) blocks to fill a GPU,
+     * which the tiled kernel waits for; kind 2: two decode rows, one over
+     * 1,500 keys and one over 20 (parts with no key) or a ring of 2,048 */
+    const int big = kind > 0, split = kind == 2;
+    const int H = big ? 32 : 4, KVH = big ? 8 : 2, d = big ? 128 : 64, cap = split ? 2048 : big ? 48 : 24, B = 2,
+              N = split ? 2 : big ? 57 : 5, wsize = split ? 300 : 8;
+    int32_t q_start[3] = {0, split ? 1 : big ? 40 : 4, N}, kv_len[2] = {split ? 1500 : big ? 45 : 10, 20},
+            slot[2] = {1, 0};
     size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d;
     float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(N * w * 4), *v = malloc(N * w * 4),
           *q = malloc(nq * 4);
@@ -425,9 +430,9 @@ static void kv_attention_case(int big)
     fill(k, N * w, 1.0f);
     fill(v, N * w, 1.0f);
     fill(q, nq, 1.0f);
-    for (int window = 0; window <= 8; window += 8) {
+    for (int window = 0; window <= wsize; window += wsize) {
         /* with the window, the second sequence outgrows its ring */
-        kv_len[1] = window ? (big ? 60 : 30) : 20;
+        kv_len[1] = window ? (split ? 2100 : big ? 60 : 30) : 20;
         void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2];
         for (int i = 0; i < 2; i++) {
             dkc[i] = put(&p, i, kc, nc * 4);
@@ -440,7 +445,8 @@ static void kv_attention_case(int big)
             ds[i] = put(&p, i, slot, sizeof slot);
             dout[i] = poisoned(&p, i, nq);
             /* the hint of the most rows of one sequence: given with the window */
-            bk_attn_kv a = {B, N, cap, dqs[i], dl[i], ds[i], H, KVH, d, 0.125f, 0.0f, window, window ? q_start[1] : 0};
+            bk_attn_kv a = {B, N, cap, dqs[i], dl[i], ds[i], H, KVH, d, 0.125f, split ? 2.0f : 0.0f, window,
+                            window ? q_start[1] : 0};
             if (p.be[i]->kv_store(p.ctx[i], dkc[i], dvc[i], dk[i], dv[i], &a) ||
                 p.be[i]->attention_kv(p.ctx[i], dout[i], dq[i], dkc[i], dvc[i], &a))
                 fail_msg("%s: %s", p.be[i]->name, infer_last_error());
@@ -464,6 +470,7 @@ static void kv_attention_matches_cpu(void **state)
     (void)state;
     kv_attention_case(0);
     kv_attention_case(1);
+    kv_attention_case(2);
 }
 
 /* The fused ops of the cuda backend against the separate ops of the cpu
@@ -1083,6 +1090,84 @@ static void batch_steps_follow_the_model(void **state)
 
 /* ---- memory and device ---- */
 
+/* One stream's decode steps over a cache long enough that attention
+ * splits its keys (scratch memory in the recording), then a long prompt
+ * on the same model that grows the scratch, then the same stream's
+ * steps again: the recording is stale and is made anew.  Every greedy
+ * token is the argmax of the model's logits over the whole text. */
+static void graph_after_scratch_grows(void **state)
+{
+    (void)state;
+    if (!infer_backend_available("cuda")) skip();
+    char *tmp = test_tmpdir("cuda-graph"), bf[1024], q4[1024];
+    assert_non_null(tmp);
+    snprintf(bf, sizeof bf, "%s/bf16", tmp);
+    snprintf(q4, sizeof q4, "%s/q4", tmp);
+    const synth_spec spec = {"t", "llama", 256, 512, 2, 4, 2, 64, 1000, 0, "\"rope_theta\": 10000, \"max_position_embeddings\": 4096"};
+    infer_quant_opts qo;
+    infer_quant_opts_default(&qo);
+    if (mkdir(bf, 0755) || synth_write_model(bf, &spec, DT_BF16, 9) || infer_quantize(bf, q4, &qo))
+        fail_msg("synthetic model: %s", infer_last_error());
+    infer_load_opts lo;
+    infer_load_opts_default(&lo);
+    lo.backend = "cuda";
+    infer_model *m = NULL;
+    if (infer_model_load(q4, &lo, &m)) fail_msg("%s: %s", q4, infer_last_error());
+    enum { NP = 700, NG = 8, NL = 1500 };
+    int32_t *ids = malloc(NL * sizeof *ids);
+    float *lg = malloc((size_t)NL * 1000 * sizeof *lg);
+    assert_true(ids && lg);
+    for (int j = 0; j < NL; j++) ids[j] = (int32_t)((j * 37 + 11) % 1000);
+    infer_session *se = NULL;
+    assert_int_equal(infer_session_new(m, &se), 0);
+    infer_gen_opts o;
+    infer_gen_opts_default(&o);
+    o.max_tokens = NG;
+    o.temperature = 0.0f;
+    o.ignore_eos = 1;
+    size_t n = NP, same = 0;
+    for (int round = 0; round < 2; round++) {
+        infer_stream *st = NULL;
+        if (infer_generate_ids(se, ids, n, &o, &st)) fail_msg("generate: %s", infer_last_error());
+        infer_token tk;
+        size_t n0 = n;
+        while (infer_stream_next(st, &tk)) ids[n++] = tk.id;
+        assert_int_equal(infer_stream_error(st, NULL), 0);
+        infer_stream_free(st);
+        assert_int_equal((int)(n - n0), NG);
+        /* the model over the whole text so far (the first round: a longer
+         * prompt of other tokens first, which grows the scratch) */
+        if (round == 0) {
+            int32_t *other = malloc(NL * sizeof *other);
+            assert_non_null(other);
+            for (int j = 0; j < NL; j++) other[j] = (int32_t)((j * 13 + 5) % 1000);
+            if (infer_model_logits(m, other, NL, lg)) fail_msg("logits: %s", infer_last_error());
+            free(other);
+        }
+        if (infer_model_logits(m, ids, n - 1, lg)) fail_msg("logits: %s", infer_last_error());
+        for (size_t t = n0; t < n; t++) {
+            const float *row = lg + (t - 1) * 1000;
+            int32_t am = 0;
+            for (int v = 1; v < 1000; v++)
+                if (row[v] > row[am]) am = v;
+            /* a near tie may go either way between the two paths (the
+             * prompt's products take x in bf16): 1% of the largest logit */
+            int ok = am == ids[t] || row[am] - row[ids[t]] <= 1e-2f * fabsf(row[am]);
+            if (!ok)
+                print_message("  round %d step %zu: token %d (logit %.6f), argmax %d (%.6f)\n", round, t - n0, ids[t],
+                              row[ids[t]], am, row[am]);
+            same += ok;
+        }
+    }
+    infer_session_free(se);
+    infer_model_free(m);
+    free(ids);
+    free(lg);
+    test_rmdir(tmp);
+    free(tmp);
+    if (same != 2 * NG) fail_msg("greedy token = the model's argmax at %zu of %d steps", same, 2 * NG);
+}
+
 static void memory_and_device(void **state)
 {
     (void)state;
@@ -1158,6 +1243,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(matmul_matches_cpu),
     cmocka_unit_test(argmax_matches_host),
     cmocka_unit_test(batch_steps_follow_the_model),
+    cmocka_unit_test(graph_after_scratch_grows),
     cmocka_unit_test(small_ops_match_cpu),
     cmocka_unit_test(embed_rope_gather_match_cpu),
     cmocka_unit_test(attention_matches_cpu),

@@ -133,6 +133,9 @@ typedef struct bk_opts {
     int cpu_int8;   /* cpu: int8 activations for quantized weights (infer_load_opts) */
 } bk_opts;
 
+/* graph_run: the recording is out of date (not an INFER_ERR code). */
+enum { BK_GRAPH_STALE = -1 };
+
 typedef struct backend_ops {
     const char *name;
     /* 1 if usable on this machine. */
@@ -245,7 +248,10 @@ typedef struct backend_ops {
      * and graph_end are recorded instead of run, and graph_run replays
      * them with the same arguments; what they read from backend buffers
      * (token ids, positions, lengths) is read at each replay.  graph_end
-     * with graph NULL abandons the recording (after an op failed). */
+     * with graph NULL abandons the recording (after an op failed).
+     * graph_run returns BK_GRAPH_STALE, and runs nothing, when memory the
+     * recording points at was replaced since (the backend's scratch grew):
+     * the caller runs the ops again and records anew. */
     int (*graph_begin)(void *ctx);
     int (*graph_end)(void *ctx, void **graph);
     int (*graph_run)(void *ctx, void *graph);

@@ -394,7 +394,13 @@ static int forward_graph(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd
         if ((rc = be->graph_end(m->bctx, &s->graph))) return rc;
         s->graph_key = key;
     }
-    return be->graph_run(m->bctx, s->graph);
+    int rc = be->graph_run(m->bctx, s->graph);
+    if (rc != BK_GRAPH_STALE) return rc;
+    /* run without a graph, and record at the next step */
+    be->graph_free(m->bctx, s->graph);
+    s->graph = NULL;
+    s->eager_key = key;
+    return forward_compute(m, kv, s, fb);
 }
 
 int model_forward(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)

@@ -39,6 +39,7 @@ typedef struct cuda_ctx {
     pthread_mutex_t lock; /* held while the scratch below is in use */
     void *scratch;        /* bf16 operands of cuBLAS products, and of cuk_qmm */
     size_t scratch_cap;
+    unsigned scratch_epoch; /* how often the scratch was replaced: graphs made before are stale */
 } cuda_ctx;
 
 static bk_counters mem;
@@ -446,6 +447,7 @@ static int scratch_get(cuda_ctx *c, size_t n, void **out)
             c->scratch = NULL;
             c->scratch_cap = 0;
         }
+        c->scratch_epoch++;
         int rc = dev_alloc(n, &c->scratch);
         if (rc) return rc;
         c->scratch_cap = n;
@@ -638,7 +640,13 @@ static int cuda_attention_kv(void *ctx, void *out, const void *q, const void *kc
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->B <= 0 || p->cap <= 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: bad batch");
-    return launched(cuk_attention_kv(c->stream, out, q, kc, vc, p), "attention");
+    size_t need = cuk_attention_kv_scratch(p);
+    if (!need) return launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, NULL), "attention");
+    void *buf;
+    pthread_mutex_lock(&c->lock);
+    if (!(rc = scratch_get(c, need, &buf))) rc = launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, buf), "attention");
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }
 
 static int cuda_gather_rows(void *ctx, void *dst, const void *src, const void *idx, int n, size_t width)
@@ -717,6 +725,12 @@ static int cuda_graph_begin(void *ctx)
     return e ? cu_fail(e, "starting a graph") : INFER_OK;
 }
 
+/* A recording, and the scratch it was recorded against. */
+typedef struct cuda_graph {
+    cudaGraphExec_t exec;
+    unsigned epoch;
+} cuda_graph;
+
 static int cuda_graph_end(void *ctx, void **graph)
 {
     cuda_ctx *c = ctx;
@@ -729,25 +743,38 @@ static int cuda_graph_end(void *ctx, void **graph)
     }
     *graph = NULL;
     if (e) return cu_fail(e, "recording a graph");
-    cudaGraphExec_t x = NULL;
-    e = cudaGraphInstantiate(&x, g, 0);
+    cuda_graph *cg = malloc(sizeof *cg);
+    if (!cg) {
+        cudaGraphDestroy(g);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "recording a graph: out of host memory");
+    }
+    e = cudaGraphInstantiate(&cg->exec, g, 0);
     cudaGraphDestroy(g);
-    if (e) return cu_fail(e, "instantiating a graph");
-    *graph = x;
+    if (e) {
+        free(cg);
+        return cu_fail(e, "instantiating a graph");
+    }
+    cg->epoch = c->scratch_epoch;
+    *graph = cg;
     return INFER_OK;
 }
 
 static int cuda_graph_run(void *ctx, void *graph)
 {
     cuda_ctx *c = ctx;
-    cudaError_t e = cudaGraphLaunch((cudaGraphExec_t)graph, c->stream);
+    cuda_graph *cg = graph;
+    if (cg->epoch != c->scratch_epoch) return BK_GRAPH_STALE;
+    cudaError_t e = cudaGraphLaunch(cg->exec, c->stream);
     return e ? cu_fail(e, "running a graph") : INFER_OK;
 }
 
 static void cuda_graph_free(void *ctx, void *graph)
 {
     (void)ctx;
-    if (graph) cudaGraphExecDestroy((cudaGraphExec_t)graph);
+    cuda_graph *cg = graph;
+    if (!cg) return;
+    cudaGraphExecDestroy(cg->exec);
+    free(cg);
 }
 
 const backend_ops backend_cuda = {

@@ -1614,7 +1614,10 @@ typedef struct att_geom {
     int cap;             /* ring: position j in row j % cap (0 = row j) */
 } att_geom;
 
-__device__ void att_row(float *o, const float *q, att_geom g, int d, float scale, float softcap)
+/* o = the attention of q over keys g.lo..g.hi; with ml given, o is left
+ * unnormalized (scaled to the maximum score M) and ml = {M, L}, the sum of
+ * the scores' exponentials: one part of a split row (k_attn_combine). */
+__device__ void att_row(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
 {
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][WARP * ATT_MAXE];
     int lane = threadIdx.x % WARP, wi = threadIdx.x / WARP;
@@ -1660,7 +1663,11 @@ __device__ void att_row(float *o, const float *q, att_geom g, int d, float scale
         f[w] = sl[w] > 0.0f ? expf(sm[w] - M) : 0.0f;
         L += sl[w] * f[w];
     }
-    float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    float inv = ml ? 1.0f : L > 0.0f ? 1.0f / L : 0.0f;
+    if (ml && threadIdx.x == 0) {
+        ml[0] = M;
+        ml[1] = L;
+    }
     for (int e = threadIdx.x; e < d; e += blockDim.x) {
         float t = 0.0f;
 #pragma unroll
@@ -1678,7 +1685,7 @@ __global__ void k_attention(float *out, const float *q, const float *k, const fl
     int P = p.S - p.T + t;
     att_geom g = {k + (size_t)kvh * d, v + (size_t)kvh * d, ks, 0, P, 0};
     if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
-    att_row(out + (size_t)t * qs + (size_t)h * d, q + (size_t)t * qs + (size_t)h * d, g, d, p.scale, p.softcap);
+    att_row(out + (size_t)t * qs + (size_t)h * d, NULL, q + (size_t)t * qs + (size_t)h * d, g, d, p.scale, p.softcap);
 }
 
 extern "C" int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v,
@@ -1774,7 +1781,8 @@ extern "C" int cuk_qk_rope_store(void *stream, float *q, float *k, const float *
     return (int)cudaGetLastError();
 }
 
-__global__ void k_attention_kv(float *out, const float *q, const float *kc, const float *vc, bk_attn_kv p)
+__global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const float *q, const float *kc,
+                               const float *vc, bk_attn_kv p)
 {
     PDL_ENTRY();
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
@@ -1788,7 +1796,42 @@ __global__ void k_attention_kv(float *out, const float *q, const float *kc, cons
     size_t base = (size_t)slot[b] * p.cap * ks + (size_t)kvh * d;
     att_geom g = {kc + base, vc + base, ks, len - p.cap > 0 ? len - p.cap : 0, P, p.cap};
     if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
-    att_row(out + (size_t)r * qs + (size_t)h * d, q + (size_t)r * qs + (size_t)h * d, g, d, p.scale, p.softcap);
+    const float *qr = q + (size_t)r * qs + (size_t)h * d;
+    const int parts = (int)gridDim.z;
+    if (parts == 1) {
+        att_row(out + (size_t)r * qs + (size_t)h * d, NULL, qr, g, d, p.scale, p.softcap);
+        return;
+    }
+    /* part z of the row's keys; its partial result in part_o / part_ml */
+    const int z = blockIdx.z, chunk = (g.hi - g.lo + parts) / parts;
+    g.lo += z * chunk;
+    if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
+    const size_t slot_i = ((size_t)r * p.n_heads + h) * parts + z;
+    att_row(part_o + slot_i * d, part_ml + 2 * slot_i, qr, g, d, p.scale, p.softcap);
+}
+
+/* The parts of a split row merged: out = sum_z e^(M_z - M) o_z / sum_z
+ * e^(M_z - M) L_z, M the largest M_z of the parts that saw a key. */
+__global__ void k_attn_combine(float *out, const float *part_o, const float *part_ml, int n_heads, int d, int parts)
+{
+    PDL_ENTRY();
+    const int r = blockIdx.x, h = blockIdx.y;
+    const size_t s0 = ((size_t)r * n_heads + h) * parts;
+    const float *ml = part_ml + 2 * s0;
+    float M = -INFINITY;
+    for (int z = 0; z < parts; z++)
+        if (ml[2 * z + 1] > 0.0f) M = fmaxf(M, ml[2 * z]);
+    float L = 0.0f;
+    for (int z = 0; z < parts; z++)
+        if (ml[2 * z + 1] > 0.0f) L += ml[2 * z + 1] * expf(ml[2 * z] - M);
+    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    float *o = out + ((size_t)r * n_heads + h) * d;
+    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+        float t = 0.0f;
+        for (int z = 0; z < parts; z++)
+            if (ml[2 * z + 1] > 0.0f) t += part_o[(s0 + z) * d + e] * expf(ml[2 * z] - M);
+        o[e] = t * inv;
+    }
 }
 
 /* Many queries (prefill): a block takes AT_Q queries of one sequence and
@@ -1908,17 +1951,47 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
     }
 }
 
+/* Which kernel takes p: the tiles where some sequence has several rows
+ * (a prefill) and they fill the device (returns 0, *tiles set); else a
+ * block per row and head (decode steps), with each row's keys split in
+ * *parts where the rows and heads alone leave the device idle: a part
+ * of at least ATT_SPLIT_MIN keys of the cache's capacity (or window), at
+ * most ATT_SPLIT_MAX parts.  The parts depend on the shapes only, not on
+ * the lengths, so that a recorded step stays right as the lengths grow. */
+#define ATT_SPLIT_MIN 64
+#define ATT_SPLIT_MAX 32
+
+static int att_plan(const bk_attn_kv *p, int *tiles, int *parts)
+{
+    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
+    *tiles = (max_n + AT_Q - 1) / AT_Q;
+    *parts = 1;
+    if (p->N > p->B && p->N >= 16 && p->head_dim % 4 == 0 &&
+        (int64_t)p->B * *tiles * p->n_heads >= 2 * (int64_t)sm_count())
+        return 0;
+    const int64_t blocks = (int64_t)p->N * p->n_heads;
+    int64_t want = (4 * (int64_t)sm_count() + blocks - 1) / blocks;
+    const int span = p->window > 0 && p->window < p->cap ? p->window : p->cap;
+    if (want > span / ATT_SPLIT_MIN) want = span / ATT_SPLIT_MIN;
+    if (want > ATT_SPLIT_MAX) want = ATT_SPLIT_MAX;
+    if (want > 1) *parts = (int)want;
+    return 1;
+}
+
+extern "C" size_t cuk_attention_kv_scratch(const bk_attn_kv *p)
+{
+    int tiles, parts;
+    if (p->N <= 0 || !att_plan(p, &tiles, &parts) || parts == 1) return 0;
+    return (size_t)p->N * p->n_heads * parts * ((size_t)p->head_dim + 2) * sizeof(float);
+}
+
 extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
-                                const bk_attn_kv *p)
+                                const bk_attn_kv *p, void *scratch)
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
-    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
-    const int tiles = (max_n + AT_Q - 1) / AT_Q;
-    /* the tiles where some sequence has several rows (a prefill) and they
-     * fill the device; else a block per row and head (decode steps) */
-    if (p->N > p->B && p->N >= 16 && p->head_dim % 4 == 0 &&
-        (int64_t)p->B * tiles * p->n_heads >= 2 * (int64_t)sm_count()) {
+    int tiles, parts;
+    if (!att_plan(p, &tiles, &parts)) {
         static int raised;
         size_t smem = at_smem(p->head_dim);
         if (!raised) {
@@ -1931,8 +2004,16 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
         PDL_LAUNCH(k_attn_tile, tg, ATT_WARPS * WARP, smem, (cudaStream_t)stream, out, q, kc, vc, *p, tiles);
         return (int)cudaGetLastError();
     }
-    dim3 grid((unsigned)p->N, (unsigned)p->n_heads);
-    PDL_LAUNCH(k_attention_kv, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, q, kc, vc, *p);
+    if (parts > 1 && !scratch) return (int)cudaErrorInvalidValue;
+    float *part_o = parts > 1 ? (float *)scratch : NULL;
+    float *part_ml = parts > 1 ? part_o + (size_t)p->N * p->n_heads * parts * p->head_dim : NULL;
+    dim3 grid((unsigned)p->N, (unsigned)p->n_heads, (unsigned)parts);
+    PDL_LAUNCH(k_attention_kv, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, part_o, part_ml, q, kc, vc, *p);
+    if (parts > 1) {
+        dim3 cg((unsigned)p->N, (unsigned)p->n_heads);
+        PDL_LAUNCH(k_attn_combine, cg, 128, 0, (cudaStream_t)stream, out, (const float *)part_o,
+                   (const float *)part_ml, p->n_heads, p->head_dim, parts);
+    }
     return (int)cudaGetLastError();
 }
 

@@ -68,8 +68,11 @@ int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n_heads, int
              float attn_factor);
 int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v, const bk_attn *p);
 int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float *v, const bk_attn_kv *p);
+/* scratch: cuk_attention_kv_scratch(p) bytes of device memory (NULL when
+ * that is 0), for the parts of rows split along the sequence. */
+size_t cuk_attention_kv_scratch(const bk_attn_kv *p);
 int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
-                     const bk_attn_kv *p);
+                     const bk_attn_kv *p, void *scratch);
 int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *idx, int n, size_t width);
 int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act);
 int cuk_add(void *stream, float *y, const float *a, size_t n);
