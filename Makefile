@@ -35,7 +35,7 @@ LIBS         := -lpcre2-8 -lutf8proc -lcjson -lpthread -lm $(EXTRA_LIBS)
 BENCH_LIBS   := -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas
 LDFLAGS_ALL  := $(LDFLAGS) $(EXTRA_LDFLAGS)
 
-LIB_SRC      := $(sort $(wildcard src/core/*.c src/io/*.c src/tok/*.c src/chat/*.c src/model/*.c src/engine/*.c \
+LIB_SRC      := $(sort $(wildcard src/core/*.c src/io/*.c src/tok/*.c src/chat/*.c src/model/*.c src/engine/*.c src/train/*.c \
                   src/backend/*.c src/backend/cpu/*.c src/*.c))
 TOOL_SRC     := $(wildcard tools/*.c)
 TEST_SRC     := $(sort $(wildcard tests/*.c))

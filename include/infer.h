@@ -547,6 +547,107 @@ INFER_API void infer_quant_opts_default(infer_quant_opts *opts);
  * model.safetensors.index.json.  On failure nothing is left in out_dir. */
 INFER_API int infer_quantize(const char *in_dir, const char *out_dir, const infer_quant_opts *opts);
 
+/* ------------------------------------------------------------------ */
+/* LoRA fine-tuning                                                     */
+/* ------------------------------------------------------------------ */
+
+/* A LoRA adapter on a loaded model: for each adapted linear layer W,
+ *     y = x W^T (+ bias) + scale * (x A^T) B^T,
+ * A [rank, in] and B [out, rank] float32 (PEFT's lora_A / lora_B; mlx-lm
+ * stores their transposes as lora_a / lora_b).  The base weights stay
+ * frozen, in whatever format they have (bf16, float32, MLX 4/8-bit). */
+typedef struct infer_lora infer_lora;
+
+typedef struct infer_lora_opts {
+    int rank;              /* 8 */
+    float scale;           /* the multiplier; 0 = alpha / rank */
+    float alpha;           /* used when scale is 0 (PEFT's lora_alpha); 16 */
+    float dropout;         /* on the adapter's input while training; 0 (only 0 so far) */
+    const char *targets;   /* comma-separated module names (q_proj, k_proj, v_proj, o_proj,
+                              gate_proj, up_proj, down_proj) or "all"; "q_proj,v_proj" */
+    int num_layers;        /* the last N layers; 0 = all */
+    uint64_t seed;         /* A ~ PEFT's kaiming-uniform init from this seed; B = 0 */
+} infer_lora_opts;
+
+INFER_API void infer_lora_opts_default(infer_lora_opts *opts);
+/* A fresh adapter (A random, B zero: the model is unchanged until trained). */
+INFER_API int infer_lora_new(infer_model *model, const infer_lora_opts *opts, infer_lora **out);
+/* An adapter folder written by PEFT (adapter_config.json with peft_type
+ * "LORA", adapter_model.safetensors) or by mlx-lm (adapter_config.json
+ * with lora_parameters, adapters.safetensors); the format is told from
+ * the config. */
+INFER_API int infer_lora_load(infer_model *model, const char *dir, infer_lora **out);
+
+typedef enum infer_adapter_format {
+    INFER_ADAPTER_MLX = 0, /* adapters.safetensors + adapter_config.json, as mlx-lm writes */
+    INFER_ADAPTER_PEFT     /* adapter_model.safetensors + adapter_config.json, as PEFT writes */
+} infer_adapter_format;
+
+/* Writes the adapter's files into dir (created if missing). */
+INFER_API int infer_lora_save(const infer_lora *lora, const char *dir, infer_adapter_format format);
+INFER_API void infer_lora_free(infer_lora *lora);
+
+typedef enum infer_lr_schedule {
+    INFER_LR_CONSTANT = 0,   /* lr throughout (after the warmup, if any) */
+    INFER_LR_COSINE          /* linear warmup to lr, then cosine decay to 0 at total_steps,
+                                as transformers' get_cosine_schedule_with_warmup */
+} infer_lr_schedule;
+
+typedef struct infer_train_opts {
+    float lr;                /* 1e-5 */
+    float beta1, beta2, eps; /* AdamW: 0.9, 0.999, 1e-8 */
+    float weight_decay;      /* decoupled (AdamW): 0.01 */
+    infer_lr_schedule schedule;
+    int warmup_steps;        /* 0 */
+    int total_steps;         /* the cosine schedule's length */
+    float max_grad_norm;     /* clip the adapter's gradient to this L2 norm; 0 = no clipping */
+    int grad_checkpoint;     /* 1: keep only each layer's input and compute the rest again in
+                                the backward pass (less memory, about a third more work) */
+} infer_train_opts;
+
+INFER_API void infer_train_opts_default(infer_train_opts *opts);
+
+/* One training example: token ids, of which the first prompt_len are
+ * prompt: with prompt_len > 0 the loss leaves out the targets inside the
+ * prompt (ids[1 .. prompt_len - 1]), so that only the completion counts. */
+typedef struct infer_train_example {
+    const int32_t *ids;
+    size_t n_ids;
+    size_t prompt_len;
+} infer_train_example;
+
+/* A batch: examples trained side by side (padded to the longest). */
+typedef struct infer_train_batch {
+    const infer_train_example *examples;
+    size_t n;
+} infer_train_batch;
+
+typedef struct infer_step_result {
+    double loss;          /* the mean over every counted target token of the step */
+    int64_t n_tokens;     /* counted target tokens */
+    float lr;             /* the learning rate the step used */
+    double grad_norm;     /* the adapter gradient's L2 norm before clipping */
+} infer_step_result;
+
+typedef struct infer_trainer infer_trainer;
+
+/* A trainer of lora's parameters (AdamW state included); the adapter and
+ * its model must outlive it. */
+INFER_API int infer_trainer_new(infer_lora *lora, const infer_train_opts *opts, infer_trainer **out);
+INFER_API void infer_trainer_free(infer_trainer *t);
+
+/* One optimizer step over n_micro batches (gradient accumulation: their
+ * gradients add up before the step).  The loss is the sum of the
+ * cross-entropies of every counted target token of all n_micro batches
+ * divided by their count, so accumulation gives the gradient of the whole
+ * batch.  Then: clipping, AdamW with the schedule's learning rate. */
+INFER_API int infer_train_step(infer_trainer *t, const infer_train_batch *micro, int n_micro,
+                               infer_step_result *out);
+/* The same loss and gradient without a step (the gradient stays readable
+ * through the adapter until the next call): validation, and checks. */
+INFER_API int infer_train_loss(infer_trainer *t, const infer_train_batch *micro, int n_micro, int want_grad,
+                               infer_step_result *out);
+
 #ifdef __cplusplus
 }
 #endif

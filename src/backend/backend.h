@@ -133,6 +133,14 @@ typedef struct bk_opts {
     int cpu_int8;   /* cpu: int8 activations for quantized weights (infer_load_opts) */
 } bk_opts;
 
+/* One AdamW step (torch.optim.AdamW's arithmetic): p *= 1 - lr wd;
+ * m += (1 - beta1) (g - m); v = beta2 v + (1 - beta2) g^2;
+ * p -= lr / (1 - beta1^step) m / (sqrt(v) / sqrt(1 - beta2^step) + eps). */
+typedef struct bk_adamw {
+    float lr, beta1, beta2, eps, weight_decay;
+    int step; /* 1 for the first */
+} bk_adamw;
+
 /* graph_run: the recording is out of date (not an INFER_ERR code). */
 enum { BK_GRAPH_STALE = -1 };
 
@@ -243,6 +251,40 @@ typedef struct backend_ops {
                       const bk_weight *bias, int T);
     int (*matmul_n)(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws,
                     const bk_weight *const *bs, int n, int T);
+
+    /* Training (NULL where a backend lacks it: the train code says so).
+     * Activations and adapter parameters are float32.
+     * matmul_dx: dx[T, w.cols] = beta dx + alpha dy[T, w.rows] . w (w in
+     *   any format matmul takes: the backward of a frozen weight).
+     * matmul_dw: dw[R, C] += alpha dy[T, R]^T . x[T, C].
+     * rmsnorm_back: dx of y = rmsnorm(x) (w frozen, as rmsnorm) given dy;
+     *   dx may equal dy.
+     * attention_back: dq [T, heads*hd], dk, dv [S, kv_heads*hd] of
+     *   attention(q, k, v, p) given dout (written, not accumulated).
+     * glu_back: dgate, dup of out = act(gate) * up given dout.
+     * softcap_back: dx = dy (1 - (y / cap)^2), y the capped values.
+     * cross_entropy: per row r of x [rows, V]: with target[r] >= 0 (an
+     *   int32 backend buffer), nll[r] = logsumexp(x_r) - x_r[target] and
+     *   dx_r = scale (softmax(x_r) - onehot(target)); else nll[r] = 0 and
+     *   dx_r = 0.  dx may equal x.
+     * axpy: y[n] += alpha x[n].  scale: x[n] *= alpha.
+     * sumsq: *out (host) = the sum of x[n]^2.
+     * adamw: one AdamW step over n parameters (bk_adamw). */
+    int (*matmul_dx)(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta);
+    int (*matmul_dw)(void *ctx, void *dw, const void *dy, const void *x, int T, int R, int C, float alpha);
+    int (*rmsnorm_back)(void *ctx, void *dx, const void *dy, const void *x, const bk_weight *w, int rows, int dim,
+                        float eps, int plus_one);
+    int (*attention_back)(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
+                          const void *v, const bk_attn *p);
+    int (*glu_back)(void *ctx, void *dgate, void *dup, const void *dout, const void *gate, const void *up, size_t n,
+                    bk_act act);
+    int (*softcap_back)(void *ctx, void *dx, const void *dy, const void *y, size_t n, float cap);
+    int (*cross_entropy)(void *ctx, void *dx, void *nll, const void *x, const void *target, int rows, size_t V,
+                         float scale);
+    int (*axpy)(void *ctx, void *y, const void *x, float alpha, size_t n);
+    int (*scale)(void *ctx, void *x, float alpha, size_t n);
+    int (*sumsq)(void *ctx, const void *x, size_t n, double *out);
+    int (*adamw)(void *ctx, void *p, const void *g, void *m, void *v, size_t n, const bk_adamw *o);
 
     /* Graphs (cuda; NULL elsewhere): the ops queued between graph_begin
      * and graph_end are recorded instead of run, and graph_run replays

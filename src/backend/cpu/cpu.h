@@ -46,6 +46,23 @@ int cpu_kv_store(void *ctx, void *kcache, void *vcache, const void *k, const voi
 int cpu_attention_kv(void *ctx, void *out, const void *q, const void *kcache, const void *vcache,
                      const bk_attn_kv *p);
 
+/* Training (cpu_train.c; backend.h says what each does). */
+int cpu_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta);
+int cpu_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, int T, int R, int C, float alpha);
+int cpu_rmsnorm_back(void *ctx, void *dx, const void *dy, const void *x, const bk_weight *w, int rows, int dim,
+                     float eps, int plus_one);
+int cpu_attention_back(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
+                       const void *v, const bk_attn *p);
+int cpu_glu_back(void *ctx, void *dgate, void *dup, const void *dout, const void *gate, const void *up, size_t n,
+                 bk_act act);
+int cpu_softcap_back(void *ctx, void *dx, const void *dy, const void *y, size_t n, float cap);
+int cpu_cross_entropy(void *ctx, void *dx, void *nll, const void *x, const void *target, int rows, size_t V,
+                      float scale);
+int cpu_axpy(void *ctx, void *y, const void *x, float alpha, size_t n);
+int cpu_scale(void *ctx, void *x, float alpha, size_t n);
+int cpu_sumsq(void *ctx, const void *x, size_t n, double *out);
+int cpu_adamw(void *ctx, void *p, const void *g, void *m, void *v, size_t n, const bk_adamw *o);
+
 /* Reads n bytes (a multiple of 256) with wide loads; a checksum. */
 long cpu_read_bytes(const unsigned char *p, size_t n);
 /* GB/s of reading `bytes` of buf split over `threads` (at most 64)

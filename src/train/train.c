@@ -1,0 +1,602 @@
+/* train.c - LoRA training: the forward pass with its activations kept,
+ * the loss, the backward pass, AdamW.
+ *
+ * A micro-batch is B examples padded on the right to the longest, T, as
+ * N = B * T rows; example b's tokens sit at positions 0 .. T - 1 (padding
+ * is causal-invisible to the real tokens, and its targets do not count).
+ * Row b * T + t predicts ids[b][t + 1]: its target, or -1 where that is
+ * padding or (prompt_len > 0) inside the prompt.
+ *
+ * The layer, as forward.c computes it (sandwich: Gemma's extra norms):
+ *   h1 = norm(x); q, k, v = lin(h1); q, k = qk_norm(q, k); rope(q, k)
+ *   a = attention(q, k, v); o = lin(a); xm = x + [post_attn_norm](o)
+ *   h2 = norm(xm); g, u = lin(h2); m = act(g) * u; d = lin(m)
+ *   x' = xm + [post_ff_norm](d)
+ * where lin(x) = x W^T (+ b) + scale * (x A^T) B^T on adapted modules.
+ * Backward walks it in reverse from the top down to the lowest adapted
+ * layer; below it nothing has a gradient to collect.
+ *
+ * The loss of a step is the sum of the target tokens' cross-entropies
+ * over all its micro-batches divided by their count: each micro-batch's
+ * backward adds up unnormalized gradients, and the sum is scaled once
+ * by 1 / count before clipping and the update. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/error.h"
+#include "train/lora.h"
+
+typedef struct layer_acts {
+    void *h1, *qp, *kp, *q, *k, *v, *a, *o, *xm, *h2, *g, *u, *ma, *d;
+    void *t[LM_COUNT]; /* x A^T of each adapted module [N, rank] */
+} layer_acts;
+
+struct infer_trainer {
+    infer_lora *l;
+    infer_model *m;
+    infer_train_opts o;
+    int steps;            /* optimizer steps done */
+    int lowest;           /* the lowest adapted layer */
+    void *adam_m, *adam_v;
+    void *neg_freq_global, *neg_freq_local; /* -inv_freq: RoPE's backward */
+    /* this micro-batch: N rows, examples of T positions; buffers for cap rows */
+    int N, T, cap;
+    int n_acts;           /* layer_acts sets: [0] scratch, [1 + li - lowest] kept */
+    layer_acts *acts;
+    void **x;             /* [n_layers + 1]: each layer's input, then the last output */
+    void *xf, *tmp, *dX, *dH, *dO, *dA, *dQ, *dK, *dV, *dG, *dU, *dM, *dT;
+    void *ids, *pos, *targets, *nll, *logits, *dlogits;
+    int chunk;            /* rows of logits at once */
+    int32_t *h_ids, *h_pos, *h_tg;
+    float *h_nll;
+};
+
+void infer_train_opts_default(infer_train_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->lr = 1e-5f;
+    o->beta1 = 0.9f;
+    o->beta2 = 0.999f;
+    o->eps = 1e-8f;
+    o->weight_decay = 0.01f;
+    o->schedule = INFER_LR_CONSTANT;
+}
+
+static int sliding(const model_config *c, int li) { return c->layer_sliding && c->layer_sliding[li]; }
+
+static void free_bufs(infer_trainer *t)
+{
+    const backend_ops *be = t->m->be;
+    void *ctx = t->m->bctx;
+    for (int i = 0; i < t->n_acts; i++) {
+        layer_acts *a = &t->acts[i];
+        void **p[] = {&a->h1, &a->qp, &a->kp, &a->q, &a->k, &a->v, &a->a, &a->o, &a->xm, &a->h2, &a->g, &a->u,
+                      &a->ma, &a->d};
+        for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) be->free(ctx, *p[j]);
+        for (int k = 0; k < LM_COUNT; k++) be->free(ctx, a->t[k]);
+    }
+    free(t->acts);
+    t->acts = NULL;
+    t->n_acts = 0;
+    if (t->x)
+        for (int i = 0; i <= t->m->cfg.n_layers; i++) be->free(ctx, t->x[i]);
+    free(t->x);
+    t->x = NULL;
+    void **p[] = {&t->xf, &t->tmp, &t->dX, &t->dH, &t->dO, &t->dA, &t->dQ, &t->dK, &t->dV, &t->dG, &t->dU,
+                  &t->dM, &t->dT, &t->ids, &t->pos, &t->targets, &t->nll, &t->logits, &t->dlogits};
+    for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) {
+        be->free(ctx, *p[j]);
+        *p[j] = NULL;
+    }
+    free(t->h_ids);
+    free(t->h_pos);
+    free(t->h_tg);
+    free(t->h_nll);
+    t->h_ids = t->h_pos = t->h_tg = NULL;
+    t->h_nll = NULL;
+    t->N = t->T = t->cap = 0;
+}
+
+void infer_trainer_free(infer_trainer *t)
+{
+    if (!t) return;
+    free_bufs(t);
+    const backend_ops *be = t->m->be;
+    be->free(t->m->bctx, t->adam_m);
+    be->free(t->m->bctx, t->adam_v);
+    be->free(t->m->bctx, t->neg_freq_global);
+    be->free(t->m->bctx, t->neg_freq_local);
+    free(t);
+}
+
+static void alloc_into(const backend_ops *be, void *ctx, int *rc, void **p, size_t bytes)
+{
+    if (!*rc) *rc = be->alloc(ctx, bytes > 0 ? bytes : 4, p);
+}
+
+/* Buffers for N rows (B examples of T positions). */
+static int ensure_bufs(infer_trainer *t, int N, int T)
+{
+    if (N <= t->cap) {
+        t->N = N;
+        t->T = T;
+        return INFER_OK;
+    }
+    free_bufs(t);
+    const infer_model *m = t->m;
+    const model_config *c = &m->cfg;
+    const backend_ops *be = m->be;
+    void *ctx = m->bctx;
+    const size_t n = (size_t)N, H = (size_t)c->hidden_size, I = (size_t)c->intermediate_size,
+                 qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim,
+                 r = (size_t)t->l->rank, V = (size_t)c->vocab_size, wide = qd > I ? (qd > H ? qd : H) : (I > H ? I : H);
+    const int L = c->n_layers;
+    t->n_acts = 1 + (t->o.grad_checkpoint ? 0 : L - t->lowest);
+    t->acts = calloc((size_t)t->n_acts, sizeof *t->acts);
+    t->x = calloc((size_t)L + 1, sizeof *t->x);
+    t->chunk = (int)((64u << 20) / 4 / V);
+    if (t->chunk < 1) t->chunk = 1;
+    if (t->chunk > N) t->chunk = N;
+    t->h_ids = malloc(n * 4);
+    t->h_pos = malloc(n * 4);
+    t->h_tg = malloc(n * 4);
+    t->h_nll = malloc((size_t)t->chunk * 4);
+    if (!t->acts || !t->x || !t->h_ids || !t->h_pos || !t->h_tg || !t->h_nll) {
+        free_bufs(t);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory for %d rows", N);
+    }
+    int rc = INFER_OK;
+#define ALLOC(p, bytes) alloc_into(be, ctx, &rc, &(p), (bytes))
+    for (int i = 0; i < t->n_acts; i++) {
+        layer_acts *a = &t->acts[i];
+        ALLOC(a->h1, n * H * 4);
+        ALLOC(a->qp, n * qd * 4);
+        ALLOC(a->kp, n * kvd * 4);
+        ALLOC(a->q, n * qd * 4);
+        ALLOC(a->k, n * kvd * 4);
+        ALLOC(a->v, n * kvd * 4);
+        ALLOC(a->a, n * qd * 4);
+        ALLOC(a->o, n * H * 4);
+        ALLOC(a->xm, n * H * 4);
+        ALLOC(a->h2, n * H * 4);
+        ALLOC(a->g, n * I * 4);
+        ALLOC(a->u, n * I * 4);
+        ALLOC(a->ma, n * I * 4);
+        ALLOC(a->d, n * H * 4);
+        for (int k = 0; k < LM_COUNT; k++)
+            if ((t->l->kinds >> k) & 1) ALLOC(a->t[k], n * r * 4);
+    }
+    for (int i = 0; i <= L; i++) ALLOC(t->x[i], n * H * 4);
+    ALLOC(t->xf, n * H * 4);
+    ALLOC(t->tmp, n * wide * 4);
+    ALLOC(t->dX, n * H * 4);
+    ALLOC(t->dH, n * H * 4);
+    ALLOC(t->dO, n * H * 4);
+    ALLOC(t->dA, n * qd * 4);
+    ALLOC(t->dQ, n * qd * 4);
+    ALLOC(t->dK, n * kvd * 4);
+    ALLOC(t->dV, n * kvd * 4);
+    ALLOC(t->dG, n * I * 4);
+    ALLOC(t->dU, n * I * 4);
+    ALLOC(t->dM, n * I * 4);
+    ALLOC(t->dT, n * r * 4);
+    ALLOC(t->ids, n * 4);
+    ALLOC(t->pos, n * 4);
+    ALLOC(t->targets, n * 4);
+    ALLOC(t->nll, (size_t)t->chunk * 4);
+    ALLOC(t->logits, (size_t)t->chunk * V * 4);
+    ALLOC(t->dlogits, (size_t)t->chunk * V * 4);
+#undef ALLOC
+    if (rc) {
+        free_bufs(t);
+        return infer_err_prefix(rc, "train: activations of %d rows", N);
+    }
+    t->N = N;
+    t->T = T;
+    t->cap = N;
+    return INFER_OK;
+}
+
+static int upload_neg_freq(infer_trainer *t, const rope_config *rc, void **out)
+{
+    const model_config *c = &t->m->cfg;
+    int half = c->head_dim / 2;
+    float *f = malloc((size_t)half * sizeof *f);
+    if (!f) return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    rope_inv_freq(rc, c->head_dim, c->max_position_embeddings, c->max_position_embeddings, f);
+    for (int i = 0; i < half; i++) f[i] = -f[i];
+    int e = t->m->be->alloc(t->m->bctx, (size_t)half * 4, out);
+    if (!e) e = t->m->be->upload(t->m->bctx, *out, f, (size_t)half * 4);
+    free(f);
+    return e;
+}
+
+int infer_trainer_new(infer_lora *l, const infer_train_opts *o, infer_trainer **out)
+{
+    if (!out) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_trainer_new: NULL argument");
+    *out = NULL;
+    if (!l) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_trainer_new: NULL adapter");
+    infer_model *m = l->m;
+    const backend_ops *be = m->be;
+    const model_config *c = &m->cfg;
+    if (!be->matmul_dx || !be->matmul_dw || !be->rmsnorm_back || !be->attention_back || !be->glu_back ||
+        !be->softcap_back || !be->cross_entropy || !be->axpy || !be->scale || !be->sumsq || !be->adamw)
+        return infer_err(INFER_ERR_UNSUPPORTED, "train: the %s backend has no training ops yet", be->name);
+    if (c->rope_global.kind == ROPE_DYNAMIC || c->rope_local.kind == ROPE_DYNAMIC)
+        return infer_err(INFER_ERR_UNSUPPORTED, "%s: training with dynamic RoPE scaling is not supported", m->path);
+    infer_train_opts d;
+    if (!o) {
+        infer_train_opts_default(&d);
+        o = &d;
+    }
+    if (!(o->lr >= 0.0f) || !(o->beta1 >= 0.0f && o->beta1 < 1.0f) || !(o->beta2 >= 0.0f && o->beta2 < 1.0f) ||
+        !(o->eps > 0.0f) || !(o->weight_decay >= 0.0f) || !(o->max_grad_norm >= 0.0f) || o->warmup_steps < 0 ||
+        (o->schedule != INFER_LR_CONSTANT && o->schedule != INFER_LR_COSINE) ||
+        (o->schedule == INFER_LR_COSINE && o->total_steps <= 0))
+        return infer_err(INFER_ERR_INVALID_ARGUMENT,
+                         "train options: lr %g, betas %g %g, eps %g, weight decay %g, max grad norm %g, warmup %d, "
+                         "schedule %d over %d steps",
+                         (double)o->lr, (double)o->beta1, (double)o->beta2, (double)o->eps, (double)o->weight_decay,
+                         (double)o->max_grad_norm, o->warmup_steps, (int)o->schedule, o->total_steps);
+    infer_trainer *t = calloc(1, sizeof *t);
+    if (!t) return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    t->l = l;
+    t->m = m;
+    t->o = *o;
+    t->lowest = c->n_layers;
+    for (int i = 0; i < l->n_mods; i++)
+        if (l->mods[i].layer < t->lowest) t->lowest = l->mods[i].layer;
+    size_t bytes = l->n_params * 4;
+    float *z = calloc(l->n_params ? l->n_params : 1, 4);
+    int rc = z ? INFER_OK : infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    if (!rc) rc = be->alloc(m->bctx, bytes, &t->adam_m);
+    if (!rc) rc = be->alloc(m->bctx, bytes, &t->adam_v);
+    if (!rc) rc = be->upload(m->bctx, t->adam_m, z, bytes);
+    if (!rc) rc = be->upload(m->bctx, t->adam_v, z, bytes);
+    free(z);
+    if (!rc) rc = upload_neg_freq(t, &c->rope_global, &t->neg_freq_global);
+    if (!rc) rc = upload_neg_freq(t, &c->rope_local, &t->neg_freq_local);
+    if (rc) {
+        infer_trainer_free(t);
+        return rc;
+    }
+    *out = t;
+    return INFER_OK;
+}
+
+/* ---- the layer, forward ---- */
+
+static size_t f4(size_t n) { return n * 4; }
+
+/* y = x W^T (+ b) + scale (x A^T) B^T; t keeps x A^T. */
+static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t)
+{
+    const backend_ops *be = tr->m->be;
+    void *ctx = tr->m->bctx;
+    const bk_weight *bias;
+    const bk_weight *w = lora_base(tr->m, li, k, &bias);
+    int rc = be->matmul(ctx, y, x, w, bias, tr->N);
+    const lora_mod *md = lora_at(tr->l, li, k);
+    if (rc || !md) return rc;
+    if ((rc = be->matmul(ctx, t, x, &md->A, NULL, tr->N)) || (rc = be->matmul(ctx, tr->tmp, t, &md->B, NULL, tr->N)))
+        return rc;
+    return be->axpy(ctx, y, tr->tmp, tr->l->scale, (size_t)tr->N * (size_t)md->out);
+}
+
+static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
+{
+    const layer_weights *L = &m->layers[li];
+    return m->cfg.sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
+}
+
+/* Each example's attention (or its backward): q, k, v rows b T .. b T + T. */
+static int attend(infer_trainer *tr, int li, const layer_acts *a, int back)
+{
+    const model_config *c = &tr->m->cfg;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    bk_attn p = {tr->T, tr->T, c->n_heads, c->n_kv_heads, c->head_dim, (float)c->attn_scale, (float)c->attn_softcap,
+                 sliding(c, li) && c->sliding_window > 0 ? c->sliding_window : 0};
+    for (int b = 0; b < tr->N / tr->T; b++) {
+        size_t r0 = (size_t)b * tr->T;
+        const float *q = (const float *)a->q + r0 * qd, *k = (const float *)a->k + r0 * kvd,
+                    *v = (const float *)a->v + r0 * kvd;
+        int rc = back ? tr->m->be->attention_back(tr->m->bctx, (float *)tr->dQ + r0 * qd, (float *)tr->dK + r0 * kvd,
+                                                  (float *)tr->dV + r0 * kvd, (const float *)tr->dA + r0 * qd, q, k, v,
+                                                  &p)
+                      : tr->m->be->attention(tr->m->bctx, (float *)a->a + r0 * qd, q, k, v, &p);
+        if (rc) return rc;
+    }
+    return INFER_OK;
+}
+
+/* x (tr->x[li]) -> x_out, keeping the activations in a. */
+static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
+{
+    infer_model *m = tr->m;
+    const backend_ops *be = m->be;
+    void *ctx = m->bctx;
+    const model_config *c = &m->cfg;
+    const layer_weights *L = &m->layers[li];
+    const int N = tr->N, H = c->hidden_size, sw = c->sandwich_norms, pl = c->norm_plus_one;
+    const float eps = (float)c->rms_norm_eps;
+    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
+    const void *x = tr->x[li];
+    void *freq = sliding(c, li) ? m->inv_freq_local : m->inv_freq_global;
+    int rc;
+    if ((rc = be->rmsnorm(ctx, a->h1, x, &L->input_norm, N, H, eps, pl)) ||
+        (rc = lin(tr, li, LM_Q, a->qp, a->h1, a->t[LM_Q])) || (rc = lin(tr, li, LM_K, a->kp, a->h1, a->t[LM_K])) ||
+        (rc = lin(tr, li, LM_V, a->v, a->h1, a->t[LM_V])))
+        return rc;
+    if (c->qk_norm) {
+        if ((rc = be->rmsnorm(ctx, a->q, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl)) ||
+            (rc = be->rmsnorm(ctx, a->k, a->kp, &L->k_norm, N * c->n_kv_heads, c->head_dim, eps, pl)))
+            return rc;
+    } else if ((rc = be->copy(ctx, a->q, a->qp, f4((size_t)N * qd))) ||
+               (rc = be->copy(ctx, a->k, a->kp, f4((size_t)N * kvd))))
+        return rc;
+    if ((rc = be->rope(ctx, a->q, tr->pos, N, c->n_heads, c->head_dim, freq, 1.0f)) ||
+        (rc = be->rope(ctx, a->k, tr->pos, N, c->n_kv_heads, c->head_dim, freq, 1.0f)) ||
+        (rc = attend(tr, li, a, 0)) || (rc = lin(tr, li, LM_O, a->o, a->a, a->t[LM_O])) ||
+        (rc = be->copy(ctx, a->xm, x, f4((size_t)N * H))))
+        return rc;
+    if (sw) {
+        if ((rc = be->rmsnorm(ctx, tr->tmp, a->o, &L->post_attn_norm, N, H, eps, pl)) ||
+            (rc = be->add(ctx, a->xm, tr->tmp, (size_t)N * H)))
+            return rc;
+    } else if ((rc = be->add(ctx, a->xm, a->o, (size_t)N * H)))
+        return rc;
+    bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
+    if ((rc = be->rmsnorm(ctx, a->h2, a->xm, pre_mlp_norm(m, li), N, H, eps, pl)) ||
+        (rc = lin(tr, li, LM_GATE, a->g, a->h2, a->t[LM_GATE])) || (rc = lin(tr, li, LM_UP, a->u, a->h2, a->t[LM_UP])) ||
+        (rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act)) ||
+        (rc = lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN])) || (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))))
+        return rc;
+    if (sw) {
+        if ((rc = be->rmsnorm(ctx, tr->tmp, a->d, &L->post_ff_norm, N, H, eps, pl))) return rc;
+        return be->add(ctx, x_out, tr->tmp, (size_t)N * H);
+    }
+    return be->add(ctx, x_out, a->d, (size_t)N * H);
+}
+
+/* ---- the layer, backward ---- */
+
+/* Given dy of lin(x): the adapter's gradients added, and dx (NULL: not
+ * wanted) set (acc 0) or added to (acc 1). */
+static int lin_back(infer_trainer *tr, int li, int k, const void *dy, const void *x, const void *t, void *dx, int acc)
+{
+    const backend_ops *be = tr->m->be;
+    void *ctx = tr->m->bctx;
+    const int N = tr->N;
+    int rc = INFER_OK;
+    if (dx && (rc = be->matmul_dx(ctx, dx, dy, lora_base(tr->m, li, k, NULL), N, 1.0f, acc ? 1.0f : 0.0f))) return rc;
+    const lora_mod *md = lora_at(tr->l, li, k);
+    if (!md) return INFER_OK;
+    const float s = tr->l->scale;
+    const int r = tr->l->rank;
+    float *gA = (float *)tr->l->grads + md->a_off, *gB = (float *)tr->l->grads + md->b_off;
+    if ((rc = be->matmul_dw(ctx, gB, dy, t, N, (int)md->out, r, s)) ||
+        (rc = be->matmul_dx(ctx, tr->dT, dy, &md->B, N, s, 0.0f)) ||
+        (rc = be->matmul_dw(ctx, gA, tr->dT, x, N, r, (int)md->in, 1.0f)))
+        return rc;
+    return dx ? be->matmul_dx(ctx, dx, tr->dT, &md->A, N, 1.0f, 1.0f) : INFER_OK;
+}
+
+/* tr->dX: the gradient of layer li's output in, of its input out (not
+ * computed for the lowest adapted layer). */
+static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
+{
+    infer_model *m = tr->m;
+    const backend_ops *be = m->be;
+    void *ctx = m->bctx;
+    const model_config *c = &m->cfg;
+    const layer_weights *L = &m->layers[li];
+    const int N = tr->N, H = c->hidden_size, sw = c->sandwich_norms, pl = c->norm_plus_one, last = li == tr->lowest;
+    const float eps = (float)c->rms_norm_eps;
+    void *freq = sliding(c, li) ? tr->neg_freq_local : tr->neg_freq_global;
+    bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
+    int rc;
+    const void *dd = tr->dX;
+    if (sw) {
+        if ((rc = be->rmsnorm_back(ctx, tr->dO, tr->dX, a->d, &L->post_ff_norm, N, H, eps, pl))) return rc;
+        dd = tr->dO;
+    }
+    if ((rc = lin_back(tr, li, LM_DOWN, dd, a->ma, a->t[LM_DOWN], tr->dM, 0)) ||
+        (rc = be->glu_back(ctx, tr->dG, tr->dU, tr->dM, a->g, a->u, (size_t)N * c->intermediate_size, act)) ||
+        (rc = lin_back(tr, li, LM_GATE, tr->dG, a->h2, a->t[LM_GATE], tr->dH, 0)) ||
+        (rc = lin_back(tr, li, LM_UP, tr->dU, a->h2, a->t[LM_UP], tr->dH, 1)) ||
+        (rc = be->rmsnorm_back(ctx, tr->dH, tr->dH, a->xm, pre_mlp_norm(m, li), N, H, eps, pl)) ||
+        (rc = be->add(ctx, tr->dX, tr->dH, (size_t)N * H)))
+        return rc;
+    const void *dout = tr->dX;
+    if (sw) {
+        if ((rc = be->rmsnorm_back(ctx, tr->dO, tr->dX, a->o, &L->post_attn_norm, N, H, eps, pl))) return rc;
+        dout = tr->dO;
+    }
+    if ((rc = lin_back(tr, li, LM_O, dout, a->a, a->t[LM_O], tr->dA, 0)) || (rc = attend(tr, li, a, 1)) ||
+        (rc = be->rope(ctx, tr->dQ, tr->pos, N, c->n_heads, c->head_dim, freq, 1.0f)) ||
+        (rc = be->rope(ctx, tr->dK, tr->pos, N, c->n_kv_heads, c->head_dim, freq, 1.0f)))
+        return rc;
+    if (c->qk_norm &&
+        ((rc = be->rmsnorm_back(ctx, tr->dQ, tr->dQ, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl)) ||
+         (rc = be->rmsnorm_back(ctx, tr->dK, tr->dK, a->kp, &L->k_norm, N * c->n_kv_heads, c->head_dim, eps, pl))))
+        return rc;
+    void *dh = last ? NULL : tr->dH;
+    if ((rc = lin_back(tr, li, LM_Q, tr->dQ, a->h1, a->t[LM_Q], dh, 0)) ||
+        (rc = lin_back(tr, li, LM_K, tr->dK, a->h1, a->t[LM_K], dh, 1)) ||
+        (rc = lin_back(tr, li, LM_V, tr->dV, a->h1, a->t[LM_V], dh, 1)))
+        return rc;
+    if (last) return INFER_OK;
+    if ((rc = be->rmsnorm_back(ctx, tr->dH, tr->dH, tr->x[li], &L->input_norm, N, H, eps, pl))) return rc;
+    return be->add(ctx, tr->dX, tr->dH, (size_t)N * H);
+}
+
+/* ---- a micro-batch ---- */
+
+static int check_batch(const infer_trainer *tr, const infer_train_batch *b, int idx, int *T)
+{
+    const infer_model *m = tr->m;
+    if (!b || !b->examples || b->n == 0)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: micro-batch %d is empty", idx);
+    size_t most = 0;
+    for (size_t e = 0; e < b->n; e++) {
+        const infer_train_example *x = &b->examples[e];
+        if (!x->ids || x->n_ids < 2)
+            return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: example %zu of micro-batch %d has %zu tokens (want 2 or more)",
+                             e, idx, x->n_ids);
+        if (x->n_ids > (size_t)m->context_len)
+            return infer_err(INFER_ERR_OUT_OF_RANGE, "train: example %zu of micro-batch %d: %zu tokens exceed the context length %d",
+                             e, idx, x->n_ids, m->context_len);
+        if (x->prompt_len > x->n_ids)
+            return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: example %zu of micro-batch %d: prompt of %zu tokens in %zu",
+                             e, idx, x->prompt_len, x->n_ids);
+        for (size_t i = 0; i < x->n_ids; i++)
+            if (x->ids[i] < 0 || x->ids[i] >= m->cfg.vocab_size)
+                return infer_err(INFER_ERR_OUT_OF_RANGE,
+                                 "train: example %zu of micro-batch %d: token id %d at position %zu is outside the "
+                                 "vocabulary [0, %d)",
+                                 e, idx, x->ids[i], i, m->cfg.vocab_size);
+        if (x->n_ids > most) most = x->n_ids;
+    }
+    if ((size_t)most * b->n > (size_t)INT32_MAX / 4)
+        return infer_err(INFER_ERR_OUT_OF_RANGE, "train: micro-batch %d is too large", idx);
+    *T = (int)most;
+    return INFER_OK;
+}
+
+/* Forward, loss and (want_grad) backward of one micro-batch; its summed
+ * cross-entropy and target count added to *loss and *count, its
+ * unnormalized gradient to the adapter's. */
+static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int want_grad, double *loss, int64_t *count)
+{
+    infer_model *m = tr->m;
+    const backend_ops *be = m->be;
+    void *ctx = m->bctx;
+    const model_config *c = &m->cfg;
+    const int B = (int)b->n, N = B * T, H = c->hidden_size, L = c->n_layers, pl = c->norm_plus_one;
+    const float eps = (float)c->rms_norm_eps;
+    const size_t V = (size_t)c->vocab_size;
+    int rc = ensure_bufs(tr, N, T);
+    if (rc) return rc;
+    for (int e = 0; e < B; e++) {
+        const infer_train_example *x = &b->examples[e];
+        for (int t = 0; t < T; t++) {
+            int r = e * T + t;
+            tr->h_ids[r] = (size_t)t < x->n_ids ? x->ids[t] : 0;
+            tr->h_pos[r] = t;
+            int keep = (size_t)t + 1 < x->n_ids && (size_t)t + 1 >= x->prompt_len;
+            tr->h_tg[r] = keep ? x->ids[t + 1] : -1;
+            *count += keep;
+        }
+    }
+    if ((rc = be->upload(ctx, tr->ids, tr->h_ids, f4((size_t)N))) ||
+        (rc = be->upload(ctx, tr->pos, tr->h_pos, f4((size_t)N))) ||
+        (rc = be->upload(ctx, tr->targets, tr->h_tg, f4((size_t)N))))
+        return rc;
+    float escale = c->embed_scale ? sqrtf((float)H) : 1.0f;
+    if ((rc = be->embed(ctx, tr->x[0], tr->ids, N, &m->embed, escale))) return rc;
+    for (int li = 0; li < L; li++) {
+        layer_acts *a = tr->o.grad_checkpoint || li < tr->lowest ? &tr->acts[0] : &tr->acts[1 + li - tr->lowest];
+        if ((rc = layer_forward(tr, li, a, tr->x[li + 1]))) return rc;
+    }
+    if ((rc = be->rmsnorm(ctx, tr->xf, tr->x[L], &m->final_norm, N, H, eps, pl))) return rc;
+    /* the head and the loss, a chunk of rows at a time; dH collects the
+     * gradient of the normed output */
+    for (int r0 = 0; r0 < N; r0 += tr->chunk) {
+        int n = N - r0 < tr->chunk ? N - r0 : tr->chunk;
+        const float *xr = (const float *)tr->xf + (size_t)r0 * H;
+        if ((rc = be->matmul(ctx, tr->logits, xr, &m->lm_head, NULL, n))) return rc;
+        if (c->final_softcap > 0 && (rc = be->softcap(ctx, tr->logits, (size_t)n * V, (float)c->final_softcap)))
+            return rc;
+        if ((rc = be->cross_entropy(ctx, tr->dlogits, tr->nll, tr->logits, (const int32_t *)tr->targets + r0, n, V, 1.0f)) ||
+            (rc = be->download(ctx, tr->h_nll, tr->nll, f4((size_t)n))))
+            return rc;
+        for (int i = 0; i < n; i++) *loss += tr->h_nll[i];
+        if (!want_grad) continue;
+        if (c->final_softcap > 0 &&
+            (rc = be->softcap_back(ctx, tr->dlogits, tr->dlogits, tr->logits, (size_t)n * V, (float)c->final_softcap)))
+            return rc;
+        if ((rc = be->matmul_dx(ctx, (float *)tr->dH + (size_t)r0 * H, tr->dlogits, &m->lm_head, n, 1.0f, 0.0f)))
+            return rc;
+    }
+    if (!want_grad) return INFER_OK;
+    if ((rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, tr->x[L], &m->final_norm, N, H, eps, pl))) return rc;
+    for (int li = L - 1; li >= tr->lowest; li--) {
+        layer_acts *a = tr->o.grad_checkpoint ? &tr->acts[0] : &tr->acts[1 + li - tr->lowest];
+        /* checkpointing: the layer again from its kept input (its output
+         * goes to the scratch; x[li + 1] is not needed any more) */
+        if (tr->o.grad_checkpoint && (rc = layer_forward(tr, li, a, tr->xf))) return rc;
+        if ((rc = layer_backward(tr, li, a))) return rc;
+    }
+    return INFER_OK;
+}
+
+static int run_batches(infer_trainer *t, const infer_train_batch *micro, int n_micro, int want_grad,
+                       infer_step_result *res)
+{
+    if (!t || !micro || n_micro <= 0 || !res)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: NULL argument or no micro-batch");
+    memset(res, 0, sizeof *res);
+    int T[64], *Ts = n_micro <= 64 ? T : malloc((size_t)n_micro * sizeof *Ts);
+    if (!Ts) return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    int rc = INFER_OK;
+    for (int i = 0; i < n_micro && !rc; i++) rc = check_batch(t, &micro[i], i, &Ts[i]);
+    if (!rc && want_grad) rc = lora_zero_grads(t->l);
+    double loss = 0.0;
+    int64_t count = 0;
+    for (int i = 0; i < n_micro && !rc; i++) rc = micro_step(t, &micro[i], Ts[i], want_grad, &loss, &count);
+    if (Ts != T) free(Ts);
+    if (rc) return rc;
+    if (count == 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: no target token counts (all masked)");
+    res->loss = loss / (double)count;
+    res->n_tokens = count;
+    if (!want_grad) return INFER_OK;
+    const backend_ops *be = t->m->be;
+    void *ctx = t->m->bctx;
+    double ss;
+    if ((rc = be->scale(ctx, t->l->grads, (float)(1.0 / (double)count), t->l->n_params)) ||
+        (rc = be->sumsq(ctx, t->l->grads, t->l->n_params, &ss)))
+        return rc;
+    res->grad_norm = sqrt(ss);
+    return be->synchronize(ctx);
+}
+
+int infer_train_loss(infer_trainer *t, const infer_train_batch *micro, int n_micro, int want_grad,
+                     infer_step_result *out)
+{
+    return run_batches(t, micro, n_micro, want_grad, out);
+}
+
+/* The learning rate of step s (0 for the first), as transformers'
+ * schedules give it. */
+static float lr_at(const infer_train_opts *o, int s)
+{
+    double f = 1.0;
+    if (s < o->warmup_steps)
+        f = (double)s / (double)(o->warmup_steps > 1 ? o->warmup_steps : 1);
+    else if (o->schedule == INFER_LR_COSINE) {
+        int span = o->total_steps - o->warmup_steps;
+        double progress = (double)(s - o->warmup_steps) / (double)(span > 1 ? span : 1);
+        f = 0.5 * (1.0 + cos(M_PI * progress));
+        if (f < 0.0) f = 0.0;
+    }
+    return (float)(o->lr * f);
+}
+
+int infer_train_step(infer_trainer *t, const infer_train_batch *micro, int n_micro, infer_step_result *out)
+{
+    int rc = run_batches(t, micro, n_micro, 1, out);
+    if (rc) return rc;
+    const backend_ops *be = t->m->be;
+    void *ctx = t->m->bctx;
+    if (t->o.max_grad_norm > 0.0f) {
+        /* torch's clip_grad_norm_: a factor max / (norm + 1e-6), when below 1 */
+        double f = (double)t->o.max_grad_norm / (out->grad_norm + 1e-6);
+        if (f < 1.0 && (rc = be->scale(ctx, t->l->grads, (float)f, t->l->n_params))) return rc;
+    }
+    out->lr = lr_at(&t->o, t->steps);
+    bk_adamw a = {out->lr, t->o.beta1, t->o.beta2, t->o.eps, t->o.weight_decay, t->steps + 1};
+    if ((rc = be->adamw(ctx, t->l->params, t->l->grads, t->adam_m, t->adam_v, t->l->n_params, &a))) return rc;
+    t->steps++;
+    return be->synchronize(ctx);
+}

@@ -1,0 +1,194 @@
+#!/usr/bin/env python3
+"""LoRA references (tests/fixtures/lora/<case>/) from PEFT and transformers.
+
+How to run (on the GPU machine of the `device` tool: its python3 has torch, transformers and peft;
+everything here runs on the CPU in float32; nothing is downloaded):
+
+    python3 tests/ref/make_lora_fixtures.py [--only case,case] [--out tests/fixtures/lora]
+
+Model: the fixture's transformers class, from_pretrained(folder, dtype=float32,
+attn_implementation="eager") (the stored bf16 weights in float32, as make_fixtures.py computes
+logits.npy).  Adapter: peft.LoraConfig(r, lora_alpha, target_modules, layers_to_transform,
+lora_dropout=0, init_lora_weights=False) after torch.manual_seed(case seed): with
+init_lora_weights=False PEFT leaves both A and B as nn.Linear initialises them (random, so no
+gradient is trivially zero).  The initial adapter is saved with save_pretrained (PEFT's own files:
+adapter_model.safetensors, adapter_config.json).
+
+Batch (batch.json): B sequences of random ids (numpy default_rng(seed)) of different lengths,
+right-padded to the longest with id 0, attention_mask 1 on the real tokens; prompt_lens[b] the
+prompt part of each.  Labels: the ids, -100 on padding ("unmasked") and also on the prompt
+("masked"); transformers shifts them (position t predicts token t + 1).  The loss is the sum of
+the per-token cross-entropies over every unmasked target of the batch divided by their count:
+transformers' mean over labels != -100 (checked here against that sum / count).
+
+Recorded (expected.json, grads.safetensors):
+  loss_unmasked, loss_masked: the loss of the initial adapter;
+  grads.safetensors: every lora_A / lora_B gradient of the initial adapter, PEFT's tensor names
+      prefixed "unmasked." or "masked.";
+  adamw: ten optimizer steps on the masked loss from the initial adapter: torch.optim.AdamW(lr,
+      betas, eps, weight_decay) on the LoRA parameters, each step zero_grad, loss, backward,
+      clip_grad_norm_(max_norm), step, with the learning rate of a schedule set before the step
+      (constant, or transformers' get_cosine_schedule_with_warmup); "losses" the loss at each
+      step (before its update), "lrs" the learning rate each step used.
+"""
+import argparse
+import json
+import os
+import shutil
+
+import numpy as np
+import torch
+import transformers
+import peft
+from safetensors.torch import save_file
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
+
+ALL = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+CASES = [
+    # name, fixture, rank, alpha, targets, layers (None: all), lens, prompt lens, schedule, seed
+    dict(name="llama_all", fixture="llama_tied_bias", r=4, alpha=8, targets=ALL, layers=None,
+         lens=[11, 7, 16], prompt=[4, 3, 6], schedule="constant", seed=1),
+    dict(name="qwen3_qv_last", fixture="qwen3_headdim", r=8, alpha=16, targets=["q_proj", "v_proj"],
+         layers=[-1], lens=[9, 14], prompt=[2, 5], schedule="cosine", seed=2),
+    dict(name="gemma3_all", fixture="gemma3_text_sliding", r=4, alpha=4, targets=ALL, layers=None,
+         lens=[13, 20, 5], prompt=[3, 8, 2], schedule="cosine", seed=3),
+    dict(name="gemma2_attn_down", fixture="gemma2_softcap", r=2, alpha=6,
+         targets=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"], layers=None,
+         lens=[12, 6], prompt=[5, 2], schedule="constant", seed=4),
+]
+
+OPT = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, max_norm=1.0, steps=10, warmup=3)
+
+
+def load(fixture):
+    path = os.path.join(ROOT, fixture)
+    cfg = transformers.AutoConfig.from_pretrained(path)
+    cls = getattr(transformers, cfg.architectures[0])
+    m = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    m.eval()  # no dropout anywhere
+    return m
+
+
+def make_batch(case, vocab):
+    rng = np.random.default_rng(case["seed"])
+    T = max(case["lens"])
+    ids = np.zeros((len(case["lens"]), T), dtype=np.int64)
+    att = np.zeros_like(ids)
+    for b, n in enumerate(case["lens"]):
+        ids[b, :n] = rng.integers(3, vocab, size=n)
+        att[b, :n] = 1
+    return torch.tensor(ids), torch.tensor(att)
+
+
+def labels_for(ids, att, prompt, masked):
+    lab = ids.clone()
+    lab[att == 0] = -100
+    if masked:
+        for b, p in enumerate(prompt):
+            lab[b, :p] = -100
+    return lab
+
+
+def loss_of(model, ids, att, lab):
+    out = model(input_ids=ids, attention_mask=att)
+    logits = out.logits.float()
+    # sum over unmasked targets / their count, computed here and checked
+    # against transformers' own loss
+    tgt = lab[:, 1:]
+    lp = torch.log_softmax(logits[:, :-1], dim=-1)
+    keep = tgt != -100
+    nll = -lp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    loss = (nll * keep).sum() / keep.sum()
+    hf = model(input_ids=ids, attention_mask=att, labels=lab).loss
+    assert abs(hf.item() - loss.item()) <= 1e-5 * max(1.0, abs(loss.item())), (hf.item(), loss.item())
+    return loss
+
+
+def lora_params(model):
+    return [(n, p) for n, p in model.named_parameters() if "lora_" in n]
+
+
+def run(case, out_root):
+    base = load(case["fixture"])
+    n_layers = base.config.num_hidden_layers
+    layers = list(range(n_layers)) if case["layers"] is None else [n_layers + i if i < 0 else i for i in case["layers"]]
+    torch.manual_seed(case["seed"])
+    cfg = peft.LoraConfig(r=case["r"], lora_alpha=case["alpha"], target_modules=case["targets"],
+                          layers_to_transform=layers, lora_dropout=0.0, init_lora_weights=False, bias="none")
+    model = peft.get_peft_model(base, cfg)
+    model.eval()
+    out = os.path.join(out_root, case["name"])
+    shutil.rmtree(out, ignore_errors=True)
+    os.makedirs(out)
+    model.save_pretrained(out)
+    os.remove(os.path.join(out, "README.md"))  # PEFT's model-card template
+    init = {n: p.detach().clone() for n, p in lora_params(model)}
+
+    ids, att = make_batch(case, base.config.vocab_size)
+    batch = {"ids": ids.tolist(), "lens": case["lens"], "prompt_lens": case["prompt"]}
+    with open(os.path.join(out, "batch.json"), "w") as f:
+        json.dump(batch, f)
+
+    exp = {"case": case["name"], "fixture": case["fixture"], "r": case["r"], "alpha": case["alpha"],
+           "targets": case["targets"], "layers": layers,
+           "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                        "peft": peft.__version__}}
+    grads = {}
+    for masked in (False, True):
+        key = "masked" if masked else "unmasked"
+        model.zero_grad()
+        loss = loss_of(model, ids, att, labels_for(ids, att, case["prompt"], masked))
+        loss.backward()
+        exp["loss_" + key] = loss.item()
+        exp["tokens_" + key] = int((labels_for(ids, att, case["prompt"], masked)[:, 1:] != -100).sum())
+        for n, p in lora_params(model):
+            name = n.replace(".default", "")
+            grads[key + "." + name] = p.grad.detach().clone().contiguous()
+    save_file(grads, os.path.join(out, "grads.safetensors"))
+
+    with torch.no_grad():
+        for n, p in lora_params(model):
+            p.copy_(init[n])
+    params = [p for _, p in lora_params(model)]
+    opt = torch.optim.AdamW(params, lr=OPT["lr"], betas=OPT["betas"], eps=OPT["eps"],
+                            weight_decay=OPT["weight_decay"])
+    if case["schedule"] == "cosine":
+        sched = transformers.get_cosine_schedule_with_warmup(opt, OPT["warmup"], OPT["steps"])
+    else:
+        sched = transformers.get_constant_schedule(opt)
+    lab = labels_for(ids, att, case["prompt"], True)
+    losses, lrs = [], []
+    for _ in range(OPT["steps"]):
+        opt.zero_grad()
+        loss = loss_of(model, ids, att, lab)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, OPT["max_norm"])
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    exp["adamw"] = {"lr": OPT["lr"], "betas": list(OPT["betas"]), "eps": OPT["eps"],
+                    "weight_decay": OPT["weight_decay"], "max_norm": OPT["max_norm"], "steps": OPT["steps"],
+                    "schedule": case["schedule"], "warmup": OPT["warmup"], "masked": True,
+                    "losses": losses, "lrs": lrs}
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(exp, f, indent=1)
+    print(case["name"], "loss", exp["loss_unmasked"], exp["loss_masked"], "adamw", losses[0], "->", losses[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", default=os.path.join(ROOT, "lora"))
+    a = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    only = set(filter(None, a.only.split(",")))
+    for case in CASES:
+        if not only or case["name"] in only:
+            run(case, a.out)
+
+
+if __name__ == "__main__":
+    main()

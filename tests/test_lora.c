@@ -1,0 +1,449 @@
+/* test_lora.c - LoRA training against PEFT (tests/fixtures/lora, made by
+ * tests/ref/make_lora_fixtures.py): the loss and every adapter gradient
+ * of the fixtures' initial adapters, masked and unmasked; the same
+ * gradient through accumulation and through checkpointing; ten AdamW
+ * steps' losses; adapter files in both formats; bad input. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include <cjson/cJSON.h>
+
+#include "infer.h"
+#include "io/safetensors.h"
+#include "test.h"
+#include "train/lora.h"
+
+#define FIXTURES INFER_TEST_DIR "/fixtures"
+#define LORA FIXTURES "/lora"
+
+static const char *const CASES[] = {"llama_all", "qwen3_qv_last", "gemma3_all", "gemma2_attn_down"};
+
+static cJSON *read_json(const char *dir, const char *name)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    size_t len;
+    unsigned char *t = test_read_file(path, &len);
+    if (!t) fail_msg("%s: cannot read", path);
+    cJSON *j = cJSON_ParseWithLength((const char *)t, len);
+    free(t);
+    if (!j) fail_msg("%s: bad JSON", path);
+    return j;
+}
+
+/* A fixture case: its model (cpu), the adapter PEFT saved, its batch. */
+typedef struct lcase {
+    char dir[512];
+    cJSON *exp, *batch;
+    infer_model *m;
+    infer_lora *l;
+    int B;
+    int32_t *ids[8];
+    size_t lens[8], prompt[8];
+    infer_train_example ex[8];
+} lcase;
+
+static void open_case(lcase *c, const char *name)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->dir, sizeof c->dir, "%s/%s", LORA, name);
+    c->exp = read_json(c->dir, "expected.json");
+    c->batch = read_json(c->dir, "batch.json");
+    const cJSON *fx = cJSON_GetObjectItem(c->exp, "fixture");
+    char model[512];
+    snprintf(model, sizeof model, "%s/%s", FIXTURES, fx->valuestring);
+    infer_load_opts lo;
+    infer_load_opts_default(&lo);
+    lo.backend = "cpu";
+    if (infer_model_load(model, &lo, &c->m)) fail_msg("%s: %s", model, infer_last_error());
+    if (infer_lora_load(c->m, c->dir, &c->l)) fail_msg("%s: %s", c->dir, infer_last_error());
+    const cJSON *ids = cJSON_GetObjectItem(c->batch, "ids"), *lens = cJSON_GetObjectItem(c->batch, "lens"),
+                *pl = cJSON_GetObjectItem(c->batch, "prompt_lens");
+    c->B = cJSON_GetArraySize(ids);
+    assert_true(c->B > 0 && c->B <= 8);
+    for (int b = 0; b < c->B; b++) {
+        const cJSON *row = cJSON_GetArrayItem(ids, b);
+        c->lens[b] = (size_t)cJSON_GetArrayItem(lens, b)->valueint;
+        c->prompt[b] = (size_t)cJSON_GetArrayItem(pl, b)->valueint;
+        c->ids[b] = malloc(c->lens[b] * sizeof *c->ids[b]);
+        assert_non_null(c->ids[b]);
+        for (size_t i = 0; i < c->lens[b]; i++) c->ids[b][i] = cJSON_GetArrayItem(row, (int)i)->valueint;
+    }
+}
+
+static void close_case(lcase *c)
+{
+    for (int b = 0; b < c->B; b++) free(c->ids[b]);
+    infer_lora_free(c->l);
+    infer_model_free(c->m);
+    cJSON_Delete(c->exp);
+    cJSON_Delete(c->batch);
+}
+
+/* Examples b0 .. b1 - 1, masked or not. */
+static infer_train_batch examples(lcase *c, int b0, int b1, int masked)
+{
+    for (int b = b0; b < b1; b++) c->ex[b] = (infer_train_example){c->ids[b], c->lens[b], masked ? c->prompt[b] : 0};
+    return (infer_train_batch){c->ex + b0, (size_t)(b1 - b0)};
+}
+
+static float *host_block(const infer_lora *l, const void *block)
+{
+    float *h = malloc(l->n_params * sizeof *h);
+    assert_non_null(h);
+    assert_int_equal(l->m->be->download(l->m->bctx, h, block, l->n_params * 4), 0);
+    return h;
+}
+
+/* Largest relative error (L2 over each tensor) of the adapter gradient
+ * g against PEFT's tensors prefixed key in grads.safetensors. */
+static double grads_vs_peft(const lcase *c, const float *g, const char *key)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/grads.safetensors", c->dir);
+    st_set *st;
+    if (st_open_file(path, &st)) fail_msg("%s: %s", path, infer_last_error());
+    double worst = 0.0;
+    int seen = 0;
+    for (int i = 0; i < c->l->n_mods; i++) {
+        const lora_mod *md = &c->l->mods[i];
+        for (int isb = 0; isb < 2; isb++) {
+            char name[256];
+            snprintf(name, sizeof name, "%s.base_model.model.model.layers.%d.%s.lora_%c.weight", key, md->layer,
+                     lora_mod_path[md->kind], isb ? 'B' : 'A');
+            const st_tensor *t = st_find(st, name);
+            if (!t) fail_msg("%s: no %s", path, name);
+            size_t n = isb ? (size_t)md->out * c->l->rank : (size_t)c->l->rank * md->in;
+            assert_int_equal(t->nbytes, n * 4);
+            const float *ref = (const float *)t->data, *x = g + (isb ? md->b_off : md->a_off);
+            double num = 0.0, den = 0.0;
+            for (size_t j = 0; j < n; j++) {
+                float r;
+                memcpy(&r, ref + j, 4);
+                num += ((double)x[j] - r) * ((double)x[j] - r);
+                den += (double)r * r;
+            }
+            double e = den > 0.0 ? sqrt(num / den) : sqrt(num);
+            if (e > worst) worst = e;
+            seen++;
+        }
+    }
+    assert_int_equal(seen * 1, (int)st_count(st) / 2);
+    st_close(st);
+    return worst;
+}
+
+static double rel(double a, double b) { return fabs(a - b) / fmax(fabs(b), 1e-12); }
+
+static void loss_and_grads_match_peft(void **state)
+{
+    (void)state;
+    for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++) {
+        lcase c;
+        open_case(&c, CASES[ci]);
+        infer_trainer *t;
+        if (infer_trainer_new(c.l, NULL, &t)) fail_msg("%s", infer_last_error());
+        for (int masked = 0; masked <= 1; masked++) {
+            infer_train_batch b = examples(&c, 0, c.B, masked);
+            infer_step_result r;
+            if (infer_train_loss(t, &b, 1, 1, &r)) fail_msg("%s: %s", CASES[ci], infer_last_error());
+            double want = cJSON_GetObjectItem(c.exp, masked ? "loss_masked" : "loss_unmasked")->valuedouble;
+            int want_n = cJSON_GetObjectItem(c.exp, masked ? "tokens_masked" : "tokens_unmasked")->valueint;
+            float *g = host_block(c.l, c.l->grads);
+            double ge = grads_vs_peft(&c, g, masked ? "masked" : "unmasked");
+            print_message("  %-17s %-8s loss %.6f (PEFT %.6f, rel %.1e), worst gradient rel %.1e\n", CASES[ci],
+                          masked ? "masked" : "unmasked", r.loss, want, rel(r.loss, want), ge);
+            assert_int_equal((int)r.n_tokens, want_n);
+            if (!(rel(r.loss, want) <= 1e-4)) fail_msg("%s: loss %.7f, PEFT %.7f", CASES[ci], r.loss, want);
+            if (!(ge <= 1e-4)) fail_msg("%s: gradient relative error %.3e", CASES[ci], ge);
+            free(g);
+        }
+        infer_trainer_free(t);
+        close_case(&c);
+    }
+}
+
+/* Two micro-batches give the whole batch's gradient; checkpointing gives
+ * the same gradient bit for bit. */
+static void accumulation_and_checkpointing(void **state)
+{
+    (void)state;
+    lcase c;
+    open_case(&c, "gemma3_all");
+    infer_trainer *t, *tc;
+    infer_train_opts o;
+    infer_train_opts_default(&o);
+    assert_int_equal(infer_trainer_new(c.l, &o, &t), 0);
+    o.grad_checkpoint = 1;
+    assert_int_equal(infer_trainer_new(c.l, &o, &tc), 0);
+    infer_step_result r1, r2, r3;
+    infer_train_batch whole = examples(&c, 0, c.B, 1);
+    assert_int_equal(infer_train_loss(t, &whole, 1, 1, &r1), 0);
+    float *g1 = host_block(c.l, c.l->grads);
+    infer_train_batch parts[2] = {examples(&c, 0, 1, 1), examples(&c, 1, c.B, 1)};
+    assert_int_equal(infer_train_loss(t, parts, 2, 1, &r2), 0);
+    float *g2 = host_block(c.l, c.l->grads);
+    assert_int_equal(infer_train_loss(tc, &whole, 1, 1, &r3), 0);
+    float *g3 = host_block(c.l, c.l->grads);
+    assert_int_equal((int)r1.n_tokens, (int)r2.n_tokens);
+    if (!(rel(r2.loss, r1.loss) <= 1e-6)) fail_msg("accumulated loss %.8f, whole %.8f", r2.loss, r1.loss);
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < c.l->n_params; i++) {
+        num += ((double)g2[i] - g1[i]) * ((double)g2[i] - g1[i]);
+        den += (double)g1[i] * g1[i];
+    }
+    if (!(sqrt(num / den) <= 1e-5)) fail_msg("accumulated gradient: relative error %.3e", sqrt(num / den));
+    assert_true(r3.loss == r1.loss);
+    assert_memory_equal(g1, g3, c.l->n_params * 4);
+    free(g1);
+    free(g2);
+    free(g3);
+    infer_trainer_free(t);
+    infer_trainer_free(tc);
+    close_case(&c);
+}
+
+static void adamw_steps_match_peft(void **state)
+{
+    (void)state;
+    for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++) {
+        lcase c;
+        open_case(&c, CASES[ci]);
+        const cJSON *a = cJSON_GetObjectItem(c.exp, "adamw");
+        infer_train_opts o;
+        infer_train_opts_default(&o);
+        o.lr = (float)cJSON_GetObjectItem(a, "lr")->valuedouble;
+        o.beta1 = (float)cJSON_GetArrayItem(cJSON_GetObjectItem(a, "betas"), 0)->valuedouble;
+        o.beta2 = (float)cJSON_GetArrayItem(cJSON_GetObjectItem(a, "betas"), 1)->valuedouble;
+        o.eps = (float)cJSON_GetObjectItem(a, "eps")->valuedouble;
+        o.weight_decay = (float)cJSON_GetObjectItem(a, "weight_decay")->valuedouble;
+        o.max_grad_norm = (float)cJSON_GetObjectItem(a, "max_norm")->valuedouble;
+        int steps = cJSON_GetObjectItem(a, "steps")->valueint;
+        if (!strcmp(cJSON_GetObjectItem(a, "schedule")->valuestring, "cosine")) {
+            o.schedule = INFER_LR_COSINE;
+            o.warmup_steps = cJSON_GetObjectItem(a, "warmup")->valueint;
+            o.total_steps = steps;
+        }
+        infer_trainer *t;
+        assert_int_equal(infer_trainer_new(c.l, &o, &t), 0);
+        const cJSON *losses = cJSON_GetObjectItem(a, "losses"), *lrs = cJSON_GetObjectItem(a, "lrs");
+        double worst = 0.0;
+        for (int s = 0; s < steps; s++) {
+            infer_train_batch b = examples(&c, 0, c.B, 1);
+            infer_step_result r;
+            if (infer_train_step(t, &b, 1, &r)) fail_msg("%s: %s", CASES[ci], infer_last_error());
+            double want = cJSON_GetArrayItem(losses, s)->valuedouble;
+            double e = rel(r.loss, want);
+            if (e > worst) worst = e;
+            if (!(fabs(r.lr - cJSON_GetArrayItem(lrs, s)->valuedouble) <= 1e-7 * o.lr + 1e-12))
+                fail_msg("%s step %d: lr %.9g, transformers %.9g", CASES[ci], s, (double)r.lr,
+                         cJSON_GetArrayItem(lrs, s)->valuedouble);
+            if (!(e <= 1e-4)) fail_msg("%s step %d: loss %.7f, PEFT %.7f (rel %.2e)", CASES[ci], s, r.loss, want, e);
+        }
+        print_message("  %-17s 10 AdamW steps: losses within %.1e of PEFT's (last %.4f)\n", CASES[ci], worst,
+                      cJSON_GetArrayItem(losses, steps - 1)->valuedouble);
+        infer_trainer_free(t);
+        close_case(&c);
+    }
+}
+
+/* Saved in either format and loaded back: the same parameters, scale and
+ * modules; mlx-lm's names and shapes. */
+static void adapter_files_round_trip(void **state)
+{
+    (void)state;
+    lcase c;
+    open_case(&c, "qwen3_qv_last");
+    char *tmp = test_tmpdir("lora-files");
+    assert_non_null(tmp);
+    float *p0 = host_block(c.l, c.l->params);
+    for (int f = 0; f < 2; f++) {
+        char dir[1024];
+        snprintf(dir, sizeof dir, "%s/%s", tmp, f ? "peft" : "mlx");
+        if (infer_lora_save(c.l, dir, f ? INFER_ADAPTER_PEFT : INFER_ADAPTER_MLX)) fail_msg("%s", infer_last_error());
+        infer_lora *l2;
+        if (infer_lora_load(c.m, dir, &l2)) fail_msg("%s: %s", dir, infer_last_error());
+        assert_int_equal(l2->n_mods, c.l->n_mods);
+        assert_int_equal(l2->rank, c.l->rank);
+        assert_true(fabsf(l2->scale - c.l->scale) <= 1e-6f * c.l->scale);
+        float *p1 = host_block(l2, l2->params);
+        assert_memory_equal(p0, p1, c.l->n_params * 4);
+        free(p1);
+        infer_lora_free(l2);
+        if (!f) {
+            char path[1200];
+            snprintf(path, sizeof path, "%s/adapters.safetensors", dir);
+            st_set *st;
+            assert_int_equal(st_open_file(path, &st), 0);
+            /* qwen3_headdim: layer 1, q_proj [in 64 -> out 4 heads x 32]; rank 8 */
+            const st_tensor *a = st_find(st, "model.layers.1.self_attn.q_proj.lora_a"),
+                            *b = st_find(st, "model.layers.1.self_attn.v_proj.lora_b");
+            assert_non_null(a);
+            assert_non_null(b);
+            assert_int_equal(a->shape[0], c.l->mods[0].in);
+            assert_int_equal(a->shape[1], 8);
+            assert_int_equal(b->shape[0], 8);
+            assert_int_equal(st_count(st), 4);
+            st_close(st);
+            cJSON *cfg = read_json(dir, "adapter_config.json");
+            const cJSON *lp = cJSON_GetObjectItem(cfg, "lora_parameters");
+            assert_int_equal(cJSON_GetObjectItem(cfg, "num_layers")->valueint, 1);
+            assert_string_equal(cJSON_GetObjectItem(cfg, "fine_tune_type")->valuestring, "lora");
+            assert_int_equal(cJSON_GetObjectItem(lp, "rank")->valueint, 8);
+            assert_true(fabs(cJSON_GetObjectItem(lp, "scale")->valuedouble - 2.0) < 1e-6); /* alpha 16 / r 8 */
+            assert_string_equal(cJSON_GetArrayItem(cJSON_GetObjectItem(lp, "keys"), 0)->valuestring,
+                                "self_attn.q_proj");
+            cJSON_Delete(cfg);
+        }
+    }
+    free(p0);
+    test_rmdir(tmp);
+    free(tmp);
+    close_case(&c);
+}
+
+/* A fresh adapter leaves the model's loss as it is (B = 0) and training
+ * it lowers the loss. */
+static void fresh_adapter_trains(void **state)
+{
+    (void)state;
+    lcase c;
+    open_case(&c, "llama_all");
+    infer_lora_opts lo;
+    infer_lora_opts_default(&lo);
+    lo.rank = 4;
+    lo.targets = "all";
+    lo.num_layers = 0;
+    infer_lora *l;
+    assert_int_equal(infer_lora_new(c.m, &lo, &l), 0);
+    infer_train_opts o;
+    infer_train_opts_default(&o);
+    o.lr = 1e-2f;
+    infer_trainer *t;
+    assert_int_equal(infer_trainer_new(l, &o, &t), 0);
+    infer_train_batch b = examples(&c, 0, c.B, 0);
+    infer_step_result r0, r;
+    assert_int_equal(infer_train_loss(t, &b, 1, 0, &r0), 0);
+    /* the base model's loss from its logits */
+    double want = 0.0;
+    int n = 0;
+    for (int e = 0; e < c.B; e++) {
+        float *lg = malloc(c.lens[e] * 512 * sizeof *lg);
+        assert_non_null(lg);
+        assert_int_equal(infer_model_logits(c.m, c.ids[e], c.lens[e], lg), 0);
+        for (size_t i = 0; i + 1 < c.lens[e]; i++) {
+            const float *row = lg + i * 512;
+            double mx = row[0], s = 0.0;
+            for (int v = 1; v < 512; v++) mx = fmax(mx, row[v]);
+            for (int v = 0; v < 512; v++) s += exp(row[v] - mx);
+            want += mx + log(s) - row[c.ids[e][i + 1]];
+            n++;
+        }
+        free(lg);
+    }
+    want /= n;
+    if (!(rel(r0.loss, want) <= 1e-5)) fail_msg("fresh adapter: loss %.7f, base model %.7f", r0.loss, want);
+    for (int s = 0; s < 20; s++) assert_int_equal(infer_train_step(t, &b, 1, &r), 0);
+    assert_int_equal(infer_train_loss(t, &b, 1, 0, &r), 0);
+    print_message("  fresh adapter: loss %.4f -> %.4f after 20 steps\n", r0.loss, r.loss);
+    assert_true(r.loss < 0.5 * r0.loss);
+    infer_trainer_free(t);
+    infer_lora_free(l);
+    close_case(&c);
+}
+
+static void write_text(const char *dir, const char *name, const char *text)
+{
+    assert_int_equal(test_write_file(dir, name, text, strlen(text)), 0);
+}
+
+static void expect_load_error(infer_model *m, const char *dir, int code, const char *needle)
+{
+    infer_lora *l = (infer_lora *)1;
+    int rc = infer_lora_load(m, dir, &l);
+    assert_null(l);
+    if (rc != code || !strstr(infer_last_error(), needle))
+        fail_msg("load %s: %d \"%s\", want %d with \"%s\"", dir, rc, infer_last_error(), code, needle);
+}
+
+static void bad_input(void **state)
+{
+    (void)state;
+    lcase c;
+    open_case(&c, "llama_all");
+    char *tmp = test_tmpdir("lora-bad");
+    assert_non_null(tmp);
+    /* adapter folders */
+    expect_load_error(c.m, tmp, INFER_ERR_MISSING, "adapter_config.json");
+    write_text(tmp, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_dora\": true}");
+    expect_load_error(c.m, tmp, INFER_ERR_UNSUPPORTED, "use_dora");
+    write_text(tmp, "adapter_config.json", "{\"fine_tune_type\": \"dora\", \"lora_parameters\": {\"scale\": 2}}");
+    expect_load_error(c.m, tmp, INFER_ERR_UNSUPPORTED, "dora");
+    write_text(tmp, "adapter_config.json", "[1, 2]");
+    expect_load_error(c.m, tmp, INFER_ERR_FORMAT, "adapter_config.json");
+    write_text(tmp, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8}");
+    expect_load_error(c.m, tmp, INFER_ERR_MISSING, "adapter_model.safetensors");
+    /* a tensor of the wrong shape: the qwen3 case's file on the llama model */
+    char src[1024], dst[1024];
+    snprintf(src, sizeof src, "%s/qwen3_qv_last/adapter_model.safetensors", LORA);
+    size_t len;
+    unsigned char *bytes = test_read_file(src, &len);
+    assert_non_null(bytes);
+    assert_int_equal(test_write_file(tmp, "adapter_model.safetensors", bytes, len), 0);
+    free(bytes);
+    expect_load_error(c.m, tmp, INFER_ERR_SHAPE, "shape [32, 8] expected");
+    (void)dst;
+    /* options */
+    infer_lora *l = NULL;
+    infer_lora_opts lo;
+    infer_lora_opts_default(&lo);
+    lo.targets = "q_proj,w_proj";
+    assert_int_equal(infer_lora_new(c.m, &lo, &l), INFER_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(infer_last_error(), "w_proj"));
+    infer_lora_opts_default(&lo);
+    lo.num_layers = 99;
+    assert_int_equal(infer_lora_new(c.m, &lo, &l), INFER_ERR_INVALID_ARGUMENT);
+    infer_lora_opts_default(&lo);
+    lo.dropout = 0.1f;
+    assert_int_equal(infer_lora_new(c.m, &lo, &l), INFER_ERR_UNSUPPORTED);
+    infer_train_opts o;
+    infer_train_opts_default(&o);
+    o.schedule = INFER_LR_COSINE;
+    infer_trainer *t = NULL;
+    assert_int_equal(infer_trainer_new(c.l, &o, &t), INFER_ERR_INVALID_ARGUMENT);
+    assert_null(t);
+    /* batches */
+    assert_int_equal(infer_trainer_new(c.l, NULL, &t), 0);
+    infer_step_result r;
+    int32_t bad[3] = {5, 512, 7}, one[1] = {5}, *longer = calloc(200, sizeof *longer);
+    assert_non_null(longer);
+    infer_train_example e1 = {bad, 3, 0}, e2 = {one, 1, 0}, e3 = {longer, 200, 0}, e4 = {c.ids[0], c.lens[0], c.lens[0]};
+    infer_train_batch b1 = {&e1, 1}, b2 = {&e2, 1}, b3 = {&e3, 1}, b4 = {&e4, 1}, b5 = {NULL, 0};
+    assert_int_equal(infer_train_step(t, &b1, 1, &r), INFER_ERR_OUT_OF_RANGE);
+    assert_non_null(strstr(infer_last_error(), "512"));
+    assert_int_equal(infer_train_step(t, &b2, 1, &r), INFER_ERR_INVALID_ARGUMENT);
+    assert_int_equal(infer_train_step(t, &b3, 1, &r), INFER_ERR_OUT_OF_RANGE);
+    assert_non_null(strstr(infer_last_error(), "context length"));
+    assert_int_equal(infer_train_step(t, &b4, 1, &r), INFER_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(infer_last_error(), "masked"));
+    assert_int_equal(infer_train_step(t, &b5, 1, &r), INFER_ERR_INVALID_ARGUMENT);
+    free(longer);
+    infer_trainer_free(t);
+    test_rmdir(tmp);
+    free(tmp);
+    close_case(&c);
+}
+
+static const struct CMUnitTest tests[] = {
+    cmocka_unit_test(loss_and_grads_match_peft),
+    cmocka_unit_test(accumulation_and_checkpointing),
+    cmocka_unit_test(adamw_steps_match_peft),
+    cmocka_unit_test(adapter_files_round_trip),
+    cmocka_unit_test(fresh_adapter_trains),
+    cmocka_unit_test(bad_input),
+};
+
+TEST_GROUP(test_lora, tests)
