@@ -89,7 +89,8 @@ typedef struct infer_load_opts {
     int n_threads;            /* CPU threads; 0 = all online processors */
     int gpu_layers;           /* -1 = all */
     int parallel_slots;       /* sessions served at once; 0 = 1 */
-    const char *adapter_path; /* LoRA adapter to attach at load, or NULL */
+    const char *adapter_path; /* LoRA adapter folder (PEFT or mlx-lm) used from the start, or
+                                 NULL (infer_lora_load + infer_model_use_lora) */
     int cpu_int8;             /* cpu, quantized weights: 0 = float32 activations (exact, the
                                  default); 1 = activations as two int8 terms per block of 32
                                  (x = d (x8 + r8 / 256)) for VNNI dot products: faster, about
@@ -582,6 +583,11 @@ typedef enum infer_adapter_format {
     INFER_ADAPTER_MLX = 0, /* adapters.safetensors + adapter_config.json, as mlx-lm writes */
     INFER_ADAPTER_PEFT     /* adapter_model.safetensors + adapter_config.json, as PEFT writes */
 } infer_adapter_format;
+
+/* Makes generation, classification and logits of model go through lora
+ * (NULL: the base model again).  Sessions keep what they have cached:
+ * reset them after a change.  Freeing the adapter detaches it. */
+INFER_API int infer_model_use_lora(infer_model *model, infer_lora *lora);
 
 /* Writes the adapter's files into dir (created if missing). */
 INFER_API int infer_lora_save(const infer_lora *lora, const char *dir, infer_adapter_format format);

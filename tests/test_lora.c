@@ -355,6 +355,90 @@ static void fresh_adapter_trains(void **state)
     close_case(&c);
 }
 
+/* The fixture adapters used by inference (load option adapter_path):
+ * the logits give PEFT's loss, and greedy generation follows them. */
+static void adapter_in_inference(void **state)
+{
+    (void)state;
+    for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++) {
+        lcase c;
+        open_case(&c, CASES[ci]);
+        char model[512];
+        snprintf(model, sizeof model, "%s/%s", FIXTURES, cJSON_GetObjectItem(c.exp, "fixture")->valuestring);
+        infer_load_opts lo;
+        infer_load_opts_default(&lo);
+        lo.backend = "cpu";
+        lo.adapter_path = c.dir;
+        infer_model *m;
+        if (infer_model_load(model, &lo, &m)) fail_msg("%s: %s", model, infer_last_error());
+        infer_model_info info;
+        assert_int_equal(infer_model_get_info(m, &info), 0);
+        const int V = info.vocab_size;
+        double loss = 0.0;
+        int n = 0;
+        for (int e = 0; e < c.B; e++) {
+            float *lg = malloc(c.lens[e] * (size_t)V * sizeof *lg);
+            assert_non_null(lg);
+            assert_int_equal(infer_model_logits(m, c.ids[e], c.lens[e], lg), 0);
+            for (size_t i = 0; i + 1 < c.lens[e]; i++) {
+                const float *row = lg + i * V;
+                double mx = row[0], sum = 0.0;
+                for (int v = 1; v < V; v++) mx = fmax(mx, row[v]);
+                for (int v = 0; v < V; v++) sum += exp(row[v] - mx);
+                loss += mx + log(sum) - row[c.ids[e][i + 1]];
+                n++;
+            }
+            free(lg);
+        }
+        loss /= n;
+        double want = cJSON_GetObjectItem(c.exp, "loss_unmasked")->valuedouble;
+        if (!(rel(loss, want) <= 1e-4)) fail_msg("%s: loss from the logits %.7f, PEFT %.7f", CASES[ci], loss, want);
+        /* greedy steps = the argmax of the logits of the text so far */
+        infer_session *se;
+        assert_int_equal(infer_session_new(m, &se), 0);
+        infer_gen_opts go;
+        infer_gen_opts_default(&go);
+        go.max_tokens = 6;
+        go.temperature = 0.0f;
+        go.ignore_eos = 1;
+        int32_t seq[64];
+        size_t len = 4;
+        memcpy(seq, c.ids[0], len * sizeof *seq);
+        infer_stream *st;
+        assert_int_equal(infer_generate_ids(se, seq, len, &go, &st), 0);
+        infer_token tk;
+        while (infer_stream_next(st, &tk)) {
+            float *lg = malloc(len * (size_t)V * sizeof *lg);
+            assert_non_null(lg);
+            assert_int_equal(infer_model_logits(m, seq, len, lg), 0);
+            const float *row = lg + (len - 1) * V;
+            int am = 0;
+            for (int v = 1; v < V; v++)
+                if (row[v] > row[am]) am = v;
+            if (am != tk.id && row[am] - row[tk.id] > 1e-4f * fabsf(row[am]))
+                fail_msg("%s: generated %d, argmax %d", CASES[ci], tk.id, am);
+            free(lg);
+            seq[len++] = tk.id;
+        }
+        assert_int_equal(infer_stream_error(st, NULL), 0);
+        assert_int_equal((int)len, 10);
+        infer_stream_free(st);
+        infer_session_free(se);
+        /* detached: the base model's logits differ */
+        float *with = malloc((size_t)V * 4), *without = malloc((size_t)V * 4);
+        assert_true(with && without);
+        assert_int_equal(infer_model_logits(m, seq, 1, with), 0);
+        assert_int_equal(infer_model_use_lora(m, NULL), 0);
+        assert_int_equal(infer_model_logits(m, seq, 1, without), 0);
+        assert_true(memcmp(with, without, (size_t)V * 4) != 0);
+        free(with);
+        free(without);
+        print_message("  %-17s logits with the adapter: loss %.6f (PEFT %.6f)\n", CASES[ci], loss, want);
+        infer_model_free(m);
+        close_case(&c);
+    }
+}
+
 static void write_text(const char *dir, const char *name, const char *text)
 {
     assert_int_equal(test_write_file(dir, name, text, strlen(text)), 0);
@@ -443,6 +527,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(adamw_steps_match_peft),
     cmocka_unit_test(adapter_files_round_trip),
     cmocka_unit_test(fresh_adapter_trains),
+    cmocka_unit_test(adapter_in_inference),
     cmocka_unit_test(bad_input),
 };
 

@@ -53,9 +53,12 @@ static in_layout inputs_layout(const model_config *c, size_t n, size_t B, size_t
 
 void fwd_scratch_free(infer_model *m, fwd_scratch *s)
 {
-    void **p[] = {&s->x, &s->h, &s->q, &s->k, &s->v, &s->a, &s->o, &s->g, &s->u, &s->inputs, &s->sel, &s->logits};
+    void **p[] = {&s->x,      &s->h,   &s->q,      &s->k,  &s->v,  &s->a, &s->o,
+                  &s->g,      &s->u,   &s->inputs, &s->sel, &s->logits, &s->lt, &s->lu};
     for (size_t i = 0; i < sizeof p / sizeof p[0]; i++) free_all(m, p[i], 1);
     s->ids = s->pos = s->q_start = s->kv_len = s->slot = s->out_rows = s->inv_freq_dyn = s->amax = NULL;
+    s->lt_rank = 0;
+    s->lu_cols = 0;
     if (s->graph) m->be->graph_free(m->bctx, s->graph);
     s->graph = NULL;
     free(s->host_in);
@@ -154,6 +157,33 @@ static int add_norm(infer_model *m, fwd_scratch *s, const bk_weight *post, const
     return norm ? be->rmsnorm(m->bctx, s->h, s->x, norm, T, c->hidden_size, eps, c->norm_plus_one) : INFER_OK;
 }
 
+/* y [T, out] += scale (x A^T) B^T where the adapter in use adapts module
+ * k of layer li. */
+static int adapt(infer_model *m, fwd_scratch *s, int li, int k, void *y, const void *x, int T)
+{
+    const model_adapter *ad = m->adapter;
+    if (!ad || !ad->a[li * LM_COUNT + k].data) return INFER_OK;
+    const backend_ops *be = m->be;
+    if (!be->axpy) return infer_err(INFER_ERR_UNSUPPORTED, "LoRA adapters are not supported on the %s backend", be->name);
+    int rc;
+    if (s->lt_rank < ad->rank || s->lu_cols < ad->max_out) {
+        be->free(m->bctx, s->lt);
+        be->free(m->bctx, s->lu);
+        s->lt = s->lu = NULL;
+        s->lt_rank = 0;
+        s->lu_cols = 0;
+        if ((rc = be->alloc(m->bctx, (size_t)s->max_rows * ad->rank * 4, &s->lt)) ||
+            (rc = be->alloc(m->bctx, (size_t)s->max_rows * ad->max_out * 4, &s->lu)))
+            return rc;
+        s->lt_rank = ad->rank;
+        s->lu_cols = ad->max_out;
+    }
+    const bk_weight *A = &ad->a[li * LM_COUNT + k], *B = &ad->b[li * LM_COUNT + k];
+    if ((rc = be->matmul(m->bctx, s->lt, x, A, NULL, T)) || (rc = be->matmul(m->bctx, s->lu, s->lt, B, NULL, T)))
+        return rc;
+    return be->axpy(m->bctx, y, s->lu, ad->scale, (size_t)T * (size_t)B->rows);
+}
+
 /* Products of one x: one op where the backend has it. */
 static int products(infer_model *m, void *const *ys, const void *x, const bk_weight *const *ws,
                     const bk_weight *const *bs, int n, int T)
@@ -177,7 +207,9 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     int T = fb->N, rc;
     const bk_weight *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {opt(&L->q_bias), opt(&L->k_bias), opt(&L->v_bias)};
     void *qkv_y[3] = {s->q, s->k, s->v};
-    if ((rc = products(m, qkv_y, s->h, qkv, qkv_b, 3, T))) return rc;
+    if ((rc = products(m, qkv_y, s->h, qkv, qkv_b, 3, T)) || (rc = adapt(m, s, li, LM_Q, s->q, s->h, T)) ||
+        (rc = adapt(m, s, li, LM_K, s->k, s->h, T)) || (rc = adapt(m, s, li, LM_V, s->v, s->h, T)))
+        return rc;
     int max_n = 0;
     for (int b = 0; b < fb->B; b++)
         if (fb->q_start[b + 1] - fb->q_start[b] > max_n) max_n = fb->q_start[b + 1] - fb->q_start[b];
@@ -218,7 +250,7 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         if ((rc = be->kv_store(ctx, kv->k[li], kv->v[li], s->k, s->v, &p))) return rc;
     }
     if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
-        (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)))
+        (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)) || (rc = adapt(m, s, li, LM_O, s->o, s->a, T)))
         return rc;
     return INFER_OK;
 }
@@ -242,7 +274,16 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
     int rc;
     const bk_weight *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {opt(&L->gate_bias), opt(&L->up_bias)};
     void *gu_y[2] = {s->g, s->u};
-    if ((rc = products(m, gu_y, s->h, gu, gu_b, 2, T))) return rc;
+    if ((rc = products(m, gu_y, s->h, gu, gu_b, 2, T)) || (rc = adapt(m, s, li, LM_GATE, s->g, s->h, T)) ||
+        (rc = adapt(m, s, li, LM_UP, s->u, s->h, T)))
+        return rc;
+    if (m->adapter && m->adapter->a[li * LM_COUNT + LM_DOWN].data) {
+        /* the down projection's adapter reads act(gate) * up */
+        if ((rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)) ||
+            (rc = be->matmul(ctx, s->o, s->g, &L->down, opt(&L->down_bias), T)))
+            return rc;
+        return adapt(m, s, li, LM_DOWN, s->o, s->g, T);
+    }
     if (be->matmul_glu)
         rc = be->matmul_glu(ctx, s->o, s->g, s->u, act, &L->down, opt(&L->down_bias), T);
     else if (!(rc = be->glu(ctx, s->g, s->g, s->u, (size_t)T * c->intermediate_size, act)))
@@ -354,7 +395,7 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
  * the recording. */
 enum { GRAPH_MAX_B = 64 };
 
-static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
+static uint64_t graph_key(const infer_model *m, const kv_cache *kv, const fwd_batch *fb)
 {
     uint64_t h = 1469598103934665603ull;
 #define MIX(v)                                                                                                   \
@@ -370,6 +411,7 @@ static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
     MIX(fb->n_out);
     MIX(fb->N);
     MIX(fb->out_ids != NULL);
+    MIX((uintptr_t)m->adapter);
 #undef MIX
     return h;
 }
@@ -377,7 +419,7 @@ static uint64_t graph_key(const kv_cache *kv, const fwd_batch *fb)
 static int forward_graph(infer_model *m, kv_cache *kv, fwd_scratch *s, const fwd_batch *fb)
 {
     const backend_ops *be = m->be;
-    uint64_t key = graph_key(kv, fb);
+    uint64_t key = graph_key(m, kv, fb);
     if ((!s->graph || s->graph_key != key) && s->eager_key != key) {
         s->eager_key = key;
         return forward_compute(m, kv, s, fb);

@@ -86,8 +86,6 @@ static int check_opts(const infer_load_opts *o)
                          o->parallel_slots);
     if (o->cpu_int8 != 0 && o->cpu_int8 != 1)
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "load options: cpu_int8 %d (use 0 or 1)", o->cpu_int8);
-    if (o->adapter_path)
-        return infer_err(INFER_ERR_UNSUPPORTED, "load options: adapter_path: LoRA adapters are not supported yet");
     return INFER_OK;
 }
 
@@ -131,6 +129,9 @@ int infer_model_load(const char *path, const infer_load_opts *opts, infer_model 
     m->context_len = o.context_len ? o.context_len : default_context(&m->cfg);
     m->parallel_slots = o.parallel_slots;
     if ((rc = gen_config_load(path, &m->gen)) || (rc = load_tokenizer(m))) goto fail;
+    if (o.adapter_path && ((rc = infer_lora_load(m, o.adapter_path, &m->own_lora)) ||
+                           (rc = infer_model_use_lora(m, m->own_lora))))
+        goto fail;
     *out = m;
     return INFER_OK;
 fail:
@@ -141,6 +142,7 @@ fail:
 void infer_model_free(infer_model *m)
 {
     if (!m) return;
+    infer_lora_free(m->own_lora);
     if (m->bctx) {
         model_weights_release(m);
         m->be->free(m->bctx, m->inv_freq_global);

@@ -22,6 +22,20 @@ typedef struct layer_weights {
     bk_weight gate_bias, up_bias, down_bias;
 } layer_weights;
 
+/* The linear modules a LoRA adapter may adapt, in this order. */
+enum { LM_Q, LM_K, LM_V, LM_O, LM_GATE, LM_UP, LM_DOWN, LM_COUNT };
+
+/* What the forward pass reads of the adapter in use (train/lora.c fills
+ * it): module k of layer li adds scale * (x A^T) B^T, A = a[li * LM_COUNT
+ * + k] [rank, in] and B = b[...] [out, rank], float32; data NULL where the
+ * module is not adapted. */
+typedef struct model_adapter {
+    int rank;
+    float scale;
+    size_t max_out;       /* the widest adapted module's out */
+    const bk_weight *a, *b;
+} model_adapter;
+
 struct infer_model {
     model_config cfg;
     char *path;
@@ -42,6 +56,8 @@ struct infer_model {
     int weights_placed;            /* model_weights_prepare ran: release them before the context goes */
     infer_tokenizer *tok;          /* the folder's tokenizer, or NULL when it has none */
     gen_config gen;                /* generation_config.json */
+    const model_adapter *adapter;  /* the LoRA adapter generation uses, or NULL */
+    struct infer_lora *own_lora;   /* loaded with the model (load option adapter_path) */
 };
 
 /* Calls fn for every tensor of the base model but the output head: its
@@ -133,6 +149,9 @@ typedef struct fwd_scratch {
     int max_rows, max_B, max_out;
     void *x, *h, *q, *k, *v, *a, *o, *g, *u;
     void *sel, *logits;
+    void *lt, *lu;           /* an adapter's x A^T [max_rows, rank] and its product with B */
+    int lt_rank;             /* lt and lu are sized for this rank (0: not allocated) */
+    size_t lu_cols;
     void *inputs;            /* one backend block: the pass's inputs below point into it */
     void *ids, *pos, *q_start, *kv_len, *slot, *out_rows, *inv_freq_dyn, *amax;
     int32_t *host_in;        /* host staging of inputs (forward.c's in_layout) */

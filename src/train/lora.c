@@ -48,9 +48,20 @@ void infer_lora_opts_default(infer_lora_opts *o)
     o->seed = 0;
 }
 
+int infer_model_use_lora(infer_model *m, infer_lora *l)
+{
+    if (!m) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_model_use_lora: NULL model");
+    if (l && l->m != m) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_model_use_lora: the adapter is another model's");
+    m->adapter = l ? &l->view : NULL;
+    return INFER_OK;
+}
+
 void infer_lora_free(infer_lora *l)
 {
     if (!l) return;
+    if (l->m && l->m->adapter == &l->view) l->m->adapter = NULL;
+    free(l->va);
+    free(l->vb);
     if (l->m) {
         l->m->be->free(l->m->bctx, l->params);
         l->m->be->free(l->m->bctx, l->grads);
@@ -106,10 +117,22 @@ static int lora_build(infer_model *m, int rank, const unsigned char *on, infer_l
         infer_lora_free(l);
         return infer_err_prefix(rc, "lora: %zu parameters", off);
     }
+    l->va = calloc((size_t)L * LM_COUNT, sizeof *l->va);
+    l->vb = calloc((size_t)L * LM_COUNT, sizeof *l->vb);
+    if (!l->va || !l->vb) {
+        infer_lora_free(l);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "lora: out of memory");
+    }
+    l->view.rank = rank;
+    l->view.a = l->va;
+    l->view.b = l->vb;
     for (int i = 0; i < l->n_mods; i++) {
         lora_mod *md = &l->mods[i];
         md->A = (bk_weight){.data = (const float *)l->params + md->a_off, .dtype = DT_F32, .rows = rank, .cols = md->in};
         md->B = (bk_weight){.data = (const float *)l->params + md->b_off, .dtype = DT_F32, .rows = md->out, .cols = rank};
+        l->va[md->layer * LM_COUNT + md->kind] = md->A;
+        l->vb[md->layer * LM_COUNT + md->kind] = md->B;
+        if ((size_t)md->out > l->view.max_out) l->view.max_out = (size_t)md->out;
     }
     *out = l;
     return INFER_OK;
@@ -195,6 +218,7 @@ int infer_lora_new(infer_model *m, const infer_lora_opts *o, infer_lora **out)
     free(on);
     if (rc) return rc;
     l->scale = o->scale > 0.0f ? o->scale : o->alpha / (float)o->rank;
+    l->view.scale = l->scale;
     l->alpha = o->alpha > 0.0f && !(o->scale > 0.0f) ? o->alpha : l->scale * (float)o->rank;
     l->dropout = o->dropout;
     /* A: uniform in +-1/sqrt(in) (PEFT's kaiming_uniform(a = sqrt(5)),
@@ -403,6 +427,7 @@ int infer_lora_load(infer_model *m, const char *dir, infer_lora **out)
         return rc;
     }
     l->scale = scale;
+    l->view.scale = scale;
     l->alpha = peft ? alpha : scale * (float)rank;
     l->dropout = dropout;
     *out = l;

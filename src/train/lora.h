@@ -11,8 +11,6 @@
 #include "infer.h"
 #include "model/model.h"
 
-enum { LM_Q, LM_K, LM_V, LM_O, LM_GATE, LM_UP, LM_DOWN, LM_COUNT };
-
 /* "q_proj", ... and "self_attn.q_proj", ... (mlx-lm's keys). */
 extern const char *const lora_mod_name[LM_COUNT];
 extern const char *const lora_mod_path[LM_COUNT];
@@ -36,6 +34,8 @@ struct infer_lora {
     int *index;           /* [n_layers * LM_COUNT]: into mods, or -1 */
     size_t n_params;
     void *params, *grads; /* backend float32 [n_params] */
+    model_adapter view;   /* for the forward pass (infer_model_use_lora) */
+    bk_weight *va, *vb;   /* the view's [n_layers * LM_COUNT] weights */
 };
 
 /* The module of layer li, kind k, or NULL. */
