@@ -592,6 +592,11 @@ INFER_API int infer_model_use_lora(infer_model *model, infer_lora *lora);
 /* Writes the adapter's files into dir (created if missing). */
 INFER_API int infer_lora_save(const infer_lora *lora, const char *dir, infer_adapter_format format);
 INFER_API void infer_lora_free(infer_lora *lora);
+/* Writes a model folder to out_dir with the adapter merged into its
+ * model's weights (W + scale B A, rounded to W's dtype); config,
+ * tokenizer and template files copied.  Float (bf16, f16, f32) weights
+ * only: for an MLX-quantized model, fuse into a dequantized copy. */
+INFER_API int infer_lora_fuse(const infer_lora *lora, const char *out_dir);
 
 typedef enum infer_lr_schedule {
     INFER_LR_CONSTANT = 0,   /* lr throughout (after the warmup, if any) */
@@ -653,6 +658,61 @@ INFER_API int infer_train_step(infer_trainer *t, const infer_train_batch *micro,
  * through the adapter until the next call): validation, and checks. */
 INFER_API int infer_train_loss(infer_trainer *t, const infer_train_batch *micro, int n_micro, int want_grad,
                                infer_step_result *out);
+
+/* Training data as mlx-lm reads it: a JSON Lines file whose lines are
+ * {"text": ...} (encoded with the tokenizer's specials, EOS appended), or
+ * {"prompt": ..., "completion": ...} or {"messages": [{"role", "content"},
+ * ...]} (rendered with the tokenizer's chat template: the completion as
+ * the assistant's answer to the prompt as the user's).  The first line
+ * decides the format.  mask_prompt: each example's prompt (the template
+ * over every message but the last, with the generation prompt) is left out
+ * of the loss; a text data set has no prompt to mask (an error). */
+typedef struct infer_dataset infer_dataset;
+INFER_API int infer_dataset_load(const infer_tokenizer *tok, const char *path, int mask_prompt,
+                                 infer_dataset **out);
+INFER_API size_t infer_dataset_size(const infer_dataset *d);
+/* The i-th example (views into the data set), or NULL past the end. */
+INFER_API const infer_train_example *infer_dataset_example(const infer_dataset *d, size_t i);
+INFER_API void infer_dataset_free(infer_dataset *d);
+
+typedef struct infer_train_loop_opts {
+    int iters;                 /* optimizer steps (1000) */
+    int batch_size;            /* examples a micro-batch (4); the data set needs at least that many */
+    int grad_accum;            /* micro-batches a step (1) */
+    int max_seq_len;           /* examples are cut to this many tokens (2048) */
+    int val_every;             /* validation loss every N steps and at the end (200; 0 = at the end) */
+    int val_batches;           /* validation batches each time (25; -1 = all) */
+    int report_every;          /* progress callback every N steps (10) */
+    int save_every;            /* the adapter saved every N steps and at the end (100; 0 = at the end) */
+    const char *save_path;     /* where to save it (NULL: not saved) */
+    infer_adapter_format save_format;
+    uint64_t seed;             /* the batches' order */
+} infer_train_loop_opts;
+
+INFER_API void infer_train_loop_opts_default(infer_train_loop_opts *opts);
+
+typedef struct infer_train_progress {
+    int iter;                  /* steps done */
+    double train_loss;         /* the mean loss per target token since the last report */
+    double val_loss;           /* NaN when this report has none */
+    double tokens_per_s;       /* tokens trained (padding not counted) per second since the last report */
+    int64_t tokens;            /* tokens trained so far */
+    float lr;
+    double grad_norm;          /* the last step's, before clipping */
+    size_t peak_memory;        /* the backend's peak memory, bytes */
+} infer_train_progress;
+
+/* Returning non-zero stops the run (INFER_ERR_CANCELLED). */
+typedef int (*infer_train_cb)(void *user, const infer_train_progress *p);
+
+/* Trains t's adapter on train for opts->iters steps (batches sorted by
+ * length, their order shuffled each epoch), reporting through cb (may be
+ * NULL); valid may be NULL. */
+INFER_API int infer_train(infer_trainer *t, const infer_dataset *train, const infer_dataset *valid,
+                          const infer_train_loop_opts *opts, infer_train_cb cb, void *user);
+/* The mean loss per target token over every whole batch of d. */
+INFER_API int infer_train_eval(infer_trainer *t, const infer_dataset *d, int batch_size, int max_seq_len,
+                               double *loss);
 
 #ifdef __cplusplus
 }

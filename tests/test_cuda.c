@@ -265,6 +265,216 @@ static void matmul_matches_cpu(void **state)
     close_pair(&p);
 }
 
+/* The training ops against the cpu backend. */
+static void train_ops_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    /* matmul_dx over every weight format, matmul_dw */
+    static const struct {
+        infer_dtype dt;
+        int bits;
+        int64_t rows, cols;
+    } wc[] = {{DT_F32, 0, 40, 72}, {DT_BF16, 0, 96, 64}, {DT_F16, 0, 33, 48}, {DT_U32, 4, 64, 128}, {DT_U32, 8, 48, 64}};
+    const int T = 37;
+    for (size_t c = 0; c < sizeof wc / sizeof wc[0]; c++) {
+        host_weight hw;
+        make_weight(&hw, wc[c].rows, wc[c].cols, wc[c].dt, wc[c].bits, 64);
+        bk_weight w[2];
+        place(&p, &hw, w);
+        size_t ny = (size_t)T * wc[c].rows, nx = (size_t)T * wc[c].cols;
+        float *dy = malloc(ny * 4), *x0 = malloc(nx * 4);
+        assert_true(dy && x0);
+        fill(dy, ny, 1.0f);
+        fill(x0, nx, 1.0f);
+        void *ddy[2], *ddx[2];
+        for (int i = 0; i < 2; i++) {
+            ddy[i] = put(&p, i, dy, ny * 4);
+            ddx[i] = put(&p, i, x0, nx * 4);
+            if (p.be[i]->matmul_dx(p.ctx[i], ddx[i], ddy[i], &w[i], T, 0.5f, 1.0f))
+                fail_msg("%s matmul_dx: %s", p.be[i]->name, infer_last_error());
+        }
+        double e = compare(&p, ddx, nx), tol = wc[c].dt == DT_F32 ? 1e-5 : 1e-2;
+        if (!(e <= tol)) fail_msg("matmul_dx %s bits %d: relative error %.3e", dtype_name(wc[c].dt), wc[c].bits, e);
+        free2(&p, ddx);
+        free2(&p, ddy);
+        free(dy);
+        free(x0);
+        unplace(&p, w);
+        free_weight(&hw);
+    }
+    {
+        const int R = 24, C = 80;
+        float *dy = malloc((size_t)T * R * 4), *x = malloc((size_t)T * C * 4), *dw = malloc((size_t)R * C * 4);
+        assert_true(dy && x && dw);
+        fill(dy, (size_t)T * R, 1.0f);
+        fill(x, (size_t)T * C, 1.0f);
+        fill(dw, (size_t)R * C, 1.0f);
+        void *a[2], *b[2], *o[2];
+        for (int i = 0; i < 2; i++) {
+            a[i] = put(&p, i, dy, (size_t)T * R * 4);
+            b[i] = put(&p, i, x, (size_t)T * C * 4);
+            o[i] = put(&p, i, dw, (size_t)R * C * 4);
+            if (p.be[i]->matmul_dw(p.ctx[i], o[i], a[i], b[i], T, R, C, 0.25f))
+                fail_msg("%s matmul_dw: %s", p.be[i]->name, infer_last_error());
+        }
+        double e = compare(&p, o, (size_t)R * C);
+        if (!(e <= 1e-5)) fail_msg("matmul_dw: relative error %.3e", e);
+        free2(&p, a);
+        free2(&p, b);
+        free2(&p, o);
+        free(dy);
+        free(x);
+        free(dw);
+    }
+    /* rmsnorm_back (and Gemma's 1 + w), glu_back, softcap_back, axpy, scale */
+    {
+        const int rows = 19, dim = 200;
+        size_t n = (size_t)rows * dim;
+        float *x = malloc(n * 4), *dy = malloc(n * 4), *u = malloc(n * 4);
+        assert_true(x && dy && u);
+        fill(x, n, 2.0f);
+        fill(dy, n, 1.0f);
+        fill(u, n, 1.0f);
+        host_weight hw;
+        make_weight(&hw, 1, dim, DT_BF16, 0, 0);
+        bk_weight w[2];
+        place(&p, &hw, w);
+        for (int plus = 0; plus <= 1; plus++) {
+            void *dx[2], *xd[2], *gd[2];
+            for (int i = 0; i < 2; i++) {
+                xd[i] = put(&p, i, x, n * 4);
+                gd[i] = put(&p, i, dy, n * 4);
+                dx[i] = poisoned(&p, i, n);
+                if (p.be[i]->rmsnorm_back(p.ctx[i], dx[i], gd[i], xd[i], &w[i], rows, dim, 1e-6f, plus))
+                    fail_msg("%s rmsnorm_back: %s", p.be[i]->name, infer_last_error());
+            }
+            double e = compare(&p, dx, n);
+            if (!(e <= 1e-5)) fail_msg("rmsnorm_back (plus_one %d): relative error %.3e", plus, e);
+            free2(&p, dx);
+            free2(&p, xd);
+            free2(&p, gd);
+        }
+        for (int act = 0; act <= 1; act++) {
+            void *dg[2], *du[2], *g[2], *uu[2], *go[2];
+            for (int i = 0; i < 2; i++) {
+                g[i] = put(&p, i, x, n * 4);
+                uu[i] = put(&p, i, u, n * 4);
+                go[i] = put(&p, i, dy, n * 4);
+                dg[i] = poisoned(&p, i, n);
+                du[i] = poisoned(&p, i, n);
+                if (p.be[i]->glu_back(p.ctx[i], dg[i], du[i], go[i], g[i], uu[i], n, (bk_act)act))
+                    fail_msg("%s glu_back: %s", p.be[i]->name, infer_last_error());
+            }
+            double e1 = compare(&p, dg, n), e2 = compare(&p, du, n);
+            if (!(e1 <= 1e-5 && e2 <= 1e-5)) fail_msg("glu_back act %d: relative errors %.3e %.3e", act, e1, e2);
+            void **all[] = {dg, du, g, uu, go};
+            for (size_t k = 0; k < 5; k++) free2(&p, all[k]);
+        }
+        void *y[2], *gy[2], *o[2];
+        for (int i = 0; i < 2; i++) {
+            y[i] = put(&p, i, u, n * 4);
+            gy[i] = put(&p, i, dy, n * 4);
+            o[i] = poisoned(&p, i, n);
+            if (p.be[i]->softcap_back(p.ctx[i], o[i], gy[i], y[i], n, 1.5f) || p.be[i]->axpy(p.ctx[i], o[i], y[i], -0.5f, n) ||
+                p.be[i]->scale(p.ctx[i], o[i], 3.0f, n))
+                fail_msg("%s: %s", p.be[i]->name, infer_last_error());
+        }
+        double e = compare(&p, o, n);
+        if (!(e <= 1e-6)) fail_msg("softcap_back, axpy, scale: relative error %.3e", e);
+        double ss[2];
+        for (int i = 0; i < 2; i++)
+            if (p.be[i]->sumsq(p.ctx[i], o[i], n, &ss[i])) fail_msg("%s sumsq: %s", p.be[i]->name, infer_last_error());
+        if (!(fabs(ss[0] - ss[1]) <= 1e-5 * ss[0])) fail_msg("sumsq: %.9g and %.9g", ss[0], ss[1]);
+        /* AdamW: two steps */
+        void *m[2], *v[2];
+        float *z = calloc(n, 4);
+        assert_non_null(z);
+        for (int i = 0; i < 2; i++) {
+            m[i] = put(&p, i, z, n * 4);
+            v[i] = put(&p, i, z, n * 4);
+            for (int st = 1; st <= 2; st++) {
+                bk_adamw a = {1e-2f, 0.9f, 0.999f, 1e-8f, 0.01f, st};
+                if (p.be[i]->adamw(p.ctx[i], y[i], gy[i], m[i], v[i], n, &a))
+                    fail_msg("%s adamw: %s", p.be[i]->name, infer_last_error());
+            }
+        }
+        e = compare(&p, y, n);
+        if (!(e <= 1e-6)) fail_msg("adamw: relative error %.3e", e);
+        free(z);
+        void **all[] = {y, gy, o, m, v};
+        for (size_t k = 0; k < 5; k++) free2(&p, all[k]);
+        unplace(&p, w);
+        free_weight(&hw);
+        free(x);
+        free(dy);
+        free(u);
+    }
+    /* cross-entropy: targets, a masked row */
+    {
+        const int rows = 7;
+        const size_t V = 3000;
+        float *x = malloc(rows * V * 4);
+        assert_non_null(x);
+        fill(x, rows * V, 8.0f);
+        int32_t tg[7] = {5, 2999, -1, 0, 1234, 77, 1};
+        void *xd[2], *dx[2], *nll[2], *td[2];
+        for (int i = 0; i < 2; i++) {
+            xd[i] = put(&p, i, x, rows * V * 4);
+            td[i] = put(&p, i, tg, sizeof tg);
+            dx[i] = poisoned(&p, i, rows * V);
+            nll[i] = poisoned(&p, i, rows);
+            if (p.be[i]->cross_entropy(p.ctx[i], dx[i], nll[i], xd[i], td[i], rows, V, 0.5f))
+                fail_msg("%s cross_entropy: %s", p.be[i]->name, infer_last_error());
+        }
+        double e1 = compare(&p, dx, rows * V), e2 = compare(&p, nll, rows);
+        if (!(e1 <= 1e-5 && e2 <= 1e-5)) fail_msg("cross_entropy: relative errors %.3e %.3e", e1, e2);
+        void **all[] = {xd, dx, nll, td};
+        for (size_t k = 0; k < 4; k++) free2(&p, all[k]);
+        free(x);
+    }
+    /* attention_back: GQA, a window, a softcap, more keys than queries */
+    static const struct {
+        int T, S, H, KVH, d, window;
+        float softcap;
+    } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f}, {33, 33, 6, 2, 32, 8, 0.0f}, {12, 30, 4, 1, 128, 0, 5.0f},
+              {40, 40, 8, 4, 256, 16, 0.0f}};
+    for (size_t c = 0; c < sizeof ac / sizeof ac[0]; c++) {
+        size_t nq = (size_t)ac[c].T * ac[c].H * ac[c].d, nk = (size_t)ac[c].S * ac[c].KVH * ac[c].d;
+        float *q = malloc(nq * 4), *g = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
+        assert_true(q && g && k && v);
+        fill(q, nq, 1.0f);
+        fill(g, nq, 1.0f);
+        fill(k, nk, 1.0f);
+        fill(v, nk, 1.0f);
+        bk_attn a = {ac[c].T, ac[c].S, ac[c].H, ac[c].KVH, ac[c].d, 1.0f / sqrtf((float)ac[c].d), ac[c].softcap,
+                     ac[c].window};
+        void *dq[2], *dk[2], *dv[2], *qd[2], *kd[2], *vd[2], *gd[2];
+        for (int i = 0; i < 2; i++) {
+            qd[i] = put(&p, i, q, nq * 4);
+            gd[i] = put(&p, i, g, nq * 4);
+            kd[i] = put(&p, i, k, nk * 4);
+            vd[i] = put(&p, i, v, nk * 4);
+            dq[i] = poisoned(&p, i, nq);
+            dk[i] = poisoned(&p, i, nk);
+            dv[i] = poisoned(&p, i, nk);
+            if (p.be[i]->attention_back(p.ctx[i], dq[i], dk[i], dv[i], gd[i], qd[i], kd[i], vd[i], &a))
+                fail_msg("%s attention_back: %s", p.be[i]->name, infer_last_error());
+        }
+        double e1 = compare(&p, dq, nq), e2 = compare(&p, dk, nk), e3 = compare(&p, dv, nk);
+        if (!(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5))
+            fail_msg("attention_back case %zu: relative errors dq %.3e dk %.3e dv %.3e", c, e1, e2, e3);
+        void **all[] = {dq, dk, dv, qd, kd, vd, gd};
+        for (size_t i = 0; i < 7; i++) free2(&p, all[i]);
+        free(q);
+        free(g);
+        free(k);
+        free(v);
+    }
+    close_pair(&p);
+}
+
 static void small_ops_match_cpu(void **state)
 {
     (void)state;
@@ -1244,6 +1454,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(argmax_matches_host),
     cmocka_unit_test(batch_steps_follow_the_model),
     cmocka_unit_test(graph_after_scratch_grows),
+    cmocka_unit_test(train_ops_match_cpu),
     cmocka_unit_test(small_ops_match_cpu),
     cmocka_unit_test(embed_rope_gather_match_cpu),
     cmocka_unit_test(attention_matches_cpu),

@@ -307,6 +307,7 @@ int cli_load_model(const char *path, const cli_model_opts *m, infer_model **mode
     opts.n_threads = m->threads;
     opts.context_len = m->ctx;
     opts.cpu_int8 = m->int8;
+    opts.adapter_path = m->adapter;
     *model = NULL;
     int rc = infer_model_load(path, &opts, model);
     if (rc != INFER_OK) {

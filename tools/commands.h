@@ -20,5 +20,7 @@ int cmd_list(const cli_command *self, int argc, char **argv);
 int cmd_devices(const cli_command *self, int argc, char **argv);
 int cmd_quantize(const cli_command *self, int argc, char **argv);
 int cmd_bench(const cli_command *self, int argc, char **argv);
+int cmd_lora(const cli_command *self, int argc, char **argv);
+int cmd_fuse(const cli_command *self, int argc, char **argv);
 
 #endif

@@ -27,6 +27,8 @@ static const cli_command commands[] = {
     {"devices", cmd_devices, "print each backend's device and memory"},
     {"quantize", cmd_quantize, "write an MLX-quantized copy of a model folder (or dequantize one)"},
     {"bench", cmd_bench, "prefill and decode speed beside the memory-bandwidth limit"},
+    {"lora", cmd_lora, "fine-tune a LoRA adapter on a data folder (as mlx_lm.lora --train)"},
+    {"fuse", cmd_fuse, "write a model folder with a LoRA adapter merged into its weights"},
     {"help", cmd_help, "show this help, or a command's help (infer help COMMAND)"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])

@@ -25,19 +25,13 @@
 
 #include "core/error.h"
 #include "io/config.h"
+#include "io/files.h"
 #include "io/safetensors.h"
 #include "io/st_write.h"
 #include "model/model.h"
 #include "model/quant.h"
 
 #define DEFAULT_SHARD_BYTES ((int64_t)5 << 30) /* mlx-lm's MAX_FILE_SIZE_GB */
-
-/* Files copied beside the weights when present. */
-static const char *const side_files[] = {
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-    "tokenizer.model", "vocab.json", "merges.txt", "generation_config.json",
-    "chat_template.jinja", "chat_template.json",
-};
 
 typedef enum out_kind { OUT_COPY, OUT_QWEIGHT, OUT_QSCALES, OUT_QBIASES, OUT_DEQUANT } out_kind;
 
@@ -467,29 +461,8 @@ static int write_text(qjob *j, const char *name, const char *text)
 static int copy_file(qjob *j, const char *name)
 {
     char *src = join(j->in, name), *dst = join(j->out, name);
-    int rc = INFER_OK;
-    FILE *in = NULL, *out = NULL;
-    if (!src || !dst) {
-        rc = oom(j);
-        goto done;
-    }
-    if (!(in = fopen(src, "rb"))) {
-        if (errno != ENOENT) rc = infer_err(INFER_ERR_IO, "%s: %s", src, strerror(errno));
-        goto done;
-    }
-    if (!(out = fopen(dst, "wb"))) {
-        rc = infer_err(INFER_ERR_IO, "%s: cannot create: %s", dst, strerror(errno));
-        goto done;
-    }
-    if ((rc = remember(j, dst))) goto done;
-    char buf[1 << 16];
-    size_t n;
-    while ((n = fread(buf, 1, sizeof buf, in)) > 0)
-        if (fwrite(buf, 1, n, out) != n) break;
-    if (ferror(in) || ferror(out)) rc = infer_err(INFER_ERR_IO, "%s: copy to %s failed", src, dst);
-done:
-    if (in) fclose(in);
-    if (out && fclose(out) != 0 && !rc) rc = infer_err(INFER_ERR_IO, "%s: write failed", dst);
+    int copied = 0, rc = !src || !dst ? oom(j) : io_copy_file(src, dst, &copied);
+    if (!rc && copied) rc = remember(j, dst);
     free(src);
     free(dst);
     return rc;
@@ -781,7 +754,7 @@ int infer_quantize(const char *in_dir, const char *out_dir, const infer_quant_op
     if ((rc = j.o.dequantize ? plan_dequantize(&j) : plan_quantize(&j)) || (rc = prepare_out(&j)) ||
         (rc = write_weights(&j)) || (rc = write_config(&j)))
         goto done;
-    for (size_t i = 0; i < sizeof side_files / sizeof side_files[0] && !rc; i++) rc = copy_file(&j, side_files[i]);
+    for (size_t i = 0; io_side_files[i] && !rc; i++) rc = copy_file(&j, io_side_files[i]);
 done:
     job_free(&j, rc != INFER_OK);
     return rc;

@@ -48,6 +48,9 @@ static inline const lora_mod *lora_at(const infer_lora *l, int li, int k)
 /* The base weight and bias of module kind k of layer li. */
 const bk_weight *lora_base(const infer_model *m, int li, int k, const bk_weight **bias);
 
+/* The adapter a trainer trains (train.c). */
+infer_lora *trainer_lora(const infer_trainer *t);
+
 /* Zeroes the gradient block. */
 int lora_zero_grads(infer_lora *l);
 

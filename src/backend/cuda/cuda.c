@@ -28,6 +28,7 @@
 
 #include "backend/backend.h"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_train.h"
 #include "backend/mem_counter.h"
 #include "backend/mem_pool.h"
 #include "core/error.h"
@@ -40,6 +41,7 @@ typedef struct cuda_ctx {
     void *scratch;        /* bf16 operands of cuBLAS products, and of cuk_qmm */
     size_t scratch_cap;
     unsigned scratch_epoch; /* how often the scratch was replaced: graphs made before are stale */
+    double *sumsq;          /* one device double for cuda_sumsq */
 } cuda_ctx;
 
 static bk_counters mem;
@@ -91,6 +93,7 @@ static void cuda_destroy(void *p)
     if (!c) return;
     if (c->stream) cudaStreamSynchronize(c->stream);
     dev_free(c->scratch);
+    dev_free(c->sumsq);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
@@ -716,6 +719,135 @@ static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_ac
     return rc ? rc : cuda_matmul(ctx, y, gate, w, bias, T);
 }
 
+/* ---- training ---- */
+
+/* dx[T, C] = beta dx + alpha dy[T, R] . W[R, C]; in cuBLAS's column-major
+ * terms dx^T (C x T) = W^T (C x R, ld C) . dy^T (R x T, ld R).  float32 W
+ * exactly; other formats with dy and W in bf16 (W converted a slice of
+ * rows at a time where it is not bf16 already), float32 sums. */
+static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta)
+{
+    cuda_ctx *c = ctx;
+    const int64_t R = w->rows, C = w->cols;
+    if (T <= 0 || R <= 0 || C <= 0) return INFER_OK;
+    int rc = weight_ok(w);
+    if (rc) return rc;
+    if (w->dtype == DT_F32) {
+        cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, T, (int)R, &alpha, w->data, (int)C,
+                                       dy, (int)R, &beta, dx, (int)C);
+        return s ? blas_fail(s, "matmul_dx") : INFER_OK;
+    }
+    size_t yb = ((size_t)T * (size_t)R * 2 + 255) / 256 * 256;
+    int64_t slice = R;
+    if (w->dtype != DT_BF16) {
+        slice = SLICE_BYTES / (C * 2);
+        if (slice < 1) slice = 1;
+        if (slice > 65535) slice = 65535;
+        if (slice > R) slice = R;
+    }
+    void *buf;
+    pthread_mutex_lock(&c->lock);
+    rc = scratch_get(c, yb + (w->dtype != DT_BF16 ? (size_t)slice * (size_t)C * 2 : 0), &buf);
+    if (!rc) rc = launched(cuk_f32_to_bf16(c->stream, buf, dy, (size_t)T * (size_t)R), "matmul_dx");
+    for (int64_t r0 = 0; !rc && r0 < R; r0 += slice) {
+        int64_t nr = R - r0 < slice ? R - r0 : slice;
+        const void *ws = w->data;
+        if (w->dtype != DT_BF16) {
+            ws = (char *)buf + yb;
+            if ((rc = launched(cuk_weight_to_bf16(c->stream, (void *)ws, w, r0, nr), "matmul_dx"))) break;
+        }
+        const float b = r0 == 0 ? beta : 1.0f;
+        cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, T, (int)nr, &alpha, ws, CUDA_R_16BF,
+                                        (int)C, (const uint16_t *)buf + r0, CUDA_R_16BF, (int)R, &b, dx, CUDA_R_32F,
+                                        (int)C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (s) rc = blas_fail(s, "matmul_dx");
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* dw[R, C] += alpha dy[T, R]^T . x[T, C]: dw^T (C x R) += x^T (C x T) . dy (T x R). */
+static int cuda_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, int T, int R, int C, float alpha)
+{
+    cuda_ctx *c = ctx;
+    if (T <= 0 || R <= 0 || C <= 0) return INFER_OK;
+    const float one = 1.0f;
+    cublasStatus_t s =
+        cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, R, T, &alpha, x, C, dy, R, &one, dw, C);
+    return s ? blas_fail(s, "matmul_dw") : INFER_OK;
+}
+
+static int cuda_rmsnorm_back(void *ctx, void *dx, const void *dy, const void *x, const bk_weight *w, int rows, int dim,
+                             float eps, int plus_one)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_rmsnorm_back(c->stream, dx, dy, x, w, rows, dim, eps, plus_one), "rmsnorm_back");
+}
+
+static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
+                               const void *v, const bk_attn *p)
+{
+    cuda_ctx *c = ctx;
+    int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
+    if (rc) return rc;
+    if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention_back: %d queries over %d keys", p->T, p->S);
+    return launched(cut_attention_back(c->stream, dq, dk, dv, dout, q, k, v, p), "attention_back");
+}
+
+static int cuda_glu_back(void *ctx, void *dg, void *du, const void *dout, const void *g, const void *u, size_t n,
+                         bk_act act)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_glu_back(c->stream, dg, du, dout, g, u, n, act == BK_ACT_GELU_TANH), "glu_back");
+}
+
+static int cuda_softcap_back(void *ctx, void *dx, const void *dy, const void *y, size_t n, float cap)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_softcap_back(c->stream, dx, dy, y, n, cap), "softcap_back");
+}
+
+static int cuda_cross_entropy(void *ctx, void *dx, void *nll, const void *x, const void *target, int rows, size_t V,
+                              float scale)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_cross_entropy(c->stream, dx, nll, x, target, rows, V, scale), "cross_entropy");
+}
+
+static int cuda_axpy(void *ctx, void *y, const void *x, float alpha, size_t n)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_axpy(c->stream, y, x, alpha, n), "axpy");
+}
+
+static int cuda_scale(void *ctx, void *x, float alpha, size_t n)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_scale(c->stream, x, alpha, n), "scale");
+}
+
+static int cuda_sumsq(void *ctx, const void *x, size_t n, double *out)
+{
+    cuda_ctx *c = ctx;
+    int rc = INFER_OK;
+    pthread_mutex_lock(&c->lock);
+    if (!c->sumsq) rc = dev_alloc(sizeof(double), (void **)&c->sumsq);
+    if (!rc) rc = launched(cut_sumsq(c->stream, x, n, c->sumsq), "sumsq");
+    if (!rc) {
+        cudaError_t e = cudaMemcpyAsync(out, c->sumsq, sizeof(double), cudaMemcpyDeviceToHost, c->stream);
+        if (!e) e = cudaStreamSynchronize(c->stream);
+        if (e) rc = cu_fail(e, "sumsq");
+    }
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+static int cuda_adamw(void *ctx, void *p, const void *g, void *m, void *v, size_t n, const bk_adamw *o)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_adamw(c->stream, p, g, m, v, n, o), "adamw");
+}
+
 /* ---- graphs ---- */
 
 static int cuda_graph_begin(void *ctx)
@@ -816,6 +948,17 @@ const backend_ops backend_cuda = {
     .qk_rope_store = cuda_qk_rope_store,
     .matmul_glu = cuda_matmul_glu,
     .matmul_n = cuda_matmul_n,
+    .matmul_dx = cuda_matmul_dx,
+    .matmul_dw = cuda_matmul_dw,
+    .rmsnorm_back = cuda_rmsnorm_back,
+    .attention_back = cuda_attention_back,
+    .glu_back = cuda_glu_back,
+    .softcap_back = cuda_softcap_back,
+    .cross_entropy = cuda_cross_entropy,
+    .axpy = cuda_axpy,
+    .scale = cuda_scale,
+    .sumsq = cuda_sumsq,
+    .adamw = cuda_adamw,
     .graph_begin = cuda_graph_begin,
     .graph_end = cuda_graph_end,
     .graph_run = cuda_graph_run,

@@ -1,0 +1,35 @@
+/* cuda_train.h - the cuda backend's training kernels (cuda_train.cu);
+ * each returns a cudaError_t as int.  What each computes: backend.h,
+ * "Training". */
+#ifndef INFER_BACKEND_CUDA_TRAIN_H
+#define INFER_BACKEND_CUDA_TRAIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "backend/backend.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+int cut_axpy(void *stream, float *y, const float *x, float a, size_t n);
+int cut_scale(void *stream, float *x, float a, size_t n);
+/* *out_dev (device double) = the sum of x^2 */
+int cut_sumsq(void *stream, const float *x, size_t n, double *out_dev);
+int cut_softcap_back(void *stream, float *dx, const float *dy, const float *y, size_t n, float cap);
+int cut_glu_back(void *stream, float *dg, float *du, const float *dout, const float *g, const float *u, size_t n,
+                 int gelu);
+int cut_adamw(void *stream, float *p, const float *g, float *m, float *v, size_t n, const bk_adamw *o);
+int cut_rmsnorm_back(void *stream, float *dx, const float *dy, const float *x, const bk_weight *w, int rows, int dim,
+                     float eps, int plus_one);
+int cut_cross_entropy(void *stream, float *dx, float *nll, const float *x, const int32_t *target, int rows, size_t V,
+                      float scale);
+int cut_attention_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                       const float *k, const float *v, const bk_attn *p);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,235 @@
+/* train_loop.c - a whole fine-tuning run over a data set, as mlx-lm's
+ * trainer runs it: examples sorted by length and cut into batches of
+ * batch_size neighbours (so that a batch pads little; a remainder smaller
+ * than a batch is left out), the batches' order shuffled every epoch,
+ * examples longer than max_seq_len cut to it; a validation loss over the
+ * first val_batches batches of the validation set every val_every steps
+ * and at the end; the adapter saved every save_every steps and at the
+ * end. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/error.h"
+#include "train/lora.h"
+
+void infer_train_loop_opts_default(infer_train_loop_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    /* mlx-lm's defaults */
+    o->iters = 1000;
+    o->batch_size = 4;
+    o->grad_accum = 1;
+    o->max_seq_len = 2048;
+    o->val_every = 200;
+    o->val_batches = 25;
+    o->report_every = 10;
+    o->save_every = 100;
+    o->save_format = INFER_ADAPTER_MLX;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* The data set's examples cut to max_len, sorted by length, in batches of
+ * bs (a batch: bs consecutive entries of order). */
+typedef struct batches {
+    infer_train_example *ex; /* [n] views, cut */
+    size_t *order;           /* [n] indices by length */
+    size_t n, n_batches, bs;
+} batches;
+
+static const infer_train_example *sort_base;
+
+static int by_length(const void *a, const void *b)
+{
+    size_t i = *(const size_t *)a, j = *(const size_t *)b;
+    size_t li = sort_base[i].n_ids, lj = sort_base[j].n_ids;
+    return li < lj ? -1 : li > lj ? 1 : (i > j) - (i < j);
+}
+
+static int make_batches(const infer_dataset *d, int bs, int max_len, const char *what, batches *b)
+{
+    memset(b, 0, sizeof *b);
+    size_t n = infer_dataset_size(d);
+    if (n < (size_t)bs)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: the %s set has %zu examples, fewer than a batch of %d",
+                         what, n, bs);
+    b->ex = malloc(n * sizeof *b->ex);
+    b->order = malloc(n * sizeof *b->order);
+    if (!b->ex || !b->order) {
+        free(b->ex);
+        free(b->order);
+        return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        b->ex[i] = *infer_dataset_example(d, i);
+        if (b->ex[i].n_ids > (size_t)max_len) b->ex[i].n_ids = (size_t)max_len;
+        if (b->ex[i].prompt_len > b->ex[i].n_ids) b->ex[i].prompt_len = b->ex[i].n_ids;
+        b->order[i] = i;
+    }
+    sort_base = b->ex; /* the loop runs on one thread at a time: qsort has no context argument in C11 */
+    qsort(b->order, n, sizeof *b->order, by_length);
+    b->n = n;
+    b->bs = (size_t)bs;
+    b->n_batches = n / (size_t)bs;
+    return INFER_OK;
+}
+
+static void free_batches(batches *b)
+{
+    free(b->ex);
+    free(b->order);
+}
+
+static uint64_t rng_next(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+/* Batch k of b, its examples copied to buf [bs]. */
+static infer_train_batch batch_at(const batches *b, size_t k, infer_train_example *buf)
+{
+    for (size_t i = 0; i < b->bs; i++) buf[i] = b->ex[b->order[k * b->bs + i]];
+    return (infer_train_batch){buf, b->bs};
+}
+
+/* The target tokens the loss counts in n micro-batches. */
+static int64_t targets(const infer_train_batch *b, int n)
+{
+    int64_t c = 0;
+    for (int k = 0; k < n; k++)
+        for (size_t i = 0; i < b[k].n; i++) {
+            const infer_train_example *e = &b[k].examples[i];
+            size_t p = e->prompt_len > 1 ? e->prompt_len : 1;
+            if (e->n_ids > p) c += (int64_t)(e->n_ids - p);
+        }
+    return c;
+}
+
+static int validate(infer_trainer *t, const batches *v, int n_batches, double *loss)
+{
+    size_t nb = n_batches < 0 || (size_t)n_batches > v->n_batches ? v->n_batches : (size_t)n_batches;
+    infer_train_example *buf = malloc(v->bs * sizeof *buf);
+    if (!buf) return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    double sum = 0.0;
+    int64_t count = 0;
+    int rc = INFER_OK;
+    for (size_t k = 0; k < nb && !rc; k++) {
+        infer_train_batch bt = batch_at(v, k, buf);
+        infer_step_result r;
+        if (targets(&bt, 1) == 0) continue;
+        if (!(rc = infer_train_loss(t, &bt, 1, 0, &r))) {
+            sum += r.loss * (double)r.n_tokens;
+            count += r.n_tokens;
+        }
+    }
+    free(buf);
+    *loss = count ? sum / (double)count : NAN;
+    return rc;
+}
+
+int infer_train(infer_trainer *t, const infer_dataset *train, const infer_dataset *valid,
+                const infer_train_loop_opts *opts, infer_train_cb cb, void *user)
+{
+    if (!t || !train) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_train: NULL argument");
+    infer_train_loop_opts o;
+    if (opts)
+        o = *opts;
+    else
+        infer_train_loop_opts_default(&o);
+    if (o.iters <= 0 || o.batch_size <= 0 || o.grad_accum <= 0 || o.max_seq_len < 2 || o.val_every < 0 ||
+        o.save_every < 0 || o.report_every < 0)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT,
+                         "train loop: iters %d, batch size %d, grad accum %d, max seq len %d, val every %d, save "
+                         "every %d, report every %d",
+                         o.iters, o.batch_size, o.grad_accum, o.max_seq_len, o.val_every, o.save_every,
+                         o.report_every);
+    batches tb, vb;
+    int rc = make_batches(train, o.batch_size, o.max_seq_len, "training", &tb);
+    if (rc) return rc;
+    memset(&vb, 0, sizeof vb);
+    if (valid && (rc = make_batches(valid, o.batch_size, o.max_seq_len, "validation", &vb))) {
+        free_batches(&tb);
+        return rc;
+    }
+    size_t *perm = malloc(tb.n_batches * sizeof *perm);
+    infer_train_batch *micro = malloc((size_t)o.grad_accum * sizeof *micro);
+    infer_train_example *buf = malloc((size_t)o.grad_accum * tb.bs * sizeof *buf);
+    if (!perm || !micro || !buf) rc = infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    const char *backend = trainer_lora(t)->m->be->name;
+    uint64_t st = o.seed * 0x2545f4914f6cdd1dull + 7;
+    size_t pos = tb.n_batches; /* a new epoch at the first step */
+    double win_loss = 0.0, win_t0 = now_s();
+    int64_t win_tok = 0, win_count = 0, total_tok = 0;
+    for (int it = 1; !rc && it <= o.iters; it++) {
+        for (int a = 0; a < o.grad_accum; a++) {
+            if (pos == tb.n_batches) { /* shuffle the batches' order */
+                for (size_t i = 0; i < tb.n_batches; i++) perm[i] = i;
+                for (size_t i = tb.n_batches; i > 1; i--) {
+                    size_t j = (size_t)(rng_next(&st) % i), x = perm[i - 1];
+                    perm[i - 1] = perm[j];
+                    perm[j] = x;
+                }
+                pos = 0;
+            }
+            micro[a] = batch_at(&tb, perm[pos++], buf + (size_t)a * tb.bs);
+            for (size_t i = 0; i < tb.bs; i++) win_tok += (int64_t)micro[a].examples[i].n_ids;
+        }
+        infer_step_result r;
+        if (targets(micro, o.grad_accum) == 0) continue; /* every target masked: nothing to learn */
+        if ((rc = infer_train_step(t, micro, o.grad_accum, &r))) break;
+        win_loss += r.loss * (double)r.n_tokens;
+        win_count += r.n_tokens;
+        int report = o.report_every > 0 && (it % o.report_every == 0 || it == o.iters);
+        int val = valid && ((o.val_every > 0 && it % o.val_every == 0) || it == o.iters);
+        infer_train_progress p = {.iter = it, .val_loss = NAN, .lr = r.lr, .grad_norm = r.grad_norm};
+        if (val && (rc = validate(t, &vb, o.val_batches, &p.val_loss))) break;
+        if (o.save_path && ((o.save_every > 0 && it % o.save_every == 0) || it == o.iters) &&
+            (rc = infer_lora_save(trainer_lora(t), o.save_path, o.save_format)))
+            break;
+        if (report || val) {
+            double dt = now_s() - win_t0;
+            total_tok += win_tok;
+            p.train_loss = win_count ? win_loss / (double)win_count : NAN;
+            p.tokens_per_s = dt > 0 ? (double)win_tok / dt : 0.0;
+            p.tokens = total_tok;
+            p.peak_memory = infer_get_peak_memory(backend);
+            if (cb && cb(user, &p)) {
+                rc = infer_err(INFER_ERR_CANCELLED, "train: cancelled at step %d", it);
+                break;
+            }
+            win_loss = 0.0;
+            win_count = win_tok = 0;
+            win_t0 = now_s();
+        }
+    }
+    free(perm);
+    free(micro);
+    free(buf);
+    free_batches(&tb);
+    free_batches(&vb);
+    return rc;
+}
+
+int infer_train_eval(infer_trainer *t, const infer_dataset *d, int batch_size, int max_seq_len, double *loss)
+{
+    if (!t || !d || !loss) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_train_eval: NULL argument");
+    if (batch_size <= 0 || max_seq_len < 2)
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_train_eval: batch size %d, max seq len %d", batch_size,
+                         max_seq_len);
+    batches b;
+    int rc = make_batches(d, batch_size, max_seq_len, "evaluation", &b);
+    if (rc) return rc;
+    rc = validate(t, &b, -1, loss);
+    free_batches(&b);
+    return rc;
+}
