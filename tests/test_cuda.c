@@ -438,10 +438,12 @@ static void train_ops_match_cpu(void **state)
     static const struct {
         int T, S, H, KVH, d, window;
         float softcap;
-    } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f}, {33, 33, 6, 2, 32, 8, 0.0f}, {12, 30, 4, 1, 128, 0, 5.0f},
-              {40, 40, 8, 4, 256, 16, 0.0f}};
+        int batch;
+    } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f, 1}, {33, 33, 6, 2, 32, 8, 0.0f, 3}, {12, 30, 4, 1, 128, 0, 5.0f, 1},
+              {40, 40, 8, 4, 256, 16, 0.0f, 2}, {70, 70, 4, 4, 128, 0, 0.0f, 2}};
     for (size_t c = 0; c < sizeof ac / sizeof ac[0]; c++) {
-        size_t nq = (size_t)ac[c].T * ac[c].H * ac[c].d, nk = (size_t)ac[c].S * ac[c].KVH * ac[c].d;
+        size_t nq = (size_t)ac[c].batch * ac[c].T * ac[c].H * ac[c].d,
+               nk = (size_t)ac[c].batch * ac[c].S * ac[c].KVH * ac[c].d;
         float *q = malloc(nq * 4), *g = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
         assert_true(q && g && k && v);
         fill(q, nq, 1.0f);
@@ -449,7 +451,7 @@ static void train_ops_match_cpu(void **state)
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
         bk_attn a = {ac[c].T, ac[c].S, ac[c].H, ac[c].KVH, ac[c].d, 1.0f / sqrtf((float)ac[c].d), ac[c].softcap,
-                     ac[c].window};
+                     ac[c].window, ac[c].batch};
         void *dq[2], *dk[2], *dv[2], *qd[2], *kd[2], *vd[2], *gd[2];
         for (int i = 0; i < 2; i++) {
             qd[i] = put(&p, i, q, nq * 4);
@@ -592,7 +594,7 @@ static void attention_matches_cpu(void **state)
         fill(q, nq, 1.0f);
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
-        bk_attn a = {T, S, H, KVH, d, 1.0f / sqrtf((float)d), cases[c].softcap, cases[c].window};
+        bk_attn a = {T, S, H, KVH, d, 1.0f / sqrtf((float)d), cases[c].softcap, cases[c].window, 0};
         void *dq[2], *dk[2], *dv[2], *dout[2];
         for (int i = 0; i < 2; i++) {
             dq[i] = put(&p, i, q, nq * 4);

@@ -138,7 +138,8 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     t->n_acts = 1 + (t->o.grad_checkpoint ? 0 : L - t->lowest);
     t->acts = calloc((size_t)t->n_acts, sizeof *t->acts);
     t->x = calloc((size_t)L + 1, sizeof *t->x);
-    t->chunk = (int)((64u << 20) / 4 / V);
+    /* rows of logits at once: 256 MB of them (and as much for their gradient) */
+    t->chunk = (int)((256u << 20) / 4 / V);
     if (t->chunk < 1) t->chunk = 1;
     if (t->chunk > N) t->chunk = N;
     t->h_ids = malloc(n * 4);
@@ -294,7 +295,7 @@ static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
     return m->cfg.sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
 }
 
-/* Each example's attention (or its backward): q, k, v rows b T .. b T + T. */
+/* Every example's attention (back: its backward), example b in rows b T .. b T + T - 1. */
 static int attend(infer_trainer *tr, int li, const layer_acts *a, int back)
 {
     const model_config *c = &tr->m->cfg;
@@ -311,15 +312,15 @@ static int attend(infer_trainer *tr, int li, const layer_acts *a, int back)
         return tr->m->be->attention_kv(tr->m->bctx, a->a, a->q, a->k, a->v, &p);
     }
     bk_attn p = {tr->T, tr->T, c->n_heads, c->n_kv_heads, c->head_dim, (float)c->attn_scale, (float)c->attn_softcap,
-                 window};
+                 window, 0};
+    if (back) { /* every sequence in one op */
+        p.batch = B;
+        return tr->m->be->attention_back(tr->m->bctx, tr->dQ, tr->dK, tr->dV, tr->dA, a->q, a->k, a->v, &p);
+    }
     for (int b = 0; b < B; b++) {
         size_t r0 = (size_t)b * tr->T;
-        const float *q = (const float *)a->q + r0 * qd, *k = (const float *)a->k + r0 * kvd,
-                    *v = (const float *)a->v + r0 * kvd;
-        int rc = back ? tr->m->be->attention_back(tr->m->bctx, (float *)tr->dQ + r0 * qd, (float *)tr->dK + r0 * kvd,
-                                                  (float *)tr->dV + r0 * kvd, (const float *)tr->dA + r0 * qd, q, k, v,
-                                                  &p)
-                      : tr->m->be->attention(tr->m->bctx, (float *)a->a + r0 * qd, q, k, v, &p);
+        int rc = tr->m->be->attention(tr->m->bctx, (float *)a->a + r0 * qd, (const float *)a->q + r0 * qd,
+                                      (const float *)a->k + r0 * kvd, (const float *)a->v + r0 * kvd, &p);
         if (rc) return rc;
     }
     return INFER_OK;

@@ -219,11 +219,16 @@ int cpu_attention_back(void *ctx, void *dq, void *dk, void *dv, const void *dout
     void *probe = malloc((size_t)p->S * 2 * sizeof(double));
     if (!probe) return infer_err(INFER_ERR_OUT_OF_MEMORY, "attention_back: out of memory for %d keys", p->S);
     free(probe);
-    memset(dq, 0, (size_t)p->T * p->n_heads * p->head_dim * sizeof(float));
-    memset(dk, 0, (size_t)p->S * p->n_kv_heads * p->head_dim * sizeof(float));
-    memset(dv, 0, (size_t)p->S * p->n_kv_heads * p->head_dim * sizeof(float));
-    attb_job j = {dq, dk, dv, dout, q, k, v, *p};
-    pool_run(cc->pool, p->n_kv_heads, attb_task, &j);
+    const int nb = p->batch > 1 ? p->batch : 1;
+    const size_t qn = (size_t)p->T * p->n_heads * p->head_dim, kn = (size_t)p->S * p->n_kv_heads * p->head_dim;
+    memset(dq, 0, nb * qn * sizeof(float));
+    memset(dk, 0, nb * kn * sizeof(float));
+    memset(dv, 0, nb * kn * sizeof(float));
+    for (int b = 0; b < nb; b++) {
+        attb_job j = {(float *)dq + b * qn, (float *)dk + b * kn, (float *)dv + b * kn, (const float *)dout + b * qn,
+                      (const float *)q + b * qn, (const float *)k + b * kn, (const float *)v + b * kn, *p};
+        pool_run(cc->pool, p->n_kv_heads, attb_task, &j);
+    }
     return INFER_OK;
 }
 

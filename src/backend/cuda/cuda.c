@@ -791,7 +791,14 @@ static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const vo
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention_back: %d queries over %d keys", p->T, p->S);
-    return launched(cut_attention_back(c->stream, dq, dk, dv, dout, q, k, v, p), "attention_back");
+    if (p->head_dim % 4)
+        return infer_err(INFER_ERR_UNSUPPORTED, "attention_back: head_dim %d is not a multiple of 4 on cuda", p->head_dim);
+    void *buf;
+    pthread_mutex_lock(&c->lock);
+    rc = scratch_get(c, cut_attention_back_scratch(p), &buf);
+    if (!rc) rc = launched(cut_attention_back(c->stream, dq, dk, dv, dout, q, k, v, p, buf), "attention_back");
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }
 
 static int cuda_glu_back(void *ctx, void *dg, void *du, const void *dout, const void *g, const void *u, size_t n,

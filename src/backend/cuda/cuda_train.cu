@@ -178,121 +178,270 @@ __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int
 }
 
 /* ---- attention backward ----
- * One block of AB_WARPS warps per (query row, head); warp w takes keys lo
- * + w, lo + w + AB_WARPS, ...; lane l holds elements l, l + 32, ... of q,
- * dout and dq.  Three passes over the keys: the softmax's maximum and sum;
- * D = sum p_j (dout . v_j); then ds_j = p_j (dout . v_j - D) (through the
- * softcap), dq += scale ds_j k_j, and dk_j, dv_j by atomic adds. */
-#define AB_WARPS 4
-#define AB_MAXE 8
+ * Two kernels, as FlashAttention-2 splits it, on CUDA cores in float32:
+ *
+ * k_attb_q: a block per (tile of AQ queries, head), the tile's q and dout
+ *   rows in shared memory, the keys walked in tiles of AK (= 32) held in
+ *   shared memory; warp w owns queries w, w + 4, ..., lane l the key j0 + l
+ *   of a tile for the scores and elements l, l + 32, ... of dq.  Three
+ *   passes: the softmax's maximum M and sum L; D = sum_j p_j (dout . v_j);
+ *   then ds_j = p_j (dout . v_j - D) (times 1 - tanh^2 through a softcap,
+ *   times the scale) and dq = sum_j ds_j k_j.  M, L and D go to stats.
+ * k_attb_kv: a block per (tile of BK keys, head, chunk of QC queries);
+ *   the chunk's q and dout rows and stats in shared memory; warp w owns
+ *   keys w, w + 4, ... of the tile, its lanes elements l, l + 32, ... of
+ *   their k, v, dk and dv; every query of the chunk that sees a key of the
+ *   tile in turn: p and ds again from the stats, dv += p dout, dk += ds q;
+ *   the sums added to dk and dv (zeroed first) atomically, once a block. */
+#define AQ 8
+#define AK 32
+#define AW 4
+#define AMAXE 8 /* head_dim <= 256 */
+#define BK 16
+#define BPW (BK / AW) /* keys a warp */
+#define QC 32         /* queries a k_attb_kv block */
 
-__device__ __forceinline__ float ab_score(const float *qv, const float *kr, int d, float scale, float softcap,
-                                          float *raw_tanh)
+__device__ __forceinline__ float capped(float s, float softcap, float *th)
 {
-    float s = 0.0f;
-#pragma unroll
-    for (int i = 0; i < AB_MAXE; i++) {
-        int e = threadIdx.x % TW + TW * i;
-        if (e < d) s += qv[i] * kr[e];
-    }
-    s = wsum(s) * scale;
-    *raw_tanh = 0.0f;
+    *th = 0.0f;
     if (softcap > 0.0f) {
-        float t = tanhf(s / softcap);
-        *raw_tanh = t;
-        s = softcap * t;
+        *th = tanhf(s / softcap);
+        return softcap * *th;
     }
     return s;
 }
 
-__global__ void __launch_bounds__(AB_WARPS * TW) k_attention_back(float *dq, float *dk, float *dv, const float *dout,
-                                                                  const float *q, const float *k, const float *v,
-                                                                  bk_attn p)
+__global__ void __launch_bounds__(AW * TW) k_attb_q(float *dq, float *stats, const float *dout, const float *q,
+                                                    const float *k, const float *v, bk_attn p)
 {
-    __shared__ float sm[AB_WARPS], sl[AB_WARPS], sd[AB_WARPS], sdq[AB_WARPS][TW * AB_MAXE];
-    const int t = blockIdx.x, h = blockIdx.y, d = p.head_dim, lane = threadIdx.x % TW, wi = threadIdx.x / TW;
-    const int kvh = h / (p.n_heads / p.n_kv_heads), P = p.S - p.T + t;
+    extern __shared__ float sh[];
+    const int d = p.head_dim, dp4 = d + 4, d4 = d / 4, lane = threadIdx.x % TW, wi = threadIdx.x / TW;
+    const int t0 = blockIdx.x * AQ, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
+    {
+        /* sequence blockIdx.z of the batch */
+        const size_t b = blockIdx.z, qn = (size_t)p.T * p.n_heads * d, kn = (size_t)p.S * p.n_kv_heads * d;
+        dq += b * qn;
+        dout += b * qn;
+        q += b * qn;
+        k += b * kn;
+        v += b * kn;
+        stats += b * (size_t)p.T * p.n_heads * 3;
+    }
+    const int nq = p.T - t0 < AQ ? p.T - t0 : AQ;
     const size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
-    int lo = 0;
-    if (p.window > 0 && P - p.window + 1 > lo) lo = P - p.window + 1;
-    const float *qr = q + (size_t)t * qs + (size_t)h * d, *gr = dout + (size_t)t * qs + (size_t)h * d;
-    const float *kb = k + (size_t)kvh * d, *vb = v + (size_t)kvh * d;
-    float qv[AB_MAXE], gv[AB_MAXE], acc[AB_MAXE];
-#pragma unroll
-    for (int i = 0; i < AB_MAXE; i++) {
-        int e = lane + TW * i;
-        qv[i] = e < d ? qr[e] : 0.0f;
-        gv[i] = e < d ? gr[e] : 0.0f;
-        acc[i] = 0.0f;
-    }
-    float th;
-    /* pass 1: maximum and sum */
-    float m = -INFINITY, l = 0.0f;
-    for (int j = lo + wi; j <= P; j += AB_WARPS) {
-        float s = ab_score(qv, kb + (size_t)j * ks, d, p.scale, p.softcap, &th);
-        float mn = fmaxf(m, s);
-        l = l * expf(m - mn) + expf(s - mn);
-        m = mn;
-    }
-    if (lane == 0) {
-        sm[wi] = m;
-        sl[wi] = l;
-    }
-    __syncthreads();
-    float M = -INFINITY, L = 0.0f;
-    for (int w = 0; w < AB_WARPS; w++) M = fmaxf(M, sm[w]);
-    for (int w = 0; w < AB_WARPS; w++)
-        if (sl[w] > 0.0f) L += sl[w] * expf(sm[w] - M);
-    const float invL = L > 0.0f ? 1.0f / L : 0.0f;
-    /* pass 2: D = sum_j p_j (dout . v_j) */
-    float D = 0.0f;
-    for (int j = lo + wi; j <= P; j += AB_WARPS) {
-        float s = ab_score(qv, kb + (size_t)j * ks, d, p.scale, p.softcap, &th);
-        const float *vr = vb + (size_t)j * ks;
-        float dp = 0.0f;
-#pragma unroll
-        for (int i = 0; i < AB_MAXE; i++) {
-            int e = lane + TW * i;
-            if (e < d) dp += gv[i] * vr[e];
+    float *sq = sh, *sg = sq + AQ * dp4, *sk = sg + AQ * dp4, *sv = sk + AK * dp4;
+    for (int a = wi; a < nq; a += AW) {
+        const float4 *q4 = (const float4 *)(q + (size_t)(t0 + a) * qs + (size_t)h * d),
+                     *g4 = (const float4 *)(dout + (size_t)(t0 + a) * qs + (size_t)h * d);
+        for (int e = lane; e < d4; e += TW) {
+            ((float4 *)(sq + a * dp4))[e] = q4[e];
+            ((float4 *)(sg + a * dp4))[e] = g4[e];
         }
-        D += expf(s - M) * invL * wsum(dp);
     }
-    if (lane == 0) sd[wi] = D;
-    __syncthreads();
-    D = 0.0f;
-    for (int w = 0; w < AB_WARPS; w++) D += sd[w];
-    /* pass 3: the gradients */
-    for (int j = lo + wi; j <= P; j += AB_WARPS) {
-        const float *kr = kb + (size_t)j * ks, *vr = vb + (size_t)j * ks;
-        float s = ab_score(qv, kr, d, p.scale, p.softcap, &th);
-        float pj = expf(s - M) * invL, dp = 0.0f;
+    const int P0 = p.S - p.T + t0, P1 = P0 + nq - 1;
+    int lo_all = 0;
+    if (p.window > 0 && P0 - p.window + 1 > 0) lo_all = P0 - p.window + 1;
+    float M[AQ / AW], L[AQ / AW], D[AQ / AW], acc[AQ / AW][AMAXE];
 #pragma unroll
-        for (int i = 0; i < AB_MAXE; i++) {
-            int e = lane + TW * i;
-            if (e < d) dp += gv[i] * vr[e];
-        }
-        float ds = pj * (wsum(dp) - D);
-        if (p.softcap > 0.0f) ds *= 1.0f - th * th;
-        float g = ds * p.scale;
-        float *dkr = dk + (size_t)j * ks + (size_t)kvh * d, *dvr = dv + (size_t)j * ks + (size_t)kvh * d;
+    for (int b = 0; b < AQ / AW; b++) {
+        M[b] = -INFINITY;
+        L[b] = 0.0f;
+        D[b] = 0.0f;
 #pragma unroll
-        for (int i = 0; i < AB_MAXE; i++) {
-            int e = lane + TW * i;
-            if (e < d) {
-                acc[i] += g * kr[e];
-                atomicAdd(dkr + e, g * qv[i]);
-                atomicAdd(dvr + e, pj * gv[i]);
+        for (int i = 0; i < AMAXE; i++) acc[b][i] = 0.0f;
+    }
+    for (int pass = 0; pass < 3; pass++) {
+        for (int j0 = lo_all; j0 <= P1; j0 += AK) {
+            const int nk = P1 - j0 + 1 < AK ? P1 - j0 + 1 : AK;
+            __syncthreads();
+            for (int kj = wi; kj < nk; kj += AW) {
+                const float4 *k4 = (const float4 *)(k + (size_t)(j0 + kj) * ks + (size_t)kvh * d),
+                             *v4 = (const float4 *)(v + (size_t)(j0 + kj) * ks + (size_t)kvh * d);
+                for (int e = lane; e < d4; e += TW) {
+                    ((float4 *)(sk + kj * dp4))[e] = k4[e];
+                    if (pass) ((float4 *)(sv + kj * dp4))[e] = v4[e];
+                }
+            }
+            __syncthreads();
+#pragma unroll
+            for (int b = 0; b < AQ / AW; b++) {
+                const int a = wi + AW * b;
+                if (a >= nq) continue;
+                const int P = P0 + a, j = j0 + lane;
+                int lo = 0;
+                if (p.window > 0 && P - p.window + 1 > 0) lo = P - p.window + 1;
+                const int ok = lane < nk && j >= lo && j <= P;
+                float s = -INFINITY, th = 0.0f, dpv = 0.0f;
+                if (ok) {
+                    const float4 *qr = (const float4 *)(sq + a * dp4), *kr = (const float4 *)(sk + lane * dp4);
+                    float4 c = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                    for (int e = 0; e < d4; e++) {
+                        float4 x = qr[e], y = kr[e];
+                        c.x += x.x * y.x;
+                        c.y += x.y * y.y;
+                        c.z += x.z * y.z;
+                        c.w += x.w * y.w;
+                    }
+                    s = capped(((c.x + c.y) + (c.z + c.w)) * p.scale, p.softcap, &th);
+                    if (pass) {
+                        const float4 *gr = (const float4 *)(sg + a * dp4), *vr = (const float4 *)(sv + lane * dp4);
+                        float4 u = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                        for (int e = 0; e < d4; e++) {
+                            float4 x = gr[e], y = vr[e];
+                            u.x += x.x * y.x;
+                            u.y += x.y * y.y;
+                            u.z += x.z * y.z;
+                            u.w += x.w * y.w;
+                        }
+                        dpv = (u.x + u.y) + (u.z + u.w);
+                    }
+                }
+                if (pass == 0) {
+                    const float tm = wmax(s);
+                    if (tm != -INFINITY) {
+                        const float mn = fmaxf(M[b], tm);
+                        L[b] = L[b] * expf(M[b] - mn) + wsum(ok ? expf(s - mn) : 0.0f);
+                        M[b] = mn;
+                    }
+                    continue;
+                }
+                const float pj = ok && L[b] > 0.0f ? expf(s - M[b]) / L[b] : 0.0f;
+                if (pass == 1) {
+                    D[b] += wsum(pj * dpv);
+                    continue;
+                }
+                float ds = pj * (dpv - D[b]);
+                if (p.softcap > 0.0f) ds *= 1.0f - th * th;
+                ds *= p.scale;
+                for (int kk = 0; kk < nk; kk++) {
+                    const float w = __shfl_sync(0xffffffffu, ds, kk);
+                    const float *kr = sk + kk * dp4;
+#pragma unroll
+                    for (int i = 0; i < AMAXE; i++) {
+                        int e = lane + TW * i;
+                        if (e < d) acc[b][i] += w * kr[e];
+                    }
+                }
             }
         }
     }
 #pragma unroll
-    for (int i = 0; i < AB_MAXE; i++) sdq[wi][lane + TW * i] = acc[i];
+    for (int b = 0; b < AQ / AW; b++) {
+        const int a = wi + AW * b;
+        if (a >= nq) continue;
+        float *o = dq + (size_t)(t0 + a) * qs + (size_t)h * d;
+#pragma unroll
+        for (int i = 0; i < AMAXE; i++) {
+            int e = lane + TW * i;
+            if (e < d) o[e] = acc[b][i];
+        }
+        if (lane == 0) {
+            float *st = stats + ((size_t)(t0 + a) * p.n_heads + h) * 3;
+            st[0] = M[b];
+            st[1] = L[b];
+            st[2] = D[b];
+        }
+    }
+}
+
+__global__ void __launch_bounds__(AW * TW) k_attb_kv(float *dk, float *dv, const float *stats, const float *dout,
+                                                     const float *q, const float *k, const float *v, bk_attn p)
+{
+    extern __shared__ float sh[];
+    const int d = p.head_dim, lane = threadIdx.x % TW, wi = threadIdx.x / TW, chunks = (p.T + QC - 1) / QC;
+    const int j0 = blockIdx.x * BK, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads),
+              c0 = (int)(blockIdx.z % chunks) * QC;
+    {
+        /* sequence blockIdx.z / chunks of the batch */
+        const size_t b = blockIdx.z / chunks, qn = (size_t)p.T * p.n_heads * d, kn = (size_t)p.S * p.n_kv_heads * d;
+        dk += b * kn;
+        dv += b * kn;
+        dout += b * qn;
+        q += b * qn;
+        k += b * kn;
+        v += b * kn;
+        stats += b * (size_t)p.T * p.n_heads * 3;
+    }
+    const size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
+    const int off = p.S - p.T, jl = j0 + BK - 1 < p.S - 1 ? j0 + BK - 1 : p.S - 1;
+    /* this chunk's queries t = c0 .. c0 + QC - 1 that see a key of the tile:
+     * positions P = off + t from j0 to jl + window - 1 */
+    int t_lo = j0 - off, t_hi = p.T - 1;
+    if (p.window > 0 && jl + p.window - 1 - off < t_hi) t_hi = jl + p.window - 1 - off;
+    if (t_lo < c0) t_lo = c0;
+    if (t_hi > c0 + QC - 1) t_hi = c0 + QC - 1;
+    if (t_lo > t_hi) return;
+    const int nt = t_hi - t_lo + 1;
+    float *sq = sh, *sg = sq + QC * d, *ss = sg + QC * d;
+    for (int r = wi; r < nt; r += AW) {
+        const float *qr = q + (size_t)(t_lo + r) * qs + (size_t)h * d, *gr = dout + (size_t)(t_lo + r) * qs + (size_t)h * d;
+        for (int e = lane; e < d; e += TW) {
+            sq[r * d + e] = qr[e];
+            sg[r * d + e] = gr[e];
+        }
+        if (lane < 3) ss[r * 3 + lane] = stats[((size_t)(t_lo + r) * p.n_heads + h) * 3 + lane];
+    }
+    float kr[BPW][AMAXE], vr[BPW][AMAXE], ak[BPW][AMAXE], av[BPW][AMAXE];
+    int js[BPW];
+#pragma unroll
+    for (int c = 0; c < BPW; c++) {
+        js[c] = j0 + wi + AW * c;
+        const int ok = js[c] < p.S;
+#pragma unroll
+        for (int i = 0; i < AMAXE; i++) {
+            int e = lane + TW * i;
+            kr[c][i] = ok && e < d ? k[(size_t)js[c] * ks + (size_t)kvh * d + e] : 0.0f;
+            vr[c][i] = ok && e < d ? v[(size_t)js[c] * ks + (size_t)kvh * d + e] : 0.0f;
+            ak[c][i] = av[c][i] = 0.0f;
+        }
+    }
     __syncthreads();
-    float *o = dq + (size_t)t * qs + (size_t)h * d;
-    for (int e = threadIdx.x; e < d; e += blockDim.x) {
-        float x = 0.0f;
-        for (int w = 0; w < AB_WARPS; w++) x += sdq[w][e];
-        o[e] = x;
+    for (int r = 0; r < nt; r++) {
+        const int P = off + t_lo + r;
+        const float M = ss[r * 3], L = ss[r * 3 + 1], D = ss[r * 3 + 2];
+        if (!(L > 0.0f)) continue;
+        float qv[AMAXE], gv[AMAXE];
+#pragma unroll
+        for (int i = 0; i < AMAXE; i++) {
+            int e = lane + TW * i;
+            qv[i] = e < d ? sq[r * d + e] : 0.0f;
+            gv[i] = e < d ? sg[r * d + e] : 0.0f;
+        }
+#pragma unroll
+        for (int c = 0; c < BPW; c++) {
+            const int j = js[c];
+            if (j >= p.S || j > P || (p.window > 0 && P - j >= p.window)) continue;
+            float s = 0.0f, dpv = 0.0f, th;
+#pragma unroll
+            for (int i = 0; i < AMAXE; i++) {
+                s += qv[i] * kr[c][i];
+                dpv += gv[i] * vr[c][i];
+            }
+            s = capped(wsum(s) * p.scale, p.softcap, &th);
+            dpv = wsum(dpv);
+            const float pj = expf(s - M) / L;
+            float ds = pj * (dpv - D);
+            if (p.softcap > 0.0f) ds *= 1.0f - th * th;
+            ds *= p.scale;
+#pragma unroll
+            for (int i = 0; i < AMAXE; i++) {
+                ak[c][i] += ds * qv[i];
+                av[c][i] += pj * gv[i];
+            }
+        }
+    }
+#pragma unroll
+    for (int c = 0; c < BPW; c++) {
+        if (js[c] >= p.S) continue;
+        float *ok = dk + (size_t)js[c] * ks + (size_t)kvh * d, *ov = dv + (size_t)js[c] * ks + (size_t)kvh * d;
+#pragma unroll
+        for (int i = 0; i < AMAXE; i++) {
+            int e = lane + TW * i;
+            if (e < d) {
+                atomicAdd(ok + e, ak[c][i]);
+                atomicAdd(ov + e, av[c][i]);
+            }
+        }
     }
 }
 
@@ -361,21 +510,45 @@ extern "C" int cut_cross_entropy(void *stream, float *dx, float *nll, const floa
                                  size_t V, float scale)
 {
     if (rows <= 0) return 0;
-    k_cross_entropy<<<rows, 512, 0, (cudaStream_t)stream>>>(dx, nll, x, target, V, scale);
+    k_cross_entropy<<<rows, 1024, 0, (cudaStream_t)stream>>>(dx, nll, x, target, V, scale);
     return (int)cudaGetLastError();
 }
 
+extern "C" size_t cut_attention_back_scratch(const bk_attn *p)
+{
+    return (size_t)(p->batch > 1 ? p->batch : 1) * (p->T > 0 ? p->T : 1) * p->n_heads * 3 * sizeof(float);
+}
+
 extern "C" int cut_attention_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                                  const float *k, const float *v, const bk_attn *p)
+                                  const float *k, const float *v, const bk_attn *p, void *scratch)
 {
     if (p->T <= 0) return 0;
-    if (p->head_dim > TW * AB_MAXE) return (int)cudaErrorInvalidValue;
+    if (p->head_dim > TW * AMAXE || p->head_dim % 4) return (int)cudaErrorInvalidValue;
     cudaStream_t st = (cudaStream_t)stream;
-    size_t kvb = (size_t)p->S * p->n_kv_heads * p->head_dim * sizeof(float);
-    cudaError_t e = cudaMemsetAsync(dk, 0, kvb, st);
-    if (!e) e = cudaMemsetAsync(dv, 0, kvb, st);
+    static int raised;
+    const size_t smem = (size_t)(2 * AQ + 2 * AK) * (p->head_dim + 4) * sizeof(float);
+    if (!raised) {
+        cudaError_t e = cudaFuncSetAttribute((const void *)k_attb_q, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)((2 * AQ + 2 * AK) * (TW * AMAXE + 4) * sizeof(float)));
+        if (e) return (int)e;
+        raised = 1;
+    }
+    const unsigned nb = p->batch > 1 ? (unsigned)p->batch : 1u;
+    dim3 gq((unsigned)((p->T + AQ - 1) / AQ), (unsigned)p->n_heads, nb);
+    k_attb_q<<<gq, AW * TW, smem, st>>>(dq, (float *)scratch, dout, q, k, v, *p);
+    cudaError_t e = cudaGetLastError();
     if (e) return (int)e;
-    dim3 grid((unsigned)p->T, (unsigned)p->n_heads);
-    k_attention_back<<<grid, AB_WARPS * TW, 0, st>>>(dq, dk, dv, dout, q, k, v, *p);
+    const size_t kvb = nb * (size_t)p->S * p->n_kv_heads * p->head_dim * sizeof(float);
+    if ((e = cudaMemsetAsync(dk, 0, kvb, st)) || (e = cudaMemsetAsync(dv, 0, kvb, st))) return (int)e;
+    static int raised_kv;
+    const size_t smem_kv = (size_t)(2 * QC * p->head_dim + 3 * QC) * sizeof(float);
+    if (!raised_kv) {
+        if ((e = cudaFuncSetAttribute((const void *)k_attb_kv, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)((2 * QC * TW * AMAXE + 3 * QC) * sizeof(float)))))
+            return (int)e;
+        raised_kv = 1;
+    }
+    dim3 gk((unsigned)((p->S + BK - 1) / BK), (unsigned)p->n_heads, nb * (unsigned)((p->T + QC - 1) / QC));
+    k_attb_kv<<<gk, AW * TW, smem_kv, st>>>(dk, dv, (const float *)scratch, dout, q, k, v, *p);
     return (int)cudaGetLastError();
 }

@@ -25,8 +25,11 @@ int cut_rmsnorm_back(void *stream, float *dx, const float *dy, const float *x, c
                      float eps, int plus_one);
 int cut_cross_entropy(void *stream, float *dx, float *nll, const float *x, const int32_t *target, int rows, size_t V,
                       float scale);
+/* scratch: cut_attention_back_scratch(p) bytes of device memory (each
+ * query's softmax statistics, between the two kernels) */
+size_t cut_attention_back_scratch(const bk_attn *p);
 int cut_attention_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
-                       const float *k, const float *v, const bk_attn *p);
+                       const float *k, const float *v, const bk_attn *p, void *scratch);
 
 #ifdef __cplusplus
 }
