@@ -440,7 +440,7 @@ static void train_ops_match_cpu(void **state)
         float softcap;
         int batch;
     } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f, 1}, {33, 33, 6, 2, 32, 8, 0.0f, 3}, {12, 30, 4, 1, 128, 0, 5.0f, 1},
-              {40, 40, 8, 4, 256, 16, 0.0f, 2}, {70, 70, 4, 4, 128, 0, 0.0f, 2}};
+              {40, 40, 8, 4, 256, 16, 0.0f, 2}, {70, 70, 4, 4, 128, 0, 0.0f, 2}, {300, 300, 8, 2, 64, 100, 30.0f, 2}};
     for (size_t c = 0; c < sizeof ac / sizeof ac[0]; c++) {
         size_t nq = (size_t)ac[c].batch * ac[c].T * ac[c].H * ac[c].d,
                nk = (size_t)ac[c].batch * ac[c].S * ac[c].KVH * ac[c].d;
@@ -467,6 +467,16 @@ static void train_ops_match_cpu(void **state)
         double e1 = compare(&p, dq, nq), e2 = compare(&p, dk, nk), e3 = compare(&p, dv, nk);
         if (!(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5))
             fail_msg("attention_back case %zu: relative errors dq %.3e dk %.3e dv %.3e", c, e1, e2, e3);
+        /* the forward op over the same batch */
+        void *o[2];
+        for (int i = 0; i < 2; i++) {
+            o[i] = poisoned(&p, i, nq);
+            if (p.be[i]->attention(p.ctx[i], o[i], qd[i], kd[i], vd[i], &a))
+                fail_msg("%s attention: %s", p.be[i]->name, infer_last_error());
+        }
+        double e4 = compare(&p, o, nq);
+        if (!(e4 <= 1e-5)) fail_msg("attention (batch %d) case %zu: relative error %.3e", ac[c].batch, c, e4);
+        free2(&p, o);
         void **all[] = {dq, dk, dv, qd, kd, vd, gd};
         for (size_t i = 0; i < 7; i++) free2(&p, all[i]);
         free(q);

@@ -70,8 +70,8 @@ typedef struct bk_attn {
     float scale;    /* multiplier of q.k */
     float softcap;  /* 0 = off; else cap * tanh(score / cap) */
     int window;     /* 0 = none */
-    int batch;      /* attention_back only: this many sequences side by side (q, out [batch * T, ...],
-                       k, v [batch * S, ...]); 0 or 1: one */
+    int batch;      /* this many sequences side by side (q, out [batch * T, ...], k, v [batch * S, ...]);
+                       0 or 1: one */
 } bk_attn;
 
 /* Functions both the C backends and the cuda kernels call. */

@@ -67,6 +67,11 @@ typedef int (*weight_visit)(void *arg, const char *suffix, bk_weight *slot, int6
                             int64_t cols);
 int model_visit_weights(infer_model *m, weight_visit fn, void *arg);
 
+/* 1 if the text model's weights sit inside a multimodal checkpoint
+ * (Gemma 3's "language_model" prefixes), whose module paths adapters name
+ * differently. */
+int model_is_multimodal(const infer_model *m);
+
 /* Binds and checks every weight named by the config (model_weights.c). */
 int model_bind_weights(infer_model *m);
 /* Hands every weight to the backend's weight_prepare (cuda copies them to

@@ -264,6 +264,12 @@ static const char *find_prefix(const st_set *w)
     return NULL;
 }
 
+int model_is_multimodal(const infer_model *m)
+{
+    const char *p = find_prefix(m->weights_file);
+    return p && strcmp(p, "model.") != 0;
+}
+
 static int prefix_missing(const char *path)
 {
     return infer_err(INFER_ERR_MISSING,

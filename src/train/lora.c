@@ -506,15 +506,19 @@ int infer_lora_save(const infer_lora *l, const char *dir, infer_adapter_format f
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", dir);
     }
     int rc = m->be->download(m->bctx, h, l->params, l->n_params * 4);
+    /* the layers' module path as transformers (PEFT) and mlx-lm name it */
+    const int mm = model_is_multimodal(m);
+    const char *pre = peft ? (mm ? "base_model.model.model.language_model." : "base_model.model.model.")
+                           : (mm ? "language_model.model." : "model.");
     for (int i = 0; !rc && i < l->n_mods; i++) {
         const lora_mod *md = &l->mods[i];
         for (int isb = 0; isb < 2; isb++) {
             st_out *o = &t[2 * i + isb];
             if (peft)
-                snprintf(names[2 * i + isb], sizeof names[0], "base_model.model.model.layers.%d.%s.lora_%c.weight",
-                         md->layer, lora_mod_path[md->kind], isb ? 'B' : 'A');
+                snprintf(names[2 * i + isb], sizeof names[0], "%slayers.%d.%s.lora_%c.weight", pre, md->layer,
+                         lora_mod_path[md->kind], isb ? 'B' : 'A');
             else
-                snprintf(names[2 * i + isb], sizeof names[0], "model.layers.%d.%s.lora_%c", md->layer,
+                snprintf(names[2 * i + isb], sizeof names[0], "%slayers.%d.%s.lora_%c", pre, md->layer,
                          lora_mod_path[md->kind], isb ? 'b' : 'a');
             o->name = names[2 * i + isb];
             o->dtype = DT_F32;

@@ -47,7 +47,6 @@ struct infer_trainer {
     void **x;             /* [n_layers + 1]: each layer's input, then the last output */
     void *xf, *tmp, *dX, *dH, *dO, *dA, *dQ, *dK, *dV, *dG, *dU, *dM, *dT;
     void *ids, *pos, *targets, *nll, *logits, *dlogits;
-    void *layout;         /* int32 q_start [B + 1], kv_len [B], slot [B]: the batch as attention_kv reads it */
     int chunk;            /* rows of logits at once */
     int32_t *h_ids, *h_pos, *h_tg;
     float *h_nll;
@@ -87,7 +86,7 @@ static void free_bufs(infer_trainer *t)
     free(t->x);
     t->x = NULL;
     void **p[] = {&t->xf, &t->tmp, &t->dX, &t->dH, &t->dO, &t->dA, &t->dQ, &t->dK, &t->dV, &t->dG, &t->dU,
-                  &t->dM, &t->dT, &t->ids, &t->pos, &t->targets, &t->nll, &t->logits, &t->dlogits, &t->layout};
+                  &t->dM, &t->dT, &t->ids, &t->pos, &t->targets, &t->nll, &t->logits, &t->dlogits};
     for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) {
         be->free(ctx, *p[j]);
         *p[j] = NULL;
@@ -143,7 +142,7 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     if (t->chunk < 1) t->chunk = 1;
     if (t->chunk > N) t->chunk = N;
     t->h_ids = malloc(n * 4);
-    t->h_pos = malloc((4 * n + 1) * 4); /* the positions, then the batch layout */
+    t->h_pos = malloc(n * 4);
     t->h_tg = malloc(n * 4);
     t->h_nll = malloc((size_t)t->chunk * 4);
     if (!t->acts || !t->x || !t->h_ids || !t->h_pos || !t->h_tg || !t->h_nll) {
@@ -188,7 +187,6 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     ALLOC(t->ids, n * 4);
     ALLOC(t->pos, n * 4);
     ALLOC(t->targets, n * 4);
-    ALLOC(t->layout, (3 * n + 1) * 4);
     ALLOC(t->nll, (size_t)t->chunk * 4);
     ALLOC(t->logits, (size_t)t->chunk * V * 4);
     ALLOC(t->dlogits, (size_t)t->chunk * V * 4);
@@ -295,35 +293,16 @@ static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
     return m->cfg.sandwich_norms ? &L->pre_ff_norm : &L->post_attn_norm;
 }
 
-/* Every example's attention (back: its backward), example b in rows b T .. b T + T - 1. */
+/* Every example's attention (back: its backward) in one op, example b in rows b T .. b T + T - 1. */
 static int attend(infer_trainer *tr, int li, const layer_acts *a, int back)
 {
     const model_config *c = &tr->m->cfg;
-    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     const int window = sliding(c, li) && c->sliding_window > 0 ? c->sliding_window : 0, B = tr->N / tr->T;
-    if (!back && tr->m->be->attention_kv) {
-        /* the batch as a cache of B slots of T rows, each full: one op
-         * (the backends' tiled prefill attention) */
-        const int32_t *lay = tr->layout;
-        bk_attn_kv p = {.B = B, .N = tr->N, .cap = tr->T, .q_start = lay, .kv_len = lay + B + 1,
-                        .slot = lay + 2 * B + 1, .n_heads = c->n_heads, .n_kv_heads = c->n_kv_heads,
-                        .head_dim = c->head_dim, .scale = (float)c->attn_scale, .softcap = (float)c->attn_softcap,
-                        .window = window, .max_n = tr->T};
-        return tr->m->be->attention_kv(tr->m->bctx, a->a, a->q, a->k, a->v, &p);
-    }
     bk_attn p = {tr->T, tr->T, c->n_heads, c->n_kv_heads, c->head_dim, (float)c->attn_scale, (float)c->attn_softcap,
-                 window, 0};
-    if (back) { /* every sequence in one op */
-        p.batch = B;
-        return tr->m->be->attention_back(tr->m->bctx, tr->dQ, tr->dK, tr->dV, tr->dA, a->q, a->k, a->v, &p);
-    }
-    for (int b = 0; b < B; b++) {
-        size_t r0 = (size_t)b * tr->T;
-        int rc = tr->m->be->attention(tr->m->bctx, (float *)a->a + r0 * qd, (const float *)a->q + r0 * qd,
-                                      (const float *)a->k + r0 * kvd, (const float *)a->v + r0 * kvd, &p);
-        if (rc) return rc;
-    }
-    return INFER_OK;
+                 window, B};
+    const backend_ops *be = tr->m->be;
+    return back ? be->attention_back(tr->m->bctx, tr->dQ, tr->dK, tr->dV, tr->dA, a->q, a->k, a->v, &p)
+                : be->attention(tr->m->bctx, a->a, a->q, a->k, a->v, &p);
 }
 
 /* x (tr->x[li]) -> x_out, keeping the activations in a. */
@@ -505,14 +484,7 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
             *count += keep;
         }
     }
-    int32_t *lay = tr->h_pos + N; /* staged after the positions */
-    for (int e = 0; e <= B; e++) lay[e] = e * T;
-    for (int e = 0; e < B; e++) {
-        lay[B + 1 + e] = T;
-        lay[2 * B + 1 + e] = e;
-    }
-    if ((rc = be->upload(ctx, tr->layout, lay, f4(3 * (size_t)B + 1))) ||
-        (rc = be->upload(ctx, tr->ids, tr->h_ids, f4((size_t)N))) ||
+    if ((rc = be->upload(ctx, tr->ids, tr->h_ids, f4((size_t)N))) ||
         (rc = be->upload(ctx, tr->pos, tr->h_pos, f4((size_t)N))) ||
         (rc = be->upload(ctx, tr->targets, tr->h_tg, f4((size_t)N))))
         return rc;

@@ -225,9 +225,14 @@ int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void
     if (p->S < p->T || p->n_kv_heads <= 0 || p->n_heads % p->n_kv_heads != 0)
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: bad shape (T %d, S %d, heads %d/%d)",
                          p->T, p->S, p->n_heads, p->n_kv_heads);
-    attn_job j = {ctx, out, q, k, v, p, 0};
-    pool_run(j.c->pool, p->T * p->n_heads, attn_task, &j);
-    if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "attention: out of memory for scratch");
+    const int nb = p->batch > 1 ? p->batch : 1;
+    const size_t qn = (size_t)p->T * p->n_heads * p->head_dim, kn = (size_t)p->S * p->n_kv_heads * p->head_dim;
+    for (int b = 0; b < nb; b++) {
+        attn_job j = {ctx, (float *)out + b * qn, (const float *)q + b * qn, (const float *)k + b * kn,
+                      (const float *)v + b * kn, p, 0};
+        pool_run(j.c->pool, p->T * p->n_heads, attn_task, &j);
+        if (j.failed) return infer_err(INFER_ERR_OUT_OF_MEMORY, "attention: out of memory for scratch");
+    }
     return INFER_OK;
 }
 

@@ -618,13 +618,108 @@ static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
     return INFER_OK;
 }
 
+/* ---- attention through materialized scores ----
+ * For whole sequences (training): per sequence and per index g within the
+ * kv groups, one strided-batched product over the kv heads gives the
+ * scores scale q_h k^T of heads h = kvh * group + g, [T][S] each; a kernel
+ * a row softmaxes them (softcap, mask), and products give out = P v (the
+ * backward: dP = dout v^T, dS from P and dP, dq = dS k, dk = sum_g dS^T q,
+ * dv = sum_g P^T dout), in float32 (cuBLAS's SGEMM: no TF32, so that the
+ * op stays as exact as the kernels).  Scratch: two
+ * [heads][T][S] blocks; used where they take at most ATTN_GEMM_BYTES. */
+enum { ATTN_GEMM_BYTES = 1 << 30 };
+
+static size_t attn_gemm_bytes(const bk_attn *p) { return 2 * (size_t)p->n_heads * p->T * p->S * sizeof(float); }
+
+static int sgemm_kv(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
+                    const float *A, int lda, long long sa, const float *B, int ldb, long long sb, float beta, float *C,
+                    int ldc, long long sc, int batch)
+{
+    cublasStatus_t s = cublasSgemmStridedBatched(c->blas, ta, tb, m, n, k, &alpha, A, lda, sa, B, ldb, sb, &beta, C,
+                                                 ldc, sc, batch);
+    return s ? blas_fail(s, "attention") : INFER_OK;
+}
+
+/* sc[h] = scale a_h b^T for the heads of index g (a: q or dout [T][H d],
+ * b: k or v [S][KVH d]): S^T (S x T) = b (S x d) . a^T (d x T). */
+static int attn_scores(cuda_ctx *c, float *sc, const float *a, const float *b, const bk_attn *p, int g, float scale)
+{
+    const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
+    return sgemm_kv(c, CUBLAS_OP_T, CUBLAS_OP_N, S, T, d, scale, b, p->n_kv_heads * d, d, a + (size_t)g * d,
+                    p->n_heads * d, (long long)group * d, 0.0f, sc + (size_t)g * T * S, S, (long long)group * T * S,
+                    p->n_kv_heads);
+}
+
+/* o_h = m_h b for the heads of index g (m: P or dS [T][S], b: v or k):
+ * o^T (d x T) = b^T (d x S) . m^T (S x T). */
+static int attn_apply(cuda_ctx *c, float *o, const float *m, const float *b, const bk_attn *p, int g)
+{
+    const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
+    return sgemm_kv(c, CUBLAS_OP_N, CUBLAS_OP_N, d, T, S, 1.0f, b, p->n_kv_heads * d, d, m + (size_t)g * T * S, S,
+                    (long long)group * T * S, 0.0f, o + (size_t)g * d, p->n_heads * d, (long long)group * d,
+                    p->n_kv_heads);
+}
+
+/* o (+)= sum over the heads of index g of m_h^T a_h (m: dS or P, a: q or
+ * dout): o^T (d x S) = a^T (d x T) . m (T x S). */
+static int attn_gather(cuda_ctx *c, float *o, const float *m, const float *a, const bk_attn *p, int g)
+{
+    const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
+    return sgemm_kv(c, CUBLAS_OP_N, CUBLAS_OP_T, d, S, T, 1.0f, a + (size_t)g * d, p->n_heads * d,
+                    (long long)group * d, m + (size_t)g * T * S, S, (long long)group * T * S, g ? 1.0f : 0.0f, o,
+                    p->n_kv_heads * d, d, p->n_kv_heads);
+}
+
+/* The caller holds c->lock. */
+static int attn_gemm(cuda_ctx *c, int back, float *out, float *dq, float *dk, float *dv, const float *dout,
+                     const float *q, const float *k, const float *v, const bk_attn *p)
+{
+    const int nb = p->batch > 1 ? p->batch : 1, group = p->n_heads / p->n_kv_heads, rows = p->n_heads * p->T;
+    const size_t qn = (size_t)p->T * p->n_heads * p->head_dim, kn = (size_t)p->S * p->n_kv_heads * p->head_dim,
+                 sn = (size_t)p->n_heads * p->T * p->S;
+    void *buf;
+    int rc = scratch_get(c, attn_gemm_bytes(p), &buf);
+    if (rc) return rc;
+    float *sc = buf, *dp = sc + sn;
+    for (int b = 0; b < nb && !rc; b++) {
+        const float *qb = q + b * qn, *kb = k + b * kn, *vb = v + b * kn;
+        for (int g = 0; g < group && !rc; g++) rc = attn_scores(c, sc, qb, kb, p, g, p->scale);
+        if (!back) {
+            if (!rc) rc = launched(cut_attn_softmax(c->stream, sc, rows, p->T, p->S, p->softcap, p->window), "attention");
+            for (int g = 0; g < group && !rc; g++) rc = attn_apply(c, out + b * qn, sc, vb, p, g);
+            continue;
+        }
+        const float *gb = dout + b * qn;
+        for (int g = 0; g < group && !rc; g++) rc = attn_scores(c, dp, gb, vb, p, g, 1.0f);
+        if (!rc)
+            rc = launched(cut_attn_softmax_back(c->stream, sc, dp, rows, p->T, p->S, p->softcap, p->window, p->scale),
+                          "attention_back");
+        for (int g = 0; g < group && !rc; g++) rc = attn_apply(c, dq + b * qn, dp, kb, p, g);
+        for (int g = 0; g < group && !rc; g++) rc = attn_gather(c, dk + b * kn, dp, qb, p, g);
+        for (int g = 0; g < group && !rc; g++) rc = attn_gather(c, dv + b * kn, sc, gb, p, g);
+    }
+    return rc;
+}
+
 static int cuda_attention(void *ctx, void *out, const void *q, const void *k, const void *v, const bk_attn *p)
 {
     cuda_ctx *c = ctx;
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: %d queries over %d keys", p->T, p->S);
-    return launched(cuk_attention(c->stream, out, q, k, v, p), "attention");
+    if (p->T >= 32 && attn_gemm_bytes(p) <= ATTN_GEMM_BYTES) {
+        pthread_mutex_lock(&c->lock);
+        rc = attn_gemm(c, 0, out, NULL, NULL, NULL, NULL, q, k, v, p);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    const int nb = p->batch > 1 ? p->batch : 1;
+    const size_t qn = (size_t)p->T * p->n_heads * p->head_dim, kn = (size_t)p->S * p->n_kv_heads * p->head_dim;
+    for (int b = 0; b < nb && !rc; b++)
+        rc = launched(cuk_attention(c->stream, (float *)out + b * qn, (const float *)q + b * qn,
+                                    (const float *)k + b * kn, (const float *)v + b * kn, p),
+                      "attention");
+    return rc;
 }
 
 /* q_start, kv_len and slot live on the device: the model checks them
@@ -791,12 +886,17 @@ static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const vo
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention_back: %d queries over %d keys", p->T, p->S);
-    if (p->head_dim % 4)
-        return infer_err(INFER_ERR_UNSUPPORTED, "attention_back: head_dim %d is not a multiple of 4 on cuda", p->head_dim);
-    void *buf;
     pthread_mutex_lock(&c->lock);
-    rc = scratch_get(c, cut_attention_back_scratch(p), &buf);
-    if (!rc) rc = launched(cut_attention_back(c->stream, dq, dk, dv, dout, q, k, v, p, buf), "attention_back");
+    if (attn_gemm_bytes(p) <= ATTN_GEMM_BYTES) {
+        rc = attn_gemm(c, 1, NULL, dq, dk, dv, dout, q, k, v, p);
+    } else if (p->head_dim % 4) {
+        rc = infer_err(INFER_ERR_UNSUPPORTED, "attention_back: head_dim %d is not a multiple of 4 on cuda", p->head_dim);
+    } else {
+        /* too many scores to hold: the tiled kernels */
+        void *buf;
+        rc = scratch_get(c, cut_attention_back_scratch(p), &buf);
+        if (!rc) rc = launched(cut_attention_back(c->stream, dq, dk, dv, dout, q, k, v, p, buf), "attention_back");
+    }
     pthread_mutex_unlock(&c->lock);
     return rc;
 }

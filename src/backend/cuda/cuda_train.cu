@@ -445,6 +445,81 @@ __global__ void __launch_bounds__(AW * TW) k_attb_kv(float *dk, float *dv, const
     }
 }
 
+/* ---- attention through materialized scores (cuda.c's attn_gemm) ----
+ * sc holds one sequence's scaled scores q . k [H][T][S] as cuBLAS wrote
+ * them; a block a row (head, query). */
+
+/* Position P = S - T + t sees key j iff j <= P and (window) P - j < w. */
+__device__ __forceinline__ int sees(int P, int j, int window) { return j <= P && (window <= 0 || P - j < window); }
+
+/* Forward: the row softcapped and masked, then its softmax, in place. */
+__global__ void k_attn_softmax(float *sc, int T, int S, float softcap, int window)
+{
+    __shared__ float part[32];
+    const int t = blockIdx.x % T, P = S - T + t;
+    float *r = sc + (size_t)blockIdx.x * S;
+    float m = -INFINITY, th;
+    for (int j = threadIdx.x; j < S; j += blockDim.x)
+        if (sees(P, j, window)) m = fmaxf(m, capped(r[j], softcap, &th));
+    m = bmax(m, part);
+    float l = 0.0f;
+    for (int j = threadIdx.x; j < S; j += blockDim.x)
+        if (sees(P, j, window)) l += expf(capped(r[j], softcap, &th) - m);
+    l = bsum(l, part);
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    for (int j = threadIdx.x; j < S; j += blockDim.x)
+        r[j] = sees(P, j, window) ? expf(capped(r[j], softcap, &th) - m) * inv : 0.0f;
+}
+
+/* Backward: from the scores (sc) and dP = dout . v (dp), P into sc and
+ * dS = P (dP - sum P dP) (1 - tanh^2 through a softcap) scale into dp. */
+__global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float softcap, int window, float scale)
+{
+    __shared__ float part[32];
+    const int t = blockIdx.x % T, P = S - T + t;
+    float *r = sc + (size_t)blockIdx.x * S, *g = dp + (size_t)blockIdx.x * S;
+    float m = -INFINITY, th;
+    for (int j = threadIdx.x; j < S; j += blockDim.x)
+        if (sees(P, j, window)) m = fmaxf(m, capped(r[j], softcap, &th));
+    m = bmax(m, part);
+    float l = 0.0f, w = 0.0f;
+    for (int j = threadIdx.x; j < S; j += blockDim.x)
+        if (sees(P, j, window)) {
+            float e = expf(capped(r[j], softcap, &th) - m);
+            l += e;
+            w += e * g[j];
+        }
+    l = bsum(l, part);
+    w = bsum(w, part);
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f, D = w * inv;
+    for (int j = threadIdx.x; j < S; j += blockDim.x) {
+        if (!sees(P, j, window)) {
+            r[j] = 0.0f;
+            g[j] = 0.0f;
+            continue;
+        }
+        float c = capped(r[j], softcap, &th), pj = expf(c - m) * inv, ds = pj * (g[j] - D);
+        if (softcap > 0.0f) ds *= 1.0f - th * th;
+        r[j] = pj;
+        g[j] = ds * scale;
+    }
+}
+
+extern "C" int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S, float softcap, int window)
+{
+    if (rows <= 0) return 0;
+    k_attn_softmax<<<rows, 256, 0, (cudaStream_t)stream>>>(sc, T, S, softcap, window);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, int rows, int T, int S, float softcap,
+                                     int window, float scale)
+{
+    if (rows <= 0) return 0;
+    k_attn_softmax_back<<<rows, 256, 0, (cudaStream_t)stream>>>(sc, dp, T, S, softcap, window, scale);
+    return (int)cudaGetLastError();
+}
+
 /* ---- launchers ---- */
 
 extern "C" int cut_axpy(void *stream, float *y, const float *x, float a, size_t n)

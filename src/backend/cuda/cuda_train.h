@@ -31,6 +31,13 @@ size_t cut_attention_back_scratch(const bk_attn *p);
 int cut_attention_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
                        const float *k, const float *v, const bk_attn *p, void *scratch);
 
+/* Attention through materialized scores (cuda.c): sc [rows = H T][S]
+ * holds scale q . k; the forward softmax (softcap, mask) in place; the
+ * backward one turns sc into P and dp (dout . v) into dS (times scale). */
+int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S, float softcap, int window);
+int cut_attn_softmax_back(void *stream, float *sc, float *dp, int rows, int T, int S, float softcap, int window,
+                          float scale);
+
 #ifdef __cplusplus
 }
 #endif
