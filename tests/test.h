@@ -43,6 +43,13 @@ int test_write_file(const char *dir, const char *name, const void *data, size_t 
 /* Reads a whole file; *len gets its size; NULL on failure. Caller frees. */
 unsigned char *test_read_file(const char *path, size_t *len);
 
+/* A whole JSON file parsed (fails the test when it cannot be read or
+ * parsed); free with cJSON_Delete. */
+struct cJSON;
+struct cJSON *test_read_json(const char *path);
+/* Runs a shell command made from fmt; its exit status (-1: killed). */
+int test_shell(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* A .npy array read back: float32 or int32 data and up to 4 dims. */
 typedef struct test_npy {
     char dtype;      /* 'f' (float32) or 'i' (int32/int64 read into i32) */

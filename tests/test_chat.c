@@ -32,13 +32,7 @@ static cJSON *data_json(const char *rel)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/%s", INFER_TEST_DIR, rel);
-    size_t n;
-    unsigned char *text = test_read_file(path, &n);
-    if (!text) fail_msg("cannot read %s", path);
-    cJSON *j = cJSON_ParseWithLength((const char *)text, n);
-    free(text);
-    if (!j) fail_msg("%s is not JSON", path);
-    return j;
+    return test_read_json(path);
 }
 
 static const char *jstr(const cJSON *o, const char *key)

@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cjson/cJSON.h>
@@ -30,15 +29,9 @@ static const char *const CASES[] = {"llama_all", "qwen3_qv_last", "gemma3_all", 
 
 static cJSON *read_json(const char *dir, const char *name)
 {
-    char path[1024];
+    char path[2048];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    size_t len;
-    unsigned char *t = test_read_file(path, &len);
-    if (!t) fail_msg("%s: cannot read", path);
-    cJSON *j = cJSON_ParseWithLength((const char *)t, len);
-    free(t);
-    if (!j) fail_msg("%s: bad JSON", path);
-    return j;
+    return test_read_json(path);
 }
 
 /* A fixture case: its model (cpu), the adapter PEFT saved, its batch. */
@@ -745,18 +738,6 @@ static void storyteller_fine_tune(void **state)
     infer_model_free(m);
 }
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 /* `infer lora` writes the adapter (either format) and its progress
  * lines; `infer fuse` and `--adapter-path` use it; bad usage is 2. */
 static void cli_lora(void **state)
@@ -765,7 +746,7 @@ static void cli_lora(void **state)
     if (access(INFER_TOOL, X_OK) != 0) skip(); /* a test binary carried without its tool */
     char *tmp = test_tmpdir("lora-cli");
     assert_non_null(tmp);
-    assert_int_equal(run("%s lora %s --data %s --adapter-path %s/a --iters 4 --batch-size 8 --lr 1e-3 --scale 2 --targets all "
+    assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/a --iters 4 --batch-size 8 --lr 1e-3 --scale 2 --targets all "
                          "--num-layers -1 --mask-prompt --val-every 2 --val-batches 1 --steps-per-report 2 --backend cpu "
                          "--test > %s/out.txt",
                          INFER_TOOL, TINY, STORIES, tmp, tmp),
@@ -785,20 +766,20 @@ static void cli_lora(void **state)
     snprintf(path, sizeof path, "%s/a/adapters.safetensors", tmp);
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
-    assert_int_equal(run("%s lora %s --data %s --adapter-path %s/a --iters 2 --batch-size 8 --num-layers -1 --resume "
+    assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/a --iters 2 --batch-size 8 --num-layers -1 --resume "
                          "--format peft --backend cpu >/dev/null",
                          INFER_TOOL, TINY, STORIES, tmp),
                      0);
     snprintf(path, sizeof path, "%s/a/adapter_model.safetensors", tmp);
     assert_int_equal(stat(path, &sb), 0);
-    assert_int_equal(run("%s fuse %s --adapter-path %s/a --out %s/f >/dev/null", INFER_TOOL, TINY, tmp, tmp), 0);
-    assert_int_equal(run("%s generate %s --adapter-path %s/a -p Hello --max-tokens 4 --backend cpu >/dev/null", INFER_TOOL,
+    assert_int_equal(test_shell("%s fuse %s --adapter-path %s/a --out %s/f >/dev/null", INFER_TOOL, TINY, tmp, tmp), 0);
+    assert_int_equal(test_shell("%s generate %s --adapter-path %s/a -p Hello --max-tokens 4 --backend cpu >/dev/null", INFER_TOOL,
                          TINY, tmp),
                      0);
-    assert_int_equal(run("%s lora %s --adapter-path %s/a 2>/dev/null", INFER_TOOL, TINY, tmp), 2); /* no --data */
-    assert_int_equal(run("%s lora %s --data %s --scale 2 --alpha 4 2>/dev/null", INFER_TOOL, TINY, STORIES), 2);
-    assert_int_equal(run("%s lora %s --data %s/none --adapter-path %s/b 2>/dev/null", INFER_TOOL, TINY, tmp, tmp), 1);
-    assert_int_equal(run("%s fuse %s --adapter-path %s/none 2>/dev/null", INFER_TOOL, TINY, tmp), 1);
+    assert_int_equal(test_shell("%s lora %s --adapter-path %s/a 2>/dev/null", INFER_TOOL, TINY, tmp), 2); /* no --data */
+    assert_int_equal(test_shell("%s lora %s --data %s --scale 2 --alpha 4 2>/dev/null", INFER_TOOL, TINY, STORIES), 2);
+    assert_int_equal(test_shell("%s lora %s --data %s/none --adapter-path %s/b 2>/dev/null", INFER_TOOL, TINY, tmp, tmp), 1);
+    assert_int_equal(test_shell("%s fuse %s --adapter-path %s/none 2>/dev/null", INFER_TOOL, TINY, tmp), 1);
     test_rmdir(tmp);
     free(tmp);
 }

@@ -9,13 +9,11 @@
  * rule_cases.safetensors, the rule on a matrix built to hit its corners. */
 #include <cjson/cJSON.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <dirent.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "infer.h"
@@ -782,18 +780,6 @@ static void bad_quantized_folders(void **state)
 
 /* ---- the command line ---------------------------------------------------- */
 
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...)
-{
-    char cmd[4096];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    int st = system(cmd);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
-
 static void cli_quantize(void **state)
 {
     (void)state;
@@ -802,13 +788,13 @@ static void cli_quantize(void **state)
     char out[1024], back[1024];
     snprintf(out, sizeof out, "%s/q", tmp);
     snprintf(back, sizeof back, "%s/d", tmp);
-    assert_int_equal(run("%s quantize %s %s --bits 7 2>/dev/null", INFER_TOOL, FIXTURES "/qwen2_tied", out), 2);
-    assert_int_equal(run("%s quantize %s %s --group-size 48 2>/dev/null", INFER_TOOL, FIXTURES "/qwen2_tied", out), 2);
+    assert_int_equal(test_shell("%s quantize %s %s --bits 7 2>/dev/null", INFER_TOOL, FIXTURES "/qwen2_tied", out), 2);
+    assert_int_equal(test_shell("%s quantize %s %s --group-size 48 2>/dev/null", INFER_TOOL, FIXTURES "/qwen2_tied", out), 2);
     assert_int_equal(
-        run("%s quantize %s %s --bits 4 --group-size 64 >/dev/null", INFER_TOOL, FIXTURES "/qwen2_tied", out), 0);
-    assert_int_equal(run("%s quantize %s %s --bits 4 2>/dev/null", INFER_TOOL, out, back), 1); /* already quantized */
-    assert_int_equal(run("%s quantize %s %s --dequantize --bits 4 2>/dev/null", INFER_TOOL, out, back), 2);
-    assert_int_equal(run("%s quantize %s %s --dequantize >/dev/null", INFER_TOOL, out, back), 0);
+        test_shell("%s quantize %s %s --bits 4 --group-size 64 >/dev/null", INFER_TOOL, FIXTURES "/qwen2_tied", out), 0);
+    assert_int_equal(test_shell("%s quantize %s %s --bits 4 2>/dev/null", INFER_TOOL, out, back), 1); /* already quantized */
+    assert_int_equal(test_shell("%s quantize %s %s --dequantize --bits 4 2>/dev/null", INFER_TOOL, out, back), 2);
+    assert_int_equal(test_shell("%s quantize %s %s --dequantize >/dev/null", INFER_TOOL, out, back), 0);
     st_set *a, *b;
     assert_int_equal(st_open_dir(out, &a), 0);
     assert_int_equal(st_open_dir(MLX "/qwen2_tied_q4_g64", &b), 0);

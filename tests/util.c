@@ -1,9 +1,12 @@
 /* util.c - scratch folders, files and .npy reading for the tests. */
+#include <cjson/cJSON.h>
 #include <dirent.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "backend/backend.h"
@@ -226,4 +229,26 @@ size_t test_find_out(st_out *t, size_t n, const char *name)
         if (!strcmp(t[i].name, name)) return i;
     fail_msg("no tensor %s", name);
     return 0;
+}
+
+struct cJSON *test_read_json(const char *path)
+{
+    size_t n;
+    unsigned char *text = test_read_file(path, &n);
+    if (!text) fail_msg("cannot read %s", path);
+    cJSON *j = cJSON_ParseWithLength((const char *)text, n);
+    free(text);
+    if (!j) fail_msg("%s is not JSON", path);
+    return j;
+}
+
+int test_shell(const char *fmt, ...)
+{
+    char cmd[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    int st = system(cmd);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
