@@ -563,7 +563,8 @@ typedef struct infer_lora_opts {
     int rank;              /* 8 */
     float scale;           /* the multiplier; 0 = alpha / rank */
     float alpha;           /* used when scale is 0 (PEFT's lora_alpha); 16 */
-    float dropout;         /* on the adapter's input while training; 0 (only 0 so far) */
+    float dropout;         /* on the adapter's input in training steps (PEFT's lora_dropout,
+                              mlx-lm's dropout), in [0, 1); 0 */
     const char *targets;   /* comma-separated module names (q_proj, k_proj, v_proj, o_proj,
                               gate_proj, up_proj, down_proj) or "all"; "q_proj,v_proj" */
     int num_layers;        /* the last N layers; 0 = all */
@@ -614,6 +615,7 @@ typedef struct infer_train_opts {
     float max_grad_norm;     /* clip the adapter's gradient to this L2 norm; 0 = no clipping */
     int grad_checkpoint;     /* 1: keep only each layer's input and compute the rest again in
                                 the backward pass (less memory, about a third more work) */
+    uint64_t seed;           /* the adapter's dropout masks (infer_lora_opts.dropout) */
 } infer_train_opts;
 
 INFER_API void infer_train_opts_default(infer_train_opts *opts);

@@ -378,11 +378,11 @@ static void train_ops_match_cpu(void **state)
             gy[i] = put(&p, i, dy, n * 4);
             o[i] = poisoned(&p, i, n);
             if (p.be[i]->softcap_back(p.ctx[i], o[i], gy[i], y[i], n, 1.5f) || p.be[i]->axpy(p.ctx[i], o[i], y[i], -0.5f, n) ||
-                p.be[i]->scale(p.ctx[i], o[i], 3.0f, n))
+                p.be[i]->scale(p.ctx[i], o[i], 3.0f, n) || p.be[i]->dropout(p.ctx[i], o[i], o[i], n, 0.4f, 99))
                 fail_msg("%s: %s", p.be[i]->name, infer_last_error());
         }
         double e = compare(&p, o, n);
-        if (!(e <= 1e-6)) fail_msg("softcap_back, axpy, scale: relative error %.3e", e);
+        if (!(e <= 1e-6)) fail_msg("softcap_back, axpy, scale, dropout: relative error %.3e", e);
         double ss[2];
         for (int i = 0; i < 2; i++)
             if (p.be[i]->sumsq(p.ctx[i], o[i], n, &ss[i])) fail_msg("%s sumsq: %s", p.be[i]->name, infer_last_error());

@@ -279,6 +279,87 @@ static void cuda_matches_peft(void **state)
     adamw_on("cuda", 1e-1);
 }
 
+/* Dropout on the adapter's input: the mask keeps about 1 - p of the
+ * elements, scaled by 1 / (1 - p); training steps use it (their gradient
+ * differs from p = 0's) and evaluation does not; checkpointing draws the
+ * same masks again (the same gradient bit for bit). */
+static void dropout_in_training(void **state)
+{
+    (void)state;
+    const backend_ops *be = backend_find("cpu");
+    void *ctx;
+    bk_opts bo = {.n_threads = 2};
+    assert_int_equal(be->create(&bo, &ctx), 0);
+    enum { N = 100000 };
+    float *x = malloc(N * 4), *y = malloc(N * 4);
+    assert_true(x && y);
+    for (int i = 0; i < N; i++) x[i] = 1.0f;
+    assert_int_equal(be->dropout(ctx, y, x, N, 0.25f, 42), 0);
+    int kept = 0;
+    for (int i = 0; i < N; i++) {
+        if (y[i] != 0.0f) {
+            kept++;
+            assert_true(fabsf(y[i] - 1.0f / 0.75f) < 1e-6f);
+        }
+    }
+    if (!(fabs(kept / (double)N - 0.75) < 0.01)) fail_msg("dropout 0.25 kept %d of %d", kept, N);
+    free(x);
+    free(y);
+    be->destroy(ctx);
+
+    lcase c;
+    open_case(&c, "gemma3_all");
+    float *g[3];
+    double eval[3];
+    for (int v = 0; v < 3; v++) { /* p 0; p 0.3; p 0.3 with checkpointing */
+        infer_lora_opts ao;
+        infer_lora_opts_default(&ao);
+        ao.rank = 4;
+        ao.targets = "all";
+        ao.num_layers = 0;
+        ao.seed = 5;
+        ao.dropout = v ? 0.3f : 0.0f;
+        infer_lora *l;
+        assert_int_equal(infer_lora_new(c.m, &ao, &l), 0);
+        infer_train_opts to;
+        infer_train_opts_default(&to);
+        to.lr = 1e-2f;
+        to.grad_checkpoint = v == 2;
+        infer_trainer *t;
+        assert_int_equal(infer_trainer_new(l, &to, &t), 0);
+        infer_train_batch b = examples(&c, 0, c.B, 1);
+        infer_step_result r;
+        assert_int_equal(infer_train_step(t, &b, 1, &r), 0); /* B leaves 0 */
+        assert_int_equal(infer_train_step(t, &b, 1, &r), 0);
+        g[v] = host_block(l, l->grads);
+        if (v == 1) {
+            /* evaluation: no dropout, the same loss as an adapter with p = 0 and these weights */
+            assert_int_equal(infer_train_loss(t, &b, 1, 0, &r), 0);
+            eval[1] = r.loss;
+            l->dropout = 0.0f;
+            assert_int_equal(infer_train_loss(t, &b, 1, 0, &r), 0);
+            eval[2] = r.loss;
+            l->dropout = 0.3f;
+        }
+        infer_trainer_free(t);
+        infer_lora_free(l);
+    }
+    infer_lora_opts ao;
+    infer_lora_opts_default(&ao);
+    ao.rank = 4;
+    ao.targets = "all";
+    ao.num_layers = 0;
+    infer_lora *probe;
+    assert_int_equal(infer_lora_new(c.m, &ao, &probe), 0);
+    size_t np = probe->n_params;
+    infer_lora_free(probe);
+    assert_memory_equal(g[1], g[2], np * 4);
+    assert_true(memcmp(g[0], g[1], np * 4) != 0);
+    assert_true(eval[1] == eval[2]);
+    for (int v = 0; v < 3; v++) free(g[v]);
+    close_case(&c);
+}
+
 /* QLoRA: over MLX-quantized weights, the loss and gradient are those of
  * the same adapter over the float32 weights they stand for (infer
  * quantize --dequantize --dtype float32: the very values), whose path is
@@ -831,8 +912,9 @@ static void bad_input(void **state)
     lo.num_layers = 99;
     assert_int_equal(infer_lora_new(c.m, &lo, &l), INFER_ERR_INVALID_ARGUMENT);
     infer_lora_opts_default(&lo);
-    lo.dropout = 0.1f;
-    assert_int_equal(infer_lora_new(c.m, &lo, &l), INFER_ERR_UNSUPPORTED);
+    lo.dropout = 1.0f;
+    assert_int_equal(infer_lora_new(c.m, &lo, &l), INFER_ERR_INVALID_ARGUMENT);
+    assert_non_null(strstr(infer_last_error(), "dropout"));
     infer_train_opts o;
     infer_train_opts_default(&o);
     o.schedule = INFER_LR_COSINE;
@@ -866,6 +948,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(accumulation_and_checkpointing),
     cmocka_unit_test(adamw_steps_match_peft),
     cmocka_unit_test(quantized_base_matches_float),
+    cmocka_unit_test(dropout_in_training),
     cmocka_unit_test(adapter_files_round_trip),
     cmocka_unit_test(fresh_adapter_trains),
     cmocka_unit_test(adapter_in_inference),

@@ -78,6 +78,8 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
          .help = "the adapter's multiplier (default 20, mlx-lm's)"},
         {.name = "--alpha", .kind = CLI_FLOAT, .dest = &alpha, .meta = "A", .fmin = 1e-9, .fmax = 1e9,
          .help = "PEFT's lora_alpha instead of --scale: the multiplier is alpha / rank"},
+        {.name = "--dropout", .kind = CLI_FLOAT, .dest = &lo.dropout, .meta = "P", .fmin = 0, .fmax = 0.999,
+         .help = "dropout on the adapter's input in training (default 0)"},
         {.name = "--targets", .kind = CLI_STRING, .dest = &targets, .meta = "LIST",
          .help = "modules to adapt: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all "
                  "(default q_proj,v_proj)"},
@@ -147,6 +149,7 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
     }
     if (!st) {
         to.schedule = !strcmp(schedule, "cosine") ? INFER_LR_COSINE : INFER_LR_CONSTANT;
+        to.seed = (uint64_t)seed;
         to.total_steps = loop.iters;
         st = infer_trainer_new(l, &to, &t);
     }

@@ -96,6 +96,18 @@ static inline BK_HOST_DEVICE int bk_row_seq(const int32_t *q_start, int B, int r
     return lo;
 }
 
+/* Dropout's mask, the same on every backend: element i of a tensor
+ * dropped with seed is kept iff a 24-bit hash of (seed, i) is at least
+ * p 2^24. */
+static inline BK_HOST_DEVICE int bk_dropout_keep(uint64_t seed, uint64_t i, float p)
+{
+    uint64_t z = seed + (i + 1) * 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (float)(z >> 40) >= p * 16777216.0f;
+}
+
 /* Attention of a ragged batch of sequences over their KV caches.
  * Sequence b owns the cache rows [slot[b] * cap, (slot[b] + 1) * cap) of
  * kcache and vcache (each row n_kv_heads * head_dim floats); position p of
@@ -270,6 +282,8 @@ typedef struct backend_ops {
      *   dx_r = scale (softmax(x_r) - onehot(target)); else nll[r] = 0 and
      *   dx_r = 0.  dx may equal x.
      * axpy: y[n] += alpha x[n].  scale: x[n] *= alpha.
+     * dropout: y[i] = x[i] / (1 - p) where bk_dropout_keep(seed, i, p),
+     *   else 0, for i < n (y may equal x).
      * sumsq: *out (host) = the sum of x[n]^2.
      * adamw: one AdamW step over n parameters (bk_adamw). */
     int (*matmul_dx)(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta);
@@ -284,6 +298,7 @@ typedef struct backend_ops {
     int (*cross_entropy)(void *ctx, void *dx, void *nll, const void *x, const void *target, int rows, size_t V,
                          float scale);
     int (*axpy)(void *ctx, void *y, const void *x, float alpha, size_t n);
+    int (*dropout)(void *ctx, void *y, const void *x, size_t n, float p, uint64_t seed);
     int (*scale)(void *ctx, void *x, float alpha, size_t n);
     int (*sumsq)(void *ctx, const void *x, size_t n, double *out);
     int (*adamw)(void *ctx, void *p, const void *g, void *m, void *v, size_t n, const bk_adamw *o);

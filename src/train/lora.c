@@ -195,8 +195,8 @@ int infer_lora_new(infer_model *m, const infer_lora_opts *o, infer_lora **out)
     }
     if (o->rank <= 0 || o->rank > 4096)
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "lora: rank %d (want 1 to 4096)", o->rank);
-    if (o->dropout != 0.0f)
-        return infer_err(INFER_ERR_UNSUPPORTED, "lora: dropout %g (only 0 is supported so far)", (double)o->dropout);
+    if (!(o->dropout >= 0.0f && o->dropout < 1.0f))
+        return infer_err(INFER_ERR_INVALID_ARGUMENT, "lora: dropout %g (want 0 <= p < 1)", (double)o->dropout);
     if (!(o->scale > 0.0f) && !(o->alpha > 0.0f))
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "lora: scale and alpha are both 0");
     unsigned kinds = parse_targets(o->targets);
@@ -366,6 +366,8 @@ int infer_lora_load(infer_model *m, const char *dir, infer_lora **out)
         return infer_err(INFER_ERR_FORMAT, "%s: neither PEFT's (peft_type) nor mlx-lm's (lora_parameters) config", path);
     }
     cJSON_Delete(cfg);
+    if (!(dropout >= 0.0f && dropout < 1.0f))
+        return infer_err(INFER_ERR_FORMAT, "%s: dropout %g (want 0 <= p < 1)", path, (double)dropout);
 
     snprintf(path, sizeof path, "%s/%s", dir, peft ? "adapter_model.safetensors" : "adapters.safetensors");
     struct stat sb;

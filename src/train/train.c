@@ -48,6 +48,9 @@ struct infer_trainer {
     void *xf, *tmp, *dX, *dH, *dO, *dA, *dQ, *dK, *dV, *dG, *dU, *dM, *dT;
     void *ids, *pos, *targets, *nll, *logits, *dlogits;
     int chunk;            /* rows of logits at once */
+    void *xd;             /* an adapter's input after dropout [N, widest in] */
+    int dropping;         /* dropout on (training steps, not evaluation) */
+    uint64_t drop_seed;   /* this micro-batch's masks */
     int32_t *h_ids, *h_pos, *h_tg;
     float *h_nll;
 };
@@ -86,7 +89,7 @@ static void free_bufs(infer_trainer *t)
     free(t->x);
     t->x = NULL;
     void **p[] = {&t->xf, &t->tmp, &t->dX, &t->dH, &t->dO, &t->dA, &t->dQ, &t->dK, &t->dV, &t->dG, &t->dU,
-                  &t->dM, &t->dT, &t->ids, &t->pos, &t->targets, &t->nll, &t->logits, &t->dlogits};
+                  &t->dM, &t->dT, &t->ids, &t->pos, &t->targets, &t->nll, &t->logits, &t->dlogits, &t->xd};
     for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) {
         be->free(ctx, *p[j]);
         *p[j] = NULL;
@@ -184,6 +187,7 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     ALLOC(t->dU, n * I * 4);
     ALLOC(t->dM, n * I * 4);
     ALLOC(t->dT, n * r * 4);
+    ALLOC(t->xd, t->l->dropout > 0.0f ? n * wide * 4 : 4);
     ALLOC(t->ids, n * 4);
     ALLOC(t->pos, n * 4);
     ALLOC(t->targets, n * 4);
@@ -224,7 +228,8 @@ int infer_trainer_new(infer_lora *l, const infer_train_opts *o, infer_trainer **
     const backend_ops *be = m->be;
     const model_config *c = &m->cfg;
     if (!be->matmul_dx || !be->matmul_dw || !be->rmsnorm_back || !be->attention_back || !be->glu_back ||
-        !be->softcap_back || !be->cross_entropy || !be->axpy || !be->scale || !be->sumsq || !be->adamw)
+        !be->softcap_back || !be->cross_entropy || !be->axpy || !be->scale || !be->sumsq || !be->adamw ||
+        !be->dropout)
         return infer_err(INFER_ERR_UNSUPPORTED, "train: the %s backend has no training ops yet", be->name);
     if (c->rope_global.kind == ROPE_DYNAMIC || c->rope_local.kind == ROPE_DYNAMIC)
         return infer_err(INFER_ERR_UNSUPPORTED, "%s: training with dynamic RoPE scaling is not supported", m->path);
@@ -272,7 +277,23 @@ int infer_trainer_new(infer_lora *l, const infer_train_opts *o, infer_trainer **
 
 static size_t f4(size_t n) { return n * 4; }
 
-/* y = x W^T (+ b) + scale (x A^T) B^T; t keeps x A^T. */
+/* The dropout mask's seed of module k of layer li in this micro-batch. */
+static uint64_t drop_seed(const infer_trainer *tr, int li, int k)
+{
+    return tr->drop_seed ^ ((uint64_t)(li * LM_COUNT + k + 1) * 0xd1b54a32d192ed03ull);
+}
+
+/* The adapter's input: x, or x after dropout (into tr->xd) while training. */
+static int adapter_input(infer_trainer *tr, int li, const lora_mod *md, const void *x, const void **out)
+{
+    *out = x;
+    if (!tr->dropping) return INFER_OK;
+    *out = tr->xd;
+    return tr->m->be->dropout(tr->m->bctx, tr->xd, x, (size_t)tr->N * (size_t)md->in, tr->l->dropout,
+                              drop_seed(tr, li, md->kind));
+}
+
+/* y = x W^T (+ b) + scale (dropout(x) A^T) B^T; t keeps dropout(x) A^T. */
 static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t)
 {
     const backend_ops *be = tr->m->be;
@@ -282,7 +303,9 @@ static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t
     int rc = be->matmul(ctx, y, x, w, bias, tr->N);
     const lora_mod *md = lora_at(tr->l, li, k);
     if (rc || !md) return rc;
-    if ((rc = be->matmul(ctx, t, x, &md->A, NULL, tr->N)) || (rc = be->matmul(ctx, tr->tmp, t, &md->B, NULL, tr->N)))
+    const void *xa;
+    if ((rc = adapter_input(tr, li, md, x, &xa)) || (rc = be->matmul(ctx, t, xa, &md->A, NULL, tr->N)) ||
+        (rc = be->matmul(ctx, tr->tmp, t, &md->B, NULL, tr->N)))
         return rc;
     return be->axpy(ctx, y, tr->tmp, tr->l->scale, (size_t)tr->N * (size_t)md->out);
 }
@@ -370,11 +393,19 @@ static int lin_back(infer_trainer *tr, int li, int k, const void *dy, const void
     const float s = tr->l->scale;
     const int r = tr->l->rank;
     float *gA = (float *)tr->l->grads + md->a_off, *gB = (float *)tr->l->grads + md->b_off;
+    const void *xa;
     if ((rc = be->matmul_dw(ctx, gB, dy, t, N, (int)md->out, r, s)) ||
-        (rc = be->matmul_dx(ctx, tr->dT, dy, &md->B, N, s, 0.0f)) ||
-        (rc = be->matmul_dw(ctx, gA, tr->dT, x, N, r, (int)md->in, 1.0f)))
+        (rc = be->matmul_dx(ctx, tr->dT, dy, &md->B, N, s, 0.0f)) || (rc = adapter_input(tr, li, md, x, &xa)) ||
+        (rc = be->matmul_dw(ctx, gA, tr->dT, xa, N, r, (int)md->in, 1.0f)))
         return rc;
-    return dx ? be->matmul_dx(ctx, dx, tr->dT, &md->A, N, 1.0f, 1.0f) : INFER_OK;
+    if (!dx) return INFER_OK;
+    if (!tr->dropping) return be->matmul_dx(ctx, dx, tr->dT, &md->A, N, 1.0f, 1.0f);
+    /* through the dropout: the same mask on dT A */
+    const size_t n = (size_t)N * (size_t)md->in;
+    if ((rc = be->matmul_dx(ctx, tr->tmp, tr->dT, &md->A, N, 1.0f, 0.0f)) ||
+        (rc = be->dropout(ctx, tr->tmp, tr->tmp, n, tr->l->dropout, drop_seed(tr, li, md->kind))))
+        return rc;
+    return be->axpy(ctx, dx, tr->tmp, 1.0f, n);
 }
 
 /* tr->dX: the gradient of layer li's output in, of its input out (not
@@ -539,7 +570,10 @@ static int run_batches(infer_trainer *t, const infer_train_batch *micro, int n_m
     if (!rc && want_grad) rc = lora_zero_grads(t->l);
     double loss = 0.0;
     int64_t count = 0;
-    for (int i = 0; i < n_micro && !rc; i++) rc = micro_step(t, &micro[i], Ts[i], want_grad, &loss, &count);
+    for (int i = 0; i < n_micro && !rc; i++) {
+        t->drop_seed = (t->o.seed + 1) * 0x9e3779b97f4a7c15ull ^ ((uint64_t)t->steps << 20) ^ (uint64_t)i;
+        rc = micro_step(t, &micro[i], Ts[i], want_grad, &loss, &count);
+    }
     if (Ts != T) free(Ts);
     if (rc) return rc;
     if (count == 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "train: no target token counts (all masked)");
@@ -580,7 +614,11 @@ static float lr_at(const infer_train_opts *o, int s)
 
 int infer_train_step(infer_trainer *t, const infer_train_batch *micro, int n_micro, infer_step_result *out)
 {
+    if (!t) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_train_step: NULL trainer");
+    /* dropout in training steps only (infer_train_loss evaluates) */
+    t->dropping = t->l->dropout > 0.0f;
     int rc = run_batches(t, micro, n_micro, 1, out);
+    t->dropping = 0;
     if (rc) return rc;
     const backend_ops *be = t->m->be;
     void *ctx = t->m->bctx;

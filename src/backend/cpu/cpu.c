@@ -506,6 +506,7 @@ const backend_ops backend_cpu = {
     .cross_entropy = cpu_cross_entropy,
     .axpy = cpu_axpy,
     .scale = cpu_scale,
+    .dropout = cpu_dropout,
     .sumsq = cpu_sumsq,
     .adamw = cpu_adamw,
     .download_f32 = cpu_download_f32,

@@ -60,6 +60,7 @@ int cpu_cross_entropy(void *ctx, void *dx, void *nll, const void *x, const void 
                       float scale);
 int cpu_axpy(void *ctx, void *y, const void *x, float alpha, size_t n);
 int cpu_scale(void *ctx, void *x, float alpha, size_t n);
+int cpu_dropout(void *ctx, void *y, const void *x, size_t n, float p, uint64_t seed);
 int cpu_sumsq(void *ctx, const void *x, size_t n, double *out);
 int cpu_adamw(void *ctx, void *p, const void *g, void *m, void *v, size_t n, const bk_adamw *o);
 

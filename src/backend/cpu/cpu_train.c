@@ -332,6 +332,16 @@ int cpu_axpy(void *ctx, void *yv, const void *xv, float alpha, size_t n)
     return INFER_OK;
 }
 
+int cpu_dropout(void *ctx, void *yv, const void *xv, size_t n, float p, uint64_t seed)
+{
+    (void)ctx;
+    float *y = yv;
+    const float *x = xv;
+    const float k = 1.0f / (1.0f - p);
+    for (size_t i = 0; i < n; i++) y[i] = bk_dropout_keep(seed, i, p) ? x[i] * k : 0.0f;
+    return INFER_OK;
+}
+
 int cpu_scale(void *ctx, void *xv, float alpha, size_t n)
 {
     (void)ctx;

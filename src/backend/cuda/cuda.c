@@ -933,6 +933,12 @@ static int cuda_scale(void *ctx, void *x, float alpha, size_t n)
     return launched(cut_scale(c->stream, x, alpha, n), "scale");
 }
 
+static int cuda_dropout(void *ctx, void *y, const void *x, size_t n, float p, uint64_t seed)
+{
+    cuda_ctx *c = ctx;
+    return launched(cut_dropout(c->stream, y, x, n, p, seed), "dropout");
+}
+
 static int cuda_sumsq(void *ctx, const void *x, size_t n, double *out)
 {
     cuda_ctx *c = ctx;
@@ -1064,6 +1070,7 @@ const backend_ops backend_cuda = {
     .cross_entropy = cuda_cross_entropy,
     .axpy = cuda_axpy,
     .scale = cuda_scale,
+    .dropout = cuda_dropout,
     .sumsq = cuda_sumsq,
     .adamw = cuda_adamw,
     .graph_begin = cuda_graph_begin,

@@ -72,6 +72,13 @@ __global__ void k_axpy(float *y, const float *x, float a, size_t n)
         y[i] += a * x[i];
 }
 
+__global__ void k_dropout(float *y, const float *x, size_t n, float p, uint64_t seed)
+{
+    const float k = 1.0f / (1.0f - p);
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = bk_dropout_keep(seed, i, p) ? x[i] * k : 0.0f;
+}
+
 __global__ void k_scale(float *x, float a, size_t n)
 {
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -526,6 +533,13 @@ extern "C" int cut_axpy(void *stream, float *y, const float *x, float a, size_t 
 {
     if (!n) return 0;
     k_axpy<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, x, a, n);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_dropout(void *stream, float *y, const float *x, size_t n, float p, uint64_t seed)
+{
+    if (!n) return 0;
+    k_dropout<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, x, n, p, seed);
     return (int)cudaGetLastError();
 }
 

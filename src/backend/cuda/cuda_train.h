@@ -15,6 +15,7 @@ extern "C" {
 
 int cut_axpy(void *stream, float *y, const float *x, float a, size_t n);
 int cut_scale(void *stream, float *x, float a, size_t n);
+int cut_dropout(void *stream, float *y, const float *x, size_t n, float p, uint64_t seed);
 /* *out_dev (device double) = the sum of x^2 */
 int cut_sumsq(void *stream, const float *x, size_t n, double *out_dev);
 int cut_softcap_back(void *stream, float *dx, const float *dy, const float *y, size_t n, float cap);
