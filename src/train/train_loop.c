@@ -44,13 +44,14 @@ typedef struct batches {
     size_t n, n_batches, bs;
 } batches;
 
-static const infer_train_example *sort_base;
+typedef struct len_index {
+    size_t len, i;
+} len_index;
 
 static int by_length(const void *a, const void *b)
 {
-    size_t i = *(const size_t *)a, j = *(const size_t *)b;
-    size_t li = sort_base[i].n_ids, lj = sort_base[j].n_ids;
-    return li < lj ? -1 : li > lj ? 1 : (i > j) - (i < j);
+    const len_index *x = a, *y = b;
+    return x->len < y->len ? -1 : x->len > y->len ? 1 : (x->i > y->i) - (x->i < y->i);
 }
 
 static int make_batches(const infer_dataset *d, int bs, int max_len, const char *what, batches *b)
@@ -62,19 +63,22 @@ static int make_batches(const infer_dataset *d, int bs, int max_len, const char 
                          what, n, bs);
     b->ex = malloc(n * sizeof *b->ex);
     b->order = malloc(n * sizeof *b->order);
-    if (!b->ex || !b->order) {
+    len_index *li = malloc(n * sizeof *li);
+    if (!b->ex || !b->order || !li) {
         free(b->ex);
         free(b->order);
+        free(li);
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
     }
     for (size_t i = 0; i < n; i++) {
         b->ex[i] = *infer_dataset_example(d, i);
         if (b->ex[i].n_ids > (size_t)max_len) b->ex[i].n_ids = (size_t)max_len;
         if (b->ex[i].prompt_len > b->ex[i].n_ids) b->ex[i].prompt_len = b->ex[i].n_ids;
-        b->order[i] = i;
+        li[i] = (len_index){b->ex[i].n_ids, i};
     }
-    sort_base = b->ex; /* the loop runs on one thread at a time: qsort has no context argument in C11 */
-    qsort(b->order, n, sizeof *b->order, by_length);
+    qsort(li, n, sizeof *li, by_length);
+    for (size_t i = 0; i < n; i++) b->order[i] = li[i].i;
+    free(li);
     b->n = n;
     b->bs = (size_t)bs;
     b->n_batches = n / (size_t)bs;
