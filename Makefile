@@ -149,11 +149,13 @@ sanitize:
 	        EXTRA_LDFLAGS="-fsanitize=address,undefined" test
 
 # ThreadSanitizer: the whole suite (sessions side by side, the thread pool,
-# cancellation from another thread, the tokenizer's per-thread caches).
+# cancellation from another thread, the tokenizer's per-thread caches), but
+# the few tests that train a model for many steps (INFER_TEST_SKIP_SLOW:
+# they take 15 minutes under it, and run in the other two passes).
 tsan:
 	$(MAKE) CUDA=0 BUILD=build-tsan OPT="-O1 -g -fno-omit-frame-pointer -fsanitize=thread" \
 	        EXTRA_LDFLAGS="-fsanitize=thread" build-tsan/infer-tests build-tsan/infer
-	TSAN_OPTIONS=halt_on_error=1 build-tsan/infer-tests
+	TSAN_OPTIONS=halt_on_error=1 INFER_TEST_SKIP_SLOW=1 build-tsan/infer-tests
 
 FUZZ_SECONDS ?= 30
 FUZZ_TARGETS := $(patsubst fuzz/%.c,%,$(wildcard fuzz/fuzz_*.c))

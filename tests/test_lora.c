@@ -743,6 +743,7 @@ static char *answer(infer_model *m, const char *q)
 static void storyteller_fine_tune(void **state)
 {
     (void)state;
+    if (getenv("INFER_TEST_SKIP_SLOW")) skip(); /* many training steps: not under ThreadSanitizer */
     infer_load_opts lo;
     infer_load_opts_default(&lo);
     lo.backend = "cpu";
@@ -824,6 +825,7 @@ static void storyteller_fine_tune(void **state)
 static void cli_lora(void **state)
 {
     (void)state;
+    if (getenv("INFER_TEST_SKIP_SLOW")) skip(); /* many training steps: not under ThreadSanitizer */
     if (access(INFER_TOOL, X_OK) != 0) skip(); /* a test binary carried without its tool */
     char *tmp = test_tmpdir("lora-cli");
     assert_non_null(tmp);
