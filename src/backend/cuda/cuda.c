@@ -459,6 +459,17 @@ static int scratch_get(cuda_ctx *c, size_t n, void **out)
     return INFER_OK;
 }
 
+/* Rows of a weight not in bf16 converted to bf16 at a time for cuBLAS:
+ * at most SLICE_BYTES of them, and one block row a weight row
+ * (cuk_weight_to_bf16). */
+static int64_t convert_rows(const bk_weight *w)
+{
+    int64_t slice = SLICE_BYTES / (w->cols * 2);
+    if (slice < 1) slice = 1;
+    if (slice > 65535) slice = 65535;
+    return slice > w->rows ? w->rows : slice;
+}
+
 /* y[T, R] = x[T, C] . W^T with W row-major [R, C]: in cuBLAS's column-major
  * terms y^T (R x T, ld R) = W (C x R, ld C)^T . x^T (C x T, ld C). */
 static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const void *x16, int64_t R, int T, int64_t C)
@@ -480,13 +491,7 @@ static int matmul_blas(cuda_ctx *c, float *y, const float *x, const bk_weight *w
         return s ? blas_fail(s, "matmul") : INFER_OK;
     }
     size_t xb = ((size_t)T * (size_t)C * 2 + 255) / 256 * 256;
-    int64_t slice = 0;
-    if (w->dtype != DT_BF16) {
-        slice = SLICE_BYTES / (C * 2);
-        if (slice < 1) slice = 1;
-        if (slice > 65535) slice = 65535; /* one block row a weight row (cuk_weight_to_bf16) */
-        if (slice > R) slice = R;
-    }
+    int64_t slice = w->dtype != DT_BF16 ? convert_rows(w) : 0;
     void *buf;
     int rc = scratch_get(c, xb + (size_t)slice * (size_t)C * 2, &buf);
     if (rc) return rc;
@@ -833,13 +838,7 @@ static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *
         return s ? blas_fail(s, "matmul_dx") : INFER_OK;
     }
     size_t yb = ((size_t)T * (size_t)R * 2 + 255) / 256 * 256;
-    int64_t slice = R;
-    if (w->dtype != DT_BF16) {
-        slice = SLICE_BYTES / (C * 2);
-        if (slice < 1) slice = 1;
-        if (slice > 65535) slice = 65535;
-        if (slice > R) slice = R;
-    }
+    int64_t slice = w->dtype != DT_BF16 ? convert_rows(w) : R;
     void *buf;
     pthread_mutex_lock(&c->lock);
     rc = scratch_get(c, yb + (w->dtype != DT_BF16 ? (size_t)slice * (size_t)C * 2 : 0), &buf);
