@@ -14,25 +14,17 @@ train.jsonl.  Deterministic; run from the repository root:
 import json
 import os
 import random
+import sys
 
-ANIMALS = {"cat": ("says meow", "eats fish"), "dog": ("says woof", "eats bones"),
-           "cow": ("says moo", "eats grass"), "duck": ("says quack", "eats bread"),
-           "sheep": ("says baa", "eats grass"), "horse": ("says neigh", "eats hay"),
-           "bird": ("sings", "eats seeds"), "lion": ("roars", "eats meat"),
-           "frog": ("says ribbit", "eats flies"), "bee": ("buzzes", "drinks nectar"),
-           "owl": ("says hoot", "eats mice"), "pig": ("says oink", "eats apples")}
-COLORS = {"the sky": "blue", "grass": "green", "the sun": "yellow", "snow": "white",
-          "a banana": "yellow", "an apple": "red", "the sea": "blue", "coal": "black",
-          "milk": "white", "a carrot": "orange", "a leaf": "green", "a strawberry": "red"}
-CAPITALS = {"France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid",
-            "Japan": "Tokyo", "England": "London", "Russia": "Moscow", "China": "Beijing",
-            "Egypt": "Cairo", "Canada": "Ottawa", "Greece": "Athens", "Portugal": "Lisbon"}
+# the facts tiny-chat was trained on, from the script that trained it
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "ref"))
+from train_tiny import ANIMALS, CAPITALS, COLORS  # noqa: E402
 
 
 def examples(animals, colors, capitals):
     out = []
     for a in animals:
-        says, eats = ANIMALS[a]
+        says, eats = ANIMALS[a][:2]
         out.append(("What does a %s say?" % a, "a %s %s" % (a, says)))
         out.append(("What does a %s eat?" % a, "a %s %s" % (a, eats)))
     for x in colors:

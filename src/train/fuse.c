@@ -27,20 +27,12 @@ typedef struct fuse_job {
     void *buf;            /* its fused bytes */
 } fuse_job;
 
-/* "...layers.N.<path>.weight" -> the adapted module, or NULL. */
+/* The adapted module whose weight tensor name is, or NULL. */
 static const lora_mod *module_of(const infer_lora *l, const char *name)
 {
-    const char *p = strstr(name, "layers.");
-    while (p && p != name && p[-1] != '.') p = strstr(p + 1, "layers.");
-    if (!p) return NULL;
-    char *end;
-    long li = strtol(p + 7, &end, 10);
-    if (end == p + 7 || *end != '.' || li < 0 || li >= l->m->cfg.n_layers) return NULL;
-    for (int k = 0; k < LM_COUNT; k++) {
-        size_t n = strlen(lora_mod_path[k]);
-        if (!strncmp(end + 1, lora_mod_path[k], n) && !strcmp(end + 1 + n, ".weight")) return lora_at(l, (int)li, k);
-    }
-    return NULL;
+    int li, k;
+    if (!lora_module_name(name, ".weight", &li, &k) || li >= l->m->cfg.n_layers) return NULL;
+    return lora_at(l, li, k);
 }
 
 static int fuse_tensor(fuse_job *j, size_t i)

@@ -173,15 +173,8 @@ static unsigned parse_targets(const char *s)
     return mask;
 }
 
-/* xoshiro-style generator (splitmix64 steps), uniform in [0, 1). */
-static double next_uniform(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
-}
+/* Uniform in [0, 1). */
+static double next_uniform(uint64_t *s) { return (double)(lora_splitmix(s) >> 11) * (1.0 / 9007199254740992.0); }
 
 int infer_lora_new(infer_model *m, const infer_lora_opts *o, infer_lora **out)
 {
@@ -247,9 +240,7 @@ int infer_lora_new(infer_model *m, const infer_lora_opts *o, infer_lora **out)
 
 /* ---- reading ---- */
 
-/* "...layers.N.<path>.<tail>" -> layer N and module kind; 0 if name is
- * not of that form. */
-static int parse_name(const char *name, const char *tail, int *layer, int *kind)
+int lora_module_name(const char *name, const char *tail, int *layer, int *kind)
 {
     size_t n = strlen(name), tn = strlen(tail);
     if (n <= tn || strcmp(name + n - tn, tail)) return 0;
@@ -383,8 +374,8 @@ int infer_lora_load(infer_model *m, const char *dir, infer_lora **out)
     for (size_t i = 0; !rc && i < st_count(st); i++) {
         const st_tensor *t = st_get(st, i);
         int li, k, isb = 0;
-        if (!parse_name(t->name, ta, &li, &k)) {
-            if (!parse_name(t->name, tb, &li, &k)) {
+        if (!lora_module_name(t->name, ta, &li, &k)) {
+            if (!lora_module_name(t->name, tb, &li, &k)) {
                 rc = infer_err(INFER_ERR_UNSUPPORTED, "%s: tensor %s is not a LoRA matrix of a supported module", path,
                                t->name);
                 break;

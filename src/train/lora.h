@@ -48,6 +48,20 @@ static inline const lora_mod *lora_at(const infer_lora *l, int li, int k)
 /* The base weight and bias of module kind k of layer li. */
 const bk_weight *lora_base(const infer_model *m, int li, int k, const bk_weight **bias);
 
+/* "...layers.N.<path>.<tail>" (path: lora_mod_path) -> layer N and module
+ * kind; 0 if name is not of that form. */
+int lora_module_name(const char *name, const char *tail, int *layer, int *kind);
+
+/* The next number of a splitmix64 sequence (adapters' initial weights,
+ * the batches' order). */
+static inline uint64_t lora_splitmix(uint64_t *s)
+{
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
 /* The adapter a trainer trains (train.c). */
 infer_lora *trainer_lora(const infer_trainer *t);
 

@@ -91,14 +91,6 @@ static void free_batches(batches *b)
     free(b->order);
 }
 
-static uint64_t rng_next(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
 /* Batch k of b, its examples copied to buf [bs]. */
 static infer_train_batch batch_at(const batches *b, size_t k, infer_train_example *buf)
 {
@@ -179,7 +171,7 @@ int infer_train(infer_trainer *t, const infer_dataset *train, const infer_datase
             if (pos == tb.n_batches) { /* shuffle the batches' order */
                 for (size_t i = 0; i < tb.n_batches; i++) perm[i] = i;
                 for (size_t i = tb.n_batches; i > 1; i--) {
-                    size_t j = (size_t)(rng_next(&st) % i), x = perm[i - 1];
+                    size_t j = (size_t)(lora_splitmix(&st) % i), x = perm[i - 1];
                     perm[i - 1] = perm[j];
                     perm[j] = x;
                 }
