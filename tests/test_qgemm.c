@@ -62,6 +62,12 @@ static void store_scalar(unsigned char *p, infer_dtype t, float f, double *as_st
     }
 }
 
+/* 1: make_q fills every q with its largest value and check_one's A holds
+ * the activations whose int8 sums are largest (every x8 at 126 or 127 and
+ * every residual at 127, one sign a row): the bounds of the kernels'
+ * 16-bit partial sums. */
+static int extremes;
+
 static void make_q(qmat *m, int rows, int cols, int bits, int gs, infer_dtype st)
 {
     memset(m, 0, sizeof *m);
@@ -76,7 +82,7 @@ static void make_q(qmat *m, int rows, int cols, int bits, int gs, infer_dtype st
     m->q = malloc((size_t)rows * cols * sizeof *m->q);
     assert_true(m->mem_q && m->mem_s && m->mem_b && m->s && m->b && m->q);
     unsigned char *pq = m->mem_q + 1, *ps = m->mem_s + 1, *pb = m->mem_b + 1;
-    for (size_t i = 0; i < (size_t)rows * rb; i++) pq[i] = (unsigned char)(next_u32() >> 11);
+    for (size_t i = 0; i < (size_t)rows * rb; i++) pq[i] = extremes ? 0xff : (unsigned char)(next_u32() >> 11);
     for (size_t i = 0; i < (size_t)rows * ng; i++) {
         store_scalar(ps + i * es, st, frand() * 0.02f, &m->s[i]); /* both signs */
         store_scalar(pb + i * es, st, frand() * 0.1f, &m->b[i]);
@@ -225,6 +231,10 @@ static void check_one(q_isa isa, int int8, const qmat *qm, int64_t n0, int N, in
     float *A = malloc((size_t)M * lda * sizeof *A), *C = malloc((size_t)M * ldc * sizeof *C);
     assert_true(A && C);
     for (size_t i = 0; i < (size_t)M * lda; i++) A[i] = frand();
+    if (extremes)
+        for (int m = 0; m < M; m++)
+            for (int k = 0; k < K; k++) /* x / d = 127 at a block's start, 126.498 after it */
+                A[(size_t)m * lda + k] = (float)(m % 2 ? -1 : 1) * (k % Q_ABLK ? 126.498f / 127 : 1.0f);
     for (size_t i = 0; i < (size_t)M * ldc; i++) C[i] = PAD;
     q_act x;
     void *abuf = malloc(q_act_bytes(M, K, &qm->w, int8));
@@ -431,6 +441,7 @@ static void unpack_every_width(void **state)
 static void tiled_layout(void **state)
 {
     (void)state;
+    for (extremes = 0; extremes < 2; extremes++) {
     static const int bits_list[] = {4, 8}, gs_list[] = {32, 64, 128}, Ms[] = {1, 2, 3, 7, 9, 20};
     static const infer_dtype st[] = {DT_BF16, DT_F16, DT_F32};
     for (size_t bi = 0; bi < 2; bi++)
@@ -485,6 +496,8 @@ static void tiled_layout(void **state)
             free(tb);
             free_q(&qm);
         }
+    }
+    extremes = 0;
 }
 
 /* ---- cpu_matmul through the backend ---- */

@@ -372,7 +372,8 @@ static int cpu_softcap(void *ctx, void *xv, size_t n, float cap)
 /* ---- Weights ----
  *
  * Weights are used where they lie (the mapped files), but for one case:
- * with int8 activations on a cpu with AVX-512 VNNI, 4- and 8-bit matrices
+ * with int8 activations on a cpu with a tiled decode kernel (AVX-512 VNNI
+ * or AVX2), 4- and 8-bit matrices
  * are repacked into the tiled layout of the decode kernel (qgemm.h) in a
  * buffer of their own, counted like cpu_alloc's (the model then unmaps
  * their pages in the file mapping: model_weights_prepare). */
@@ -424,7 +425,7 @@ static int weight_alloc(size_t bytes, void **out)
 static int cpu_weight_prepare(void *ctx, bk_weight *w)
 {
     cpu_ctx *c = ctx;
-    if (!c->int8 || q_isa_best() != Q_ISA_AVX512 || !q_tile_ok(w)) return INFER_OK;
+    if (!c->int8 || !q_tile_fast() || !q_tile_ok(w)) return INFER_OK;
     size_t qb, sa, total = tiled_bytes(w, &qb, &sa);
     void *buf = NULL;
     int rc = weight_alloc(total, &buf);

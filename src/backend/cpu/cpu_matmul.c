@@ -151,15 +151,18 @@ static int run_products(cpu_ctx *c, float *const *ys, const float *x, const bk_w
     const bk_weight *w0 = ws[0];
     int K = (int)w0->cols, quant = w0->dtype == DT_U32;
     q_act qa;
+    /* int8 activations where they pay: decode always, products of many
+     * rows only where the int8 GEMM beats the exact one (q_int8_gemm_pays) */
+    const int int8 = c->int8 && (T <= Q_SMALL_M || q_int8_gemm_pays());
     if (quant) {
         pthread_mutex_lock(&c->act_lock);
-        size_t ab = q_act_bytes(T, K, w0, c->int8);
+        size_t ab = q_act_bytes(T, K, w0, int8);
         void *abuf = cpu_act_get(c, (ab + 3) / 4);
         if (!abuf) {
             pthread_mutex_unlock(&c->act_lock);
             return infer_err(INFER_ERR_OUT_OF_MEMORY, "matmul: out of memory for %zu bytes of activations", ab);
         }
-        q_act_init(&qa, abuf, T, K, x, (size_t)K, w0, c->int8);
+        q_act_init(&qa, abuf, T, K, x, (size_t)K, w0, int8);
         if ((int64_t)T * K >= 65536 && c->n_workers > 1) {
             act_job a = {&qa, (T + 2 * c->n_workers - 1) / (2 * c->n_workers)};
             pool_run(c->pool, (T + a.rows - 1) / a.rows, act_task, &a);

@@ -710,6 +710,38 @@ size_t qgemm_scratch_bytes(const q_act *x, int N)
     return u + n;
 }
 
+int q_tile_fast(void) { return kernels_of(q_isa_best())->dot_tile != NULL; }
+
+int q_int8_gemm_pays(void) { return q_isa_best() == Q_ISA_AVX512; }
+
+void q_tile_drive(q_tile_fn f11, q_tile_fn f12, q_tile_fn f21, const q_act *x, const bk_weight *w, int64_t n0, int N,
+                  float *C, size_t ldc)
+{
+    if (x->M == 1 && n0 % 16 == 0 && N % 32 == 0) {
+        /* two streams: the block's first half of tiles beside its second */
+        const int64_t t0 = n0 / 16, half = N / 32;
+        for (int64_t i = 0; i < half; i++) {
+            const int64_t t[2] = {t0 + i, t0 + half + i};
+            float *const o[2] = {C + (size_t)i * 16, C + (size_t)(half + i) * 16};
+            f21(x, 0, w, t, o, ldc);
+        }
+        return;
+    }
+    float part[Q_SMALL_M][16];
+    for (int64_t t = n0 / 16; t * 16 < n0 + N; t++) {
+        const int64_t r0 = t * 16;
+        const int full = r0 >= n0 && r0 + 16 <= n0 + N;
+        for (int m = 0; m < x->M; m += 2) {
+            float *const o[1] = {full ? C + (size_t)m * ldc + (size_t)(r0 - n0) : part[m]};
+            (x->M - m >= 2 ? f12 : f11)(x, m, w, &t, o, full ? ldc : 16);
+        }
+        if (!full) /* a tile cut by the block's ends: its rows in [n0, n0 + N) */
+            for (int m = 0; m < x->M; m++)
+                for (int64_t r = r0 > n0 ? r0 : n0; r < r0 + 16 && r < n0 + N; r++)
+                    C[(size_t)m * ldc + (size_t)(r - n0)] = part[m][r - r0];
+    }
+}
+
 /* The portable tiled decode product (qgemm.h): the sums of the AVX-512
  * kernel, a value at a time. */
 static void dot_tile_c(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)

@@ -181,6 +181,14 @@ int q_layout_ok(int bits, int group_size, int64_t cols);
  * copies rows [r0, r0 + n) of tiled w back to the row layout in buf
  * (q_untile_bytes) and makes *view describe them (n rows, not tiled). */
 int q_tile_ok(const bk_weight *w);
+/* 1: the best variant on this cpu has a tiled decode kernel (tiling pays) */
+int q_tile_fast(void);
+/* 1: on this cpu the int8 GEMM (M > Q_SMALL_M) is faster than the exact
+ * float32 one: AVX-512 VNNI (a vpdpbusd takes 64 products).  With AVX2's
+ * pmaddubsw the two int8 planes cost more than the FMA GEMM, which is
+ * exact too, so the cpu backend runs products of many rows exact there
+ * (bench/RESULTS.md: 41 against 67 tok/s of prefill on a Zen 3). */
+int q_int8_gemm_pays(void);
 void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases);
 size_t q_untile_bytes(const bk_weight *w, int n);
 void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
@@ -273,6 +281,17 @@ extern const q_kernels q_kernels_c;
 extern const q_kernels q_kernels_avx2;
 extern const q_kernels q_kernels_avx2_vnni;
 extern const q_kernels q_kernels_avx512;
+
+/* A tiled decode kernel (int8, M <= Q_SMALL_M): tiles t[0 .. NT) against
+ * rows [m0, m0 + XR) of x; out[u] + i * ldo receives tile t[u]'s 16 sums
+ * for row m0 + i. */
+typedef void (*q_tile_fn)(const q_act *x, int m0, const bk_weight *w, const int64_t *t, float *const *out,
+                          size_t ldo);
+/* q_kernels.dot_tile from kernels of (NT, XR) = (1, 1), (1, 2) and (2, 1):
+ * for one row of x, two streams of W (a block's first half of tiles beside
+ * its second half); tiles cut by the block's ends go through a buffer. */
+void q_tile_drive(q_tile_fn f11, q_tile_fn f12, q_tile_fn f21, const q_act *x, const bk_weight *w, int64_t n0, int N,
+                  float *C, size_t ldc);
 
 /* The portable activation transform (q_kernels.act_rows may be NULL). */
 void q_act_rows_c(const q_act *x, int m0, int m1);

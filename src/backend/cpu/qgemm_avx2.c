@@ -48,6 +48,15 @@ INL __m256 bias_sum(const float *b, const float *xs, int ng)
     return _mm256_add_ps(t, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0));
 }
 
+/* 8 scales or biases of type t at p as float32 */
+INL __m256 load8_sf(const void *p, infer_dtype t)
+{
+    if (t == DT_F32) return _mm256_loadu_ps((const float *)p);
+    __m128i h = _mm_loadu_si128((const __m128i_u *)p);
+    if (t == DT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); /* bf16 */
+}
+
 /* ---- Exact ---- */
 
 /* 4 bits, chunks of W words: slot 16 i + 8 h + l holds word (8 h + l) % W
@@ -185,6 +194,54 @@ TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, f
     }
 }
 
+/* ---- q_untile (qgemm.h) with 8 x 8 transposes of 32-bit words ---- */
+
+/* v[i] (8 words of row i) <- the words v[0 .. 8) held at lane i */
+INL void tr8(__m256 v[8])
+{
+    __m256 t[8], s[8];
+#pragma GCC unroll 4
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
+        v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
+    }
+}
+
+TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
+{
+    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4;
+    if (r0 % 16 || n % 16 || wpr % 8) {
+        q_untile(w, r0, n, buf, view);
+        return;
+    }
+    uint8_t *data = q_untile_sb(w, r0, n, buf, view);
+    for (int t = 0; t < n / 16; t++) {
+        const float *src = (const float *)w->data + (size_t)(r0 / 16 + t) * wpr * 16;
+        float *dst = (float *)(void *)(data + (size_t)t * 16 * rb);
+        for (int h = 0; h < 2; h++)
+            for (size_t j = 0; j < wpr; j += 8) {
+                __m256 v[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(src + (j + (size_t)i) * 16 + 8 * h);
+                tr8(v); /* v[r]: words j .. j + 7 of row 8 h + r */
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(8 * h + i) * wpr + j, v[i]);
+            }
+    }
+}
+
 /* ---- The activation transform (int8; natural order, else portable) ---- */
 
 TGT static void act_rows(const q_act *x, int m0, int m1)
@@ -264,6 +321,8 @@ const q_kernels q_kernels_avx2 = {
     .act_rows = act_rows,
     .mr = MR,
     .nr = NR,
+    .dot_tile = dot_tile_mb,
+    .untile = untile,
     .tile_i8 = tile_i8_mb,
     .pack_b_i8 = q_pack_b_i8_8,
     .f32 = &gemm_kernels_avx2,
@@ -276,6 +335,8 @@ const q_kernels q_kernels_avx2_vnni = {
     .act_rows = act_rows,
     .mr = MR,
     .nr = NR,
+    .dot_tile = dot_tile_vnni,
+    .untile = untile,
     .tile_i8 = tile_i8_vnni,
     .pack_b_i8 = q_pack_b_i8_8,
     .f32 = &gemm_kernels_avx2,

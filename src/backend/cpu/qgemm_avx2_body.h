@@ -209,5 +209,194 @@ QTGT static void QV(tile_i8)(int m, int n, int kc, int gs, int bits, const int8_
     }
 }
 
+/* ---- int8 on tiled W, M <= Q_SMALL_M (qgemm.h; qgemm_avx512.c's
+ * tile_body has the sums) ----
+ *
+ * A tile's 64-byte vector (32-bit word j of 16 rows) is read as two halves,
+ * rows 0-7 and rows 8-15, one 32-bit lane a row.  4 bits: the low nibbles
+ * against the broadcast word 2 j of x (its even values), the high ones
+ * against word 2 j + 1.  Without VNNI the pmaddubsw pairs of a block of 32
+ * values are summed in 16 bits (16 products of at most 15 x 127 a lane:
+ * 30,480) and widened once a block by pmaddwd, which also adds a row's two
+ * 16-bit lanes; 8 bits take qgemm_avx2_body.h's sign trick and widen at
+ * once (a pair may reach 32,512), with 128 times the block's sum of x added
+ * at the block's end.  Both planes (x8 and r8), then (x8 sum * 256 + r8
+ * sum) * d / 256 into the group's float sum; at the group's end
+ * acc += s (group sum + xc) + b xs for the 8 rows of each half. */
+QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act *x, int m0, const bk_weight *w,
+                        const int64_t *t, float *const *out, size_t ldo)
+{
+    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
+    const int WPB = BITS == 4 ? 4 : 8; /* words per block of 32 values */
+    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype), sbt = (size_t)ng * 16 * es;
+    const __m256i lo4 = _mm256_set1_epi8(0x0f);
+    const uint8_t *T[2];
+    const unsigned char *S[2], *B[2];
+    const int32_t *xw[2], *rw[2];
+    const float *d2[2];
+    __m256 acc[2][2][2];
+#pragma GCC unroll 2
+    for (int u = 0; u < NT; u++) {
+        T[u] = (const uint8_t *)w->data + (size_t)t[u] * wpr * 64;
+        S[u] = (const unsigned char *)w->scales + (size_t)t[u] * sbt;
+        B[u] = (const unsigned char *)w->biases + (size_t)t[u] * sbt;
+        for (size_t o = 0; o < sbt; o += 64) { /* the next tile's scales and biases */
+            _mm_prefetch((const char *)S[u] + sbt + o, _MM_HINT_T0);
+            _mm_prefetch((const char *)B[u] + sbt + o, _MM_HINT_T0);
+        }
+    }
+#pragma GCC unroll 2
+    for (int i = 0; i < XR; i++) {
+        xw[i] = (const int32_t *)(const void *)(x->x8 + (size_t)(m0 + i) * K);
+        rw[i] = (const int32_t *)(const void *)(x->r8 + (size_t)(m0 + i) * K);
+        d2[i] = x->d2 + (size_t)(m0 + i) * nb;
+#pragma GCC unroll 2
+        for (int u = 0; u < NT; u++) acc[u][i][0] = acc[u][i][1] = _mm256_setzero_ps();
+    }
+    for (int g = 0; g < ng; g++) {
+        __m256 ag[2][2][2];
+#pragma GCC unroll 2
+        for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+            for (int i = 0; i < XR; i++) ag[u][i][0] = ag[u][i][1] = _mm256_setzero_ps();
+        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+            /* [tile][row of x][half]: the x8 plane's sums, the r8 plane's */
+            __m256i is[2][2][2], ir[2][2][2];
+#pragma GCC unroll 2
+            for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+                for (int i = 0; i < XR; i++)
+                    is[u][i][0] = is[u][i][1] = ir[u][i][0] = ir[u][i][1] = _mm256_setzero_si256();
+#pragma GCC unroll 1
+            for (int j = 0; j < WPB; j++) {
+                const int J = b * WPB + j;
+#pragma GCC unroll 2
+                for (int u = 0; u < NT; u++) {
+                    const uint8_t *p = T[u] + (size_t)J * 64;
+                    _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
+                    __m256i v[2] = {_mm256_load_si256((const __m256i *)(const void *)p),
+                                    _mm256_load_si256((const __m256i *)(const void *)(p + 32))};
+                    if (BITS == 4) {
+#pragma GCC unroll 2
+                        for (int h = 0; h < 2; h++) {
+                            const __m256i l = _mm256_and_si256(v[h], lo4);
+                            const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(v[h], 4), lo4);
+#pragma GCC unroll 2
+                            for (int i = 0; i < XR; i++) {
+                                const __m256i xe = _mm256_set1_epi32(xw[i][2 * J]), xo = _mm256_set1_epi32(xw[i][2 * J + 1]);
+                                const __m256i re = _mm256_set1_epi32(rw[i][2 * J]), ro = _mm256_set1_epi32(rw[i][2 * J + 1]);
+#if QV_VNNI
+                                is[u][i][h] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(is[u][i][h], l, xe), hi, xo);
+                                ir[u][i][h] = _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(ir[u][i][h], l, re), hi, ro);
+#else
+                                is[u][i][h] = _mm256_add_epi16(
+                                    is[u][i][h], _mm256_add_epi16(_mm256_maddubs_epi16(l, xe), _mm256_maddubs_epi16(hi, xo)));
+                                ir[u][i][h] = _mm256_add_epi16(
+                                    ir[u][i][h], _mm256_add_epi16(_mm256_maddubs_epi16(l, re), _mm256_maddubs_epi16(hi, ro)));
+#endif
+                            }
+                        }
+                    } else {
+#pragma GCC unroll 2
+                        for (int h = 0; h < 2; h++) {
+#if QV_VNNI
+#pragma GCC unroll 2
+                            for (int i = 0; i < XR; i++) {
+                                is[u][i][h] = _mm256_dpbusd_avx_epi32(is[u][i][h], v[h], _mm256_set1_epi32(xw[i][J]));
+                                ir[u][i][h] = _mm256_dpbusd_avx_epi32(ir[u][i][h], v[h], _mm256_set1_epi32(rw[i][J]));
+                            }
+#else
+                            const __m256i ws = _mm256_xor_si256(v[h], _mm256_set1_epi8((char)0x80));
+                            const __m256i wa = _mm256_abs_epi8(ws), one = _mm256_set1_epi16(1);
+#pragma GCC unroll 2
+                            for (int i = 0; i < XR; i++) {
+                                __m256i px = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(xw[i][J]), ws));
+                                __m256i pr = _mm256_maddubs_epi16(wa, _mm256_sign_epi8(_mm256_set1_epi32(rw[i][J]), ws));
+                                is[u][i][h] = _mm256_add_epi32(is[u][i][h], _mm256_madd_epi16(px, one));
+                                ir[u][i][h] = _mm256_add_epi32(ir[u][i][h], _mm256_madd_epi16(pr, one));
+                            }
+#endif
+                        }
+                    }
+                }
+            }
+#pragma GCC unroll 2
+            for (int i = 0; i < XR; i++) {
+                const __m256 dv = _mm256_set1_ps(d2[i][b]);
+#if !QV_VNNI
+                const size_t bi = (size_t)(m0 + i) * nb + (size_t)b;
+                const __m256i c8 = _mm256_set1_epi32(128 * x->s8[bi]), c8r = _mm256_set1_epi32(128 * x->s8r[bi]);
+#endif
+#pragma GCC unroll 2
+                for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+                    for (int h = 0; h < 2; h++) {
+                        __m256i sum;
+#if QV_VNNI
+                        sum = _mm256_add_epi32(_mm256_slli_epi32(is[u][i][h], 8), ir[u][i][h]);
+#else
+                        if (BITS == 4) {
+                            sum = _mm256_add_epi32(_mm256_madd_epi16(is[u][i][h], _mm256_set1_epi16(256)),
+                                                   _mm256_madd_epi16(ir[u][i][h], _mm256_set1_epi16(1)));
+                        } else {
+                            sum = _mm256_add_epi32(_mm256_slli_epi32(_mm256_add_epi32(is[u][i][h], c8), 8),
+                                                   _mm256_add_epi32(ir[u][i][h], c8r));
+                        }
+#endif
+                        ag[u][i][h] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum), dv, ag[u][i][h]);
+                    }
+            }
+        }
+#pragma GCC unroll 2
+        for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                const __m256 sv = load8_sf(S[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
+                const __m256 bv = load8_sf(B[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
+#pragma GCC unroll 2
+                for (int i = 0; i < XR; i++) {
+                    const size_t gi = (size_t)(m0 + i) * ng + (size_t)g;
+                    acc[u][i][h] = _mm256_fmadd_ps(sv, _mm256_add_ps(ag[u][i][h], _mm256_set1_ps(x->xc[gi])), acc[u][i][h]);
+                    acc[u][i][h] = _mm256_fmadd_ps(bv, _mm256_set1_ps(x->xs[gi]), acc[u][i][h]);
+                }
+            }
+    }
+#pragma GCC unroll 2
+    for (int u = 0; u < NT; u++)
+#pragma GCC unroll 2
+        for (int i = 0; i < XR; i++)
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) _mm256_storeu_ps(out[u] + (size_t)i * ldo + 8 * h, acc[u][i][h]);
+}
+
+/* (tiles, rows of x): (1, 1), (1, 2) and (2, 1) */
+#define QTILE_FNS(BITS)                                                                                         \
+    QTGT static void QV(tile_##BITS##_11)(const q_act *x, int m0, const bk_weight *w, const int64_t *t,         \
+                                          float *const *o, size_t ld)                                           \
+    {                                                                                                           \
+        QV(tile_body)(BITS, 1, 1, x, m0, w, t, o, ld);                                                          \
+    }                                                                                                           \
+    QTGT static void QV(tile_##BITS##_12)(const q_act *x, int m0, const bk_weight *w, const int64_t *t,         \
+                                          float *const *o, size_t ld)                                           \
+    {                                                                                                           \
+        QV(tile_body)(BITS, 1, 2, x, m0, w, t, o, ld);                                                          \
+    }                                                                                                           \
+    QTGT static void QV(tile_##BITS##_21)(const q_act *x, int m0, const bk_weight *w, const int64_t *t,         \
+                                          float *const *o, size_t ld)                                           \
+    {                                                                                                           \
+        QV(tile_body)(BITS, 2, 1, x, m0, w, t, o, ld);                                                          \
+    }
+QTILE_FNS(4)
+QTILE_FNS(8)
+#undef QTILE_FNS
+
+static void QV(dot_tile)(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)
+{
+    if (w->bits == 4)
+        q_tile_drive(QV(tile_4_11), QV(tile_4_12), QV(tile_4_21), x, w, n0, N, C, ldc);
+    else
+        q_tile_drive(QV(tile_8_11), QV(tile_8_12), QV(tile_8_21), x, w, n0, N, C, ldc);
+}
+
 #undef QTGT
 #undef QINL

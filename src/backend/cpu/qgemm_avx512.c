@@ -540,33 +540,10 @@ TILE_FNS(8)
 
 static void dot_tile(const q_act *x, const bk_weight *w, int64_t n0, int N, float *C, size_t ldc)
 {
-    typedef void (*tile_fn)(const q_act *, int, const bk_weight *, const int64_t *, float *const *, size_t);
-    const int four = w->bits == 4;
-    const tile_fn f11 = four ? tile_4_11 : tile_8_11, f12 = four ? tile_4_12 : tile_8_12,
-                  f21 = four ? tile_4_21 : tile_8_21;
-    if (x->M == 1 && n0 % 16 == 0 && N % 32 == 0) {
-        /* two streams: the block's first half of tiles beside its second */
-        const int64_t t0 = n0 / 16, half = N / 32;
-        for (int64_t i = 0; i < half; i++) {
-            const int64_t t[2] = {t0 + i, t0 + half + i};
-            float *const o[2] = {C + (size_t)i * 16, C + (size_t)(half + i) * 16};
-            f21(x, 0, w, t, o, ldc);
-        }
-        return;
-    }
-    float part[Q_SMALL_M][16];
-    for (int64_t t = n0 / 16; t * 16 < n0 + N; t++) {
-        const int64_t r0 = t * 16;
-        const int full = r0 >= n0 && r0 + 16 <= n0 + N;
-        for (int m = 0; m < x->M; m += 2) {
-            float *const o[1] = {full ? C + (size_t)m * ldc + (size_t)(r0 - n0) : part[m]};
-            (x->M - m >= 2 ? f12 : f11)(x, m, w, &t, o, full ? ldc : 16);
-        }
-        if (!full) /* a tile cut by the block's ends: its rows in [n0, n0 + N) */
-            for (int m = 0; m < x->M; m++)
-                for (int64_t r = r0 > n0 ? r0 : n0; r < r0 + 16 && r < n0 + N; r++)
-                    C[(size_t)m * ldc + (size_t)(r - n0)] = part[m][r - r0];
-    }
+    if (w->bits == 4)
+        q_tile_drive(tile_4_11, tile_4_12, tile_4_21, x, w, n0, N, C, ldc);
+    else
+        q_tile_drive(tile_8_11, tile_8_12, tile_8_21, x, w, n0, N, C, ldc);
 }
 
 /* ---- Dequantizing blocks of W (exact GEMM) ---- */
