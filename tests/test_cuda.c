@@ -441,7 +441,8 @@ static void train_ops_match_cpu(void **state)
         int batch;
     } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f, 1}, {33, 33, 6, 2, 32, 8, 0.0f, 3}, {12, 30, 4, 1, 128, 0, 5.0f, 1},
               {40, 40, 8, 4, 256, 16, 0.0f, 2}, {70, 70, 4, 4, 128, 0, 0.0f, 2}, {300, 300, 8, 2, 64, 100, 30.0f, 2}};
-    for (size_t c = 0; c < sizeof ac / sizeof ac[0]; c++) {
+    for (int pass = 0; pass < 2; pass++)
+    for (size_t c = pass ? sizeof ac / sizeof ac[0] - 1 : 0; c < sizeof ac / sizeof ac[0]; c++) {
         size_t nq = (size_t)ac[c].batch * ac[c].T * ac[c].H * ac[c].d,
                nk = (size_t)ac[c].batch * ac[c].S * ac[c].KVH * ac[c].d;
         float *q = malloc(nq * 4), *g = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
@@ -450,8 +451,11 @@ static void train_ops_match_cpu(void **state)
         fill(g, nq, 1.0f);
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
+        /* the last case again with fast on (training's TF32 products), to 2e-3 */
+        const int fast = c + 1 == sizeof ac / sizeof ac[0] && pass;
+        const double tol = fast ? 2e-3 : 1e-5;
         bk_attn a = {ac[c].T, ac[c].S, ac[c].H, ac[c].KVH, ac[c].d, 1.0f / sqrtf((float)ac[c].d), ac[c].softcap,
-                     ac[c].window, ac[c].batch};
+                     ac[c].window, ac[c].batch, fast};
         void *dq[2], *dk[2], *dv[2], *qd[2], *kd[2], *vd[2], *gd[2];
         for (int i = 0; i < 2; i++) {
             qd[i] = put(&p, i, q, nq * 4);
@@ -465,8 +469,8 @@ static void train_ops_match_cpu(void **state)
                 fail_msg("%s attention_back: %s", p.be[i]->name, infer_last_error());
         }
         double e1 = compare(&p, dq, nq), e2 = compare(&p, dk, nk), e3 = compare(&p, dv, nk);
-        if (!(e1 <= 1e-5 && e2 <= 1e-5 && e3 <= 1e-5))
-            fail_msg("attention_back case %zu: relative errors dq %.3e dk %.3e dv %.3e", c, e1, e2, e3);
+        if (!(e1 <= tol && e2 <= tol && e3 <= tol))
+            fail_msg("attention_back case %zu (fast %d): relative errors dq %.3e dk %.3e dv %.3e", c, fast, e1, e2, e3);
         /* the forward op over the same batch */
         void *o[2];
         for (int i = 0; i < 2; i++) {
@@ -475,7 +479,8 @@ static void train_ops_match_cpu(void **state)
                 fail_msg("%s attention: %s", p.be[i]->name, infer_last_error());
         }
         double e4 = compare(&p, o, nq);
-        if (!(e4 <= 1e-5)) fail_msg("attention (batch %d) case %zu: relative error %.3e", ac[c].batch, c, e4);
+        if (!(e4 <= tol))
+            fail_msg("attention (batch %d) case %zu (fast %d): relative error %.3e", ac[c].batch, c, fast, e4);
         free2(&p, o);
         void **all[] = {dq, dk, dv, qd, kd, vd, gd};
         for (size_t i = 0; i < 7; i++) free2(&p, all[i]);
@@ -604,7 +609,7 @@ static void attention_matches_cpu(void **state)
         fill(q, nq, 1.0f);
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
-        bk_attn a = {T, S, H, KVH, d, 1.0f / sqrtf((float)d), cases[c].softcap, cases[c].window, 0};
+        bk_attn a = {T, S, H, KVH, d, 1.0f / sqrtf((float)d), cases[c].softcap, cases[c].window, 0, 0};
         void *dq[2], *dk[2], *dv[2], *dout[2];
         for (int i = 0; i < 2; i++) {
             dq[i] = put(&p, i, q, nq * 4);

@@ -74,11 +74,15 @@ static void free_bufs(infer_trainer *t)
 {
     const backend_ops *be = t->m->be;
     void *ctx = t->m->bctx;
-    for (int i = 0; i < t->n_acts; i++) {
+    for (int i = t->n_acts - 1; i >= 0; i--) {
         layer_acts *a = &t->acts[i];
         void **p[] = {&a->h1, &a->qp, &a->kp, &a->q, &a->k, &a->v, &a->a, &a->o, &a->xm, &a->h2, &a->g, &a->u,
                       &a->ma, &a->d};
-        for (size_t j = 0; j < sizeof p / sizeof p[0]; j++) be->free(ctx, *p[j]);
+        void **p0[] = {&t->acts[0].h1, &t->acts[0].qp, &t->acts[0].kp, &t->acts[0].q, &t->acts[0].k, &t->acts[0].v,
+                       &t->acts[0].a, &t->acts[0].o, &t->acts[0].xm, &t->acts[0].h2, &t->acts[0].g, &t->acts[0].u,
+                       &t->acts[0].ma, &t->acts[0].d};
+        for (size_t j = 0; j < sizeof p / sizeof p[0]; j++)
+            if (i == 0 || *p[j] != *p0[j]) be->free(ctx, *p[j]); /* not the scratch set's (kept_acts) */
         for (int k = 0; k < LM_COUNT; k++) be->free(ctx, a->t[k]);
     }
     free(t->acts);
@@ -121,6 +125,31 @@ static void alloc_into(const backend_ops *be, void *ctx, int *rc, void **p, size
 }
 
 /* Buffers for N rows (B examples of T positions). */
+/* The activations of a layer that layer_backward reads, as KEEP_ bits: an
+ * adapted module's input (its A gradient), the attention's q, k, v, the
+ * norms' inputs, the GLU's inputs; the rest (the q and k before their
+ * norms without qk-norms, the outputs of o and down without sandwich norms,
+ * the inputs of modules without adapters) are not kept per layer. */
+enum {
+    KEEP_h1 = 1u << 0, KEEP_qp = 1u << 1, KEEP_kp = 1u << 2, KEEP_q = 1u << 3, KEEP_k = 1u << 4, KEEP_v = 1u << 5,
+    KEEP_a = 1u << 6, KEEP_o = 1u << 7, KEEP_xm = 1u << 8, KEEP_h2 = 1u << 9, KEEP_g = 1u << 10, KEEP_u = 1u << 11,
+    KEEP_ma = 1u << 12, KEEP_d = 1u << 13
+};
+
+static unsigned kept_acts(const infer_trainer *t)
+{
+    const model_config *c = &t->m->cfg;
+    const unsigned kinds = t->l->kinds;
+    unsigned k = KEEP_q | KEEP_k | KEEP_v | KEEP_xm | KEEP_g | KEEP_u;
+    if (kinds & (1u << LM_Q | 1u << LM_K | 1u << LM_V)) k |= KEEP_h1;
+    if (kinds & (1u << LM_O)) k |= KEEP_a;
+    if (kinds & (1u << LM_GATE | 1u << LM_UP)) k |= KEEP_h2;
+    if (kinds & (1u << LM_DOWN)) k |= KEEP_ma;
+    if (c->qk_norm) k |= KEEP_qp | KEEP_kp;
+    if (c->sandwich_norms) k |= KEEP_o | KEEP_d;
+    return k;
+}
+
 static int ensure_bufs(infer_trainer *t, int N, int T)
 {
     if (N <= t->cap) {
@@ -154,22 +183,34 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     }
     int rc = INFER_OK;
 #define ALLOC(p, bytes) alloc_into(be, ctx, &rc, &(p), (bytes))
+    /* The scratch set [0] has every buffer; a kept set only those that
+     * layer_backward reads (kept_acts), the others are the scratch set's. */
+    const unsigned kept = kept_acts(t);
     for (int i = 0; i < t->n_acts; i++) {
         layer_acts *a = &t->acts[i];
-        ALLOC(a->h1, n * H * 4);
-        ALLOC(a->qp, n * qd * 4);
-        ALLOC(a->kp, n * kvd * 4);
-        ALLOC(a->q, n * qd * 4);
-        ALLOC(a->k, n * kvd * 4);
-        ALLOC(a->v, n * kvd * 4);
-        ALLOC(a->a, n * qd * 4);
-        ALLOC(a->o, n * H * 4);
-        ALLOC(a->xm, n * H * 4);
-        ALLOC(a->h2, n * H * 4);
-        ALLOC(a->g, n * I * 4);
-        ALLOC(a->u, n * I * 4);
-        ALLOC(a->ma, n * I * 4);
-        ALLOC(a->d, n * H * 4);
+        const layer_acts *s0 = &t->acts[0];
+#define ACT(f, bytes)                                                                                                  \
+    do {                                                                                                               \
+        if (i == 0 || (kept & KEEP_##f))                                                                               \
+            ALLOC(a->f, bytes);                                                                                        \
+        else                                                                                                           \
+            a->f = s0->f;                                                                                              \
+    } while (0)
+        ACT(h1, n * H * 4);
+        ACT(qp, n * qd * 4);
+        ACT(kp, n * kvd * 4);
+        ACT(q, n * qd * 4);
+        ACT(k, n * kvd * 4);
+        ACT(v, n * kvd * 4);
+        ACT(a, n * qd * 4);
+        ACT(o, n * H * 4);
+        ACT(xm, n * H * 4);
+        ACT(h2, n * H * 4);
+        ACT(g, n * I * 4);
+        ACT(u, n * I * 4);
+        ACT(ma, n * I * 4);
+        ACT(d, n * H * 4);
+#undef ACT
         for (int k = 0; k < LM_COUNT; k++)
             if ((t->l->kinds >> k) & 1) ALLOC(a->t[k], n * r * 4);
     }
@@ -293,21 +334,38 @@ static int adapter_input(infer_trainer *tr, int li, const lora_mod *md, const vo
                               drop_seed(tr, li, md->kind));
 }
 
-/* y = x W^T (+ b) + scale (dropout(x) A^T) B^T; t keeps dropout(x) A^T. */
-static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t)
+/* ys[i] = x W_i^T (+ b_i) + scale (dropout(x) A_i^T) B_i^T for the n <= 4
+ * modules ks of layer li that read x (q, k, v; gate, up): the base
+ * products as one matmul_n where the backend has it (x converted once);
+ * ts[i] keeps dropout(x) A_i^T. */
+static int lin_n(infer_trainer *tr, int li, const int *ks, void *const *ys, const void *x, void *const *ts, int n)
 {
     const backend_ops *be = tr->m->be;
     void *ctx = tr->m->bctx;
-    const bk_weight *bias;
-    const bk_weight *w = lora_base(tr->m, li, k, &bias);
-    int rc = be->matmul(ctx, y, x, w, bias, tr->N);
-    const lora_mod *md = lora_at(tr->l, li, k);
-    if (rc || !md) return rc;
-    const void *xa;
-    if ((rc = adapter_input(tr, li, md, x, &xa)) || (rc = be->matmul(ctx, t, xa, &md->A, NULL, tr->N)) ||
-        (rc = be->matmul(ctx, tr->tmp, t, &md->B, NULL, tr->N)))
-        return rc;
-    return be->axpy(ctx, y, tr->tmp, tr->l->scale, (size_t)tr->N * (size_t)md->out);
+    const bk_weight *ws[4], *bs[4];
+    for (int i = 0; i < n; i++) ws[i] = lora_base(tr->m, li, ks[i], &bs[i]);
+    int rc = INFER_OK;
+    if (be->matmul_n && n > 1)
+        rc = be->matmul_n(ctx, ys, x, ws, bs, n, tr->N);
+    else
+        for (int i = 0; i < n && !rc; i++) rc = be->matmul(ctx, ys[i], x, ws[i], bs[i], tr->N);
+    for (int i = 0; i < n && !rc; i++) {
+        const lora_mod *md = lora_at(tr->l, li, ks[i]);
+        if (!md) continue;
+        const void *xa;
+        if ((rc = adapter_input(tr, li, md, x, &xa)) || (rc = be->matmul(ctx, ts[i], xa, &md->A, NULL, tr->N)) ||
+            (rc = be->matmul(ctx, tr->tmp, ts[i], &md->B, NULL, tr->N)))
+            return rc;
+        rc = be->axpy(ctx, ys[i], tr->tmp, tr->l->scale, (size_t)tr->N * (size_t)md->out);
+    }
+    return rc;
+}
+
+/* y = x W^T (+ b) + scale (dropout(x) A^T) B^T; t keeps dropout(x) A^T. */
+static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t)
+{
+    void *ys[1] = {y}, *ts[1] = {t};
+    return lin_n(tr, li, &k, ys, x, ts, 1);
 }
 
 static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
@@ -322,7 +380,7 @@ static int attend(infer_trainer *tr, int li, const layer_acts *a, int back)
     const model_config *c = &tr->m->cfg;
     const int window = sliding(c, li) && c->sliding_window > 0 ? c->sliding_window : 0, B = tr->N / tr->T;
     bk_attn p = {tr->T, tr->T, c->n_heads, c->n_kv_heads, c->head_dim, (float)c->attn_scale, (float)c->attn_softcap,
-                 window, B};
+                 window, B, 1};
     const backend_ops *be = tr->m->be;
     return back ? be->attention_back(tr->m->bctx, tr->dQ, tr->dK, tr->dV, tr->dA, a->q, a->k, a->v, &p)
                 : be->attention(tr->m->bctx, a->a, a->q, a->k, a->v, &p);
@@ -342,9 +400,11 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
     const void *x = tr->x[li];
     void *freq = sliding(c, li) ? m->inv_freq_local : m->inv_freq_global;
     int rc;
+    static const int qkv[3] = {LM_Q, LM_K, LM_V}, gu[2] = {LM_GATE, LM_UP};
+    void *const qkv_y[3] = {a->qp, a->kp, a->v}, *const qkv_t[3] = {a->t[LM_Q], a->t[LM_K], a->t[LM_V]};
+    void *const gu_y[2] = {a->g, a->u}, *const gu_t[2] = {a->t[LM_GATE], a->t[LM_UP]};
     if ((rc = be->rmsnorm(ctx, a->h1, x, &L->input_norm, N, H, eps, pl)) ||
-        (rc = lin(tr, li, LM_Q, a->qp, a->h1, a->t[LM_Q])) || (rc = lin(tr, li, LM_K, a->kp, a->h1, a->t[LM_K])) ||
-        (rc = lin(tr, li, LM_V, a->v, a->h1, a->t[LM_V])))
+        (rc = lin_n(tr, li, qkv, qkv_y, a->h1, qkv_t, 3)))
         return rc;
     if (c->qk_norm) {
         if ((rc = be->rmsnorm(ctx, a->q, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl)) ||
@@ -366,7 +426,7 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
         return rc;
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     if ((rc = be->rmsnorm(ctx, a->h2, a->xm, pre_mlp_norm(m, li), N, H, eps, pl)) ||
-        (rc = lin(tr, li, LM_GATE, a->g, a->h2, a->t[LM_GATE])) || (rc = lin(tr, li, LM_UP, a->u, a->h2, a->t[LM_UP])) ||
+        (rc = lin_n(tr, li, gu, gu_y, a->h2, gu_t, 2)) ||
         (rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act)) ||
         (rc = lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN])) || (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))))
         return rc;

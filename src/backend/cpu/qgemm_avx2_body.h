@@ -223,6 +223,9 @@ QTGT static void QV(tile_i8)(int m, int n, int kc, int gs, int bits, const int8_
  * at the block's end.  Both planes (x8 and r8), then (x8 sum * 256 + r8
  * sum) * d / 256 into the group's float sum; at the group's end
  * acc += s (group sum + xc) + b xs for the 8 rows of each half. */
+#ifndef TILE_PF
+#define TILE_PF 4096 /* bytes ahead; 0: none (Zen 3: 4096 a few % above 8192 and 0) */
+#endif
 QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act *x, int m0, const bk_weight *w,
                         const int64_t *t, float *const *out, size_t ldo)
 {
@@ -273,7 +276,7 @@ QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act 
 #pragma GCC unroll 2
                 for (int u = 0; u < NT; u++) {
                     const uint8_t *p = T[u] + (size_t)J * 64;
-                    _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
+                    if (TILE_PF) _mm_prefetch((const char *)p + TILE_PF, _MM_HINT_T0);
                     __m256i v[2] = {_mm256_load_si256((const __m256i *)(const void *)p),
                                     _mm256_load_si256((const __m256i *)(const void *)(p + 32))};
                     if (BITS == 4) {

@@ -594,6 +594,24 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
             if (e != (int)cudaErrorNotSupported) return launched(e, "matmul");
         }
     }
+    if (n > 1 && ws[0]->dtype == DT_BF16 && !matvec_takes(ws[0], T)) { /* bf16 GEMMs of x converted once */
+        int same = 1;
+        for (int i = 0; i < n; i++)
+            same &= ws[i]->dtype == DT_BF16 && ws[i]->rows > 0 && ws[i]->rows <= INT32_MAX &&
+                    ws[i]->cols == ws[0]->cols && ws[i]->cols <= INT32_MAX;
+        if (same) {
+            const int64_t C = ws[0]->cols;
+            void *buf;
+            pthread_mutex_lock(&c->lock);
+            int rc = scratch_get(c, (size_t)T * (size_t)C * 2, &buf);
+            if (!rc) rc = launched(cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C), "matmul");
+            for (int i = 0; i < n && !rc; i++) rc = gemm_bf16(c, ys[i], ws[i]->rows, ws[i]->data, buf, ws[i]->rows, T, C);
+            pthread_mutex_unlock(&c->lock);
+            for (int i = 0; i < n && !rc; i++)
+                if (bs && bs[i]) rc = launched(cuk_add_bias(c->stream, ys[i], bs[i], T, ws[i]->rows), "matmul bias");
+            return rc;
+        }
+    }
     for (int i = 0; i < n; i++) {
         int rc = cuda_matmul(ctx, ys[i], x, ws[i], bs ? bs[i] : NULL, T);
         if (rc) return rc;
@@ -629,19 +647,22 @@ static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
  * scores scale q_h k^T of heads h = kvh * group + g, [T][S] each; a kernel
  * a row softmaxes them (softcap, mask), and products give out = P v (the
  * backward: dP = dout v^T, dS from P and dP, dq = dS k, dk = sum_g dS^T q,
- * dv = sum_g P^T dout), in float32 (cuBLAS's SGEMM: no TF32, so that the
- * op stays as exact as the kernels).  Scratch: two
+ * dv = sum_g P^T dout), in float32 (no TF32, so that the op stays as exact
+ * as the kernels, unless p->fast: training).  Scratch: two
  * [heads][T][S] blocks; used where they take at most ATTN_GEMM_BYTES. */
 enum { ATTN_GEMM_BYTES = 1 << 30 };
 
 static size_t attn_gemm_bytes(const bk_attn *p) { return 2 * (size_t)p->n_heads * p->T * p->S * sizeof(float); }
 
-static int sgemm_kv(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k, float alpha,
-                    const float *A, int lda, long long sa, const float *B, int ldb, long long sb, float beta, float *C,
-                    int ldc, long long sc, int batch)
+/* Strided-batched float32 products; with p->fast on the TF32 tensor cores
+ * (10-bit mantissas in, float32 sums). */
+static int sgemm_kv(cuda_ctx *c, const bk_attn *p, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
+                    float alpha, const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
+                    float beta, float *C, int ldc, long long sc, int batch)
 {
-    cublasStatus_t s = cublasSgemmStridedBatched(c->blas, ta, tb, m, n, k, &alpha, A, lda, sa, B, ldb, sb, &beta, C,
-                                                 ldc, sc, batch);
+    cublasStatus_t s = cublasGemmStridedBatchedEx(
+        c->blas, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F, ldc,
+        sc, batch, p->fast ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return s ? blas_fail(s, "attention") : INFER_OK;
 }
 
@@ -650,7 +671,7 @@ static int sgemm_kv(cuda_ctx *c, cublasOperation_t ta, cublasOperation_t tb, int
 static int attn_scores(cuda_ctx *c, float *sc, const float *a, const float *b, const bk_attn *p, int g, float scale)
 {
     const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
-    return sgemm_kv(c, CUBLAS_OP_T, CUBLAS_OP_N, S, T, d, scale, b, p->n_kv_heads * d, d, a + (size_t)g * d,
+    return sgemm_kv(c, p, CUBLAS_OP_T, CUBLAS_OP_N, S, T, d, scale, b, p->n_kv_heads * d, d, a + (size_t)g * d,
                     p->n_heads * d, (long long)group * d, 0.0f, sc + (size_t)g * T * S, S, (long long)group * T * S,
                     p->n_kv_heads);
 }
@@ -660,7 +681,7 @@ static int attn_scores(cuda_ctx *c, float *sc, const float *a, const float *b, c
 static int attn_apply(cuda_ctx *c, float *o, const float *m, const float *b, const bk_attn *p, int g)
 {
     const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
-    return sgemm_kv(c, CUBLAS_OP_N, CUBLAS_OP_N, d, T, S, 1.0f, b, p->n_kv_heads * d, d, m + (size_t)g * T * S, S,
+    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_N, d, T, S, 1.0f, b, p->n_kv_heads * d, d, m + (size_t)g * T * S, S,
                     (long long)group * T * S, 0.0f, o + (size_t)g * d, p->n_heads * d, (long long)group * d,
                     p->n_kv_heads);
 }
@@ -670,7 +691,7 @@ static int attn_apply(cuda_ctx *c, float *o, const float *m, const float *b, con
 static int attn_gather(cuda_ctx *c, float *o, const float *m, const float *a, const bk_attn *p, int g)
 {
     const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
-    return sgemm_kv(c, CUBLAS_OP_N, CUBLAS_OP_T, d, S, T, 1.0f, a + (size_t)g * d, p->n_heads * d,
+    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_T, d, S, T, 1.0f, a + (size_t)g * d, p->n_heads * d,
                     (long long)group * d, m + (size_t)g * T * S, S, (long long)group * T * S, g ? 1.0f : 0.0f, o,
                     p->n_kv_heads * d, d, p->n_kv_heads);
 }
