@@ -7,22 +7,15 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
+
 #include <string.h>
+
+#include "backend/cpu/avx2_inl.h"
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
 enum { MR = 6, NR = 16 };
-
-/* 8 elements of B at p (any alignment) as float32; dt is a constant after
- * inlining. */
-INL __m256 load8(const unsigned char *p, infer_dtype dt)
-{
-    if (dt == DT_F32) return _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i_u *)(const void *)p));
-    __m128i h = _mm_loadu_si128((const __m128i_u *)(const void *)p);
-    if (dt == DT_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-    return _mm256_cvtph_ps(h);
-}
 
 INL float load1(const unsigned char *p, infer_dtype dt)
 {
@@ -34,30 +27,6 @@ INL float load1(const unsigned char *p, infer_dtype dt)
     uint16_t h;
     memcpy(&h, p, sizeof h);
     return dt == DT_BF16 ? bf16_to_f32(h) : _cvtsh_ss(h);
-}
-
-/* In-register transpose: r[i][j] -> r[j][i]. */
-INL void tr8(__m256 r[8])
-{
-    __m256 t[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    __m256 s[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-        r[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-    }
 }
 
 /* ---- Packing ---- */
@@ -82,8 +51,8 @@ INL void pack_b_body(int n, int kc, const unsigned char *B, const infer_dtype dt
                 __m256 r[8];
 #pragma GCC unroll 8
                 for (int j = 0; j < 8; j++)
-                    r[j] = j < rows ? load8(b0 + j * ldb + (size_t)k * es, dt) : _mm256_setzero_ps();
-                tr8(r);
+                    r[j] = j < rows ? avx2_load8(b0 + j * ldb + (size_t)k * es, dt) : _mm256_setzero_ps();
+                avx2_tr8(r);
 #pragma GCC unroll 8
                 for (int t = 0; t < 8; t++) _mm256_store_ps(panel + (size_t)(k + t) * NR + h, r[t]);
             }
@@ -129,7 +98,7 @@ TGT static void pack_a(int m, int kc, const float *A, size_t lda, float *Ap)
 #pragma GCC unroll 8
             for (int i = 0; i < 8; i++)
                 r[i] = i < rows ? _mm256_loadu_ps(a0 + i * lda + k) : _mm256_setzero_ps();
-            tr8(r);
+            avx2_tr8(r);
             /* Each k holds MR = 6 floats: 4 + 2. */
 #pragma GCC unroll 8
             for (int t = 0; t < 8; t++) {
@@ -222,30 +191,36 @@ static void tile(int m, int n, int kc, const float *Ap, const float *Bp, float *
 
 enum { PF_AHEAD = 8192 };
 
-INL float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
+/* One row of B against mr rows of A.  H chunks of 8 values an iteration,
+ * each with its own accumulators: with one or two rows of A, two chains
+ * would leave the loop waiting on the FMA's latency (4 cycles for 16
+ * values: about 20 GB/s of bf16 a core on a Zen 3), so those take 4. */
 INL void row_body(const int mr, const infer_dtype dt, int K, const float *A, size_t lda, const unsigned char *b,
                   float *C, size_t ldc)
 {
+    enum { HMAX = 4 };
+    const int H = mr <= 2 ? 4 : 2;
     const size_t es = dt == DT_F32 ? 4 : 2;
-    __m256 acc[2][4];
+    __m256 acc[HMAX][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) acc[0][i] = acc[1][i] = _mm256_setzero_ps();
+    for (int i = 0; i < mr; i++)
+#pragma GCC unroll 4
+        for (int h = 0; h < H; h++) acc[h][i] = _mm256_setzero_ps();
     int k = 0;
-    for (; k + 16 <= K; k += 16) {
-        if (es == 4 || k % 32 == 0) _mm_prefetch((const char *)b + (size_t)k * es + PF_AHEAD, _MM_HINT_T0);
-#pragma GCC unroll 2
-        for (int h = 0; h < 2; h++) {
-            __m256 w = load8(b + (size_t)(k + 8 * h) * es, dt);
+    for (; k + 8 * H <= K; k += 8 * H) {
+#pragma GCC unroll 4
+        for (int h = 0; h < H; h++) {
+            if ((size_t)(8 * h) * es % 64 == 0)
+                _mm_prefetch((const char *)b + (size_t)(k + 8 * h) * es + PF_AHEAD, _MM_HINT_T0);
+            __m256 w = avx2_load8(b + (size_t)(k + 8 * h) * es, dt);
 #pragma GCC unroll 4
             for (int i = 0; i < mr; i++) acc[h][i] = _mm256_fmadd_ps(_mm256_loadu_ps(A + i * lda + k + 8 * h), w, acc[h][i]);
         }
+    }
+    for (; k + 8 <= K; k += 8) {
+        __m256 w = avx2_load8(b + (size_t)k * es, dt);
+#pragma GCC unroll 4
+        for (int i = 0; i < mr; i++) acc[0][i] = _mm256_fmadd_ps(_mm256_loadu_ps(A + i * lda + k), w, acc[0][i]);
     }
     float tail[4] = {0};
     for (; k < K; k++) {
@@ -253,7 +228,12 @@ INL void row_body(const int mr, const infer_dtype dt, int K, const float *A, siz
         for (int i = 0; i < mr; i++) tail[i] += A[i * lda + k] * w;
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) C[i * ldc] = hsum8(_mm256_add_ps(acc[0][i], acc[1][i])) + tail[i];
+    for (int i = 0; i < mr; i++) {
+        __m256 t = acc[0][i];
+#pragma GCC unroll 4
+        for (int h = 1; h < H; h++) t = _mm256_add_ps(t, acc[h][i]);
+        C[i * ldc] = avx2_hsum8(t) + tail[i];
+    }
 }
 
 typedef void (*row_fn)(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc);

@@ -14,6 +14,8 @@
 #if defined(__x86_64__) || defined(__i386__)
 
 #include <immintrin.h>
+
+#include "backend/cpu/avx2_inl.h"
 #include <string.h>
 
 #define TGT __attribute__((target("avx2,fma,f16c")))
@@ -29,14 +31,6 @@ static void load_sb(const bk_weight *w, int64_t r0, int n, float *s, float *b)
     q_load_f32(w->biases, w->sdtype, (size_t)r0 * ng, (size_t)n * ng, b);
 }
 
-INL float hsum8(__m256 v)
-{
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
-
 /* Biases: sum_g b_g * (sum of x over g), into lane 0 of the result. */
 INL __m256 bias_sum(const float *b, const float *xs, int ng)
 {
@@ -46,15 +40,6 @@ INL __m256 bias_sum(const float *b, const float *xs, int ng)
     float tail = 0.0f;
     for (; g < ng; g++) tail += b[g] * xs[g];
     return _mm256_add_ps(t, _mm256_setr_ps(tail, 0, 0, 0, 0, 0, 0, 0));
-}
-
-/* 8 scales or biases of type t at p as float32 */
-INL __m256 load8_sf(const void *p, infer_dtype t)
-{
-    if (t == DT_F32) return _mm256_loadu_ps((const float *)p);
-    __m128i h = _mm_loadu_si128((const __m128i_u *)p);
-    if (t == DT_F16) return _mm256_cvtph_ps(h);
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16)); /* bf16 */
 }
 
 /* ---- Exact ---- */
@@ -94,7 +79,7 @@ INL void rx4_body(const int mr, const int W, const q_act *x, int m0, const uint8
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = hsum8(_mm256_add_ps(acc[0][i], acc[1][i]));
+    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = avx2_hsum8(_mm256_add_ps(acc[0][i], acc[1][i]));
 }
 
 /* bytes: 8 bits, or other widths unpacked */
@@ -121,7 +106,7 @@ INL void rxb_body(const int mr, const q_act *x, int m0, const uint8_t *q, const 
         }
     }
 #pragma GCC unroll 4
-    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = hsum8(_mm256_add_ps(acc[0][i], acc[1][i]));
+    for (int i = 0; i < mr; i++) out[(size_t)i * ldc] = avx2_hsum8(_mm256_add_ps(acc[0][i], acc[1][i]));
 }
 
 #define ROW_FN(name, tgt, body, ...)                                                                             \
@@ -196,29 +181,6 @@ TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, f
 
 /* ---- q_untile (qgemm.h) with 8 x 8 transposes of 32-bit words ---- */
 
-/* v[i] (8 words of row i) <- the words v[0 .. 8) held at lane i */
-INL void tr8(__m256 v[8])
-{
-    __m256 t[8], s[8];
-#pragma GCC unroll 4
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(v[i], v[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(v[i], v[i + 1]);
-    }
-#pragma GCC unroll 2
-    for (int i = 0; i < 8; i += 4) {
-        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-    }
-#pragma GCC unroll 4
-    for (int i = 0; i < 4; i++) {
-        v[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-        v[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-    }
-}
-
 TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
 {
     const size_t rb = bk_qrow_bytes(w), wpr = rb / 4;
@@ -235,7 +197,7 @@ TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weig
                 __m256 v[8];
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(src + (j + (size_t)i) * 16 + 8 * h);
-                tr8(v); /* v[r]: words j .. j + 7 of row 8 h + r */
+                avx2_tr8(v); /* v[r]: words j .. j + 7 of row 8 h + r */
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(8 * h + i) * wpr + j, v[i]);
             }
@@ -280,7 +242,7 @@ TGT static void act_rows(const q_act *x, int m0, int m1)
             t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4e));
             t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xb1));
             s8[blk] = _mm_cvtsi128_si32(t4);
-            gsum += hsum8(sm);
+            gsum += avx2_hsum8(sm);
             if ((blk + 1) * 32 % gs == 0) {
                 xs[(blk * 32) / gs] = gsum;
                 gsum = 0.0f;

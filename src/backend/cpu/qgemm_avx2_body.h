@@ -128,7 +128,7 @@ QINL void QV(ri8_body)(const int mr, const int four, const q_act *x, int m0, con
 #pragma GCC unroll 4
     for (int i = 0; i < mr; i++) {
         __m256 t = _mm256_add_ps(_mm256_add_ps(acc[0][i], acc[1][i]), bias_sum(b, x->xs + (size_t)(m0 + i) * ng, ng));
-        out[(size_t)i * ldc] = hsum8(t);
+        out[(size_t)i * ldc] = avx2_hsum8(t);
     }
 }
 
@@ -354,8 +354,8 @@ QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act 
         for (int u = 0; u < NT; u++)
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
-                const __m256 sv = load8_sf(S[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
-                const __m256 bv = load8_sf(B[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
+                const __m256 sv = avx2_load8(S[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
+                const __m256 bv = avx2_load8(B[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
 #pragma GCC unroll 2
                 for (int i = 0; i < XR; i++) {
                     const size_t gi = (size_t)(m0 + i) * ng + (size_t)g;
