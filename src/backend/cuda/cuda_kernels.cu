@@ -1581,18 +1581,22 @@ extern "C" int cuk_add_rmsnorm(void *stream, float *x, float *a, const bk_weight
 
 /* ---- RoPE (rotate-half), in place ---- */
 
+/* A block a token: thread (h0, i) takes pair i of heads h0, h0 + per, ..
+ * (per = blockDim / half), so that each angle's sincos is computed once a
+ * token rather than once a head. */
 __global__ void k_rope(float *x, const int32_t *pos, int n_heads, int head_dim, const float *inv_freq, float f)
 {
     PDL_ENTRY();
-    int t = blockIdx.x / n_heads, h = blockIdx.x % n_heads, half = head_dim / 2;
-    float *v = x + ((size_t)t * n_heads + h) * head_dim;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        /* the angle in float32, as transformers forms it; its cos and sin
-         * to float32 accuracy */
-        float angle = (float)pos[t] * inv_freq[i], cs, sn;
-        sincosf(angle, &sn, &cs);
-        cs *= f;
-        sn *= f;
+    const int t = blockIdx.x, half = head_dim / 2, per = blockDim.x / half;
+    const int i = threadIdx.x % half, h0 = threadIdx.x / half;
+    /* the angle in float32, as transformers forms it; its cos and sin to
+     * float32 accuracy */
+    float angle = (float)pos[t] * inv_freq[i], cs, sn;
+    sincosf(angle, &sn, &cs);
+    cs *= f;
+    sn *= f;
+    for (int h = h0; h < n_heads; h += per) {
+        float *v = x + ((size_t)t * n_heads + h) * head_dim;
         float a = v[i], b = v[i + half];
         v[i] = a * cs - b * sn;
         v[i + half] = b * cs + a * sn;
@@ -1603,7 +1607,12 @@ extern "C" int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n
                         const float *inv_freq, float attn_factor)
 {
     if (T <= 0 || n_heads <= 0) return 0;
-    PDL_LAUNCH(k_rope, T * n_heads, 64, 0, (cudaStream_t)stream, x, pos, n_heads, head_dim, inv_freq, attn_factor);
+    const int half = head_dim / 2;
+    if (half < 1 || half > 1024) return (int)cudaErrorInvalidValue;
+    int per = 256 / half;
+    if (per < 1) per = 1;
+    if (per > n_heads) per = n_heads;
+    PDL_LAUNCH(k_rope, T, per * half, 0, (cudaStream_t)stream, x, pos, n_heads, head_dim, inv_freq, attn_factor);
     return (int)cudaGetLastError();
 }
 
