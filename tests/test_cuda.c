@@ -673,7 +673,7 @@ static void kv_attention_case(int kind)
             dout[i] = poisoned(&p, i, nq);
             /* the hint of the most rows of one sequence: given with the window */
             bk_attn_kv a = {B, N, cap, dqs[i], dl[i], ds[i], H, KVH, d, 0.125f, split ? 2.0f : 0.0f, window,
-                            window ? q_start[1] : 0};
+                            window ? q_start[1] : 0, 0, 0};
             if (p.be[i]->kv_store(p.ctx[i], dkc[i], dvc[i], dk[i], dv[i], &a) ||
                 p.be[i]->attention_kv(p.ctx[i], dout[i], dq[i], dkc[i], dvc[i], &a))
                 fail_msg("%s: %s", p.be[i]->name, infer_last_error());
@@ -690,6 +690,65 @@ static void kv_attention_case(int kind)
     free(v);
     free(q);
     close_pair(&p);
+}
+
+/* One sequence's prefill with the host's kv_len and slot given (the cuda
+ * backend's GEMM path): after a cached prefix, with and without a window
+ * and a softcap; and a ring turned past its cap (the kernels again). */
+static void kv_attention_prefill_case(int N, int prefix, int cap, int window, float softcap)
+{
+    pair p;
+    open_pair(&p);
+    const int H = 8, KVH = 2, d = 64, B = 1;
+    int32_t q_start[2] = {0, N}, kv_len[1] = {prefix + N}, slot[1] = {1};
+    size_t w = (size_t)KVH * d, nc = (size_t)2 * cap * w, nq = (size_t)N * H * d;
+    float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(N * w * 4), *v = malloc(N * w * 4),
+          *q = malloc(nq * 4);
+    assert_true(kc && vc && k && v && q);
+    fill(kc, nc, 1.0f);
+    fill(vc, nc, 1.0f);
+    fill(k, N * w, 1.0f);
+    fill(v, N * w, 1.0f);
+    fill(q, nq, 1.0f);
+    void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2];
+    for (int i = 0; i < 2; i++) {
+        dkc[i] = put(&p, i, kc, nc * 4);
+        dvc[i] = put(&p, i, vc, nc * 4);
+        dk[i] = put(&p, i, k, N * w * 4);
+        dv[i] = put(&p, i, v, N * w * 4);
+        dq[i] = put(&p, i, q, nq * 4);
+        dqs[i] = put(&p, i, q_start, sizeof q_start);
+        dl[i] = put(&p, i, kv_len, sizeof kv_len);
+        ds[i] = put(&p, i, slot, sizeof slot);
+        dout[i] = poisoned(&p, i, nq);
+        bk_attn_kv a = {.B = B, .N = N, .cap = cap, .q_start = dqs[i], .kv_len = dl[i], .slot = ds[i], .n_heads = H,
+                        .n_kv_heads = KVH, .head_dim = d, .scale = 0.125f, .softcap = softcap, .window = window,
+                        .max_n = N, .host_kv_len = kv_len[0], .host_slot = slot[0]};
+        if (p.be[i]->kv_store(p.ctx[i], dkc[i], dvc[i], dk[i], dv[i], &a) ||
+            p.be[i]->attention_kv(p.ctx[i], dout[i], dq[i], dkc[i], dvc[i], &a))
+            fail_msg("%s: %s", p.be[i]->name, infer_last_error());
+    }
+    double e = compare(&p, dout, nq);
+    if (!(e <= 1e-5))
+        fail_msg("attention_kv prefill (%d rows after %d, cap %d, window %d, softcap %g): relative error %.3e", N,
+                 prefix, cap, window, (double)softcap, e);
+    void **all[] = {dkc, dvc, dk, dv, dq, dout, dqs, dl, ds};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free2(&p, all[i]);
+    free(kc);
+    free(vc);
+    free(k);
+    free(v);
+    free(q);
+    close_pair(&p);
+}
+
+static void kv_attention_prefill(void **state)
+{
+    (void)state;
+    kv_attention_prefill_case(40, 0, 64, 0, 0.0f);
+    kv_attention_prefill_case(40, 10, 64, 16, 0.0f);
+    kv_attention_prefill_case(33, 20, 64, 0, 3.0f);
+    kv_attention_prefill_case(32, 40, 48, 16, 0.0f); /* 72 keys in a ring of 48 */
 }
 
 static void kv_attention_matches_cpu(void **state)
@@ -810,7 +869,7 @@ static void fused_ops_match_cpu(void **state)
             dp[i] = put(&p, i, pos, sizeof pos);
             df[i] = put(&p, i, freq, sizeof freq);
         }
-        bk_attn_kv a0 = {B, N, cap, dqs[0], dl[0], ds[0], H, KVH, d, 0.125f, 0.0f, 0, 0};
+        bk_attn_kv a0 = {B, N, cap, dqs[0], dl[0], ds[0], H, KVH, d, 0.125f, 0.0f, 0, 0, 0, 0};
         bk_attn_kv a1 = a0;
         a1.q_start = dqs[1];
         a1.kv_len = dl[1];
@@ -1476,6 +1535,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(embed_rope_gather_match_cpu),
     cmocka_unit_test(attention_matches_cpu),
     cmocka_unit_test(kv_attention_matches_cpu),
+    cmocka_unit_test(kv_attention_prefill),
     cmocka_unit_test(fused_ops_match_cpu),
     cmocka_unit_test(matmul_n_matches_cpu),
     cmocka_unit_test(quantized_scale_dtypes_match_cpu),

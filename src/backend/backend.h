@@ -132,6 +132,10 @@ typedef struct bk_attn_kv {
     float softcap;
     int window;
     int max_n;      /* most query rows of one sequence (a hint; 0: not given, up to N) */
+    /* B == 1: kv_len[0] and slot[0] as the host knows them (0: not given),
+     * for work sized on the host (cuda: prefill through GEMMs); never
+     * given to an op a graph records */
+    int host_kv_len, host_slot;
 } bk_attn_kv;
 
 /* What the process-wide memory entries of a backend read or set. */

@@ -227,6 +227,8 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         .softcap = (float)c->attn_softcap,
         .window = is_sliding(c, li) ? c->sliding_window : 0,
         .max_n = max_n,
+        .host_kv_len = fb->B == 1 ? fb->kv_len[0] : 0,
+        .host_slot = fb->B == 1 ? fb->slot[0] : 0,
     };
     int sliding = c->layer_sliding && c->layer_sliding[li];
     const rope_config *ropec = sliding ? &c->rope_local : &c->rope_global;
