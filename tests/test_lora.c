@@ -215,8 +215,11 @@ static void accumulation_and_checkpointing(void **state)
     close_case(&c);
 }
 
-static void adamw_on(const char *backend, double tol)
+/* Ten AdamW steps on backend against the losses under ref ("adamw": PEFT
+ * in float32; "adamw_bf16": PEFT over the bf16 model on the GPU), to tol. */
+static void adamw_on(const char *backend, const char *ref, double tol)
 {
+    int failed = 0;
     for (size_t ci = 0; ci < sizeof CASES / sizeof CASES[0]; ci++) {
         lcase c;
         open_case_on(&c, CASES[ci], backend);
@@ -237,7 +240,10 @@ static void adamw_on(const char *backend, double tol)
         }
         infer_trainer *t;
         assert_int_equal(infer_trainer_new(c.l, &o, &t), 0);
-        const cJSON *losses = cJSON_GetObjectItem(a, "losses"), *lrs = cJSON_GetObjectItem(a, "lrs");
+        const cJSON *lrs = cJSON_GetObjectItem(a, "lrs");
+        const cJSON *losses = cJSON_GetObjectItem(cJSON_GetObjectItem(c.exp, ref), "losses");
+        if (!cJSON_IsArray(losses) || cJSON_GetArraySize(losses) != steps)
+            fail_msg("%s: expected.json has no %s losses (tests/ref/make_lora_fixtures.py)", CASES[ci], ref);
         double worst = 0.0;
         for (int s = 0; s < steps; s++) {
             infer_train_batch b = examples(&c, 0, c.B, 1);
@@ -252,31 +258,33 @@ static void adamw_on(const char *backend, double tol)
                          cJSON_GetArrayItem(lrs, s)->valuedouble);
             if (e > tol) print_message("  %s step %d: loss %.7f, PEFT %.7f (rel %.2e)\n", CASES[ci], s, r.loss, want, e);
         }
-        if (!(worst <= tol)) fail_msg("%s on %s: AdamW losses within %.2e of PEFT's (want %.0e)", CASES[ci], backend, worst, tol);
-        print_message("  %s %-17s 10 AdamW steps: losses within %.1e of PEFT's (last %.4f)\n", backend, CASES[ci], worst,
-                      cJSON_GetArrayItem(losses, steps - 1)->valuedouble);
+        print_message("  %s %-17s 10 AdamW steps: losses within %.1e of PEFT's %s (last %.4f)%s\n", backend, CASES[ci],
+                      worst, ref, cJSON_GetArrayItem(losses, steps - 1)->valuedouble, worst <= tol ? "" : ": too far");
+        failed += !(worst <= tol);
         infer_trainer_free(t);
         close_case(&c);
     }
+    if (failed) fail_msg("%s: %d of the cases' AdamW losses beyond %.0e of PEFT's %s", backend, failed, tol, ref);
 }
 
 static void adamw_steps_match_peft(void **state)
 {
     (void)state;
-    adamw_on("cpu", 1e-4);
+    adamw_on("cpu", "adamw", 1e-4);
 }
 
-/* The same on the cuda backend, against the same float32 references:
- * its products take x (forward) and dy (backward) in bf16, so the
- * gradients are within a few 1e-2 and the ten steps drift further, to
- * several 1e-2 (atomic sums make the last bits vary between runs; the
- * issue asks 1e-2 of a bf16 reference; see bench/RESULTS.md). */
+/* The same on the cuda backend: its products take x (forward) and dy
+ * (backward) in bf16, so against the float32 references the gradients are
+ * within a few 1e-2 and the ten steps drift further (atomic sums make the
+ * last bits vary between runs); the ten steps' losses are held to 1e-2 of
+ * PEFT's over the bf16 model on the GPU ("adamw_bf16"). */
 static void cuda_matches_peft(void **state)
 {
     (void)state;
     if (!infer_backend_available("cuda")) skip();
     grads_on("cuda", 2e-3, 5e-2);
-    adamw_on("cuda", 1e-1);
+    adamw_on("cuda", "adamw", 1e-1);
+    adamw_on("cuda", "adamw_bf16", 1e-2);
 }
 
 /* Dropout on the adapter's input: the mask keeps about 1 - p of the

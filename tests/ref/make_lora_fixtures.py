@@ -5,6 +5,7 @@ How to run (on the GPU machine of the `device` tool: its python3 has torch, tran
 everything here runs on the CPU in float32; nothing is downloaded):
 
     python3 tests/ref/make_lora_fixtures.py [--only case,case] [--out tests/fixtures/lora]
+    python3 tests/ref/make_lora_fixtures.py --bf16      # then adamw_bf16 (needs cuda)
 
 Model: the fixture's transformers class, from_pretrained(folder, dtype=float32,
 attn_implementation="eager") (the stored bf16 weights in float32, as make_fixtures.py computes
@@ -30,6 +31,11 @@ Recorded (expected.json, grads.safetensors):
       clip_grad_norm_(max_norm), step, with the learning rate of a schedule set before the step
       (constant, or transformers' get_cosine_schedule_with_warmup); "losses" the loss at each
       step (before its update), "lrs" the learning rate each step used.
+  adamw_bf16 (--bf16, on the GPU, into an existing case folder): the same ten steps from the same
+      initial adapter (the folder's adapter files, PeftModel.from_pretrained(is_trainable=True)) and
+      batch (batch.json), with the model in bfloat16 on cuda (sdpa attention; PEFT keeps the
+      adapter's parameters in float32, its default autocast_adapter_dtype), the loss from the
+      logits in float32: the reference of the GPU's reduced precision; "losses" as above.
 """
 import argparse
 import json
@@ -178,16 +184,68 @@ def run(case, out_root):
     print(case["name"], "loss", exp["loss_unmasked"], exp["loss_masked"], "adamw", losses[0], "->", losses[-1])
 
 
+def run_bf16(case, out_root):
+    out = os.path.join(out_root, case["name"])
+    path = os.path.join(ROOT, case["fixture"])
+    cfg = transformers.AutoConfig.from_pretrained(path)
+    cls = getattr(transformers, cfg.architectures[0])
+    base = cls.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").to("cuda")
+    model = peft.PeftModel.from_pretrained(base, out, is_trainable=True)
+    model.eval()
+    with open(os.path.join(out, "batch.json")) as f:
+        batch = json.load(f)
+    ids = torch.tensor(batch["ids"])
+    att = torch.zeros_like(ids)
+    for b, n in enumerate(batch["lens"]):
+        att[b, :n] = 1
+    lab = labels_for(ids, att, batch["prompt_lens"], True).to("cuda")
+    ids, att = ids.to("cuda"), att.to("cuda")
+    params = [p for _, p in lora_params(model)]
+    assert all(p.dtype == torch.float32 for p in params)
+    opt = torch.optim.AdamW(params, lr=OPT["lr"], betas=OPT["betas"], eps=OPT["eps"],
+                            weight_decay=OPT["weight_decay"])
+    if case["schedule"] == "cosine":
+        sched = transformers.get_cosine_schedule_with_warmup(opt, OPT["warmup"], OPT["steps"])
+    else:
+        sched = transformers.get_constant_schedule(opt)
+    losses = []
+    for _ in range(OPT["steps"]):
+        opt.zero_grad()
+        logits = model(input_ids=ids, attention_mask=att).logits.float()
+        tgt = lab[:, 1:]
+        lp = torch.log_softmax(logits[:, :-1], dim=-1)
+        keep = tgt != -100
+        nll = -lp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        loss = (nll * keep).sum() / keep.sum()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, OPT["max_norm"])
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    with open(os.path.join(out, "expected.json")) as f:
+        exp = json.load(f)
+    exp["adamw_bf16"] = {"losses": losses, "device": torch.cuda.get_device_name(),
+                         "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
+                                      "peft": peft.__version__}}
+    with open(os.path.join(out, "expected.json"), "w") as f:
+        json.dump(exp, f, indent=1)
+    print(case["name"], "bf16 adamw", losses[0], "->", losses[-1], "(float32:", exp["adamw"]["losses"][-1], ")")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default="")
     ap.add_argument("--out", default=os.path.join(ROOT, "lora"))
+    ap.add_argument("--bf16", action="store_true", help="only add adamw_bf16 to existing cases (GPU)")
     a = ap.parse_args()
     torch.use_deterministic_algorithms(True)
     only = set(filter(None, a.only.split(",")))
     for case in CASES:
         if not only or case["name"] in only:
-            run(case, a.out)
+            if a.bf16:
+                run_bf16(case, a.out)
+            else:
+                run(case, a.out)
 
 
 if __name__ == "__main__":
