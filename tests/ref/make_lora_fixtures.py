@@ -68,11 +68,11 @@ CASES = [
 OPT = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, max_norm=1.0, steps=10, warmup=3)
 
 
-def load(fixture):
+def load(fixture, dtype=torch.float32, attn="eager"):
     path = os.path.join(ROOT, fixture)
     cfg = transformers.AutoConfig.from_pretrained(path)
     cls = getattr(transformers, cfg.architectures[0])
-    m = cls.from_pretrained(path, dtype=torch.float32, attn_implementation="eager")
+    m = cls.from_pretrained(path, dtype=dtype, attn_implementation=attn)
     m.eval()  # no dropout anywhere
     return m
 
@@ -97,16 +97,18 @@ def labels_for(ids, att, prompt, masked):
     return lab
 
 
-def loss_of(model, ids, att, lab):
-    out = model(input_ids=ids, attention_mask=att)
-    logits = out.logits.float()
-    # sum over unmasked targets / their count, computed here and checked
-    # against transformers' own loss
+def mean_nll(logits, lab):
+    """The sum of the cross-entropies over unmasked targets / their count."""
     tgt = lab[:, 1:]
-    lp = torch.log_softmax(logits[:, :-1], dim=-1)
+    lp = torch.log_softmax(logits.float()[:, :-1], dim=-1)
     keep = tgt != -100
     nll = -lp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    loss = (nll * keep).sum() / keep.sum()
+    return (nll * keep).sum() / keep.sum()
+
+
+def loss_of(model, ids, att, lab):
+    # computed here and checked against transformers' own loss
+    loss = mean_nll(model(input_ids=ids, attention_mask=att).logits, lab)
     hf = model(input_ids=ids, attention_mask=att, labels=lab).loss
     assert abs(hf.item() - loss.item()) <= 1e-5 * max(1.0, abs(loss.item())), (hf.item(), loss.item())
     return loss
@@ -114,6 +116,29 @@ def loss_of(model, ids, att, lab):
 
 def lora_params(model):
     return [(n, p) for n, p in model.named_parameters() if "lora_" in n]
+
+
+def adamw_steps(case, model, loss_fn):
+    """OPT's steps on the LoRA parameters: each zero_grad, loss_fn(), backward,
+    clipping, step, with the case's schedule; the losses and learning rates."""
+    params = [p for _, p in lora_params(model)]
+    opt = torch.optim.AdamW(params, lr=OPT["lr"], betas=OPT["betas"], eps=OPT["eps"],
+                            weight_decay=OPT["weight_decay"])
+    if case["schedule"] == "cosine":
+        sched = transformers.get_cosine_schedule_with_warmup(opt, OPT["warmup"], OPT["steps"])
+    else:
+        sched = transformers.get_constant_schedule(opt)
+    losses, lrs = [], []
+    for _ in range(OPT["steps"]):
+        opt.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, OPT["max_norm"])
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    return losses, lrs
 
 
 def run(case, out_root):
@@ -157,24 +182,8 @@ def run(case, out_root):
     with torch.no_grad():
         for n, p in lora_params(model):
             p.copy_(init[n])
-    params = [p for _, p in lora_params(model)]
-    opt = torch.optim.AdamW(params, lr=OPT["lr"], betas=OPT["betas"], eps=OPT["eps"],
-                            weight_decay=OPT["weight_decay"])
-    if case["schedule"] == "cosine":
-        sched = transformers.get_cosine_schedule_with_warmup(opt, OPT["warmup"], OPT["steps"])
-    else:
-        sched = transformers.get_constant_schedule(opt)
     lab = labels_for(ids, att, case["prompt"], True)
-    losses, lrs = [], []
-    for _ in range(OPT["steps"]):
-        opt.zero_grad()
-        loss = loss_of(model, ids, att, lab)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, OPT["max_norm"])
-        lrs.append(opt.param_groups[0]["lr"])
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    losses, lrs = adamw_steps(case, model, lambda: loss_of(model, ids, att, lab))
     exp["adamw"] = {"lr": OPT["lr"], "betas": list(OPT["betas"]), "eps": OPT["eps"],
                     "weight_decay": OPT["weight_decay"], "max_norm": OPT["max_norm"], "steps": OPT["steps"],
                     "schedule": case["schedule"], "warmup": OPT["warmup"], "masked": True,
@@ -186,10 +195,7 @@ def run(case, out_root):
 
 def run_bf16(case, out_root):
     out = os.path.join(out_root, case["name"])
-    path = os.path.join(ROOT, case["fixture"])
-    cfg = transformers.AutoConfig.from_pretrained(path)
-    cls = getattr(transformers, cfg.architectures[0])
-    base = cls.from_pretrained(path, dtype=torch.bfloat16, attn_implementation="sdpa").to("cuda")
+    base = load(case["fixture"], torch.bfloat16, "sdpa").to("cuda")
     model = peft.PeftModel.from_pretrained(base, out, is_trainable=True)
     model.eval()
     with open(os.path.join(out, "batch.json")) as f:
@@ -200,28 +206,8 @@ def run_bf16(case, out_root):
         att[b, :n] = 1
     lab = labels_for(ids, att, batch["prompt_lens"], True).to("cuda")
     ids, att = ids.to("cuda"), att.to("cuda")
-    params = [p for _, p in lora_params(model)]
-    assert all(p.dtype == torch.float32 for p in params)
-    opt = torch.optim.AdamW(params, lr=OPT["lr"], betas=OPT["betas"], eps=OPT["eps"],
-                            weight_decay=OPT["weight_decay"])
-    if case["schedule"] == "cosine":
-        sched = transformers.get_cosine_schedule_with_warmup(opt, OPT["warmup"], OPT["steps"])
-    else:
-        sched = transformers.get_constant_schedule(opt)
-    losses = []
-    for _ in range(OPT["steps"]):
-        opt.zero_grad()
-        logits = model(input_ids=ids, attention_mask=att).logits.float()
-        tgt = lab[:, 1:]
-        lp = torch.log_softmax(logits[:, :-1], dim=-1)
-        keep = tgt != -100
-        nll = -lp.gather(-1, tgt.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-        loss = (nll * keep).sum() / keep.sum()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, OPT["max_norm"])
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
+    assert all(p.dtype == torch.float32 for _, p in lora_params(model))
+    losses, _ = adamw_steps(case, model, lambda: mean_nll(model(input_ids=ids, attention_mask=att).logits, lab))
     with open(os.path.join(out, "expected.json")) as f:
         exp = json.load(f)
     exp["adamw_bf16"] = {"losses": losses, "device": torch.cuda.get_device_name(),
