@@ -184,9 +184,8 @@ static int adapt(infer_model *m, fwd_scratch *s, int li, int k, void *y, const v
     return be->axpy(m->bctx, y, s->lu, ad->scale, (size_t)T * (size_t)B->rows);
 }
 
-/* Products of one x: one op where the backend has it. */
-static int products(infer_model *m, void *const *ys, const void *x, const bk_weight *const *ws,
-                    const bk_weight *const *bs, int n, int T)
+int model_products(infer_model *m, void *const *ys, const void *x, const bk_weight *const *ws,
+                   const bk_weight *const *bs, int n, int T)
 {
     const backend_ops *be = m->be;
     if (be->matmul_n) return be->matmul_n(m->bctx, ys, x, ws, bs, n, T);
@@ -207,7 +206,7 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     int T = fb->N, rc;
     const bk_weight *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {opt(&L->q_bias), opt(&L->k_bias), opt(&L->v_bias)};
     void *qkv_y[3] = {s->q, s->k, s->v};
-    if ((rc = products(m, qkv_y, s->h, qkv, qkv_b, 3, T)) || (rc = adapt(m, s, li, LM_Q, s->q, s->h, T)) ||
+    if ((rc = model_products(m, qkv_y, s->h, qkv, qkv_b, 3, T)) || (rc = adapt(m, s, li, LM_Q, s->q, s->h, T)) ||
         (rc = adapt(m, s, li, LM_K, s->k, s->h, T)) || (rc = adapt(m, s, li, LM_V, s->v, s->h, T)))
         return rc;
     int max_n = 0;
@@ -276,7 +275,7 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
     int rc;
     const bk_weight *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {opt(&L->gate_bias), opt(&L->up_bias)};
     void *gu_y[2] = {s->g, s->u};
-    if ((rc = products(m, gu_y, s->h, gu, gu_b, 2, T)) || (rc = adapt(m, s, li, LM_GATE, s->g, s->h, T)) ||
+    if ((rc = model_products(m, gu_y, s->h, gu, gu_b, 2, T)) || (rc = adapt(m, s, li, LM_GATE, s->g, s->h, T)) ||
         (rc = adapt(m, s, li, LM_UP, s->u, s->h, T)))
         return rc;
     if (m->adapter && m->adapter->a[li * LM_COUNT + LM_DOWN].data) {

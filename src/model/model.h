@@ -93,6 +93,11 @@ void rope_inv_freq(const rope_config *rc, int head_dim, int max_position, int se
 /* Logits of n_ids tokens at positions 0..n_ids-1 into host memory out
  * [n_ids, vocab] (forward.c). */
 int model_forward_logits(infer_model *m, const int32_t *ids, int n_ids, float *out);
+/* ys[i] = x . ws[i]^T (+ bs[i]) for n <= 4 weights of one x (q, k, v; gate,
+ * up): one matmul_n where the backend has it, else one product after
+ * another (forward.c; the trainer's too). */
+int model_products(infer_model *m, void *const *ys, const void *x, const bk_weight *const *ws,
+                   const bk_weight *const *bs, int n, int T);
 
 /* ---- KV caches and batched forward passes (kv.c, forward.c) ---- */
 

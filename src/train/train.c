@@ -124,7 +124,6 @@ static void alloc_into(const backend_ops *be, void *ctx, int *rc, void **p, size
     if (!*rc) *rc = be->alloc(ctx, bytes > 0 ? bytes : 4, p);
 }
 
-/* Buffers for N rows (B examples of T positions). */
 /* The activations of a layer that layer_backward reads, as KEEP_ bits: an
  * adapted module's input (its A gradient), the attention's q, k, v, the
  * norms' inputs, the GLU's inputs; the rest (the q and k before their
@@ -150,6 +149,7 @@ static unsigned kept_acts(const infer_trainer *t)
     return k;
 }
 
+/* Buffers for N rows (B examples of T positions). */
 static int ensure_bufs(infer_trainer *t, int N, int T)
 {
     if (N <= t->cap) {
@@ -344,11 +344,7 @@ static int lin_n(infer_trainer *tr, int li, const int *ks, void *const *ys, cons
     void *ctx = tr->m->bctx;
     const bk_weight *ws[4], *bs[4];
     for (int i = 0; i < n; i++) ws[i] = lora_base(tr->m, li, ks[i], &bs[i]);
-    int rc = INFER_OK;
-    if (be->matmul_n && n > 1)
-        rc = be->matmul_n(ctx, ys, x, ws, bs, n, tr->N);
-    else
-        for (int i = 0; i < n && !rc; i++) rc = be->matmul(ctx, ys[i], x, ws[i], bs[i], tr->N);
+    int rc = n > 1 ? model_products(tr->m, ys, x, ws, bs, n, tr->N) : be->matmul(ctx, ys[0], x, ws[0], bs[0], tr->N);
     for (int i = 0; i < n && !rc; i++) {
         const lora_mod *md = lora_at(tr->l, li, ks[i]);
         if (!md) continue;
