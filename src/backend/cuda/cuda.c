@@ -481,30 +481,43 @@ static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const 
     return s ? blas_fail(s, "matmul") : INFER_OK;
 }
 
-static int matmul_blas(cuda_ctx *c, float *y, const float *x, const bk_weight *w, int T)
+/* ys[i] = x . ws[i]^T for n weights of the same cols through cuBLAS: x
+ * converted to bf16 once for all of them (float32 weights take SGEMM on
+ * x as it is; f16 and quantized ones are converted to bf16 a slice of rows
+ * at a time).  The caller holds c->lock. */
+static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk_weight *const *ws, int n, int T)
 {
-    int64_t R = w->rows, C = w->cols;
-    if (w->dtype == DT_F32) {
-        const float one = 1.0f, zero = 0.0f;
-        cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, &one, w->data, (int)C,
-                                       x, (int)C, &zero, y, (int)R);
-        return s ? blas_fail(s, "matmul") : INFER_OK;
+    const int64_t C = ws[0]->cols;
+    size_t xb = 0;
+    int64_t slice = 0;
+    for (int i = 0; i < n; i++) {
+        if (ws[i]->dtype != DT_F32) xb = ((size_t)T * (size_t)C * 2 + 255) / 256 * 256;
+        if (ws[i]->dtype != DT_F32 && ws[i]->dtype != DT_BF16 && convert_rows(ws[i]) > slice) slice = convert_rows(ws[i]);
     }
-    size_t xb = ((size_t)T * (size_t)C * 2 + 255) / 256 * 256;
-    int64_t slice = w->dtype != DT_BF16 ? convert_rows(w) : 0;
-    void *buf;
-    int rc = scratch_get(c, xb + (size_t)slice * (size_t)C * 2, &buf);
-    if (rc) return rc;
-    if ((rc = launched(cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C), "matmul"))) return rc;
-    if (w->dtype == DT_BF16) return gemm_bf16(c, y, R, w->data, buf, R, T, C);
-    void *ws = (char *)buf + xb;
-    for (int64_t r0 = 0; r0 < R; r0 += slice) {
-        int64_t nr = R - r0 < slice ? R - r0 : slice;
-        if ((rc = launched(cuk_weight_to_bf16(c->stream, ws, w, r0, nr), "matmul")) ||
-            (rc = gemm_bf16(c, y + r0, R, ws, buf, nr, T, C)))
-            return rc;
+    void *buf = NULL;
+    int rc = xb ? scratch_get(c, xb + (size_t)slice * (size_t)C * 2, &buf) : INFER_OK;
+    if (!rc && xb) rc = launched(cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C), "matmul");
+    for (int i = 0; i < n && !rc; i++) {
+        const bk_weight *w = ws[i];
+        const int64_t R = w->rows;
+        if (w->dtype == DT_F32) {
+            const float one = 1.0f, zero = 0.0f;
+            cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, &one, w->data, (int)C,
+                                           x, (int)C, &zero, ys[i], (int)R);
+            if (s) rc = blas_fail(s, "matmul");
+        } else if (w->dtype == DT_BF16) {
+            rc = gemm_bf16(c, ys[i], R, w->data, buf, R, T, C);
+        } else {
+            void *wb = (char *)buf + xb;
+            const int64_t sl = convert_rows(w);
+            for (int64_t r0 = 0; r0 < R && !rc; r0 += sl) {
+                int64_t nr = R - r0 < sl ? R - r0 : sl;
+                if (!(rc = launched(cuk_weight_to_bf16(c->stream, wb, w, r0, nr), "matmul")))
+                    rc = gemm_bf16(c, ys[i] + r0, R, wb, buf, nr, T, C);
+            }
+        }
     }
-    return INFER_OK;
+    return rc;
 }
 
 /* Quantized products of several rows of x on tensor cores (cuk_qmm);
@@ -547,14 +560,14 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     int rc = weight_ok(w);
     if (rc) return rc;
     if (matvec_takes(w, T)) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
+    float *ys[1] = {y};
     pthread_mutex_lock(&c->lock);
     if (cuk_qmm_ok(w, T)) {
-        float *ys[1] = {y};
         rc = qmm_run(c, ys, x, &w, &bias, 1, T);
         pthread_mutex_unlock(&c->lock);
         return rc;
     }
-    rc = matmul_blas(c, y, x, w, T);
+    rc = matmul_blas_n(c, ys, x, &w, 1, T);
     pthread_mutex_unlock(&c->lock);
     if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
     return rc;
@@ -600,12 +613,8 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
             same &= ws[i]->dtype == DT_BF16 && ws[i]->rows > 0 && ws[i]->rows <= INT32_MAX &&
                     ws[i]->cols == ws[0]->cols && ws[i]->cols <= INT32_MAX;
         if (same) {
-            const int64_t C = ws[0]->cols;
-            void *buf;
             pthread_mutex_lock(&c->lock);
-            int rc = scratch_get(c, (size_t)T * (size_t)C * 2, &buf);
-            if (!rc) rc = launched(cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C), "matmul");
-            for (int i = 0; i < n && !rc; i++) rc = gemm_bf16(c, ys[i], ws[i]->rows, ws[i]->data, buf, ws[i]->rows, T, C);
+            int rc = matmul_blas_n(c, (float *const *)ys, x, ws, n, T);
             pthread_mutex_unlock(&c->lock);
             for (int i = 0; i < n && !rc; i++)
                 if (bs && bs[i]) rc = launched(cuk_add_bias(c->stream, ys[i], bs[i], T, ws[i]->rows), "matmul bias");
