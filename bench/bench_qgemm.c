@@ -3,6 +3,8 @@
  * limits measured in the same run.
  *
  *   build/bench/bench_qgemm [THREADS] [SECONDS_PER_CASE]
+ *   BENCH_QGEMM_CASES=4:64:2048:8192,... build/bench/bench_qgemm ...
+ *       (only these cases: bits 16 = bf16, group size, N, K)
  *
  * Decode (M = 1, 2, 4): y = x . W^T over a stack of weights of 1 GiB in
  * all (copies of an N x K matrix used in turn, so that every call reads
@@ -215,13 +217,29 @@ int main(int argc, char **argv)
            bwn, nt, bw1, peak, nt);
     double bw = bwn > bw1 ? bwn : bw1;
 
-    static const struct {
+    static struct {
         int bits, gs, N, K;
-    } cases[] = {
+    } cases[32] = {
         {16, 0, 8192, 2048}, {16, 0, 2048, 8192}, {4, 64, 8192, 2048}, {4, 64, 2048, 8192},
         {4, 32, 8192, 2048}, {4, 128, 8192, 2048}, {8, 64, 8192, 2048}, {8, 64, 2048, 8192},
         {2, 64, 8192, 2048}, {3, 64, 8192, 2048}, {5, 64, 8192, 2048}, {6, 64, 8192, 2048},
     };
+    size_t n_cases = 12;
+    const char *only = getenv("BENCH_QGEMM_CASES"); /* "BITS:GS:N:K,...": these cases instead */
+    if (only) {
+        n_cases = 0;
+        for (const char *p = only; *p && n_cases < sizeof cases / sizeof cases[0];) {
+            int b, g, n, k, used = 0;
+            if (sscanf(p, "%d:%d:%d:%d%n", &b, &g, &n, &k, &used) != 4 || n > 8192 || k > 8192) {
+                fprintf(stderr, "bench_qgemm: BENCH_QGEMM_CASES: want BITS:GS:N:K,... with N, K <= 8192\n");
+                return 1;
+            }
+            cases[n_cases].bits = b, cases[n_cases].gs = g, cases[n_cases].N = n, cases[n_cases].K = k;
+            n_cases++;
+            p += used;
+            if (*p == ',') p++;
+        }
+    }
     size_t maxk = 8192, maxn = 8192;
     float *x = malloc(128 * maxk * sizeof *x), *y = malloc(128 * maxn * sizeof *y);
     if (!x || !y) return 1;
@@ -230,7 +248,7 @@ int main(int argc, char **argv)
            "M=4", "M=1/bw", "M=1 hot", "M=128");
     printf("%-10s %5s %5s | %-5s | %8s %8s %8s | %6s | %8s | %9s\n", "", "", "", "", "GB/s", "GB/s", "GB/s", "",
            "GB/s", "GFLOP/s");
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    for (size_t c = 0; c < n_cases; c++) {
         wset s;
         if (make_wset(&s, cases[c].bits, cases[c].gs, cases[c].N, cases[c].K, total)) return 1;
         for (int i8 = 0; i8 < 2; i8++) {

@@ -174,6 +174,7 @@ static void check_act(const q_act *x, const char *what)
                 if (!(fabs(two - a[c]) <= d / 256.0 + 1e-6 * fabs(a[c])))
                     fail_msg("%s: x8 + r8 / 256 at [%d][%d] = %d + %d / 256, x = %g, d = %g", what, m, c, q, r, a[c], d);
             }
+            if (x->d2[(size_t)m * nb + b] != d / 256.0f) fail_msg("%s: d2[%d][%d] = %g, want d / 256", what, m, b, x->d2[(size_t)m * nb + b]);
             if (x->s8r[(size_t)m * nb + b] != rsum) fail_msg("%s: s8r[%d][%d] = %d, want %d", what, m, b, x->s8r[(size_t)m * nb + b], rsum);
             if (x->s8[(size_t)m * nb + b] != sum) fail_msg("%s: s8[%d][%d] = %d, want %d", what, m, b, x->s8[(size_t)m * nb + b], sum);
         }
@@ -194,6 +195,8 @@ static void check_act(const q_act *x, const char *what)
             }
             double ge = x->xe[(size_t)m * (K / gs) + g];
             if (!(fabs(ge - e) <= (gs + 4) * 0x1p-24 * ea)) fail_msg("%s: xe[%d][%d] = %g, want %g", what, m, g, ge, e);
+            float xc = x->xc[(size_t)m * (K / gs) + g];
+            if (xc != q_mid(x->bits) * (float)ge) fail_msg("%s: xc[%d][%d] = %g, want mid xe", what, m, g, xc);
         }
         if (x->dv) {
             /* per chunk at c, 16 floats at c / 4: lane j sums slots 4j .. 4j
@@ -209,6 +212,8 @@ static void check_act(const q_act *x, const char *what)
                     float want = x->d[(size_t)m * nb + (c + value) / Q_ABLK];
                     float got = x->dv[(size_t)m * (K / 4 + 16) + c / 4 + j];
                     if (got != want) fail_msg("%s: dv[%d][%d + %d] = %g, want %g", what, m, c / 4, j, got, want);
+                    if (x->dv2[(size_t)m * (K / 4 + 16) + c / 4 + j] != got / 256.0f)
+                        fail_msg("%s: dv2[%d][%d + %d] is not dv / 256", what, m, c / 4, j);
                     if (n == 128) {
                         int value2 = 2 * v + 1; /* slot 64 + v */
                         float want2 = x->d[(size_t)m * nb + (c + value2) / Q_ABLK];

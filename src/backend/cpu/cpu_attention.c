@@ -171,6 +171,40 @@ static vec_ops vec_best(void)
     return (vec_ops){dot_c, axpy_c, NULL, NULL};
 }
 
+/* One query against n keys: o[0, d) = softmax(scale q . k_i, softcapped)
+ * weighted sum of v_i, key i in row (row0 + i) % cap of kbase and vbase
+ * (row stride `stride` floats); score: n floats of scratch. */
+static void attend(float *score, const float *qv, const float *kbase, const float *vbase, size_t stride, int row0,
+                   int cap, int n, int d, float scale, float softcap, float *o)
+{
+    const vec_ops vo = vec_best();
+    float mx = -INFINITY;
+    if (vo.scores) vo.scores(score, qv, kbase, stride, row0, cap, n, d);
+    for (int i = 0, row = row0; i < n; i++) {
+        float s = (vo.scores ? score[i] : vo.dot(qv, kbase + (size_t)row * stride, d)) * scale;
+        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+        score[i] = s;
+        if (s > mx) mx = s;
+        if (++row == cap) row = 0;
+    }
+    double sum = 0.0;
+    for (int i = 0; i < n; i++) {
+        score[i] = expf(score[i] - mx);
+        sum += score[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (int i = 0; i < n; i++) score[i] *= inv;
+    if (vo.wsum) {
+        vo.wsum(o, score, vbase, stride, row0, cap, n, d);
+        return;
+    }
+    for (int e = 0; e < d; e++) o[e] = 0.0f;
+    for (int i = 0, row = row0; i < n; i++) {
+        vo.axpy(o, score[i], vbase + (size_t)row * stride, d);
+        if (++row == cap) row = 0;
+    }
+}
+
 typedef struct attn_job {
     cpu_ctx *c;
     float *out;
@@ -198,24 +232,9 @@ static void attn_task(void *arg, int task, int worker)
         return;
     }
     const float *qv = j->q + (size_t)t * q_stride + (size_t)h * d;
-    const vec_ops vo = vec_best();
-    float mx = -INFINITY;
-    for (int i = 0; i < n; i++) {
-        const float *kv = j->k + (size_t)(lo + i) * kv_stride + (size_t)kvh * d;
-        float s = vo.dot(qv, kv, d) * p->scale;
-        if (p->softcap > 0.0f) s = p->softcap * tanhf(s / p->softcap);
-        score[i] = s;
-        if (s > mx) mx = s;
-    }
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        score[i] = expf(score[i] - mx);
-        sum += score[i];
-    }
-    float inv = (float)(1.0 / sum);
-    float *o = j->out + (size_t)t * q_stride + (size_t)h * d;
-    for (int e = 0; e < d; e++) o[e] = 0.0f;
-    for (int i = 0; i < n; i++) vo.axpy(o, score[i] * inv, j->v + (size_t)(lo + i) * kv_stride + (size_t)kvh * d, d);
+    /* the rows never wrap: a capacity past the last one */
+    attend(score, qv, j->k + (size_t)kvh * d, j->v + (size_t)kvh * d, kv_stride, lo, lo + n, n, d, p->scale, p->softcap,
+           j->out + (size_t)t * q_stride + (size_t)h * d);
 }
 
 int cpu_attention(void *ctx, void *out, const void *q, const void *k, const void *v,
@@ -276,35 +295,8 @@ static void kv_task(void *arg, int task, int worker)
     const float *qv = j->q + (size_t)r * q_stride + (size_t)h * d;
     const float *kbase = j->kc + (size_t)j->slot[b] * p->cap * kv_stride + (size_t)kvh * d;
     const float *vbase = j->vc + (size_t)j->slot[b] * p->cap * kv_stride + (size_t)kvh * d;
-    const vec_ops vo = vec_best();
-    /* position lo + i lives in row (lo + i) % cap: one division, then a
-     * row counter that wraps */
-    const int row0 = lo % p->cap;
-    float mx = -INFINITY;
-    if (vo.scores) vo.scores(score, qv, kbase, kv_stride, row0, p->cap, n, d);
-    for (int i = 0, row = row0; i < n; i++) {
-        float s = (vo.scores ? score[i] : vo.dot(qv, kbase + (size_t)row * kv_stride, d)) * p->scale;
-        if (p->softcap > 0.0f) s = p->softcap * tanhf(s / p->softcap);
-        score[i] = s;
-        if (s > mx) mx = s;
-        if (++row == p->cap) row = 0;
-    }
-    double sum = 0.0;
-    for (int i = 0; i < n; i++) {
-        score[i] = expf(score[i] - mx);
-        sum += score[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (int i = 0; i < n; i++) score[i] *= inv;
-    if (vo.wsum) {
-        vo.wsum(o, score, vbase, kv_stride, row0, p->cap, n, d);
-        return;
-    }
-    for (int e = 0; e < d; e++) o[e] = 0.0f;
-    for (int i = 0, row = row0; i < n; i++) {
-        vo.axpy(o, score[i], vbase + (size_t)row * kv_stride, d);
-        if (++row == p->cap) row = 0;
-    }
+    /* position lo + i lives in row (lo + i) % cap */
+    attend(score, qv, kbase, vbase, kv_stride, lo % p->cap, p->cap, n, d, p->scale, p->softcap, o);
 }
 
 static int kv_check(const bk_attn_kv *p, const int32_t *q_start, const int32_t *kv_len)

@@ -462,12 +462,15 @@ static void tile_order_rows(const q_act *x, int m0, int m1)
 void q_act_rows_isa(q_isa isa, const q_act *x, int m0, int m1)
 {
     const q_kernels *k = kernels_of(isa);
+    int both = 0; /* the kernel made the residual plane and the order too */
     if (k->act_rows && x->int8)
-        k->act_rows(x, m0, m1);
+        both = k->act_rows(x, m0, m1);
     else
         q_act_rows_c(x, m0, m1);
-    if (x->int8) residual_rows(x, m0, m1);
-    if (x->int8 && x->small && x->tiled && x->bits == 4) tile_order_rows(x, m0, m1);
+    if (x->int8 && !both) {
+        residual_rows(x, m0, m1);
+        if (x->small && x->tiled && x->bits == 4) tile_order_rows(x, m0, m1);
+    }
 }
 
 q_act q_act_residual(const q_act *x)

@@ -253,8 +253,10 @@ typedef struct q_kernels {
      * group size); NULL: those two steps */
     void (*dequant_pack)(const bk_weight *w, int64_t r0, int n, int c0, int kc, float *Bp);
     /* int8 rows of A: x8 natural, d, s8, xs (M > Q_SMALL_M) or the small
-     * layouts; NULL: the portable version */
-    void (*act_rows)(const q_act *x, int m0, int m1);
+     * layouts; 1 when it also made the residual plane (r8, s8r, d2, dv2,
+     * xe, xc) and the tiled order, 0 when q_act_rows_isa does those; NULL:
+     * the portable version */
+    int (*act_rows)(const q_act *x, int m0, int m1);
     /* integer micro-kernel: C[m, n] (+)= the tile of panels (1 <= m <= mr,
      * 1 <= n <= nr) */
     int mr, nr;

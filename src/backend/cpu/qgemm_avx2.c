@@ -204,23 +204,37 @@ TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weig
     }
 }
 
-/* ---- The activation transform (int8; natural order, else portable) ---- */
+/* ---- The activation transform (int8; natural and tiled orders, else
+ * portable) ----
+ *
+ * Both planes in one pass over x, as qgemm.c's q_act_rows_c and
+ * residual_rows compute them (the same roundings, so the same bytes): per
+ * block of 32, x8 = round(x id) and r8 = round((x id - x8) 256), each
+ * clamped to +-127, with their sums, d and d / 256; per group xs, xe and
+ * xc; dv and dv2 where the small kernels read them. */
 
-TGT static void act_rows(const q_act *x, int m0, int m1)
+TGT static int act_rows(const q_act *x, int m0, int m1)
 {
     const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs;
     if (q_act_chunked(x)) { /* the chunk order: rare (M <= Q_SMALL_M), portable */
         q_act_rows_c(x, m0, m1);
-        return;
+        return 0;
     }
-    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const int tiled4 = x->tiled && x->small && x->bits == 4;
+    const float mid = q_mid(x->bits);
+    const __m256 sign = _mm256_set1_ps(-0.0f), lim = _mm256_set1_ps(127.0f), nlim = _mm256_set1_ps(-127.0f);
+    const __m256 k256 = _mm256_set1_ps(256.0f);
     const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    /* the tiled order: in each 8 bytes the even values, then the odd ones */
+    const __m256i evenodd = _mm256_setr_epi8(0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15, 0, 2, 4, 6, 1, 3,
+                                             5, 7, 8, 10, 12, 14, 9, 11, 13, 15);
     for (int m = m0; m < m1; m++) {
         const float *a = x->A + (size_t)m * x->lda;
-        int8_t *q = x->x8 + (size_t)m * K;
-        float *d = x->d + (size_t)m * nb, *xs = x->xs + (size_t)m * ng;
-        int32_t *s8 = x->s8 + (size_t)m * nb;
-        float gsum = 0.0f;
+        int8_t *q = x->x8 + (size_t)m * K, *r = x->r8 + (size_t)m * K;
+        float *d = x->d + (size_t)m * nb, *d2 = x->d2 + (size_t)m * nb;
+        float *xs = x->xs + (size_t)m * ng, *xe = x->xe + (size_t)m * ng, *xc = x->xc + (size_t)m * ng;
+        int32_t *s8 = x->s8 + (size_t)m * nb, *s8r = x->s8r + (size_t)m * nb;
+        float gsum = 0.0f, gint = 0.0f;
         for (int blk = 0; blk < nb; blk++) {
             __m256 v[4], mx = _mm256_setzero_ps(), sm = _mm256_setzero_ps();
             for (int j = 0; j < 4; j++) {
@@ -231,31 +245,58 @@ TGT static void act_rows(const q_act *x, int m0, int m1)
             __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
             m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
             m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
-            float amax = _mm_cvtss_f32(m4);
-            float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+            const float amax = _mm_cvtss_f32(m4);
+            const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
             d[blk] = amax / 127.0f;
-            __m256 vid = _mm256_set1_ps(id);
-            __m256i iv[4];
-            for (int j = 0; j < 4; j++) iv[j] = _mm256_cvtps_epi32(_mm256_mul_ps(v[j], vid));
-            __m256i t = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
-            __m128i t4 = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
-            t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0x4e));
-            t4 = _mm_add_epi32(t4, _mm_shuffle_epi32(t4, 0xb1));
-            s8[blk] = _mm_cvtsi128_si32(t4);
-            gsum += avx2_hsum8(sm);
-            if ((blk + 1) * 32 % gs == 0) {
-                xs[(blk * 32) / gs] = gsum;
-                gsum = 0.0f;
+            d2[blk] = d[blk] * (1.0f / 256.0f);
+            const __m256 vid = _mm256_set1_ps(id);
+            __m256i iv[4], ir[4];
+            for (int j = 0; j < 4; j++) {
+                const __m256 t = _mm256_mul_ps(v[j], vid);
+                const __m256 rt = _mm256_round_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                const __m256 rr = _mm256_round_ps(_mm256_mul_ps(_mm256_sub_ps(t, rt), k256),
+                                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                iv[j] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(rt, lim), nlim));
+                ir[j] = _mm256_cvtps_epi32(_mm256_max_ps(_mm256_min_ps(rr, lim), nlim));
             }
-            __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3]));
-            _mm256_storeu_si256((__m256i_u *)(void *)(q + blk * 32), _mm256_permutevar8x32_epi32(p, order));
+            const __m256i ti = _mm256_add_epi32(_mm256_add_epi32(iv[0], iv[1]), _mm256_add_epi32(iv[2], iv[3]));
+            const __m256i tr = _mm256_add_epi32(_mm256_add_epi32(ir[0], ir[1]), _mm256_add_epi32(ir[2], ir[3]));
+            /* both sums at once: lanes 0-3 x8's, 4-7 r8's */
+            __m256i t2 = _mm256_add_epi32(_mm256_permute2x128_si256(ti, tr, 0x20), _mm256_permute2x128_si256(ti, tr, 0x31));
+            t2 = _mm256_add_epi32(t2, _mm256_shuffle_epi32(t2, 0x4e));
+            t2 = _mm256_add_epi32(t2, _mm256_shuffle_epi32(t2, 0xb1));
+            s8[blk] = _mm256_cvtsi256_si32(t2);
+            s8r[blk] = _mm256_extract_epi32(t2, 4);
+            __m256i p = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(iv[0], iv[1]), _mm256_packs_epi32(iv[2], iv[3])), order);
+            __m256i pr = _mm256_permutevar8x32_epi32(
+                _mm256_packs_epi16(_mm256_packs_epi32(ir[0], ir[1]), _mm256_packs_epi32(ir[2], ir[3])), order);
+            if (tiled4) {
+                p = _mm256_shuffle_epi8(p, evenodd);
+                pr = _mm256_shuffle_epi8(pr, evenodd);
+            }
+            _mm256_storeu_si256((__m256i_u *)(void *)(q + blk * 32), p);
+            _mm256_storeu_si256((__m256i_u *)(void *)(r + blk * 32), pr);
+            gsum += avx2_hsum8(sm);
+            gint += d[blk] * ((float)s8[blk] + (float)s8r[blk] * (1.0f / 256.0f));
+            if ((blk + 1) * 32 % gs == 0) {
+                const int g = (blk * 32) / gs;
+                xs[g] = gsum;
+                xe[g] = gsum - gint;
+                xc[g] = mid * xe[g];
+                gsum = gint = 0.0f;
+            }
         }
         if (x->dv) { /* natural order: chunks of 64 */
-            float *dv = x->dv + (size_t)m * (K / 4 + 16);
+            float *dv = x->dv + (size_t)m * (K / 4 + 16), *dv2 = x->dv2 + (size_t)m * (K / 4 + 16);
             for (int c = 0; c < K; c += 64)
-                for (int j = 0; j < 16; j++) dv[c / 4 + j] = d[c / 32 + (K - c > 32 ? j >> 3 : 0)];
+                for (int j = 0; j < 16; j++) {
+                    dv[c / 4 + j] = d[c / 32 + (K - c > 32 ? j >> 3 : 0)];
+                    dv2[c / 4 + j] = dv[c / 4 + j] * (1.0f / 256.0f);
+                }
         }
     }
+    return 1;
 }
 
 /* ---- The int8 parts, twice ---- */

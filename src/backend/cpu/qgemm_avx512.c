@@ -590,7 +590,7 @@ TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, f
 
 /* ---- The activation transform (int8) ---- */
 
-TGT static void act_rows(const q_act *x, int m0, int m1)
+TGT static int act_rows(const q_act *x, int m0, int m1)
 {
     const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs;
     const int chunked = q_act_chunked(x);
@@ -645,6 +645,7 @@ TGT static void act_rows(const q_act *x, int m0, int m1)
             }
         }
     }
+    return 0; /* the residual plane: qgemm.c */
 }
 
 /* ---- int8 GEMM: 4 x 32 tiles ---- */
