@@ -307,10 +307,16 @@ static void norm_task(void *arg, int task, int worker)
     const norm_job *j = arg;
     const float *x = j->x + (size_t)task * j->dim;
     float *y = j->y + (size_t)task * j->dim;
-    double ss = 0.0;
-    for (int i = 0; i < j->dim; i++) ss += (double)x[i] * x[i];
+    /* the sum of squares in double, four chains (a decode step runs a few
+     * norms a layer on one thread while the others wait) */
+    double s4[4] = {0.0, 0.0, 0.0, 0.0};
+    int i = 0;
+    for (; i + 4 <= j->dim; i += 4)
+        for (int k = 0; k < 4; k++) s4[k] += (double)x[i + k] * x[i + k];
+    for (; i < j->dim; i++) s4[0] += (double)x[i] * x[i];
+    const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
     float r = (float)(1.0 / sqrt(ss / j->dim + j->eps));
-    for (int i = 0; i < j->dim; i++) y[i] = x[i] * r * j->g[i];
+    for (i = 0; i < j->dim; i++) y[i] = x[i] * r * j->g[i];
 }
 
 static int cpu_rmsnorm(void *ctx, void *y, const void *x, const bk_weight *w, int rows, int dim,
