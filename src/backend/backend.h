@@ -136,6 +136,9 @@ typedef struct bk_attn_kv {
      * for work sized on the host (cuda: prefill through GEMMs); never
      * given to an op a graph records */
     int host_kv_len, host_slot;
+    int fast;       /* 1: the backend may trade float32 rounding for speed, as bk_attn.fast (cuda:
+                       a prefill's products on the TF32 tensor cores); forward sets it where the
+                       weights are 16-bit or quantized */
 } bk_attn_kv;
 
 /* What the process-wide memory entries of a backend read or set. */

@@ -228,6 +228,9 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         .max_n = max_n,
         .host_kv_len = fb->B == 1 ? fb->kv_len[0] : 0,
         .host_slot = fb->B == 1 ? fb->slot[0] : 0,
+        /* weights of 16 bits or fewer: the attention's products may round
+         * as coarsely as TF32 (10-bit mantissas), still finer than them */
+        .fast = L->o.dtype != DT_F32,
     };
     int sliding = c->layer_sliding && c->layer_sliding[li];
     const rope_config *ropec = sliding ? &c->rope_local : &c->rope_global;

@@ -775,8 +775,10 @@ static int cuda_attention_kv(void *ctx, void *out, const void *q, const void *kc
     if (p->B <= 0 || p->cap <= 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: bad batch");
     if (p->B == 1 && p->N >= 32 && p->host_kv_len >= p->N && p->host_kv_len <= p->cap && p->host_slot >= 0) {
         /* one sequence's prefill, its keys in cache order (no ring turn):
-         * the float32 GEMMs of attn_gemm over rows slot * cap .. */
-        bk_attn a = {p->N, p->host_kv_len, p->n_heads, p->n_kv_heads, p->head_dim, p->scale, p->softcap, p->window, 1, 0};
+         * the GEMMs of attn_gemm (float32, or TF32 with p->fast) over rows
+         * slot * cap .. */
+        bk_attn a = {p->N, p->host_kv_len, p->n_heads, p->n_kv_heads, p->head_dim, p->scale, p->softcap, p->window, 1,
+                     p->fast};
         if (attn_gemm_bytes(&a) <= ATTN_GEMM_BYTES) {
             const size_t base = (size_t)p->host_slot * (size_t)p->cap * (size_t)p->n_kv_heads * (size_t)p->head_dim;
             pthread_mutex_lock(&c->lock);

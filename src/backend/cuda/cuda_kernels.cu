@@ -1498,12 +1498,20 @@ __device__ float block_sum(float v, float *part)
 __global__ void k_rmsnorm(float *x, const float *a, bk_weight wa, float *y, bk_weight w, int dim, float eps,
                           int plus_one)
 {
-    PDL_ENTRY();
     __shared__ float part[32], part_a[32];
     float *xr = x + (size_t)blockIdx.x * dim, *yr = y + (size_t)blockIdx.x * dim;
     const float *ar = a ? a + (size_t)blockIdx.x * dim : NULL;
     const int nt = blockDim.x;
     float v[RN_MAXV], ss = 0.0f, one = plus_one ? 1.0f : 0.0f;
+    /* the norms' weights depend on no kernel: read before the wait */
+    float wv[RN_MAXV], wav[RN_MAXV];
+#pragma unroll
+    for (int k = 0; k < RN_MAXV; k++) {
+        const int i = threadIdx.x + k * nt;
+        wv[k] = i < dim ? ld(w.data, w.dtype, (size_t)i) + one : 0.0f;
+        wav[k] = wa.data && i < dim ? ld(wa.data, wa.dtype, (size_t)i) + one : 0.0f;
+    }
+    PDL_ENTRY();
     if (wa.data) {
         float av[RN_MAXV], sa = 0.0f;
 #pragma unroll
@@ -1516,7 +1524,7 @@ __global__ void k_rmsnorm(float *x, const float *a, bk_weight wa, float *y, bk_w
 #pragma unroll
         for (int k = 0; k < RN_MAXV; k++) {
             int i = threadIdx.x + k * nt;
-            v[k] = i < dim ? xr[i] + av[k] * ra * (ld(wa.data, wa.dtype, (size_t)i) + one) : 0.0f;
+            v[k] = i < dim ? xr[i] + av[k] * ra * wav[k] : 0.0f;
             ss += v[k] * v[k];
         }
     } else {
@@ -1537,7 +1545,7 @@ __global__ void k_rmsnorm(float *x, const float *a, bk_weight wa, float *y, bk_w
         int i = threadIdx.x + k * nt;
         if (i < dim) {
             if (ar) xr[i] = v[k];
-            yr[i] = v[k] * r * (ld(w.data, w.dtype, (size_t)i) + one);
+            yr[i] = v[k] * r * wv[k];
         }
     }
     for (int i = threadIdx.x + RN_MAXV * nt; i < dim; i += nt) {
@@ -1832,26 +1840,35 @@ __global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const 
 }
 
 /* The parts of a split row merged: out = sum_z e^(M_z - M) o_z / sum_z
- * e^(M_z - M) L_z, M the largest M_z of the parts that saw a key. */
+ * e^(M_z - M) L_z, M the largest M_z of the parts that saw a key.  The
+ * first warp finds M and the parts' weights, a lane a part (parts <=
+ * ATT_SPLIT_MAX = 32), for the whole block in shared memory. */
 __global__ void k_attn_combine(float *out, const float *part_o, const float *part_ml, int n_heads, int d, int parts)
 {
     PDL_ENTRY();
+    __shared__ float wz[WARP], inv_l;
     const int r = blockIdx.x, h = blockIdx.y;
     const size_t s0 = ((size_t)r * n_heads + h) * parts;
-    const float *ml = part_ml + 2 * s0;
-    float M = -INFINITY;
-    for (int z = 0; z < parts; z++)
-        if (ml[2 * z + 1] > 0.0f) M = fmaxf(M, ml[2 * z]);
-    float L = 0.0f;
-    for (int z = 0; z < parts; z++)
-        if (ml[2 * z + 1] > 0.0f) L += ml[2 * z + 1] * expf(ml[2 * z] - M);
-    const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+    if (threadIdx.x < WARP) {
+        const int z = threadIdx.x;
+        const float *ml = part_ml + 2 * (s0 + z);
+        const int seen = z < parts && ml[1] > 0.0f;
+        const float mz = seen ? ml[0] : -INFINITY;
+        float M = mz;
+#pragma unroll
+        for (int o = WARP / 2; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        const float e = seen ? expf(mz - M) : 0.0f;
+        const float L = warp_sum(seen ? ml[1] * e : 0.0f);
+        wz[z] = e;
+        if (z == 0) inv_l = L > 0.0f ? 1.0f / L : 0.0f;
+    }
+    __syncthreads();
     float *o = out + ((size_t)r * n_heads + h) * d;
     for (int e = threadIdx.x; e < d; e += blockDim.x) {
         float t = 0.0f;
         for (int z = 0; z < parts; z++)
-            if (ml[2 * z + 1] > 0.0f) t += part_o[(s0 + z) * d + e] * expf(ml[2 * z] - M);
-        o[e] = t * inv;
+            if (wz[z] != 0.0f) t += part_o[(s0 + z) * d + e] * wz[z]; /* a part that saw no key wrote nothing */
+        o[e] = t * inv_l;
     }
 }
 
