@@ -297,21 +297,43 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
 
 /* Every layer over s->x: h = input_norm(x); x += attention(h);
  * h = pre_mlp_norm(x); x += mlp(h); each add fused with the norms around
- * it. */
-static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch *s)
+ * it.  After the last layer's attention only the output rows matter (the
+ * others' keys and values are in the cache): where there are fewer, its
+ * MLP runs on them alone, gathered into s->sel, and *pruned says so. */
+static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch *s, int *pruned)
 {
     const model_config *c = &m->cfg;
+    const backend_ops *be = m->be;
     int T = fb->N, sw = c->sandwich_norms;
-    int rc = m->be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size,
-                            (float)c->rms_norm_eps, c->norm_plus_one);
+    *pruned = 0;
+    int rc = be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size, (float)c->rms_norm_eps,
+                         c->norm_plus_one);
     for (int li = 0; !rc && li < c->n_layers; li++) {
         const layer_weights *L = &m->layers[li];
-        if ((rc = attention_block(m, kv, li, fb, s)) ||
-            (rc = add_norm(m, s, sw ? &L->post_attn_norm : NULL, pre_mlp_norm(m, li), T)) ||
+        if ((rc = attention_block(m, kv, li, fb, s))) break;
+        if (li == c->n_layers - 1 && fb->n_out < T) {
+            if (fb->n_out == 0) break; /* the cache was all this pass was for */
+            /* the residual rows to s->sel, the attention's to s->h (free
+             * until add_norm writes it), then the buffers trade places for
+             * the rest of the layer */
+            const size_t H = (size_t)c->hidden_size;
+            if ((rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, H)) ||
+                (rc = be->gather_rows(m->bctx, s->h, s->o, s->out_rows, fb->n_out, H)))
+                break;
+            void *x = s->x, *o = s->o;
+            s->x = s->sel, s->sel = x, s->o = s->h, s->h = o;
+            T = fb->n_out;
+            *pruned = 1;
+        }
+        if ((rc = add_norm(m, s, sw ? &L->post_attn_norm : NULL, pre_mlp_norm(m, li), T)) ||
             (rc = mlp_block(m, li, T, s)))
             break;
         rc = add_norm(m, s, sw ? &L->post_ff_norm : NULL, li + 1 < c->n_layers ? &m->layers[li + 1].input_norm : NULL,
                       T);
+    }
+    if (*pruned) { /* back in place: s->sel holds the output rows */
+        void *x = s->x, *o = s->o;
+        s->x = s->sel, s->sel = x, s->o = s->h, s->h = o;
     }
     return rc;
 }
@@ -375,10 +397,11 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
     float scale = c->embed_scale ? sqrtf((float)c->hidden_size) : 1.0f;
     int rc = be->embed(m->bctx, s->x, s->ids, fb->N, &m->embed, scale);
     if (rc) return rc;
-    if ((rc = layers(m, kv, fb, s))) return rc;
+    int pruned;
+    if ((rc = layers(m, kv, fb, s, &pruned))) return rc;
     if (fb->n_out == 0) return INFER_OK;
     size_t n = (size_t)fb->n_out * c->vocab_size;
-    if ((rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size)) ||
+    if ((!pruned && (rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size))) ||
         (rc = be->rmsnorm(m->bctx, s->sel, s->sel, &m->final_norm, fb->n_out, c->hidden_size,
                           (float)c->rms_norm_eps, c->norm_plus_one)) ||
         (rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out)))

@@ -42,7 +42,12 @@ typedef struct cuda_ctx {
     size_t scratch_cap;
     unsigned scratch_epoch; /* how often the scratch was replaced: graphs made before are stale */
     double *sumsq;          /* one device double for cuda_sumsq */
+    int *att_counts;        /* ATT_COUNTS zeros for cuk_attention_kv's merge */
 } cuda_ctx;
+
+/* Rows x heads of a decode step whose split attention merges within its
+ * kernel (cuk_attention_kv's counts): 64 rows of 128 heads. */
+enum { ATT_COUNTS = 8192 };
 
 static bk_counters mem;
 
@@ -85,6 +90,7 @@ static int cuda_available(void)
     return has_device;
 }
 
+static int dev_alloc(size_t bytes, void **out);
 static void dev_free(void *p);
 
 static void cuda_destroy(void *p)
@@ -94,6 +100,7 @@ static void cuda_destroy(void *p)
     if (c->stream) cudaStreamSynchronize(c->stream);
     dev_free(c->scratch);
     dev_free(c->sumsq);
+    dev_free(c->att_counts);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
@@ -117,6 +124,11 @@ static int cuda_create(const bk_opts *opts, void **out)
     if ((s = cublasCreate(&c->blas)) || (s = cublasSetStream(c->blas, c->stream))) {
         cuda_destroy(c);
         return blas_fail(s, "creating a cuBLAS handle");
+    }
+    int rc = dev_alloc(ATT_COUNTS * sizeof(int), (void **)&c->att_counts);
+    if (rc || (e = cudaMemset(c->att_counts, 0, ATT_COUNTS * sizeof(int)))) {
+        cuda_destroy(c);
+        return rc ? rc : cu_fail(e, "clearing the attention counters");
     }
     *out = c;
     return INFER_OK;
@@ -788,10 +800,11 @@ static int cuda_attention_kv(void *ctx, void *out, const void *q, const void *kc
         }
     }
     size_t need = cuk_attention_kv_scratch(p);
-    if (!need) return launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, NULL), "attention");
+    if (!need) return launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, NULL, NULL, 0), "attention");
     void *buf;
     pthread_mutex_lock(&c->lock);
-    if (!(rc = scratch_get(c, need, &buf))) rc = launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, buf), "attention");
+    if (!(rc = scratch_get(c, need, &buf)))
+        rc = launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, buf, c->att_counts, ATT_COUNTS), "attention");
     pthread_mutex_unlock(&c->lock);
     return rc;
 }

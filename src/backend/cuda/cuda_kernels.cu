@@ -1810,8 +1810,13 @@ extern "C" int cuk_qk_rope_store(void *stream, float *q, float *k, const float *
     return (int)cudaGetLastError();
 }
 
+__device__ void att_merge(float *o, const float *part_o, const float *part_ml, size_t s0, int d, int parts);
+
+/* counts (split rows, when not NULL): an int a row and head, zero before
+ * and after; each part adds one when its sums are out, and the last one
+ * merges the row's parts (no second kernel) and sets it back to zero. */
 __global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const float *q, const float *kc,
-                               const float *vc, bk_attn_kv p)
+                               const float *vc, bk_attn_kv p, int *counts)
 {
     PDL_ENTRY();
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
@@ -1837,39 +1842,59 @@ __global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const 
     if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
     const size_t slot_i = ((size_t)r * p.n_heads + h) * parts + z;
     att_row(part_o + slot_i * d, part_ml + 2 * slot_i, qr, g, d, p.scale, p.softcap);
+    if (!counts) return;
+    __shared__ int last;
+    __threadfence(); /* this part's sums, seen by whichever block merges */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int *cnt = counts + (size_t)r * p.n_heads + h;
+        last = atomicAdd(cnt, 1) == parts - 1;
+        if (last) *cnt = 0; /* every part has counted: ready for the next launch */
+    }
+    __syncthreads();
+    if (!last) return;
+    __threadfence();
+    att_merge(out + (size_t)r * qs + (size_t)h * d, part_o, part_ml, slot_i - z, d, parts);
 }
 
 /* The parts of a split row merged: out = sum_z e^(M_z - M) o_z / sum_z
  * e^(M_z - M) L_z, M the largest M_z of the parts that saw a key.  The
  * first warp finds M and the parts' weights, a lane a part (parts <=
- * ATT_SPLIT_MAX = 32), for the whole block in shared memory. */
-__global__ void k_attn_combine(float *out, const float *part_o, const float *part_ml, int n_heads, int d, int parts)
+ * ATT_SPLIT_MAX = 32), for the whole block in shared memory; the parts
+ * are read past L1 (another block may have written them just before). */
+__device__ void att_merge(float *o, const float *part_o, const float *part_ml, size_t s0, int d, int parts)
 {
-    PDL_ENTRY();
     __shared__ float wz[WARP], inv_l;
-    const int r = blockIdx.x, h = blockIdx.y;
-    const size_t s0 = ((size_t)r * n_heads + h) * parts;
     if (threadIdx.x < WARP) {
         const int z = threadIdx.x;
         const float *ml = part_ml + 2 * (s0 + z);
-        const int seen = z < parts && ml[1] > 0.0f;
-        const float mz = seen ? ml[0] : -INFINITY;
+        const float lz = z < parts ? __ldcg(ml + 1) : 0.0f;
+        const int seen = lz > 0.0f;
+        const float mz = seen ? __ldcg(ml) : -INFINITY;
         float M = mz;
 #pragma unroll
-        for (int o = WARP / 2; o > 0; o >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, o));
+        for (int k = WARP / 2; k > 0; k >>= 1) M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, k));
         const float e = seen ? expf(mz - M) : 0.0f;
-        const float L = warp_sum(seen ? ml[1] * e : 0.0f);
+        const float L = warp_sum(lz * e);
         wz[z] = e;
         if (z == 0) inv_l = L > 0.0f ? 1.0f / L : 0.0f;
     }
     __syncthreads();
-    float *o = out + ((size_t)r * n_heads + h) * d;
     for (int e = threadIdx.x; e < d; e += blockDim.x) {
         float t = 0.0f;
         for (int z = 0; z < parts; z++)
-            if (wz[z] != 0.0f) t += part_o[(s0 + z) * d + e] * wz[z]; /* a part that saw no key wrote nothing */
+            if (wz[z] != 0.0f) t += __ldcg(part_o + (s0 + z) * d + e) * wz[z]; /* a part that saw no key wrote nothing */
         o[e] = t * inv_l;
     }
+}
+
+/* The merge as a kernel of its own (where no counters were given). */
+__global__ void k_attn_combine(float *out, const float *part_o, const float *part_ml, int n_heads, int d, int parts)
+{
+    PDL_ENTRY();
+    const int r = blockIdx.x, h = blockIdx.y;
+    const size_t s0 = ((size_t)r * n_heads + h) * parts;
+    att_merge(out + ((size_t)r * n_heads + h) * d, part_o, part_ml, s0, d, parts);
 }
 
 /* Many queries (prefill): a block takes AT_Q queries of one sequence and
@@ -2024,7 +2049,7 @@ extern "C" size_t cuk_attention_kv_scratch(const bk_attn_kv *p)
 }
 
 extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
-                                const bk_attn_kv *p, void *scratch)
+                                const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts)
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
@@ -2046,8 +2071,10 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
     float *part_o = parts > 1 ? (float *)scratch : NULL;
     float *part_ml = parts > 1 ? part_o + (size_t)p->N * p->n_heads * parts * p->head_dim : NULL;
     dim3 grid((unsigned)p->N, (unsigned)p->n_heads, (unsigned)parts);
-    PDL_LAUNCH(k_attention_kv, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, part_o, part_ml, q, kc, vc, *p);
-    if (parts > 1) {
+    if (parts == 1 || (size_t)p->N * p->n_heads > n_counts) counts = NULL;
+    PDL_LAUNCH(k_attention_kv, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, part_o, part_ml, q, kc, vc, *p,
+               counts);
+    if (parts > 1 && !counts) {
         dim3 cg((unsigned)p->N, (unsigned)p->n_heads);
         PDL_LAUNCH(k_attn_combine, cg, 128, 0, (cudaStream_t)stream, out, (const float *)part_o,
                    (const float *)part_ml, p->n_heads, p->head_dim, parts);

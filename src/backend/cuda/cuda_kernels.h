@@ -69,10 +69,13 @@ int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n_heads, int
 int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v, const bk_attn *p);
 int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float *v, const bk_attn_kv *p);
 /* scratch: cuk_attention_kv_scratch(p) bytes of device memory (NULL when
- * that is 0), for the parts of rows split along the sequence. */
+ * that is 0), for the parts of rows split along the sequence.  counts:
+ * n_counts ints of device memory, all zero, left zero: where they cover
+ * the rows and heads, the last part of a split row merges its parts (else
+ * a second kernel does). */
 size_t cuk_attention_kv_scratch(const bk_attn_kv *p);
 int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
-                     const bk_attn_kv *p, void *scratch);
+                     const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts);
 int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *idx, int n, size_t width);
 int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act);
 int cuk_add(void *stream, float *y, const float *a, size_t n);
