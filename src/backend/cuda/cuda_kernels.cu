@@ -1420,15 +1420,45 @@ __device__ __forceinline__ void amax_merge(float *m, int *i, float m2, int i2)
     }
 }
 
-__global__ void k_argmax(int32_t *out, const float *x, size_t cols)
+/* Each row's largest value and its first index, and whether the row holds
+ * NaN or +inf (backend.h).  A row is cut into gridDim.y parts of a block
+ * each; with counts, each part leaves its (max, index, bad) in part and the
+ * last part of the row to finish merges them (as k_attention_kv's parts);
+ * with one part, the block writes the row's result itself. */
+__device__ void amax_block(float *m, int *idx, int *bad)
 {
-    PDL_ENTRY();
     __shared__ float sm[32];
     __shared__ int si[32], sb[32];
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) {
+        const float m2 = __shfl_xor_sync(0xffffffffu, *m, o);
+        const int i2 = __shfl_xor_sync(0xffffffffu, *idx, o);
+        *bad |= __shfl_xor_sync(0xffffffffu, *bad, o);
+        amax_merge(m, idx, m2, i2);
+    }
+    const int w = threadIdx.x / WARP, nw = (blockDim.x + WARP - 1) / WARP;
+    if (threadIdx.x % WARP == 0) {
+        sm[w] = *m;
+        si[w] = *idx;
+        sb[w] = *bad;
+    }
+    __syncthreads();
+    if (threadIdx.x == 0)
+        for (int k = 1; k < nw; k++) {
+            amax_merge(m, idx, sm[k], si[k]);
+            *bad |= sb[k];
+        }
+}
+
+__global__ void k_argmax(int32_t *out, const float *x, size_t cols, int *part, int *counts)
+{
+    PDL_ENTRY();
+    const int parts = (int)gridDim.y, z = blockIdx.y;
+    const size_t chunk = (cols + parts - 1) / parts, c0 = z * chunk, c1 = c0 + chunk < cols ? c0 + chunk : cols;
     const float *row = x + (size_t)blockIdx.x * cols;
     float m = -INFINITY;
     int idx = 0x7fffffff, bad = 0;
-    for (size_t c = threadIdx.x; c < cols; c += blockDim.x) {
+    for (size_t c = c0 + threadIdx.x; c < c1; c += blockDim.x) {
         const float v = row[c];
         bad |= !(v < INFINITY); /* NaN or +inf */
         if (v > m || (v == m && (int)c < idx)) {
@@ -1436,34 +1466,48 @@ __global__ void k_argmax(int32_t *out, const float *x, size_t cols)
             idx = (int)c;
         }
     }
-#pragma unroll
-    for (int o = WARP / 2; o > 0; o >>= 1) {
-        const float m2 = __shfl_xor_sync(0xffffffffu, m, o);
-        const int i2 = __shfl_xor_sync(0xffffffffu, idx, o);
-        bad |= __shfl_xor_sync(0xffffffffu, bad, o);
-        amax_merge(&m, &idx, m2, i2);
-    }
-    const int w = threadIdx.x / WARP, nw = (blockDim.x + WARP - 1) / WARP;
-    if (threadIdx.x % WARP == 0) {
-        sm[w] = m;
-        si[w] = idx;
-        sb[w] = bad;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        for (int k = 1; k < nw; k++) {
-            amax_merge(&m, &idx, sm[k], si[k]);
-            bad |= sb[k];
+    amax_block(&m, &idx, &bad);
+    if (parts > 1) {
+        __shared__ int last;
+        if (threadIdx.x == 0) {
+            int *pp = part + 3 * ((size_t)blockIdx.x * parts + z);
+            pp[0] = __float_as_int(m), pp[1] = idx, pp[2] = bad;
+            __threadfence();
+            last = atomicAdd(counts + blockIdx.x, 1) == parts - 1;
+            if (last) counts[blockIdx.x] = 0;
         }
+        __syncthreads();
+        if (!last) return;
+        __threadfence();
+        m = -INFINITY, idx = 0x7fffffff, bad = 0;
+        if (threadIdx.x < parts) {
+            const int *pp = part + 3 * ((size_t)blockIdx.x * parts + threadIdx.x);
+            m = __int_as_float(__ldcg(pp)), idx = __ldcg(pp + 1), bad = __ldcg(pp + 2);
+        }
+        amax_block(&m, &idx, &bad);
+    }
+    if (threadIdx.x == 0) {
         out[2 * blockIdx.x] = m == -INFINITY ? 0 : idx;
         out[2 * blockIdx.x + 1] = bad || m == -INFINITY;
     }
 }
 
-extern "C" int cuk_argmax(void *stream, int32_t *out, const float *x, int rows, size_t cols)
+/* Parts a row of argmax: 32 blocks where the rows are few and long. */
+static int amax_parts(int rows, size_t cols) { return rows <= 64 && cols >= 32768 ? 32 : 1; }
+
+extern "C" size_t cuk_argmax_scratch(int rows, size_t cols)
+{
+    return amax_parts(rows, cols) > 1 ? (size_t)rows * amax_parts(rows, cols) * 3 * sizeof(int) : 0;
+}
+
+extern "C" int cuk_argmax(void *stream, int32_t *out, const float *x, int rows, size_t cols, void *scratch,
+                          int *counts, size_t n_counts)
 {
     if (rows <= 0) return 0;
-    PDL_LAUNCH(k_argmax, (unsigned)rows, 1024, 0, (cudaStream_t)stream, out, x, cols);
+    int parts = amax_parts(rows, cols);
+    if (!scratch || !counts || (size_t)rows > n_counts) parts = 1;
+    dim3 grid((unsigned)rows, (unsigned)parts);
+    PDL_LAUNCH(k_argmax, grid, parts > 1 ? 256 : 1024, 0, (cudaStream_t)stream, out, x, cols, (int *)scratch, counts);
     return (int)cudaGetLastError();
 }
 

@@ -80,8 +80,12 @@ int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *i
 int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act);
 int cuk_add(void *stream, float *y, const float *a, size_t n);
 int cuk_softcap(void *stream, float *x, size_t n, float cap);
-/* backend.h's argmax: out int32 [rows, 2] */
-int cuk_argmax(void *stream, int32_t *out, const float *x, int rows, size_t cols);
+/* backend.h's argmax: out int32 [rows, 2].  scratch: cuk_argmax_scratch
+ * bytes (NULL when 0) and counts as cuk_attention_kv's: long rows are cut
+ * into parts merged by the last (else one block a row). */
+size_t cuk_argmax_scratch(int rows, size_t cols);
+int cuk_argmax(void *stream, int32_t *out, const float *x, int rows, size_t cols, void *scratch, int *counts,
+               size_t n_counts);
 
 #ifdef __cplusplus
 }
