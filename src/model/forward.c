@@ -401,8 +401,13 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
     if ((rc = layers(m, kv, fb, s, &pruned))) return rc;
     if (fb->n_out == 0) return INFER_OK;
     size_t n = (size_t)fb->n_out * c->vocab_size;
-    if ((!pruned && (rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size))) ||
-        (rc = be->rmsnorm(m->bctx, s->sel, s->sel, &m->final_norm, fb->n_out, c->hidden_size,
+    /* the output rows into s->sel (pruned: there already); every row in
+     * order (a decode step): the norm reads them in place */
+    int every = fb->n_out == fb->N;
+    for (int i = 0; every && i < fb->n_out; i++) every = fb->out_rows[i] == i;
+    const void *rows = pruned ? s->sel : every ? s->x : NULL;
+    if ((!rows && (rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size))) ||
+        (rc = be->rmsnorm(m->bctx, s->sel, rows ? rows : s->sel, &m->final_norm, fb->n_out, c->hidden_size,
                           (float)c->rms_norm_eps, c->norm_plus_one)) ||
         (rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out)))
         return rc;
