@@ -238,6 +238,52 @@ INL void row_body(const int mr, const infer_dtype dt, int K, const float *A, siz
 
 typedef void (*row_fn)(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc);
 
+/* One row of A (M = 1, decode) against two rows of B far apart: two
+ * streams of memory a thread, as the tiled int8 kernel reads (qgemm.h),
+ * and x loaded once for both; two chains a row. */
+INL void row2_body(const infer_dtype dt, int K, const float *A, const unsigned char *b0, const unsigned char *b1,
+                   float *c0, float *c1)
+{
+    const size_t es = dt == DT_F32 ? 4 : 2;
+    __m256 s0[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()}, s1[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    int k = 0;
+    for (; k + 16 <= K; k += 16) {
+        if ((size_t)k * es % 64 == 0) {
+            _mm_prefetch((const char *)b0 + (size_t)k * es + PF_AHEAD, _MM_HINT_T0);
+            _mm_prefetch((const char *)b1 + (size_t)k * es + PF_AHEAD, _MM_HINT_T0);
+        }
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            const __m256 x = _mm256_loadu_ps(A + k + 8 * h);
+            s0[h] = _mm256_fmadd_ps(x, avx2_load8(b0 + (size_t)(k + 8 * h) * es, dt), s0[h]);
+            s1[h] = _mm256_fmadd_ps(x, avx2_load8(b1 + (size_t)(k + 8 * h) * es, dt), s1[h]);
+        }
+    }
+    for (; k + 8 <= K; k += 8) {
+        const __m256 x = _mm256_loadu_ps(A + k);
+        s0[0] = _mm256_fmadd_ps(x, avx2_load8(b0 + (size_t)k * es, dt), s0[0]);
+        s1[0] = _mm256_fmadd_ps(x, avx2_load8(b1 + (size_t)k * es, dt), s1[0]);
+    }
+    float t0 = 0.0f, t1 = 0.0f;
+    for (; k < K; k++) {
+        t0 += A[k] * load1(b0 + (size_t)k * es, dt);
+        t1 += A[k] * load1(b1 + (size_t)k * es, dt);
+    }
+    *c0 = avx2_hsum8(_mm256_add_ps(s0[0], s0[1])) + t0;
+    *c1 = avx2_hsum8(_mm256_add_ps(s1[0], s1[1])) + t1;
+}
+
+typedef void (*row2_fn)(int K, const float *A, const unsigned char *b0, const unsigned char *b1, float *c0, float *c1);
+#define ROW2(name, dt)                                                                                          \
+    TGT static void name(int K, const float *A, const unsigned char *b0, const unsigned char *b1, float *c0,   \
+                         float *c1)                                                                             \
+    {                                                                                                           \
+        row2_body(dt, K, A, b0, b1, c0, c1);                                                                    \
+    }
+ROW2(row2_f32, DT_F32)
+ROW2(row2_bf16, DT_BF16)
+ROW2(row2_f16, DT_F16)
+
 #define ROW(name, mr, dt)                                                                                  \
     TGT static void name(int K, const float *A, size_t lda, const unsigned char *b, float *C, size_t ldc) \
     {                                                                                                      \
@@ -257,6 +303,15 @@ static void small(int M, int N, int K, const float *A, size_t lda, const unsigne
                   infer_dtype dt, size_t ldb, float *C, size_t ldc)
 {
     const row_fn *fns = dt == DT_BF16 ? rows_bf16 : dt == DT_F16 ? rows_f16 : rows_f32;
+    if (M == 1) { /* rows n and n + N / 2 side by side; a row's sums are the same alone or paired */
+        const row2_fn f2 = dt == DT_BF16 ? row2_bf16 : dt == DT_F16 ? row2_f16 : row2_f32;
+        const int half = N / 2;
+        float spare;
+        for (int n = 0; n < half; n++)
+            f2(K, A, B + (size_t)n * ldb, B + (size_t)(n + half) * ldb, C + n, C + n + half);
+        if (N % 2) f2(K, A, B + (size_t)(N - 1) * ldb, B + (size_t)(N - 1) * ldb, C + N - 1, &spare);
+        return;
+    }
     for (int n = 0; n < N; n++)
         for (int m0 = 0; m0 < M; m0 += 4) {
             int mr = M - m0 < 4 ? M - m0 : 4;
