@@ -187,7 +187,8 @@ static void tile(int m, int n, int kc, const float *Ap, const float *Bp, float *
 }
 
 /* ---- Small M: each row of B read from start to end, against up to 4
- * rows of A (see gemm_avx512.c) ---- */
+ * rows of A (see gemm_avx512.c); with one row of A (decode), two rows of
+ * B at a time from the two halves of the block (row2_body) ---- */
 
 enum { PF_AHEAD = 8192 };
 
