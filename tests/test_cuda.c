@@ -1005,9 +1005,108 @@ static void matmul_n_matches_cpu(void **state)
     close_pair(&p);
 }
 
+/* norm_matmul_n and matmul_add (a decode step's norms and residual adds
+ * inside its products) against the cpu's separate ops: one row in the
+ * kernels that stage x (4 and 8 bits, bf16, f32), and the paths of the
+ * separate ops (three rows; 2-bit weights; a row too long to stage). */
+static void norm_and_add_products_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    const backend_ops *cpu = p.be[0], *cu = p.be[1];
+    if (!cu->norm_matmul_n || !cu->matmul_add) skip();
+    static const struct {
+        infer_dtype dt;
+        int bits, T;
+        int64_t K;
+    } cases[] = {
+        {DT_U32, 4, 1, 1536}, {DT_U32, 8, 1, 1536}, {DT_BF16, 0, 1, 4096}, {DT_F32, 0, 1, 512},
+        {DT_U32, 4, 3, 1536}, {DT_U32, 2, 1, 512},  {DT_U32, 4, 1, 131072},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int T = cases[c].T, plus_one = (int)(c % 2);
+        const int64_t K = cases[c].K, rows[2] = {96, 40};
+        host_weight hw[2], hb, hn;
+        bk_weight w[2][2], b[2], nw[2];
+        for (int i = 0; i < 2; i++) {
+            make_weight(&hw[i], rows[i], K, cases[c].dt, cases[c].bits, 64);
+            place(&p, &hw[i], w[i]);
+        }
+        make_weight(&hb, 1, rows[0], DT_BF16, 0, 0);
+        make_weight(&hn, 1, K, DT_BF16, 0, 0);
+        place(&p, &hb, b);
+        place(&p, &hn, nw);
+        const size_t nx = (size_t)T * (size_t)K, ny0 = (size_t)T * (size_t)rows[0], ny1 = (size_t)T * (size_t)rows[1];
+        float *x = malloc(nx * 4), *u = malloc(nx * 4), *y0 = malloc(ny0 * 4);
+        assert_true(x && u && y0);
+        fill(x, nx, 3.0f);
+        fill(u, nx, 1.0f);
+        fill(y0, ny0, 1.0f);
+        void *dx[2], *dh[2], *du[2], *dg[2], *dy0[2], *dy1[2], *dt[2];
+        for (int e = 0; e < 2; e++) {
+            dx[e] = put(&p, e, x, nx * 4);
+            dh[e] = poisoned(&p, e, nx);
+            du[e] = put(&p, e, u, nx * 4);
+            dg[e] = put(&p, e, x, nx * 4);
+            dy0[e] = poisoned(&p, e, ny0);
+            dy1[e] = poisoned(&p, e, ny1);
+            dt[e] = poisoned(&p, e, ny0);
+        }
+        /* ys = rmsnorm(x) . W^T (+ bias) for both weights */
+        const float eps = 1e-5f;
+        if (cpu->rmsnorm(p.ctx[0], dh[0], dx[0], &nw[0], T, (int)K, eps, plus_one) ||
+            cpu->matmul(p.ctx[0], dy0[0], dh[0], &w[0][0], &b[0], T) ||
+            cpu->matmul(p.ctx[0], dy1[0], dh[0], &w[1][0], NULL, T))
+            fail_msg("cpu: %s", infer_last_error());
+        void *ys[2] = {dy0[1], dy1[1]};
+        const bk_weight *ws[2] = {&w[0][1], &w[1][1]}, *bs[2] = {&b[1], NULL};
+        if (cu->norm_matmul_n(p.ctx[1], ys, dx[1], dh[1], &nw[1], eps, plus_one, ws, bs, 2, T))
+            fail_msg("cuda norm_matmul_n: %s", infer_last_error());
+        /* one row of 4 or 8 bits: x as int16 (else bf16 on tensor cores or
+         * cuBLAS, and the float kernels' float32) */
+        const double tol = T > 1 || cases[c].dt == DT_BF16 ? 1e-2 : 1e-4;
+        void *pa[2] = {dy0[0], dy0[1]}, *pb[2] = {dy1[0], dy1[1]};
+        double e0 = compare(&p, pa, ny0), e1 = compare(&p, pb, ny1);
+        if (!(e0 <= tol && e1 <= tol))
+            fail_msg("norm_matmul_n case %zu: relative errors %.3e, %.3e", c, e0, e1);
+        /* y0 += x . W0^T + bias, then y0 += (silu(g) * u) . W0^T: the
+         * second with K = rows of W1's inputs, so W0 again */
+        for (int e = 0; e < 2; e++) p.be[e]->upload(p.ctx[e], dy0[e], y0, ny0 * 4);
+        if (cpu->matmul(p.ctx[0], dt[0], dx[0], &w[0][0], &b[0], T) || cpu->add(p.ctx[0], dy0[0], dt[0], ny0) ||
+            cpu->glu(p.ctx[0], dg[0], dg[0], du[0], nx, BK_ACT_SILU) ||
+            cpu->matmul(p.ctx[0], dt[0], dg[0], &w[0][0], NULL, T) || cpu->add(p.ctx[0], dy0[0], dt[0], ny0))
+            fail_msg("cpu: %s", infer_last_error());
+        if (cu->matmul_add(p.ctx[1], dy0[1], dx[1], NULL, BK_ACT_SILU, &w[0][1], &b[1], dt[1], T) ||
+            cu->matmul_add(p.ctx[1], dy0[1], dg[1], du[1], BK_ACT_SILU, &w[0][1], NULL, dt[1], T))
+            fail_msg("cuda matmul_add: %s", infer_last_error());
+        e0 = compare(&p, pa, ny0);
+        if (!(e0 <= tol)) fail_msg("matmul_add case %zu: relative error %.3e", c, e0);
+        free2(&p, dx);
+        free2(&p, dh);
+        free2(&p, du);
+        free2(&p, dg);
+        free2(&p, dy0);
+        free2(&p, dy1);
+        free2(&p, dt);
+        for (int i = 0; i < 2; i++) {
+            unplace(&p, w[i]);
+            free_weight(&hw[i]);
+        }
+        unplace(&p, b);
+        unplace(&p, nw);
+        free_weight(&hb);
+        free_weight(&hn);
+        free(x);
+        free(u);
+        free(y0);
+    }
+    close_pair(&p);
+}
+
 /* Quantized weights with f16 and f32 scales (the cuda backend interleaves
  * 2-byte ones, and takes the float kernels for f32): products of 1, 3 and
- * 20 rows and the fused activation-product of one row, against the cpu. */
+ * 20 rows, plain and with the activation fused, against the cpu. */
 static void quantized_scale_dtypes_match_cpu(void **state)
 {
     (void)state;
@@ -1021,7 +1120,6 @@ static void quantized_scale_dtypes_match_cpu(void **state)
             for (int ti = 0; ti < 3; ti++)
                 for (int glu = 0; glu < 2; glu++) {
                     const int T = ti == 0 ? 1 : ti == 1 ? 3 : 20;
-                    if (glu && T != 1) continue;
                     host_weight hw;
                     make_qweight(&hw, R, K, bitss[bi], 64, sdts[si]);
                     bk_weight w[2];
@@ -1048,7 +1146,7 @@ static void quantized_scale_dtypes_match_cpu(void **state)
                     }
                     if (rc) fail_msg("scales %s: %s", dtype_name(sdts[si]), infer_last_error());
                     double e = compare(&p, dy, ny);
-                    if (!(e <= (T > 1 && !glu ? 1e-2 : 5e-5))) /* more than a row: bf16 products */
+                    if (!(e <= (T > 1 ? 1e-2 : 5e-5))) /* more than a row: bf16 products */
                         fail_msg("%d-bit, %s scales, T %d, glu %d: relative error %.3e", bitss[bi], dtype_name(sdts[si]),
                                  T, glu, e);
                     free2(&p, dx);
@@ -1545,6 +1643,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(kv_attention_prefill),
     cmocka_unit_test(fused_ops_match_cpu),
     cmocka_unit_test(matmul_n_matches_cpu),
+    cmocka_unit_test(norm_and_add_products_match_cpu),
     cmocka_unit_test(quantized_scale_dtypes_match_cpu),
     cmocka_unit_test(fixtures_within_reduced_tolerance),
     cmocka_unit_test(greedy_tokens_teacher_forced),

@@ -264,7 +264,15 @@ typedef struct backend_ops {
      * matmul_glu: y = (act(gate) * up) . w^T (+ bias), gate and up [T, w.cols];
      * gate may be overwritten.
      * matmul_n: ys[i] = x . ws[i]^T (+ bs[i], NULL for none) for n <= 4
-     * weights of the same cols (q, k and v; gate and up), as one op. */
+     * weights of the same cols (q, k and v; gate and up), as one op.
+     * norm_matmul_n: ys[i] = rmsnorm(x) . ws[i]^T (+ bs[i]) as rmsnorm (with
+     * nw, eps, plus_one) then matmul_n would; x [T, cols] is not changed,
+     * h [T, cols] is the op's to use (what it holds after is unspecified).
+     * matmul_add: y [T, w.rows] += (act(x) * up, or x where up is NULL) .
+     * w^T (+ bias); x may be overwritten where up is not NULL, and tmp
+     * [T, w.rows] is the op's to use.  (With these two a plain pre-norm
+     * layer's residual adds go into the products before them and its norms
+     * into the products after them.) */
     int (*add_rmsnorm)(void *ctx, void *x, void *a, const bk_weight *a_norm, void *h, const bk_weight *w, int rows,
                        int dim, float eps, int plus_one);
     int (*qk_rope_store)(void *ctx, void *q, void *k, const void *v, void *kcache, void *vcache,
@@ -274,6 +282,10 @@ typedef struct backend_ops {
                       const bk_weight *bias, int T);
     int (*matmul_n)(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws,
                     const bk_weight *const *bs, int n, int T);
+    int (*norm_matmul_n)(void *ctx, void *const *ys, const void *x, void *h, const bk_weight *nw, float eps,
+                         int plus_one, const bk_weight *const *ws, const bk_weight *const *bs, int n, int T);
+    int (*matmul_add)(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
+                      const bk_weight *bias, void *tmp, int T);
 
     /* Training (NULL where a backend lacks it: the train code says so).
      * Activations and adapter parameters are float32.

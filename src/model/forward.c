@@ -194,9 +194,19 @@ int model_products(infer_model *m, void *const *ys, const void *x, const bk_weig
     return rc;
 }
 
+/* Whether this pass's residual adds go into the products before them and
+ * its norms into the products after them (the backend's norm_matmul_n and
+ * matmul_add; one row, plain pre-norm layers, no adapter): then s->h is
+ * not formed, and each block reads s->x and adds into it. */
+static int fused_norms(const infer_model *m, int T)
+{
+    return T == 1 && m->be->norm_matmul_n && m->be->matmul_add && !m->cfg.sandwich_norms && !m->adapter;
+}
+
 /* s->h (the normalised x) -> s->o: attention of layer li, output
- * projection included (the sandwich norm after it is add_norm's). */
-static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch *fb, fwd_scratch *s)
+ * projection included (the sandwich norm after it is add_norm's); fused
+ * (fused_norms): s->x -> s->x += attention(input_norm(s->x)). */
+static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch *fb, fwd_scratch *s, int fused)
 {
     const backend_ops *be = m->be;
     void *ctx = m->bctx;
@@ -206,7 +216,10 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     int T = fb->N, rc;
     const bk_weight *qkv[3] = {&L->q, &L->k, &L->v}, *qkv_b[3] = {opt(&L->q_bias), opt(&L->k_bias), opt(&L->v_bias)};
     void *qkv_y[3] = {s->q, s->k, s->v};
-    if ((rc = model_products(m, qkv_y, s->h, qkv, qkv_b, 3, T)) || (rc = adapt(m, s, li, LM_Q, s->q, s->h, T)) ||
+    if (fused) {
+        if ((rc = be->norm_matmul_n(ctx, qkv_y, s->x, s->h, &L->input_norm, eps, c->norm_plus_one, qkv, qkv_b, 3, T)))
+            return rc;
+    } else if ((rc = model_products(m, qkv_y, s->h, qkv, qkv_b, 3, T)) || (rc = adapt(m, s, li, LM_Q, s->q, s->h, T)) ||
         (rc = adapt(m, s, li, LM_K, s->k, s->h, T)) || (rc = adapt(m, s, li, LM_V, s->v, s->h, T)))
         return rc;
     int max_n = 0;
@@ -253,8 +266,9 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         if (fb->inspect && (rc = fb->inspect(fb->inspect_user, li, s->q, s->k))) return rc;
         if ((rc = be->kv_store(ctx, kv->k[li], kv->v[li], s->k, s->v, &p))) return rc;
     }
-    if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p)) ||
-        (rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)) || (rc = adapt(m, s, li, LM_O, s->o, s->a, T)))
+    if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p))) return rc;
+    if (fused) return be->matmul_add(ctx, s->x, s->a, NULL, BK_ACT_SILU, &L->o, opt(&L->o_bias), s->o, T);
+    if ((rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)) || (rc = adapt(m, s, li, LM_O, s->o, s->a, T)))
         return rc;
     return INFER_OK;
 }
@@ -267,8 +281,8 @@ static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
 }
 
 /* s->h -> s->o: the MLP of layer li (the sandwich norm after it is
- * add_norm's). */
-static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
+ * add_norm's); fused (fused_norms): s->x += mlp(pre_mlp_norm(s->x)). */
+static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s, int fused)
 {
     const backend_ops *be = m->be;
     void *ctx = m->bctx;
@@ -278,6 +292,12 @@ static int mlp_block(infer_model *m, int li, int T, fwd_scratch *s)
     int rc;
     const bk_weight *gu[2] = {&L->gate, &L->up}, *gu_b[2] = {opt(&L->gate_bias), opt(&L->up_bias)};
     void *gu_y[2] = {s->g, s->u};
+    if (fused) {
+        if ((rc = be->norm_matmul_n(ctx, gu_y, s->x, s->h, pre_mlp_norm(m, li), (float)c->rms_norm_eps,
+                                    c->norm_plus_one, gu, gu_b, 2, T)))
+            return rc;
+        return be->matmul_add(ctx, s->x, s->g, s->u, act, &L->down, opt(&L->down_bias), s->o, T);
+    }
     if ((rc = model_products(m, gu_y, s->h, gu, gu_b, 2, T)) || (rc = adapt(m, s, li, LM_GATE, s->g, s->h, T)) ||
         (rc = adapt(m, s, li, LM_UP, s->u, s->h, T)))
         return rc;
@@ -304,13 +324,19 @@ static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch
 {
     const model_config *c = &m->cfg;
     const backend_ops *be = m->be;
-    int T = fb->N, sw = c->sandwich_norms;
+    int T = fb->N, sw = c->sandwich_norms, fused = fused_norms(m, T);
     *pruned = 0;
-    int rc = be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size, (float)c->rms_norm_eps,
-                         c->norm_plus_one);
+    int rc = fused ? INFER_OK
+                   : be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size,
+                                 (float)c->rms_norm_eps, c->norm_plus_one);
     for (int li = 0; !rc && li < c->n_layers; li++) {
         const layer_weights *L = &m->layers[li];
-        if ((rc = attention_block(m, kv, li, fb, s))) break;
+        if ((rc = attention_block(m, kv, li, fb, s, fused))) break;
+        if (fused) {
+            if (li == c->n_layers - 1 && fb->n_out == 0) break; /* the cache was all this pass was for */
+            if ((rc = mlp_block(m, li, T, s, 1))) break;
+            continue;
+        }
         if (li == c->n_layers - 1 && fb->n_out < T) {
             if (fb->n_out == 0) break; /* the cache was all this pass was for */
             /* the residual rows to s->sel, the attention's to s->h (free
@@ -326,7 +352,7 @@ static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch
             *pruned = 1;
         }
         if ((rc = add_norm(m, s, sw ? &L->post_attn_norm : NULL, pre_mlp_norm(m, li), T)) ||
-            (rc = mlp_block(m, li, T, s)))
+            (rc = mlp_block(m, li, T, s, 0)))
             break;
         rc = add_norm(m, s, sw ? &L->post_ff_norm : NULL, li + 1 < c->n_layers ? &m->layers[li + 1].input_norm : NULL,
                       T);
@@ -406,11 +432,19 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
     int every = fb->n_out == fb->N;
     for (int i = 0; every && i < fb->n_out; i++) every = fb->out_rows[i] == i;
     const void *rows = pruned ? s->sel : every ? s->x : NULL;
-    if ((!rows && (rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size))) ||
-        (rc = be->rmsnorm(m->bctx, s->sel, rows ? rows : s->sel, &m->final_norm, fb->n_out, c->hidden_size,
-                          (float)c->rms_norm_eps, c->norm_plus_one)) ||
-        (rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out)))
-        return rc;
+    if (rows == s->x && fused_norms(m, fb->N)) { /* the final norm as the head's kernel stages x */
+        void *ys[1] = {s->logits};
+        const bk_weight *ws[1] = {&m->lm_head}, *bs[1] = {NULL};
+        rc = be->norm_matmul_n(m->bctx, ys, s->x, s->sel, &m->final_norm, (float)c->rms_norm_eps, c->norm_plus_one,
+                               ws, bs, 1, fb->n_out);
+    } else {
+        if (!rows) rc = be->gather_rows(m->bctx, s->sel, s->x, s->out_rows, fb->n_out, (size_t)c->hidden_size);
+        if (!rc)
+            rc = be->rmsnorm(m->bctx, s->sel, rows ? rows : s->sel, &m->final_norm, fb->n_out, c->hidden_size,
+                             (float)c->rms_norm_eps, c->norm_plus_one);
+        if (!rc) rc = be->matmul(m->bctx, s->logits, s->sel, &m->lm_head, NULL, fb->n_out);
+    }
+    if (rc) return rc;
     if (c->final_softcap > 0 && (rc = be->softcap(m->bctx, s->logits, n, (float)c->final_softcap))) return rc;
     if (fb->out_ids && be->argmax) return be->argmax(m->bctx, s->amax, s->logits, fb->n_out, (size_t)c->vocab_size);
     return INFER_OK;

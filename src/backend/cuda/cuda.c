@@ -535,13 +535,13 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk
 
 /* Quantized products of several rows of x on tensor cores (cuk_qmm);
  * the caller holds c->lock. */
-static int qmm_run(cuda_ctx *c, float *const *ys, const void *x, const bk_weight *const *ws,
-                   const bk_weight *const *bs, int n, int T)
+static int qmm_run(cuda_ctx *c, float *const *ys, const void *x, const float *up, bk_act act,
+                   const bk_weight *const *ws, const bk_weight *const *bs, int n, int T)
 {
     void *buf;
     int rc = scratch_get(c, cuk_qmm_scratch(ws, n, T), &buf);
     if (rc) return rc;
-    return launched(cuk_qmm(c->stream, ys, x, ws, bs, n, T, buf), "matmul");
+    return launched(cuk_qmm(c->stream, ys, x, up, act == BK_ACT_GELU_TANH, ws, bs, n, T, buf), "matmul");
 }
 
 /* Whether the products take weight w (rows and cols above 0). */
@@ -576,7 +576,7 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     float *ys[1] = {y};
     pthread_mutex_lock(&c->lock);
     if (cuk_qmm_ok(w, T)) {
-        rc = qmm_run(c, ys, x, &w, &bias, 1, T);
+        rc = qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T);
         pthread_mutex_unlock(&c->lock);
         return rc;
     }
@@ -597,10 +597,11 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
     if (n > 1 && cuk_qmm_ok(ws[0], T)) { /* x converted once for all of them */
         int same = 1;
         for (int i = 0; i < n; i++)
-            same &= ws[i]->rows > 0 && cuk_qmm_ok(ws[i], T) && ws[i]->bits == ws[0]->bits && ws[i]->cols == ws[0]->cols;
+            same &= ws[i]->rows > 0 && cuk_qmm_ok(ws[i], T) && ws[i]->bits == ws[0]->bits &&
+                    ws[i]->cols == ws[0]->cols && ws[i]->sdtype == ws[0]->sdtype;
         if (same) {
             pthread_mutex_lock(&c->lock);
-            int rc = qmm_run(c, (float *const *)ys, x, ws, bs, n, T);
+            int rc = qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T);
             pthread_mutex_unlock(&c->lock);
             return rc;
         }
@@ -871,7 +872,8 @@ static int cuda_qk_rope_store(void *ctx, void *q, void *k, const void *v, void *
 }
 
 /* One token: the activation formed while the down projection stages its
- * input; else the two ops. */
+ * input; 2 to CUK_QMM_MAX_T rows of 4- or 8-bit W: while x is converted
+ * for the tensor cores; else the two ops (gate overwritten). */
 static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_act act, const bk_weight *w,
                            const bk_weight *bias, int T)
 {
@@ -880,8 +882,56 @@ static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_ac
         int e = cuk_matvec_glu(c->stream, y, gate, up, act, w, bias);
         if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_glu");
     }
+    if (w->rows > 0 && cuk_qmm_ok(w, T)) { /* the activation formed as x is converted */
+        int rc = weight_ok(w);
+        if (rc) return rc;
+        float *ys[1] = {y};
+        pthread_mutex_lock(&c->lock);
+        rc = qmm_run(c, ys, gate, up, act, &w, &bias, 1, T);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     int rc = launched(cuk_glu(c->stream, gate, gate, up, (size_t)T * (size_t)w->cols, act), "glu");
     return rc ? rc : cuda_matmul(ctx, y, gate, w, bias, T);
+}
+
+/* One row: the norm formed as the products' kernel stages x, in the
+ * kernels that stage it (one launch instead of two); else the two ops. */
+static int cuda_norm_matmul_n(void *ctx, void *const *ys, const void *x, void *h, const bk_weight *nw, float eps,
+                              int plus_one, const bk_weight *const *ws, const bk_weight *const *bs, int n, int T)
+{
+    cuda_ctx *c = ctx;
+    if (T == 1 && n >= 1 && n <= 4) {
+        int ok = 1;
+        for (int i = 0; i < n; i++) {
+            int rc = weight_ok(ws[i]);
+            if (rc) return rc;
+            ok &= ws[i]->rows > 0 && ws[i]->cols == ws[0]->cols;
+        }
+        if (ok && nw->rows * nw->cols == ws[0]->cols) {
+            int e = cuk_matvec_norm(c->stream, (float *const *)ys, x, nw, eps, plus_one, ws, bs, n);
+            if (e != (int)cudaErrorNotSupported) return launched(e, "norm_matmul_n");
+        }
+    }
+    int rc = cuda_rmsnorm(ctx, h, x, nw, T, (int)ws[0]->cols, eps, plus_one);
+    return rc ? rc : cuda_matmul_n(ctx, ys, h, ws, bs, n, T);
+}
+
+/* One row: the sum taken by the product's kernel (y read back where it
+ * writes); else the product into tmp and an add. */
+static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
+                           const bk_weight *bias, void *tmp, int T)
+{
+    cuda_ctx *c = ctx;
+    if (T <= 0 || w->rows <= 0 || w->cols <= 0) return INFER_OK;
+    int rc = weight_ok(w);
+    if (rc) return rc;
+    if (T == 1) {
+        int e = cuk_matvec_add(c->stream, y, x, up, act, w, bias);
+        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_add");
+    }
+    rc = up ? cuda_matmul_glu(ctx, tmp, x, up, act, w, bias, T) : cuda_matmul(ctx, tmp, x, w, bias, T);
+    return rc ? rc : cuda_add(ctx, y, tmp, (size_t)T * (size_t)w->rows);
 }
 
 /* ---- training ---- */
@@ -1124,6 +1174,8 @@ const backend_ops backend_cuda = {
     .add_rmsnorm = cuda_add_rmsnorm,
     .qk_rope_store = cuda_qk_rope_store,
     .matmul_glu = cuda_matmul_glu,
+    .norm_matmul_n = cuda_norm_matmul_n,
+    .matmul_add = cuda_matmul_add,
     .matmul_n = cuda_matmul_n,
     .matmul_dx = cuda_matmul_dx,
     .matmul_dw = cuda_matmul_dw,

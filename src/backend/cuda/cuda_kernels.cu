@@ -164,6 +164,18 @@ __device__ __forceinline__ float glu1(float g, float u, int gelu)
     return __fdividef(g, 1.0f + __expf(-t)) * u;
 }
 
+/* The sum of v over the block's threads, in every thread (part: 32
+ * floats of shared memory; blockDim a multiple of 32). */
+__device__ float block_sum(float v, float *part)
+{
+    v = warp_sum(v);
+    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = v;
+    __syncthreads();
+    float t = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x / WARP); w++) t += part[w];
+    return t;
+}
+
 /* ---- embedding ---- */
 
 __global__ void k_embed(float *out, const int32_t *ids, bk_weight emb, float scale)
@@ -182,6 +194,25 @@ extern "C" int cuk_embed(void *stream, float *out, const int32_t *ids, int T, co
     if (T <= 0) return 0;
     PDL_LAUNCH(k_embed, T, 256, 0, (cudaStream_t)stream, out, ids, *emb, scale);
     return (int)cudaGetLastError();
+}
+
+/* Whether this block is the last of the parts of a result to get here,
+ * counted in *counter (reset to 0 by the last, ready for the next launch):
+ * every thread of each part's block calls it once its part is written;
+ * the last block then sees every part (read past L1: __ldcg). */
+__device__ __forceinline__ int last_arrival(int *counter, int parts)
+{
+    __shared__ int last;
+    __threadfence(); /* this block's part, seen by whichever block merges */
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        last = atomicAdd(counter, 1) == parts - 1;
+        if (last) *counter = 0;
+    }
+    __syncthreads();
+    const int l = last;
+    if (l) __threadfence();
+    return l;
 }
 
 /* ---- matrix-vector products (decode) ----
@@ -355,7 +386,37 @@ typedef struct mv_set {
     float *y[MV_N];
     int first[MV_N + 1];
     int n;
+    /* one row of x (the kernels that stage it): x normed as it is staged
+     * (rmsnorm with norm, eps and one added to its weights; norm.data NULL:
+     * not), and acc: y += the product instead of y = */
+    bk_weight norm;
+    float eps, one;
+    int acc;
 } mv_set;
+
+/* The factor of x's rmsnorm (1 where the set has no norm), in every
+ * thread of the block. */
+__device__ __forceinline__ float mv_norm_r(const mv_set &s, const float *x, int64_t K)
+{
+    __shared__ float part[32];
+    if (!s.norm.data) return 1.0f;
+    float ss = 0.0f;
+    for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
+        const float4 v = ((const float4 *)x)[i];
+        ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
+    return rsqrtf(block_sum(ss, part) / (float)K + s.eps);
+}
+
+/* Values 4 i4 .. 4 i4 + 3 of x (v) normed as rmsnorm does: x r (w + one) */
+__device__ __forceinline__ float4 mv_norm4(const mv_set &s, float4 v, int64_t i4, float r)
+{
+    if (!s.norm.data) return v;
+    const size_t i = (size_t)i4 * 4;
+    const bk_weight &n = s.norm;
+    return make_float4(v.x * r * (ld(n.data, n.dtype, i) + s.one), v.y * r * (ld(n.data, n.dtype, i + 1) + s.one),
+                       v.z * r * (ld(n.data, n.dtype, i + 2) + s.one), v.w * r * (ld(n.data, n.dtype, i + 3) + s.one));
+}
 
 /* The weight of this block: its index in the set and its first row. */
 __device__ __forceinline__ int mv_pick(const mv_set &s, int64_t rpb, int64_t *row0)
@@ -389,8 +450,9 @@ __device__ __forceinline__ int mv_pick(const mv_set &s, int64_t rpb, int64_t *ro
         const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;                \
         const int64_t K = w.cols, ncr = K / VPC, ng = quant ? K / w.group_size : 1;                              \
         if (MT == 1) {                                                                                           \
+            const float nr = mv_norm_r(s, x, K);                                                                 \
             for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {                                          \
-                float4 v = ((const float4 *)x)[i];                                                               \
+                float4 v = mv_norm4(s, ((const float4 *)x)[i], i, nr);                                           \
                 if (up) {                                                                                        \
                     float4 b = ((const float4 *)up)[i];                                                          \
                     v = make_float4(glu1(v.x, b.x, gelu), glu1(v.y, b.y, gelu), glu1(v.z, b.z, gelu),           \
@@ -439,7 +501,8 @@ __device__ __forceinline__ int mv_pick(const mv_set &s, int64_t rpb, int64_t *ro
                 float v = acc[t];                                                                                \
                 for (int o = lpr / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);                   \
                 if (sl == 0 && r < end)                                                                          \
-                    y[(size_t)t * w.rows + r] = v + (has_bias ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);    \
+                    y[(size_t)t * w.rows + r] = v + (has_bias ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f) +   \
+                                                (MT == 1 && s.acc ? y[r] : 0.0f);                                \
             }                                                                                                    \
         }                                                                                                        \
     }
@@ -564,74 +627,26 @@ __host__ __device__ __forceinline__ size_t mvq_xbytes(int64_t K)
 /* The asynchronous kernels' buffers: for each warp, two stages of
  * MV_UNROLL chunks of W (16 bytes) and their scale-bias pairs (4 bytes)
  * per lane. */
-#define MVQ_ABYTES ((size_t)MV_ROWS * 2 * MV_UNROLL * WARP * 20)
+__host__ __device__ __forceinline__ size_t mvq_abytes(int warps) { return (size_t)warps * 2 * MV_UNROLL * WARP * 20; }
 
-__device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const float *x, int lpr, int rpb,
-                                         int gshift, const float *up, int gelu)
+/* x (normed with the set's norm, nr its factor; or act(x) * up where up
+ * is not NULL) staged by the block as int16 pieces: xq the values in the
+ * layout above, xss each piece's {scale, sum}; each thread 8 values (half
+ * a piece: lanes 2j and 2j + 1 hold a piece of 16) a step, two steps'
+ * loads issued together. */
+__device__ __forceinline__ void mvq_stage(const int BITS, uint4 *xq, float2 *xss, const float *x, const float *up,
+                                          int gelu, int64_t K, const mv_set &s, float nr)
 {
-    extern __shared__ uint4 xq[];
-    const int VPC = BITS == 4 ? 32 : 16, S = VPC / 8; /* values and uint4 of x a chunk of W */
-    int64_t row0;
-    const int wi = mv_pick(s, rpb, &row0);
-    const bk_weight w = MV_SEL(s.w, wi), bias = MV_SEL(s.b, wi);
-    float *y = MV_SEL(s.y, wi);
-    const int64_t K = w.cols;
-    const int ncr = (int)(K / VPC), ng = (int)(K / w.group_size);
-    const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
-    const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
-    /* before the wait: the first 64 KB of the block's rows (W depends on
-     * no kernel) asked of the L2 cache */
-    if (row0 < end) {
-        const uint8_t *p = (const uint8_t *)w.data + (size_t)row0 * (size_t)ncr * 16;
-        size_t n = (size_t)(end - row0) * (size_t)ncr * 16;
-        if (n > 65536) n = 65536;
-        for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)blockDim.x * 128)
-            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
-    }
-    /* asynchronous: the warp's work is its rows (every MV_ROWS * rpw-th
-     * from its first) in rounds of lpr * MV_UNROLL chunks; each lane copies
-     * its chunks of round i + 1 into shared memory while it computes round
-     * i, so that two rounds of reads are in flight without registers */
-    const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
-    const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
-    const int total = first < end
-                          ? (int)((end - first + (int64_t)MV_ROWS * rpw - 1) / ((int64_t)MV_ROWS * rpw)) * steps_row
-                          : 0;
-    uint4 *wbuf = (uint4 *)((uint8_t *)xq + mvq_xbytes(K)) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
-    uint32_t *sbuf = (uint32_t *)((uint8_t *)xq + mvq_xbytes(K) + (size_t)MV_ROWS * 2 * MV_UNROLL * WARP * 16) +
-                     (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
-    int iss_r = 0, iss_s = 0; /* the next round to issue: row of the warp, round of the row */
-#define MVQ_ISSUE(IT)                                                                                            \
-    do {                                                                                                         \
-        if ((IT) < total) {                                                                                      \
-            const int64_t r_ = first + (int64_t)iss_r * MV_ROWS * rpw + sub;                                     \
-            const int nc_ = r_ < end ? ncr : 0, st_ = (IT) & 1;                                                  \
-            const uint4 *row_ = (const uint4 *)((const uint8_t *)w.data + (size_t)r_ * (size_t)ncr * 16);       \
-            const uint32_t *sp_ = (const uint32_t *)w.scales + (size_t)r_ * (size_t)ng;                          \
-            _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                              \
-                const int c = iss_s * lpr * MV_UNROLL + sl + k * lpr;                                            \
-                if (c < nc_) {                                                                                   \
-                    cp16(wbuf + (st_ * MV_UNROLL + k) * WARP + lane, row_ + c);                                  \
-                    cp4(sbuf + (st_ * MV_UNROLL + k) * WARP + lane, sp_ + (c >> gshift));                        \
-                }                                                                                                \
-            }                                                                                                    \
-            if (++iss_s == steps_row) iss_s = 0, iss_r++;                                                        \
-        }                                                                                                        \
-        cp_commit();                                                                                             \
-    } while (0)
-    MVQ_ISSUE(0);
-    PDL_ENTRY();
-    float2 *xss = (float2 *)(xq + K / 8);
-    /* staging: each thread 8 values (a piece) a step, two steps' loads
-     * issued together; lanes 2j and 2j + 1 hold a piece of 16 (blockDim a
-     * multiple of 32, so whole warps take part) */
-    for (int64_t b0 = 0; b0 < K / 8; b0 += 2 * (int64_t)blockDim.x) {
+    const int S = BITS == 4 ? 4 : 2;
+    const int64_t tid = threadIdx.x, nth = blockDim.x;
+    for (int64_t b0 = 0; b0 < K / 8; b0 += 2 * nth) {
         float v[2][8];
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int64_t i = b0 + h * (int64_t)blockDim.x + threadIdx.x;
+            const int64_t i = b0 + h * nth + tid;
             if (i < K / 8) {
-                float4 a = ((const float4 *)x)[2 * i], c = ((const float4 *)x)[2 * i + 1];
+                float4 a = mv_norm4(s, ((const float4 *)x)[2 * i], 2 * i, nr),
+                       c = mv_norm4(s, ((const float4 *)x)[2 * i + 1], 2 * i + 1, nr);
                 if (up) {
                     float4 ua = ((const float4 *)up)[2 * i], uc = ((const float4 *)up)[2 * i + 1];
                     a = make_float4(glu1(a.x, ua.x, gelu), glu1(a.y, ua.y, gelu), glu1(a.z, ua.z, gelu),
@@ -648,7 +663,7 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
         }
 #pragma unroll
         for (int h = 0; h < 2; h++) {
-            const int64_t i = b0 + h * (int64_t)blockDim.x + threadIdx.x;
+            const int64_t i = b0 + h * nth + tid;
             float m = 0.0f, sm = 0.0f;
 #pragma unroll
             for (int e = 0; e < 8; e++) {
@@ -674,6 +689,66 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
             }
         }
     }
+}
+
+__device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const float *x, int lpr, int rpb,
+                                         int gshift, const float *up, int gelu)
+{
+    extern __shared__ uint4 xq[];
+    const int VPC = BITS == 4 ? 32 : 16, S = VPC / 8; /* values and uint4 of x a chunk of W */
+    int64_t row0;
+    const int wi = mv_pick(s, rpb, &row0);
+    const bk_weight w = MV_SEL(s.w, wi), bias = MV_SEL(s.b, wi);
+    float *y = MV_SEL(s.y, wi);
+    const int64_t K = w.cols;
+    const int ncr = (int)(K / VPC), ng = (int)(K / w.group_size);
+    const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
+    const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
+    const int nw = blockDim.x / WARP; /* warps of the block */
+    /* before the wait: the first 64 KB of the block's rows (W depends on
+     * no kernel) asked of the L2 cache */
+    if (row0 < end) {
+        const uint8_t *p = (const uint8_t *)w.data + (size_t)row0 * (size_t)ncr * 16;
+        size_t n = (size_t)(end - row0) * (size_t)ncr * 16;
+        if (n > 65536) n = 65536;
+        for (size_t off = (size_t)threadIdx.x * 128; off < n; off += (size_t)blockDim.x * 128)
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(p + off));
+    }
+    /* asynchronous: the warp's work is its rows (every nw * rpw-th
+     * from its first) in rounds of lpr * MV_UNROLL chunks; each lane copies
+     * its chunks of round i + 1 into shared memory while it computes round
+     * i, so that two rounds of reads are in flight without registers */
+    const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
+    const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
+    const int total = first < end
+                          ? (int)((end - first + (int64_t)nw * rpw - 1) / ((int64_t)nw * rpw)) * steps_row
+                          : 0;
+    uint4 *wbuf = (uint4 *)((uint8_t *)xq + mvq_xbytes(K)) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
+    uint32_t *sbuf = (uint32_t *)((uint8_t *)xq + mvq_xbytes(K) + (size_t)nw * 2 * MV_UNROLL * WARP * 16) +
+                     (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
+    int iss_r = 0, iss_s = 0; /* the next round to issue: row of the warp, round of the row */
+#define MVQ_ISSUE(IT)                                                                                            \
+    do {                                                                                                         \
+        if ((IT) < total) {                                                                                      \
+            const int64_t r_ = first + (int64_t)iss_r * nw * rpw + sub;                                     \
+            const int nc_ = r_ < end ? ncr : 0, st_ = (IT) & 1;                                                  \
+            const uint4 *row_ = (const uint4 *)((const uint8_t *)w.data + (size_t)r_ * (size_t)ncr * 16);       \
+            const uint32_t *sp_ = (const uint32_t *)w.scales + (size_t)r_ * (size_t)ng;                          \
+            _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                              \
+                const int c = iss_s * lpr * MV_UNROLL + sl + k * lpr;                                            \
+                if (c < nc_) {                                                                                   \
+                    cp16(wbuf + (st_ * MV_UNROLL + k) * WARP + lane, row_ + c);                                  \
+                    cp4(sbuf + (st_ * MV_UNROLL + k) * WARP + lane, sp_ + (c >> gshift));                        \
+                }                                                                                                \
+            }                                                                                                    \
+            if (++iss_s == steps_row) iss_s = 0, iss_r++;                                                        \
+        }                                                                                                        \
+        cp_commit();                                                                                             \
+    } while (0)
+    MVQ_ISSUE(0);
+    PDL_ENTRY();
+    float2 *xss = (float2 *)(xq + K / 8);
+    mvq_stage(BITS, xq, xss, x, up, gelu, K, s, mv_norm_r(s, x, K));
     __syncthreads();
     /* the chunks a lane reads are c = sl + k lpr (lpr a multiple of 8), so
      * the swizzle of x (xs_at) is the lane's own throughout */
@@ -683,7 +758,7 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
     for (int it = 0; it < total; it++) {
         MVQ_ISSUE(it + 1);
         cp_wait1();
-        const int64_t r = first + (int64_t)cr * MV_ROWS * rpw + sub;
+        const int64_t r = first + (int64_t)cr * nw * rpw + sub;
         const int nc = r < end ? ncr : 0, st = it & 1;
 #pragma unroll
         for (int k = 0; k < MV_UNROLL; k++) {
@@ -698,7 +773,8 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
         }
         if (++cs == steps_row) {
             for (int o = lpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            if (sl == 0 && r < end) y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+            if (sl == 0 && r < end)
+                y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f) + (s.acc ? y[r] : 0.0f);
             acc = 0.0f;
             cs = 0;
             cr++;
@@ -707,19 +783,21 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
 #undef MVQ_ISSUE
 }
 
-#define MVQ_KERNEL(NAME, BITS, MINB)                                                                             \
-    __global__ void __launch_bounds__(MV_ROWS * WARP, MINB)                                                     \
+#define MVQ_KERNEL(NAME, BITS, WARPS, MINB)                                                                      \
+    __global__ void __launch_bounds__(WARPS * WARP, MINB)                                                       \
         NAME(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)          \
     {                                                                                                            \
         (void)T;                                                                                                 \
         mvq_body(BITS, s, x, lpr, rpb, gshift, up, gelu);                                                        \
     }
-MVQ_KERNEL(k_mvq4_1, 4, 4)
-MVQ_KERNEL(k_mvq8_1, 8, 4)
+MVQ_KERNEL(k_mvq4_1, 4, 8, 4)
+MVQ_KERNEL(k_mvq8_1, 8, 8, 4)
+MVQ_KERNEL(k_mvq4_16, 4, 16, 2)
+MVQ_KERNEL(k_mvq8_16, 8, 16, 2)
 
 /* One row of x against bf16 or f16 W: x staged as float, W through
  * cp.async as above (two rounds in flight per warp). */
-#define MVH_WBYTES ((size_t)MV_ROWS * 2 * MV_UNROLL * WARP * 16)
+__host__ __device__ __forceinline__ size_t mvh_wbytes(int warps) { return (size_t)warps * 2 * MV_UNROLL * WARP * 16; }
 
 __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const float *x, int lpr, int rpb,
                                          const float *up, int gelu)
@@ -734,17 +812,18 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
     const int ncr = (int)(K / 8);
     const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
     const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
+    const int nw = blockDim.x / WARP; /* warps of the block */
     const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
     const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
     const int total = first < end
-                          ? (int)((end - first + (int64_t)MV_ROWS * rpw - 1) / ((int64_t)MV_ROWS * rpw)) * steps_row
+                          ? (int)((end - first + (int64_t)nw * rpw - 1) / ((int64_t)nw * rpw)) * steps_row
                           : 0;
     uint4 *wbuf = (uint4 *)(xs + K / 4) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
     int iss_r = 0, iss_s = 0;
 #define MVH_ISSUE(IT)                                                                                            \
     do {                                                                                                         \
         if ((IT) < total) {                                                                                      \
-            const int64_t r_ = first + (int64_t)iss_r * MV_ROWS * rpw + sub;                                     \
+            const int64_t r_ = first + (int64_t)iss_r * nw * rpw + sub;                                     \
             const int nc_ = r_ < end ? ncr : 0, st_ = (IT) & 1;                                                  \
             const uint4 *row_ = (const uint4 *)((const uint16_t *)w.data + (size_t)r_ * (size_t)K);              \
             _Pragma("unroll") for (int k = 0; k < MV_UNROLL; k++) {                                              \
@@ -757,8 +836,9 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
     } while (0)
     MVH_ISSUE(0);
     PDL_ENTRY();
+    const float nr = mv_norm_r(s, x, K);
     for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
-        float4 v = ((const float4 *)x)[i];
+        float4 v = mv_norm4(s, ((const float4 *)x)[i], i, nr);
         if (up) {
             float4 b = ((const float4 *)up)[i];
             v = make_float4(glu1(v.x, b.x, gelu), glu1(v.y, b.y, gelu), glu1(v.z, b.z, gelu), glu1(v.w, b.w, gelu));
@@ -771,7 +851,7 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
     for (int it = 0; it < total; it++) {
         MVH_ISSUE(it + 1);
         cp_wait1();
-        const int64_t r = first + (int64_t)cr * MV_ROWS * rpw + sub;
+        const int64_t r = first + (int64_t)cr * nw * rpw + sub;
         const int nc = r < end ? ncr : 0, st = it & 1;
 #pragma unroll
         for (int k = 0; k < MV_UNROLL; k++) {
@@ -785,7 +865,8 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
         }
         if (++cs == steps_row) {
             for (int o = lpr / 2; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-            if (sl == 0 && r < end) y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+            if (sl == 0 && r < end)
+                y[r] = acc + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f) + (s.acc ? y[r] : 0.0f);
             acc = 0.0f;
             cs = 0;
             cr++;
@@ -794,21 +875,18 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
 #undef MVH_ISSUE
 }
 
-__global__ void __launch_bounds__(MV_ROWS * WARP, 4)
-    k_mvh_bf16_1(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)
-{
-    (void)T;
-    (void)gshift;
-    mvh_body(FMT_BF16, s, x, lpr, rpb, up, gelu);
-}
-
-__global__ void __launch_bounds__(MV_ROWS * WARP, 4)
-    k_mvh_f16_1(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)
-{
-    (void)T;
-    (void)gshift;
-    mvh_body(FMT_F16, s, x, lpr, rpb, up, gelu);
-}
+#define MVH_KERNEL(NAME, FMT, WARPS, MINB)                                                                       \
+    __global__ void __launch_bounds__(WARPS * WARP, MINB)                                                       \
+        NAME(mv_set s, const float *x, int T, int lpr, int rpb, int gshift, const float *up, int gelu)          \
+    {                                                                                                            \
+        (void)T;                                                                                                 \
+        (void)gshift;                                                                                            \
+        mvh_body(FMT, s, x, lpr, rpb, up, gelu);                                                                 \
+    }
+MVH_KERNEL(k_mvh_bf16_1, FMT_BF16, 8, 4)
+MVH_KERNEL(k_mvh_f16_1, FMT_F16, 8, 4)
+MVH_KERNEL(k_mvh_bf16_16, FMT_BF16, 16, 2)
+MVH_KERNEL(k_mvh_f16_16, FMT_F16, 16, 2)
 
 typedef void (*mv_fn)(mv_set, const float *, int, int, int, int, const float *, int);
 
@@ -826,10 +904,10 @@ static int sm_count(void)
  * past the default 48 KB. */
 static int mv_smem_ok(mv_fn f, size_t bytes)
 {
-    static mv_fn raised[8];
-    if (bytes <= 48 * 1024) return 1;
+    static mv_fn raised[16];
+    if (bytes + 1024 <= 48 * 1024) return 1; /* (with the kernels' own, at most 1 KB) */
     if (bytes > 200 * 1024) return 0;
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 16; i++) {
         if (raised[i] == f) return 1;
         if (!raised[i]) {
             if (cudaFuncSetAttribute((const void *)f, cudaFuncAttributeMaxDynamicSharedMemorySize, 200 * 1024)) {
@@ -848,8 +926,21 @@ static int mv_smem_ok(mv_fn f, size_t bytes)
  * formed while staged (T = 1 and a fast kernel only: else
  * cudaErrorNotSupported, nothing launched).  n > 1 with weights of
  * different formats: cudaErrorNotSupported. */
+/* Warps a block of the one-row kernels that stage x (mvq, mvh): 16,
+ * where their buffers fit.  Against 8, fewer blocks stage x, each
+ * sooner: llama3.1-8b decode 385 -> 417 tok/s at 4 bits, 167 -> 172 in
+ * bf16 (H100); 32 gave no more at 4 bits and lost 8% on gemma3-1b. */
+#define MV1_WARPS 16
+
+/* A one-row product's extras: x normed as it is staged, y added to */
+typedef struct mv_extra {
+    const bk_weight *norm; /* NULL: no norm */
+    float eps;
+    int plus_one, acc;
+} mv_extra;
+
 static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_weight *const *ws,
-                  const bk_weight *const *bs, int n, int T, const float *up, int gelu)
+                  const bk_weight *const *bs, int n, int T, const float *up, int gelu, const mv_extra *ex)
 {
     if (T <= 0 || T > CUK_MATVEC_MAX_T || n < 1 || n > MV_N) return (int)cudaErrorInvalidValue;
     const bk_weight *w = ws[0];
@@ -881,21 +972,41 @@ static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_we
     /* one row of x: the integer kernels for 4 and 8 bits with 2-byte
      * scales (bk_weight.sb_pairs), else the float kernels (for quantized
      * weights with float32 scales, the one of several rows: slower) */
-    if (one && gshift >= 0 && w->sb_pairs) f = w->bits == 4 ? k_mvq4_1 : k_mvq8_1, smem = mvq_xbytes(K) + MVQ_ABYTES;
-    else if (w->dtype == DT_BF16 && K % 8 == 0) f = one ? k_mvh_bf16_1 : k_mv_bf16_8, smem = one ? (size_t)K * 4 + MVH_WBYTES : 0;
-    else if (w->dtype == DT_F16 && K % 8 == 0) f = one ? k_mvh_f16_1 : k_mv_f16_8, smem = one ? (size_t)K * 4 + MVH_WBYTES : 0;
+    int nw = MV_ROWS; /* warps a block */
+    if (one && gshift >= 0 && w->sb_pairs) {
+        /* the most warps a block whose buffers fit */
+        nw = mvq_xbytes(K) + mvq_abytes(MV1_WARPS) <= 200 * 1024 ? MV1_WARPS : MV_ROWS;
+        f = nw == MV1_WARPS ? (w->bits == 4 ? k_mvq4_16 : k_mvq8_16) : w->bits == 4 ? k_mvq4_1 : k_mvq8_1;
+        smem = mvq_xbytes(K) + mvq_abytes(nw);
+    }
+    else if ((w->dtype == DT_BF16 || w->dtype == DT_F16) && K % 8 == 0 && one) {
+        nw = (size_t)K * 4 + mvh_wbytes(MV1_WARPS) <= 200 * 1024 ? MV1_WARPS : MV_ROWS;
+        f = w->dtype == DT_BF16 ? (nw == MV1_WARPS ? k_mvh_bf16_16 : k_mvh_bf16_1)
+                                : nw == MV1_WARPS ? k_mvh_f16_16 : k_mvh_f16_1;
+        smem = (size_t)K * 4 + mvh_wbytes(nw);
+    }
+    else if (w->dtype == DT_BF16 && K % 8 == 0) f = k_mv_bf16_8;
+    else if (w->dtype == DT_F16 && K % 8 == 0) f = k_mv_f16_8;
     else if (w->dtype == DT_F32 && K % 4 == 0) f = one ? k_mv_f32_1 : k_mv_f32_8;
     else if (w->dtype == DT_U32 && w->bits == 8 && w->group_size % 16 == 0) f = k_mv_q8_8, one = 0;
     else if (w->dtype == DT_U32 && w->bits == 4 && w->group_size % 32 == 0) f = k_mv_q4_8, one = 0;
     if (f && one && !smem) smem = (size_t)K * 4;
     if (f && one && !mv_smem_ok(f, smem)) {
         /* x too long for shared memory: the kernel that reads it from global memory */
-        f = f == k_mvh_bf16_1 ? k_mv_bf16_8 : f == k_mvh_f16_1 ? k_mv_f16_8 : f == k_mv_f32_1 ? k_mv_f32_8
-            : f == k_mvq8_1 ? k_mv_q8_8 : k_mv_q4_8;
+        f = f == k_mvh_bf16_1 || f == k_mvh_bf16_16 ? k_mv_bf16_8
+            : f == k_mvh_f16_1 || f == k_mvh_f16_16 ? k_mv_f16_8 : f == k_mv_f32_1 ? k_mv_f32_8
+            : f == k_mvq8_1 || f == k_mvq8_16 ? k_mv_q8_8 : k_mv_q4_8;
         one = 0;
+        nw = MV_ROWS;
         smem = 0;
     }
-    if (up && (!f || !one)) return (int)cudaErrorNotSupported;
+    if ((up || ex) && (!f || !one)) return (int)cudaErrorNotSupported;
+    if (ex) {
+        if (ex->norm) set.norm = *ex->norm;
+        set.eps = ex->eps;
+        set.one = ex->plus_one ? 1.0f : 0.0f;
+        set.acc = ex->acc;
+    }
     if (!f) {
         for (int i = 0; i < n; i++) {
             unsigned blocks = (unsigned)((ws[i]->rows + MV_ROWS - 1) / MV_ROWS);
@@ -907,12 +1018,12 @@ static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_we
     }
     int64_t row_bytes = w->dtype == DT_U32 ? (int64_t)bk_qrow_bytes(w) : K * (int64_t)(w->dtype == DT_F32 ? 4 : 2);
     int lpr = row_bytes >= 1024 ? 32 : row_bytes >= 512 ? 16 : 8;
-    int64_t step = (int64_t)MV_ROWS * (WARP / lpr), rpb = step;
+    int64_t step = (int64_t)nw * (WARP / lpr), rpb = step;
     if (one) {
         /* one wave of as many blocks as fit at once, each staging x once
          * for its share of the rows */
         int per_sm = 0;
-        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, MV_ROWS * WARP, smem) || per_sm < 1) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, f, nw * WARP, smem) || per_sm < 1) {
             cudaGetLastError();
             per_sm = 1;
         }
@@ -937,25 +1048,39 @@ static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_we
     }
     set.first[n] = (int)nb;
     if (nb > INT32_MAX) return (int)cudaErrorInvalidValue;
-    PDL_LAUNCH(f, (unsigned)nb, MV_ROWS * WARP, smem, st, set, x, T, lpr, (int)rpb, gshift, up, gelu);
+    PDL_LAUNCH(f, (unsigned)nb, nw * WARP, smem, st, set, x, T, lpr, (int)rpb, gshift, up, gelu);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T)
 {
-    return matvec((cudaStream_t)stream, &y, x, &w, &bias, 1, T, NULL, 0);
+    return matvec((cudaStream_t)stream, &y, x, &w, &bias, 1, T, NULL, 0, NULL);
 }
 
 extern "C" int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
                             const bk_weight *const *bs, int n, int T)
 {
-    return matvec((cudaStream_t)stream, ys, x, ws, bs, n, T, NULL, 0);
+    return matvec((cudaStream_t)stream, ys, x, ws, bs, n, T, NULL, 0, NULL);
 }
 
 extern "C" int cuk_matvec_glu(void *stream, float *y, const float *gate, const float *up, bk_act act,
                               const bk_weight *w, const bk_weight *bias)
 {
-    return matvec((cudaStream_t)stream, &y, gate, &w, &bias, 1, 1, up, act == BK_ACT_GELU_TANH);
+    return matvec((cudaStream_t)stream, &y, gate, &w, &bias, 1, 1, up, act == BK_ACT_GELU_TANH, NULL);
+}
+
+extern "C" int cuk_matvec_norm(void *stream, float *const *ys, const float *x, const bk_weight *norm, float eps,
+                               int plus_one, const bk_weight *const *ws, const bk_weight *const *bs, int n)
+{
+    const mv_extra ex = {norm, eps, plus_one, 0};
+    return matvec((cudaStream_t)stream, ys, x, ws, bs, n, 1, NULL, 0, &ex);
+}
+
+extern "C" int cuk_matvec_add(void *stream, float *y, const float *x, const float *up, bk_act act, const bk_weight *w,
+                              const bk_weight *bias)
+{
+    const mv_extra ex = {NULL, 0.0f, 0, 1};
+    return matvec((cudaStream_t)stream, &y, x, &w, &bias, 1, 1, up, act == BK_ACT_GELU_TANH, &ex);
 }
 
 /* ---- conversions for cuBLAS ---- */
@@ -1032,19 +1157,20 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
  * multiplied by mma.sync m16n8k16 (bf16 in, float32 accumulation); x goes
  * to bf16 first (k_qmm_x), as it does for cuBLAS.
  *
- * A block takes 256 rows of W (blockIdx.y) against 32 rows of x
- * (blockIdx.x, the fastest, so that the blocks that read the same rows of
- * W run together and the second finds them in L2) over one slice of K
- * (blockIdx.z: split K; the slices' sums go to a scratch buffer that
- * k_qmm_sum adds up).  K goes in chunks of 128 values: the block copies a
- * chunk's W, its scale-bias pairs (bk_weight.sb_pairs) and the chunk of x
- * into shared memory with cp.async, QMM_STAGES chunks in flight, and each
- * of its 8 warps multiplies 32 rows (two m16 tiles) by the 32 rows of x
- * (four n8 tiles).  In a chunk, lane (g = lane / 4, q = lane % 4) takes
- * values [32 q, 32 q + 32) of its rows g and g + 8 (16 or 32 bytes a
- * row).  The order of k inside an mma does not matter as long as A (W)
- * and B (x) agree, so the lane's A
- * registers take the values as they lie in its bytes and k_qmm_x writes
+ * A block takes 256 rows of one of the launch's weights (blockIdx.y)
+ * against 32 rows of x (blockIdx.x, the fastest, so that the blocks that
+ * read the same rows of W run together and the second finds them in L2)
+ * over one slice of K (blockIdx.z: split K; the slices' sums go to a
+ * scratch buffer that k_qmm_sum adds up).  K goes in chunks of 128
+ * values: the block copies a chunk's W, its scale-bias pairs
+ * (bk_weight.sb_pairs) and the chunk of x into shared memory with
+ * cp.async, QMM_STAGES chunks in flight, and each of its 8 warps
+ * multiplies 32 rows (two m16 tiles) by the 32 rows of x (four n8 tiles).
+ * In a chunk, lane (g = lane / 4, q = lane % 4) takes values
+ * [32 q, 32 q + 32) of its rows g and g + 8 (16 or 32 bytes a row).  The
+ * order of k inside an mma does not matter as long as A (W) and B (x)
+ * agree, so the lane's A registers take the values as they lie in its
+ * bytes and k_qmm_x writes
  * x in the matching order.  4 bits: u32 word c of the lane's row holds 8
  * values; pairs (i, i + 4) come out of it with one mask and an or (bf16
  * bits 0x4300 | n = 128 + n), so x is stored per 8 values in the order
@@ -1122,15 +1248,40 @@ __host__ __device__ __forceinline__ int qmm_stage_bytes(int bits)
     return QMM_ROWS * 16 * bits + QMM_ROWS * 16 + QMM_TOK * QMM_XROW;
 }
 
+/* The weights of one launch (up to MV_N products of the same x): weight
+ * i's rows in the blocks first[i] .. first[i + 1] - 1 of blockIdx.y; with
+ * split K, its slices' sums in part[i] ([S][T][rows]), and its T x rows
+ * results from element out0[i] of all the launch's results on (for
+ * k_qmm_sum). */
+typedef struct qmm_set {
+    bk_weight w[MV_N];
+    bk_weight b[MV_N]; /* b[i].data NULL: no bias */
+    float *y[MV_N];
+    float *part[MV_N];
+    size_t out0[MV_N + 1];
+    int first[MV_N + 1];
+    int n;
+} qmm_set;
+
 /* SBF: 1 = bf16 scale-bias pairs (applied in bf16x2), 0 = f16 pairs
- * (applied in float32; 8 bits: either, in float32). */
-__device__ __forceinline__ void qmm_body(const int BITS, const int SBF, float *y, float *part, const uint16_t *xb,
-                                         bk_weight w, bk_weight bias, int T, int kslice)
+ * (applied in float32; 8 bits: either, in float32).  With split K
+ * (gridDim.z > 1) each block writes its slice's sums, which k_qmm_sum
+ * adds up.  (The last slice of a tile to finish adding them up instead
+ * was slower: one block reading all of a tile's slices took longer than
+ * the launch it saved.) */
+__device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qmm_set &set, const uint16_t *xb,
+                                         int T, int kslice)
 {
     extern __shared__ __align__(16) unsigned char qsm[];
+    int wi = 0;
+#pragma unroll
+    for (int k = 1; k < MV_N; k++)
+        if (k < set.n && (int)blockIdx.y >= set.first[k]) wi = k;
+    const bk_weight w = MV_SEL(set.w, wi), bias = MV_SEL(set.b, wi);
+    float *y = MV_SEL(set.y, wi), *part = MV_SEL(set.part, wi);
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane >> 2, q = lane & 3;
     const int64_t R = w.rows, K = w.cols;
-    const int64_t rb0 = (int64_t)blockIdx.y * QMM_ROWS;
+    const int64_t rb0 = (int64_t)((int)blockIdx.y - MV_SEL(set.first, wi)) * QMM_ROWS;
     const int t0 = blockIdx.x * QMM_TOK;
     const int64_t kb = (int64_t)blockIdx.z * kslice;
     const int nch = (int)(((kb + kslice < K ? kb + kslice : K) - kb) / 128);
@@ -1267,7 +1418,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, float *y
     }
 #undef QMM_STAGE
     /* acc[m][n]: rows 32 warp + 16 m + g (+ 8), rows of x 8 n + 2 q (+ 1);
-     * with split K, this slice's sums into part (k_qmm_sum adds them) */
+     * with split K, this slice's sums into part */
     const int split = gridDim.z > 1;
     float *out = split ? part + (size_t)blockIdx.z * (size_t)T * (size_t)R : y;
 #pragma unroll
@@ -1284,27 +1435,25 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, float *y
             }
 }
 
-__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4(float *y, float *part, const uint16_t *xb,
-                                                          bk_weight w, bk_weight bias, int T, int kslice)
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4(qmm_set set, const uint16_t *xb, int T, int kslice)
 {
-    qmm_body(4, 1, y, part, xb, w, bias, T, kslice);
+    qmm_body(4, 1, set, xb, T, kslice);
 }
 
-__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4f(float *y, float *part, const uint16_t *xb,
-                                                          bk_weight w, bk_weight bias, int T, int kslice)
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4f(qmm_set set, const uint16_t *xb, int T, int kslice)
 {
-    qmm_body(4, 0, y, part, xb, w, bias, T, kslice);
+    qmm_body(4, 0, set, xb, T, kslice);
 }
 
-__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm8(float *y, float *part, const uint16_t *xb,
-                                                          bk_weight w, bk_weight bias, int T, int kslice)
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm8(qmm_set set, const uint16_t *xb, int T, int kslice)
 {
-    qmm_body(8, 0, y, part, xb, w, bias, T, kslice);
+    qmm_body(8, 0, set, xb, T, kslice);
 }
 
-/* x [T, K] float32 -> bf16 [Tp, K] (rows T .. Tp zero), 8 values a
- * thread, for 4 bits in the order 0 4 1 5 2 6 3 7 */
-__global__ void k_qmm_x(uint16_t *dst, const float *x, int T, int Tp, int64_t K, int perm4)
+/* x [T, K] float32 (act(x) * up where up is not NULL) -> bf16 [Tp, K]
+ * (rows T .. Tp zero), 8 values a thread, for 4 bits in the order
+ * 0 4 1 5 2 6 3 7 */
+__global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu, int T, int Tp, int64_t K, int perm4)
 {
     PDL_ENTRY();
     const size_t n8 = (size_t)Tp * (size_t)K / 8;
@@ -1312,7 +1461,14 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, int T, int Tp, int64_t K,
         const size_t t = i * 8 / (size_t)K;
         float v[8];
         if (t < (size_t)T) {
-            const float4 a = ((const float4 *)x)[2 * i], b = ((const float4 *)x)[2 * i + 1];
+            float4 a = ((const float4 *)x)[2 * i], b = ((const float4 *)x)[2 * i + 1];
+            if (up) {
+                const float4 ua = ((const float4 *)up)[2 * i], ub = ((const float4 *)up)[2 * i + 1];
+                a = make_float4(glu1(a.x, ua.x, gelu), glu1(a.y, ua.y, gelu), glu1(a.z, ua.z, gelu),
+                                glu1(a.w, ua.w, gelu));
+                b = make_float4(glu1(b.x, ub.x, gelu), glu1(b.y, ub.y, gelu), glu1(b.z, ub.z, gelu),
+                                glu1(b.w, ub.w, gelu));
+            }
             v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
         } else {
             for (int e = 0; e < 8; e++) v[e] = 0.0f;
@@ -1326,23 +1482,33 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, int T, int Tp, int64_t K,
     }
 }
 
-/* y[t, r] = sum over the S slices of part[s, t, r] (+ bias[r]) */
-__global__ void k_qmm_sum(float *y, const float *part, int S, size_t n, int64_t R, bk_weight bias)
+/* The results of a launch with split K: y[i][t, r] = the sum over the S
+ * slices of part[i][s, t, r] (+ bias[r]), in the order of the slices;
+ * element e of all of them is weight i's for out0[i] <= e < out0[i + 1] */
+__global__ void k_qmm_sum(qmm_set set, int S, int T)
 {
     PDL_ENTRY();
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float s = bias.data ? ld(bias.data, bias.dtype, i % (size_t)R) : 0.0f;
-        for (int z = 0; z < S; z++) s += part[(size_t)z * n + i];
-        y[i] = s;
+    const size_t n = set.out0[set.n];
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        int wi = 0;
+#pragma unroll
+        for (int k = 1; k < MV_N; k++)
+            if (k < set.n && e >= set.out0[k]) wi = k;
+        const bk_weight bias = MV_SEL(set.b, wi);
+        const float *part = MV_SEL(set.part, wi);
+        const size_t i = e - MV_SEL(set.out0, wi), TR = (size_t)T * (size_t)MV_SEL(set.w, wi).rows;
+        float v = bias.data ? ld(bias.data, bias.dtype, i % (size_t)MV_SEL(set.w, wi).rows) : 0.0f;
+        for (int z = 0; z < S; z++) v += part[(size_t)z * TR + i];
+        MV_SEL(set.y, wi)[i] = v;
     }
 }
 
-/* The slices of K for this product: at most two blocks an SM in all, at
- * most 8 slices, each at least 512 values (a multiple of 128). */
-static int qmm_split(const bk_weight *w, int T, int *kslice)
+/* The slices of K for a launch of `blocks` tiles: at most two blocks an
+ * SM in all, at most 8 slices, each at least 512 values (a multiple of
+ * 128). */
+static int qmm_split(int64_t cols, int64_t blocks, int *kslice)
 {
-    const int64_t chunks = w->cols / 128;
-    const int64_t blocks = (w->rows + QMM_ROWS - 1) / QMM_ROWS * ((T + QMM_TOK - 1) / QMM_TOK);
+    const int64_t chunks = cols / 128;
     int64_t S = 2 * (int64_t)sm_count() / blocks; /* one wave of two blocks an SM */
     if (S > chunks / 4) S = chunks / 4;
     if (S > 8) S = 8;
@@ -1350,6 +1516,15 @@ static int qmm_split(const bk_weight *w, int T, int *kslice)
     int64_t per = (chunks + S - 1) / S;
     *kslice = (int)(per * 128);
     return (int)((chunks + per - 1) / per);
+}
+
+/* Tiles of W (blocks of QMM_ROWS rows) of the n weights, and the rows of x
+ * in blocks of QMM_TOK */
+static int64_t qmm_tiles(const bk_weight *const *ws, int n)
+{
+    int64_t t = 0;
+    for (int i = 0; i < n; i++) t += (ws[i]->rows + QMM_ROWS - 1) / QMM_ROWS;
+    return t;
 }
 
 extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
@@ -1360,48 +1535,61 @@ extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
 
 extern "C" size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T)
 {
-    size_t Tp = (size_t)(T + QMM_TOK - 1) / QMM_TOK * QMM_TOK, part = 0;
-    for (int i = 0; i < n; i++) {
-        int kslice, S = qmm_split(ws[i], T, &kslice);
-        size_t p = S > 1 ? (size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 : 0;
-        if (p > part) part = p;
-    }
+    const size_t Tp = (size_t)(T + QMM_TOK - 1) / QMM_TOK * QMM_TOK;
+    int kslice;
+    const int S = qmm_split(ws[0]->cols, qmm_tiles(ws, n) * (int64_t)(Tp / QMM_TOK), &kslice);
+    size_t part = 0;
+    for (int i = 0; S > 1 && i < n; i++) part += ((size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 + 255) / 256 * 256;
     return (Tp * (size_t)ws[0]->cols * 2 + 255) / 256 * 256 + part;
 }
 
-extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
-                       const bk_weight *const *bs, int n, int T, void *scratch)
+extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int gelu,
+                       const bk_weight *const *ws, const bk_weight *const *bs, int n, int T, void *scratch)
 {
+    if (n < 1 || n > MV_N) return (int)cudaErrorInvalidValue;
     cudaStream_t st = (cudaStream_t)stream;
-    const int64_t K = ws[0]->cols;
+    const bk_weight *w = ws[0];
+    const int64_t K = w->cols;
     const int Tp = (T + QMM_TOK - 1) / QMM_TOK * QMM_TOK;
+    for (int i = 1; i < n; i++)
+        if (ws[i]->cols != K || ws[i]->bits != w->bits || ws[i]->sdtype != w->sdtype) return (int)cudaErrorNotSupported;
+    const int64_t tiles = qmm_tiles(ws, n);
+    int kslice;
+    const int S = qmm_split(K, tiles * (Tp / QMM_TOK), &kslice);
+    qmm_set set;
+    memset(&set, 0, sizeof set);
+    set.n = n;
     uint16_t *xb = (uint16_t *)scratch;
-    float *part = (float *)((char *)scratch + ((size_t)Tp * (size_t)K * 2 + 255) / 256 * 256);
-    PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, T, Tp, K, ws[0]->bits == 4);
-    typedef void (*qmm_fn)(float *, float *, const uint16_t *, bk_weight, bk_weight, int, int);
-    static const qmm_fn fns[3] = {k_qmm4, k_qmm4f, k_qmm8};
-    static int attr_set[3];
-    bk_weight none;
-    memset(&none, 0, sizeof none);
+    char *pp = (char *)scratch + ((size_t)Tp * (size_t)K * 2 + 255) / 256 * 256;
+    int first = 0;
     for (int i = 0; i < n; i++) {
-        const bk_weight *w = ws[i];
-        int kslice, S = qmm_split(w, T, &kslice);
-        const int f = w->bits == 8 ? 2 : w->sdtype == DT_BF16 ? 0 : 1;
-        const size_t smem = (size_t)QMM_STAGES * qmm_stage_bytes(w->bits);
-        if (!attr_set[f]) {
-            cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-            if (e) return (int)e;
-            attr_set[f] = 1;
-        }
-        dim3 grid((unsigned)(Tp / QMM_TOK), (unsigned)((w->rows + QMM_ROWS - 1) / QMM_ROWS), (unsigned)S);
-        const bk_weight b = bs && bs[i] ? *bs[i] : none;
-        PDL_LAUNCH(fns[f], grid, QMM_THREADS, smem, st, ys[i], part, (const uint16_t *)xb, *w, b, T, kslice);
+        set.w[i] = *ws[i];
+        if (bs && bs[i]) set.b[i] = *bs[i];
+        set.y[i] = ys[i];
+        set.first[i] = first;
+        first += (int)((ws[i]->rows + QMM_ROWS - 1) / QMM_ROWS);
+        set.out0[i + 1] = set.out0[i] + (size_t)T * (size_t)ws[i]->rows;
         if (S > 1) {
-            const size_t ny = (size_t)T * (size_t)w->rows;
-            PDL_LAUNCH(k_qmm_sum, blocks_for(ny, 256), 256, 0, st, ys[i], (const float *)part, S, ny, (int64_t)w->rows,
-                       b);
+            set.part[i] = (float *)pp;
+            pp += ((size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 + 255) / 256 * 256;
         }
     }
+    set.first[n] = first;
+    PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
+               w->bits == 4);
+    typedef void (*qmm_fn)(qmm_set, const uint16_t *, int, int);
+    static const qmm_fn fns[3] = {k_qmm4, k_qmm4f, k_qmm8};
+    static int attr_set[3];
+    const int f = w->bits == 8 ? 2 : w->sdtype == DT_BF16 ? 0 : 1;
+    const size_t smem = (size_t)QMM_STAGES * qmm_stage_bytes(w->bits);
+    if (!attr_set[f]) {
+        cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        if (e) return (int)e;
+        attr_set[f] = 1;
+    }
+    dim3 grid((unsigned)(Tp / QMM_TOK), (unsigned)tiles, (unsigned)S);
+    PDL_LAUNCH(fns[f], grid, QMM_THREADS, smem, st, set, (const uint16_t *)xb, T, kslice);
+    if (S > 1) PDL_LAUNCH(k_qmm_sum, blocks_for(set.out0[n], 256), 256, 0, st, set, S, T);
     return (int)cudaGetLastError();
 }
 
@@ -1472,17 +1660,11 @@ __global__ void k_argmax(int32_t *out, const float *x, size_t cols, int *part, i
     }
     amax_block(&m, &idx, &bad);
     if (parts > 1) {
-        __shared__ int last;
         if (threadIdx.x == 0) {
             int *pp = part + 3 * ((size_t)blockIdx.x * parts + z);
             pp[0] = __float_as_int(m), pp[1] = idx, pp[2] = bad;
-            __threadfence();
-            last = atomicAdd(counts + blockIdx.x, 1) == parts - 1;
-            if (last) counts[blockIdx.x] = 0;
         }
-        __syncthreads();
-        if (!last) return;
-        __threadfence();
+        if (!last_arrival(counts + blockIdx.x, parts)) return;
         m = -INFINITY, idx = 0x7fffffff, bad = 0;
         if (threadIdx.x < parts) {
             const int *pp = part + 3 * ((size_t)blockIdx.x * parts + threadIdx.x);
@@ -1521,18 +1703,6 @@ extern "C" int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T
     if (!n) return 0;
     PDL_LAUNCH(k_add_bias, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, y, *bias, n, rows);
     return (int)cudaGetLastError();
-}
-
-/* The sum of v over the block's threads, in every thread (part: 32
- * floats of shared memory; blockDim a multiple of 32). */
-__device__ float block_sum(float v, float *part)
-{
-    v = warp_sum(v);
-    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = v;
-    __syncthreads();
-    float t = 0.0f;
-    for (int w = 0; w < (int)(blockDim.x / WARP); w++) t += part[w];
-    return t;
 }
 
 /* ---- RMSNorm: one block a row ----
@@ -1890,18 +2060,7 @@ __global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const 
     if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
     const size_t slot_i = ((size_t)r * p.n_heads + h) * parts + z;
     att_row(part_o + slot_i * d, part_ml + 2 * slot_i, qr, g, d, p.scale, p.softcap);
-    if (!counts) return;
-    __shared__ int last;
-    __threadfence(); /* this part's sums, seen by whichever block merges */
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        int *cnt = counts + (size_t)r * p.n_heads + h;
-        last = atomicAdd(cnt, 1) == parts - 1;
-        if (last) *cnt = 0; /* every part has counted: ready for the next launch */
-    }
-    __syncthreads();
-    if (!last) return;
-    __threadfence();
+    if (!counts || !last_arrival(counts + (size_t)r * p.n_heads + h, parts)) return;
     att_merge(out + (size_t)r * qs + (size_t)h * d, part_o, part_ml, slot_i - z, d, parts);
 }
 

@@ -35,16 +35,17 @@ int cuk_matvec(void *stream, float *y, const float *x, const bk_weight *w, const
  * formats. */
 int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight *const *ws,
                  const bk_weight *const *bs, int n, int T);
-/* ys[i][T, ws[i].rows] = x[T, cols] . ws[i]^T (+ bs[i]) for n MLX 4- or
- * 8-bit weights of the same bits and cols (each cuk_qmm_ok(ws[i], T):
- * 1 < T <= CUK_QMM_MAX_T) on tensor cores, each weight read
- * once per 32 rows of x, x converted once.  scratch:
+/* ys[i][T, ws[i].rows] = x[T, cols] . ws[i]^T (+ bs[i]) for n <= 4 MLX
+ * 4- or 8-bit weights of the same bits, scale dtype and cols (each
+ * cuk_qmm_ok(ws[i], T): 1 < T <= CUK_QMM_MAX_T) on tensor cores, each
+ * weight read once per 32 rows of x, x converted once (to act(x) * up
+ * where up is not NULL, gelu choosing the activation).  scratch:
  * cuk_qmm_scratch(ws, n, T) bytes of device memory that nothing else uses
  * until the launches have run. */
 int cuk_qmm_ok(const bk_weight *w, int T);
 size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T);
-int cuk_qmm(void *stream, float *const *ys, const float *x, const bk_weight *const *ws, const bk_weight *const *bs,
-            int n, int T, void *scratch);
+int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int gelu, const bk_weight *const *ws,
+            const bk_weight *const *bs, int n, int T, void *scratch);
 /* dst[n] (bf16) = src[n] (float32) */
 int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
@@ -63,6 +64,15 @@ int cuk_qk_rope_store(void *stream, float *q, float *k, const float *v, float *k
 /* y[1, w.rows] = (act(gate) * up) . w^T (+ bias); cudaErrorNotSupported
  * (nothing launched) where the fused kernel does not apply. */
 int cuk_matvec_glu(void *stream, float *y, const float *gate, const float *up, bk_act act, const bk_weight *w,
+                   const bk_weight *bias);
+/* One row of x, as one launch where a kernel that stages x applies
+ * (cudaErrorNotSupported, nothing launched, where none does):
+ * cuk_matvec_norm: ys[i] = rmsnorm(x) . ws[i]^T (+ bs[i]), the norm with
+ * norm, eps and plus_one as cuk_rmsnorm's, n <= 4 weights of one format;
+ * cuk_matvec_add: y += (act(x) * up, or x where up is NULL) . w^T (+ bias). */
+int cuk_matvec_norm(void *stream, float *const *ys, const float *x, const bk_weight *norm, float eps, int plus_one,
+                    const bk_weight *const *ws, const bk_weight *const *bs, int n);
+int cuk_matvec_add(void *stream, float *y, const float *x, const float *up, bk_act act, const bk_weight *w,
                    const bk_weight *bias);
 int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n_heads, int head_dim, const float *inv_freq,
              float attn_factor);
