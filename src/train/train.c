@@ -70,19 +70,26 @@ void infer_train_opts_default(infer_train_opts *o)
 
 static int sliding(const model_config *c, int li) { return c->layer_sliding && c->layer_sliding[li]; }
 
+enum { N_ACT_BUFS = 14 };
+
+/* Buffer j of a layer's activations (the order of the KEEP_ bits below). */
+static void **act_buf(layer_acts *a, int j)
+{
+    void **const f[N_ACT_BUFS] = {&a->h1, &a->qp, &a->kp, &a->q,  &a->k, &a->v,  &a->a,
+                                  &a->o,  &a->xm, &a->h2, &a->g, &a->u, &a->ma, &a->d};
+    return f[j];
+}
+
 static void free_bufs(infer_trainer *t)
 {
     const backend_ops *be = t->m->be;
     void *ctx = t->m->bctx;
     for (int i = t->n_acts - 1; i >= 0; i--) {
         layer_acts *a = &t->acts[i];
-        void **p[] = {&a->h1, &a->qp, &a->kp, &a->q, &a->k, &a->v, &a->a, &a->o, &a->xm, &a->h2, &a->g, &a->u,
-                      &a->ma, &a->d};
-        void **p0[] = {&t->acts[0].h1, &t->acts[0].qp, &t->acts[0].kp, &t->acts[0].q, &t->acts[0].k, &t->acts[0].v,
-                       &t->acts[0].a, &t->acts[0].o, &t->acts[0].xm, &t->acts[0].h2, &t->acts[0].g, &t->acts[0].u,
-                       &t->acts[0].ma, &t->acts[0].d};
-        for (size_t j = 0; j < sizeof p / sizeof p[0]; j++)
-            if (i == 0 || *p[j] != *p0[j]) be->free(ctx, *p[j]); /* not the scratch set's (kept_acts) */
+        for (int j = 0; j < N_ACT_BUFS; j++) {
+            void *b = *act_buf(a, j);
+            if (i == 0 || b != *act_buf(&t->acts[0], j)) be->free(ctx, b); /* not the scratch set's (kept_acts) */
+        }
         for (int k = 0; k < LM_COUNT; k++) be->free(ctx, a->t[k]);
     }
     free(t->acts);
