@@ -84,41 +84,6 @@ static void run_blas_convert(void *p)
 
 /* ---- Limits ---- */
 
-/* FMA throughput: 24 independent chains of 16 (or 8) lanes. */
-__attribute__((target("avx512f"))) static double peak_avx512(long iters)
-{
-    __m512 acc[24], x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
-    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
-    double t0 = bench_now();
-    for (long it = 0; it < iters; it++)
-#pragma GCC unroll 24
-        for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-    double t = bench_now() - t0;
-    __m512 s = acc[0];
-    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
-    volatile float sink = _mm512_reduce_add_ps(s);
-    (void)sink;
-    return 2.0 * 16 * 24 * (double)iters / t * 1e-9;
-}
-
-__attribute__((target("avx2,fma"))) static double peak_avx2(long iters)
-{
-    __m256 acc[12], x = _mm256_set1_ps(1.0000001f), y = _mm256_set1_ps(0.9999999f);
-    for (int i = 0; i < 12; i++) acc[i] = _mm256_set1_ps((float)i);
-    double t0 = bench_now();
-    for (long it = 0; it < iters; it++)
-#pragma GCC unroll 12
-        for (int i = 0; i < 12; i++) acc[i] = _mm256_fmadd_ps(acc[i], x, y);
-    double t = bench_now() - t0;
-    __m256 s = acc[0];
-    for (int i = 1; i < 12; i++) s = _mm256_add_ps(s, acc[i]);
-    float v[8];
-    _mm256_storeu_ps(v, s);
-    volatile float sink = v[0];
-    (void)sink;
-    return 2.0 * 8 * 12 * (double)iters / t * 1e-9;
-}
-
 /* GB/s reading a buffer of `bytes` again and again (best of several). */
 static double read_bw(const unsigned char *p, size_t bytes, int reps)
 {
@@ -168,10 +133,10 @@ int main(int argc, char **argv)
            gemm_isa_name(isa), gemm_isa_name(gemm_isa_best()), openblas_get_config(),
            openblas_get_corename());
     if (gemm_isa_supported(GEMM_ISA_AVX512))
-        printf("limit: FMA peak %.1f GFLOP/s (avx512), %.1f GFLOP/s (avx2)\n", peak_avx512(20000000),
-               peak_avx2(20000000));
+        printf("limit: FMA peak %.1f GFLOP/s (avx512), %.1f GFLOP/s (avx2)\n", bench_fma_peak_avx512(20000000),
+               bench_fma_peak_avx2(20000000));
     else if (gemm_isa_supported(GEMM_ISA_AVX2))
-        printf("limit: FMA peak %.1f GFLOP/s (avx2)\n", peak_avx2(20000000));
+        printf("limit: FMA peak %.1f GFLOP/s (avx2)\n", bench_fma_peak_avx2(20000000));
 
     static const int Ms[] = {1, 8, 64, 512};
     static const int NK[][2] = {{1024, 1024}, {2048, 2048}, {8192, 2048}};

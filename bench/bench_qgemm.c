@@ -43,26 +43,13 @@ typedef struct peak_arg {
     double gflops;
 } peak_arg;
 
-__attribute__((target("avx512f"))) static void *peak_thread(void *arg)
+static void *peak_thread(void *arg)
 {
-    peak_arg *pa = arg;
-    const long iters = 20000000;
-    __m512 acc[24], x = _mm512_set1_ps(1.0000001f), y = _mm512_set1_ps(0.9999999f);
-    for (int i = 0; i < 24; i++) acc[i] = _mm512_set1_ps((float)i);
-    double t0 = bench_now();
-    for (long it = 0; it < iters; it++)
-#pragma GCC unroll 24
-        for (int i = 0; i < 24; i++) acc[i] = _mm512_fmadd_ps(acc[i], x, y);
-    double t = bench_now() - t0;
-    __m512 s = acc[0];
-    for (int i = 1; i < 24; i++) s = _mm512_add_ps(s, acc[i]);
-    volatile float sink = _mm512_reduce_add_ps(s);
-    (void)sink;
-    pa->gflops = 2.0 * 16 * 24 * (double)iters / t * 1e-9;
+    ((peak_arg *)arg)->gflops = bench_fma_peak(20000000);
     return NULL;
 }
 
-/* AVX-512 FMA peak of `threads` cores at once, GFLOP/s in all. */
+/* The FMA peak of `threads` cores at once (bench_fma_isa), GFLOP/s in all. */
 static double fma_peak(int threads)
 {
     peak_arg pa[64];
@@ -210,11 +197,12 @@ int main(int argc, char **argv)
     memset(buf, 1, total);
     double bw1 = bench_read_bw(buf, total, 1, 5), bwn = nt > 1 ? bench_read_bw(buf, total, nt, 5) : bw1;
     free(buf);
-    double peak = __builtin_cpu_supports("avx512f") ? fma_peak(nt) : 0.0;
+    const char *isa = bench_fma_isa();
+    double peak = isa ? fma_peak(nt) : 0.0;
     printf("cpu %s (%s); %d threads\n", dev.name, dev.features, nt);
     printf("limit: read bandwidth %.1f GB/s with %d threads (%.1f with 1), 1 GiB; FMA peak %.1f GFLOP/s "
-           "(avx512, %d threads)\n",
-           bwn, nt, bw1, peak, nt);
+           "(%s, %d threads)\n",
+           bwn, nt, bw1, peak, isa ? isa : "no avx2 or avx512", nt);
     double bw = bwn > bw1 ? bwn : bw1;
 
     static struct {
