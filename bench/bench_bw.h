@@ -6,6 +6,7 @@
 
 #include <immintrin.h>
 #include <stddef.h>
+#include <string.h>
 #include <time.h>
 
 #include "backend/cpu/cpu.h"
@@ -72,8 +73,9 @@ static inline const char *bench_fma_isa(void)
 /* One thread's peak with that ISA (0 without either). */
 static inline double bench_fma_peak(long iters)
 {
-    if (__builtin_cpu_supports("avx512f")) return bench_fma_peak_avx512(iters);
-    return bench_fma_isa() ? bench_fma_peak_avx2(iters) : 0.0;
+    const char *isa = bench_fma_isa();
+    if (!isa) return 0.0;
+    return strcmp(isa, "avx512") ? bench_fma_peak_avx2(iters) : bench_fma_peak_avx512(iters);
 }
 
 #endif

@@ -332,13 +332,12 @@ static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch
     for (int li = 0; !rc && li < c->n_layers; li++) {
         const layer_weights *L = &m->layers[li];
         if ((rc = attention_block(m, kv, li, fb, s, fused))) break;
+        if (li == c->n_layers - 1 && fb->n_out == 0) break; /* the cache was all this pass was for */
         if (fused) {
-            if (li == c->n_layers - 1 && fb->n_out == 0) break; /* the cache was all this pass was for */
             if ((rc = mlp_block(m, li, T, s, 1))) break;
             continue;
         }
         if (li == c->n_layers - 1 && fb->n_out < T) {
-            if (fb->n_out == 0) break; /* the cache was all this pass was for */
             /* the residual rows to s->sel, the attention's to s->h (free
              * until add_norm writes it), then the buffers trade places for
              * the rest of the layer */
