@@ -649,6 +649,86 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
     }
 }
 
+static size_t i16_scratch(const q_kernels *k, int M, int K, int gs)
+{
+    size_t kc = (size_t)min_i(K, I_KC), mp = (size_t)round_up(M, k->mr16), np = (size_t)round_up(I_NC, k->nr16);
+    return align64(mp * kc * 2) + align64(mp * (kc / Q_ABLK) * 4) + 2 * align64(mp * (kc / (size_t)gs) * 4) +
+           align64((size_t)I_NC * kc) + align64(np * kc * 2) + 2 * align64(np * (kc / (size_t)gs) * 4) +
+           align64((size_t)(K / gs) * 4) + 64;
+}
+
+/* int8 with int16 products (q_kernels.tile_i16): A's two planes packed as
+ * one int16 number once per block of K, W unpacked to bytes and packed as
+ * int16 pairs */
+static void gemm_i16(const q_kernels *k, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C,
+                     size_t ldc, unsigned char *scratch)
+{
+    const int M = x->M, K = x->K, gs = x->group_size, mr = k->mr16, nr = k->nr16;
+    const int kc = min_i(K, I_KC), mp = round_up(M, mr);
+    const int blocks = K / Q_ABLK, groups = K / gs;
+    unsigned char *p = scratch;
+    uint32_t *Ap = carve(&p, (size_t)mp * kc * 2);
+    float *ad = carve(&p, (size_t)mp * (kc / Q_ABLK) * 4);
+    float *axs = carve(&p, (size_t)mp * (kc / gs) * 4), *axc = carve(&p, (size_t)mp * (kc / gs) * 4);
+    uint8_t *ub = carve(&p, (size_t)I_NC * kc);
+    uint32_t *Bp = carve(&p, (size_t)round_up(I_NC, nr) * kc * 2);
+    float *bs = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
+    float *bb = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
+    float *row_f = carve(&p, (size_t)groups * 4);
+    const size_t rb = bk_qrow_bytes(w), sg = (size_t)groups;
+    for (int pc = 0; pc < K; pc += kc) {
+        const int kcur = min_i(kc, K - pc), nb = kcur / Q_ABLK, ng = kcur / gs;
+        for (int ip = 0; ip < mp; ip += mr) { /* A: every row, columns [pc, pc + kcur) */
+            const int8_t *x8[16], *r8[16];
+            for (int i = 0; i < mr; i++) {
+                const int m = ip + i;
+                x8[i] = m < M ? x->x8 + (size_t)m * K + pc : NULL;
+                r8[i] = m < M ? x->r8 + (size_t)m * K + pc : NULL;
+                const size_t pb = (size_t)ip / mr * nb, pg = (size_t)ip / mr * ng;
+                for (int b = 0; b < nb; b++)
+                    ad[(pb + b) * mr + i] = m < M ? x->d2[(size_t)m * blocks + pc / Q_ABLK + b] : 0.0f;
+                for (int gi = 0; gi < ng; gi++) {
+                    axs[(pg + gi) * mr + i] = m < M ? x->xs[(size_t)m * groups + pc / gs + gi] : 0.0f;
+                    axc[(pg + gi) * mr + i] = m < M ? x->xc[(size_t)m * groups + pc / gs + gi] : 0.0f;
+                }
+            }
+            k->pack_a_i16(kcur, x8, r8, Ap + (size_t)ip * kcur / 2);
+        }
+        for (int jc = 0; jc < N; jc += I_NC) {
+            const int ncur = min_i(I_NC, N - jc), np = round_up(ncur, nr);
+            for (int r = 0; r < ncur; r++) {
+                const uint8_t *row = (const uint8_t *)w->data + (size_t)(n0 + jc + r) * rb;
+                if (w->bits == 4 && k->unpack4 && kcur % 64 == 0)
+                    k->unpack4(row, pc, kcur, ub + (size_t)r * kcur);
+                else
+                    q_unpack_u8(row, w->bits, pc, kcur, ub + (size_t)r * kcur);
+            }
+            k->pack_b_i16(ncur, kcur, ub, (size_t)kcur, Bp);
+            for (int r = 0; r < np; r++) {
+                int pj = r / nr, j = r % nr;
+                float *s = bs + (size_t)pj * ng * nr + j, *b = bb + (size_t)pj * ng * nr + j;
+                if (r < ncur) {
+                    size_t g0 = (size_t)(n0 + jc + r) * sg + (size_t)(pc / gs);
+                    q_load_f32(w->scales, w->sdtype, g0, (size_t)ng, row_f);
+                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = row_f[gi];
+                    q_load_f32(w->biases, w->sdtype, g0, (size_t)ng, row_f);
+                    for (int gi = 0; gi < ng; gi++) b[(size_t)gi * nr] = row_f[gi];
+                } else {
+                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = b[(size_t)gi * nr] = 0.0f;
+                }
+            }
+            for (int jr = 0; jr < ncur; jr += nr) {
+                const uint32_t *bp = Bp + (size_t)jr * kcur / 2;
+                const float *bsp = bs + (size_t)(jr / nr) * ng * nr, *bbp = bb + (size_t)(jr / nr) * ng * nr;
+                for (int ip = 0; ip < M; ip += mr)
+                    k->tile_i16(min_i(mr, M - ip), min_i(nr, ncur - jr), kcur, gs, Ap + (size_t)ip * kcur / 2,
+                                ad + (size_t)ip * nb, axs + (size_t)ip * ng, axc + (size_t)ip * ng, bp, bsp, bbp,
+                                C + (size_t)ip * ldc + jc + jr, ldc, pc > 0);
+            }
+        }
+    }
+}
+
 /* Scratch of the streaming kernels: a row unpacked (or dequantized, C) and
  * the scales and biases of Q_STREAM_ROWS rows. */
 static size_t small_scratch(int K) { return (size_t)K * 4 + 64 + (size_t)Q_STREAM_ROWS * (size_t)(K / 32 + 1) * 8 + 64; }
@@ -707,7 +787,9 @@ size_t qgemm_scratch_bytes(const q_act *x, int N)
     size_t n = 64;
     for (int i = 0; i < Q_ISA_COUNT; i++) {
         const q_kernels *k = kernels_of((q_isa)i);
-        size_t v = x->int8 ? i8_scratch(k, x->M, x->K, x->group_size) : f32_scratch(k, x->M, x->K);
+        size_t v = !x->int8      ? f32_scratch(k, x->M, x->K)
+                   : k->tile_i16 ? i16_scratch(k, x->M, x->K, x->group_size)
+                                 : i8_scratch(k, x->M, x->K, x->group_size);
         if (v > n) n = v;
     }
     return u + n;
@@ -715,7 +797,7 @@ size_t qgemm_scratch_bytes(const q_act *x, int N)
 
 int q_tile_fast(void) { return kernels_of(q_isa_best())->dot_tile != NULL; }
 
-int q_int8_gemm_pays(void) { return q_isa_best() == Q_ISA_AVX512; }
+int q_int8_gemm_pays(void) { return q_isa_best() == Q_ISA_AVX512 || kernels_of(q_isa_best())->tile_i16 != NULL; }
 
 void q_tile_drive(q_tile_fn f11, q_tile_fn f12, q_tile_fn f21, const q_act *x, const bk_weight *w, int64_t n0, int N,
                   float *C, size_t ldc)
@@ -807,7 +889,7 @@ void qgemm_nt_isa(q_isa isa, const q_act *x, const bk_weight *w, int64_t n0, int
         else
             k->dot_f32(x, w, n0, N, C, ldc, s);
     } else if (x->int8) {
-        gemm_i8(k, x, w, n0, N, C, ldc, s);
+        (k->tile_i16 ? gemm_i16 : gemm_i8)(k, x, w, n0, N, C, ldc, s);
     } else {
         gemm_f32(k, x, w, n0, N, C, ldc, s);
     }

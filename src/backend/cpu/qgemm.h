@@ -20,7 +20,8 @@
  *   M >  Q_SMALL_M (prefill): blocked GEMM.  exact: blocks of W are
  *          dequantized to float32 and packed for gemm.h's micro-kernels;
  *          int8: W is unpacked to bytes and packed for an integer
- *          micro-kernel, A is packed as int8.
+ *          micro-kernel, A is packed as int8 (AVX2: both as int16,
+ *          q_kernels.tile_i16).
  *
  * A product takes two steps.  q_act_init + q_act_rows transform A once
  * (cpu_matmul does it before it cuts the rows of W over the workers; the
@@ -184,10 +185,9 @@ int q_tile_ok(const bk_weight *w);
 /* 1: the best variant on this cpu has a tiled decode kernel (tiling pays) */
 int q_tile_fast(void);
 /* 1: on this cpu the int8 GEMM (M > Q_SMALL_M) is faster than the exact
- * float32 one: AVX-512 VNNI (a vpdpbusd takes 64 products).  With AVX2's
- * pmaddubsw the two int8 planes cost more than the FMA GEMM, which is
- * exact too, so the cpu backend runs products of many rows exact there
- * (bench/RESULTS.md: 41 against 67 tok/s of prefill on a Zen 3). */
+ * float32 one: AVX-512 VNNI (a vpdpbusd takes 64 products) and AVX2's
+ * int16 products (tile_i16; 1.3 times the FMA GEMM on a Zen 3 core, where
+ * the two int8 planes through pmaddubsw were 0.6 times it: bench/RESULTS.md). */
 int q_int8_gemm_pays(void);
 void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases);
 size_t q_untile_bytes(const bk_weight *w, int n);
@@ -269,6 +269,23 @@ typedef struct q_kernels {
     void (*tile_i8x2)(int m, int n, int kc, int gs, const int8_t *Ap0, const int8_t *Ap1, const float *ad,
                       const float *ax0, const float *ax1, const uint8_t *Bp, const float *bs, const float *bb,
                       float *C, size_t ldc, int accumulate);
+    /* The int8 GEMM with int16 products (AVX2 without VNNI's byte sums:
+     * pmaddwd takes 16 products an instruction where the two int8 planes
+     * take 2 x 32 products in 2 x 2): both planes as one int16 number,
+     * x16 = 256 x8 + r8 at scale d / 256, and the q values as int16; the
+     * same integer sums as the two planes, half the multiplies.  Panels of
+     * mr16 rows of A, [kc / 2][mr16] pairs of int16 (pack_a_i16 from rows
+     * x8[i] and r8[i], NULL: zeros); of nr16 rows of W, [kc / 2][nr16]
+     * pairs (pack_b_i16 from q bytes, rows past n: zeros); ad
+     * [kc / Q_ABLK][mr16] block scales d / 256, axs and axc [kc / gs][mr16]
+     * (xs and xc); bs and bb [kc / gs][nr16].  tile_i16: C[m, n] (+)= the
+     * tile.  NULL: tile_i8. */
+    int mr16, nr16;
+    void (*pack_a_i16)(int kc, const int8_t *const x8[], const int8_t *const r8[], uint32_t *Ap);
+    void (*pack_b_i16)(int n, int kc, const uint8_t *q, size_t ldq, uint32_t *Bp);
+    void (*tile_i16)(int m, int n, int kc, int gs, const uint32_t *Ap, const float *ad, const float *axs,
+                     const float *axc, const uint32_t *Bp, const float *bs, const float *bb, float *C, size_t ldc,
+                     int accumulate);
     /* packs rows of q bytes (natural order, row stride ldq) into Bp panels */
     void (*pack_b_i8)(int n, int kc, const uint8_t *q, size_t ldq, uint8_t *Bp);
     /* Ap of 4 rows (mr = 4) from rows a[i] of x8 (NULL: zeros), kc bytes

@@ -21,7 +21,7 @@
 #define TGT __attribute__((target("avx2,fma,f16c")))
 #define INL static inline __attribute__((always_inline, target("avx2,fma,f16c")))
 
-enum { MR = 4, NR = 8, PF_AHEAD = 8192 };
+enum { MR = 4, NR = 8, PF_AHEAD = 8192, MR16 = 4, NR16 = 16 };
 
 /* The scales and biases of rows [r0, r0 + n) as float32 (q_sb_fn). */
 static void load_sb(const bk_weight *w, int64_t r0, int n, float *s, float *b)
@@ -299,6 +299,65 @@ TGT static int act_rows(const q_act *x, int m0, int m1)
     return 1;
 }
 
+/* ---- Panels of the int16 GEMM (qgemm.h, q_kernels.tile_i16) ---- */
+
+/* Ap [kc / 2][MR16]: pair p of row i is x16 = 256 x8 + r8 of values 2 p and
+ * 2 p + 1 (rows without x8: zeros) */
+TGT static void pack_a_i16(int kc, const int8_t *const x8[], const int8_t *const r8[], uint32_t *Ap)
+{
+    for (int i = 0; i < MR16; i++) {
+        if (!x8[i]) {
+            for (int p = 0; p < kc / 2; p++) Ap[(size_t)p * MR16 + i] = 0;
+            continue;
+        }
+        for (int k = 0; k < kc; k += 16) {
+            const __m256i hi = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i_u *)(const void *)(x8[i] + k)));
+            const __m256i lo = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i_u *)(const void *)(r8[i] + k)));
+            uint32_t t[8];
+            _mm256_storeu_si256((__m256i_u *)(void *)t, _mm256_add_epi16(_mm256_slli_epi16(hi, 8), lo));
+            for (int p = 0; p < 8; p++) Ap[(size_t)(k / 2 + p) * MR16 + i] = t[p];
+        }
+    }
+}
+
+/* q_unpack_u8 for 4 bits (qgemm.h: q_kernels.unpack4; c0 and n multiples
+ * of 32) */
+TGT static void unpack4(const uint8_t *row, int64_t c0, int n, uint8_t *out)
+{
+    const __m128i lo4 = _mm_set1_epi8(0x0f);
+    for (int c = 0; c < n; c += 32) {
+        const __m128i v = _mm_loadu_si128((const __m128i_u *)(const void *)(row + (c0 + c) / 2));
+        const __m128i l = _mm_and_si128(v, lo4), h = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+        _mm_storeu_si128((__m128i_u *)(void *)(out + c), _mm_unpacklo_epi8(l, h));
+        _mm_storeu_si128((__m128i_u *)(void *)(out + c + 16), _mm_unpackhi_epi8(l, h));
+    }
+}
+
+/* Bp [kc / 2][NR16] for each panel of NR16 rows of q bytes (row stride
+ * ldq; rows past n: zeros): pair p of row j is q values 2 p and 2 p + 1
+ * as 16-bit numbers; kc a multiple of 16 */
+TGT static void pack_b_i16(int n, int kc, const uint8_t *q, size_t ldq, uint32_t *Bp)
+{
+    for (int p0 = 0; p0 < n; p0 += NR16) {
+        uint32_t *panel = Bp + (size_t)p0 * (size_t)(kc / 2);
+        for (int h = 0; h < 2; h++)
+            for (int k = 0; k < kc; k += 16) {
+                __m256 v[8];
+#pragma GCC unroll 8
+                for (int r = 0; r < 8; r++) {
+                    const int row = p0 + 8 * h + r;
+                    v[r] = row < n ? _mm256_castsi256_ps(_mm256_cvtepu8_epi16(
+                                         _mm_loadu_si128((const __m128i_u *)(const void *)(q + (size_t)row * ldq + k))))
+                                   : _mm256_setzero_ps();
+                }
+                avx2_tr8(v); /* v[p]: pair k / 2 + p of the 8 rows */
+#pragma GCC unroll 8
+                for (int p = 0; p < 8; p++)
+                    _mm256_store_ps((float *)(void *)(panel + (size_t)(k / 2 + p) * NR16 + 8 * h), v[p]);
+            }
+    }
+}
+
 /* ---- The int8 parts, twice ---- */
 
 #define QV_TARGET "avx2,fma,f16c"
@@ -327,6 +386,12 @@ const q_kernels q_kernels_avx2 = {
     .dot_tile = dot_tile_mb,
     .untile = untile,
     .tile_i8 = tile_i8_mb,
+    .mr16 = MR16,
+    .nr16 = NR16,
+    .pack_a_i16 = pack_a_i16,
+    .pack_b_i16 = pack_b_i16,
+    .tile_i16 = tile_i16_mb,
+    .unpack4 = unpack4,
     .pack_b_i8 = q_pack_b_i8_8,
     .f32 = &gemm_kernels_avx2,
 };
@@ -341,6 +406,12 @@ const q_kernels q_kernels_avx2_vnni = {
     .dot_tile = dot_tile_vnni,
     .untile = untile,
     .tile_i8 = tile_i8_vnni,
+    .mr16 = MR16,
+    .nr16 = NR16,
+    .pack_a_i16 = pack_a_i16,
+    .pack_b_i16 = pack_b_i16,
+    .tile_i16 = tile_i16_vnni,
+    .unpack4 = unpack4,
     .pack_b_i8 = q_pack_b_i8_8,
     .f32 = &gemm_kernels_avx2,
 };
