@@ -1861,10 +1861,117 @@ typedef struct att_geom {
     int cap;             /* ring: position j in row j % cap (0 = row j) */
 } att_geom;
 
-/* o = the attention of q over keys g.lo..g.hi; with ml given, o is left
- * unnormalized (scaled to the maximum score M) and ml = {M, L}, the sum of
- * the scores' exponentials: one part of a split row (k_attn_combine). */
-__device__ void att_row(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
+/* The warps' results (m, l and the unnormalized sums acc of the values,
+ * sacc[w][e]) merged into o (see att_row). */
+__device__ void att_finish(float *o, float *ml, int d, const float *sm, const float *sl,
+                           const float (*sacc)[WARP * ATT_MAXE])
+{
+    float M = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
+    float L = 0.0f, f[ATT_WARPS];
+#pragma unroll
+    for (int w = 0; w < ATT_WARPS; w++) {
+        f[w] = sl[w] > 0.0f ? expf(sm[w] - M) : 0.0f;
+        L += sl[w] * f[w];
+    }
+    float inv = ml ? 1.0f : L > 0.0f ? 1.0f / L : 0.0f;
+    if (ml && threadIdx.x == 0) {
+        ml[0] = M;
+        ml[1] = L;
+    }
+    for (int e = threadIdx.x; e < d; e += blockDim.x) {
+        float t = 0.0f;
+#pragma unroll
+        for (int w = 0; w < ATT_WARPS; w++) t += sacc[w][e] * f[w];
+        o[e] = t * inv;
+    }
+}
+
+/* att_row for head_dim a multiple of 32 (rows 16-byte aligned): a warp
+ * takes 4 keys at once, 8 lanes a key, each lane 4 d / 32 values of it
+ * read as float4 (8 lanes: 128 contiguous bytes), the dot product summed
+ * over the 8 lanes in 3 shuffles; each group of 8 lanes keeps its own
+ * running maximum and sum, merged with the other groups' at the end.
+ * (att_row_1 takes one key at a time over the whole warp: each key's
+ * loads wait for the previous key's 5 shuffles and exponentials.) */
+__device__ void att_row_4(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
+{
+    __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][WARP * ATT_MAXE];
+    const int lane = threadIdx.x % WARP, wi = threadIdx.x / WARP, grp = lane >> 3, gl = lane & 7, E = d / 32;
+    float4 qv[ATT_MAXE], acc[ATT_MAXE];
+#pragma unroll
+    for (int i = 0; i < ATT_MAXE; i++) {
+        qv[i] = i < E ? ((const float4 *)q)[gl + 8 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+    float m = -INFINITY, l = 0.0f;
+    for (int j0 = g.lo + 4 * wi; j0 <= g.hi; j0 += 4 * ATT_WARPS) { /* the same trips for the whole warp */
+        const int j = j0 + grp, ok = j <= g.hi;
+        const size_t row = (size_t)(g.cap ? j % g.cap : j);
+        const float4 *kr = (const float4 *)(g.k + row * g.stride), *vr = (const float4 *)(g.v + row * g.stride);
+        float4 vv[ATT_MAXE];
+        float s = 0.0f;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXE; i++) {
+            const int e = gl + 8 * i;
+            vv[i] = ok && i < E ? vr[e] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (ok && i < E) {
+                const float4 k4 = kr[e];
+                s += qv[i].x * k4.x + qv[i].y * k4.y + qv[i].z * k4.z + qv[i].w * k4.w;
+            }
+        }
+        s += __shfl_xor_sync(0xffffffffu, s, 1);
+        s += __shfl_xor_sync(0xffffffffu, s, 2);
+        s += __shfl_xor_sync(0xffffffffu, s, 4);
+        if (!ok) continue;
+        s *= scale;
+        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+        const float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn); /* m = -inf at first: c = 0 */
+        l = l * c + p;
+#pragma unroll
+        for (int i = 0; i < ATT_MAXE; i++) {
+            acc[i].x = acc[i].x * c + p * vv[i].x;
+            acc[i].y = acc[i].y * c + p * vv[i].y;
+            acc[i].z = acc[i].z * c + p * vv[i].z;
+            acc[i].w = acc[i].w * c + p * vv[i].w;
+        }
+        m = mn;
+    }
+    /* the warp's 4 groups merged (lanes gl, gl + 8, gl + 16, gl + 24) */
+    float M = m;
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 8));
+    M = fmaxf(M, __shfl_xor_sync(0xffffffffu, M, 16));
+    const float f = l > 0.0f ? expf(m - M) : 0.0f;
+    float L = l * f;
+    L += __shfl_xor_sync(0xffffffffu, L, 8);
+    L += __shfl_xor_sync(0xffffffffu, L, 16);
+#pragma unroll
+    for (int i = 0; i < ATT_MAXE; i++) {
+        float4 a = acc[i];
+        a.x *= f, a.y *= f, a.z *= f, a.w *= f;
+#pragma unroll
+        for (int o2 = 8; o2 <= 16; o2 <<= 1) {
+            a.x += __shfl_xor_sync(0xffffffffu, a.x, o2);
+            a.y += __shfl_xor_sync(0xffffffffu, a.y, o2);
+            a.z += __shfl_xor_sync(0xffffffffu, a.z, o2);
+            a.w += __shfl_xor_sync(0xffffffffu, a.w, o2);
+        }
+        if (grp == 0 && i < E) {
+            const int e = 4 * (gl + 8 * i);
+            sacc[wi][e] = a.x, sacc[wi][e + 1] = a.y, sacc[wi][e + 2] = a.z, sacc[wi][e + 3] = a.w;
+        }
+    }
+    if (lane == 0) {
+        sm[wi] = M;
+        sl[wi] = L;
+    }
+    __syncthreads();
+    att_finish(o, ml, d, sm, sl, sacc);
+}
+
+/* att_row for any head_dim: a key at a time over the whole warp. */
+__device__ void att_row_1(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
 {
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][WARP * ATT_MAXE];
     int lane = threadIdx.x % WARP, wi = threadIdx.x / WARP;
@@ -1901,26 +2008,18 @@ __device__ void att_row(float *o, float *ml, const float *q, att_geom g, int d, 
 #pragma unroll
     for (int i = 0; i < ATT_MAXE; i++) sacc[wi][lane + WARP * i] = acc[i];
     __syncthreads();
-    float M = -INFINITY;
-#pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) M = fmaxf(M, sm[w]);
-    float L = 0.0f, f[ATT_WARPS];
-#pragma unroll
-    for (int w = 0; w < ATT_WARPS; w++) {
-        f[w] = sl[w] > 0.0f ? expf(sm[w] - M) : 0.0f;
-        L += sl[w] * f[w];
-    }
-    float inv = ml ? 1.0f : L > 0.0f ? 1.0f / L : 0.0f;
-    if (ml && threadIdx.x == 0) {
-        ml[0] = M;
-        ml[1] = L;
-    }
-    for (int e = threadIdx.x; e < d; e += blockDim.x) {
-        float t = 0.0f;
-#pragma unroll
-        for (int w = 0; w < ATT_WARPS; w++) t += sacc[w][e] * f[w];
-        o[e] = t * inv;
-    }
+    att_finish(o, ml, d, sm, sl, sacc);
+}
+
+/* o = the attention of q over keys g.lo..g.hi; with ml given, o is left
+ * unnormalized (scaled to the maximum score M) and ml = {M, L}, the sum of
+ * the scores' exponentials: one part of a split row (k_attn_combine). */
+__device__ void att_row(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
+{
+    if (d % 32 == 0)
+        att_row_4(o, ml, q, g, d, scale, softcap);
+    else
+        att_row_1(o, ml, q, g, d, scale, softcap);
 }
 
 __global__ void k_attention(float *out, const float *q, const float *k, const float *v, bk_attn p)
