@@ -1888,55 +1888,71 @@ __device__ void att_finish(float *o, float *ml, int d, const float *sm, const fl
     }
 }
 
-/* att_row for head_dim a multiple of 32 (rows 16-byte aligned): a warp
- * takes 4 keys at once, 8 lanes a key, each lane 4 d / 32 values of it
- * read as float4 (8 lanes: 128 contiguous bytes), the dot product summed
- * over the 8 lanes in 3 shuffles; each group of 8 lanes keeps its own
- * running maximum and sum, merged with the other groups' at the end.
- * (att_row_1 takes one key at a time over the whole warp: each key's
- * loads wait for the previous key's 5 shuffles and exponentials.) */
-__device__ void att_row_4(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
+/* att_row for head_dim a multiple of 32 (rows 16-byte aligned): a group
+ * of 8 lanes takes a key, each lane EV = d / 32 float4s of it (8 lanes: 128
+ * contiguous bytes a load), the dot product summed over the group in 3
+ * shuffles; a warp's 4 groups take 4 keys, KR rounds of them at once (8
+ * keys' loads in flight a warp where KR = 2).  Each group keeps its own running maximum
+ * and sum, merged with the other groups' at the end.  EV is a constant
+ * (2, 4 or 8) where d is 64, 128 or 256; E = 8 takes any multiple of 32
+ * up to 256, the float4s past d / 32 left out.  (att_row_1 takes one key
+ * at a time over the whole warp: each key's loads waited for the previous
+ * key's 5 shuffles and exponentials.) */
+__device__ __forceinline__ void att_row_v(const int EV, float *o, float *ml, const float *q, att_geom g, int d,
+                                          float scale, float softcap)
 {
     __shared__ float sm[ATT_WARPS], sl[ATT_WARPS], sacc[ATT_WARPS][WARP * ATT_MAXE];
     const int lane = threadIdx.x % WARP, wi = threadIdx.x / WARP, grp = lane >> 3, gl = lane & 7, E = d / 32;
-    float4 qv[ATT_MAXE], acc[ATT_MAXE];
+    float4 qv[ATT_MAXE], acc[ATT_MAXE]; /* EV used */
 #pragma unroll
-    for (int i = 0; i < ATT_MAXE; i++) {
+    for (int i = 0; i < EV; i++) {
         qv[i] = i < E ? ((const float4 *)q)[gl + 8 * i] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
         acc[i] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
     }
     float m = -INFINITY, l = 0.0f;
-    for (int j0 = g.lo + 4 * wi; j0 <= g.hi; j0 += 4 * ATT_WARPS) { /* the same trips for the whole warp */
-        const int j = j0 + grp, ok = j <= g.hi;
-        const size_t row = (size_t)(g.cap ? j % g.cap : j);
-        const float4 *kr = (const float4 *)(g.k + row * g.stride), *vr = (const float4 *)(g.v + row * g.stride);
-        float4 vv[ATT_MAXE];
-        float s = 0.0f;
+    /* KR rounds of 4 keys at once: 2, but 1 for d = 256, whose two rounds
+     * took 168 registers and cost gemma3-1b 6% */
+    const int KR = EV >= 8 ? 1 : 2;
+    /* the same trips for the whole warp: keys j0 + 4 u + grp */
+    for (int j0 = g.lo + 4 * KR * wi; j0 <= g.hi; j0 += 4 * KR * ATT_WARPS) {
+        float4 vv[2][ATT_MAXE];
+        float s[2];
 #pragma unroll
-        for (int i = 0; i < ATT_MAXE; i++) {
-            const int e = gl + 8 * i;
-            vv[i] = ok && i < E ? vr[e] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-            if (ok && i < E) {
-                const float4 k4 = kr[e];
-                s += qv[i].x * k4.x + qv[i].y * k4.y + qv[i].z * k4.z + qv[i].w * k4.w;
+        for (int u = 0; u < KR; u++) {
+            const int j = j0 + 4 * u + grp, ok = j <= g.hi;
+            const size_t row = (size_t)(g.cap ? j % g.cap : j);
+            const float4 *kr = (const float4 *)(g.k + row * g.stride), *vr = (const float4 *)(g.v + row * g.stride);
+            s[u] = 0.0f;
+#pragma unroll
+            for (int i = 0; i < EV; i++) {
+                const int e = gl + 8 * i;
+                vv[u][i] = ok && i < E ? vr[e] : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+                if (ok && i < E) {
+                    const float4 k4 = kr[e];
+                    s[u] += qv[i].x * k4.x + qv[i].y * k4.y + qv[i].z * k4.z + qv[i].w * k4.w;
+                }
             }
         }
-        s += __shfl_xor_sync(0xffffffffu, s, 1);
-        s += __shfl_xor_sync(0xffffffffu, s, 2);
-        s += __shfl_xor_sync(0xffffffffu, s, 4);
-        if (!ok) continue;
-        s *= scale;
-        if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
-        const float mn = fmaxf(m, s), c = expf(m - mn), p = expf(s - mn); /* m = -inf at first: c = 0 */
-        l = l * c + p;
 #pragma unroll
-        for (int i = 0; i < ATT_MAXE; i++) {
-            acc[i].x = acc[i].x * c + p * vv[i].x;
-            acc[i].y = acc[i].y * c + p * vv[i].y;
-            acc[i].z = acc[i].z * c + p * vv[i].z;
-            acc[i].w = acc[i].w * c + p * vv[i].w;
+        for (int o2 = 1; o2 <= 4; o2 <<= 1)
+#pragma unroll
+            for (int u = 0; u < KR; u++) s[u] += __shfl_xor_sync(0xffffffffu, s[u], o2);
+#pragma unroll
+        for (int u = 0; u < KR; u++) {
+            if (j0 + 4 * u + grp > g.hi) continue;
+            float t = s[u] * scale;
+            if (softcap > 0.0f) t = softcap * tanhf(t / softcap);
+            const float mn = fmaxf(m, t), c = expf(m - mn), p = expf(t - mn); /* m = -inf at first: c = 0 */
+            l = l * c + p;
+#pragma unroll
+            for (int i = 0; i < EV; i++) {
+                acc[i].x = acc[i].x * c + p * vv[u][i].x;
+                acc[i].y = acc[i].y * c + p * vv[u][i].y;
+                acc[i].z = acc[i].z * c + p * vv[u][i].z;
+                acc[i].w = acc[i].w * c + p * vv[u][i].w;
+            }
+            m = mn;
         }
-        m = mn;
     }
     /* the warp's 4 groups merged (lanes gl, gl + 8, gl + 16, gl + 24) */
     float M = m;
@@ -1947,7 +1963,7 @@ __device__ void att_row_4(float *o, float *ml, const float *q, att_geom g, int d
     L += __shfl_xor_sync(0xffffffffu, L, 8);
     L += __shfl_xor_sync(0xffffffffu, L, 16);
 #pragma unroll
-    for (int i = 0; i < ATT_MAXE; i++) {
+    for (int i = 0; i < EV; i++) {
         float4 a = acc[i];
         a.x *= f, a.y *= f, a.z *= f, a.w *= f;
 #pragma unroll
@@ -2014,15 +2030,22 @@ __device__ void att_row_1(float *o, float *ml, const float *q, att_geom g, int d
 /* o = the attention of q over keys g.lo..g.hi; with ml given, o is left
  * unnormalized (scaled to the maximum score M) and ml = {M, L}, the sum of
  * the scores' exponentials: one part of a split row (k_attn_combine). */
-__device__ void att_row(float *o, float *ml, const float *q, att_geom g, int d, float scale, float softcap)
+__device__ __forceinline__ void att_row(const int EV, float *o, float *ml, const float *q, att_geom g, int d,
+                                        float scale, float softcap)
 {
-    if (d % 32 == 0)
-        att_row_4(o, ml, q, g, d, scale, softcap);
+    if (EV)
+        att_row_v(EV, o, ml, q, g, d, scale, softcap);
     else
         att_row_1(o, ml, q, g, d, scale, softcap);
 }
 
-__global__ void k_attention(float *out, const float *q, const float *k, const float *v, bk_attn p)
+/* The attention kernels come in one copy per EV (att_row_v; 0: att_row_1),
+ * each with the registers its own loop needs. */
+/* EV for head_dim d (see att_row_v) */
+static int att_ev(int d) { return d == 64 ? 2 : d == 128 ? 4 : d % 32 == 0 ? 8 : 0; }
+
+__device__ __forceinline__ void attention_body(const int EV, float *out, const float *q, const float *k,
+                                               const float *v, const bk_attn &p)
 {
     PDL_ENTRY();
     int t = blockIdx.x, h = blockIdx.y;
@@ -2031,8 +2054,19 @@ __global__ void k_attention(float *out, const float *q, const float *k, const fl
     int P = p.S - p.T + t;
     att_geom g = {k + (size_t)kvh * d, v + (size_t)kvh * d, ks, 0, P, 0};
     if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
-    att_row(out + (size_t)t * qs + (size_t)h * d, NULL, q + (size_t)t * qs + (size_t)h * d, g, d, p.scale, p.softcap);
+    att_row(EV, out + (size_t)t * qs + (size_t)h * d, NULL, q + (size_t)t * qs + (size_t)h * d, g, d, p.scale,
+            p.softcap);
 }
+
+#define K_ATTENTION(EV)                                                                                          \
+    __global__ void k_attention_##EV(float *out, const float *q, const float *k, const float *v, bk_attn p)     \
+    {                                                                                                            \
+        attention_body(EV, out, q, k, v, p);                                                                     \
+    }
+K_ATTENTION(0)
+K_ATTENTION(2)
+K_ATTENTION(4)
+K_ATTENTION(8)
 
 extern "C" int cuk_attention(void *stream, float *out, const float *q, const float *k, const float *v,
                              const bk_attn *p)
@@ -2040,7 +2074,9 @@ extern "C" int cuk_attention(void *stream, float *out, const float *q, const flo
     if (p->T <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
     dim3 grid((unsigned)p->T, (unsigned)p->n_heads);
-    PDL_LAUNCH(k_attention, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, q, k, v, *p);
+    void (*const f[])(float *, const float *, const float *, const float *, bk_attn) = {
+        k_attention_0, NULL, k_attention_2, NULL, k_attention_4, NULL, NULL, NULL, k_attention_8};
+    PDL_LAUNCH(f[att_ev(p->head_dim)], grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, q, k, v, *p);
     return (int)cudaGetLastError();
 }
 
@@ -2132,8 +2168,9 @@ __device__ void att_merge(float *o, const float *part_o, const float *part_ml, s
 /* counts (split rows, when not NULL): an int a row and head, zero before
  * and after; each part adds one when its sums are out, and the last one
  * merges the row's parts (no second kernel) and sets it back to zero. */
-__global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const float *q, const float *kc,
-                               const float *vc, bk_attn_kv p, int *counts)
+__device__ __forceinline__ void attention_kv_body(const int EV, float *out, float *part_o, float *part_ml,
+                                                  const float *q, const float *kc, const float *vc,
+                                                  const bk_attn_kv &p, int *counts)
 {
     PDL_ENTRY();
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
@@ -2150,7 +2187,7 @@ __global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const 
     const float *qr = q + (size_t)r * qs + (size_t)h * d;
     const int parts = (int)gridDim.z;
     if (parts == 1) {
-        att_row(out + (size_t)r * qs + (size_t)h * d, NULL, qr, g, d, p.scale, p.softcap);
+        att_row(EV, out + (size_t)r * qs + (size_t)h * d, NULL, qr, g, d, p.scale, p.softcap);
         return;
     }
     /* part z of the row's keys; its partial result in part_o / part_ml */
@@ -2158,10 +2195,21 @@ __global__ void k_attention_kv(float *out, float *part_o, float *part_ml, const 
     g.lo += z * chunk;
     if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
     const size_t slot_i = ((size_t)r * p.n_heads + h) * parts + z;
-    att_row(part_o + slot_i * d, part_ml + 2 * slot_i, qr, g, d, p.scale, p.softcap);
+    att_row(EV, part_o + slot_i * d, part_ml + 2 * slot_i, qr, g, d, p.scale, p.softcap);
     if (!counts || !last_arrival(counts + (size_t)r * p.n_heads + h, parts)) return;
     att_merge(out + (size_t)r * qs + (size_t)h * d, part_o, part_ml, slot_i - z, d, parts);
 }
+
+#define K_ATTENTION_KV(EV)                                                                                       \
+    __global__ void k_attention_kv_##EV(float *out, float *part_o, float *part_ml, const float *q,             \
+                                        const float *kc, const float *vc, bk_attn_kv p, int *counts)            \
+    {                                                                                                            \
+        attention_kv_body(EV, out, part_o, part_ml, q, kc, vc, p, counts);                                       \
+    }
+K_ATTENTION_KV(0)
+K_ATTENTION_KV(2)
+K_ATTENTION_KV(4)
+K_ATTENTION_KV(8)
 
 /* The parts of a split row merged: out = sum_z e^(M_z - M) o_z / sum_z
  * e^(M_z - M) L_z, M the largest M_z of the parts that saw a key.  The
@@ -2378,8 +2426,10 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
     float *part_ml = parts > 1 ? part_o + (size_t)p->N * p->n_heads * parts * p->head_dim : NULL;
     dim3 grid((unsigned)p->N, (unsigned)p->n_heads, (unsigned)parts);
     if (parts == 1 || (size_t)p->N * p->n_heads > n_counts) counts = NULL;
-    PDL_LAUNCH(k_attention_kv, grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, part_o, part_ml, q, kc, vc, *p,
-               counts);
+    void (*const f[])(float *, float *, float *, const float *, const float *, const float *, bk_attn_kv, int *) = {
+        k_attention_kv_0, NULL, k_attention_kv_2, NULL, k_attention_kv_4, NULL, NULL, NULL, k_attention_kv_8};
+    PDL_LAUNCH(f[att_ev(p->head_dim)], grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, part_o, part_ml, q, kc,
+               vc, *p, counts);
     if (parts > 1 && !counts) {
         dim3 cg((unsigned)p->N, (unsigned)p->n_heads);
         PDL_LAUNCH(k_attn_combine, cg, 128, 0, (cudaStream_t)stream, out, (const float *)part_o,
