@@ -762,6 +762,96 @@ static void kv_attention_matches_cpu(void **state)
     kv_attention_case(2);
 }
 
+/* qk_rope_attention_kv (a decode step: one new row a sequence, rotated,
+ * stored and attended in one launch) against the cpu backend's rmsnorm,
+ * rope, kv_store and attention_kv: every attention kernel copy (head_dim
+ * 64, 128, 96 and 80; 256 takes the two ops), with and without the per-head
+ * norms, a softcap,
+ * rows split into parts (1,500 keys) and a window whose ring has turned. */
+static void rope_attention_kv_matches_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    const backend_ops *cpu = p.be[0], *cu = p.be[1];
+    if (!cu->qk_rope_attention_kv) skip();
+    static const struct {
+        int d, H, KVH, cap, len0, len1, window, norm;
+        float softcap;
+    } cases[] = {
+        {64, 4, 2, 24, 10, 20, 0, 0, 0.0f},    {128, 8, 2, 2048, 1500, 20, 0, 1, 0.0f},
+        {256, 4, 1, 64, 30, 64, 0, 1, 30.0f},  {80, 4, 4, 32, 7, 1, 0, 0, 0.0f},
+        {128, 32, 8, 300, 290, 2100, 300, 0, 0.0f}, {96, 6, 2, 40, 33, 12, 0, 1, 0.0f},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        const int d = cases[c].d, H = cases[c].H, KVH = cases[c].KVH, cap = cases[c].cap, B = 2, N = 2;
+        const int norm = cases[c].norm;
+        int32_t q_start[3] = {0, 1, 2}, kv_len[2] = {cases[c].len0, cases[c].len1}, slot[2] = {1, 0};
+        int32_t pos[2] = {kv_len[0] - 1, kv_len[1] - 1};
+        size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d, nk = (size_t)N * w;
+        float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(nk * 4), *v = malloc(nk * 4),
+              *q = malloc(nq * 4), freq[128];
+        assert_true(kc && vc && k && v && q);
+        fill(kc, nc, 1.0f);
+        fill(vc, nc, 1.0f);
+        fill(k, nk, 1.0f);
+        fill(v, nk, 1.0f);
+        fill(q, nq, 1.0f);
+        for (int i = 0; i < d / 2; i++) freq[i] = powf(10000.0f, -2.0f * (float)i / (float)d);
+        host_weight qn, kn;
+        make_weight(&qn, 1, d, DT_BF16, 0, 0);
+        make_weight(&kn, 1, d, DT_BF16, 0, 0);
+        bk_weight qw[2], kw[2];
+        place(&p, &qn, qw);
+        place(&p, &kn, kw);
+        void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2], *dp[2], *df[2];
+        for (int i = 0; i < 2; i++) {
+            dkc[i] = put(&p, i, kc, nc * 4);
+            dvc[i] = put(&p, i, vc, nc * 4);
+            dk[i] = put(&p, i, k, nk * 4);
+            dv[i] = put(&p, i, v, nk * 4);
+            dq[i] = put(&p, i, q, nq * 4);
+            dqs[i] = put(&p, i, q_start, sizeof q_start);
+            dl[i] = put(&p, i, kv_len, sizeof kv_len);
+            ds[i] = put(&p, i, slot, sizeof slot);
+            dp[i] = put(&p, i, pos, sizeof pos);
+            df[i] = put(&p, i, freq, sizeof freq);
+            dout[i] = poisoned(&p, i, nq);
+        }
+        bk_attn_kv a[2];
+        for (int i = 0; i < 2; i++) {
+            bk_attn_kv t = {B, N, cap, dqs[i], dl[i], ds[i], H, KVH, d, 0.125f, cases[c].softcap, cases[c].window,
+                            1, 0, 0, 0};
+            a[i] = t;
+        }
+        if ((norm && (cpu->rmsnorm(p.ctx[0], dq[0], dq[0], &qw[0], N * H, d, 1e-6f, 1) ||
+                      cpu->rmsnorm(p.ctx[0], dk[0], dk[0], &kw[0], N * KVH, d, 1e-6f, 1))) ||
+            cpu->rope(p.ctx[0], dq[0], dp[0], N, H, d, df[0], 1.0f) ||
+            cpu->rope(p.ctx[0], dk[0], dp[0], N, KVH, d, df[0], 1.0f) ||
+            cpu->kv_store(p.ctx[0], dkc[0], dvc[0], dk[0], dv[0], &a[0]) ||
+            cpu->attention_kv(p.ctx[0], dout[0], dq[0], dkc[0], dvc[0], &a[0]))
+            fail_msg("cpu: %s", infer_last_error());
+        if (cu->qk_rope_attention_kv(p.ctx[1], dout[1], dq[1], dk[1], dv[1], dkc[1], dvc[1], norm ? &qw[1] : NULL,
+                                     norm ? &kw[1] : NULL, 1e-6f, 1, dp[1], df[1], 1.0f, &a[1]))
+            fail_msg("qk_rope_attention_kv: %s", infer_last_error());
+        double e[3] = {compare(&p, dout, nq), compare(&p, dkc, nc), compare(&p, dvc, nc)};
+        for (int i = 0; i < 3; i++)
+            if (!(e[i] <= 1e-5)) fail_msg("qk_rope_attention_kv case %zu: output %d relative error %.3e", c, i, e[i]);
+        void **all[] = {dkc, dvc, dk, dv, dq, dout, dqs, dl, ds, dp, df};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free2(&p, all[i]);
+        unplace(&p, qw);
+        unplace(&p, kw);
+        free_weight(&qn);
+        free_weight(&kn);
+        free(kc);
+        free(vc);
+        free(k);
+        free(v);
+        free(q);
+    }
+    close_pair(&p);
+}
+
 /* The fused ops of the cuda backend against the separate ops of the cpu
  * backend. */
 static void fused_ops_match_cpu(void **state)
@@ -1642,6 +1732,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(kv_attention_matches_cpu),
     cmocka_unit_test(kv_attention_prefill),
     cmocka_unit_test(fused_ops_match_cpu),
+    cmocka_unit_test(rope_attention_kv_matches_cpu),
     cmocka_unit_test(matmul_n_matches_cpu),
     cmocka_unit_test(norm_and_add_products_match_cpu),
     cmocka_unit_test(quantized_scale_dtypes_match_cpu),

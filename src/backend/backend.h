@@ -261,6 +261,10 @@ typedef struct backend_ops {
      * hd] normalised per head (rmsnorm with qn and kn, when not NULL), rotated
      * in place as rope does (pos, inv_freq, attn_factor), then k and v
      * written into the caches as kv_store does.
+     * qk_rope_attention_kv: qk_rope_store then attention_kv (out from q),
+     * with the same arguments, for a step of one new row a sequence (p->N
+     * == p->B, else an error) as one op; what q and k hold after is
+     * unspecified.
      * matmul_glu: y = (act(gate) * up) . w^T (+ bias), gate and up [T, w.cols];
      * gate may be overwritten.
      * matmul_n: ys[i] = x . ws[i]^T (+ bs[i], NULL for none) for n <= 4
@@ -278,6 +282,9 @@ typedef struct backend_ops {
     int (*qk_rope_store)(void *ctx, void *q, void *k, const void *v, void *kcache, void *vcache,
                          const bk_weight *qn, const bk_weight *kn, float eps, int plus_one, const void *pos,
                          const void *inv_freq, float attn_factor, const bk_attn_kv *p);
+    int (*qk_rope_attention_kv)(void *ctx, void *out, void *q, void *k, const void *v, void *kcache,
+                                void *vcache, const bk_weight *qn, const bk_weight *kn, float eps, int plus_one,
+                                const void *pos, const void *inv_freq, float attn_factor, const bk_attn_kv *p);
     int (*matmul_glu)(void *ctx, void *y, void *gate, const void *up, bk_act act, const bk_weight *w,
                       const bk_weight *bias, int T);
     int (*matmul_n)(void *ctx, void *const *ys, const void *x, const bk_weight *const *ws,

@@ -247,7 +247,15 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
     };
     int sliding = c->layer_sliding && c->layer_sliding[li];
     const rope_config *ropec = sliding ? &c->rope_local : &c->rope_global;
-    if (be->qk_rope_store && ropec->kind != ROPE_DYNAMIC) {
+    /* a decode step: the rotations and cache writes inside the attention */
+    const int in_att = be->qk_rope_attention_kv && ropec->kind != ROPE_DYNAMIC && fb->N == fb->B && !fb->inspect;
+    if (in_att) {
+        if ((rc = be->qk_rope_attention_kv(ctx, s->a, s->q, s->k, s->v, kv->k[li], kv->v[li],
+                                           c->qk_norm ? &L->q_norm : NULL, c->qk_norm ? &L->k_norm : NULL, eps,
+                                           c->norm_plus_one, s->pos, sliding ? m->inv_freq_local : m->inv_freq_global,
+                                           1.0f, &p)))
+            return rc;
+    } else if (be->qk_rope_store && ropec->kind != ROPE_DYNAMIC) {
         /* norms, rotations and the cache writes in one op; the queries
          * and keys inspected after it are the same */
         if ((rc = be->qk_rope_store(ctx, s->q, s->k, s->v, kv->k[li], kv->v[li], c->qk_norm ? &L->q_norm : NULL,
@@ -266,7 +274,7 @@ static int attention_block(infer_model *m, kv_cache *kv, int li, const fwd_batch
         if (fb->inspect && (rc = fb->inspect(fb->inspect_user, li, s->q, s->k))) return rc;
         if ((rc = be->kv_store(ctx, kv->k[li], kv->v[li], s->k, s->v, &p))) return rc;
     }
-    if ((rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p))) return rc;
+    if (!in_att && (rc = be->attention_kv(ctx, s->a, s->q, kv->k[li], kv->v[li], &p))) return rc;
     if (fused) return be->matmul_add(ctx, s->x, s->a, NULL, BK_ACT_SILU, &L->o, opt(&L->o_bias), s->o, T);
     if ((rc = be->matmul(ctx, s->o, s->a, &L->o, opt(&L->o_bias), T)) || (rc = adapt(m, s, li, LM_O, s->o, s->a, T)))
         return rc;

@@ -1859,6 +1859,10 @@ typedef struct att_geom {
     size_t stride;       /* floats between key rows */
     int lo, hi;          /* key positions lo..hi (inclusive) */
     int cap;             /* ring: position j in row j % cap (0 = row j) */
+    /* knew != NULL: key jnew is knew and vnew (shared memory), not the
+     * cache's row (a step that writes it as it attends: k_rope_attention_kv) */
+    int jnew;
+    const float *knew, *vnew;
 } att_geom;
 
 /* The warps' results (m, l and the unnormalized sums acc of the values,
@@ -1921,7 +1925,9 @@ __device__ __forceinline__ void att_row_v(const int EV, float *o, float *ml, con
         for (int u = 0; u < KR; u++) {
             const int j = j0 + 4 * u + grp, ok = j <= g.hi;
             const size_t row = (size_t)(g.cap ? j % g.cap : j);
-            const float4 *kr = (const float4 *)(g.k + row * g.stride), *vr = (const float4 *)(g.v + row * g.stride);
+            const int fresh = g.knew && j == g.jnew;
+            const float4 *kr = (const float4 *)(fresh ? g.knew : g.k + row * g.stride);
+            const float4 *vr = (const float4 *)(fresh ? g.vnew : g.v + row * g.stride);
             s[u] = 0.0f;
 #pragma unroll
             for (int i = 0; i < EV; i++) {
@@ -2001,7 +2007,8 @@ __device__ void att_row_1(float *o, float *ml, const float *q, att_geom g, int d
     float m = -INFINITY, l = 0.0f;
     for (int j = g.lo + wi; j <= g.hi; j += ATT_WARPS) {
         size_t row = (size_t)(g.cap ? j % g.cap : j);
-        const float *kr = g.k + row * g.stride, *vr = g.v + row * g.stride;
+        const int fresh = g.knew && j == g.jnew;
+        const float *kr = fresh ? g.knew : g.k + row * g.stride, *vr = fresh ? g.vnew : g.v + row * g.stride;
         float s = 0.0f, vv[ATT_MAXE];
 #pragma unroll
         for (int i = 0; i < ATT_MAXE; i++) {
@@ -2052,7 +2059,7 @@ __device__ __forceinline__ void attention_body(const int EV, float *out, const f
     int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
     size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
     int P = p.S - p.T + t;
-    att_geom g = {k + (size_t)kvh * d, v + (size_t)kvh * d, ks, 0, P, 0};
+    att_geom g = {k + (size_t)kvh * d, v + (size_t)kvh * d, ks, 0, P, 0, 0, NULL, NULL};
     if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
     att_row(EV, out + (size_t)t * qs + (size_t)h * d, NULL, q + (size_t)t * qs + (size_t)h * d, g, d, p.scale,
             p.softcap);
@@ -2168,9 +2175,47 @@ __device__ void att_merge(float *o, const float *part_o, const float *part_ml, s
 /* counts (split rows, when not NULL): an int a row and head, zero before
  * and after; each part adds one when its sums are out, and the last one
  * merges the row's parts (no second kernel) and sets it back to zero. */
+/* The raw rows of a step that rotates and stores as it attends
+ * (k_rope_attention_kv): q [N, n_heads, d], k and v [N, n_kv_heads, d],
+ * normed (has_norm: rmsnorm with qn, kn) and rotated as k_qk_rope_store
+ * does. */
+typedef struct att_new {
+    const float *q, *k, *v;
+    bk_weight qn, kn;
+    int has_norm, plus_one;
+    float eps, f;
+    const int32_t *pos;
+    const float *inv_freq;
+} att_new;
+
+/* dst (shared, d floats) = src normed and rotated for position pos, as
+ * k_qk_rope_store; every thread of the block calls it (blockDim >= d / 2) */
+__device__ void att_rope_head(float *dst, const float *src, const att_new &a, const bk_weight &nw, int pos, int d,
+                              float *part)
+{
+    const int half = d / 2, i = threadIdx.x;
+    float x = i < half ? src[i] : 0.0f, y = i < half ? src[i + half] : 0.0f;
+    if (a.has_norm) {
+        const float rs = rsqrtf(block_sum(x * x + y * y, part) / (float)d + a.eps), one = a.plus_one ? 1.0f : 0.0f;
+        if (i < half) {
+            x = x * rs * (ld(nw.data, nw.dtype, (size_t)i) + one);
+            y = y * rs * (ld(nw.data, nw.dtype, (size_t)(i + half)) + one);
+        }
+        __syncthreads(); /* part free for the next call */
+    }
+    if (i < half) {
+        float cs, sn;
+        sincosf((float)pos * a.inv_freq[i], &sn, &cs);
+        cs *= a.f;
+        sn *= a.f;
+        dst[i] = x * cs - y * sn;
+        dst[i + half] = y * cs + x * sn;
+    }
+}
+
 __device__ __forceinline__ void attention_kv_body(const int EV, float *out, float *part_o, float *part_ml,
                                                   const float *q, const float *kc, const float *vc,
-                                                  const bk_attn_kv &p, int *counts)
+                                                  const bk_attn_kv &p, int *counts, const att_new *an)
 {
     PDL_ENTRY();
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
@@ -2182,18 +2227,48 @@ __device__ __forceinline__ void attention_kv_body(const int EV, float *out, floa
     int d = p.head_dim, kvh = h / (p.n_heads / p.n_kv_heads);
     size_t qs = (size_t)p.n_heads * d, ks = (size_t)p.n_kv_heads * d;
     size_t base = (size_t)slot[b] * p.cap * ks + (size_t)kvh * d;
-    att_geom g = {kc + base, vc + base, ks, len - p.cap > 0 ? len - p.cap : 0, P, p.cap};
+    att_geom g = {kc + base, vc + base, ks, len - p.cap > 0 ? len - p.cap : 0, P, p.cap, 0, NULL, NULL};
     if (p.window > 0 && P - p.window + 1 > g.lo) g.lo = P - p.window + 1;
     const float *qr = q + (size_t)r * qs + (size_t)h * d;
     const int parts = (int)gridDim.z;
+    if (parts > 1) { /* part z of the row's keys */
+        const int z = blockIdx.z, chunk = (g.hi - g.lo + parts) / parts;
+        g.lo += z * chunk;
+        if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
+    }
+    if (an) {
+        /* one new row a sequence (P its key): q rotated here; the parts
+         * that hold P rotate k and take it and v from shared memory, and
+         * the first head of each kv group writes them into the cache (no
+         * block reads P's cache row in this launch) */
+        __shared__ __align__(16) float qn_s[WARP * ATT_MAXE], kn_s[WARP * ATT_MAXE], vn_s[WARP * ATT_MAXE];
+        __shared__ float red[WARP];
+        att_rope_head(qn_s, an->q + (size_t)r * qs + (size_t)h * d, *an, an->qn, an->pos[r], d, red);
+        qr = qn_s;
+        if (g.lo <= P && P <= g.hi) {
+            const float *kraw = an->k + (size_t)r * ks + (size_t)kvh * d, *vraw = an->v + (size_t)r * ks + (size_t)kvh * d;
+            att_rope_head(kn_s, kraw, *an, an->kn, an->pos[r], d, red);
+            for (int e = threadIdx.x; e < d; e += blockDim.x) vn_s[e] = vraw[e];
+            g.jnew = P;
+            g.knew = kn_s;
+            g.vnew = vn_s;
+            __syncthreads();
+            if (h % (p.n_heads / p.n_kv_heads) == 0) {
+                const size_t row = (size_t)(P % p.cap) * ks;
+                for (int e = threadIdx.x; e < d; e += blockDim.x) {
+                    ((float *)kc)[base + row + e] = kn_s[e];
+                    ((float *)vc)[base + row + e] = vn_s[e];
+                }
+            }
+        }
+        __syncthreads();
+    }
     if (parts == 1) {
         att_row(EV, out + (size_t)r * qs + (size_t)h * d, NULL, qr, g, d, p.scale, p.softcap);
         return;
     }
-    /* part z of the row's keys; its partial result in part_o / part_ml */
-    const int z = blockIdx.z, chunk = (g.hi - g.lo + parts) / parts;
-    g.lo += z * chunk;
-    if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
+    /* part z's partial result in part_o / part_ml */
+    const int z = blockIdx.z;
     const size_t slot_i = ((size_t)r * p.n_heads + h) * parts + z;
     att_row(EV, part_o + slot_i * d, part_ml + 2 * slot_i, qr, g, d, p.scale, p.softcap);
     if (!counts || !last_arrival(counts + (size_t)r * p.n_heads + h, parts)) return;
@@ -2204,7 +2279,12 @@ __device__ __forceinline__ void attention_kv_body(const int EV, float *out, floa
     __global__ void k_attention_kv_##EV(float *out, float *part_o, float *part_ml, const float *q,             \
                                         const float *kc, const float *vc, bk_attn_kv p, int *counts)            \
     {                                                                                                            \
-        attention_kv_body(EV, out, part_o, part_ml, q, kc, vc, p, counts);                                       \
+        attention_kv_body(EV, out, part_o, part_ml, q, kc, vc, p, counts, NULL);                                 \
+    }                                                                                                            \
+    __global__ void k_rope_attention_kv_##EV(float *out, float *part_o, float *part_ml, const float *q,        \
+                                             float *kc, float *vc, bk_attn_kv p, int *counts, att_new an)       \
+    {                                                                                                            \
+        attention_kv_body(EV, out, part_o, part_ml, q, kc, vc, p, counts, &an);                                  \
     }
 K_ATTENTION_KV(0)
 K_ATTENTION_KV(2)
@@ -2402,13 +2482,39 @@ extern "C" size_t cuk_attention_kv_scratch(const bk_attn_kv *p)
     return (size_t)p->N * p->n_heads * parts * ((size_t)p->head_dim + 2) * sizeof(float);
 }
 
+static int attention_kv(cudaStream_t stream, float *out, const float *q, float *kc, float *vc, const bk_attn_kv *p,
+                        void *scratch, int *counts, size_t n_counts, const att_new *an);
+
 extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
                                 const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts)
+{
+    return attention_kv((cudaStream_t)stream, out, q, (float *)kc, (float *)vc, p, scratch, counts, n_counts, NULL);
+}
+
+extern "C" int cuk_rope_attention_kv(void *stream, float *out, const float *q, const float *k, const float *v,
+                                     float *kc, float *vc, const bk_weight *qn, const bk_weight *kn, float eps,
+                                     int plus_one, const int32_t *pos, const float *inv_freq, float attn_factor,
+                                     const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts)
+{
+    if (p->N <= 0) return 0;
+    if (p->N != p->B || p->head_dim % 2 || p->head_dim > WARP * ATT_MAXE || (!qn) != (!kn))
+        return (int)cudaErrorNotSupported;
+    att_new an;
+    memset(&an, 0, sizeof an);
+    an.q = q, an.k = k, an.v = v;
+    if (qn) an.qn = *qn, an.kn = *kn, an.has_norm = 1;
+    an.plus_one = plus_one, an.eps = eps, an.f = attn_factor, an.pos = pos, an.inv_freq = inv_freq;
+    return attention_kv((cudaStream_t)stream, out, q, kc, vc, p, scratch, counts, n_counts, &an);
+}
+
+static int attention_kv(cudaStream_t stream, float *out, const float *q, float *kc, float *vc, const bk_attn_kv *p,
+                        void *scratch, int *counts, size_t n_counts, const att_new *an)
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
     int tiles, parts;
     if (!att_plan(p, &tiles, &parts)) {
+        if (an) return (int)cudaErrorNotSupported; /* (N == B: never the tiles) */
         static int raised;
         size_t smem = at_smem(p->head_dim);
         if (!raised) {
@@ -2426,10 +2532,17 @@ extern "C" int cuk_attention_kv(void *stream, float *out, const float *q, const 
     float *part_ml = parts > 1 ? part_o + (size_t)p->N * p->n_heads * parts * p->head_dim : NULL;
     dim3 grid((unsigned)p->N, (unsigned)p->n_heads, (unsigned)parts);
     if (parts == 1 || (size_t)p->N * p->n_heads > n_counts) counts = NULL;
-    void (*const f[])(float *, float *, float *, const float *, const float *, const float *, bk_attn_kv, int *) = {
-        k_attention_kv_0, NULL, k_attention_kv_2, NULL, k_attention_kv_4, NULL, NULL, NULL, k_attention_kv_8};
-    PDL_LAUNCH(f[att_ev(p->head_dim)], grid, ATT_WARPS * WARP, 0, (cudaStream_t)stream, out, part_o, part_ml, q, kc,
-               vc, *p, counts);
+    const int ev = att_ev(p->head_dim);
+    if (an) {
+        void (*const f[])(float *, float *, float *, const float *, float *, float *, bk_attn_kv, int *, att_new) = {
+            k_rope_attention_kv_0, NULL, k_rope_attention_kv_2, NULL, k_rope_attention_kv_4,
+            NULL,                  NULL, NULL,                  k_rope_attention_kv_8};
+        PDL_LAUNCH(f[ev], grid, ATT_WARPS * WARP, 0, stream, out, part_o, part_ml, q, kc, vc, *p, counts, *an);
+    } else {
+        void (*const f[])(float *, float *, float *, const float *, const float *, const float *, bk_attn_kv, int *) = {
+            k_attention_kv_0, NULL, k_attention_kv_2, NULL, k_attention_kv_4, NULL, NULL, NULL, k_attention_kv_8};
+        PDL_LAUNCH(f[ev], grid, ATT_WARPS * WARP, 0, stream, out, part_o, part_ml, q, kc, vc, *p, counts);
+    }
     if (parts > 1 && !counts) {
         dim3 cg((unsigned)p->N, (unsigned)p->n_heads);
         PDL_LAUNCH(k_attn_combine, cg, 128, 0, (cudaStream_t)stream, out, (const float *)part_o,

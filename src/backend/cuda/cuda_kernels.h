@@ -86,6 +86,13 @@ int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float
 size_t cuk_attention_kv_scratch(const bk_attn_kv *p);
 int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
                      const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts);
+/* cuk_qk_rope_store then cuk_attention_kv as one launch, for steps with
+ * one new row a sequence (N == B; else cudaErrorNotSupported, nothing
+ * launched); q and k are read, not rotated in place. */
+int cuk_rope_attention_kv(void *stream, float *out, const float *q, const float *k, const float *v, float *kc,
+                          float *vc, const bk_weight *qn, const bk_weight *kn, float eps, int plus_one,
+                          const int32_t *pos, const float *inv_freq, float attn_factor, const bk_attn_kv *p,
+                          void *scratch, int *counts, size_t n_counts);
 int cuk_gather_rows(void *stream, float *dst, const float *src, const int32_t *idx, int n, size_t width);
 int cuk_glu(void *stream, float *out, const float *gate, const float *up, size_t n, bk_act act);
 int cuk_add(void *stream, float *y, const float *a, size_t n);
