@@ -1853,6 +1853,7 @@ extern "C" int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n
 
 #define ATT_MAXE 8 /* head_dim <= 256 */
 #define ATT_WARPS 4
+#define ATT_PF_KEYS 64 /* keys a decode block prefetches before its wait */
 
 typedef struct att_geom {
     const float *k, *v;  /* base of the sequence's keys, at this kv head */
@@ -2217,7 +2218,10 @@ __device__ __forceinline__ void attention_kv_body(const int EV, float *out, floa
                                                   const float *q, const float *kc, const float *vc,
                                                   const bk_attn_kv &p, int *counts, const att_new *an)
 {
-    PDL_ENTRY();
+    /* q_start, kv_len and slot come from the host (uploaded before the
+     * step's first kernel), the cached keys from earlier steps: both are
+     * read before the wait for the kernel before (programmatic dependent
+     * launch), q and the step's own key after it */
     const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
                   *slot = (const int32_t *)p.slot;
     int r = blockIdx.x, h = blockIdx.y;
@@ -2236,6 +2240,17 @@ __device__ __forceinline__ void attention_kv_body(const int EV, float *out, floa
         g.lo += z * chunk;
         if (g.lo + chunk - 1 < g.hi) g.hi = g.lo + chunk - 1;
     }
+    {
+        /* the block's first ATT_PF_KEYS cached keys and values asked of the
+         * L2 cache while the kernel before finishes (128-byte lines) */
+        const int lines = (d + 31) / 32, nk = g.hi - g.lo + 1 < ATT_PF_KEYS ? g.hi - g.lo + 1 : ATT_PF_KEYS;
+        for (int t = threadIdx.x; t < nk * 2 * lines; t += blockDim.x) {
+            const int j = g.lo + t / (2 * lines), kv = (t / lines) & 1, line = t % lines;
+            const size_t row = (size_t)(g.cap ? j % g.cap : j);
+            asm volatile("prefetch.global.L2 [%0];" ::"l"((kv ? g.v : g.k) + row * g.stride + 32 * line));
+        }
+    }
+    PDL_ENTRY();
     if (an) {
         /* one new row a sequence (P its key): q rotated here; the parts
          * that hold P rotate k and take it and v from shared memory, and
