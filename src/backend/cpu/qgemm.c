@@ -548,6 +548,42 @@ static size_t i8_scratch(const q_kernels *k, int M, int K, int gs)
            align64((size_t)(K / gs) * 4) + 64;
 }
 
+/* Rows [r0, r0 + n) of w, columns [c0, c0 + kc), unpacked to one byte a
+ * value into ub (row stride kc). */
+static void unpack_rows(const q_kernels *k, const bk_weight *w, int64_t r0, int n, int c0, int kc, uint8_t *ub)
+{
+    const size_t rb = bk_qrow_bytes(w);
+    for (int r = 0; r < n; r++) {
+        const uint8_t *row = (const uint8_t *)w->data + (size_t)(r0 + r) * rb;
+        if (w->bits == 4 && k->unpack4 && kc % 64 == 0)
+            k->unpack4(row, c0, kc, ub + (size_t)r * kc);
+        else
+            q_unpack_u8(row, w->bits, c0, kc, ub + (size_t)r * kc);
+    }
+}
+
+/* The scales and biases of rows [r0, r0 + n) for the ng groups from column
+ * c0, as float32 panels of nr rows, [ng][nr] each; rows n .. np (np a
+ * multiple of nr) zero.  row_f: scratch of ng floats. */
+static void panel_sb(const bk_weight *w, int64_t r0, int n, int np, int nr, int c0, int ng, float *bs, float *bb,
+                     float *row_f)
+{
+    const size_t sg = (size_t)(w->cols / w->group_size);
+    for (int r = 0; r < np; r++) {
+        int pj = r / nr, j = r % nr;
+        float *s = bs + (size_t)pj * ng * nr + j, *b = bb + (size_t)pj * ng * nr + j;
+        if (r < n) {
+            size_t g0 = (size_t)(r0 + r) * sg + (size_t)(c0 / w->group_size);
+            q_load_f32(w->scales, w->sdtype, g0, (size_t)ng, row_f);
+            for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = row_f[gi];
+            q_load_f32(w->biases, w->sdtype, g0, (size_t)ng, row_f);
+            for (int gi = 0; gi < ng; gi++) b[(size_t)gi * nr] = row_f[gi];
+        } else {
+            for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = b[(size_t)gi * nr] = 0.0f;
+        }
+    }
+}
+
 /* int8: A packed as int8 once per block of K, W unpacked to bytes and
  * packed for the integer micro-kernel */
 static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int64_t n0, int N, float *C,
@@ -572,7 +608,6 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
     float *bs = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
     float *bb = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
     float *row_f = carve(&p, (size_t)groups * 4);
-    const size_t rb = bk_qrow_bytes(w), sg = (size_t)groups;
     const q_act res = q_act_residual(x);
     for (int pc = 0; pc < K; pc += kc) {
         const int kcur = min_i(kc, K - pc), nb = kcur / Q_ABLK, ng = kcur / gs;
@@ -609,27 +644,9 @@ static void gemm_i8(const q_kernels *k, const q_act *x, const bk_weight *w, int6
         }
         for (int jc = 0; jc < N; jc += I_NC) {
             const int ncur = min_i(I_NC, N - jc), np = round_up(ncur, nr);
-            for (int r = 0; r < ncur; r++) {
-                const uint8_t *row = (const uint8_t *)w->data + (size_t)(n0 + jc + r) * rb;
-                if (w->bits == 4 && k->unpack4 && kcur % 64 == 0)
-                    k->unpack4(row, pc, kcur, ub + (size_t)r * kcur);
-                else
-                    q_unpack_u8(row, w->bits, pc, kcur, ub + (size_t)r * kcur);
-            }
+            unpack_rows(k, w, n0 + jc, ncur, pc, kcur, ub);
             k->pack_b_i8(ncur, kcur, ub, (size_t)kcur, Bp);
-            for (int r = 0; r < np; r++) {
-                int pj = r / nr, j = r % nr;
-                float *s = bs + (size_t)pj * ng * nr + j, *b = bb + (size_t)pj * ng * nr + j;
-                if (r < ncur) {
-                    size_t g0 = (size_t)(n0 + jc + r) * sg + (size_t)(pc / gs);
-                    q_load_f32(w->scales, w->sdtype, g0, (size_t)ng, row_f);
-                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = row_f[gi];
-                    q_load_f32(w->biases, w->sdtype, g0, (size_t)ng, row_f);
-                    for (int gi = 0; gi < ng; gi++) b[(size_t)gi * nr] = row_f[gi];
-                } else {
-                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = b[(size_t)gi * nr] = 0.0f;
-                }
-            }
+            panel_sb(w, n0 + jc, ncur, np, nr, pc, ng, bs, bb, row_f);
             for (int jr = 0; jr < ncur; jr += nr) {
                 const uint8_t *bp = Bp + (size_t)jr * kcur;
                 const float *bsp = bs + (size_t)(jr / nr) * ng * nr, *bbp = bb + (size_t)(jr / nr) * ng * nr;
@@ -675,7 +692,6 @@ static void gemm_i16(const q_kernels *k, const q_act *x, const bk_weight *w, int
     float *bs = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
     float *bb = carve(&p, (size_t)round_up(I_NC, nr) * (kc / gs) * 4);
     float *row_f = carve(&p, (size_t)groups * 4);
-    const size_t rb = bk_qrow_bytes(w), sg = (size_t)groups;
     for (int pc = 0; pc < K; pc += kc) {
         const int kcur = min_i(kc, K - pc), nb = kcur / Q_ABLK, ng = kcur / gs;
         for (int ip = 0; ip < mp; ip += mr) { /* A: every row, columns [pc, pc + kcur) */
@@ -696,27 +712,9 @@ static void gemm_i16(const q_kernels *k, const q_act *x, const bk_weight *w, int
         }
         for (int jc = 0; jc < N; jc += I_NC) {
             const int ncur = min_i(I_NC, N - jc), np = round_up(ncur, nr);
-            for (int r = 0; r < ncur; r++) {
-                const uint8_t *row = (const uint8_t *)w->data + (size_t)(n0 + jc + r) * rb;
-                if (w->bits == 4 && k->unpack4 && kcur % 64 == 0)
-                    k->unpack4(row, pc, kcur, ub + (size_t)r * kcur);
-                else
-                    q_unpack_u8(row, w->bits, pc, kcur, ub + (size_t)r * kcur);
-            }
+            unpack_rows(k, w, n0 + jc, ncur, pc, kcur, ub);
             k->pack_b_i16(ncur, kcur, ub, (size_t)kcur, Bp);
-            for (int r = 0; r < np; r++) {
-                int pj = r / nr, j = r % nr;
-                float *s = bs + (size_t)pj * ng * nr + j, *b = bb + (size_t)pj * ng * nr + j;
-                if (r < ncur) {
-                    size_t g0 = (size_t)(n0 + jc + r) * sg + (size_t)(pc / gs);
-                    q_load_f32(w->scales, w->sdtype, g0, (size_t)ng, row_f);
-                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = row_f[gi];
-                    q_load_f32(w->biases, w->sdtype, g0, (size_t)ng, row_f);
-                    for (int gi = 0; gi < ng; gi++) b[(size_t)gi * nr] = row_f[gi];
-                } else {
-                    for (int gi = 0; gi < ng; gi++) s[(size_t)gi * nr] = b[(size_t)gi * nr] = 0.0f;
-                }
-            }
+            panel_sb(w, n0 + jc, ncur, np, nr, pc, ng, bs, bb, row_f);
             for (int jr = 0; jr < ncur; jr += nr) {
                 const uint32_t *bp = Bp + (size_t)jr * kcur / 2;
                 const float *bsp = bs + (size_t)(jr / nr) * ng * nr, *bbp = bb + (size_t)(jr / nr) * ng * nr;
