@@ -56,7 +56,8 @@ endif
 CUDA_FOUND   := $(if $(and $(NVCC),$(wildcard $(CUDA_DIR)/include/cublas_v2.h)),1,0)
 CUDA         ?= $(CUDA_FOUND)
 endif
-CUDA_ARCHS   ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=[sm_90,compute_90]
+CUDA_ARCHS   ?= -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90a,code=sm_90a \
+                -gencode arch=compute_90,code=compute_90
 CPU_LIB_SRC  := $(LIB_SRC)
 CPU_LIBS     := $(LIBS)
 ifeq ($(CUDA),1)

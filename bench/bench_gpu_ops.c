@@ -3,8 +3,8 @@
  *
  *   build/bench/bench_gpu_ops [REPS [N K [T]]]
  *
- * With N and K, only the shapes N x K (for a profiler: one kernel's runs),
- * with T rows of x (default 1).
+ * With N and K, only a 4-bit (g64) N x K weight (for a profiler: one
+ * kernel's runs), with T rows of x (default 1).
  * For each weight format and shape: y = x . W^T with one row of x (decode),
  * REPS (default 200) products queued back to back over a rotation of
  * weight copies larger than the L2 cache, timed with a synchronize at the
@@ -117,11 +117,13 @@ int main(int argc, char **argv)
         {"q4 g64", DT_U32, 4, 8192, 2048},  {"q4 g64", DT_U32, 4, 14336, 4096}, {"q4 g64", DT_U32, 4, 4096, 14336},
         {"q4 g64", DT_U32, 4, 262144, 1152}, {"q4 g64", DT_U32, 4, 128256, 4096},
     };
-    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
-        int64_t N = cases[c].n, K = cases[c].k;
-        if (only_n && (N != only_n || K != only_k)) continue;
-        double one, us = time_product(cases[c].dt, cases[c].bits, N, K, only_t, reps, &one), gbs = one / us * 1e-3;
-        printf("%-10s %7lld %7lld | %9.2f %9.1f %6.3f\n", cases[c].name, (long long)N, (long long)K, us, gbs, gbs / bw);
+    const shape only = {"q4 g64", DT_U32, 4, only_n, only_k};
+    const size_t n_cases = only_n ? 1 : sizeof cases / sizeof cases[0];
+    for (size_t c = 0; c < n_cases; c++) {
+        const shape *sh = only_n ? &only : &cases[c];
+        int64_t N = sh->n, K = sh->k;
+        double one, us = time_product(sh->dt, sh->bits, N, K, only_t, reps, &one), gbs = one / us * 1e-3;
+        printf("%-10s %7lld %7lld | %9.2f %9.1f %6.3f\n", sh->name, (long long)N, (long long)K, us, gbs, gbs / bw);
     }
     /* several rows of x (batched decode, classification, prefill) */
     if (!only_n) {

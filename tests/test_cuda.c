@@ -217,6 +217,7 @@ static void matmul_matches_cpu(void **state)
         {DT_U32, 4, 64, 130, 512}, {DT_U32, 4, 32, 64, 96},  {DT_U32, 4, 128, 48, 256}, {DT_U32, 8, 64, 96, 192},
         {DT_U32, 8, 32, 20, 64},   {DT_U32, 2, 64, 24, 128}, {DT_U32, 3, 64, 24, 128},  {DT_U32, 5, 32, 24, 64},
         {DT_U32, 6, 64, 24, 128},  {DT_U32, 4, 64, 300, 2048}, {DT_U32, 8, 128, 70, 1536},
+        {DT_U32, 4, 32, 136, 384}, {DT_U32, 4, 128, 264, 1152}, {DT_U32, 4, 64, 40, 12288},
     };
     static const int Ts[] = {1, 3, 8, 9, 40, 70};
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -1042,11 +1043,13 @@ static void matmul_n_matches_cpu(void **state)
         infer_dtype dt[3];
         int bits[3];
         int64_t rows[3];
+        int gs[3];
     } cases[] = {
-        {{DT_U32, DT_U32, DT_U32}, {4, 4, 4}, {512, 128, 128}},
-        {{DT_U32, DT_U32, DT_U32}, {8, 8, 8}, {96, 40, 40}},
-        {{DT_BF16, DT_BF16, DT_BF16}, {0, 0, 0}, {64, 8, 24}},
-        {{DT_U32, DT_BF16, DT_U32}, {4, 0, 8}, {64, 32, 16}},
+        {{DT_U32, DT_U32, DT_U32}, {4, 4, 4}, {512, 128, 128}, {64, 64, 64}},
+        {{DT_U32, DT_U32, DT_U32}, {8, 8, 8}, {96, 40, 40}, {64, 64, 64}},
+        {{DT_BF16, DT_BF16, DT_BF16}, {0, 0, 0}, {64, 8, 24}, {64, 64, 64}},
+        {{DT_U32, DT_BF16, DT_U32}, {4, 0, 8}, {64, 32, 16}, {64, 64, 64}},
+        {{DT_U32, DT_U32, DT_U32}, {4, 4, 4}, {256, 64, 64}, {64, 32, 128}}, /* per-module group sizes */
     };
     const int64_t K = 1536;
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
@@ -1056,7 +1059,7 @@ static void matmul_n_matches_cpu(void **state)
             void *dy[3][2];
             size_t ny[3];
             for (int i = 0; i < 3; i++) {
-                make_weight(&hw[i], cases[c].rows[i], K, cases[c].dt[i], cases[c].bits[i], 64);
+                make_weight(&hw[i], cases[c].rows[i], K, cases[c].dt[i], cases[c].bits[i], cases[c].gs[i]);
                 make_weight(&hb[i], 1, cases[c].rows[i], DT_BF16, 0, 0);
                 place(&p, &hw[i], w[i]);
                 place(&p, &hb[i], b[i]);

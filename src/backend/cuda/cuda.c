@@ -126,6 +126,7 @@ static int cuda_create(const bk_opts *opts, void **out)
         cuda_destroy(c);
         return blas_fail(s, "creating a cuBLAS handle");
     }
+    cuk_init();
     int rc = dev_alloc(N_COUNTS * sizeof(int), (void **)&c->counts);
     if (rc || (e = cudaMemset(c->counts, 0, N_COUNTS * sizeof(int)))) {
         cuda_destroy(c);

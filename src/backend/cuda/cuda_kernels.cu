@@ -1444,9 +1444,301 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm8(qmm_set set, const uint
     qmm_body(8, 0, set, xb, T, kslice);
 }
 
+/* ---- the same product for 4-bit W with bf16 scales on Hopper (wgmma) ----
+ *
+ * k_qmm4w: the tile, stages and split K of qmm_body, but the products are
+ * wgmma (sm_90a): asynchronous, twice mma.sync's rate, B (x) read by the
+ * tensor cores from shared memory, so that a warp's instructions are the
+ * dequantization of W into A registers, which overlaps the product of the
+ * k-step before.  The block's two warpgroups take 128 rows each: warp
+ * wl = warp % 4 of warpgroup wg holds rows 128 wg + 64 mt + 16 wl + g
+ * (+ 8) of its two m64 tiles (mt), in mma.sync's A layout, for 32 rows of
+ * x (m64n32k16, D in mma.sync's layout per n8 tile).
+ *
+ * x in a stage: 32 rows of 128 values in the canonical K-major layout of
+ * 8 x 16-byte core matrices, no swizzle: 16-byte piece P (8 values) of
+ * row t at (t / 8) * 2048 + P * 128 + (t % 8) * 16; a k-step s reads
+ * pieces 2 s and 2 s + 1 (LBO 128 bytes, SBO 2048).  The lane (g, q)
+ * dequantizes in its A registers for step s = 2 c + h the pairs 2 h, 2 h + 1
+ * (k 2 q + e and 2 q + 8 + e) of word c of its 16 bytes (values
+ * 32 q + 8 c + j + 4 e, j = 2 h + hi, see qmm_body), so k_qmm_x writes
+ * x (mode 2) with piece 2 s + hi, element 2 q + e = value
+ * 32 q + 8 c + 2 h + hi + 4 e of the 128, and each block's 32 rows of a
+ * chunk as the 8 KB the stage holds, copied straight (bank-conflict free).
+ *
+ * Split K: where the slices are short (qmm_cluster) a tile's slices run as
+ * one thread-block cluster and add up through distributed shared memory
+ * in a fixed order; else partial sums and k_qmm_sum, as k_qmm4.
+ *
+ * Measured against k_qmm4 (H100, bench_gpu_ops at 32 rows, and batch
+ * generation of llama3.1-8b at 4 bits): the products alone within a few
+ * per cent either way (no loads of x and 16 product instructions a chunk
+ * for 64, but both kernels stall on latency at 2 blocks of 8 warps a
+ * multiprocessor), batch generation +3% from the clusters. */
+#define QMW_XB (QMM_ROWS * 64 + QMM_ROWS * 16)       /* x's place in a stage */
+#define QMW_STAGE (QMW_XB + QMM_TOK * 256)           /* bytes of a stage */
+#define QMW_STAGES 3 /* (4 measured slower) */
+
+__device__ __forceinline__ void wg_fence(void)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void wg_commit(void)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+#endif
+}
+
+template <int N> __device__ __forceinline__ void wg_wait(void)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+#endif
+}
+
+/* d[16] += A (4 registers, mma.sync's layout) x B (descriptor), m64n32k16 */
+__device__ __forceinline__ void wg_mma(float *d, const uint32_t *a, uint64_t desc)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+                 "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
+                   "+f"(d[15])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc));
+#else
+    (void)d, (void)a, (void)desc;
+#endif
+}
+
+/* Every thread of every block of the cluster arrives and waits (shared
+ * memory written before it is visible to the cluster after it) */
+__device__ __forceinline__ void cluster_sync_all(void)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;" ::: "memory");
+#endif
+}
+
+/* The 4 floats at shared address addr of the cluster's block of rank r
+ * (ordered by the cluster barriers around the reads, not by this) */
+__device__ __forceinline__ float4 ld_cluster_f32x4(uint32_t addr, int r)
+{
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    uint32_t ra;
+    asm("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(ra) : "r"(addr), "r"(r));
+    asm("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];" : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(ra));
+#else
+    (void)addr, (void)r;
+#endif
+    return v;
+}
+
+/* Whether this build's code for the device has wgmma (sm_90a) */
+__global__ void k_wgmma_probe(int *out)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    *out = 1;
+#else
+    *out = 0;
+#endif
+}
+
+static int g_wgmma = -1; /* cuk_init: 1 where k_qmm4w runs */
+
+extern "C" int cuk_init(void)
+{
+    if (g_wgmma >= 0) return 0;
+    int *d = NULL, h = 0;
+    cudaError_t e = cudaMalloc(&d, sizeof(int));
+    if (!e) {
+        k_wgmma_probe<<<1, 1>>>(d);
+        e = cudaGetLastError();
+        if (!e) e = cudaMemcpy(&h, d, sizeof(int), cudaMemcpyDeviceToHost);
+        cudaFree(d);
+    }
+    if (e) {
+        cudaGetLastError();
+        h = 0;
+    }
+    g_wgmma = h;
+    return 0;
+}
+
+__global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uint16_t *xb, int T, int kslice)
+{
+    extern __shared__ __align__(16) unsigned char qsm[];
+    int wi = 0;
+#pragma unroll
+    for (int k = 1; k < MV_N; k++)
+        if (k < set.n && (int)blockIdx.y >= set.first[k]) wi = k;
+    const bk_weight w = MV_SEL(set.w, wi), bias = MV_SEL(set.b, wi);
+    float *y = MV_SEL(set.y, wi), *part = MV_SEL(set.part, wi);
+    const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane >> 2, q = lane & 3;
+    const int wg = warp >> 2, wl = warp & 3;
+    const int64_t R = w.rows, K = w.cols;
+    const int64_t rb0 = (int64_t)((int)blockIdx.y - MV_SEL(set.first, wi)) * QMM_ROWS;
+    const int t0 = blockIdx.x * QMM_TOK;
+    const int64_t kb = (int64_t)blockIdx.z * kslice;
+    const int nch = (int)(((kb + kslice < K ? kb + kslice : K) - kb) / 128);
+    const int WB = 64; /* bytes of W a row a chunk */
+    const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7, lgc = 7 - gshift;
+    const size_t rbytes = (size_t)K / 2, ng = (size_t)(K / w.group_size);
+    const int SB = QMM_ROWS * WB;
+
+    const int NW = QMM_ROWS * WB / 16 / QMM_THREADS; /* 4 */
+    const uint8_t *wsrc[NW];
+    int wdst[NW];
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        const int e = tid + j * QMM_THREADS, r = e / (WB / 16), o = e % (WB / 16);
+        const int64_t rr = rb0 + r < R ? rb0 + r : R - 1;
+        wsrc[j] = (const uint8_t *)w.data + (size_t)rr * rbytes + (size_t)kb / 2 + o * 16;
+        wdst[j] = r * WB + o * 16;
+    }
+    /* x of the block's rows, chunk by chunk, lies as the stage wants it
+     * (k_qmm_x, mode 2): 8 KB a chunk, copied straight */
+    const uint16_t *xsrc[2];
+    int xdst[2];
+#pragma unroll
+    for (int j = 0; j < 2; j++) {
+        const int e = tid + j * QMM_THREADS;
+        xsrc[j] = xb + ((size_t)blockIdx.x * (size_t)(K / 128) + (size_t)(kb / 128)) * 4096 + (size_t)e * 8;
+        xdst[j] = QMW_XB + e * 16;
+    }
+    const uint32_t *sbsrc = (const uint32_t *)w.scales + (size_t)(rb0 + tid < R ? rb0 + tid : R - 1) * ng +
+                            (size_t)(kb >> gshift);
+    const int sbdst = SB + tid * 16;
+
+    float acc[2][16];
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int i = 0; i < 16; i++) acc[m][i] = 0.0f;
+
+    PDL_ENTRY();
+#define QMW_STAGE_LOAD(I, S)                                                                                     \
+    do {                                                                                                         \
+        unsigned char *st_ = qsm + (S) * QMW_STAGE;                                                              \
+        _Pragma("unroll") for (int j = 0; j < NW; j++) cp16(st_ + wdst[j], wsrc[j] + (size_t)(I) * WB);          \
+        _Pragma("unroll") for (int j = 0; j < 2; j++) cp16(st_ + xdst[j], xsrc[j] + (size_t)(I) * 4096);         \
+        const uint32_t *sb_ = sbsrc + ((size_t)(I) << lgc);                                                      \
+        if (lgc == 2) cp16(st_ + sbdst, sb_);                                                                    \
+        else if (lgc == 1) cp8(st_ + sbdst, sb_);                                                                \
+        else cp4(st_ + sbdst, sb_);                                                                              \
+    } while (0)
+#pragma unroll
+    for (int s = 0; s < QMW_STAGES - 1; s++) {
+        if (s < nch) QMW_STAGE_LOAD(s, s);
+        cp_commit();
+    }
+    const int rbase = 128 * wg + 16 * wl + g; /* the lane's first row in the block */
+    const int wofs = rbase * WB + q * (WB / 4);
+    const int sofs = SB + rbase * 16 + (((32 * q) >> gshift) << 2);
+    const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(qsm);
+    for (int i = 0, s = 0; i < nch; i++, s = s + 1 == QMW_STAGES ? 0 : s + 1) {
+        asm volatile("cp.async.wait_group %0;" ::"n"(QMW_STAGES - 2) : "memory");
+        __syncthreads();
+        if (i + QMW_STAGES - 1 < nch) QMW_STAGE_LOAD(i + QMW_STAGES - 1, s == 0 ? QMW_STAGES - 1 : s - 1);
+        cp_commit();
+        const unsigned char *st = qsm + s * QMW_STAGE;
+        uint32_t wv[2][2][4], s2[2][2], b2[2][2];
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int u = 0; u < 2; u++) {
+                const int dr = 64 * m + 8 * u;
+                const uint4 a = *(const uint4 *)(st + wofs + dr * WB);
+                wv[m][u][0] = a.x, wv[m][u][1] = a.y, wv[m][u][2] = a.z, wv[m][u][3] = a.w;
+                const uint32_t v = *(const uint32_t *)(st + sofs + dr * 16);
+                s2[m][u] = __byte_perm(v, 0, 0x1010);
+                b2[m][u] = __byte_perm(v, 0, 0x3232);
+            }
+        /* descriptor of step 0's B: start >> 4, LBO 128 >> 4, SBO 2048 >> 4 */
+        const uint64_t desc0 = (uint64_t)(((sbase + (uint32_t)(s * QMW_STAGE + QMW_XB)) & 0x3ffff) >> 4) |
+                               ((uint64_t)(128 >> 4) << 16) | ((uint64_t)(2048 >> 4) << 32);
+        uint32_t A[2][2][4]; /* [buffer][m] */
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+            const int c = k >> 1, h = k & 1, bf = k & 1;
+#pragma unroll
+            for (int m = 0; m < 2; m++)
+#pragma unroll
+                for (int u = 0; u < 2; u++) {
+                    A[bf][m][u] = q4_pair(wv[m][u][c], 2 * h, s2[m][u], b2[m][u]);
+                    A[bf][m][2 + u] = q4_pair(wv[m][u][c], 2 * h + 1, s2[m][u], b2[m][u]);
+                }
+            wg_fence();
+            wg_mma(acc[0], A[bf][0], desc0 + (uint64_t)((k * 256) >> 4));
+            wg_mma(acc[1], A[bf][1], desc0 + (uint64_t)((k * 256) >> 4));
+            wg_commit();
+            wg_wait<1>(); /* the step before is done: its A buffer is free */
+        }
+        wg_wait<0>(); /* the stage may be refilled after the next barrier */
+    }
+#undef QMW_STAGE_LOAD
+    const int S = (int)gridDim.z;
+    if (S > 1 && !part) {
+        /* the slices of a tile are one cluster: each puts its sums in its
+         * shared memory, then block z adds up its share of the tile's
+         * outputs over the cluster's blocks in rank order (the same order
+         * every run) and writes them; no partial sums in global memory */
+        float *red = (float *)qsm; /* [QMM_TOK][QMM_ROWS] */
+        __syncthreads();           /* every warp is done with the stages */
+#pragma unroll
+        for (int m = 0; m < 2; m++)
+#pragma unroll
+            for (int i = 0; i < 16; i++)
+                red[(8 * (i >> 2) + 2 * q + (i & 1)) * QMM_ROWS + rbase + 64 * m + ((i >> 1) & 1) * 8] = acc[m][i];
+        cluster_sync_all();
+        const int n4 = QMM_TOK * QMM_ROWS / 4, per = (n4 + S - 1) / S, z = (int)blockIdx.z;
+        const uint32_t local = (uint32_t)__cvta_generic_to_shared(red);
+        for (int e = z * per + tid; e < (z + 1) * per && e < n4; e += QMM_THREADS) {
+            float4 p[8]; /* S <= 8: every rank's loads in flight at once */
+#pragma unroll
+            for (int r = 0; r < 8; r++)
+                if (r < S) p[r] = ld_cluster_f32x4(local + 16u * (uint32_t)e, r);
+            float4 v = p[0];
+#pragma unroll
+            for (int r = 1; r < 8; r++)
+                if (r < S) v.x += p[r].x, v.y += p[r].y, v.z += p[r].z, v.w += p[r].w;
+            const int t = t0 + 4 * e / QMM_ROWS;
+            const int64_t row = rb0 + 4 * e % QMM_ROWS;
+            const float o[4] = {v.x, v.y, v.z, v.w};
+            if (t < T)
+#pragma unroll
+                for (int k = 0; k < 4; k++)
+                    if (row + k < R)
+                        y[(size_t)t * (size_t)R + (size_t)(row + k)] =
+                            o[k] + (bias.data ? ld(bias.data, bias.dtype, (size_t)(row + k)) : 0.0f);
+        }
+        cluster_sync_all(); /* no block leaves while the others read its sums */
+        return;
+    }
+    const int split = S > 1;
+    float *out = split ? part + (size_t)blockIdx.z * (size_t)T * (size_t)R : y;
+#pragma unroll
+    for (int m = 0; m < 2; m++)
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            const int t = t0 + 8 * (i >> 2) + 2 * q + (i & 1);
+            const int64_t r = rb0 + rbase + 64 * m + ((i >> 1) & 1) * 8;
+            if (t < T && r < R)
+                out[(size_t)t * (size_t)R + (size_t)r] =
+                    acc[m][i] + (!split && bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+        }
+}
+
 /* x [T, K] float32 (act(x) * up where up is not NULL) -> bf16 [Tp, K]
- * (rows T .. Tp zero), 8 values a thread, for 4 bits in the order
- * 0 4 1 5 2 6 3 7 */
+ * (rows T .. Tp zero), 8 values a thread; perm4 1 (k_qmm4): each 8 values
+ * in the order 0 4 1 5 2 6 3 7; 2 (k_qmm4w): in that kernel's order and
+ * place, 8 KB a chunk of 128 values of 32 rows */
 __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu, int T, int Tp, int64_t K, int perm4)
 {
     PDL_ENTRY();
@@ -1454,7 +1746,18 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i * 8 / (size_t)K;
         float v[8];
-        if (t < (size_t)T) {
+        size_t i8 = i; /* where the 8 values go */
+        if (perm4 == 2) { /* k_qmm4w's order: see there */
+            const size_t c0 = i * 8 / 128 * 128 % (size_t)K, p = i % (size_t)(K / 8), P = p % 16;
+            const int h = (int)(P >> 1) & 1, c = (int)(P >> 2), hi = (int)P & 1;
+            const float *xr = x + t * (size_t)K, *ur = up ? up + t * (size_t)K : NULL;
+            for (int e = 0; e < 8; e++) {
+                const size_t src = c0 + 32 * (e >> 1) + 8 * c + 2 * h + hi + 4 * (e & 1);
+                v[e] = t < (size_t)T ? (ur ? glu1(xr[src], ur[src], gelu) : xr[src]) : 0.0f;
+            }
+            const size_t tb = t / QMM_TOK, tt = t % QMM_TOK;
+            i8 = (tb * (size_t)(K / 128) + p / 16) * 512 + (tt / 8) * 128 + P * 8 + tt % 8;
+        } else if (t < (size_t)T) {
             float4 a = ((const float4 *)x)[2 * i], b = ((const float4 *)x)[2 * i + 1];
             if (up) {
                 const float4 ua = ((const float4 *)up)[2 * i], ub = ((const float4 *)up)[2 * i + 1];
@@ -1468,11 +1771,11 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu
             for (int e = 0; e < 8; e++) v[e] = 0.0f;
         }
         uint4 o;
-        if (perm4)
+        if (perm4 == 1)
             o = make_uint4(bf2_pack(v[0], v[4]), bf2_pack(v[1], v[5]), bf2_pack(v[2], v[6]), bf2_pack(v[3], v[7]));
         else
             o = make_uint4(bf2_pack(v[0], v[1]), bf2_pack(v[2], v[3]), bf2_pack(v[4], v[5]), bf2_pack(v[6], v[7]));
-        ((uint4 *)dst)[i] = o;
+        ((uint4 *)dst)[i8] = o;
     }
 }
 
@@ -1527,13 +1830,28 @@ extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
            (w->group_size == 32 || w->group_size == 64 || w->group_size == 128) && w->cols % 128 == 0 && w->sb_pairs;
 }
 
+/* Whether a launch takes k_qmm4w (4 bits, bf16 scale-bias pairs, sm_90a
+ * code), whose split K adds up in a cluster (no partial sums) */
+static int qmm_wgmma(const bk_weight *w) { return g_wgmma == 1 && w->bits == 4 && w->sdtype == DT_BF16; }
+
+/* Whether k_qmm4w's S slices of kslice values add up in a cluster (S <= 8,
+ * the portable cluster size): measured at 32 rows on the H100 (bench_gpu_ops),
+ * short slices gain (6144 x 4096, 8 slices of 512: 19.6 us against 20.1 with
+ * partial sums) and long ones lose (4096 x 14336, 8 slices of 1,792: 39 us
+ * against 29), so slices of up to 1,024 values only */
+static int qmm_cluster(const bk_weight *w, int S, int kslice)
+{
+    return qmm_wgmma(w) && S > 1 && S <= 8 && kslice <= 1024;
+}
+
 extern "C" size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T)
 {
     const size_t Tp = (size_t)(T + QMM_TOK - 1) / QMM_TOK * QMM_TOK;
     int kslice;
     const int S = qmm_split(ws[0]->cols, qmm_tiles(ws, n) * (int64_t)(Tp / QMM_TOK), &kslice);
     size_t part = 0;
-    for (int i = 0; S > 1 && i < n; i++) part += ((size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 + 255) / 256 * 256;
+    for (int i = 0; S > 1 && !qmm_cluster(ws[0], S, kslice) && i < n; i++)
+        part += ((size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 + 255) / 256 * 256;
     return (Tp * (size_t)ws[0]->cols * 2 + 255) / 256 * 256 + part;
 }
 
@@ -1563,25 +1881,39 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
         set.first[i] = first;
         first += (int)((ws[i]->rows + QMM_ROWS - 1) / QMM_ROWS);
         set.out0[i + 1] = set.out0[i] + (size_t)T * (size_t)ws[i]->rows;
-        if (S > 1) {
+        if (S > 1 && !qmm_cluster(w, S, kslice)) {
             set.part[i] = (float *)pp;
             pp += ((size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 + 255) / 256 * 256;
         }
     }
     set.first[n] = first;
-    PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
-               w->bits == 4);
     typedef void (*qmm_fn)(qmm_set, const uint16_t *, int, int);
-    static const qmm_fn fns[3] = {k_qmm4, k_qmm4f, k_qmm8};
-    static int attr_set[3];
-    const int f = w->bits == 8 ? 2 : w->sdtype == DT_BF16 ? 0 : 1;
-    const size_t smem = (size_t)QMM_STAGES * qmm_stage_bytes(w->bits);
+    static const qmm_fn fns[4] = {k_qmm4, k_qmm4f, k_qmm8, k_qmm4w};
+    static int attr_set[4];
+    const int f = w->bits == 8 ? 2 : w->sdtype != DT_BF16 ? 1 : qmm_wgmma(w) ? 3 : 0;
+    PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
+               f == 3 ? 2 : w->bits == 4);
+    const size_t smem = f == 3 ? (size_t)QMW_STAGES * QMW_STAGE : (size_t)QMM_STAGES * qmm_stage_bytes(w->bits);
     if (!attr_set[f]) {
-        cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+        cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
         if (e) return (int)e;
         attr_set[f] = 1;
     }
     dim3 grid((unsigned)(Tp / QMM_TOK), (unsigned)tiles, (unsigned)S);
+    if (f == 3 && qmm_cluster(w, S, kslice)) { /* the slices of a tile in one cluster */
+        cudaLaunchConfig_t cfg = launch_cfg(grid, QMM_THREADS, smem, st);
+        cudaLaunchAttribute at[2];
+        at[0] = pdl_attr[0];
+        at[1].id = cudaLaunchAttributeClusterDimension;
+        at[1].val.clusterDim.x = 1;
+        at[1].val.clusterDim.y = 1;
+        at[1].val.clusterDim.z = (unsigned)S;
+        cfg.attrs = cfg.numAttrs ? at : at + 1;
+        cfg.numAttrs += 1;
+        cudaError_t e = cudaLaunchKernelEx(&cfg, k_qmm4w, set, (const uint16_t *)xb, T, kslice);
+        return e ? (int)e : (int)cudaGetLastError();
+    }
     PDL_LAUNCH(fns[f], grid, QMM_THREADS, smem, st, set, (const uint16_t *)xb, T, kslice);
     if (S > 1) PDL_LAUNCH(k_qmm_sum, blocks_for(set.out0[n], 256), 256, 0, st, set, S, T);
     return (int)cudaGetLastError();

@@ -25,6 +25,9 @@ enum { CUK_MATVEC_MAX_T = 8 };
 #define CUK_QMM_MAX_T 64
 #endif
 
+/* Once, before any launch (synchronous; not inside a stream capture):
+ * what the device's code can do (wgmma where it is sm_90a). */
+int cuk_init(void);
 int cuk_embed(void *stream, float *out, const int32_t *ids, int T, const bk_weight *emb, float scale);
 /* y[T, w.rows] = x[T, w.cols] . w^T (+ bias), T <= CUK_MATVEC_MAX_T: each
  * weight read once, every dtype (MLX-quantized of any bits too). */
