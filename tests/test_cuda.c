@@ -815,7 +815,7 @@ static void rope_attention_kv_matches_cpu(void **state)
             dqs[i] = put(&p, i, q_start, sizeof q_start);
             dl[i] = put(&p, i, kv_len, sizeof kv_len);
             ds[i] = put(&p, i, slot, sizeof slot);
-            dp[i] = put(&p, i, pos, sizeof pos);
+            dp[i] = put(&p, i, pos, (size_t)N * sizeof pos[0]);
             df[i] = put(&p, i, freq, sizeof freq);
             dout[i] = poisoned(&p, i, nq);
         }
@@ -932,10 +932,17 @@ static void fused_ops_match_cpu(void **state)
         free(x);
         free(a);
     }
-    /* qk_rope_store, with and without the per-head norms: two sequences */
-    for (int norm = 0; norm < 2; norm++) {
-        const int H = 4, KVH = 2, d = 64, cap = 16, B = 2, N = 3;
-        int32_t q_start[3] = {0, 2, 3}, kv_len[2] = {5, 9}, slot[2] = {0, 1}, pos[3] = {3, 4, 8};
+    /* qk_rope_store, with and without the per-head norms: two sequences,
+     * of a few rows (a block a row and head) and of 300 (a block a row) */
+    for (int c = 0; c < 4; c++) {
+        const int norm = c % 2, big = c / 2;
+        const int H = 4, KVH = 2, d = 64, cap = big ? 256 : 16, B = 2, N = big ? 300 : 3;
+        int32_t q_start[3] = {0, big ? 150 : 2, N}, kv_len[2] = {big ? 150 : 5, big ? 160 : 9}, slot[2] = {0, 1};
+        int32_t pos[300];
+        for (int r = 0; r < N; r++) {
+            const int b = r >= q_start[1];
+            pos[r] = kv_len[b] - (q_start[b + 1] - q_start[b]) + (r - q_start[b]);
+        }
         size_t nq = (size_t)N * H * d, nk = (size_t)N * KVH * d, nc = (size_t)B * cap * KVH * d;
         float *q = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *c0 = malloc(nc * 4), freq[32];
         assert_true(q && k && v && c0);
