@@ -1234,6 +1234,24 @@ __device__ __forceinline__ void cp_wait_stages(void)
     asm volatile("cp.async.wait_group %0;" ::"n"(QMM_STAGES - 2) : "memory");
 }
 
+/* Chunk I of a block's K slice into the stage at st: the thread's NW
+ * 16-byte pieces of W (chunk i at wsrc[j] + i * wstep), its NX of x (at
+ * xsrc[j] + i * xstep) and one row's scale-bias pairs (2^lgc groups a
+ * chunk), with cp.async.  (k_qmm4 and k_qmm4w.) */
+__device__ __forceinline__ void qmm_stage_load(unsigned char *st, int I, const int NW, const uint8_t *const *wsrc,
+                                               const int *wdst, size_t wstep, const int NX, const uint16_t *const *xsrc,
+                                               const int *xdst, size_t xstep, const uint32_t *sbsrc, int sbdst, int lgc)
+{
+#pragma unroll
+    for (int j = 0; j < NW; j++) cp16(st + wdst[j], wsrc[j] + (size_t)I * wstep);
+#pragma unroll
+    for (int j = 0; j < NX; j++) cp16(st + xdst[j], xsrc[j] + (size_t)I * xstep);
+    const uint32_t *sb = sbsrc + ((size_t)I << lgc);
+    if (lgc == 2) cp16(st + sbdst, sb);
+    else if (lgc == 1) cp8(st + sbdst, sb);
+    else cp4(st + sbdst, sb);
+}
+
 /* Bytes of one stage: W (QMM_ROWS rows of 128 values), their scale-bias
  * pairs (16 bytes a row: at most 4 groups a chunk), x (QMM_TOK rows of
  * QMM_XROW bytes). */
@@ -1318,16 +1336,8 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
     PDL_ENTRY();
     /* chunk I of the slice into stage S */
 #define QMM_STAGE(I, S)                                                                                          \
-    do {                                                                                                         \
-        unsigned char *st_ = qsm + (S) * STAGE;                                                                  \
-        _Pragma("unroll") for (int j = 0; j < NW; j++) cp16(st_ + wdst[j], wsrc[j] + (size_t)(I) * WB);          \
-        _Pragma("unroll") for (int j = 0; j < QMM_TOK * 16 / QMM_THREADS; j++)                                   \
-            cp16(st_ + xdst[j], xsrc[j] + (size_t)(I) * 128);                                                    \
-        const uint32_t *sb_ = sbsrc + ((size_t)(I) << lgc);                                                      \
-        if (lgc == 2) cp16(st_ + sbdst, sb_);                                                                    \
-        else if (lgc == 1) cp8(st_ + sbdst, sb_);                                                                \
-        else cp4(st_ + sbdst, sb_);                                                                              \
-    } while (0)
+    qmm_stage_load(qsm + (S) * STAGE, (I), NW, wsrc, wdst, WB, QMM_TOK * 16 / QMM_THREADS, xsrc, xdst, 128, sbsrc,   \
+                   sbdst, lgc)
 #pragma unroll
     for (int s = 0; s < QMM_STAGES - 1; s++) {
         if (s < nch) QMM_STAGE(s, s);
@@ -1493,10 +1503,14 @@ __device__ __forceinline__ void wg_commit(void)
 #endif
 }
 
-template <int N> __device__ __forceinline__ void wg_wait(void)
+/* at most n (0 or 1) committed groups still running */
+__device__ __forceinline__ void wg_wait(const int n)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+    if (n) asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory");
+    else asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory");
+#else
+    (void)n;
 #endif
 }
 
@@ -1624,15 +1638,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
 
     PDL_ENTRY();
 #define QMW_STAGE_LOAD(I, S)                                                                                     \
-    do {                                                                                                         \
-        unsigned char *st_ = qsm + (S) * QMW_STAGE;                                                              \
-        _Pragma("unroll") for (int j = 0; j < NW; j++) cp16(st_ + wdst[j], wsrc[j] + (size_t)(I) * WB);          \
-        _Pragma("unroll") for (int j = 0; j < 2; j++) cp16(st_ + xdst[j], xsrc[j] + (size_t)(I) * 4096);         \
-        const uint32_t *sb_ = sbsrc + ((size_t)(I) << lgc);                                                      \
-        if (lgc == 2) cp16(st_ + sbdst, sb_);                                                                    \
-        else if (lgc == 1) cp8(st_ + sbdst, sb_);                                                                \
-        else cp4(st_ + sbdst, sb_);                                                                              \
-    } while (0)
+    qmm_stage_load(qsm + (S) * QMW_STAGE, (I), NW, wsrc, wdst, WB, 2, xsrc, xdst, 4096, sbsrc, sbdst, lgc)
 #pragma unroll
     for (int s = 0; s < QMW_STAGES - 1; s++) {
         if (s < nch) QMW_STAGE_LOAD(s, s);
@@ -1678,9 +1684,9 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
             wg_mma(acc[0], A[bf][0], desc0 + (uint64_t)((k * 256) >> 4));
             wg_mma(acc[1], A[bf][1], desc0 + (uint64_t)((k * 256) >> 4));
             wg_commit();
-            wg_wait<1>(); /* the step before is done: its A buffer is free */
+            wg_wait(1); /* the step before is done: its A buffer is free */
         }
-        wg_wait<0>(); /* the stage may be refilled after the next barrier */
+        wg_wait(0); /* the stage may be refilled after the next barrier */
     }
 #undef QMW_STAGE_LOAD
     const int S = (int)gridDim.z;
