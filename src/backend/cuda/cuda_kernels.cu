@@ -1275,6 +1275,16 @@ typedef struct qmm_set {
     int n;
 } qmm_set;
 
+/* Which of the launch's weights the block's rows belong to */
+__device__ __forceinline__ int qmm_weight(const qmm_set &set)
+{
+    int wi = 0;
+#pragma unroll
+    for (int k = 1; k < MV_N; k++)
+        if (k < set.n && (int)blockIdx.y >= set.first[k]) wi = k;
+    return wi;
+}
+
 /* SBF: 1 = bf16 scale-bias pairs (applied in bf16x2), 0 = f16 pairs
  * (applied in float32; 8 bits: either, in float32).  With split K
  * (gridDim.z > 1) each block writes its slice's sums, which k_qmm_sum
@@ -1285,10 +1295,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
                                          int T, int kslice)
 {
     extern __shared__ __align__(16) unsigned char qsm[];
-    int wi = 0;
-#pragma unroll
-    for (int k = 1; k < MV_N; k++)
-        if (k < set.n && (int)blockIdx.y >= set.first[k]) wi = k;
+    const int wi = qmm_weight(set);
     const bk_weight w = MV_SEL(set.w, wi), bias = MV_SEL(set.b, wi);
     float *y = MV_SEL(set.y, wi), *part = MV_SEL(set.part, wi);
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane >> 2, q = lane & 3;
@@ -1588,10 +1595,7 @@ extern "C" int cuk_init(void)
 __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uint16_t *xb, int T, int kslice)
 {
     extern __shared__ __align__(16) unsigned char qsm[];
-    int wi = 0;
-#pragma unroll
-    for (int k = 1; k < MV_N; k++)
-        if (k < set.n && (int)blockIdx.y >= set.first[k]) wi = k;
+    const int wi = qmm_weight(set);
     const bk_weight w = MV_SEL(set.w, wi), bias = MV_SEL(set.b, wi);
     float *y = MV_SEL(set.y, wi), *part = MV_SEL(set.part, wi);
     const int tid = threadIdx.x, warp = tid / WARP, lane = tid % WARP, g = lane >> 2, q = lane & 3;
