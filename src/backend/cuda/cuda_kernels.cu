@@ -691,6 +691,22 @@ __device__ __forceinline__ void mvq_stage(const int BITS, uint4 *xq, float2 *xss
     }
 }
 
+/* A one-row product block's work, for mvq_body and mvh_body: lpr lanes
+ * a row (lane sl of the warp's row sub, rpw rows a warp, nw warps), the
+ * block's rows row0 .. end - 1; asynchronous: the warp's work is its rows
+ * (every nw * rpw-th from its first) in rounds of lpr * MV_UNROLL chunks
+ * (steps_row rounds a row, total in all); each lane copies its chunks of
+ * round i + 1 into shared memory while it computes round i, so that two
+ * rounds of reads are in flight without registers. */
+#define MV_ROUNDS(ROW0, RPB, ROWS, NCR, LPR)                                                                     \
+    const int lane = threadIdx.x % WARP, sub = lane / (LPR), sl = lane % (LPR), rpw = WARP / (LPR);            \
+    const int64_t end = (ROW0) + (RPB) < (ROWS) ? (ROW0) + (RPB) : (ROWS);                                     \
+    const int nw = blockDim.x / WARP;                                                                            \
+    const int64_t first = (ROW0) + (threadIdx.x / WARP) * rpw;                                                   \
+    const int steps_row = ((NCR) + (LPR) * MV_UNROLL - 1) / ((LPR) * MV_UNROLL);                                 \
+    const int total =                                                                                            \
+        first < end ? (int)((end - first + (int64_t)nw * rpw - 1) / ((int64_t)nw * rpw)) * steps_row : 0
+
 __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const float *x, int lpr, int rpb,
                                          int gshift, const float *up, int gelu)
 {
@@ -702,21 +718,10 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
     float *y = MV_SEL(s.y, wi);
     const int64_t K = w.cols;
     const int ncr = (int)(K / VPC), ng = (int)(K / w.group_size);
-    const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
-    const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
-    const int nw = blockDim.x / WARP; /* warps of the block */
     /* (W is not asked of the L2 cache before the wait: 64 KB a block that
      * way cost llama3.1-8b 4-bit decode 4%, 16 and 32 KB 1-2%, 128 KB 8%:
      * H100, session 12) */
-    /* asynchronous: the warp's work is its rows (every nw * rpw-th
-     * from its first) in rounds of lpr * MV_UNROLL chunks; each lane copies
-     * its chunks of round i + 1 into shared memory while it computes round
-     * i, so that two rounds of reads are in flight without registers */
-    const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
-    const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
-    const int total = first < end
-                          ? (int)((end - first + (int64_t)nw * rpw - 1) / ((int64_t)nw * rpw)) * steps_row
-                          : 0;
+    MV_ROUNDS(row0, rpb, w.rows, ncr, lpr);
     uint4 *wbuf = (uint4 *)((uint8_t *)xq + mvq_xbytes(K)) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
     uint32_t *sbuf = (uint32_t *)((uint8_t *)xq + mvq_xbytes(K) + (size_t)nw * 2 * MV_UNROLL * WARP * 16) +
                      (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
@@ -804,14 +809,7 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
     float *y = MV_SEL(s.y, wi);
     const int64_t K = w.cols;
     const int ncr = (int)(K / 8);
-    const int lane = threadIdx.x % WARP, sub = lane / lpr, sl = lane % lpr, rpw = WARP / lpr;
-    const int64_t end = row0 + rpb < w.rows ? row0 + rpb : w.rows;
-    const int nw = blockDim.x / WARP; /* warps of the block */
-    const int64_t first = row0 + (threadIdx.x / WARP) * rpw;
-    const int steps_row = (ncr + lpr * MV_UNROLL - 1) / (lpr * MV_UNROLL);
-    const int total = first < end
-                          ? (int)((end - first + (int64_t)nw * rpw - 1) / ((int64_t)nw * rpw)) * steps_row
-                          : 0;
+    MV_ROUNDS(row0, rpb, w.rows, ncr, lpr);
     uint4 *wbuf = (uint4 *)(xs + K / 4) + (size_t)(threadIdx.x / WARP) * 2 * MV_UNROLL * WARP;
     int iss_r = 0, iss_s = 0;
 #define MVH_ISSUE(IT)                                                                                            \
