@@ -1171,7 +1171,7 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
  * x in its own order. */
 #define QMM_ROWS 256
 #define QMM_TOK 32
-#define QMM_STAGES 3
+#define QMM_STAGES 3 /* (k_qmm4w with 4: slower, session 13) */
 #define QMM_THREADS (8 * WARP)
 /* Bytes of a row of x in a stage, and where its 16-byte piece o lies:
  * padded and swizzled so that the 8 lanes of a 16-byte load phase (rows
@@ -1230,6 +1230,22 @@ __device__ __forceinline__ uint32_t q8_pair(uint32_t word, int lo, float s, floa
 __device__ __forceinline__ void cp_wait_stages(void)
 {
     asm volatile("cp.async.wait_group %0;" ::"n"(QMM_STAGES - 2) : "memory");
+}
+
+/* The thread's NW 16-byte pieces of W in a chunk of the block's rows
+ * (rows rb0 .. rb0 + QMM_ROWS - 1, past the last one read as the last;
+ * WB bytes a row a chunk, rbytes a row, the slice from byte kbytes of a
+ * row): the slice's first chunk's sources and their places in a stage.  (k_qmm4 and k_qmm4w.) */
+__device__ __forceinline__ void qmm_w_pieces(const uint8_t **wsrc, int *wdst, const int NW, const bk_weight &w,
+                                             int64_t rb0, size_t rbytes, size_t kbytes, const int WB, int tid)
+{
+#pragma unroll
+    for (int j = 0; j < NW; j++) {
+        const int e = tid + j * QMM_THREADS, r = e / (WB / 16), o = e % (WB / 16);
+        const int64_t rr = rb0 + r < w.rows ? rb0 + r : w.rows - 1;
+        wsrc[j] = (const uint8_t *)w.data + (size_t)rr * rbytes + kbytes + o * 16;
+        wdst[j] = r * WB + o * 16;
+    }
 }
 
 /* Chunk I of a block's K slice into the stage at st: the thread's NW
@@ -1304,7 +1320,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
     const int nch = (int)(((kb + kslice < K ? kb + kslice : K) - kb) / 128);
     const int WB = 16 * BITS; /* bytes of W a row a chunk */
     const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7, lgc = 7 - gshift; /* 2^lgc groups a chunk */
-    const size_t rbytes = (size_t)K * BITS / 8, ng = (size_t)(K / w.group_size);
+    const size_t ng = (size_t)(K / w.group_size);
     const int SB = QMM_ROWS * WB, XB = SB + QMM_ROWS * 16, STAGE = qmm_stage_bytes(BITS);
 
     /* What this thread copies of each chunk (sources of the slice's first
@@ -1313,13 +1329,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
     const int NW = QMM_ROWS * WB / 16 / QMM_THREADS;
     const uint8_t *wsrc[8]; /* NW <= 8 */
     int wdst[8];
-#pragma unroll
-    for (int j = 0; j < NW; j++) {
-        const int e = tid + j * QMM_THREADS, r = e / (WB / 16), o = e % (WB / 16);
-        const int64_t rr = rb0 + r < R ? rb0 + r : R - 1;
-        wsrc[j] = (const uint8_t *)w.data + (size_t)rr * rbytes + (size_t)kb * BITS / 8 + o * 16;
-        wdst[j] = r * WB + o * 16;
-    }
+    qmm_w_pieces(wsrc, wdst, NW, w, rb0, (size_t)K * BITS / 8, (size_t)kb * BITS / 8, WB, tid);
     const uint16_t *xsrc[QMM_TOK * 16 / QMM_THREADS];
     int xdst[QMM_TOK * 16 / QMM_THREADS];
 #pragma unroll
@@ -1492,7 +1502,6 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm8(qmm_set set, const uint
  * multiprocessor), batch generation +3% from the clusters. */
 #define QMW_XB (QMM_ROWS * 64 + QMM_ROWS * 16)       /* x's place in a stage */
 #define QMW_STAGE (QMW_XB + QMM_TOK * 256)           /* bytes of a stage */
-#define QMW_STAGES 3 /* (4 measured slower) */
 
 __device__ __forceinline__ void wg_fence(void)
 {
@@ -1605,19 +1614,13 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
     const int nch = (int)(((kb + kslice < K ? kb + kslice : K) - kb) / 128);
     const int WB = 64; /* bytes of W a row a chunk */
     const int gshift = w.group_size == 32 ? 5 : w.group_size == 64 ? 6 : 7, lgc = 7 - gshift;
-    const size_t rbytes = (size_t)K / 2, ng = (size_t)(K / w.group_size);
+    const size_t ng = (size_t)(K / w.group_size);
     const int SB = QMM_ROWS * WB;
 
     const int NW = QMM_ROWS * WB / 16 / QMM_THREADS; /* 4 */
     const uint8_t *wsrc[NW];
     int wdst[NW];
-#pragma unroll
-    for (int j = 0; j < NW; j++) {
-        const int e = tid + j * QMM_THREADS, r = e / (WB / 16), o = e % (WB / 16);
-        const int64_t rr = rb0 + r < R ? rb0 + r : R - 1;
-        wsrc[j] = (const uint8_t *)w.data + (size_t)rr * rbytes + (size_t)kb / 2 + o * 16;
-        wdst[j] = r * WB + o * 16;
-    }
+    qmm_w_pieces(wsrc, wdst, NW, w, rb0, (size_t)K / 2, (size_t)kb / 2, WB, tid);
     /* x of the block's rows, chunk by chunk, lies as the stage wants it
      * (k_qmm_x, mode 2): 8 KB a chunk, copied straight */
     const uint16_t *xsrc[2];
@@ -1642,7 +1645,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
 #define QMW_STAGE_LOAD(I, S)                                                                                     \
     qmm_stage_load(qsm + (S) * QMW_STAGE, (I), NW, wsrc, wdst, WB, 2, xsrc, xdst, 4096, sbsrc, sbdst, lgc)
 #pragma unroll
-    for (int s = 0; s < QMW_STAGES - 1; s++) {
+    for (int s = 0; s < QMM_STAGES - 1; s++) {
         if (s < nch) QMW_STAGE_LOAD(s, s);
         cp_commit();
     }
@@ -1650,10 +1653,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
     const int wofs = rbase * WB + q * (WB / 4);
     const int sofs = SB + rbase * 16 + (((32 * q) >> gshift) << 2);
     const uint32_t sbase = (uint32_t)__cvta_generic_to_shared(qsm);
-    for (int i = 0, s = 0; i < nch; i++, s = s + 1 == QMW_STAGES ? 0 : s + 1) {
-        asm volatile("cp.async.wait_group %0;" ::"n"(QMW_STAGES - 2) : "memory");
+    for (int i = 0, s = 0; i < nch; i++, s = s + 1 == QMM_STAGES ? 0 : s + 1) {
+        cp_wait_stages();
         __syncthreads();
-        if (i + QMW_STAGES - 1 < nch) QMW_STAGE_LOAD(i + QMW_STAGES - 1, s == 0 ? QMW_STAGES - 1 : s - 1);
+        if (i + QMM_STAGES - 1 < nch) QMW_STAGE_LOAD(i + QMM_STAGES - 1, s == 0 ? QMM_STAGES - 1 : s - 1);
         cp_commit();
         const unsigned char *st = qsm + s * QMW_STAGE;
         uint32_t wv[2][2][4], s2[2][2], b2[2][2];
@@ -1674,17 +1677,17 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
         uint32_t A[2][2][4]; /* [buffer][m] */
 #pragma unroll
         for (int k = 0; k < 8; k++) {
-            const int c = k >> 1, h = k & 1, bf = k & 1;
+            const int c = k >> 1, h = k & 1; /* h: also the A buffer */
 #pragma unroll
             for (int m = 0; m < 2; m++)
 #pragma unroll
                 for (int u = 0; u < 2; u++) {
-                    A[bf][m][u] = q4_pair(wv[m][u][c], 2 * h, s2[m][u], b2[m][u]);
-                    A[bf][m][2 + u] = q4_pair(wv[m][u][c], 2 * h + 1, s2[m][u], b2[m][u]);
+                    A[h][m][u] = q4_pair(wv[m][u][c], 2 * h, s2[m][u], b2[m][u]);
+                    A[h][m][2 + u] = q4_pair(wv[m][u][c], 2 * h + 1, s2[m][u], b2[m][u]);
                 }
             wg_fence();
-            wg_mma(acc[0], A[bf][0], desc0 + (uint64_t)((k * 256) >> 4));
-            wg_mma(acc[1], A[bf][1], desc0 + (uint64_t)((k * 256) >> 4));
+            wg_mma(acc[0], A[h][0], desc0 + (uint64_t)((k * 256) >> 4));
+            wg_mma(acc[1], A[h][1], desc0 + (uint64_t)((k * 256) >> 4));
             wg_commit();
             wg_wait(1); /* the step before is done: its A buffer is free */
         }
@@ -1901,7 +1904,7 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     const int f = w->bits == 8 ? 2 : w->sdtype != DT_BF16 ? 1 : qmm_wgmma(w) ? 3 : 0;
     PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
                f == 3 ? 2 : w->bits == 4);
-    const size_t smem = f == 3 ? (size_t)QMW_STAGES * QMW_STAGE : (size_t)QMM_STAGES * qmm_stage_bytes(w->bits);
+    const size_t smem = (size_t)QMM_STAGES * (f == 3 ? QMW_STAGE : qmm_stage_bytes(w->bits));
     if (!attr_set[f]) {
         cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize,
                                              (int)smem);
