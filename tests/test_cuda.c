@@ -755,6 +755,142 @@ static void kv_attention_prefill(void **state)
     kv_attention_prefill_case(33, 20, 64, 0, 3.0f, 1);
 }
 
+/* attention_kv with p->fast (the cuda backend's flash kernel on the TF32
+ * tensor cores) against the cpu backend: ragged prefills (a sequence of
+ * one row among them), kv groups of 1, 4 and 7 heads, head_dim 64, 128 and
+ * 256, windows, a softcap, rings shorter than their sequences; and decode
+ * steps of batches wide enough to fill a GPU (the kernel's split tiles),
+ * some through qk_rope_attention_kv (rotating, with and without the
+ * per-head norms, as they attend). */
+typedef struct flash_case {
+    int d, H, KVH, B, cap, window;
+    float softcap;
+    int rope; /* decode step through qk_rope_attention_kv: 1, 2 with the per-head norms */
+} flash_case;
+
+static void flash_case_run(pair *p, const flash_case *fc, const int *n, const int *len)
+{
+    const backend_ops *cpu = p->be[0], *cu = p->be[1];
+    const int d = fc->d, H = fc->H, KVH = fc->KVH, B = fc->B, cap = fc->cap;
+    int32_t *q_start = malloc((B + 1) * sizeof *q_start), *slot = malloc(B * sizeof *slot), *pos;
+    assert_true(q_start && slot);
+    q_start[0] = 0;
+    int max_n = 0;
+    for (int b = 0; b < B; b++) {
+        q_start[b + 1] = q_start[b] + n[b];
+        slot[b] = (b * 7 + 3) % B; /* slots out of order */
+        if (n[b] > max_n) max_n = n[b];
+    }
+    const int N = q_start[B];
+    pos = malloc(N * sizeof *pos);
+    assert_non_null(pos);
+    for (int b = 0; b < B; b++)
+        for (int r = q_start[b]; r < q_start[b + 1]; r++) pos[r] = len[b] - n[b] + (r - q_start[b]);
+    size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d, nk = (size_t)N * w;
+    float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *q = malloc(nq * 4),
+          freq[128];
+    assert_true(kc && vc && k && v && q);
+    fill(kc, nc, 1.0f);
+    fill(vc, nc, 1.0f);
+    fill(k, nk, 1.0f);
+    fill(v, nk, 1.0f);
+    fill(q, nq, 2.0f);
+    for (int i = 0; i < d / 2; i++) freq[i] = powf(10000.0f, -2.0f * (float)i / (float)d);
+    const int norm = fc->rope == 2;
+    host_weight qn, kn;
+    make_weight(&qn, 1, d, DT_BF16, 0, 0);
+    make_weight(&kn, 1, d, DT_BF16, 0, 0);
+    bk_weight qw[2], kw[2];
+    place(p, &qn, qw);
+    place(p, &kn, kw);
+    void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2], *dp[2], *df[2];
+    int32_t *kv_len = malloc(B * sizeof *kv_len);
+    assert_non_null(kv_len);
+    for (int b = 0; b < B; b++) kv_len[b] = len[b];
+    for (int i = 0; i < 2; i++) {
+        dkc[i] = put(p, i, kc, nc * 4);
+        dvc[i] = put(p, i, vc, nc * 4);
+        dk[i] = put(p, i, k, nk * 4);
+        dv[i] = put(p, i, v, nk * 4);
+        dq[i] = put(p, i, q, nq * 4);
+        dqs[i] = put(p, i, q_start, (B + 1) * sizeof *q_start);
+        dl[i] = put(p, i, kv_len, B * sizeof *kv_len);
+        ds[i] = put(p, i, slot, B * sizeof *slot);
+        dp[i] = put(p, i, pos, N * sizeof *pos);
+        df[i] = put(p, i, freq, sizeof freq);
+        dout[i] = poisoned(p, i, nq);
+        bk_attn_kv a = {.B = B, .N = N, .cap = cap, .q_start = dqs[i], .kv_len = dl[i], .slot = ds[i], .n_heads = H,
+                        .n_kv_heads = KVH, .head_dim = d, .scale = 1.0f / sqrtf((float)d), .softcap = fc->softcap,
+                        .window = fc->window, .max_n = max_n, .fast = 1};
+        int rc;
+        if (fc->rope && i == 1)
+            rc = cu->qk_rope_attention_kv(p->ctx[1], dout[1], dq[1], dk[1], dv[1], dkc[1], dvc[1],
+                                          norm ? &qw[1] : NULL, norm ? &kw[1] : NULL, 1e-6f, 1, dp[1], df[1], 1.0f,
+                                          &a);
+        else
+            rc = (norm && (cpu->rmsnorm(p->ctx[0], dq[0], dq[0], &qw[0], N * H, d, 1e-6f, 1) ||
+                           cpu->rmsnorm(p->ctx[0], dk[0], dk[0], &kw[0], N * KVH, d, 1e-6f, 1))) ||
+                 (fc->rope && (cpu->rope(p->ctx[0], dq[0], dp[0], N, H, d, df[0], 1.0f) ||
+                               cpu->rope(p->ctx[0], dk[0], dp[0], N, KVH, d, df[0], 1.0f))) ||
+                 p->be[i]->kv_store(p->ctx[i], dkc[i], dvc[i], dk[i], dv[i], &a) ||
+                 p->be[i]->attention_kv(p->ctx[i], dout[i], dq[i], dkc[i], dvc[i], &a);
+        if (rc) fail_msg("%s: %s", p->be[i]->name, infer_last_error());
+    }
+    double e = compare(p, dout, nq), ek = compare(p, dkc, nc);
+    /* TF32 products, as kv_attention_prefill's fast cases */
+    if (!(e <= 2e-3) || !(ek <= 1e-6))
+        fail_msg("flash attention (d %d, %d heads over %d, %d sequences, %d rows, cap %d, window %d, softcap %g, "
+                 "rope %d): relative error %.3e (cache %.3e)",
+                 d, H, KVH, B, N, cap, fc->window, (double)fc->softcap, fc->rope, e, ek);
+    void **all[] = {dkc, dvc, dk, dv, dq, dout, dqs, dl, ds, dp, df};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) free2(p, all[i]);
+    unplace(p, qw);
+    unplace(p, kw);
+    free_weight(&qn);
+    free_weight(&kn);
+    free(kc);
+    free(vc);
+    free(k);
+    free(v);
+    free(q);
+    free(q_start);
+    free(slot);
+    free(pos);
+    free(kv_len);
+}
+
+static void flash_attention_matches_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    /* prefills: 3 sequences, 70 new rows after 5 (or 300 after 10: blocks
+     * of 64 rows; else too few of them for an H100, blocks of 16), 1 after
+     * 40 and 33 after nothing (or past a ring of 96 and a window) */
+    static const flash_case pre[] = {
+        {128, 32, 8, 3, 320, 0, 0.0f, 0}, {128, 32, 8, 3, 96, 40, 0.0f, 0}, {64, 14, 2, 3, 320, 0, 0.0f, 0},
+        {256, 4, 1, 3, 128, 24, 30.0f, 0}, {64, 4, 4, 3, 128, 0, 0.0f, 0},  {256, 16, 8, 3, 320, 50, 0.0f, 0},
+    };
+    for (size_t c = 0; c < sizeof pre / sizeof pre[0]; c++) {
+        const int many = pre[c].cap == 320, n[3] = {many ? 300 : 70, 1, 33};
+        const int len[3] = {many ? 310 : 75, 41, pre[c].cap == 96 ? 150 : 33};
+        flash_case_run(&p, &pre[c], n, len);
+    }
+    /* decode steps of 40 sequences over 4 kv heads (160 blocks), lengths
+     * 1 .. 512, or 1 .. 600 through a ring of 512 with a window */
+    static const flash_case dec[] = {
+        {128, 16, 4, 40, 512, 0, 0.0f, 0},   {256, 8, 4, 40, 512, 100, 20.0f, 0}, {64, 28, 4, 40, 512, 0, 0.0f, 1},
+        {128, 32, 8, 40, 512, 0, 0.0f, 2},   {256, 16, 4, 40, 512, 64, 0.0f, 2},   {128, 4, 4, 40, 40, 16, 0.0f, 1},
+    };
+    int n[40], len[40];
+    for (size_t c = 0; c < sizeof dec / sizeof dec[0]; c++) {
+        /* past the ring only with a window (the keys it drops are out of it) */
+        for (int b = 0; b < 40; b++) n[b] = 1, len[b] = 1 + (b * 37) % (dec[c].window ? 600 : dec[c].cap);
+        flash_case_run(&p, &dec[c], n, len);
+    }
+    close_pair(&p);
+}
+
 static void kv_attention_matches_cpu(void **state)
 {
     (void)state;
@@ -1741,6 +1877,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(attention_matches_cpu),
     cmocka_unit_test(kv_attention_matches_cpu),
     cmocka_unit_test(kv_attention_prefill),
+    cmocka_unit_test(flash_attention_matches_cpu),
     cmocka_unit_test(fused_ops_match_cpu),
     cmocka_unit_test(rope_attention_kv_matches_cpu),
     cmocka_unit_test(matmul_n_matches_cpu),

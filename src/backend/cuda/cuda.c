@@ -788,10 +788,11 @@ static int cuda_attention_kv(void *ctx, void *out, const void *q, const void *kc
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->B <= 0 || p->cap <= 0) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: bad batch");
-    if (p->B == 1 && p->N >= 32 && p->host_kv_len >= p->N && p->host_kv_len <= p->cap && p->host_slot >= 0) {
-        /* one sequence's prefill, its keys in cache order (no ring turn):
-         * the GEMMs of attn_gemm (float32, or TF32 with p->fast) over rows
-         * slot * cap .. */
+    if (!cuk_attention_kv_flash(p) && p->B == 1 && p->N >= 32 && p->host_kv_len >= p->N &&
+        p->host_kv_len <= p->cap && p->host_slot >= 0) {
+        /* one sequence's float32 prefill, its keys in cache order (no ring
+         * turn): the GEMMs of attn_gemm over rows slot * cap .. (with
+         * p->fast, the flash kernel instead: no score matrix) */
         bk_attn a = {p->N, p->host_kv_len, p->n_heads, p->n_kv_heads, p->head_dim, p->scale, p->softcap, p->window, 1,
                      p->fast};
         if (attn_gemm_bytes(&a) <= ATTN_GEMM_BYTES) {
@@ -874,7 +875,8 @@ static int cuda_qk_rope_store(void *ctx, void *q, void *k, const void *v, void *
 
 /* One launch where head_dim <= 128; wider heads take the two ops (gemma3-1b,
  * head_dim 256 and 4 heads: 1,013 tok/s with them against 1,000 as one,
- * where llama3.1-8b gained 2%, H100). */
+ * where llama3.1-8b gained 2%, H100); the flash kernel's decode steps
+ * rotate as they attend whatever the head_dim. */
 static int cuda_qk_rope_attention_kv(void *ctx, void *out, void *q, void *k, const void *v, void *kc, void *vc,
                                      const bk_weight *qn, const bk_weight *kn, float eps, int plus_one,
                                      const void *pos, const void *inv_freq, float attn_factor, const bk_attn_kv *p)
@@ -884,7 +886,8 @@ static int cuda_qk_rope_attention_kv(void *ctx, void *out, void *q, void *k, con
     if (rc) return rc;
     if (p->B <= 0 || p->cap <= 0 || p->N != p->B)
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "qk_rope_attention_kv: a step of one row a sequence only");
-    if (p->head_dim > 128) {
+    const int flash = cuk_attention_kv_flash(p);
+    if (flash == 1 || (!flash && p->head_dim > 128)) {
         if ((rc = cuda_qk_rope_store(ctx, q, k, v, kc, vc, qn, kn, eps, plus_one, pos, inv_freq, attn_factor, p)))
             return rc;
         return cuda_attention_kv(ctx, out, q, kc, vc, p);

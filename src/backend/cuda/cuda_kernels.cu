@@ -2503,6 +2503,29 @@ __global__ void k_qk_rope_store_head(float *q, float *k, const float *v, float *
  * those once-a-row lookups: 276 us a layer for 2,048 rows of llama3.1-8b
  * under ncu.) */
 #define QKR_THREADS 256
+#define QKR_E 4 /* pairs a lane holds: heads of up to 256 values in registers */
+
+/* Pair (j, j + half) of a head: normed (a, b as read), rotated by the
+ * row's cos and sin (cs), written back, and for a key into the cache. */
+__device__ __forceinline__ void qkr_pair(float *vec, float *kd, float *vd, const float *vs, int is_k, int j, int half,
+                                         float a, float b, int has_norm, float rs, const bk_weight &g, float one,
+                                         const float *cs_sn)
+{
+    if (has_norm) {
+        a = a * rs * (ld(g.data, g.dtype, (size_t)j) + one);
+        b = b * rs * (ld(g.data, g.dtype, (size_t)(j + half)) + one);
+    }
+    const float cs = cs_sn[j], sn = cs_sn[half + j];
+    const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+    vec[j] = ra;
+    vec[j + half] = rb;
+    if (is_k) {
+        kd[j] = ra;
+        kd[j + half] = rb;
+        vd[j] = vs[j];
+        vd[j + half] = vs[j + half];
+    }
+}
 __global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, float *vc, bk_weight qn,
                                 bk_weight kn, int has_norm, float eps, int plus_one, const int32_t *pos,
                                 const float *inv_freq, float f, bk_attn_kv p)
@@ -2528,33 +2551,36 @@ __global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, f
         const int is_k = hh >= p.n_heads, h = is_k ? hh - p.n_heads : hh;
         float *vec = is_k ? k + ((size_t)r * p.n_kv_heads + h) * d : q + ((size_t)r * p.n_heads + h) * d;
         const bk_weight &g = is_k ? kn : qn;
-        float rs = 1.0f;
-        if (has_norm) {
-            float ss = 0.0f;
+        float *kd = kc + crow + (size_t)h * d, *vd = vc + crow + (size_t)h * d;
+        const float *vs = v + (size_t)r * w + (size_t)h * d;
+        /* a head of up to 2 QKR_E WARP values is read once, all its loads
+         * in flight together (a loop that read, rotated and stored in turn
+         * waited for each read: 76 us for 2,048 rows of llama3.1-8b) */
+        float x[QKR_E], y[QKR_E], ss = 0.0f;
+        const int held = half <= QKR_E * WARP;
+        if (held) {
+#pragma unroll
+            for (int e = 0; e < QKR_E; e++) {
+                const int j = lane + WARP * e;
+                x[e] = j < half ? vec[j] : 0.0f;
+                y[e] = j < half ? vec[j + half] : 0.0f;
+                ss += x[e] * x[e] + y[e] * y[e];
+            }
+        } else if (has_norm) {
             for (int j = lane; j < half; j += WARP) {
                 const float a = vec[j], b = vec[j + half];
                 ss += a * a + b * b;
             }
-            rs = rsqrtf(warp_sum(ss) / (float)d + eps);
         }
-        float *kd = kc + crow + (size_t)h * d, *vd = vc + crow + (size_t)h * d;
-        const float *vs = v + (size_t)r * w + (size_t)h * d;
-        for (int j = lane; j < half; j += WARP) {
-            float a = vec[j], b = vec[j + half];
-            if (has_norm) {
-                a = a * rs * (ld(g.data, g.dtype, (size_t)j) + one);
-                b = b * rs * (ld(g.data, g.dtype, (size_t)(j + half)) + one);
-            }
-            const float cs = qkr_cs[j], sn = qkr_cs[half + j];
-            const float ra = a * cs - b * sn, rb = b * cs + a * sn;
-            vec[j] = ra;
-            vec[j + half] = rb;
-            if (is_k) {
-                kd[j] = ra;
-                kd[j + half] = rb;
-                vd[j] = vs[j];
-                vd[j + half] = vs[j + half];
-            }
+        const float rs = has_norm ? rsqrtf(warp_sum(ss) / (float)d + eps) : 1.0f;
+        if (held) {
+#pragma unroll
+            for (int e = 0; e < QKR_E; e++)
+                if (lane + WARP * e < half)
+                    qkr_pair(vec, kd, vd, vs, is_k, lane + WARP * e, half, x[e], y[e], has_norm, rs, g, one, qkr_cs);
+        } else {
+            for (int j = lane; j < half; j += WARP)
+                qkr_pair(vec, kd, vd, vs, is_k, j, half, vec[j], vec[j + half], has_norm, rs, g, one, qkr_cs);
         }
     }
 }
@@ -2872,6 +2898,401 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
     }
 }
 
+/* ---- attention on the TF32 tensor cores (p->fast) ----
+ * Flash attention: no score matrix in memory, only tiles.  A block takes
+ * one kv head and FA_ROWS (16 a row group of warps) rows of it, a row
+ * being a query and one of the kv group's G heads (row r: query i0 + r / G,
+ * head kvh G + r % G), so that the group's heads share each key tile.  It
+ * walks the keys its rows may see in tiles of FA_BK, double-buffered in
+ * shared memory by cp.async straight from the float32 cache, and
+ * multiplies with mma.sync m16n8k8 (TF32 in, rounded to nearest; float32
+ * sums).  A warp holds its 16 rows' scores of the tile, their running
+ * maxima and sums (online softmax, base 2) and their 16 x d outputs.
+ * WK = 1 (prefill): four row groups of 16 rows.  WK = 4 (decode steps of a
+ * batch: one query a sequence, G real rows of 16): one row group whose four
+ * warps take a quarter of each tile each, merged through shared memory at
+ * the end.  q is scaled and rounded as it is staged.
+ *
+ * Fragments (g = lane / 4, t = lane % 4): A (16 x 8) rows g and g + 8,
+ * columns t and t + 4; B (8 x 8) column g, rows t and t + 4; C rows g and
+ * g + 8, columns 2t and 2t + 1.  For P V the tile's 8 keys are taken in
+ * the order 0, 2, 4, 6, 1, 3, 5, 7, so that a thread's two scores of a
+ * row (keys 2t, 2t + 1: C) are its A elements (columns t, t + 4) as they
+ * are, and V's B elements are the rows of keys 2t and 2t + 1.  Rows are
+ * D + FA_PAD floats apart: every fragment load is free of bank conflicts
+ * where D is a multiple of 32. */
+#define FA_WARPS 4
+#define FA_BK 32
+#define FA_PAD 4
+#define FA_LOG2E 1.4426950408889634f
+#define FA_MAXDN 32 /* head_dim <= 256 */
+#define FA_PF_KEYS 64 /* keys past the first tile a decode step asks of L2 before its wait */
+
+__device__ __forceinline__ uint32_t tf32(float f)
+{
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
+    return r;
+}
+
+__device__ __forceinline__ void mma_tf32(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                         uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+/* Shared memory of a block: q's rows, two stages of FA_BK keys and FA_BK
+ * values, and the new key and value of a step that rotates as it attends. */
+static size_t fa_smem(int d, int wk)
+{
+    return ((size_t)16 * FA_WARPS / wk + 4 * FA_BK) * (d + FA_PAD) * sizeof(float) + 2 * (size_t)d * sizeof(float);
+}
+
+/* The keys and values of positions j0 .. j0 + FA_BK - 1 into stage sk,
+ * sv: past hi zeros (masked, and finite under the zero weights of P V);
+ * position jnew from knew, vnew (shared memory), or left for the caller
+ * where knew is NULL.  A thread copies column c = its index % (D / 4) of
+ * every (128 / (D / 4))-th row; rows of the ring found by subtraction. */
+__device__ __forceinline__ void fa_load(const int D, float *sk, float *sv, const float *kc, const float *vc,
+                                        size_t base, size_t ks, int cap, int j0, int hi, int jnew, const float *knew,
+                                        const float *vnew)
+{
+    const int DP = D + FA_PAD, C4 = D / 4, RSTEP = FA_WARPS * WARP / C4, c = threadIdx.x % C4;
+    int row = j0 % cap + (int)threadIdx.x / C4;
+    while (row >= cap) row -= cap;
+    for (int r = (int)threadIdx.x / C4; r < FA_BK; r += RSTEP) {
+        const int j = j0 + r;
+        float *dk = sk + r * DP + 4 * c, *dv = sv + r * DP + 4 * c;
+        if (j > hi) {
+            *(float4 *)dk = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *(float4 *)dv = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        } else if (j == jnew) {
+            if (knew) {
+                *(float4 *)dk = *(const float4 *)(knew + 4 * c);
+                *(float4 *)dv = *(const float4 *)(vnew + 4 * c);
+            }
+        } else {
+            const size_t src = base + (size_t)row * ks + 4 * c;
+            cp16(dk, kc + src);
+            cp16(dv, vc + src);
+        }
+        row += RSTEP;
+        while (row >= cap) row -= cap;
+    }
+}
+
+/* One head's row of a step that rotates as it attends (att_new): src
+ * normed (where an.has_norm) and rotated for position pos by the calling
+ * warp, into dst (times mul, rounded to TF32 where tf: a row of q) and,
+ * where cache is not NULL, into the cache row too (a key). */
+__device__ __forceinline__ void fa_rope_row(const int D, float *dst, float *cache, const float *src,
+                                            const att_new &an, const bk_weight &nw, int pos, float mul, int tf)
+{
+    const int half = D / 2, lane = threadIdx.x % WARP, E = half / WARP;
+    float x[4], y[4], ss = 0.0f; /* E used: D <= 256 */
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        x[e] = src[lane + WARP * e];
+        y[e] = src[lane + WARP * e + half];
+        ss += x[e] * x[e] + y[e] * y[e];
+    }
+    const float rs = an.has_norm ? rsqrtf(warp_sum(ss) / (float)D + an.eps) : 1.0f, one = an.plus_one ? 1.0f : 0.0f;
+#pragma unroll
+    for (int e = 0; e < E; e++) {
+        const int i = lane + WARP * e;
+        float a = x[e], b = y[e], cs, sn;
+        if (an.has_norm) {
+            a *= rs * (ld(nw.data, nw.dtype, (size_t)i) + one);
+            b *= rs * (ld(nw.data, nw.dtype, (size_t)(i + half)) + one);
+        }
+        sincosf((float)pos * an.inv_freq[i], &sn, &cs);
+        cs *= an.f;
+        sn *= an.f;
+        const float ra = a * cs - b * sn, rb = b * cs + a * sn;
+        if (cache) cache[i] = ra, cache[i + half] = rb;
+        dst[i] = tf ? __uint_as_float(tf32(ra * mul)) : ra;
+        dst[i + half] = tf ? __uint_as_float(tf32(rb * mul)) : rb;
+    }
+}
+
+__device__ __forceinline__ void flash_body(const int D, const int WK, float *out, const float *q, float *kc, float *vc,
+                                           const bk_attn_kv &p, int tiles, int G, int qpb, const att_new *an)
+{
+    extern __shared__ __align__(16) float fsh[];
+    const int DP = D + FA_PAD, ROWS = 16 * FA_WARPS / WK, NT = FA_BK / 8 / WK, DN = D / 8;
+    const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, g = lane >> 2, t = lane & 3;
+    const int wr = w / WK, wk = w % WK;
+    /* a step that rotates as it attends reads the cache's earlier keys,
+     * written by earlier steps, before the wait for the kernel before
+     * (programmatic dependent launch): its first tile, and the next
+     * FA_PF_KEYS keys asked of L2; q_start, kv_len and slot come from the
+     * host before the step's first kernel.  Else the kernel before may
+     * have written the cache (kv_store, qk_rope_store): the wait first. */
+    if (!an) PDL_ENTRY();
+    const int32_t *q_start = (const int32_t *)p.q_start, *kv_len = (const int32_t *)p.kv_len,
+                  *slot = (const int32_t *)p.slot;
+    /* the longest rows' tiles first */
+    const int b = blockIdx.x / tiles, i0 = (tiles - 1 - (int)blockIdx.x % tiles) * qpb, kvh = blockIdx.y;
+    const int n = q_start[b + 1] - q_start[b];
+    if (i0 >= n) return;
+    const int nq = n - i0 < qpb ? n - i0 : qpb, len = kv_len[b];
+    const size_t qs = (size_t)p.n_heads * D, ks = (size_t)p.n_kv_heads * D;
+    const size_t base = (size_t)slot[b] * p.cap * ks + (size_t)kvh * D, row0 = (size_t)q_start[b] + i0;
+    float *sq = fsh, *sk = sq + ROWS * DP, *sv = sk + 2 * FA_BK * DP, *kn_s = sv + 2 * FA_BK * DP, *vn_s = kn_s + D;
+    const int P0 = len - n + i0, hi = P0 + nq - 1, ring_lo = len - p.cap > 0 ? len - p.cap : 0;
+    int lo_all = ring_lo;
+    if (p.window > 0 && P0 - p.window + 1 > lo_all) lo_all = P0 - p.window + 1;
+    const int ntiles = (hi - lo_all + FA_BK) / FA_BK;
+    /* with an (one new row, n = 1): its key P = hi is not in the cache
+     * yet: the first tile leaves its row, filled below */
+    const int jnew = an ? hi : -1;
+    fa_load(D, sk, sv, kc, vc, base, ks, p.cap, lo_all, hi, jnew, NULL, NULL);
+    cp_commit();
+    if (an) {
+        const int lines = D / 32, j1 = lo_all + FA_BK, nk = hi - j1 < FA_PF_KEYS ? hi - j1 : FA_PF_KEYS;
+        for (int i = threadIdx.x; i < nk * 2 * lines; i += FA_WARPS * WARP) {
+            const int j = j1 + i / (2 * lines), kv = i / lines & 1, line = i % lines;
+            const float *src = (kv ? vc : kc) + base + (size_t)(j % p.cap) * ks + 32 * line;
+            asm volatile("prefetch.global.L2 [%0];" ::"l"(src));
+        }
+        PDL_ENTRY();
+        /* the G query heads of the row and its key, a warp each in turn;
+         * the key and value go to the cache for later steps and to kn_s,
+         * vn_s for this one */
+        for (int it = w; it <= G; it += FA_WARPS) {
+            if (it < G) {
+                fa_rope_row(D, sq + it * DP, NULL, an->q + row0 * qs + (size_t)(kvh * G + it) * D, *an, an->qn,
+                            an->pos[row0], p.scale, 1);
+            } else {
+                const size_t crow = base + (size_t)(hi % p.cap) * ks, nrow = row0 * ks + (size_t)kvh * D;
+                fa_rope_row(D, kn_s, kc + crow, an->k + nrow, *an, an->kn, an->pos[row0], 1.0f, 0);
+                for (int e = lane; e < D; e += WARP) vn_s[e] = vc[crow + e] = an->v[nrow + e];
+            }
+        }
+        for (int i = threadIdx.x; i < (ROWS - G) * D; i += FA_WARPS * WARP) sq[(G + i / D) * DP + i % D] = 0.0f;
+        __syncthreads();
+        if (hi < lo_all + FA_BK)
+            for (int e = threadIdx.x; e < D; e += FA_WARPS * WARP) {
+                sk[(hi - lo_all) * DP + e] = kn_s[e];
+                sv[(hi - lo_all) * DP + e] = vn_s[e];
+            }
+    } else {
+        for (int i = threadIdx.x; i < ROWS * (D / 4); i += FA_WARPS * WARP) {
+            const int r = i / (D / 4), c = i % (D / 4), qi = r / G;
+            float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            if (r < qpb * G && qi < nq)
+                v = *(const float4 *)(q + (row0 + qi) * qs + (size_t)(kvh * G + r % G) * D + 4 * c);
+            float4 s;
+            s.x = __uint_as_float(tf32(v.x * p.scale));
+            s.y = __uint_as_float(tf32(v.y * p.scale));
+            s.z = __uint_as_float(tf32(v.z * p.scale));
+            s.w = __uint_as_float(tf32(v.w * p.scale));
+            *(float4 *)(sq + r * DP + 4 * c) = s;
+        }
+    }
+    /* this thread's rows wr 16 + g and + 8: their positions and first keys */
+    int P[2], lo[2];
+    for (int h = 0; h < 2; h++) {
+        P[h] = P0 + (wr * 16 + g + 8 * h) / G;
+        lo[h] = ring_lo;
+        if (p.window > 0 && P[h] - p.window + 1 > lo[h]) lo[h] = P[h] - p.window + 1;
+    }
+    float o[FA_MAXDN][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}; /* DN, NT used */
+#pragma unroll
+    for (int dn = 0; dn < DN; dn++) o[dn][0] = o[dn][1] = o[dn][2] = o[dn][3] = 0.0f;
+    const float *qa = sq + (wr * 16 + g) * DP + t;
+    for (int it = 0; it < ntiles; it++) {
+        const int j0 = lo_all + it * FA_BK, st = it & 1;
+        if (it + 1 < ntiles)
+            fa_load(D, sk + (st ^ 1) * FA_BK * DP, sv + (st ^ 1) * FA_BK * DP, kc, vc, base, ks, p.cap, j0 + FA_BK, hi,
+                    jnew, kn_s, vn_s);
+        cp_commit();
+        cp_wait1();
+        __syncthreads();
+        const int kb0 = wk * NT * 8; /* this warp's first key of the tile */
+        const float *K = sk + st * FA_BK * DP + (kb0 + g) * DP + t, *V = sv + st * FA_BK * DP + (kb0 + 2 * t) * DP + g;
+        float s[FA_BK / 8][4];
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.0f;
+#pragma unroll
+        for (int kk = 0; kk < DN; kk++) {
+            const uint32_t a0 = __float_as_uint(qa[8 * kk]), a1 = __float_as_uint(qa[8 * DP + 8 * kk]),
+                           a2 = __float_as_uint(qa[8 * kk + 4]), a3 = __float_as_uint(qa[8 * DP + 8 * kk + 4]);
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                mma_tf32(s[nt], a0, a1, a2, a3, tf32(K[nt * 8 * DP + 8 * kk]), tf32(K[nt * 8 * DP + 8 * kk + 4]));
+        }
+        float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                const int h = c >> 1, j = j0 + kb0 + nt * 8 + 2 * t + (c & 1);
+                float x = s[nt][c];
+                if (p.softcap > 0.0f) x = p.softcap * tanhf(x / p.softcap);
+                x = j >= lo[h] && j <= P[h] ? x * FA_LOG2E : -INFINITY;
+                s[nt][c] = x;
+                mx[h] = fmaxf(mx[h], x);
+            }
+        float use[2];
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 1));
+            mx[h] = fmaxf(mx[h], __shfl_xor_sync(0xffffffffu, mx[h], 2));
+            const float mn = fmaxf(m[h], mx[h]);
+            use[h] = mn == -INFINITY ? 0.0f : mn; /* no key seen yet: every p 0 */
+            const float corr = exp2f(m[h] - use[h]);
+            l[h] *= corr;
+#pragma unroll
+            for (int dn = 0; dn < DN; dn++) o[dn][2 * h] *= corr, o[dn][2 * h + 1] *= corr;
+            m[h] = mn;
+        }
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) {
+#pragma unroll
+            for (int c = 0; c < 4; c++) {
+                s[nt][c] = exp2f(s[nt][c] - use[c >> 1]);
+                l[c >> 1] += s[nt][c];
+            }
+            const uint32_t a0 = tf32(s[nt][0]), a1 = tf32(s[nt][2]), a2 = tf32(s[nt][1]), a3 = tf32(s[nt][3]);
+            const float *vr = V + nt * 8 * DP;
+#pragma unroll
+            for (int dn = 0; dn < DN; dn++) mma_tf32(o[dn], a0, a1, a2, a3, tf32(vr[8 * dn]), tf32(vr[DP + 8 * dn]));
+        }
+        __syncthreads(); /* the stage is free for the load after next */
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 1);
+        l[h] += __shfl_xor_sync(0xffffffffu, l[h], 2);
+    }
+    if (WK > 1) {
+        /* each warp's m, l and o into the stages' space; then a row's WK
+         * weights once, by 8 threads a row (16 rows: 128 threads), which
+         * merge its columns 4 at a time */
+        float *ms = sk, *ls = ms + FA_WARPS * 16, *os = ls + FA_WARPS * 16;
+        for (int h = 0; h < 2; h++) {
+            if (t == 0) {
+                ms[w * 16 + g + 8 * h] = m[h];
+                ls[w * 16 + g + 8 * h] = l[h];
+            }
+#pragma unroll
+            for (int dn = 0; dn < DN; dn++)
+                *(float2 *)(os + ((size_t)w * 16 + g + 8 * h) * D + 8 * dn + 2 * t) =
+                    make_float2(o[dn][2 * h], o[dn][2 * h + 1]);
+        }
+        __syncthreads();
+        for (int r = (int)threadIdx.x / 8; r < ROWS; r += FA_WARPS * WARP / 8) {
+            const int qi = r / G, rg = r / 16, rr = r % 16;
+            if (r >= qpb * G || qi >= nq) continue;
+            float M = -INFINITY, f[FA_WARPS], L = 0.0f;
+#pragma unroll
+            for (int k = 0; k < WK; k++) M = fmaxf(M, ms[(rg * WK + k) * 16 + rr]);
+#pragma unroll
+            for (int k = 0; k < WK; k++) {
+                const int ws = (rg * WK + k) * 16 + rr;
+                f[k] = ls[ws] > 0.0f ? exp2f(ms[ws] - M) : 0.0f;
+                L += ls[ws] * f[k];
+            }
+            const float inv = L > 0.0f ? 1.0f / L : 0.0f;
+            float *dst = out + (row0 + qi) * qs + (size_t)(kvh * G + r % G) * D;
+            for (int e = 4 * (threadIdx.x % 8); e < D; e += 32) {
+                float4 acc = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+                for (int k = 0; k < WK; k++) {
+                    const float4 v = *(const float4 *)(os + ((size_t)(rg * WK + k) * 16 + rr) * D + e);
+                    acc.x += v.x * f[k], acc.y += v.y * f[k], acc.z += v.z * f[k], acc.w += v.w * f[k];
+                }
+                acc.x *= inv, acc.y *= inv, acc.z *= inv, acc.w *= inv;
+                *(float4 *)(dst + e) = acc;
+            }
+        }
+        return;
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        const int r = wr * 16 + g + 8 * h, qi = r / G;
+        if (r >= qpb * G || qi >= nq) continue;
+        const float inv = l[h] > 0.0f ? 1.0f / l[h] : 0.0f;
+        float *dst = out + (row0 + qi) * qs + (size_t)(kvh * G + r % G) * D + 2 * t;
+#pragma unroll
+        for (int dn = 0; dn < DN; dn++) *(float2 *)(dst + 8 * dn) = make_float2(o[dn][2 * h] * inv, o[dn][2 * h + 1] * inv);
+    }
+}
+
+#define K_FLASH(D, WK)                                                                                           \
+    __global__ void __launch_bounds__(FA_WARPS * WARP) k_flash_##D##_##WK(                                       \
+        float *out, const float *q, float *kc, float *vc, bk_attn_kv p, int tiles, int G, int qpb)              \
+    {                                                                                                            \
+        flash_body(D, WK, out, q, kc, vc, p, tiles, G, qpb, NULL);                                               \
+    }
+#define K_ROPE_FLASH(D)                                                                                          \
+    __global__ void __launch_bounds__(FA_WARPS * WARP) k_rope_flash_##D(                                         \
+        float *out, const float *q, float *kc, float *vc, bk_attn_kv p, int tiles, int G, int qpb, att_new an)  \
+    {                                                                                                            \
+        flash_body(D, 4, out, q, kc, vc, p, tiles, G, qpb, &an);                                                 \
+    }
+K_FLASH(64, 1)
+K_FLASH(128, 1)
+K_FLASH(256, 1)
+K_FLASH(64, 4)
+K_FLASH(128, 4)
+K_FLASH(256, 4)
+K_ROPE_FLASH(64)
+K_ROPE_FLASH(128)
+K_ROPE_FLASH(256)
+
+/* The flash kernel's warps a row group for p (1: prefill; 4: decode steps
+ * of a batch, and prefills too short to fill the device in blocks of 64
+ * rows), or 0 where it does not take p: float32 rounding asked for
+ * (!p->fast), a head_dim other than 64, 128 or 256, kv groups of more
+ * than 16 heads, or decode steps too few to fill the device (one block a
+ * sequence and kv head: the one-row kernels split long rows instead). */
+static int fa_warps(const bk_attn_kv *p)
+{
+    const int d = p->head_dim, G = p->n_heads / p->n_kv_heads;
+    if (!p->fast || (d != 64 && d != 128 && d != 256) || G > 16) return 0;
+    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
+    if (max_n == 1) return (int64_t)p->B * p->n_kv_heads >= sm_count() ? 4 : 0;
+    /* a prefill: blocks of 64 rows, or of 16 (a quarter of each tile a
+     * warp) where those would leave multiprocessors idle (gemma3-1b's one
+     * kv head of 4: 32 blocks of 64 rows for 512 tokens) */
+    const int64_t tiles = (max_n + 16 * FA_WARPS / G - 1) / (16 * FA_WARPS / G);
+    return (int64_t)p->B * tiles * p->n_kv_heads >= sm_count() ? 1 : 4;
+}
+
+/* an: a decode step that rotates as it attends (wk 4, N == B). */
+static int flash_attention(cudaStream_t stream, float *out, const float *q, float *kc, float *vc,
+                           const bk_attn_kv *p, int wk, const att_new *an)
+{
+    static int raised;
+    typedef void (*flash_fn)(float *, const float *, float *, float *, bk_attn_kv, int, int, int);
+    typedef void (*rope_flash_fn)(float *, const float *, float *, float *, bk_attn_kv, int, int, int, att_new);
+    const flash_fn f[2][3] = {{k_flash_64_1, k_flash_128_1, k_flash_256_1}, {k_flash_64_4, k_flash_128_4, k_flash_256_4}};
+    const rope_flash_fn fr[3] = {k_rope_flash_64, k_rope_flash_128, k_rope_flash_256};
+    if (!raised) {
+        for (int i = 0; i < 3; i++) {
+            const void *ks[3] = {(const void *)f[0][i], (const void *)f[1][i], (const void *)fr[i]};
+            for (int a = 0; a < 3; a++)
+                if (cudaFuncSetAttribute(ks[a], cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)fa_smem(64 << i, a ? 4 : 1)))
+                    return (int)cudaGetLastError();
+        }
+        raised = 1;
+    }
+    const int d = p->head_dim, G = p->n_heads / p->n_kv_heads, qpb = 16 * FA_WARPS / wk / G, di = d == 64 ? 0 : d == 128 ? 1 : 2;
+    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N, tiles = (max_n + qpb - 1) / qpb;
+    dim3 grid((unsigned)(p->B * tiles), (unsigned)p->n_kv_heads);
+    if (an)
+        PDL_LAUNCH(fr[di], grid, FA_WARPS * WARP, fa_smem(d, 4), stream, out, q, kc, vc, *p, tiles, G, qpb, *an);
+    else
+        PDL_LAUNCH(f[wk > 1][di], grid, FA_WARPS * WARP, fa_smem(d, wk), stream, out, q, kc, vc, *p, tiles, G, qpb);
+    return (int)cudaGetLastError();
+}
+
 /* Which kernel takes p: the tiles where some sequence has several rows
  * (a prefill) and they fill the device (returns 0, *tiles set); else a
  * block per row and head (decode steps), with each row's keys split in
@@ -2899,10 +3320,12 @@ static int att_plan(const bk_attn_kv *p, int *tiles, int *parts)
     return 1;
 }
 
+extern "C" int cuk_attention_kv_flash(const bk_attn_kv *p) { return p->N > 0 ? fa_warps(p) : 0; }
+
 extern "C" size_t cuk_attention_kv_scratch(const bk_attn_kv *p)
 {
     int tiles, parts;
-    if (p->N <= 0 || !att_plan(p, &tiles, &parts) || parts == 1) return 0;
+    if (p->N <= 0 || fa_warps(p) || !att_plan(p, &tiles, &parts) || parts == 1) return 0;
     return (size_t)p->N * p->n_heads * parts * ((size_t)p->head_dim + 2) * sizeof(float);
 }
 
@@ -2936,6 +3359,8 @@ static int attention_kv(cudaStream_t stream, float *out, const float *q, float *
 {
     if (p->N <= 0) return 0;
     if (p->head_dim > WARP * ATT_MAXE) return (int)cudaErrorInvalidValue;
+    const int wk = fa_warps(p);
+    if (wk) return an && wk == 1 ? (int)cudaErrorNotSupported : flash_attention(stream, out, q, kc, vc, p, wk, an);
     int tiles, parts;
     if (!att_plan(p, &tiles, &parts)) {
         if (an) return (int)cudaErrorNotSupported; /* (N == B: never the tiles) */

@@ -87,6 +87,12 @@ int cuk_kv_store(void *stream, float *kc, float *vc, const float *k, const float
  * the rows and heads, the last part of a split row merges its parts (else
  * a second kernel does). */
 size_t cuk_attention_kv_scratch(const bk_attn_kv *p);
+/* Where cuk_attention_kv takes p with the flash kernel (TF32 tensor cores,
+ * p->fast): 1 for a prefill in blocks of 64 rows, which
+ * cuk_rope_attention_kv does not take; 4 for blocks of 16 rows (decode
+ * steps of a batch that fills the device, which cuk_rope_attention_kv
+ * takes too, and short prefills); 0 where the other kernels take p. */
+int cuk_attention_kv_flash(const bk_attn_kv *p);
 int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
                      const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts);
 /* cuk_qk_rope_store then cuk_attention_kv as one launch, for steps with
