@@ -755,6 +755,34 @@ static void kv_attention_prefill(void **state)
     kv_attention_prefill_case(33, 20, 64, 0, 3.0f, 1);
 }
 
+/* Host data of an attention case: caches of nc floats, the step's new
+ * keys and values of nk, queries of nq (times q_scale), all random; and
+ * the rotation frequencies of head_dim d (base 10,000) in freq[d / 2]. */
+typedef struct kv_host {
+    float *kc, *vc, *k, *v, *q;
+} kv_host;
+
+static void kv_host_make(kv_host *h, size_t nc, size_t nk, size_t nq, float q_scale, float *freq, int d)
+{
+    h->kc = malloc(nc * 4), h->vc = malloc(nc * 4), h->k = malloc(nk * 4), h->v = malloc(nk * 4), h->q = malloc(nq * 4);
+    assert_true(h->kc && h->vc && h->k && h->v && h->q);
+    fill(h->kc, nc, 1.0f);
+    fill(h->vc, nc, 1.0f);
+    fill(h->k, nk, 1.0f);
+    fill(h->v, nk, 1.0f);
+    fill(h->q, nq, q_scale);
+    for (int i = 0; i < d / 2; i++) freq[i] = powf(10000.0f, -2.0f * (float)i / (float)d);
+}
+
+static void kv_host_free(kv_host *h)
+{
+    free(h->kc);
+    free(h->vc);
+    free(h->k);
+    free(h->v);
+    free(h->q);
+}
+
 /* attention_kv with p->fast (the cuda backend's flash kernel on the TF32
  * tensor cores) against the cpu backend: ragged prefills (a sequence of
  * one row among them), kv groups of 1, 4 and 7 heads, head_dim 64, 128 and
@@ -787,15 +815,9 @@ static void flash_case_run(pair *p, const flash_case *fc, const int *n, const in
     for (int b = 0; b < B; b++)
         for (int r = q_start[b]; r < q_start[b + 1]; r++) pos[r] = len[b] - n[b] + (r - q_start[b]);
     size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d, nk = (size_t)N * w;
-    float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(nk * 4), *v = malloc(nk * 4), *q = malloc(nq * 4),
-          freq[128];
-    assert_true(kc && vc && k && v && q);
-    fill(kc, nc, 1.0f);
-    fill(vc, nc, 1.0f);
-    fill(k, nk, 1.0f);
-    fill(v, nk, 1.0f);
-    fill(q, nq, 2.0f);
-    for (int i = 0; i < d / 2; i++) freq[i] = powf(10000.0f, -2.0f * (float)i / (float)d);
+    kv_host hd;
+    float freq[128];
+    kv_host_make(&hd, nc, nk, nq, 2.0f, freq, d);
     const int norm = fc->rope == 2;
     host_weight qn, kn;
     make_weight(&qn, 1, d, DT_BF16, 0, 0);
@@ -808,11 +830,11 @@ static void flash_case_run(pair *p, const flash_case *fc, const int *n, const in
     assert_non_null(kv_len);
     for (int b = 0; b < B; b++) kv_len[b] = len[b];
     for (int i = 0; i < 2; i++) {
-        dkc[i] = put(p, i, kc, nc * 4);
-        dvc[i] = put(p, i, vc, nc * 4);
-        dk[i] = put(p, i, k, nk * 4);
-        dv[i] = put(p, i, v, nk * 4);
-        dq[i] = put(p, i, q, nq * 4);
+        dkc[i] = put(p, i, hd.kc, nc * 4);
+        dvc[i] = put(p, i, hd.vc, nc * 4);
+        dk[i] = put(p, i, hd.k, nk * 4);
+        dv[i] = put(p, i, hd.v, nk * 4);
+        dq[i] = put(p, i, hd.q, nq * 4);
         dqs[i] = put(p, i, q_start, (B + 1) * sizeof *q_start);
         dl[i] = put(p, i, kv_len, B * sizeof *kv_len);
         ds[i] = put(p, i, slot, B * sizeof *slot);
@@ -848,11 +870,7 @@ static void flash_case_run(pair *p, const flash_case *fc, const int *n, const in
     unplace(p, kw);
     free_weight(&qn);
     free_weight(&kn);
-    free(kc);
-    free(vc);
-    free(k);
-    free(v);
-    free(q);
+    kv_host_free(&hd);
     free(q_start);
     free(slot);
     free(pos);
@@ -926,15 +944,9 @@ static void rope_attention_kv_matches_cpu(void **state)
         int32_t q_start[3] = {0, 1, 2}, kv_len[2] = {cases[c].len0, cases[c].len1}, slot[2] = {1, 0};
         int32_t pos[2] = {kv_len[0] - 1, kv_len[1] - 1};
         size_t w = (size_t)KVH * d, nc = (size_t)B * cap * w, nq = (size_t)N * H * d, nk = (size_t)N * w;
-        float *kc = malloc(nc * 4), *vc = malloc(nc * 4), *k = malloc(nk * 4), *v = malloc(nk * 4),
-              *q = malloc(nq * 4), freq[128];
-        assert_true(kc && vc && k && v && q);
-        fill(kc, nc, 1.0f);
-        fill(vc, nc, 1.0f);
-        fill(k, nk, 1.0f);
-        fill(v, nk, 1.0f);
-        fill(q, nq, 1.0f);
-        for (int i = 0; i < d / 2; i++) freq[i] = powf(10000.0f, -2.0f * (float)i / (float)d);
+        kv_host hd;
+        float freq[128];
+        kv_host_make(&hd, nc, nk, nq, 1.0f, freq, d);
         host_weight qn, kn;
         make_weight(&qn, 1, d, DT_BF16, 0, 0);
         make_weight(&kn, 1, d, DT_BF16, 0, 0);
@@ -943,11 +955,11 @@ static void rope_attention_kv_matches_cpu(void **state)
         place(&p, &kn, kw);
         void *dkc[2], *dvc[2], *dk[2], *dv[2], *dq[2], *dout[2], *dqs[2], *dl[2], *ds[2], *dp[2], *df[2];
         for (int i = 0; i < 2; i++) {
-            dkc[i] = put(&p, i, kc, nc * 4);
-            dvc[i] = put(&p, i, vc, nc * 4);
-            dk[i] = put(&p, i, k, nk * 4);
-            dv[i] = put(&p, i, v, nk * 4);
-            dq[i] = put(&p, i, q, nq * 4);
+            dkc[i] = put(&p, i, hd.kc, nc * 4);
+            dvc[i] = put(&p, i, hd.vc, nc * 4);
+            dk[i] = put(&p, i, hd.k, nk * 4);
+            dv[i] = put(&p, i, hd.v, nk * 4);
+            dq[i] = put(&p, i, hd.q, nq * 4);
             dqs[i] = put(&p, i, q_start, sizeof q_start);
             dl[i] = put(&p, i, kv_len, sizeof kv_len);
             ds[i] = put(&p, i, slot, sizeof slot);
@@ -980,11 +992,7 @@ static void rope_attention_kv_matches_cpu(void **state)
         unplace(&p, kw);
         free_weight(&qn);
         free_weight(&kn);
-        free(kc);
-        free(vc);
-        free(k);
-        free(v);
-        free(q);
+        kv_host_free(&hd);
     }
     close_pair(&p);
 }

@@ -2185,8 +2185,9 @@ extern "C" int cuk_rope(void *stream, float *x, const int32_t *pos, int T, int n
  * lo + w, lo + w + ATT_WARPS, ... in a single pass with its running
  * maximum and sum (online softmax), each lane holding head_dim / 32 of q
  * and of the output; the warps' partial results are then merged.
- * Correct for every mask the backend defines; not yet the tiled kernel
- * that shares each key between queries (prefill). */
+ * Correct for every mask the backend defines.  Prefills take the tiled
+ * kernels below, which share each key between queries (k_attn_tile on
+ * CUDA cores; k_flash on the tensor cores where p->fast). */
 
 #define ATT_MAXE 8 /* head_dim <= 256 */
 #define ATT_WARPS 4
@@ -2786,7 +2787,8 @@ __global__ void k_attn_combine(float *out, const float *part_o, const float *par
  * AT_K held in shared memory (copied and read as float4; head_dim a
  * multiple of 4); each warp owns AT_Q / 4 queries, a lane a key for the
  * scores and head_dim / 32 of the output, with the running maximum and
- * sum per query.  CUDA cores; the tensor-core kernel comes later. */
+ * sum per query.  CUDA cores: float32 throughout, for !p->fast (k_flash
+ * takes the rest). */
 #define AT_Q 8
 #define AT_K 32
 #define AT_QW (AT_Q / ATT_WARPS)
@@ -3293,9 +3295,10 @@ static int flash_attention(cudaStream_t stream, float *out, const float *q, floa
     return (int)cudaGetLastError();
 }
 
-/* Which kernel takes p: the tiles where some sequence has several rows
- * (a prefill) and they fill the device (returns 0, *tiles set); else a
- * block per row and head (decode steps), with each row's keys split in
+/* Which kernel takes p where the flash kernel does not (fa_warps 0): the
+ * tiles where some sequence has several rows (a prefill) and they fill
+ * the device (returns 0, *tiles set); else a block per row and head
+ * (decode steps), with each row's keys split in
  * *parts where the rows and heads alone leave the device idle: a part
  * of at least ATT_SPLIT_MIN keys of the cache's capacity (or window), at
  * most ATT_SPLIT_MAX parts.  The parts depend on the shapes only, not on
