@@ -1,11 +1,14 @@
 /* bench_load.c - how long infer_model_load takes on a model folder, warm
  * (the files already in the page cache): the median of N loads.
  *
- *   build/bench/bench_load MODEL_DIR [N] [--int8]
+ *   build/bench/bench_load MODEL_DIR [N] [--int8] [--backend cpu|cuda]
  *
  * --int8 loads with cpu_int8 = 1: on a cpu with AVX-512 VNNI the 4- and
  * 8-bit weights are then repacked for the decode kernel (qgemm.h), which
- * is the cost this measures.
+ * is the cost this measures.  --backend cuda: the weights are copied to
+ * the GPU as they load, the 4- and 8-bit ones with their scales and
+ * biases interleaved into pairs on the host first (cuda.c), the cost
+ * this measures there.
  *
  * The limit it is measured against: reading the folder's bytes at the
  * page-cache copy rate measured in the same run (a load that touched every
@@ -58,12 +61,24 @@ static double read_folder(const char *dir)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: bench_load MODEL_DIR [N]\n");
+        fprintf(stderr, "usage: bench_load MODEL_DIR [N] [--int8] [--backend cpu|cuda]\n");
         return 2;
     }
     int n = argc > 2 ? atoi(argv[2]) : 10;
     if (n < 1) n = 1;
-    infer_load_opts lo = {.cpu_int8 = argc > 3 && strcmp(argv[3], "--int8") == 0};
+    infer_load_opts lo;
+    infer_load_opts_default(&lo);
+    lo.backend = "cpu";
+    for (int i = 3; i < argc; i++) {
+        if (strcmp(argv[i], "--int8") == 0)
+            lo.cpu_int8 = 1;
+        else if (strcmp(argv[i], "--backend") == 0 && i + 1 < argc)
+            lo.backend = argv[++i];
+        else {
+            fprintf(stderr, "bench_load: unknown option %s\n", argv[i]);
+            return 2;
+        }
+    }
     double t0 = now();
     double bytes = read_folder(argv[1]); /* warms the page cache */
     double t1 = now();
@@ -88,8 +103,8 @@ int main(int argc, char **argv)
     double read_s = t2 - t1;
     printf("model      %s (%s, %lld parameters, %.2f GB on disk)\n", argv[1], info.model_type,
            (long long)info.n_params, bytes / 1e9);
-    printf("load       median %.1f ms over %d warm loads (min %.1f, max %.1f)%s\n", ts[n / 2] * 1e3, n,
-           ts[0] * 1e3, ts[n - 1] * 1e3, lo.cpu_int8 ? ", int8 activations" : "");
+    printf("load       median %.1f ms over %d warm loads (min %.1f, max %.1f), %s%s\n", ts[n / 2] * 1e3, n,
+           ts[0] * 1e3, ts[n - 1] * 1e3, lo.backend, lo.cpu_int8 ? ", int8 activations" : "");
     printf("limit      reading those bytes from the page cache: %.1f ms (%.1f GB/s)\n", read_s * 1e3,
            bytes / read_s / 1e9);
     free(ts);
