@@ -882,6 +882,19 @@ MVH_KERNEL(k_mvh_f16_16, FMT_F16, 16, 2)
 
 typedef void (*mv_fn)(mv_set, const float *, int, int, int, int, const float *, int);
 
+/* Shared memory a block may opt in to (bytes). */
+static size_t smem_optin(void)
+{
+    static int n = -1;
+    if (n < 0) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) || cudaDeviceGetAttribute(&n, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev) || n < 0)
+            n = 48 << 10;
+        cudaGetLastError();
+    }
+    return (size_t)n;
+}
+
 static int sm_count(void)
 {
     static int n = 0;
@@ -3258,12 +3271,21 @@ static int fa_warps(const bk_attn_kv *p)
     const int d = p->head_dim, G = p->n_heads / p->n_kv_heads;
     if (!p->fast || (d != 64 && d != 128 && d != 256) || G > 16) return 0;
     const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
-    if (max_n == 1) return (int64_t)p->B * p->n_kv_heads >= sm_count() ? 4 : 0;
-    /* a prefill: blocks of 64 rows, or of 16 (a quarter of each tile a
-     * warp) where those would leave multiprocessors idle (gemma3-1b's one
-     * kv head of 4: 32 blocks of 64 rows for 512 tokens) */
-    const int64_t tiles = (max_n + 16 * FA_WARPS / G - 1) / (16 * FA_WARPS / G);
-    return (int64_t)p->B * tiles * p->n_kv_heads >= sm_count() ? 1 : 4;
+    int wk;
+    if (max_n == 1) {
+        wk = (int64_t)p->B * p->n_kv_heads >= sm_count() ? 4 : 0;
+    } else {
+        /* a prefill: blocks of 64 rows, or of 16 (a quarter of each tile a
+         * warp) where those would leave multiprocessors idle (gemma3-1b's
+         * one kv head of 4: 32 blocks of 64 rows for 512 tokens) */
+        const int64_t tiles = (max_n + 16 * FA_WARPS / G - 1) / (16 * FA_WARPS / G);
+        wk = (int64_t)p->B * tiles * p->n_kv_heads >= sm_count() ? 1 : 4;
+    }
+    /* devices with less shared memory a block than Hopper's 227 KB (sm_86:
+     * 99 KB) take smaller blocks, or the other kernels */
+    if (wk == 1 && fa_smem(d, 1) > smem_optin()) wk = 4;
+    if (wk == 4 && fa_smem(d, 4) > smem_optin()) wk = 0;
+    return wk;
 }
 
 /* an: a decode step that rotates as it attends (wk 4, N == B). */
@@ -3278,10 +3300,12 @@ static int flash_attention(cudaStream_t stream, float *out, const float *q, floa
     if (!raised) {
         for (int i = 0; i < 3; i++) {
             const void *ks[3] = {(const void *)f[0][i], (const void *)f[1][i], (const void *)fr[i]};
-            for (int a = 0; a < 3; a++)
-                if (cudaFuncSetAttribute(ks[a], cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)fa_smem(64 << i, a ? 4 : 1)))
+            for (int a = 0; a < 3; a++) {
+                const size_t need = fa_smem(64 << i, a ? 4 : 1);
+                if (need <= smem_optin() &&
+                    cudaFuncSetAttribute(ks[a], cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need))
                     return (int)cudaGetLastError();
+            }
         }
         raised = 1;
     }
