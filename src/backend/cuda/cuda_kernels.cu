@@ -2569,7 +2569,9 @@ __global__ void k_qk_rope_store(float *q, float *k, const float *v, float *kc, f
         const float *vs = v + (size_t)r * w + (size_t)h * d;
         /* a head of up to 2 QKR_E WARP values is read once, all its loads
          * in flight together (a loop that read, rotated and stored in turn
-         * waited for each read: 76 us for 2,048 rows of llama3.1-8b) */
+         * could not issue a pair's reads before the stores of the pair
+         * before; ncu shows 76-82 us for 2,048 rows of llama3.1-8b either
+         * way with its cache flushes, so the gain, if any, is small) */
         float x[QKR_E], y[QKR_E], ss = 0.0f;
         const int held = half <= QKR_E * WARP;
         if (held) {
@@ -2915,8 +2917,9 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
 
 /* ---- attention on the TF32 tensor cores (p->fast) ----
  * Flash attention: no score matrix in memory, only tiles.  A block takes
- * one kv head and FA_ROWS (16 a row group of warps) rows of it, a row
- * being a query and one of the kv group's G heads (row r: query i0 + r / G,
+ * one kv head and 16 FA_WARPS / WK rows of it (16 a row group of WK
+ * warps), a row being a query and one of the kv group's G heads (row r:
+ * query i0 + r / G,
  * head kvh G + r % G), so that the group's heads share each key tile.  It
  * walks the keys its rows may see in tiles of FA_BK, double-buffered in
  * shared memory by cp.async straight from the float32 cache, and
@@ -2924,7 +2927,8 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
  * sums).  A warp holds its 16 rows' scores of the tile, their running
  * maxima and sums (online softmax, base 2) and their 16 x d outputs.
  * WK = 1 (prefill): four row groups of 16 rows.  WK = 4 (decode steps of a
- * batch: one query a sequence, G real rows of 16): one row group whose four
+ * batch: one query a sequence, G real rows of 16; and prefills whose
+ * 64-row blocks would leave the device idle): one row group whose four
  * warps take a quarter of each tile each, merged through shared memory at
  * the end.  q is scaled and rounded as it is staged.
  *
