@@ -218,8 +218,10 @@ int main(int argc, char **argv)
         n_cases = 0;
         for (const char *p = only; *p && n_cases < sizeof cases / sizeof cases[0];) {
             int b, g, n, k, used = 0;
-            if (sscanf(p, "%d:%d:%d:%d%n", &b, &g, &n, &k, &used) != 4 || n > 8192 || k > 8192) {
-                fprintf(stderr, "bench_qgemm: BENCH_QGEMM_CASES: want BITS:GS:N:K,... with N, K <= 8192\n");
+            if (sscanf(p, "%d:%d:%d:%d%n", &b, &g, &n, &k, &used) != 4 || n < 1 || k < 1 || n > 262144 ||
+                k > 16384) {
+                fprintf(stderr, "bench_qgemm: BENCH_QGEMM_CASES: want BITS:GS:N:K,... with N <= 262144 (a "
+                                "vocabulary: the head), K <= 16384\n");
                 return 1;
             }
             cases[n_cases].bits = b, cases[n_cases].gs = g, cases[n_cases].N = n, cases[n_cases].K = k;
@@ -229,6 +231,10 @@ int main(int argc, char **argv)
         }
     }
     size_t maxk = 8192, maxn = 8192;
+    for (size_t c = 0; c < n_cases; c++) {
+        if ((size_t)cases[c].N > maxn) maxn = (size_t)cases[c].N;
+        if ((size_t)cases[c].K > maxk) maxk = (size_t)cases[c].K;
+    }
     float *x = malloc(128 * maxk * sizeof *x), *y = malloc(128 * maxn * sizeof *y);
     if (!x || !y) return 1;
     for (size_t i = 0; i < 128 * maxk; i++) x[i] = frand();
