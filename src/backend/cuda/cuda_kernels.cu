@@ -3264,6 +3264,9 @@ K_ROPE_FLASH(64)
 K_ROPE_FLASH(128)
 K_ROPE_FLASH(256)
 
+/* The most query rows of one sequence of p: its hint where given, else N. */
+static int kv_max_n(const bk_attn_kv *p) { return p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N; }
+
 /* The flash kernel's warps a row group for p (1: prefill; 4: decode steps
  * of a batch, and prefills too short to fill the device in blocks of 64
  * rows), or 0 where it does not take p: float32 rounding asked for
@@ -3274,7 +3277,7 @@ static int fa_warps(const bk_attn_kv *p)
 {
     const int d = p->head_dim, G = p->n_heads / p->n_kv_heads;
     if (!p->fast || (d != 64 && d != 128 && d != 256) || G > 16) return 0;
-    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
+    const int max_n = kv_max_n(p);
     int wk;
     if (max_n == 1) {
         wk = (int64_t)p->B * p->n_kv_heads >= sm_count() ? 4 : 0;
@@ -3314,7 +3317,7 @@ static int flash_attention(cudaStream_t stream, float *out, const float *q, floa
         raised = 1;
     }
     const int d = p->head_dim, G = p->n_heads / p->n_kv_heads, qpb = 16 * FA_WARPS / wk / G, di = d == 64 ? 0 : d == 128 ? 1 : 2;
-    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N, tiles = (max_n + qpb - 1) / qpb;
+    const int max_n = kv_max_n(p), tiles = (max_n + qpb - 1) / qpb;
     dim3 grid((unsigned)(p->B * tiles), (unsigned)p->n_kv_heads);
     if (an)
         PDL_LAUNCH(fr[di], grid, FA_WARPS * WARP, fa_smem(d, 4), stream, out, q, kc, vc, *p, tiles, G, qpb, *an);
@@ -3336,7 +3339,7 @@ static int flash_attention(cudaStream_t stream, float *out, const float *q, floa
 
 static int att_plan(const bk_attn_kv *p, int *tiles, int *parts)
 {
-    const int max_n = p->max_n > 0 && p->max_n <= p->N ? p->max_n : p->N;
+    const int max_n = kv_max_n(p);
     *tiles = (max_n + AT_Q - 1) / AT_Q;
     *parts = 1;
     if (p->N > p->B && p->N >= 16 && p->head_dim % 4 == 0 &&
