@@ -5,6 +5,8 @@
  *   build/bench/bench_qgemm [THREADS] [SECONDS_PER_CASE]
  *   BENCH_QGEMM_CASES=4:64:2048:8192,... build/bench/bench_qgemm ...
  *       (only these cases: bits 16 = bf16, group size, N, K)
+ *   BENCH_QGEMM_PAIRED=R ...: also R pairs of (plain read, M = 1 pass),
+ *       the median ratio (the host's bandwidth drifts between reads)
  *
  * Decode (M = 1, 2, 4): y = x . W^T over a stack of weights of 1 GiB in
  * all (copies of an N x K matrix used in turn, so that every call reads
@@ -196,7 +198,16 @@ int main(int argc, char **argv)
     if (!buf) return 1;
     memset(buf, 1, total);
     double bw1 = bench_read_bw(buf, total, 1, 5), bwn = nt > 1 ? bench_read_bw(buf, total, nt, 5) : bw1;
-    free(buf);
+    /* BENCH_QGEMM_PAIRED=R: R pairs of (plain read of 1 GiB, one M = 1 pass
+     * over the weights' copies), the median of their ratios: a shared
+     * host's bandwidth drifts between the limit's reads and the cases' */
+    const char *pe = getenv("BENCH_QGEMM_PAIRED");
+    int paired = pe ? atoi(pe) : 0;
+    if (paired > 99) paired = 99;
+    if (!paired) {
+        free(buf);
+        buf = NULL;
+    }
     const char *isa = bench_fma_isa();
     double peak = isa ? fma_peak(nt) : 0.0;
     printf("cpu %s (%s); %d threads\n", dev.name, dev.features, nt);
@@ -260,6 +271,13 @@ int main(int argc, char **argv)
             double g4 = decode_gbs(be, ctx[i8], &s, 4, x, y, s.copies);
             double hot = decode_gbs(be, ctx[i8], &s, 1, x, y, 1);
             double pf = prefill_gflops(be, ctx[i8], &s, 128, x, y);
+            double pr[99];
+            for (int r = 0; r < paired; r++) {
+                double b = bench_read_bw(buf, total, nt, 1), t0 = bench_now();
+                for (int k = 0; k < s.copies; k++) be->matmul(ctx[i8], y, x, &s.w[k], NULL, 1);
+                pr[r] = (double)s.wbytes * s.copies / (bench_now() - t0) * 1e-9 / b;
+            }
+            if (paired) qsort(pr, (size_t)paired, sizeof pr[0], cmp_d);
             char name[32];
             if (cases[c].bits == 16)
                 snprintf(name, sizeof name, "bf16");
@@ -267,6 +285,9 @@ int main(int argc, char **argv)
                 snprintf(name, sizeof name, "q%d g%d", cases[c].bits, cases[c].gs);
             printf("%-10s %5d %5d | %-5s | %8.1f %8.1f %8.1f | %6.3f | %8.1f | %9.1f\n", name, cases[c].N, cases[c].K,
                    i8 ? (s.w[0].tiled ? "int8t" : "int8") : "f32", g1, g2, g4, g1 / bw, hot, pf);
+            if (paired)
+                printf("%-10s %11s | paired M=1/bw: median %.3f of %d (%.3f .. %.3f)\n", "", "", pr[paired / 2], paired,
+                       pr[0], pr[paired - 1]);
             fflush(stdout);
         }
         for (int r = 0; r < s.copies; r++) be->weight_release(ctx[1], &s.w[r]);
@@ -274,6 +295,7 @@ int main(int argc, char **argv)
     }
     free(x);
     free(y);
+    free(buf);
     for (int i = 0; i < 2; i++) be->destroy(ctx[i]);
     return 0;
 }

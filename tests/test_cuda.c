@@ -1251,8 +1251,11 @@ static void matmul_n_matches_cpu(void **state)
 
 /* norm_matmul_n and matmul_add (a decode step's norms and residual adds
  * inside its products) against the cpu's separate ops: one row in the
- * kernels that stage x (4 and 8 bits, bf16, f32), and the paths of the
- * separate ops (three rows; 2-bit weights; a row too long to stage). */
+ * kernels that stage x (4 and 8 bits, bf16, f32); several rows of 4 and 8
+ * bits in the tensor-core products (the norm in x's conversion, the sums
+ * added into y: K split in a cluster, in partial sums, not split; two
+ * blocks of rows); and the paths of the separate ops (bf16 rows; 2-bit
+ * weights; a row too long to stage). */
 static void norm_and_add_products_match_cpu(void **state)
 {
     (void)state;
@@ -1266,7 +1269,8 @@ static void norm_and_add_products_match_cpu(void **state)
         int64_t K;
     } cases[] = {
         {DT_U32, 4, 1, 1536}, {DT_U32, 8, 1, 1536}, {DT_BF16, 0, 1, 4096}, {DT_F32, 0, 1, 512},
-        {DT_U32, 4, 3, 1536}, {DT_U32, 2, 1, 512},  {DT_U32, 4, 1, 131072},
+        {DT_U32, 4, 3, 1536}, {DT_U32, 2, 1, 512},  {DT_U32, 4, 1, 131072}, {DT_U32, 4, 32, 4096},
+        {DT_U32, 4, 17, 16384}, {DT_U32, 8, 40, 2048}, {DT_BF16, 0, 5, 1024},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int T = cases[c].T, plus_one = (int)(c % 2);

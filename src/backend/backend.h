@@ -276,7 +276,10 @@ typedef struct backend_ops {
      * w^T (+ bias); x may be overwritten where up is not NULL, and tmp
      * [T, w.rows] is the op's to use.  (With these two a plain pre-norm
      * layer's residual adds go into the products before them and its norms
-     * into the products after them.) */
+     * into the products after them.)
+     * fused_pays (may be NULL: at one row only): whether those two take T
+     * rows of products with weights like w in fewer passes than the
+     * separate ops. */
     int (*add_rmsnorm)(void *ctx, void *x, void *a, const bk_weight *a_norm, void *h, const bk_weight *w, int rows,
                        int dim, float eps, int plus_one);
     int (*qk_rope_store)(void *ctx, void *q, void *k, const void *v, void *kcache, void *vcache,
@@ -293,6 +296,7 @@ typedef struct backend_ops {
                          int plus_one, const bk_weight *const *ws, const bk_weight *const *bs, int n, int T);
     int (*matmul_add)(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
                       const bk_weight *bias, void *tmp, int T);
+    int (*fused_pays)(void *ctx, const bk_weight *w, int T);
 
     /* Training (NULL where a backend lacks it: the train code says so).
      * Activations and adapter parameters are float32.

@@ -196,11 +196,15 @@ int model_products(infer_model *m, void *const *ys, const void *x, const bk_weig
 
 /* Whether this pass's residual adds go into the products before them and
  * its norms into the products after them (the backend's norm_matmul_n and
- * matmul_add; one row, plain pre-norm layers, no adapter): then s->h is
- * not formed, and each block reads s->x and adds into it. */
-static int fused_norms(const infer_model *m, int T)
+ * matmul_add; plain pre-norm layers, no adapter; one row, or where the
+ * backend says they pay for a pass whose every row is an output, as a
+ * batch's decode step): then s->h is not formed, and each block reads
+ * s->x and adds into it. */
+static int fused_norms(const infer_model *m, const fwd_batch *fb)
 {
-    return T == 1 && m->be->norm_matmul_n && m->be->matmul_add && !m->cfg.sandwich_norms && !m->adapter;
+    const backend_ops *be = m->be;
+    if (!be->norm_matmul_n || !be->matmul_add || m->cfg.sandwich_norms || m->adapter) return 0;
+    return fb->N == 1 || (fb->n_out == fb->N && be->fused_pays && be->fused_pays(m->bctx, &m->layers[0].q, fb->N));
 }
 
 /* s->h (the normalised x) -> s->o: attention of layer li, output
@@ -332,7 +336,7 @@ static int layers(infer_model *m, kv_cache *kv, const fwd_batch *fb, fwd_scratch
 {
     const model_config *c = &m->cfg;
     const backend_ops *be = m->be;
-    int T = fb->N, sw = c->sandwich_norms, fused = fused_norms(m, T);
+    int T = fb->N, sw = c->sandwich_norms, fused = fused_norms(m, fb);
     *pruned = 0;
     int rc = fused ? INFER_OK
                    : be->rmsnorm(m->bctx, s->h, s->x, &m->layers[0].input_norm, T, c->hidden_size,
@@ -439,7 +443,7 @@ static int forward_compute(infer_model *m, kv_cache *kv, fwd_scratch *s, const f
     int every = fb->n_out == fb->N;
     for (int i = 0; every && i < fb->n_out; i++) every = fb->out_rows[i] == i;
     const void *rows = pruned ? s->sel : every ? s->x : NULL;
-    if (rows == s->x && fused_norms(m, fb->N)) { /* the final norm as the head's kernel stages x */
+    if (rows == s->x && fused_norms(m, fb)) { /* the final norm as the head's kernel stages x */
         void *ys[1] = {s->logits};
         const bk_weight *ws[1] = {&m->lm_head}, *bs[1] = {NULL};
         rc = be->norm_matmul_n(m->bctx, ys, s->x, s->sel, &m->final_norm, (float)c->rms_norm_eps, c->norm_plus_one,

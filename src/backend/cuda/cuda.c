@@ -537,12 +537,23 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk
 /* Quantized products of several rows of x on tensor cores (cuk_qmm);
  * the caller holds c->lock. */
 static int qmm_run(cuda_ctx *c, float *const *ys, const void *x, const float *up, bk_act act,
-                   const bk_weight *const *ws, const bk_weight *const *bs, int n, int T)
+                   const bk_weight *const *ws, const bk_weight *const *bs, int n, int T, const cuk_qmm_extra *ex)
 {
     void *buf;
     int rc = scratch_get(c, cuk_qmm_scratch(ws, n, T), &buf);
     if (rc) return rc;
-    return launched(cuk_qmm(c->stream, ys, x, up, act == BK_ACT_GELU_TANH, ws, bs, n, T, buf), "matmul");
+    return launched(cuk_qmm(c->stream, ys, x, up, act == BK_ACT_GELU_TANH, ws, bs, n, T, buf, ex), "matmul");
+}
+
+/* Whether one cuk_qmm launch takes the n weights at T rows (the same
+ * bits, scale dtype and cols) */
+static int qmm_takes(const bk_weight *const *ws, int n, int T)
+{
+    int same = n >= 1 && n <= 4;
+    for (int i = 0; same && i < n; i++)
+        same = ws[i]->rows > 0 && cuk_qmm_ok(ws[i], T) && ws[i]->bits == ws[0]->bits && ws[i]->cols == ws[0]->cols &&
+               ws[i]->sdtype == ws[0]->sdtype;
+    return same;
 }
 
 /* Whether the products take weight w (rows and cols above 0). */
@@ -577,7 +588,7 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     float *ys[1] = {y};
     pthread_mutex_lock(&c->lock);
     if (cuk_qmm_ok(w, T)) {
-        rc = qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T);
+        rc = qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T, NULL);
         pthread_mutex_unlock(&c->lock);
         return rc;
     }
@@ -595,17 +606,11 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
     cuda_ctx *c = ctx;
     if (T <= 0 || n <= 0) return INFER_OK;
     if (n > 4) return infer_err(INFER_ERR_INVALID_ARGUMENT, "matmul: %d products at once (at most 4)", n);
-    if (n > 1 && cuk_qmm_ok(ws[0], T)) { /* x converted once for all of them */
-        int same = 1;
-        for (int i = 0; i < n; i++)
-            same &= ws[i]->rows > 0 && cuk_qmm_ok(ws[i], T) && ws[i]->bits == ws[0]->bits &&
-                    ws[i]->cols == ws[0]->cols && ws[i]->sdtype == ws[0]->sdtype;
-        if (same) {
-            pthread_mutex_lock(&c->lock);
-            int rc = qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T);
-            pthread_mutex_unlock(&c->lock);
-            return rc;
-        }
+    if (n > 1 && qmm_takes(ws, n, T)) { /* x converted once for all of them */
+        pthread_mutex_lock(&c->lock);
+        int rc = qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T, NULL);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
     }
     if (n > 1 && matvec_takes(ws[0], T)) {
         int ok = 1;
@@ -919,7 +924,7 @@ static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_ac
         if (rc) return rc;
         float *ys[1] = {y};
         pthread_mutex_lock(&c->lock);
-        rc = qmm_run(c, ys, gate, up, act, &w, &bias, 1, T);
+        rc = qmm_run(c, ys, gate, up, act, &w, &bias, 1, T, NULL);
         pthread_mutex_unlock(&c->lock);
         return rc;
     }
@@ -928,7 +933,9 @@ static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_ac
 }
 
 /* One row: the norm formed as the products' kernel stages x, in the
- * kernels that stage it (one launch instead of two); else the two ops. */
+ * kernels that stage it (one launch instead of two); 2 to CUK_QMM_MAX_T
+ * rows of 4- or 8-bit W: as x is converted for the tensor cores; else the
+ * two ops. */
 static int cuda_norm_matmul_n(void *ctx, void *const *ys, const void *x, void *h, const bk_weight *nw, float eps,
                               int plus_one, const bk_weight *const *ws, const bk_weight *const *bs, int n, int T)
 {
@@ -945,12 +952,20 @@ static int cuda_norm_matmul_n(void *ctx, void *const *ys, const void *x, void *h
             if (e != (int)cudaErrorNotSupported) return launched(e, "norm_matmul_n");
         }
     }
+    if (T > 1 && qmm_takes(ws, n, T) && nw->rows * nw->cols == ws[0]->cols) {
+        const cuk_qmm_extra ex = {nw, eps, plus_one, 0};
+        pthread_mutex_lock(&c->lock);
+        int rc = qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T, &ex);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     int rc = cuda_rmsnorm(ctx, h, x, nw, T, (int)ws[0]->cols, eps, plus_one);
     return rc ? rc : cuda_matmul_n(ctx, ys, h, ws, bs, n, T);
 }
 
-/* One row: the sum taken by the product's kernel (y read back where it
- * writes); else the product into tmp and an add. */
+/* One row, or 2 to CUK_QMM_MAX_T rows of 4- or 8-bit W: the sum taken by
+ * the product's kernel (y read back where it writes); else the product
+ * into tmp and an add. */
 static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
                            const bk_weight *bias, void *tmp, int T)
 {
@@ -962,8 +977,24 @@ static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act a
         int e = cuk_matvec_add(c->stream, y, x, up, act, w, bias);
         if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_add");
     }
+    if (T > 1 && cuk_qmm_ok(w, T)) {
+        const cuk_qmm_extra ex = {NULL, 0.0f, 0, 1};
+        float *ys[1] = {y};
+        pthread_mutex_lock(&c->lock);
+        rc = qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     rc = up ? cuda_matmul_glu(ctx, tmp, x, up, act, w, bias, T) : cuda_matmul(ctx, tmp, x, w, bias, T);
     return rc ? rc : cuda_add(ctx, y, tmp, (size_t)T * (size_t)w->rows);
+}
+
+/* Several rows: where the products take cuk_qmm, whose conversion of x
+ * forms the norm and whose results add into y */
+static int cuda_fused_pays(void *ctx, const bk_weight *w, int T)
+{
+    (void)ctx;
+    return T == 1 || cuk_qmm_ok(w, T);
 }
 
 /* ---- training ---- */
@@ -1209,6 +1240,7 @@ const backend_ops backend_cuda = {
     .matmul_glu = cuda_matmul_glu,
     .norm_matmul_n = cuda_norm_matmul_n,
     .matmul_add = cuda_matmul_add,
+    .fused_pays = cuda_fused_pays,
     .matmul_n = cuda_matmul_n,
     .matmul_dx = cuda_matmul_dx,
     .matmul_dw = cuda_matmul_dw,

@@ -1300,7 +1300,14 @@ typedef struct qmm_set {
     size_t out0[MV_N + 1];
     int first[MV_N + 1];
     int n;
+    int acc; /* 1: y[i] += the products (matmul_add) */
 } qmm_set;
+
+/* What goes into element i of y[wi]: v, plus y's value where the set adds */
+__device__ __forceinline__ float qmm_out(const qmm_set &set, const float *y, size_t i, float v)
+{
+    return set.acc ? y[i] + v : v;
+}
 
 /* Which of the launch's weights the block's rows belong to */
 __device__ __forceinline__ int qmm_weight(const qmm_set &set)
@@ -1461,9 +1468,11 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
             for (int e = 0; e < 4; e++) {
                 const int t = t0 + 8 * n + 2 * q + (e & 1);
                 const int64_t r = rb0 + 32 * warp + 16 * m + g + (e >> 1) * 8;
+                const size_t o = (size_t)t * (size_t)R + (size_t)r;
                 if (t < T && r < R)
-                    out[(size_t)t * (size_t)R + (size_t)r] =
-                        acc[m][n][e] + (!split && bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+                    out[o] = split ? acc[m][n][e]
+                                   : qmm_out(set, out, o,
+                                             acc[m][n][e] + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f));
             }
 }
 
@@ -1738,9 +1747,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
             if (t < T)
 #pragma unroll
                 for (int k = 0; k < 4; k++)
-                    if (row + k < R)
-                        y[(size_t)t * (size_t)R + (size_t)(row + k)] =
-                            o[k] + (bias.data ? ld(bias.data, bias.dtype, (size_t)(row + k)) : 0.0f);
+                    if (row + k < R) {
+                        const size_t oi = (size_t)t * (size_t)R + (size_t)(row + k);
+                        y[oi] = qmm_out(set, y, oi, o[k] + (bias.data ? ld(bias.data, bias.dtype, (size_t)(row + k)) : 0.0f));
+                    }
         }
         cluster_sync_all(); /* no block leaves while the others read its sums */
         return;
@@ -1753,16 +1763,39 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
         for (int i = 0; i < 16; i++) {
             const int t = t0 + 8 * (i >> 2) + 2 * q + (i & 1);
             const int64_t r = rb0 + rbase + 64 * m + ((i >> 1) & 1) * 8;
+            const size_t o = (size_t)t * (size_t)R + (size_t)r;
             if (t < T && r < R)
-                out[(size_t)t * (size_t)R + (size_t)r] =
-                    acc[m][i] + (!split && bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f);
+                out[o] = split ? acc[m][i]
+                               : qmm_out(set, out, o, acc[m][i] + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f));
         }
+}
+
+/* Mode 2 (k_qmm4w's order) of the conversions below: group i of 8 values
+ * of x [Tp, K] takes the columns src[e] of its row (see k_qmm4w) and fills
+ * the 16-byte slot returned, 8 KB a chunk of 128 values of 32 rows */
+__device__ __forceinline__ size_t qmm_x_slot2(size_t i, int64_t K, size_t *src)
+{
+    const size_t t = i * 8 / (size_t)K;
+    const size_t c0 = i * 8 / 128 * 128 % (size_t)K, p = i % (size_t)(K / 8), P = p % 16;
+    const int h = (int)(P >> 1) & 1, c = (int)(P >> 2), hi = (int)P & 1;
+#pragma unroll
+    for (int e = 0; e < 8; e++) src[e] = c0 + 32 * (e >> 1) + 8 * c + 2 * h + hi + 4 * (e & 1);
+    const size_t tb = t / QMM_TOK, tt = t % QMM_TOK;
+    return (tb * (size_t)(K / 128) + p / 16) * 512 + (tt / 8) * 128 + P * 8 + tt % 8;
+}
+
+/* 8 values as 8 bf16 in the order of perm4 (1: 0 4 1 5 2 6 3 7) */
+__device__ __forceinline__ uint4 qmm_x_pack(const float *v, int perm4)
+{
+    if (perm4 == 1)
+        return make_uint4(bf2_pack(v[0], v[4]), bf2_pack(v[1], v[5]), bf2_pack(v[2], v[6]), bf2_pack(v[3], v[7]));
+    return make_uint4(bf2_pack(v[0], v[1]), bf2_pack(v[2], v[3]), bf2_pack(v[4], v[5]), bf2_pack(v[6], v[7]));
 }
 
 /* x [T, K] float32 (act(x) * up where up is not NULL) -> bf16 [Tp, K]
  * (rows T .. Tp zero), 8 values a thread; perm4 1 (k_qmm4): each 8 values
  * in the order 0 4 1 5 2 6 3 7; 2 (k_qmm4w): in that kernel's order and
- * place, 8 KB a chunk of 128 values of 32 rows */
+ * place (qmm_x_slot2) */
 __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu, int T, int Tp, int64_t K, int perm4)
 {
     PDL_ENTRY();
@@ -1771,16 +1804,12 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu
         const size_t t = i * 8 / (size_t)K;
         float v[8];
         size_t i8 = i; /* where the 8 values go */
-        if (perm4 == 2) { /* k_qmm4w's order: see there */
-            const size_t c0 = i * 8 / 128 * 128 % (size_t)K, p = i % (size_t)(K / 8), P = p % 16;
-            const int h = (int)(P >> 1) & 1, c = (int)(P >> 2), hi = (int)P & 1;
+        if (perm4 == 2) {
+            size_t src[8];
+            i8 = qmm_x_slot2(i, K, src);
             const float *xr = x + t * (size_t)K, *ur = up ? up + t * (size_t)K : NULL;
-            for (int e = 0; e < 8; e++) {
-                const size_t src = c0 + 32 * (e >> 1) + 8 * c + 2 * h + hi + 4 * (e & 1);
-                v[e] = t < (size_t)T ? (ur ? glu1(xr[src], ur[src], gelu) : xr[src]) : 0.0f;
-            }
-            const size_t tb = t / QMM_TOK, tt = t % QMM_TOK;
-            i8 = (tb * (size_t)(K / 128) + p / 16) * 512 + (tt / 8) * 128 + P * 8 + tt % 8;
+            for (int e = 0; e < 8; e++)
+                v[e] = t < (size_t)T ? (ur ? glu1(xr[src[e]], ur[src[e]], gelu) : xr[src[e]]) : 0.0f;
         } else if (t < (size_t)T) {
             float4 a = ((const float4 *)x)[2 * i], b = ((const float4 *)x)[2 * i + 1];
             if (up) {
@@ -1794,12 +1823,41 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu
         } else {
             for (int e = 0; e < 8; e++) v[e] = 0.0f;
         }
-        uint4 o;
-        if (perm4 == 1)
-            o = make_uint4(bf2_pack(v[0], v[4]), bf2_pack(v[1], v[5]), bf2_pack(v[2], v[6]), bf2_pack(v[3], v[7]));
+        ((uint4 *)dst)[i8] = qmm_x_pack(v, perm4);
+    }
+}
+
+/* k_qmm_x with a norm before the products instead of an activation: row t
+ * of x normed as k_rmsnorm does (x r (w + one), r = 1 / sqrt(mean(x^2) +
+ * eps)), then converted in the order of perm4; a block a row of the Tp
+ * (rows T .. Tp zero), so that the norm's sum is the block's */
+__global__ void k_qmm_xn(uint16_t *dst, const float *x, bk_weight nw, float eps, int plus_one, int T, int64_t K,
+                         int perm4)
+{
+    __shared__ float part[32];
+    PDL_ENTRY();
+    const size_t t = blockIdx.x, g8 = (size_t)K / 8;
+    const float *xr = x + t * (size_t)K, one = plus_one ? 1.0f : 0.0f;
+    const int live = t < (size_t)T; /* the same in every thread of the block */
+    float r = 0.0f;
+    if (live) {
+        float ss = 0.0f;
+        for (size_t k = threadIdx.x; k < (size_t)K / 4; k += blockDim.x) {
+            const float4 a = ((const float4 *)xr)[k];
+            ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+        }
+        r = rsqrtf(block_sum(ss, part) / (float)K + eps);
+    }
+    for (size_t p = threadIdx.x; p < g8; p += blockDim.x) {
+        size_t src[8], i8 = t * g8 + p;
+        if (perm4 == 2)
+            i8 = qmm_x_slot2(i8, K, src);
         else
-            o = make_uint4(bf2_pack(v[0], v[1]), bf2_pack(v[2], v[3]), bf2_pack(v[4], v[5]), bf2_pack(v[6], v[7]));
-        ((uint4 *)dst)[i8] = o;
+            for (int e = 0; e < 8; e++) src[e] = 8 * p + (size_t)e;
+        float v[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = live ? xr[src[e]] * r * (ld(nw.data, nw.dtype, src[e]) + one) : 0.0f;
+        ((uint4 *)dst)[i8] = qmm_x_pack(v, perm4);
     }
 }
 
@@ -1820,7 +1878,8 @@ __global__ void k_qmm_sum(qmm_set set, int S, int T)
         const size_t i = e - MV_SEL(set.out0, wi), TR = (size_t)T * (size_t)MV_SEL(set.w, wi).rows;
         float v = bias.data ? ld(bias.data, bias.dtype, i % (size_t)MV_SEL(set.w, wi).rows) : 0.0f;
         for (int z = 0; z < S; z++) v += part[(size_t)z * TR + i];
-        MV_SEL(set.y, wi)[i] = v;
+        float *y = MV_SEL(set.y, wi);
+        y[i] = qmm_out(set, y, i, v);
     }
 }
 
@@ -1880,9 +1939,12 @@ extern "C" size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T)
 }
 
 extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int gelu,
-                       const bk_weight *const *ws, const bk_weight *const *bs, int n, int T, void *scratch)
+                       const bk_weight *const *ws, const bk_weight *const *bs, int n, int T, void *scratch,
+                       const cuk_qmm_extra *ex)
 {
     if (n < 1 || n > MV_N) return (int)cudaErrorInvalidValue;
+    const bk_weight *nw = ex ? ex->norm : NULL;
+    if (nw && (up || nw->rows * nw->cols != ws[0]->cols)) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     const bk_weight *w = ws[0];
     const int64_t K = w->cols;
@@ -1895,6 +1957,7 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     qmm_set set;
     memset(&set, 0, sizeof set);
     set.n = n;
+    set.acc = ex && ex->acc;
     uint16_t *xb = (uint16_t *)scratch;
     char *pp = (char *)scratch + ((size_t)Tp * (size_t)K * 2 + 255) / 256 * 256;
     int first = 0;
@@ -1915,8 +1978,11 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     static const qmm_fn fns[4] = {k_qmm4, k_qmm4f, k_qmm8, k_qmm4w};
     static int attr_set[4];
     const int f = w->bits == 8 ? 2 : w->sdtype != DT_BF16 ? 1 : qmm_wgmma(w) ? 3 : 0;
-    PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
-               f == 3 ? 2 : w->bits == 4);
+    if (nw)
+        PDL_LAUNCH(k_qmm_xn, Tp, 256, 0, st, xb, x, *nw, ex->eps, ex->plus_one, T, K, f == 3 ? 2 : w->bits == 4);
+    else
+        PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
+                   f == 3 ? 2 : w->bits == 4);
     const size_t smem = (size_t)QMM_STAGES * (f == 3 ? QMW_STAGE : qmm_stage_bytes(w->bits));
     if (!attr_set[f]) {
         cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -45,10 +45,20 @@ int cuk_matvec_n(void *stream, float *const *ys, const float *x, const bk_weight
  * where up is not NULL, gelu choosing the activation).  scratch:
  * cuk_qmm_scratch(ws, n, T) bytes of device memory that nothing else uses
  * until the launches have run. */
+/* What cuk_qmm does besides (NULL: nothing): norm not NULL: x is normed
+ * first, row by row, as cuk_rmsnorm does with norm, eps and plus_one (not
+ * with up: cudaErrorNotSupported); acc: ys[i] += the products (and
+ * biases) instead of = */
+typedef struct cuk_qmm_extra {
+    const bk_weight *norm;
+    float eps;
+    int plus_one;
+    int acc;
+} cuk_qmm_extra;
 int cuk_qmm_ok(const bk_weight *w, int T);
 size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T);
 int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int gelu, const bk_weight *const *ws,
-            const bk_weight *const *bs, int n, int T, void *scratch);
+            const bk_weight *const *bs, int n, int T, void *scratch, const cuk_qmm_extra *ex);
 /* dst[n] (bf16) = src[n] (float32) */
 int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
