@@ -443,7 +443,7 @@ static void train_ops_match_cpu(void **state)
     } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f, 1}, {33, 33, 6, 2, 32, 8, 0.0f, 3}, {12, 30, 4, 1, 128, 0, 5.0f, 1},
               {40, 40, 8, 4, 256, 16, 0.0f, 2}, {70, 70, 4, 4, 128, 0, 0.0f, 2}, {300, 300, 8, 2, 64, 100, 30.0f, 2}};
     for (int pass = 0; pass < 2; pass++)
-    for (size_t c = pass ? sizeof ac / sizeof ac[0] - 1 : 0; c < sizeof ac / sizeof ac[0]; c++) {
+    for (size_t c = 0; c < sizeof ac / sizeof ac[0]; c++) {
         size_t nq = (size_t)ac[c].batch * ac[c].T * ac[c].H * ac[c].d,
                nk = (size_t)ac[c].batch * ac[c].S * ac[c].KVH * ac[c].d;
         float *q = malloc(nq * 4), *g = malloc(nq * 4), *k = malloc(nk * 4), *v = malloc(nk * 4);
@@ -452,8 +452,9 @@ static void train_ops_match_cpu(void **state)
         fill(g, nq, 1.0f);
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
-        /* the last case again with fast on (training's TF32 products), to 2e-3 */
-        const int fast = c + 1 == sizeof ac / sizeof ac[0] && pass;
+        /* every case again with fast on (training's TF32 products: the
+         * flash kernels forward where head_dim is 64, 128 or 256), to 2e-3 */
+        const int fast = pass;
         const double tol = fast ? 2e-3 : 1e-5;
         bk_attn a = {ac[c].T, ac[c].S, ac[c].H, ac[c].KVH, ac[c].d, 1.0f / sqrtf((float)ac[c].d), ac[c].softcap,
                      ac[c].window, ac[c].batch, fast};

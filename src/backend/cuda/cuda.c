@@ -762,6 +762,15 @@ static int cuda_attention(void *ctx, void *out, const void *q, const void *k, co
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: %d queries over %d keys", p->T, p->S);
+    const size_t fneed = cuk_attention_flash_scratch(p);
+    if (fneed) { /* p->fast (training): the flash kernels, no score matrix */
+        void *buf;
+        pthread_mutex_lock(&c->lock);
+        if (!(rc = scratch_get(c, fneed, &buf)))
+            rc = launched(cuk_attention_flash(c->stream, out, q, k, v, p, buf), "attention");
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     if (p->T >= 32 && attn_gemm_bytes(p) <= ATTN_GEMM_BYTES) {
         pthread_mutex_lock(&c->lock);
         rc = attn_gemm(c, 0, out, NULL, NULL, NULL, NULL, q, k, v, p);

@@ -3439,6 +3439,48 @@ static int att_plan(const bk_attn_kv *p, int *tiles, int *parts)
 
 extern "C" int cuk_attention_kv_flash(const bk_attn_kv *p) { return p->N > 0 ? fa_warps(p) : 0; }
 
+/* A batch of p->batch sequences side by side (bk_attn, training) as the
+ * flash kernels' cache view: sequence b's queries from row b T, its keys
+ * from cache row b S (slot b of a cache of S rows a slot) */
+__global__ void k_attn_batch_rows(int32_t *q_start, int32_t *kv_len, int32_t *slot, int B, int T, int S)
+{
+    PDL_ENTRY(); /* the scratch they go to may be the kernel before's */
+    for (int b = threadIdx.x; b <= B; b += blockDim.x) {
+        q_start[b] = b * T;
+        if (b < B) kv_len[b] = S, slot[b] = b;
+    }
+}
+
+static bk_attn_kv attn_as_kv(const bk_attn *p, const int32_t *rows)
+{
+    const int B = p->batch > 1 ? p->batch : 1;
+    bk_attn_kv a;
+    memset(&a, 0, sizeof a);
+    a.B = B, a.N = B * p->T, a.cap = p->S, a.max_n = p->T;
+    a.q_start = rows, a.kv_len = rows + B + 1, a.slot = rows + 2 * B + 1;
+    a.n_heads = p->n_heads, a.n_kv_heads = p->n_kv_heads, a.head_dim = p->head_dim;
+    a.scale = p->scale, a.softcap = p->softcap, a.window = p->window, a.fast = p->fast;
+    return a;
+}
+
+extern "C" size_t cuk_attention_flash_scratch(const bk_attn *p)
+{
+    const bk_attn_kv a = attn_as_kv(p, NULL);
+    return p->T > 0 && fa_warps(&a) ? (size_t)(3 * a.B + 1) * sizeof(int32_t) : 0;
+}
+
+extern "C" int cuk_attention_flash(void *stream, float *out, const float *q, const float *k, const float *v,
+                                   const bk_attn *p, void *scratch)
+{
+    const bk_attn_kv a = attn_as_kv(p, (const int32_t *)scratch);
+    const int wk = p->T > 0 && scratch ? fa_warps(&a) : 0;
+    if (!wk) return (int)cudaErrorNotSupported;
+    int32_t *rows = (int32_t *)scratch;
+    PDL_LAUNCH(k_attn_batch_rows, 1, 256, 0, (cudaStream_t)stream, rows, rows + a.B + 1, rows + 2 * a.B + 1, a.B, p->T,
+               p->S);
+    return flash_attention((cudaStream_t)stream, out, q, (float *)k, (float *)v, &a, wk, NULL);
+}
+
 extern "C" size_t cuk_attention_kv_scratch(const bk_attn_kv *p)
 {
     int tiles, parts;

@@ -103,6 +103,13 @@ size_t cuk_attention_kv_scratch(const bk_attn_kv *p);
  * steps of a batch that fills the device, which cuk_rope_attention_kv
  * takes too, and short prefills); 0 where the other kernels take p. */
 int cuk_attention_kv_flash(const bk_attn_kv *p);
+/* The attention op (bk_attn: out[batch * T, heads, hd]) through the flash
+ * kernels where they take it (p->fast, as cuk_attention_kv_flash says for
+ * the same shapes): cudaErrorNotSupported, nothing launched, elsewhere.
+ * scratch: cuk_attention_flash_scratch(p) bytes (0: not taken). */
+size_t cuk_attention_flash_scratch(const bk_attn *p);
+int cuk_attention_flash(void *stream, float *out, const float *q, const float *k, const float *v, const bk_attn *p,
+                        void *scratch);
 int cuk_attention_kv(void *stream, float *out, const float *q, const float *kc, const float *vc,
                      const bk_attn_kv *p, void *scratch, int *counts, size_t n_counts);
 /* cuk_qk_rope_store then cuk_attention_kv as one launch, for steps with
