@@ -671,14 +671,16 @@ static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
 }
 
 /* ---- attention through materialized scores ----
- * For whole sequences (training): per sequence and per index g within the
- * kv groups, one strided-batched product over the kv heads gives the
- * scores scale q_h k^T of heads h = kvh * group + g, [T][S] each; a kernel
- * a row softmaxes them (softcap, mask), and products give out = P v (the
- * backward: dP = dout v^T, dS from P and dP, dq = dS k, dk = sum_g dS^T q,
- * dv = sum_g P^T dout), in float32 (no TF32, so that the op stays as exact
- * as the kernels, unless p->fast: training).  Scratch: two
- * [heads][T][S] blocks; used where they take at most ATTN_GEMM_BYTES. */
+ * For whole sequences (training's backward; float32 prefills): per
+ * sequence, q (and dout) copied with heads first ([H][T][d]), so that the
+ * G heads of a kv group are one matrix of G T rows, and each product is
+ * one strided-batched product over the kv heads: the scores scale q_h k^T
+ * [H][T][S]; a kernel a row softmaxes them (softcap, mask); out = P v
+ * (the backward: dP = dout v^T, dS from P and dP, dq = dS k, dk = dS^T q
+ * and dv = P^T dout over the group's G T rows at once), in float32 (no
+ * TF32, so that the op stays as exact as the kernels, unless p->fast:
+ * training).  Scratch: two [heads][T][S] blocks and two [T][heads][d];
+ * used where the blocks take at most ATTN_GEMM_BYTES. */
 enum { ATTN_GEMM_BYTES = 1 << 30 };
 
 static size_t attn_gemm_bytes(const bk_attn *p) { return 2 * (size_t)p->n_heads * p->T * p->S * sizeof(float); }
@@ -695,63 +697,66 @@ static int sgemm_kv(cuda_ctx *c, const bk_attn *p, cublasOperation_t ta, cublasO
     return s ? blas_fail(s, "attention") : INFER_OK;
 }
 
-/* sc[h] = scale a_h b^T for the heads of index g (a: q or dout [T][H d],
- * b: k or v [S][KVH d]): S^T (S x T) = b (S x d) . a^T (d x T). */
-static int attn_scores(cuda_ctx *c, float *sc, const float *a, const float *b, const bk_attn *p, int g, float scale)
+/* sc = scale a b^T for every kv head j: a (q or dout, heads first) has
+ * the group's G T rows at a + j G T d, b (k or v) rows of [S][KVH d];
+ * sc [H][T][S] (the group's rows at j G T S): in cuBLAS's column-major
+ * terms sc_j^T (S x G T) = b_j (S x d) . a_j^T (d x G T). */
+static int attn_scores(cuda_ctx *c, float *sc, const float *a, const float *b, const bk_attn *p, float scale)
 {
-    const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
-    return sgemm_kv(c, p, CUBLAS_OP_T, CUBLAS_OP_N, S, T, d, scale, b, p->n_kv_heads * d, d, a + (size_t)g * d,
-                    p->n_heads * d, (long long)group * d, 0.0f, sc + (size_t)g * T * S, S, (long long)group * T * S,
-                    p->n_kv_heads);
+    const int d = p->head_dim, GT = p->n_heads / p->n_kv_heads * p->T, S = p->S;
+    return sgemm_kv(c, p, CUBLAS_OP_T, CUBLAS_OP_N, S, GT, d, scale, b, p->n_kv_heads * d, d, a, d, (long long)GT * d,
+                    0.0f, sc, S, (long long)GT * S, p->n_kv_heads);
 }
 
-/* o_h = m_h b for the heads of index g (m: P or dS [T][S], b: v or k):
- * o^T (d x T) = b^T (d x S) . m^T (S x T). */
-static int attn_apply(cuda_ctx *c, float *o, const float *m, const float *b, const bk_attn *p, int g)
+/* o (heads first, G T rows a kv head) = m b (m: P or dS [H][T][S], b: v
+ * or k): o_j^T (d x G T) = b_j^T (d x S) . m_j^T (S x G T). */
+static int attn_apply(cuda_ctx *c, float *o, const float *m, const float *b, const bk_attn *p)
 {
-    const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
-    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_N, d, T, S, 1.0f, b, p->n_kv_heads * d, d, m + (size_t)g * T * S, S,
-                    (long long)group * T * S, 0.0f, o + (size_t)g * d, p->n_heads * d, (long long)group * d,
-                    p->n_kv_heads);
+    const int d = p->head_dim, GT = p->n_heads / p->n_kv_heads * p->T, S = p->S;
+    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_N, d, GT, S, 1.0f, b, p->n_kv_heads * d, d, m, S, (long long)GT * S,
+                    0.0f, o, d, (long long)GT * d, p->n_kv_heads);
 }
 
-/* o (+)= sum over the heads of index g of m_h^T a_h (m: dS or P, a: q or
- * dout): o^T (d x S) = a^T (d x T) . m (T x S). */
-static int attn_gather(cuda_ctx *c, float *o, const float *m, const float *a, const bk_attn *p, int g)
+/* o ([S][KVH d], k's or v's layout) = m^T a over the group's G T rows (m:
+ * dS or P, a: q or dout heads first): o_j^T (d x S) = a_j^T (d x G T) .
+ * m_j (G T x S). */
+static int attn_gather(cuda_ctx *c, float *o, const float *m, const float *a, const bk_attn *p)
 {
-    const int d = p->head_dim, group = p->n_heads / p->n_kv_heads, T = p->T, S = p->S;
-    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_T, d, S, T, 1.0f, a + (size_t)g * d, p->n_heads * d,
-                    (long long)group * d, m + (size_t)g * T * S, S, (long long)group * T * S, g ? 1.0f : 0.0f, o,
-                    p->n_kv_heads * d, d, p->n_kv_heads);
+    const int d = p->head_dim, GT = p->n_heads / p->n_kv_heads * p->T, S = p->S;
+    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_T, d, S, GT, 1.0f, a, d, (long long)GT * d, m, S, (long long)GT * S,
+                    0.0f, o, p->n_kv_heads * d, d, p->n_kv_heads);
 }
 
 /* The caller holds c->lock. */
 static int attn_gemm(cuda_ctx *c, int back, float *out, float *dq, float *dk, float *dv, const float *dout,
                      const float *q, const float *k, const float *v, const bk_attn *p)
 {
-    const int nb = p->batch > 1 ? p->batch : 1, group = p->n_heads / p->n_kv_heads, rows = p->n_heads * p->T;
-    const size_t qn = (size_t)p->T * p->n_heads * p->head_dim, kn = (size_t)p->S * p->n_kv_heads * p->head_dim,
-                 sn = (size_t)p->n_heads * p->T * p->S;
+    const int nb = p->batch > 1 ? p->batch : 1, rows = p->n_heads * p->T, T = p->T, H = p->n_heads, d = p->head_dim;
+    const size_t qn = (size_t)T * H * d, kn = (size_t)p->S * p->n_kv_heads * d, sn = (size_t)H * T * p->S;
     void *buf;
-    int rc = scratch_get(c, attn_gemm_bytes(p), &buf);
+    int rc = scratch_get(c, attn_gemm_bytes(p) + 2 * qn * sizeof(float), &buf);
     if (rc) return rc;
-    float *sc = buf, *dp = sc + sn;
+    float *sc = buf, *dp = sc + sn, *qh = dp + sn, *gh = qh + qn;
     for (int b = 0; b < nb && !rc; b++) {
-        const float *qb = q + b * qn, *kb = k + b * kn, *vb = v + b * kn;
-        for (int g = 0; g < group && !rc; g++) rc = attn_scores(c, sc, qb, kb, p, g, p->scale);
-        if (!back) {
-            if (!rc) rc = launched(cut_attn_softmax(c->stream, sc, rows, p->T, p->S, p->softcap, p->window), "attention");
-            for (int g = 0; g < group && !rc; g++) rc = attn_apply(c, out + b * qn, sc, vb, p, g);
+        const float *kb = k + b * kn, *vb = v + b * kn;
+        if ((rc = launched(cut_swap_rows(c->stream, qh, q + b * qn, T, H, d), "attention")) ||
+            (rc = attn_scores(c, sc, qh, kb, p, p->scale)))
+            break;
+        if (!back) { /* out = P v, through qh */
+            if ((rc = launched(cut_attn_softmax(c->stream, sc, rows, T, p->S, p->softcap, p->window), "attention")) ||
+                (rc = attn_apply(c, qh, sc, vb, p)))
+                break;
+            rc = launched(cut_swap_rows(c->stream, out + b * qn, qh, H, T, d), "attention");
             continue;
         }
-        const float *gb = dout + b * qn;
-        for (int g = 0; g < group && !rc; g++) rc = attn_scores(c, dp, gb, vb, p, g, 1.0f);
-        if (!rc)
-            rc = launched(cut_attn_softmax_back(c->stream, sc, dp, rows, p->T, p->S, p->softcap, p->window, p->scale),
-                          "attention_back");
-        for (int g = 0; g < group && !rc; g++) rc = attn_apply(c, dq + b * qn, dp, kb, p, g);
-        for (int g = 0; g < group && !rc; g++) rc = attn_gather(c, dk + b * kn, dp, qb, p, g);
-        for (int g = 0; g < group && !rc; g++) rc = attn_gather(c, dv + b * kn, sc, gb, p, g);
+        if ((rc = launched(cut_swap_rows(c->stream, gh, dout + b * qn, T, H, d), "attention_back")) ||
+            (rc = attn_scores(c, dp, gh, vb, p, 1.0f)) ||
+            (rc = launched(cut_attn_softmax_back(c->stream, sc, dp, rows, T, p->S, p->softcap, p->window, p->scale),
+                           "attention_back")) ||
+            (rc = attn_gather(c, dv + b * kn, sc, gh, p)) || (rc = attn_gather(c, dk + b * kn, dp, qh, p)) ||
+            (rc = attn_apply(c, qh, dp, kb, p))) /* dq, heads first, over q's copy */
+            break;
+        rc = launched(cut_swap_rows(c->stream, dq + b * qn, qh, H, T, d), "attention_back");
     }
     return rc;
 }

@@ -527,7 +527,39 @@ extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, int row
     return (int)cudaGetLastError();
 }
 
+/* dst[b][a] = src[a][b], rows of d floats, a < A and b < B (heads and
+ * rows trading places) */
+__global__ void k_swap_rows(float *dst, const float *src, int A, int B, int d)
+{
+    const size_t n = (size_t)A * B * d;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = e / (size_t)d, c = e % (size_t)d, a = r / (size_t)B, b = r % (size_t)B;
+        dst[(b * (size_t)A + a) * (size_t)d + c] = src[e];
+    }
+}
+
+__global__ void k_swap_rows4(float4 *dst, const float4 *src, int A, int B, int d4)
+{
+    const size_t n = (size_t)A * B * d4;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = e / (size_t)d4, c = e % (size_t)d4, a = r / (size_t)B, b = r % (size_t)B;
+        dst[(b * (size_t)A + a) * (size_t)d4 + c] = src[e];
+    }
+}
+
 /* ---- launchers ---- */
+
+extern "C" int cut_swap_rows(void *stream, float *dst, const float *src, int A, int B, int d)
+{
+    const size_t n = (size_t)A * B * d;
+    if (!n) return 0;
+    if (d % 4 == 0 && (uintptr_t)dst % 16 == 0 && (uintptr_t)src % 16 == 0)
+        k_swap_rows4<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((float4 *)dst, (const float4 *)src, A, B,
+                                                                              d / 4);
+    else
+        k_swap_rows<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dst, src, A, B, d);
+    return (int)cudaGetLastError();
+}
 
 extern "C" int cut_axpy(void *stream, float *y, const float *x, float a, size_t n)
 {

@@ -36,6 +36,9 @@ int cut_attention_back(void *stream, float *dq, float *dk, float *dv, const floa
  * holds scale q . k; the forward softmax (softcap, mask) in place; the
  * backward one turns sc into P and dp (dout . v) into dS (times scale). */
 int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S, float softcap, int window);
+/* dst[b][a][0, d) = src[a][b][0, d) for a < A, b < B: [T][heads][d] to
+ * [heads][T][d] and back */
+int cut_swap_rows(void *stream, float *dst, const float *src, int A, int B, int d);
 int cut_attn_softmax_back(void *stream, float *sc, float *dp, int rows, int T, int S, float softcap, int window,
                           float scale);
 
