@@ -371,6 +371,22 @@ static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t
     return lin_n(tr, li, &k, ys, x, ts, 1);
 }
 
+/* Whether module k's product of layer li adds into the residual stream
+ * itself (the backend's matmul_add): no adapter on it, and no norm
+ * between it and the add (no sandwich norms); then its output is not
+ * kept, which the backward pass does not read in that case. */
+static int adds_into(const infer_trainer *tr, int li, int k)
+{
+    return tr->m->be->matmul_add && !tr->m->cfg.sandwich_norms && !lora_at(tr->l, li, k);
+}
+
+/* y += x W^T (+ b) for a module without an adapter */
+static int lin_add(infer_trainer *tr, int li, int k, void *y, const void *x)
+{
+    const bk_weight *b, *w = lora_base(tr->m, li, k, &b);
+    return tr->m->be->matmul_add(tr->m->bctx, y, (void *)x, NULL, BK_ACT_SILU, w, b, tr->tmp, tr->N);
+}
+
 static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
 {
     const layer_weights *L = &m->layers[li];
@@ -417,21 +433,27 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
                (rc = be->copy(ctx, a->k, a->kp, f4((size_t)N * kvd))))
         return rc;
     if ((rc = be->rope(ctx, a->q, tr->pos, N, c->n_heads, c->head_dim, freq, 1.0f)) ||
-        (rc = be->rope(ctx, a->k, tr->pos, N, c->n_kv_heads, c->head_dim, freq, 1.0f)) ||
-        (rc = attend(tr, li, a, 0)) || (rc = lin(tr, li, LM_O, a->o, a->a, a->t[LM_O])) ||
-        (rc = be->copy(ctx, a->xm, x, f4((size_t)N * H))))
+        (rc = be->rope(ctx, a->k, tr->pos, N, c->n_kv_heads, c->head_dim, freq, 1.0f)) || (rc = attend(tr, li, a, 0)))
         return rc;
-    if (sw) {
+    if (adds_into(tr, li, LM_O)) { /* xm = x + a W_o^T, the sum taken by the product */
+        if ((rc = be->copy(ctx, a->xm, x, f4((size_t)N * H))) || (rc = lin_add(tr, li, LM_O, a->xm, a->a))) return rc;
+    } else if ((rc = lin(tr, li, LM_O, a->o, a->a, a->t[LM_O])) || (rc = be->copy(ctx, a->xm, x, f4((size_t)N * H)))) {
+        return rc;
+    } else if (sw) {
         if ((rc = be->rmsnorm(ctx, tr->tmp, a->o, &L->post_attn_norm, N, H, eps, pl)) ||
             (rc = be->add(ctx, a->xm, tr->tmp, (size_t)N * H)))
             return rc;
-    } else if ((rc = be->add(ctx, a->xm, a->o, (size_t)N * H)))
+    } else if ((rc = be->add(ctx, a->xm, a->o, (size_t)N * H))) {
         return rc;
+    }
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     if ((rc = be->rmsnorm(ctx, a->h2, a->xm, pre_mlp_norm(m, li), N, H, eps, pl)) ||
         (rc = lin_n(tr, li, gu, gu_y, a->h2, gu_t, 2)) ||
-        (rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act)) ||
-        (rc = lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN])) || (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))))
+        (rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act)))
+        return rc;
+    if (adds_into(tr, li, LM_DOWN)) /* x_out = xm + ma W_down^T */
+        return (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))) ? rc : lin_add(tr, li, LM_DOWN, x_out, a->ma);
+    if ((rc = lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN])) || (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))))
         return rc;
     if (sw) {
         if ((rc = be->rmsnorm(ctx, tr->tmp, a->d, &L->post_ff_norm, N, H, eps, pl))) return rc;

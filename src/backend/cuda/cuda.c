@@ -486,20 +486,22 @@ static int64_t convert_rows(const bk_weight *w)
 
 /* y[T, R] = x[T, C] . W^T with W row-major [R, C]: in cuBLAS's column-major
  * terms y^T (R x T, ld R) = W (C x R, ld C)^T . x^T (C x T, ld C). */
-static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const void *x16, int64_t R, int T, int64_t C)
+static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const void *x16, int64_t R, int T, int64_t C,
+                     float beta)
 {
-    const float one = 1.0f, zero = 0.0f;
+    const float one = 1.0f;
     cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, &one, w16, CUDA_R_16BF,
-                                    (int)C, x16, CUDA_R_16BF, (int)C, &zero, y, CUDA_R_32F, (int)ldy,
+                                    (int)C, x16, CUDA_R_16BF, (int)C, &beta, y, CUDA_R_32F, (int)ldy,
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
     return s ? blas_fail(s, "matmul") : INFER_OK;
 }
 
-/* ys[i] = x . ws[i]^T for n weights of the same cols through cuBLAS: x
- * converted to bf16 once for all of them (float32 weights take SGEMM on
- * x as it is; f16 and quantized ones are converted to bf16 a slice of rows
- * at a time).  The caller holds c->lock. */
-static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk_weight *const *ws, int n, int T)
+/* ys[i] = x . ws[i]^T (+ beta ys[i]: 0 or 1) for n weights of the same
+ * cols through cuBLAS: x converted to bf16 once for all of them (float32
+ * weights take SGEMM on x as it is; f16 and quantized ones are converted
+ * to bf16 a slice of rows at a time).  The caller holds c->lock. */
+static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk_weight *const *ws, int n, int T,
+                         float beta)
 {
     const int64_t C = ws[0]->cols;
     size_t xb = 0;
@@ -515,19 +517,19 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk
         const bk_weight *w = ws[i];
         const int64_t R = w->rows;
         if (w->dtype == DT_F32) {
-            const float one = 1.0f, zero = 0.0f;
+            const float one = 1.0f;
             cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, &one, w->data, (int)C,
-                                           x, (int)C, &zero, ys[i], (int)R);
+                                           x, (int)C, &beta, ys[i], (int)R);
             if (s) rc = blas_fail(s, "matmul");
         } else if (w->dtype == DT_BF16) {
-            rc = gemm_bf16(c, ys[i], R, w->data, buf, R, T, C);
+            rc = gemm_bf16(c, ys[i], R, w->data, buf, R, T, C, beta);
         } else {
             void *wb = (char *)buf + xb;
             const int64_t sl = convert_rows(w);
             for (int64_t r0 = 0; r0 < R && !rc; r0 += sl) {
                 int64_t nr = R - r0 < sl ? R - r0 : sl;
                 if (!(rc = launched(cuk_weight_to_bf16(c->stream, wb, w, r0, nr), "matmul")))
-                    rc = gemm_bf16(c, ys[i] + r0, R, wb, buf, nr, T, C);
+                    rc = gemm_bf16(c, ys[i] + r0, R, wb, buf, nr, T, C, beta);
             }
         }
     }
@@ -592,7 +594,7 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
         pthread_mutex_unlock(&c->lock);
         return rc;
     }
-    rc = matmul_blas_n(c, ys, x, &w, 1, T);
+    rc = matmul_blas_n(c, ys, x, &w, 1, T, 0.0f);
     pthread_mutex_unlock(&c->lock);
     if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
     return rc;
@@ -634,7 +636,7 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
                     ws[i]->cols == ws[0]->cols && ws[i]->cols <= INT32_MAX;
         if (same) {
             pthread_mutex_lock(&c->lock);
-            int rc = matmul_blas_n(c, (float *const *)ys, x, ws, n, T);
+            int rc = matmul_blas_n(c, (float *const *)ys, x, ws, n, T, 0.0f);
             pthread_mutex_unlock(&c->lock);
             for (int i = 0; i < n && !rc; i++)
                 if (bs && bs[i]) rc = launched(cuk_add_bias(c->stream, ys[i], bs[i], T, ws[i]->rows), "matmul bias");
@@ -978,8 +980,9 @@ static int cuda_norm_matmul_n(void *ctx, void *const *ys, const void *x, void *h
 }
 
 /* One row, or 2 to CUK_QMM_MAX_T rows of 4- or 8-bit W: the sum taken by
- * the product's kernel (y read back where it writes); else the product
- * into tmp and an add. */
+ * the product's kernel (y read back where it writes); cuBLAS products (no
+ * activation): added by the product (beta 1); else the product into tmp
+ * and an add. */
 static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
                            const bk_weight *bias, void *tmp, int T)
 {
@@ -997,6 +1000,14 @@ static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act a
         pthread_mutex_lock(&c->lock);
         rc = qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
         pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
+    if (!up && !matvec_takes(w, T)) { /* cuBLAS adds into y (beta 1) */
+        float *ys[1] = {y};
+        pthread_mutex_lock(&c->lock);
+        rc = matmul_blas_n(c, ys, x, &w, 1, T, 1.0f);
+        pthread_mutex_unlock(&c->lock);
+        if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul_add bias");
         return rc;
     }
     rc = up ? cuda_matmul_glu(ctx, tmp, x, up, act, w, bias, T) : cuda_matmul(ctx, tmp, x, w, bias, T);
