@@ -343,16 +343,17 @@ static void train_ops_match_cpu(void **state)
         bk_weight w[2];
         place(&p, &hw, w);
         for (int plus = 0; plus <= 1; plus++) {
+            /* plus_one 1 adds into dx (acc): dx starts as u */
             void *dx[2], *xd[2], *gd[2];
             for (int i = 0; i < 2; i++) {
                 xd[i] = put(&p, i, x, n * 4);
                 gd[i] = put(&p, i, dy, n * 4);
-                dx[i] = poisoned(&p, i, n);
-                if (p.be[i]->rmsnorm_back(p.ctx[i], dx[i], gd[i], xd[i], &w[i], rows, dim, 1e-6f, plus))
+                dx[i] = plus ? put(&p, i, u, n * 4) : poisoned(&p, i, n);
+                if (p.be[i]->rmsnorm_back(p.ctx[i], dx[i], gd[i], xd[i], &w[i], rows, dim, 1e-6f, plus, plus))
                     fail_msg("%s rmsnorm_back: %s", p.be[i]->name, infer_last_error());
             }
             double e = compare(&p, dx, n);
-            if (!(e <= 1e-5)) fail_msg("rmsnorm_back (plus_one %d): relative error %.3e", plus, e);
+            if (!(e <= 1e-5)) fail_msg("rmsnorm_back (plus_one %d, acc %d): relative error %.3e", plus, plus, e);
             free2(&p, dx);
             free2(&p, xd);
             free2(&p, gd);

@@ -303,8 +303,9 @@ typedef struct backend_ops {
      * matmul_dx: dx[T, w.cols] = beta dx + alpha dy[T, w.rows] . w (w in
      *   any format matmul takes: the backward of a frozen weight).
      * matmul_dw: dw[R, C] += alpha dy[T, R]^T . x[T, C].
-     * rmsnorm_back: dx of y = rmsnorm(x) (w frozen, as rmsnorm) given dy;
-     *   dx may equal dy.
+     * rmsnorm_back: dx of y = rmsnorm(x) (w frozen, as rmsnorm) given dy,
+     *   written (acc 0; dx may equal dy) or added to dx (acc 1; dx must not
+     *   be dy).
      * attention_back: dq [T, heads*hd], dk, dv [S, kv_heads*hd] of
      *   attention(q, k, v, p) given dout (written, not accumulated).
      * glu_back: dgate, dup of out = act(gate) * up given dout.
@@ -321,7 +322,7 @@ typedef struct backend_ops {
     int (*matmul_dx)(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta);
     int (*matmul_dw)(void *ctx, void *dw, const void *dy, const void *x, int T, int R, int C, float alpha);
     int (*rmsnorm_back)(void *ctx, void *dx, const void *dy, const void *x, const bk_weight *w, int rows, int dim,
-                        float eps, int plus_one);
+                        float eps, int plus_one, int acc);
     int (*attention_back)(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
                           const void *v, const bk_attn *p);
     int (*glu_back)(void *ctx, void *dgate, void *dup, const void *dout, const void *gate, const void *up, size_t n,

@@ -509,19 +509,18 @@ static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
     int rc;
     const void *dd = tr->dX;
     if (sw) {
-        if ((rc = be->rmsnorm_back(ctx, tr->dO, tr->dX, a->d, &L->post_ff_norm, N, H, eps, pl))) return rc;
+        if ((rc = be->rmsnorm_back(ctx, tr->dO, tr->dX, a->d, &L->post_ff_norm, N, H, eps, pl, 0))) return rc;
         dd = tr->dO;
     }
     if ((rc = lin_back(tr, li, LM_DOWN, dd, a->ma, a->t[LM_DOWN], tr->dM, 0)) ||
         (rc = be->glu_back(ctx, tr->dG, tr->dU, tr->dM, a->g, a->u, (size_t)N * c->intermediate_size, act)) ||
         (rc = lin_back(tr, li, LM_GATE, tr->dG, a->h2, a->t[LM_GATE], tr->dH, 0)) ||
         (rc = lin_back(tr, li, LM_UP, tr->dU, a->h2, a->t[LM_UP], tr->dH, 1)) ||
-        (rc = be->rmsnorm_back(ctx, tr->dH, tr->dH, a->xm, pre_mlp_norm(m, li), N, H, eps, pl)) ||
-        (rc = be->add(ctx, tr->dX, tr->dH, (size_t)N * H)))
+        (rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, a->xm, pre_mlp_norm(m, li), N, H, eps, pl, 1)))
         return rc;
     const void *dout = tr->dX;
     if (sw) {
-        if ((rc = be->rmsnorm_back(ctx, tr->dO, tr->dX, a->o, &L->post_attn_norm, N, H, eps, pl))) return rc;
+        if ((rc = be->rmsnorm_back(ctx, tr->dO, tr->dX, a->o, &L->post_attn_norm, N, H, eps, pl, 0))) return rc;
         dout = tr->dO;
     }
     if ((rc = lin_back(tr, li, LM_O, dout, a->a, a->t[LM_O], tr->dA, 0)) || (rc = attend(tr, li, a, 1)) ||
@@ -529,8 +528,8 @@ static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
         (rc = be->rope(ctx, tr->dK, tr->pos, N, c->n_kv_heads, c->head_dim, freq, 1.0f)))
         return rc;
     if (c->qk_norm &&
-        ((rc = be->rmsnorm_back(ctx, tr->dQ, tr->dQ, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl)) ||
-         (rc = be->rmsnorm_back(ctx, tr->dK, tr->dK, a->kp, &L->k_norm, N * c->n_kv_heads, c->head_dim, eps, pl))))
+        ((rc = be->rmsnorm_back(ctx, tr->dQ, tr->dQ, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl, 0)) ||
+         (rc = be->rmsnorm_back(ctx, tr->dK, tr->dK, a->kp, &L->k_norm, N * c->n_kv_heads, c->head_dim, eps, pl, 0))))
         return rc;
     void *dh = last ? NULL : tr->dH;
     if ((rc = lin_back(tr, li, LM_Q, tr->dQ, a->h1, a->t[LM_Q], dh, 0)) ||
@@ -538,8 +537,7 @@ static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
         (rc = lin_back(tr, li, LM_V, tr->dV, a->h1, a->t[LM_V], dh, 1)))
         return rc;
     if (last) return INFER_OK;
-    if ((rc = be->rmsnorm_back(ctx, tr->dH, tr->dH, tr->x[li], &L->input_norm, N, H, eps, pl))) return rc;
-    return be->add(ctx, tr->dX, tr->dH, (size_t)N * H);
+    return be->rmsnorm_back(ctx, tr->dX, tr->dH, tr->x[li], &L->input_norm, N, H, eps, pl, 1);
 }
 
 /* ---- a micro-batch ---- */
@@ -631,7 +629,7 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
             return rc;
     }
     if (!want_grad) return INFER_OK;
-    if ((rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, tr->x[L], &m->final_norm, N, H, eps, pl))) return rc;
+    if ((rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, tr->x[L], &m->final_norm, N, H, eps, pl, 0))) return rc;
     for (int li = L - 1; li >= tr->lowest; li--) {
         layer_acts *a = tr->o.grad_checkpoint ? &tr->acts[0] : &tr->acts[1 + li - tr->lowest];
         /* checkpointing: the layer again from its kept input (its output

@@ -50,7 +50,7 @@ int cpu_attention_kv(void *ctx, void *out, const void *q, const void *kcache, co
 int cpu_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta);
 int cpu_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, int T, int R, int C, float alpha);
 int cpu_rmsnorm_back(void *ctx, void *dx, const void *dy, const void *x, const bk_weight *w, int rows, int dim,
-                     float eps, int plus_one);
+                     float eps, int plus_one, int acc);
 int cpu_attention_back(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,
                        const void *v, const bk_attn *p);
 int cpu_glu_back(void *ctx, void *dgate, void *dup, const void *dout, const void *gate, const void *up, size_t n,

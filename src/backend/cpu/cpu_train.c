@@ -108,7 +108,7 @@ int cpu_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, int T, int
  * y = x r g, r = (mean(x^2) + eps)^(-1/2):
  * dx = r (dy g) - x r^3 / n sum(dy g x). */
 int cpu_rmsnorm_back(void *ctx, void *dxv, const void *dyv, const void *xv, const bk_weight *w, int rows,
-                            int dim, float eps, int plus_one)
+                            int dim, float eps, int plus_one, int acc)
 {
     (void)ctx;
     float *g = cpu_vector_f32(w, (size_t)dim);
@@ -124,7 +124,7 @@ int cpu_rmsnorm_back(void *ctx, void *dxv, const void *dyv, const void *xv, cons
             s += (double)dy[i] * g[i] * x[i];
         }
         double rr = 1.0 / sqrt(ss / dim + (double)eps), k = s * rr * rr * rr / dim;
-        for (int i = 0; i < dim; i++) dx[i] = (float)(rr * dy[i] * g[i] - k * x[i]);
+        for (int i = 0; i < dim; i++) dx[i] = (acc ? dx[i] : 0.0f) + (float)(rr * dy[i] * g[i] - k * x[i]);
     }
     free(g);
     return INFER_OK;

@@ -1075,10 +1075,10 @@ static int cuda_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, in
 }
 
 static int cuda_rmsnorm_back(void *ctx, void *dx, const void *dy, const void *x, const bk_weight *w, int rows, int dim,
-                             float eps, int plus_one)
+                             float eps, int plus_one, int acc)
 {
     cuda_ctx *c = ctx;
-    return launched(cut_rmsnorm_back(c->stream, dx, dy, x, w, rows, dim, eps, plus_one), "rmsnorm_back");
+    return launched(cut_rmsnorm_back(c->stream, dx, dy, x, w, rows, dim, eps, plus_one, acc), "rmsnorm_back");
 }
 
 static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const void *dout, const void *q, const void *k,

@@ -139,7 +139,7 @@ __global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, 
 /* ---- RMSNorm backward: one block a row ----
  * dx = r (dy g) - x r^3 / n sum(dy g x), r = (mean(x^2) + eps)^(-1/2). */
 __global__ void k_rmsnorm_back(float *dx, const float *dy, const float *x, const void *w, int wdt, int dim, float eps,
-                               int plus_one)
+                               int plus_one, int acc)
 {
     __shared__ float part[32];
     const float *xr = x + (size_t)blockIdx.x * dim, *gr = dy + (size_t)blockIdx.x * dim;
@@ -155,7 +155,7 @@ __global__ void k_rmsnorm_back(float *dx, const float *dy, const float *x, const
     s = bsum(s, part);
     float r = rsqrtf(ss / (float)dim + eps), k = s * r * r * r / (float)dim;
     for (int i = threadIdx.x; i < dim; i += blockDim.x)
-        o[i] = r * gr[i] * (vec_at(w, wdt, (size_t)i) + one) - k * xr[i];
+        o[i] = (acc ? o[i] : 0.0f) + (r * gr[i] * (vec_at(w, wdt, (size_t)i) + one) - k * xr[i]);
 }
 
 /* ---- cross-entropy: one block a row ---- */
@@ -619,11 +619,12 @@ extern "C" int cut_adamw(void *stream, float *p, const float *g, float *m, float
 }
 
 extern "C" int cut_rmsnorm_back(void *stream, float *dx, const float *dy, const float *x, const bk_weight *w, int rows,
-                                int dim, float eps, int plus_one)
+                                int dim, float eps, int plus_one, int acc)
 {
     if (rows <= 0) return 0;
     int threads = dim >= 1024 ? 1024 : (dim + TW - 1) / TW * TW;
-    k_rmsnorm_back<<<rows, threads, 0, (cudaStream_t)stream>>>(dx, dy, x, w->data, (int)w->dtype, dim, eps, plus_one);
+    k_rmsnorm_back<<<rows, threads, 0, (cudaStream_t)stream>>>(dx, dy, x, w->data, (int)w->dtype, dim, eps, plus_one,
+                                                               acc);
     return (int)cudaGetLastError();
 }
 

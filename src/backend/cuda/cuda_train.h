@@ -23,7 +23,7 @@ int cut_glu_back(void *stream, float *dg, float *du, const float *dout, const fl
                  int gelu);
 int cut_adamw(void *stream, float *p, const float *g, float *m, float *v, size_t n, const bk_adamw *o);
 int cut_rmsnorm_back(void *stream, float *dx, const float *dy, const float *x, const bk_weight *w, int rows, int dim,
-                     float eps, int plus_one);
+                     float eps, int plus_one, int acc);
 int cut_cross_entropy(void *stream, float *dx, float *nll, const float *x, const int32_t *target, int rows, size_t V,
                       float scale);
 /* scratch: cut_attention_back_scratch(p) bytes of device memory (each
