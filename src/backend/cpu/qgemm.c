@@ -207,7 +207,32 @@ int q_isa_supported(q_isa isa)
 #endif
 }
 
-/* Found once: cpuid traps to the hypervisor in a virtual machine. */
+/* Found once (cpuid traps to the hypervisor in a virtual machine):
+ * whether the tiled decode product reads one tile at a time rather than
+ * two side by side (q_tile_drive).  Two streams a thread gave +20% on a
+ * Zen 4 (session 11); on a Zen 5 (AMD family 0x1a) one is faster:
+ * bench_decode llama3.2-1b and gemma3-1b at 4 bits with --int8, builds
+ * alternating at a 48 GB/s read, 58.6-59.6 and 71.0 tok/s against
+ * 53.6-55.5 and 65.8-66.4 (session 15). */
+static _Atomic int one_stream = -1;
+
+static int tile_one_stream(void)
+{
+    int v = atomic_load_explicit(&one_stream, memory_order_relaxed);
+    if (v >= 0) return v;
+    v = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a, b, c, d;
+    if (__get_cpuid(0, &a, &b, &c, &d) && b == 0x68747541u /* "Auth"enticAMD */ && __get_cpuid(1, &a, &b, &c, &d)) {
+        const unsigned fam = (a >> 8) & 0xfu;
+        v = (fam == 0xfu ? fam + ((a >> 20) & 0xffu) : fam) >= 0x1au;
+    }
+#endif
+    atomic_store_explicit(&one_stream, v, memory_order_relaxed);
+    return v;
+}
+
+/* Found once, as above. */
 static _Atomic int best_isa = -1;
 
 q_isa q_isa_best(void)
@@ -800,7 +825,7 @@ int q_int8_gemm_pays(void) { return q_isa_best() == Q_ISA_AVX512 || kernels_of(q
 void q_tile_drive(q_tile_fn f11, q_tile_fn f12, q_tile_fn f21, const q_act *x, const bk_weight *w, int64_t n0, int N,
                   float *C, size_t ldc)
 {
-    if (x->M == 1 && n0 % 16 == 0 && N % 32 == 0) {
+    if (x->M == 1 && n0 % 16 == 0 && N % 32 == 0 && !tile_one_stream()) {
         /* two streams: the block's first half of tiles beside its second */
         const int64_t t0 = n0 / 16, half = N / 32;
         for (int64_t i = 0; i < half; i++) {
