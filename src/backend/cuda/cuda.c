@@ -536,15 +536,30 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk
     return rc;
 }
 
-/* Quantized products of several rows of x on tensor cores (cuk_qmm);
- * the caller holds c->lock. */
+/* Quantized products of several rows of x on tensor cores (cuk_qmm),
+ * under c->lock (their scratch). */
 static int qmm_run(cuda_ctx *c, float *const *ys, const void *x, const float *up, bk_act act,
                    const bk_weight *const *ws, const bk_weight *const *bs, int n, int T, const cuk_qmm_extra *ex)
 {
     void *buf;
+    pthread_mutex_lock(&c->lock);
     int rc = scratch_get(c, cuk_qmm_scratch(ws, n, T), &buf);
-    if (rc) return rc;
-    return launched(cuk_qmm(c->stream, ys, x, up, act == BK_ACT_GELU_TANH, ws, bs, n, T, buf, ex), "matmul");
+    if (!rc) rc = launched(cuk_qmm(c->stream, ys, x, up, act == BK_ACT_GELU_TANH, ws, bs, n, T, buf, ex), "matmul");
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* y = x . w^T (+ beta y: 0 or 1) (+ bias) through cuBLAS (matmul_blas_n
+ * under c->lock, then the bias) */
+static int blas_run(cuda_ctx *c, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T,
+                    float beta)
+{
+    float *ys[1] = {y};
+    pthread_mutex_lock(&c->lock);
+    int rc = matmul_blas_n(c, ys, x, &w, 1, T, beta);
+    pthread_mutex_unlock(&c->lock);
+    if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
+    return rc;
 }
 
 /* Whether one cuk_qmm launch takes the n weights at T rows (the same
@@ -588,16 +603,8 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     if (rc) return rc;
     if (matvec_takes(w, T)) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     float *ys[1] = {y};
-    pthread_mutex_lock(&c->lock);
-    if (cuk_qmm_ok(w, T)) {
-        rc = qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T, NULL);
-        pthread_mutex_unlock(&c->lock);
-        return rc;
-    }
-    rc = matmul_blas_n(c, ys, x, &w, 1, T, 0.0f);
-    pthread_mutex_unlock(&c->lock);
-    if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
-    return rc;
+    if (cuk_qmm_ok(w, T)) return qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T, NULL);
+    return blas_run(c, y, x, w, bias, T, 0.0f);
 }
 
 /* Products of one x: one launch of the matrix-vector kernel for every
@@ -608,12 +615,8 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
     cuda_ctx *c = ctx;
     if (T <= 0 || n <= 0) return INFER_OK;
     if (n > 4) return infer_err(INFER_ERR_INVALID_ARGUMENT, "matmul: %d products at once (at most 4)", n);
-    if (n > 1 && qmm_takes(ws, n, T)) { /* x converted once for all of them */
-        pthread_mutex_lock(&c->lock);
-        int rc = qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T, NULL);
-        pthread_mutex_unlock(&c->lock);
-        return rc;
-    }
+    if (n > 1 && qmm_takes(ws, n, T)) /* x converted once for all of them */
+        return qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T, NULL);
     if (n > 1 && matvec_takes(ws[0], T)) {
         int ok = 1;
         for (int i = 0; i < n; i++) {
@@ -939,10 +942,7 @@ static int cuda_matmul_glu(void *ctx, void *y, void *gate, const void *up, bk_ac
         int rc = weight_ok(w);
         if (rc) return rc;
         float *ys[1] = {y};
-        pthread_mutex_lock(&c->lock);
-        rc = qmm_run(c, ys, gate, up, act, &w, &bias, 1, T, NULL);
-        pthread_mutex_unlock(&c->lock);
-        return rc;
+        return qmm_run(c, ys, gate, up, act, &w, &bias, 1, T, NULL);
     }
     int rc = launched(cuk_glu(c->stream, gate, gate, up, (size_t)T * (size_t)w->cols, act), "glu");
     return rc ? rc : cuda_matmul(ctx, y, gate, w, bias, T);
@@ -970,10 +970,7 @@ static int cuda_norm_matmul_n(void *ctx, void *const *ys, const void *x, void *h
     }
     if (T > 1 && qmm_takes(ws, n, T) && nw->rows * nw->cols == ws[0]->cols) {
         const cuk_qmm_extra ex = {nw, eps, plus_one, 0};
-        pthread_mutex_lock(&c->lock);
-        int rc = qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T, &ex);
-        pthread_mutex_unlock(&c->lock);
-        return rc;
+        return qmm_run(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, bs, n, T, &ex);
     }
     int rc = cuda_rmsnorm(ctx, h, x, nw, T, (int)ws[0]->cols, eps, plus_one);
     return rc ? rc : cuda_matmul_n(ctx, ys, h, ws, bs, n, T);
@@ -997,19 +994,9 @@ static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act a
     if (T > 1 && cuk_qmm_ok(w, T)) {
         const cuk_qmm_extra ex = {NULL, 0.0f, 0, 1};
         float *ys[1] = {y};
-        pthread_mutex_lock(&c->lock);
-        rc = qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
-        pthread_mutex_unlock(&c->lock);
-        return rc;
+        return qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
     }
-    if (!up && !matvec_takes(w, T)) { /* cuBLAS adds into y (beta 1) */
-        float *ys[1] = {y};
-        pthread_mutex_lock(&c->lock);
-        rc = matmul_blas_n(c, ys, x, &w, 1, T, 1.0f);
-        pthread_mutex_unlock(&c->lock);
-        if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul_add bias");
-        return rc;
-    }
+    if (!up && !matvec_takes(w, T)) return blas_run(c, y, x, w, bias, T, 1.0f); /* cuBLAS adds into y (beta 1) */
     rc = up ? cuda_matmul_glu(ctx, tmp, x, up, act, w, bias, T) : cuda_matmul(ctx, tmp, x, w, bias, T);
     return rc ? rc : cuda_add(ctx, y, tmp, (size_t)T * (size_t)w->rows);
 }

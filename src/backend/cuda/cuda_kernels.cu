@@ -3451,13 +3451,14 @@ __global__ void k_attn_batch_rows(int32_t *q_start, int32_t *kv_len, int32_t *sl
     }
 }
 
+/* rows: NULL (the shape alone), or 3 B + 1 ints for q_start, kv_len, slot */
 static bk_attn_kv attn_as_kv(const bk_attn *p, const int32_t *rows)
 {
     const int B = p->batch > 1 ? p->batch : 1;
     bk_attn_kv a;
     memset(&a, 0, sizeof a);
     a.B = B, a.N = B * p->T, a.cap = p->S, a.max_n = p->T;
-    a.q_start = rows, a.kv_len = rows + B + 1, a.slot = rows + 2 * B + 1;
+    if (rows) a.q_start = rows, a.kv_len = rows + B + 1, a.slot = rows + 2 * B + 1;
     a.n_heads = p->n_heads, a.n_kv_heads = p->n_kv_heads, a.head_dim = p->head_dim;
     a.scale = p->scale, a.softcap = p->softcap, a.window = p->window, a.fast = p->fast;
     return a;
