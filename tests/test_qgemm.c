@@ -455,15 +455,15 @@ static void tiled_layout(void **state)
             qmat qm;
             make_q(&qm, rows, K, bits, gs, st[gi]);
             assert_true(q_tile_ok(&qm.w));
-            size_t qb = (size_t)rows * bk_qrow_bytes(&qm.w), sb = (size_t)rows * (K / gs) * dtype_size(st[gi]);
-            unsigned char *tq = aligned_alloc(64, (qb + 63) / 64 * 64), *ts = malloc(sb), *tb = malloc(sb);
-            assert_true(tq && ts && tb);
-            q_tile_pack(&qm.w, 0, 1, tq, ts, tb); /* in two calls, as the backend's tasks do */
-            q_tile_pack(&qm.w, 1, rows / BK_TILE_ROWS, tq, ts, tb);
+            const size_t tbytes = q_tile_bytes(&qm.w);
+            assert_int_equal(tbytes % 64, 0);
+            unsigned char *tq = aligned_alloc(64, tbytes);
+            assert_non_null(tq);
+            q_tile_pack(&qm.w, 0, 1, tq); /* in two calls, as the backend's tasks do */
+            q_tile_pack(&qm.w, 1, rows / BK_TILE_ROWS, tq);
             qmat tm = qm;
             tm.w.data = tq;
-            tm.w.scales = ts;
-            tm.w.biases = tb;
+            tm.w.scales = tm.w.biases = NULL;
             tm.w.tiled = 1;
             assert_false(q_tile_ok(&tm.w));
             float row[384 * 3], want[384 * 3];
@@ -497,8 +497,6 @@ static void tiled_layout(void **state)
                     }
             }
             free(tq);
-            free(ts);
-            free(tb);
             free_q(&qm);
         }
     }

@@ -42,9 +42,10 @@ typedef struct bk_weight {
     infer_dtype sdtype;
     /* 1: a quantized weight in the cpu backend's tiled layout (its
      * weight_prepare makes it for int8 decode; qgemm.h): the rows in tiles
-     * of BK_TILE_ROWS, 32-bit word j of a tile's rows side by side (word j
-     * of row r at index ((r / 16) * words_per_row + j) * 16 + r % 16), the
-     * scales and biases [rows / 16][groups][16].  0: the layout above. */
+     * of BK_TILE_ROWS, 32-bit word j of a tile's rows side by side (a
+     * 64-byte vector), each group's 16 scales and 16 biases after its
+     * words, in data (scales and biases NULL; qgemm.h, q_tile_word_at).
+     * 0: the layout above. */
     int tiled;
     /* 1: the scales and biases of a quantized weight interleaved in one
      * array (the cuda backend's weight_prepare, for 2-byte sdtypes: one

@@ -386,7 +386,7 @@ static int cpu_softcap(void *ctx, void *xv, size_t n, float cap)
 
 typedef struct tile_job {
     const bk_weight *w;
-    uint8_t *data, *scales, *biases;
+    uint8_t *data;
     int64_t tiles, per;
 } tile_job;
 
@@ -395,17 +395,15 @@ static void tile_task(void *arg, int task, int worker)
     (void)worker;
     const tile_job *j = arg;
     int64_t t0 = (int64_t)task * j->per, t1 = t0 + j->per < j->tiles ? t0 + j->per : j->tiles;
-    if (t0 < t1) q_tile_pack(j->w, t0, t1, j->data, j->scales, j->biases);
+    if (t0 < t1) q_tile_pack(j->w, t0, t1, j->data);
 }
 
-/* Bytes of a tiled weight's buffer (values, scales, biases), and where
- * its scales start (sa: the size of each of scales and biases). */
-static size_t tiled_bytes(const bk_weight *w, size_t *qb, size_t *sa)
+/* Bytes of a tiled weight's buffer (values, scales and biases: qgemm.h),
+ * whole 2 MiB pages. */
+static size_t tiled_bytes(const bk_weight *w)
 {
-    *qb = (size_t)w->rows * bk_qrow_bytes(w);
-    *sa = ((size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype) + 63) & ~(size_t)63;
     size_t huge = (size_t)2 << 20;
-    return (*qb + 2 * *sa + huge - 1) / huge * huge;
+    return (q_tile_bytes(w) + huge - 1) / huge * huge;
 }
 
 /* A weight buffer: mapped pages of their own, in 2 MiB pages where the
@@ -432,17 +430,15 @@ static int cpu_weight_prepare(void *ctx, bk_weight *w)
 {
     cpu_ctx *c = ctx;
     if (!c->int8 || !q_tile_fast() || !q_tile_ok(w)) return INFER_OK;
-    size_t qb, sa, total = tiled_bytes(w, &qb, &sa);
     void *buf = NULL;
-    int rc = weight_alloc(total, &buf);
+    int rc = weight_alloc(tiled_bytes(w), &buf);
     if (rc) return rc;
-    tile_job j = {w, buf, (uint8_t *)buf + qb, (uint8_t *)buf + qb + sa, w->rows / BK_TILE_ROWS, 0};
+    tile_job j = {w, buf, w->rows / BK_TILE_ROWS, 0};
     int tasks = (int)(j.tiles < 64 ? j.tiles : 64);
     j.per = (j.tiles + tasks - 1) / tasks;
     pool_run(c->pool, tasks, tile_task, &j);
     w->data = j.data;
-    w->scales = j.scales;
-    w->biases = j.biases;
+    w->scales = w->biases = NULL;
     w->tiled = 1;
     return INFER_OK;
 }
@@ -450,7 +446,7 @@ static int cpu_weight_prepare(void *ctx, bk_weight *w)
 static void cpu_weight_release(void *ctx, bk_weight *w)
 {
     if (!w->tiled) return;
-    size_t qb, sa, total = tiled_bytes(w, &qb, &sa);
+    size_t total = tiled_bytes(w);
     munmap((void *)(uintptr_t)w->data, total);
     bkc_give(&mem, total);
     w->data = w->scales = w->biases = NULL;

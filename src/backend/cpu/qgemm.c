@@ -24,25 +24,48 @@ static float scalar(const void *base, infer_dtype t, size_t i)
     return f;
 }
 
-/* Where byte i of row r's packed values, and the scale of group g of row
- * r, lie (either layout). */
+/* Where byte i of row r's packed values lies (either layout), and the
+ * scale and bias of group g of row r. */
 static size_t q_byte_at(const bk_weight *w, int64_t r, size_t i)
 {
     if (!w->tiled) return (size_t)r * bk_qrow_bytes(w) + i;
-    size_t wpr = bk_qrow_bytes(w) / 4;
-    return (((size_t)(r / BK_TILE_ROWS) * wpr + i / 4) * BK_TILE_ROWS + (size_t)(r % BK_TILE_ROWS)) * 4 + i % 4;
+    return q_tile_word_at(w, r / BK_TILE_ROWS, i / 4) + (size_t)(r % BK_TILE_ROWS) * 4 + i % 4;
 }
 
-static size_t q_group_at(const bk_weight *w, int64_t r, size_t g)
+static void q_group_sb(const bk_weight *w, int64_t r, size_t g, float *s, float *b)
 {
-    size_t ng = (size_t)(w->cols / w->group_size);
-    if (!w->tiled) return (size_t)r * ng + g;
-    return ((size_t)(r / BK_TILE_ROWS) * ng + g) * BK_TILE_ROWS + (size_t)(r % BK_TILE_ROWS);
+    if (!w->tiled) {
+        size_t i = (size_t)r * (size_t)(w->cols / w->group_size) + g;
+        *s = scalar(w->scales, w->sdtype, i);
+        *b = scalar(w->biases, w->sdtype, i);
+        return;
+    }
+    const unsigned char *p = (const unsigned char *)w->data + q_tile_sb_at(w, r / BK_TILE_ROWS, g);
+    *s = scalar(p, w->sdtype, (size_t)(r % BK_TILE_ROWS));
+    *b = scalar(p, w->sdtype, (size_t)(r % BK_TILE_ROWS + BK_TILE_ROWS));
 }
 
 void q_dequant_row(const bk_weight *w, int64_t r, int64_t c0, int64_t n, float *out)
 {
     const uint8_t *data = (const uint8_t *)w->data;
+    if (w->tiled) { /* 4 or 8 bits: a value in one byte; a group at a time */
+        const int gs = w->group_size, vpw = 32 / w->bits;
+        const size_t gw = q_tile_gwords(w), es = dtype_size(w->sdtype);
+        const uint8_t *tile = data + q_tile_word_at(w, r / BK_TILE_ROWS, 0) + (size_t)(r % BK_TILE_ROWS) * 4;
+        const size_t k = (size_t)(r % BK_TILE_ROWS), gbytes = q_tile_gbytes(w);
+        for (int64_t c = c0; c < c0 + n;) {
+            const int64_t g = c / gs, end = (g + 1) * gs < c0 + n ? (g + 1) * gs : c0 + n;
+            const uint8_t *words = tile + (size_t)g * gbytes, *sb = tile - k * 4 + (size_t)g * gbytes + gw * 64;
+            const float sg = scalar(sb, w->sdtype, k), bg = scalar(sb + BK_TILE_ROWS * es, w->sdtype, k);
+            for (; c < end; c++) {
+                const int64_t cc = c - g * gs;
+                const unsigned v = words[(size_t)(cc / vpw) * BK_TILE_ROWS * 4 + (size_t)(cc % vpw) * w->bits / 8];
+                const unsigned q = w->bits == 8 ? v : (v >> (4 * (cc % 2))) & 15u;
+                out[c - c0] = sg * (float)q + bg;
+            }
+        }
+        return;
+    }
     unsigned mask = (1u << w->bits) - 1u;
     for (int64_t i = 0; i < n; i++) {
         int64_t c = c0 + i;
@@ -51,8 +74,9 @@ void q_dequant_row(const bk_weight *w, int64_t r, int64_t c0, int64_t n, float *
         unsigned v = data[q_byte_at(w, r, bit >> 3)];
         if ((bit & 7) + (size_t)w->bits > 8) v |= (unsigned)data[q_byte_at(w, r, (bit >> 3) + 1)] << 8;
         unsigned q = (v >> (bit & 7)) & mask;
-        size_t g = q_group_at(w, r, (size_t)(c / w->group_size));
-        out[i] = scalar(w->scales, w->sdtype, g) * (float)q + scalar(w->biases, w->sdtype, g);
+        float sg, bg;
+        q_group_sb(w, r, (size_t)(c / w->group_size), &sg, &bg);
+        out[i] = sg * (float)q + bg;
     }
 }
 
@@ -64,26 +88,22 @@ int q_tile_ok(const bk_weight *w)
            q_layout_ok(w->bits, w->group_size, w->cols) && w->rows > 0 && w->rows % BK_TILE_ROWS == 0;
 }
 
-void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases)
+void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data)
 {
-    const size_t rb = bk_qrow_bytes(w), wpr = rb / 4, ng = (size_t)(w->cols / w->group_size);
-    const size_t es = dtype_size(w->sdtype);
+    const size_t rb = bk_qrow_bytes(w), ng = (size_t)(w->cols / w->group_size), gw = q_tile_gwords(w);
+    const size_t es = dtype_size(w->sdtype), gbytes = q_tile_gbytes(w);
     const uint8_t *src = w->data;
-    uint8_t *dst = data;
     for (int64_t t = t0; t < t1; t++) {
-        uint8_t *tile = dst + (size_t)t * BK_TILE_ROWS * rb;
-        for (int r = 0; r < BK_TILE_ROWS; r++) {
-            const uint8_t *row = src + ((size_t)t * BK_TILE_ROWS + (size_t)r) * rb;
-            for (size_t j = 0; j < wpr; j++) memcpy(tile + (j * BK_TILE_ROWS + (size_t)r) * 4, row + 4 * j, 4);
-        }
-        for (int pass = 0; pass < 2; pass++) {
-            const uint8_t *sv = pass ? w->biases : w->scales;
-            uint8_t *dv = (uint8_t *)(pass ? biases : scales) + (size_t)t * BK_TILE_ROWS * ng * es;
-            for (int r = 0; r < BK_TILE_ROWS; r++)
-                for (size_t g = 0; g < ng; g++)
-                    memcpy(dv + (g * BK_TILE_ROWS + (size_t)r) * es,
-                           sv + (((size_t)t * BK_TILE_ROWS + (size_t)r) * ng + g) * es, es);
-        }
+        uint8_t *dst = (uint8_t *)data + q_tile_word_at(w, t, 0);
+        for (size_t g = 0; g < ng; g++, dst += gbytes)
+            for (int r = 0; r < BK_TILE_ROWS; r++) {
+                const size_t row = (size_t)t * BK_TILE_ROWS + (size_t)r;
+                const uint8_t *q = src + row * rb + g * gw * 4;
+                for (size_t j = 0; j < gw; j++) memcpy(dst + (j * BK_TILE_ROWS + (size_t)r) * 4, q + 4 * j, 4);
+                memcpy(dst + gw * 64 + (size_t)r * es, (const uint8_t *)w->scales + (row * ng + g) * es, es);
+                memcpy(dst + gw * 64 + (size_t)(r + BK_TILE_ROWS) * es, (const uint8_t *)w->biases + (row * ng + g) * es,
+                       es);
+            }
     }
 }
 
@@ -93,33 +113,41 @@ size_t q_untile_bytes(const bk_weight *w, int n)
     return (size_t)n * (bk_qrow_bytes(w) + 2 * ng * dtype_size(w->sdtype)) + 64;
 }
 
-uint8_t *q_untile_sb(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
+uint8_t *q_untile_view(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
 {
     const size_t rb = bk_qrow_bytes(w), ng = (size_t)(w->cols / w->group_size), es = dtype_size(w->sdtype);
-    uint8_t *data = buf, *sc = data + (size_t)n * rb, *bi = sc + (size_t)n * ng * es;
-    for (int i = 0; i < n; i++)
-        for (size_t g = 0; g < ng; g++) {
-            size_t at = q_group_at(w, r0 + i, g) * es;
-            memcpy(sc + ((size_t)i * ng + g) * es, (const uint8_t *)w->scales + at, es);
-            memcpy(bi + ((size_t)i * ng + g) * es, (const uint8_t *)w->biases + at, es);
-        }
+    uint8_t *data = buf;
     *view = *w;
     view->data = data;
-    view->scales = sc;
-    view->biases = bi;
+    view->scales = data + (size_t)n * rb;
+    view->biases = data + (size_t)n * rb + (size_t)n * ng * es;
     view->rows = n;
     view->tiled = 0;
     return data;
 }
 
+void q_untile_sb_rows(const bk_weight *w, int64_t r0, int64_t ra, int64_t rz, const bk_weight *view)
+{
+    const size_t ng = (size_t)(w->cols / w->group_size), es = dtype_size(w->sdtype), gbytes = q_tile_gbytes(w);
+    uint8_t *sc = (uint8_t *)(uintptr_t)view->scales, *bi = (uint8_t *)(uintptr_t)view->biases;
+    for (int64_t r = ra; r < rz; r++) {
+        const uint8_t *p = (const uint8_t *)w->data + q_tile_sb_at(w, r / BK_TILE_ROWS, 0);
+        const size_t i = (size_t)(r - r0), k = (size_t)(r % BK_TILE_ROWS);
+        for (size_t g = 0; g < ng; g++, p += gbytes) {
+            memcpy(sc + (i * ng + g) * es, p + k * es, es);
+            memcpy(bi + (i * ng + g) * es, p + (k + BK_TILE_ROWS) * es, es);
+        }
+    }
+}
+
 void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view)
 {
     const size_t rb = bk_qrow_bytes(w), wpr = rb / 4;
-    uint8_t *data = q_untile_sb(w, r0, n, buf, view);
+    uint8_t *data = q_untile_view(w, r0, n, buf, view);
+    q_untile_sb_rows(w, r0, r0, r0 + n, view);
     for (int i = 0; i < n; i++) {
-        /* word j of a row: BK_TILE_ROWS words on from word j - 1 */
-        const uint8_t *tw = (const uint8_t *)w->data + q_byte_at(w, r0 + i, 0);
-        for (size_t j = 0; j < wpr; j++) memcpy(data + (size_t)i * rb + 4 * j, tw + j * BK_TILE_ROWS * 4, 4);
+        for (size_t j = 0; j < wpr; j++)
+            memcpy(data + (size_t)i * rb + 4 * j, (const uint8_t *)w->data + q_byte_at(w, r0 + i, 4 * j), 4);
     }
 }
 
@@ -856,7 +884,6 @@ static void dot_tile_c(const q_act *x, const bk_weight *w, int64_t n0, int N, fl
 {
     const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK, bits = x->bits, vpw = 32 / bits;
     for (int64_t r = n0; r < n0 + N; r++) {
-        const uint8_t *words = (const uint8_t *)w->data + q_byte_at(w, r, 0);
         for (int m = 0; m < x->M; m++) {
             const int8_t *x8 = x->x8 + (size_t)m * K, *r8 = x->r8 + (size_t)m * K;
             float acc = 0.0f;
@@ -865,7 +892,7 @@ static void dot_tile_c(const q_act *x, const bk_weight *w, int64_t n0, int N, fl
                 for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
                     int32_t is = 0, ir = 0;
                     for (int c = b * Q_ABLK; c < (b + 1) * Q_ABLK; c++) {
-                        const uint8_t *wp = words + (size_t)(c / vpw) * BK_TILE_ROWS * 4;
+                        const uint8_t *wp = (const uint8_t *)w->data + q_byte_at(w, r, (size_t)(c / vpw) * 4);
                         int k = c % 8, slot = c;
                         unsigned q;
                         if (bits == 8) {
@@ -879,8 +906,8 @@ static void dot_tile_c(const q_act *x, const bk_weight *w, int64_t n0, int N, fl
                     }
                     ag += (float)(is * 256 + ir) * x->d2[(size_t)m * nb + b];
                 }
-                size_t gi = q_group_at(w, r, (size_t)g);
-                float sg = scalar(w->scales, w->sdtype, gi), bg = scalar(w->biases, w->sdtype, gi);
+                float sg, bg;
+                q_group_sb(w, r, (size_t)g, &sg, &bg);
                 acc += ag * sg + sg * x->xc[(size_t)m * ng + g] + bg * x->xs[(size_t)m * ng + g];
             }
             C[(size_t)m * ldc + (size_t)(r - n0)] = acc;

@@ -59,7 +59,11 @@
  * row of x it reads two tiles side by side, the first and second half of
  * its block of rows: two streams of W a thread reach more of the memory
  * bandwidth than one on the 2-core EPYC (26 against 22 GB/s on one core,
- * 45 against 36 on two; bench_qgemm's layout, M = 1).  Every
+ * 45 against 36 on two; bench_qgemm's layout, M = 1); one on a Zen 5
+ * (tile_one_stream).  Each group's 16 scales and 16 biases follow its
+ * values inside the tile, so that a tile is one stream of memory (with
+ * them in arrays of their own, three streams a tile, the kernel reached
+ * 0.91 of a plain read where it reached 1.06 with them in the caches).  Every
  * other product (prefill, float activations) copies the rows it needs
  * back to the row layout first (q_untile), and an embedding row is read
  * in place (q_dequant_row). */
@@ -177,11 +181,34 @@ int q_layout_ok(int bits, int group_size, int64_t cols);
 
 /* The tiled layout (backend.h, above).  q_tile_ok: w (row layout) can be
  * tiled: 4 or 8 bits, rows a multiple of BK_TILE_ROWS.  q_tile_pack writes
- * tiles [t0, t1) of w into data (bk_qrow_bytes(w) * rows bytes in all),
- * scales and biases (rows * groups values of w->sdtype each).  q_untile
+ * tiles [t0, t1) of w into data (q_tile_bytes(w) in all; values, scales
+ * and biases).  q_untile
  * copies rows [r0, r0 + n) of tiled w back to the row layout in buf
  * (q_untile_bytes) and makes *view describe them (n rows, not tiled). */
 int q_tile_ok(const bk_weight *w);
+/* Where things lie in a tiled weight: tile t takes q_tile_stride(w)
+ * bytes; in it group g takes q_tile_gbytes(w): its q_tile_gwords(w) words
+ * (a 64-byte vector of 16 rows each), then the 16 rows' scales, then their
+ * biases (sdtype).  q_tile_word_at: the byte offset of word j's vector;
+ * q_tile_sb_at: of group g's scales (the biases 16 values on).  Every
+ * offset is a multiple of 64. */
+static inline size_t q_tile_gwords(const bk_weight *w) { return (size_t)w->group_size * (size_t)w->bits / 32; }
+static inline size_t q_tile_gbytes(const bk_weight *w)
+{
+    return q_tile_gwords(w) * 64 + 2 * BK_TILE_ROWS * dtype_size(w->sdtype);
+}
+static inline size_t q_tile_stride(const bk_weight *w) { return (size_t)(w->cols / w->group_size) * q_tile_gbytes(w); }
+static inline size_t q_tile_word_at(const bk_weight *w, int64_t t, size_t j)
+{
+    const size_t gw = q_tile_gwords(w);
+    return (size_t)t * q_tile_stride(w) + j / gw * q_tile_gbytes(w) + j % gw * 64;
+}
+static inline size_t q_tile_sb_at(const bk_weight *w, int64_t t, size_t g)
+{
+    return (size_t)t * q_tile_stride(w) + g * q_tile_gbytes(w) + q_tile_gwords(w) * 64;
+}
+/* bytes of w (row layout, q_tile_ok) once tiled */
+static inline size_t q_tile_bytes(const bk_weight *w) { return (size_t)(w->rows / BK_TILE_ROWS) * q_tile_stride(w); }
 /* 1: the best variant on this cpu has a tiled decode kernel (tiling pays) */
 int q_tile_fast(void);
 /* 1: on this cpu the int8 GEMM (M > Q_SMALL_M) is faster than the exact
@@ -189,12 +216,15 @@ int q_tile_fast(void);
  * int16 products (tile_i16; 1.3 times the FMA GEMM on a Zen 3 core, where
  * the two int8 planes through pmaddubsw were 0.6 times it: bench/RESULTS.md). */
 int q_int8_gemm_pays(void);
-void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data, void *scales, void *biases);
+void q_tile_pack(const bk_weight *w, int64_t t0, int64_t t1, void *data);
 size_t q_untile_bytes(const bk_weight *w, int n);
 void q_untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
-/* q_untile's scales and biases and *view; returns where the rows' values
- * go in buf (for a kernel's own q_untile). */
-uint8_t *q_untile_sb(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
+/* For a kernel's own q_untile: q_untile_view makes *view describe rows
+ * [r0, r0 + n) in buf and returns where their values go; q_untile_sb_rows
+ * copies the scales and biases of rows [ra, rz) into it (a tile's, once
+ * the kernel has read the tile's values: they lie between them). */
+uint8_t *q_untile_view(const bk_weight *w, int64_t r0, int n, void *buf, bk_weight *view);
+void q_untile_sb_rows(const bk_weight *w, int64_t r0, int64_t ra, int64_t rz, const bk_weight *view);
 
 /* ---- Internal: shared by qgemm.c and the instruction-set files ---- */
 

@@ -188,19 +188,26 @@ TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weig
         q_untile(w, r0, n, buf, view);
         return;
     }
-    uint8_t *data = q_untile_sb(w, r0, n, buf, view);
+    uint8_t *data = q_untile_view(w, r0, n, buf, view);
+    /* words per group: a power of two (4 to 32) */
+    const int gsh = __builtin_ctz((unsigned)q_tile_gwords(w));
+    const size_t gmask = q_tile_gwords(w) - 1, gbytes = q_tile_gbytes(w);
     for (int t = 0; t < n / 16; t++) {
-        const float *src = (const float *)w->data + (size_t)(r0 / 16 + t) * wpr * 16;
+        const uint8_t *src = (const uint8_t *)w->data + q_tile_word_at(w, r0 / 16 + t, 0);
         float *dst = (float *)(void *)(data + (size_t)t * 16 * rb);
         for (int h = 0; h < 2; h++)
             for (size_t j = 0; j < wpr; j += 8) {
                 __m256 v[8];
 #pragma GCC unroll 8
-                for (int i = 0; i < 8; i++) v[i] = _mm256_load_ps(src + (j + (size_t)i) * 16 + 8 * h);
+                for (int i = 0; i < 8; i++) {
+                    const size_t jj = j + (size_t)i;
+                    v[i] = _mm256_load_ps((const float *)(const void *)(src + (jj >> gsh) * gbytes + (jj & gmask) * 64) + 8 * h);
+                }
                 avx2_tr8(v); /* v[r]: words j .. j + 7 of row 8 h + r */
 #pragma GCC unroll 8
                 for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (size_t)(8 * h + i) * wpr + j, v[i]);
             }
+        q_untile_sb_rows(w, r0, r0 + 16 * t, r0 + 16 * t + 16, view);
     }
 }
 

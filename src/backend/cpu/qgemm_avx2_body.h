@@ -323,23 +323,14 @@ QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act 
 {
     const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
     const int WPB = BITS == 4 ? 4 : 8; /* words per block of 32 values */
-    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype), sbt = (size_t)ng * 16 * es;
+    const size_t es = dtype_size(w->sdtype), gbytes = q_tile_gbytes(w), gw64 = q_tile_gwords(w) * 64;
     const __m256i lo4 = _mm256_set1_epi8(0x0f);
     const uint8_t *T[2];
-    const unsigned char *S[2], *B[2];
     const int32_t *xw[2], *rw[2];
     const float *d2[2];
     __m256 acc[2][2][2];
 #pragma GCC unroll 2
-    for (int u = 0; u < NT; u++) {
-        T[u] = (const uint8_t *)w->data + (size_t)t[u] * wpr * 64;
-        S[u] = (const unsigned char *)w->scales + (size_t)t[u] * sbt;
-        B[u] = (const unsigned char *)w->biases + (size_t)t[u] * sbt;
-        for (size_t o = 0; o < sbt; o += 64) { /* the next tile's scales and biases */
-            _mm_prefetch((const char *)S[u] + sbt + o, _MM_HINT_T0);
-            _mm_prefetch((const char *)B[u] + sbt + o, _MM_HINT_T0);
-        }
-    }
+    for (int u = 0; u < NT; u++) T[u] = (const uint8_t *)w->data + q_tile_word_at(w, t[u], 0);
 #pragma GCC unroll 2
     for (int i = 0; i < XR; i++) {
         xw[i] = (const int32_t *)(const void *)(x->x8 + (size_t)(m0 + i) * K);
@@ -354,7 +345,8 @@ QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act 
         for (int u = 0; u < NT; u++)
 #pragma GCC unroll 2
             for (int i = 0; i < XR; i++) ag[u][i][0] = ag[u][i][1] = _mm256_setzero_ps();
-        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+        const int b0 = g * gs / Q_ABLK;
+        for (int b = b0; b < (g + 1) * gs / Q_ABLK; b++) {
             /* [tile][row of x][half]: the x8 plane's sums, the r8 plane's */
             __m256i is[2][2][2], ir[2][2][2];
 #pragma GCC unroll 2
@@ -367,7 +359,7 @@ QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act 
                 const int J = b * WPB + j;
 #pragma GCC unroll 2
                 for (int u = 0; u < NT; u++) {
-                    const uint8_t *p = T[u] + (size_t)J * 64;
+                    const uint8_t *p = T[u] + (size_t)g * gbytes + (size_t)(J - b0 * WPB) * 64;
                     if (TILE_PF) _mm_prefetch((const char *)p + TILE_PF, _MM_HINT_T0);
                     __m256i v[2] = {_mm256_load_si256((const __m256i *)(const void *)p),
                                     _mm256_load_si256((const __m256i *)(const void *)(p + 32))};
@@ -446,8 +438,9 @@ QINL void QV(tile_body)(const int BITS, const int NT, const int XR, const q_act 
         for (int u = 0; u < NT; u++)
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {
-                const __m256 sv = avx2_load8(S[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
-                const __m256 bv = avx2_load8(B[u] + ((size_t)g * 16 + 8 * (size_t)h) * es, w->sdtype);
+                const unsigned char *sb = T[u] + (size_t)g * gbytes + gw64; /* the group's scales, then biases */
+                const __m256 sv = avx2_load8(sb + 8 * (size_t)h * es, w->sdtype);
+                const __m256 bv = avx2_load8(sb + (16 + 8 * (size_t)h) * es, w->sdtype);
 #pragma GCC unroll 2
                 for (int i = 0; i < XR; i++) {
                     const size_t gi = (size_t)(m0 + i) * ng + (size_t)g;

@@ -422,24 +422,14 @@ INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, i
 {
     const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
     const int WPB = BITS == 4 ? 4 : 8; /* words per block of 32 values */
-    const size_t wpr = (size_t)K * BITS / 32, es = dtype_size(w->sdtype), sbt = (size_t)ng * 16 * es;
+    const size_t es = dtype_size(w->sdtype), gbytes = q_tile_gbytes(w), gw64 = q_tile_gwords(w) * 64;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
     const uint8_t *T[2];
-    const unsigned char *S[2], *B[2];
     const int32_t *xw[2], *rw[2];
     const float *d2[2], *xs[2], *xc[2];
     __m512 acc[2][2], acc2[2][2];
 #pragma GCC unroll 2
-    for (int u = 0; u < NT; u++) {
-        T[u] = (const uint8_t *)w->data + (size_t)t[u] * wpr * 64;
-        S[u] = (const unsigned char *)w->scales + (size_t)t[u] * sbt;
-        B[u] = (const unsigned char *)w->biases + (size_t)t[u] * sbt;
-        /* the next tile's scales and biases */
-        for (size_t o = 0; o < sbt; o += 64) {
-            _mm_prefetch((const char *)S[u] + sbt + o, _MM_HINT_T0);
-            _mm_prefetch((const char *)B[u] + sbt + o, _MM_HINT_T0);
-        }
-    }
+    for (int u = 0; u < NT; u++) T[u] = (const uint8_t *)w->data + q_tile_word_at(w, t[u], 0);
 #pragma GCC unroll 2
     for (int i = 0; i < XR; i++) {
         xw[i] = (const int32_t *)(const void *)(x->x8 + (size_t)(m0 + i) * K);
@@ -456,7 +446,8 @@ INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, i
         for (int u = 0; u < NT; u++)
 #pragma GCC unroll 2
             for (int i = 0; i < XR; i++) ag[u][i] = _mm512_setzero_ps();
-        for (int b = g * gs / Q_ABLK; b < (g + 1) * gs / Q_ABLK; b++) {
+        const int b0 = g * gs / Q_ABLK;
+        for (int b = b0; b < (g + 1) * gs / Q_ABLK; b++) {
             __m512i is[2][2][2], ir[2][2][2];
 #pragma GCC unroll 2
             for (int u = 0; u < NT; u++)
@@ -468,7 +459,7 @@ INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, i
                 const int J = b * WPB + j;
 #pragma GCC unroll 2
                 for (int u = 0; u < NT; u++) {
-                    const uint8_t *p = T[u] + (size_t)J * 64;
+                    const uint8_t *p = T[u] + (size_t)g * gbytes + (size_t)(J - b0 * WPB) * 64;
                     _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
                     const __m512i v = _mm512_load_si512(p);
                     if (BITS == 4) {
@@ -501,8 +492,9 @@ INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, i
         }
 #pragma GCC unroll 2
         for (int u = 0; u < NT; u++) {
-            const __m512 sv = load_sf(S[u] + (size_t)g * 16 * es, w->sdtype, 16);
-            const __m512 bv = load_sf(B[u] + (size_t)g * 16 * es, w->sdtype, 16);
+            const unsigned char *sb = T[u] + (size_t)g * gbytes + gw64; /* the group's scales, then biases */
+            const __m512 sv = load_sf(sb, w->sdtype, 16);
+            const __m512 bv = load_sf(sb + 16 * es, w->sdtype, 16);
 #pragma GCC unroll 2
             for (int i = 0; i < XR; i++) {
                 acc[u][i] = _mm512_fmadd_ps(ag[u][i], sv, acc[u][i]);
@@ -824,18 +816,25 @@ TGT static void untile(const bk_weight *w, int64_t r0, int n, void *buf, bk_weig
         q_untile(w, r0, n, buf, view);
         return;
     }
-    uint8_t *data = q_untile_sb(w, r0, n, buf, view);
+    uint8_t *data = q_untile_view(w, r0, n, buf, view);
+    /* words per group: a power of two (4 to 32) */
+    const int gsh = __builtin_ctz((unsigned)q_tile_gwords(w));
+    const size_t gmask = q_tile_gwords(w) - 1, gbytes = q_tile_gbytes(w);
     for (int t = 0; t < n / 16; t++) {
-        const uint8_t *src = (const uint8_t *)w->data + (size_t)(r0 / 16 + t) * wpr * 64;
+        const uint8_t *src = (const uint8_t *)w->data + q_tile_word_at(w, r0 / 16 + t, 0);
         uint8_t *dst = data + (size_t)t * 16 * rb;
         for (size_t j = 0; j < wpr; j += 16) {
             __m512i v[16];
 #pragma GCC unroll 16
-            for (int i = 0; i < 16; i++) v[i] = _mm512_load_si512(src + (j + (size_t)i) * 64);
+            for (int i = 0; i < 16; i++) {
+                const size_t jj = j + (size_t)i;
+                v[i] = _mm512_load_si512(src + (jj >> gsh) * gbytes + (jj & gmask) * 64);
+            }
             tr16(v); /* v[r]: words j .. j + 15 of row r */
 #pragma GCC unroll 16
             for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + (size_t)i * rb + 4 * j, v[i]);
         }
+        q_untile_sb_rows(w, r0, r0 + 16 * t, r0 + 16 * t + 16, view);
     }
 }
 
