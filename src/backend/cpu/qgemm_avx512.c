@@ -584,37 +584,57 @@ TGT static void dequant(const bk_weight *w, int64_t r0, int n, int c0, int kc, f
 
 TGT static int act_rows(const q_act *x, int m0, int m1)
 {
-    const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs;
-    const int chunked = q_act_chunked(x);
+    const int K = x->K, gs = x->group_size, nb = K / Q_ABLK, ng = K / gs, per = gs / Q_ABLK;
+    const int chunked = q_act_chunked(x), tiled4 = x->small && x->tiled && x->bits == 4;
     const __m512i even = _mm512_set_epi32(30, 28, 26, 24, 22, 20, 18, 16, 14, 12, 10, 8, 6, 4, 2, 0);
     const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    /* the tiled order: in each 8 values the even ones, then the odd */
+    const __m512i eo8 = _mm512_set_epi32(15, 13, 11, 9, 14, 12, 10, 8, 7, 5, 3, 1, 6, 4, 2, 0);
+    const __m512i lim = _mm512_set1_epi32(127), nlim = _mm512_set1_epi32(-127);
+    const __m512 c256 = _mm512_set1_ps(256.0f);
     for (int m = m0; m < m1; m++) {
         const float *a = x->A + (size_t)m * x->lda;
-        int8_t *q = x->x8 + (size_t)m * K;
-        float *d = x->d + (size_t)m * nb, *xs = x->xs + (size_t)m * ng;
-        int32_t *s8 = x->s8 + (size_t)m * nb;
+        int8_t *q = x->x8 + (size_t)m * K, *r8 = x->r8 + (size_t)m * K;
+        float *d = x->d + (size_t)m * nb, *xs = x->xs + (size_t)m * ng, *d2 = x->d2 + (size_t)m * nb;
+        int32_t *s8 = x->s8 + (size_t)m * nb, *s8r = x->s8r + (size_t)m * nb;
         float gsum = 0.0f;
         for (int blk = 0; blk < nb; blk++) {
             __m512 v0 = _mm512_loadu_ps(a + blk * 32), v1 = _mm512_loadu_ps(a + blk * 32 + 16);
             float amax = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
             float id = amax > 0.0f ? 127.0f / amax : 0.0f;
             d[blk] = amax / 127.0f;
-            __m512 vid = _mm512_set1_ps(id);
-            __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, vid)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, vid));
+            d2[blk] = d[blk] * (1.0f / 256.0f);
+            __m512 vid = _mm512_set1_ps(id), t0 = _mm512_mul_ps(v0, vid), t1 = _mm512_mul_ps(v1, vid);
+            /* x8 rounded to nearest even (the mode in force, as rintf), and
+             * what it left times 256, rounded the same way, within +-127 */
+            __m512i i0 = _mm512_cvtps_epi32(t0), i1 = _mm512_cvtps_epi32(t1);
+            __m512i j0 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(t0, _mm512_cvtepi32_ps(i0)), c256));
+            __m512i j1 = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_sub_ps(t1, _mm512_cvtepi32_ps(i1)), c256));
+            j0 = _mm512_max_epi32(_mm512_min_epi32(j0, lim), nlim);
+            j1 = _mm512_max_epi32(_mm512_min_epi32(j1, lim), nlim);
             s8[blk] = _mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1));
+            s8r[blk] = _mm512_reduce_add_epi32(_mm512_add_epi32(j0, j1));
             gsum += _mm512_reduce_add_ps(_mm512_add_ps(v0, v1));
             if ((blk + 1) * 32 % gs == 0) {
                 xs[(blk * 32) / gs] = gsum;
                 gsum = 0.0f;
             }
-            if (chunked) {
-                int n, c0 = q4_chunk(K, blk * 32, &n), h = (blk * 32 - c0) / 2;
-                _mm_storeu_si128((__m128i_u *)(void *)(q + c0 + h), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(i0, even, i1)));
-                _mm_storeu_si128((__m128i_u *)(void *)(q + c0 + n / 2 + h),
-                                 _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(i0, odd, i1)));
-            } else {
-                _mm_storeu_si128((__m128i_u *)(void *)(q + blk * 32), _mm512_cvtsepi32_epi8(i0));
-                _mm_storeu_si128((__m128i_u *)(void *)(q + blk * 32 + 16), _mm512_cvtsepi32_epi8(i1));
+            for (int pl = 0; pl < 2; pl++) {
+                int8_t *o = pl ? r8 : q;
+                const __m512i u0 = pl ? j0 : i0, u1 = pl ? j1 : i1;
+                if (chunked) {
+                    int n, c0 = q4_chunk(K, blk * 32, &n), h = (blk * 32 - c0) / 2;
+                    _mm_storeu_si128((__m128i_u *)(void *)(o + c0 + h), _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(u0, even, u1)));
+                    _mm_storeu_si128((__m128i_u *)(void *)(o + c0 + n / 2 + h),
+                                     _mm512_cvtsepi32_epi8(_mm512_permutex2var_epi32(u0, odd, u1)));
+                } else if (tiled4) {
+                    _mm_storeu_si128((__m128i_u *)(void *)(o + blk * 32), _mm512_cvtsepi32_epi8(_mm512_permutexvar_epi32(eo8, u0)));
+                    _mm_storeu_si128((__m128i_u *)(void *)(o + blk * 32 + 16),
+                                     _mm512_cvtsepi32_epi8(_mm512_permutexvar_epi32(eo8, u1)));
+                } else {
+                    _mm_storeu_si128((__m128i_u *)(void *)(o + blk * 32), _mm512_cvtsepi32_epi8(u0));
+                    _mm_storeu_si128((__m128i_u *)(void *)(o + blk * 32 + 16), _mm512_cvtsepi32_epi8(u1));
+                }
             }
         }
         if (x->dv) {
@@ -635,9 +655,21 @@ TGT static int act_rows(const q_act *x, int m0, int m1)
                     v = _mm512_set1_ps(d[c / 32]);
                 _mm512_storeu_ps(dv + c / 4, v);
             }
+            if (x->dv2) {
+                float *dv2 = x->dv2 + (size_t)m * (K / 4 + 16);
+                for (int i = 0; i < K / 4 + 16; i++) dv2[i] = dv[i] * (1.0f / 256.0f);
+            }
+        }
+        float *xe = x->xe + (size_t)m * ng, *xc = x->xc + (size_t)m * ng;
+        const float mid = q_mid(x->bits);
+        for (int g = 0; g < ng; g++) {
+            float sum = 0.0f;
+            for (int b = g * per; b < (g + 1) * per; b++) sum += d[b] * ((float)s8[b] + (float)s8r[b] * (1.0f / 256.0f));
+            xe[g] = xs[g] - sum;
+            xc[g] = mid * xe[g];
         }
     }
-    return 0; /* the residual plane: qgemm.c */
+    return 1; /* both planes, in the kernels' order */
 }
 
 /* ---- int8 GEMM: 4 x 32 tiles ---- */
