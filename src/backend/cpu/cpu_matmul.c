@@ -81,21 +81,26 @@ static void act_task(void *arg, int task, int worker)
 
 /* Quantized W: x transformed once (split over the workers for many
  * tokens), then blocks of rows of W.  For a few tokens the product reads W
- * once at memory speed: blocks of about 64 KB of W keep both cores
- * streaming to the end; for many it is a blocked GEMM: about two blocks a
- * worker, a multiple of the micro-tile. */
+ * once at memory speed: a block of at most 4 MB of W, at most a worker's
+ * share, each read from start to end: every new block starts a stream
+ * the prefetchers have to find again, which cost more than the threads'
+ * uneven ends (gemma3-1b at 4 bits, int8 decode on the 2-core Zen 5,
+ * 1 MB blocks of at most a quarter of a worker's share: 0.87-0.91 of the
+ * read; of a half: 0.89-0.91; 4 MB blocks of the whole share: 0.94;
+ * session 16); for many it is a blocked
+ * GEMM: about two blocks a worker, a multiple of the micro-tile. */
 static int64_t q_block(const cpu_ctx *c, const q_act *qa, const bk_weight *w)
 {
     int64_t block;
     if (qa->small) {
         int64_t row_bytes = (int64_t)bk_qrow_bytes(w) + 2 * (w->cols / w->group_size) * 2;
-        /* whole pairs of tiles of a tiled W (its decode kernel reads two
-         * tiles side by side) */
+        /* whole pairs of tiles of a tiled W (its decode kernel may read
+         * two tiles side by side) */
         int64_t unit = w->tiled ? 2 * BK_TILE_ROWS : 8;
-        block = (1024 * 1024) / row_bytes;
+        block = ((int64_t)4 << 20) / row_bytes;
         block = (block + unit - 1) / unit * unit;
         if (block < unit) block = unit;
-        int64_t per = (w->rows + 4 * c->n_workers - 1) / (4 * c->n_workers);
+        int64_t per = (w->rows + c->n_workers - 1) / c->n_workers;
         if (per < block) block = per < unit ? unit : (per + unit - 1) / unit * unit;
     } else {
         int64_t per = (w->rows + 2 * c->n_workers - 1) / (2 * c->n_workers);
