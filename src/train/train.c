@@ -405,7 +405,9 @@ static int attend(infer_trainer *tr, int li, const layer_acts *a, int back)
                 : be->attention(tr->m->bctx, a->a, a->q, a->k, a->v, &p);
 }
 
-/* x (tr->x[li]) -> x_out, keeping the activations in a. */
+/* x (tr->x[li]) -> x_out, keeping the activations in a; x_out NULL: the
+ * recomputation of checkpointing, which stops once the backward has all
+ * it reads. */
 static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
 {
     infer_model *m = tr->m;
@@ -448,9 +450,14 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
     }
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     if ((rc = be->rmsnorm(ctx, a->h2, a->xm, pre_mlp_norm(m, li), N, H, eps, pl)) ||
-        (rc = lin_n(tr, li, gu, gu_y, a->h2, gu_t, 2)) ||
-        (rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act)))
+        (rc = lin_n(tr, li, gu, gu_y, a->h2, gu_t, 2)))
         return rc;
+    /* recomputed for the backward, which reads the down projection's
+     * input and output only through its adapter or a sandwich norm: the
+     * layer stops at gate and up where it has neither */
+    if (!x_out && !sw && !lora_at(tr->l, li, LM_DOWN)) return INFER_OK;
+    if ((rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act))) return rc;
+    if (!x_out) return lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN]);
     if (adds_into(tr, li, LM_DOWN)) /* x_out = xm + ma W_down^T */
         return (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))) ? rc : lin_add(tr, li, LM_DOWN, x_out, a->ma);
     if ((rc = lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN])) || (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))))
@@ -632,9 +639,11 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
     if ((rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, tr->x[L], &m->final_norm, N, H, eps, pl, 0))) return rc;
     for (int li = L - 1; li >= tr->lowest; li--) {
         layer_acts *a = tr->o.grad_checkpoint ? &tr->acts[0] : &tr->acts[1 + li - tr->lowest];
-        /* checkpointing: the layer again from its kept input (its output
-         * goes to the scratch; x[li + 1] is not needed any more) */
-        if (tr->o.grad_checkpoint && (rc = layer_forward(tr, li, a, tr->xf))) return rc;
+        /* checkpointing: the layer again from its kept input, without its
+         * output (x[li + 1] is not needed any more): the down projection
+         * runs only where the backward reads its output (a sandwich norm)
+         * or its adapter's */
+        if (tr->o.grad_checkpoint && (rc = layer_forward(tr, li, a, NULL))) return rc;
         if ((rc = layer_backward(tr, li, a))) return rc;
     }
     return INFER_OK;
