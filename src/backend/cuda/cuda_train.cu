@@ -218,6 +218,19 @@ __device__ __forceinline__ float capped(float s, float softcap, float *th)
     return s;
 }
 
+/* capped(s) - m with one rounding where there is a softcap (softcap tanh
+ * - m as one fused multiply-add): the softmax backward's two kernels
+ * spell out every rounding, so that they give the same bits. */
+__device__ __forceinline__ float capped_minus(float s, float softcap, float *th, float m)
+{
+    if (softcap > 0.0f) {
+        *th = tanhf(s / softcap);
+        return __fmaf_rn(softcap, *th, -m);
+    }
+    *th = 0.0f;
+    return __fsub_rn(s, m);
+}
+
 __global__ void __launch_bounds__(AW * TW) k_attb_q(float *dq, float *stats, const float *dout, const float *q,
                                                     const float *k, const float *v, bk_attn p)
 {
@@ -492,9 +505,9 @@ __global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float so
     float l = 0.0f, w = 0.0f;
     for (int j = threadIdx.x; j < S; j += blockDim.x)
         if (sees(P, j, window)) {
-            float e = expf(capped(r[j], softcap, &th) - m);
+            const float s = r[j], e = expf(capped_minus(s, softcap, &th, m));
             l += e;
-            w += e * g[j];
+            w = __fmaf_rn(e, g[j], w);
         }
     l = bsum(l, part);
     w = bsum(w, part);
@@ -505,8 +518,73 @@ __global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float so
             g[j] = 0.0f;
             continue;
         }
-        float c = capped(r[j], softcap, &th), pj = expf(c - m) * inv, ds = pj * (g[j] - D);
-        if (softcap > 0.0f) ds *= 1.0f - th * th;
+        float pj = expf(capped_minus(r[j], softcap, &th, m)) * inv, ds = pj * (g[j] - D);
+        if (softcap > 0.0f) ds *= __fmaf_rn(-th, th, 1.0f);
+        r[j] = pj;
+        g[j] = ds * scale;
+    }
+}
+
+/* The same for rows of at most 32 NPL keys (NPL 4, 8, 16 or 32), with the
+ * same sums bit for bit: a warp a row, the row in registers (read once,
+ * only the keys the query sees; written once), 8 rows a block.  Lane l
+ * keeps the partial sums that thread 32 v + l of k_attn_softmax_back
+ * (256 threads: key j goes to thread j % 256, in increasing j) would
+ * form, for v = 0 .. 7, then reduces each v as that block's warp v does
+ * and adds the eight in bsum's order.  The block kernel read a row three
+ * times with three block-wide reductions: 79 us for 16,384 rows of 512
+ * keys on an H100. */
+template <int NPL>
+__global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *dp, int rows, int T, int S,
+                                                             float softcap, int window, float scale)
+{
+    const int row = blockIdx.x * 8 + (int)threadIdx.x / TW, lane = threadIdx.x % TW;
+    if (row >= rows) return;
+    const int P = S - T + row % T;
+    float *r = sc + (size_t)row * S, *g = dp + (size_t)row * S;
+    float c[NPL], gv[NPL], th[NPL], m = -INFINITY;
+    unsigned vis = 0;
+#pragma unroll
+    for (int i = 0; i < NPL; i++) {
+        const int j = lane + TW * i;
+        c[i] = gv[i] = th[i] = 0.0f;
+        if (j < S && sees(P, j, window)) {
+            vis |= 1u << i;
+            c[i] = capped(r[j], softcap, &th[i]);
+            gv[i] = g[j];
+            m = fmaxf(m, c[i]);
+        }
+    }
+    m = wmax(m);
+    float lp[8], wp[8];
+#pragma unroll
+    for (int v = 0; v < 8; v++) lp[v] = wp[v] = 0.0f;
+#pragma unroll
+    for (int i = 0; i < NPL; i++) {
+        if (!(vis >> i & 1u)) continue;
+        const float e = expf(softcap > 0.0f ? __fmaf_rn(softcap, th[i], -m) : __fsub_rn(c[i], m));
+        c[i] = e;
+        lp[i % 8] += e;
+        wp[i % 8] = __fmaf_rn(e, gv[i], wp[i % 8]);
+    }
+    float l = 0.0f, w = 0.0f;
+#pragma unroll
+    for (int v = 0; v < (NPL < 8 ? NPL : 8); v++) {
+        l += wsum(lp[v]);
+        w += wsum(wp[v]);
+    }
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f, D = w * inv;
+#pragma unroll
+    for (int i = 0; i < NPL; i++) {
+        const int j = lane + TW * i;
+        if (j >= S) break;
+        if (!(vis >> i & 1u)) {
+            r[j] = 0.0f;
+            g[j] = 0.0f;
+            continue;
+        }
+        float pj = c[i] * inv, ds = pj * (gv[i] - D);
+        if (softcap > 0.0f) ds *= __fmaf_rn(-th[i], th[i], 1.0f);
         r[j] = pj;
         g[j] = ds * scale;
     }
@@ -523,7 +601,18 @@ extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, int row
                                      int window, float scale)
 {
     if (rows <= 0) return 0;
-    k_attn_softmax_back<<<rows, 256, 0, (cudaStream_t)stream>>>(sc, dp, T, S, softcap, window, scale);
+    const unsigned wb = (unsigned)(rows + 7) / 8;
+    cudaStream_t st = (cudaStream_t)stream;
+    if (S <= 4 * TW)
+        k_attn_softmax_back_w<4><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+    else if (S <= 8 * TW)
+        k_attn_softmax_back_w<8><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+    else if (S <= 16 * TW)
+        k_attn_softmax_back_w<16><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+    else if (S <= 32 * TW)
+        k_attn_softmax_back_w<32><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+    else
+        k_attn_softmax_back<<<rows, 256, 0, st>>>(sc, dp, T, S, softcap, window, scale);
     return (int)cudaGetLastError();
 }
 
