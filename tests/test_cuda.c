@@ -1256,8 +1256,10 @@ static void matmul_n_matches_cpu(void **state)
  * kernels that stage x (4 and 8 bits, bf16, f32); several rows of 4 and 8
  * bits in the tensor-core products (the norm in x's conversion, the sums
  * added into y: K split in a cluster, in partial sums, not split; two
- * blocks of rows); and the paths of the separate ops (bf16 rows; 2-bit
- * weights; a row too long to stage). */
+ * blocks of rows); and the paths of the separate ops (bf16 rows, the GLU
+ * formed as x is converted for cuBLAS; 2-bit weights; a row too long to
+ * stage; float32 and 2-bit W over a few rows, the GLU in a block of its
+ * own).  matmul_add leaves its gate and up as they were. */
 static void norm_and_add_products_match_cpu(void **state)
 {
     (void)state;
@@ -1272,7 +1274,9 @@ static void norm_and_add_products_match_cpu(void **state)
     } cases[] = {
         {DT_U32, 4, 1, 1536}, {DT_U32, 8, 1, 1536}, {DT_BF16, 0, 1, 4096}, {DT_F32, 0, 1, 512},
         {DT_U32, 4, 3, 1536}, {DT_U32, 2, 1, 512},  {DT_U32, 4, 1, 131072}, {DT_U32, 4, 32, 4096},
-        {DT_U32, 4, 17, 16384}, {DT_U32, 8, 40, 2048}, {DT_BF16, 0, 5, 1024},
+        {DT_U32, 4, 17, 16384}, {DT_U32, 8, 40, 2048}, {DT_BF16, 0, 5, 1024}, {DT_BF16, 0, 64, 2048},
+        {DT_BF16, 0, 7, 1030},
+        {DT_F32, 0, 4, 512},    {DT_U32, 2, 3, 512},
     };
     for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
         const int T = cases[c].T, plus_one = (int)(c % 2);
@@ -1332,6 +1336,14 @@ static void norm_and_add_products_match_cpu(void **state)
             fail_msg("cuda matmul_add: %s", infer_last_error());
         e0 = compare(&p, pa, ny0);
         if (!(e0 <= tol)) fail_msg("matmul_add case %zu: relative error %.3e", c, e0);
+        float *back = malloc(nx * 4);
+        assert_true(back != NULL);
+        for (int k = 0; k < 2; k++) {
+            if (cu->synchronize(p.ctx[1]) || cu->download(p.ctx[1], back, k ? du[1] : dg[1], nx * 4))
+                fail_msg("cuda: %s", infer_last_error());
+            if (memcmp(back, k ? u : x, nx * 4)) fail_msg("matmul_add case %zu changed its %s", c, k ? "up" : "gate");
+        }
+        free(back);
         free2(&p, dx);
         free2(&p, dh);
         free2(&p, du);

@@ -274,8 +274,8 @@ typedef struct backend_ops {
      * nw, eps, plus_one) then matmul_n would; x [T, cols] is not changed,
      * h [T, cols] is the op's to use (what it holds after is unspecified).
      * matmul_add: y [T, w.rows] += (act(x) * up, or x where up is NULL) .
-     * w^T (+ bias); x may be overwritten where up is not NULL, and tmp
-     * [T, w.rows] is the op's to use.  (With these two a plain pre-norm
+     * w^T (+ bias); x and up are not changed (the training's backward
+     * reads them), and tmp [T, w.rows] is the op's to use.  (With these two a plain pre-norm
      * layer's residual adds go into the products before them and its norms
      * into the products after them.)
      * fused_pays (may be NULL: at one row only): whether those two take T
@@ -295,7 +295,7 @@ typedef struct backend_ops {
                     const bk_weight *const *bs, int n, int T);
     int (*norm_matmul_n)(void *ctx, void *const *ys, const void *x, void *h, const bk_weight *nw, float eps,
                          int plus_one, const bk_weight *const *ws, const bk_weight *const *bs, int n, int T);
-    int (*matmul_add)(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
+    int (*matmul_add)(void *ctx, void *y, const void *x, const void *up, bk_act act, const bk_weight *w,
                       const bk_weight *bias, void *tmp, int T);
     int (*fused_pays)(void *ctx, const bk_weight *w, int T);
 

@@ -193,6 +193,9 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     /* The scratch set [0] has every buffer; a kept set only those that
      * layer_backward reads (kept_acts), the others are the scratch set's. */
     const unsigned kept = kept_acts(t);
+    /* layer_forward's down projection forms the GLU itself in every layer
+     * (adds_into LM_DOWN everywhere: no adapter on it, no sandwich norm) */
+    const int glu_in_down = be->matmul_add && !c->sandwich_norms && !(t->l->kinds & 1u << LM_DOWN);
     for (int i = 0; i < t->n_acts; i++) {
         layer_acts *a = &t->acts[i];
         const layer_acts *s0 = &t->acts[0];
@@ -215,7 +218,10 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
         ACT(h2, n * H * 4);
         ACT(g, n * I * 4);
         ACT(u, n * I * 4);
-        ACT(ma, n * I * 4);
+        if (glu_in_down) /* nothing reads the GLU's output: the down projection forms it */
+            a->ma = NULL;
+        else
+            ACT(ma, n * I * 4);
         ACT(d, n * H * 4);
 #undef ACT
         for (int k = 0; k < LM_COUNT; k++)
@@ -384,7 +390,7 @@ static int adds_into(const infer_trainer *tr, int li, int k)
 static int lin_add(infer_trainer *tr, int li, int k, void *y, const void *x)
 {
     const bk_weight *b, *w = lora_base(tr->m, li, k, &b);
-    return tr->m->be->matmul_add(tr->m->bctx, y, (void *)x, NULL, BK_ACT_SILU, w, b, tr->tmp, tr->N);
+    return tr->m->be->matmul_add(tr->m->bctx, y, x, NULL, BK_ACT_SILU, w, b, tr->tmp, tr->N);
 }
 
 static const bk_weight *pre_mlp_norm(const infer_model *m, int li)
@@ -456,10 +462,13 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
      * input and output only through its adapter or a sandwich norm: the
      * layer stops at gate and up where it has neither */
     if (!x_out && !sw && !lora_at(tr->l, li, LM_DOWN)) return INFER_OK;
+    if (x_out && adds_into(tr, li, LM_DOWN)) { /* x_out = xm + (act(g) u) W_down^T, the GLU formed by the product */
+        const bk_weight *db, *dw = lora_base(m, li, LM_DOWN, &db);
+        if ((rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H)))) return rc;
+        return be->matmul_add(ctx, x_out, a->g, a->u, act, dw, db, tr->tmp, N);
+    }
     if ((rc = be->glu(ctx, a->ma, a->g, a->u, (size_t)N * c->intermediate_size, act))) return rc;
     if (!x_out) return lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN]);
-    if (adds_into(tr, li, LM_DOWN)) /* x_out = xm + ma W_down^T */
-        return (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))) ? rc : lin_add(tr, li, LM_DOWN, x_out, a->ma);
     if ((rc = lin(tr, li, LM_DOWN, a->d, a->ma, a->t[LM_DOWN])) || (rc = be->copy(ctx, x_out, a->xm, f4((size_t)N * H))))
         return rc;
     if (sw) {

@@ -499,9 +499,11 @@ static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const 
 /* ys[i] = x . ws[i]^T (+ beta ys[i]: 0 or 1) for n weights of the same
  * cols through cuBLAS: x converted to bf16 once for all of them (float32
  * weights take SGEMM on x as it is; f16 and quantized ones are converted
- * to bf16 a slice of rows at a time).  The caller holds c->lock. */
-static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk_weight *const *ws, int n, int T,
-                         float beta)
+ * to bf16 a slice of rows at a time; up not NULL: x is act(x) up, formed
+ * as it is converted, for weights other than float32).  The caller holds
+ * c->lock. */
+static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const float *up, bk_act act,
+                         const bk_weight *const *ws, int n, int T, float beta)
 {
     const int64_t C = ws[0]->cols;
     size_t xb = 0;
@@ -512,7 +514,10 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const bk
     }
     void *buf = NULL;
     int rc = xb ? scratch_get(c, xb + (size_t)slice * (size_t)C * 2, &buf) : INFER_OK;
-    if (!rc && xb) rc = launched(cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C), "matmul");
+    if (!rc && xb)
+        rc = launched(up ? cuk_glu_to_bf16(c->stream, buf, x, up, (size_t)T * (size_t)C, act)
+                         : cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C),
+                      "matmul");
     for (int i = 0; i < n && !rc; i++) {
         const bk_weight *w = ws[i];
         const int64_t R = w->rows;
@@ -551,12 +556,12 @@ static int qmm_run(cuda_ctx *c, float *const *ys, const void *x, const float *up
 
 /* y = x . w^T (+ beta y: 0 or 1) (+ bias) through cuBLAS (matmul_blas_n
  * under c->lock, then the bias) */
-static int blas_run(cuda_ctx *c, float *y, const float *x, const bk_weight *w, const bk_weight *bias, int T,
-                    float beta)
+static int blas_run(cuda_ctx *c, float *y, const float *x, const float *up, bk_act act, const bk_weight *w,
+                    const bk_weight *bias, int T, float beta)
 {
     float *ys[1] = {y};
     pthread_mutex_lock(&c->lock);
-    int rc = matmul_blas_n(c, ys, x, &w, 1, T, beta);
+    int rc = matmul_blas_n(c, ys, x, up, act, &w, 1, T, beta);
     pthread_mutex_unlock(&c->lock);
     if (!rc && bias) rc = launched(cuk_add_bias(c->stream, y, bias, T, w->rows), "matmul bias");
     return rc;
@@ -604,7 +609,7 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     if (matvec_takes(w, T)) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     float *ys[1] = {y};
     if (cuk_qmm_ok(w, T)) return qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T, NULL);
-    return blas_run(c, y, x, w, bias, T, 0.0f);
+    return blas_run(c, y, x, NULL, BK_ACT_SILU, w, bias, T, 0.0f);
 }
 
 /* Products of one x: one launch of the matrix-vector kernel for every
@@ -639,7 +644,7 @@ static int cuda_matmul_n(void *ctx, void *const *ys, const void *x, const bk_wei
                     ws[i]->cols == ws[0]->cols && ws[i]->cols <= INT32_MAX;
         if (same) {
             pthread_mutex_lock(&c->lock);
-            int rc = matmul_blas_n(c, (float *const *)ys, x, ws, n, T, 0.0f);
+            int rc = matmul_blas_n(c, (float *const *)ys, x, NULL, BK_ACT_SILU, ws, n, T, 0.0f);
             pthread_mutex_unlock(&c->lock);
             for (int i = 0; i < n && !rc; i++)
                 if (bs && bs[i]) rc = launched(cuk_add_bias(c->stream, ys[i], bs[i], T, ws[i]->rows), "matmul bias");
@@ -980,7 +985,7 @@ static int cuda_norm_matmul_n(void *ctx, void *const *ys, const void *x, void *h
  * the product's kernel (y read back where it writes); cuBLAS products (no
  * activation): added by the product (beta 1); else the product into tmp
  * and an add. */
-static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act act, const bk_weight *w,
+static int cuda_matmul_add(void *ctx, void *y, const void *x, const void *up, bk_act act, const bk_weight *w,
                            const bk_weight *bias, void *tmp, int T)
 {
     cuda_ctx *c = ctx;
@@ -996,9 +1001,22 @@ static int cuda_matmul_add(void *ctx, void *y, void *x, const void *up, bk_act a
         float *ys[1] = {y};
         return qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
     }
-    if (!up && !matvec_takes(w, T)) return blas_run(c, y, x, w, bias, T, 1.0f); /* cuBLAS adds into y (beta 1) */
-    rc = up ? cuda_matmul_glu(ctx, tmp, x, up, act, w, bias, T) : cuda_matmul(ctx, tmp, x, w, bias, T);
-    return rc ? rc : cuda_add(ctx, y, tmp, (size_t)T * (size_t)w->rows);
+    /* cuBLAS adds into y (beta 1); act(x) up formed as x is converted to
+     * bf16 (up with float32 W: below) */
+    if (!matvec_takes(w, T) && (!up || w->dtype != DT_F32)) return blas_run(c, y, x, up, act, w, bias, T, 1.0f);
+    if (!up) {
+        rc = cuda_matmul(ctx, tmp, x, w, bias, T);
+        return rc ? rc : cuda_add(ctx, y, tmp, (size_t)T * (size_t)w->rows);
+    }
+    /* act(x) up into a block of its own: x is not changed */
+    const size_t n = (size_t)T * (size_t)w->cols;
+    void *g;
+    if ((rc = dev_alloc(n * sizeof(float), &g))) return rc;
+    if (!(rc = launched(cuk_glu(c->stream, g, x, up, n, act), "matmul_add")) &&
+        !(rc = cuda_matmul(ctx, tmp, g, w, bias, T)))
+        rc = cuda_add(ctx, y, tmp, (size_t)T * (size_t)w->rows);
+    cuda_free(ctx, g);
+    return rc;
 }
 
 /* Several rows: where the products take cuk_qmm, whose conversion of x

@@ -1116,6 +1116,35 @@ extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t
     return (int)cudaGetLastError();
 }
 
+/* dst = bf16(act(gate) up), as k_glu then k_f32_to_bf16 would give it (the
+ * same glu1 and rounding) without the float32 product in memory: the down
+ * projection's input for cuBLAS. */
+__global__ void k_glu_to_bf16(uint16_t *dst, const float *gate, const float *up, size_t n, int gelu)
+{
+    PDL_ENTRY();
+    const size_t step = (size_t)gridDim.x * blockDim.x, first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const size_t n8 = (((uintptr_t)gate | (uintptr_t)up | (uintptr_t)dst) & 15u) ? 0 : n / 8;
+    for (size_t i = first; i < n8; i += step) {
+        const float4 a = ((const float4 *)gate)[2 * i], b = ((const float4 *)gate)[2 * i + 1];
+        const float4 c = ((const float4 *)up)[2 * i], d = ((const float4 *)up)[2 * i + 1];
+        uint4 o;
+        o.x = f32_bf16(glu1(a.x, c.x, gelu)) | (uint32_t)f32_bf16(glu1(a.y, c.y, gelu)) << 16;
+        o.y = f32_bf16(glu1(a.z, c.z, gelu)) | (uint32_t)f32_bf16(glu1(a.w, c.w, gelu)) << 16;
+        o.z = f32_bf16(glu1(b.x, d.x, gelu)) | (uint32_t)f32_bf16(glu1(b.y, d.y, gelu)) << 16;
+        o.w = f32_bf16(glu1(b.z, d.z, gelu)) | (uint32_t)f32_bf16(glu1(b.w, d.w, gelu)) << 16;
+        ((uint4 *)dst)[i] = o;
+    }
+    for (size_t i = n8 * 8 + first; i < n; i += step) dst[i] = f32_bf16(glu1(gate[i], up[i], gelu));
+}
+
+extern "C" int cuk_glu_to_bf16(void *stream, void *dst, const float *gate, const float *up, size_t n, bk_act act)
+{
+    if (!n) return 0;
+    PDL_LAUNCH(k_glu_to_bf16, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, gate, up,
+               n, act == BK_ACT_GELU_TANH);
+    return (int)cudaGetLastError();
+}
+
 /* A block row per weight row (blockIdx.y), 8 values a thread: a 4-bit
  * word, two of 8 bits, or one value at a time for other formats. */
 __global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0)

@@ -61,6 +61,8 @@ int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int
             const bk_weight *const *bs, int n, int T, void *scratch, const cuk_qmm_extra *ex);
 /* dst[n] (bf16) = src[n] (float32) */
 int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
+/* dst = bf16(act(gate) up), n values */
+int cuk_glu_to_bf16(void *stream, void *dst, const float *gate, const float *up, size_t n, bk_act act);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
 int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr);
 /* y[t, r] += bias[r] */
