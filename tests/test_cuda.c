@@ -329,6 +329,70 @@ static void train_ops_match_cpu(void **state)
         free(x);
         free(dw);
     }
+    /* glu_back_dx (cuda) against the cpu's glu_back then matmul_dx for gate
+     * and up: bf16 (silu), 4-bit (gelu) and f16 (added to dx); float32
+     * weights refused */
+    if (p.be[1]->glu_back_dx) {
+        static const struct {
+            infer_dtype dt;
+            int bits, act;
+            float beta;
+        } gc[] = {{DT_BF16, 0, BK_ACT_SILU, 0.0f}, {DT_U32, 4, BK_ACT_GELU_TANH, 0.0f}, {DT_F16, 0, BK_ACT_SILU, 1.0f}};
+        const int64_t I = 96, H = 128;
+        const size_t n = (size_t)T * (size_t)I, nx = (size_t)T * (size_t)H;
+        for (size_t c = 0; c < sizeof gc / sizeof gc[0]; c++) {
+            host_weight hg, hu;
+            make_weight(&hg, I, H, gc[c].dt, gc[c].bits, 64);
+            make_weight(&hu, I, H, gc[c].dt, gc[c].bits, 64);
+            bk_weight wg[2], wu[2];
+            place(&p, &hg, wg);
+            place(&p, &hu, wu);
+            float *h[4];
+            for (int k = 0; k < 4; k++) {
+                h[k] = malloc((k == 3 ? nx : n) * 4);
+                assert_true(h[k] != NULL);
+                fill(h[k], k == 3 ? nx : n, k == 0 ? 3.0f : 1.0f);
+            }
+            void *dg[2], *du[2], *go[2], *g[2], *u[2], *dx[2];
+            for (int i = 0; i < 2; i++) {
+                g[i] = put(&p, i, h[0], n * 4);
+                u[i] = put(&p, i, h[1], n * 4);
+                go[i] = put(&p, i, h[2], n * 4);
+                dx[i] = put(&p, i, h[3], nx * 4);
+                dg[i] = poisoned(&p, i, n);
+                du[i] = poisoned(&p, i, n);
+            }
+            const bk_act act = (bk_act)gc[c].act;
+            if (p.be[0]->glu_back(p.ctx[0], dg[0], du[0], go[0], g[0], u[0], n, act) ||
+                p.be[0]->matmul_dx(p.ctx[0], dx[0], dg[0], &wg[0], T, 1.0f, gc[c].beta) ||
+                p.be[0]->matmul_dx(p.ctx[0], dx[0], du[0], &wu[0], T, 1.0f, 1.0f))
+                fail_msg("cpu: %s", infer_last_error());
+            if (p.be[1]->glu_back_dx(p.ctx[1], dx[1], go[1], g[1], u[1], act, &wg[1], &wu[1], T, gc[c].beta))
+                fail_msg("cuda glu_back_dx: %s", infer_last_error());
+            double e = compare(&p, dx, nx);
+            if (!(e <= 1e-2)) fail_msg("glu_back_dx %s: relative error %.3e", dtype_name(gc[c].dt), e);
+            free2(&p, dg);
+            free2(&p, du);
+            free2(&p, go);
+            free2(&p, g);
+            free2(&p, u);
+            free2(&p, dx);
+            for (int k = 0; k < 4; k++) free(h[k]);
+            unplace(&p, wg);
+            unplace(&p, wu);
+            free_weight(&hg);
+            free_weight(&hu);
+        }
+        host_weight hf;
+        make_weight(&hf, I, H, DT_F32, 0, 0);
+        bk_weight wf[2];
+        place(&p, &hf, wf);
+        assert_int_equal(p.be[1]->glu_back_dx(p.ctx[1], NULL, NULL, NULL, NULL, BK_ACT_SILU, &wf[1], &wf[1], T, 0.0f),
+                         INFER_ERR_UNSUPPORTED);
+        assert_non_null(strstr(infer_last_error(), "glu_back_dx"));
+        unplace(&p, wf);
+        free_weight(&hf);
+    }
     /* rmsnorm_back (and Gemma's 1 + w), glu_back, softcap_back, axpy, scale */
     {
         const int rows = 19, dim = 200;

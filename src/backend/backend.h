@@ -310,6 +310,10 @@ typedef struct backend_ops {
      * attention_back: dq [T, heads*hd], dk, dv [S, kv_heads*hd] of
      *   attention(q, k, v, p) given dout (written, not accumulated).
      * glu_back: dgate, dup of out = act(gate) * up given dout.
+     * glu_back_dx (may be NULL): dx[T, w_gate.cols] = beta dx + dgate .
+     *   w_gate + dup . w_up (glu_back's dgate and dup over n = T w_gate.rows
+     *   values, then matmul_dx twice), neither gradient kept: where gate
+     *   and up have no adapter; weights of the same shape, not float32.
      * softcap_back: dx = dy (1 - (y / cap)^2), y the capped values.
      * cross_entropy: per row r of x [rows, V]: with target[r] >= 0 (an
      *   int32 backend buffer), nll[r] = logsumexp(x_r) - x_r[target] and
@@ -328,6 +332,8 @@ typedef struct backend_ops {
                           const void *v, const bk_attn *p);
     int (*glu_back)(void *ctx, void *dgate, void *dup, const void *dout, const void *gate, const void *up, size_t n,
                     bk_act act);
+    int (*glu_back_dx)(void *ctx, void *dx, const void *dout, const void *gate, const void *up, bk_act act,
+                       const bk_weight *w_gate, const bk_weight *w_up, int T, float beta);
     int (*softcap_back)(void *ctx, void *dx, const void *dy, const void *y, size_t n, float cap);
     int (*cross_entropy)(void *ctx, void *dx, void *nll, const void *x, const void *target, int rows, size_t V,
                          float scale);

@@ -156,6 +156,19 @@ static unsigned kept_acts(const infer_trainer *t)
     return k;
 }
 
+/* Whether the backward of each adapted layer's GLU and its gate and up
+ * projections is the backend's one op (glu_back_dx): the backend has it,
+ * no layer adapts gate or up, and none of those weights is float32. */
+static int glu_fused_back(const infer_trainer *t)
+{
+    const infer_model *m = t->m;
+    if (!m->be->glu_back_dx || (t->l->kinds & (1u << LM_GATE | 1u << LM_UP))) return 0;
+    for (int li = t->lowest; li < m->cfg.n_layers; li++)
+        if (lora_base(m, li, LM_GATE, NULL)->dtype == DT_F32 || lora_base(m, li, LM_UP, NULL)->dtype == DT_F32)
+            return 0;
+    return 1;
+}
+
 /* Buffers for N rows (B examples of T positions). */
 static int ensure_bufs(infer_trainer *t, int N, int T)
 {
@@ -237,8 +250,10 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     ALLOC(t->dQ, n * qd * 4);
     ALLOC(t->dK, n * kvd * 4);
     ALLOC(t->dV, n * kvd * 4);
-    ALLOC(t->dG, n * I * 4);
-    ALLOC(t->dU, n * I * 4);
+    if (!glu_fused_back(t)) { /* else no gradient of gate or up is kept */
+        ALLOC(t->dG, n * I * 4);
+        ALLOC(t->dU, n * I * 4);
+    }
     ALLOC(t->dM, n * I * 4);
     ALLOC(t->dT, n * r * 4);
     ALLOC(t->xd, t->l->dropout > 0.0f ? n * wide * 4 : 4);
@@ -509,6 +524,22 @@ static int lin_back(infer_trainer *tr, int li, int k, const void *dy, const void
     return be->axpy(ctx, dx, tr->tmp, 1.0f, n);
 }
 
+/* tr->dH = the gradient of the gate and up projections' input, from dM
+ * (the GLU output's): in one backend op where it has one and no layer
+ * adapts gate or up (glu_fused_back), else the GLU's backward into dG and
+ * dU and then each projection's. */
+static int glu_in_back(infer_trainer *tr, int li, const layer_acts *a, bk_act act)
+{
+    const backend_ops *be = tr->m->be;
+    void *ctx = tr->m->bctx;
+    if (glu_fused_back(tr))
+        return be->glu_back_dx(ctx, tr->dH, tr->dM, a->g, a->u, act, lora_base(tr->m, li, LM_GATE, NULL),
+                               lora_base(tr->m, li, LM_UP, NULL), tr->N, 0.0f);
+    int rc = be->glu_back(ctx, tr->dG, tr->dU, tr->dM, a->g, a->u, (size_t)tr->N * tr->m->cfg.intermediate_size, act);
+    if (!rc) rc = lin_back(tr, li, LM_GATE, tr->dG, a->h2, a->t[LM_GATE], tr->dH, 0);
+    return rc ? rc : lin_back(tr, li, LM_UP, tr->dU, a->h2, a->t[LM_UP], tr->dH, 1);
+}
+
 /* tr->dX: the gradient of layer li's output in, of its input out (not
  * computed for the lowest adapted layer). */
 static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
@@ -529,9 +560,7 @@ static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
         dd = tr->dO;
     }
     if ((rc = lin_back(tr, li, LM_DOWN, dd, a->ma, a->t[LM_DOWN], tr->dM, 0)) ||
-        (rc = be->glu_back(ctx, tr->dG, tr->dU, tr->dM, a->g, a->u, (size_t)N * c->intermediate_size, act)) ||
-        (rc = lin_back(tr, li, LM_GATE, tr->dG, a->h2, a->t[LM_GATE], tr->dH, 0)) ||
-        (rc = lin_back(tr, li, LM_UP, tr->dU, a->h2, a->t[LM_UP], tr->dH, 1)) ||
+        (rc = glu_in_back(tr, li, a, act)) ||
         (rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, a->xm, pre_mlp_norm(m, li), N, H, eps, pl, 1)))
         return rc;
     const void *dout = tr->dX;

@@ -1033,6 +1033,38 @@ static int cuda_fused_pays(void *ctx, const bk_weight *w, int T)
  * terms dx^T (C x T) = W^T (C x R, ld C) . dy^T (R x T, ld R).  float32 W
  * exactly; other formats with dy and W in bf16 (W converted a slice of
  * rows at a time where it is not bf16 already), float32 sums. */
+static size_t bf16_bytes(size_t n) { return (n * 2 + 255) / 256 * 256; }
+
+/* Bytes of a slice of w converted to bf16 for dx_bf16 (0: w is bf16) */
+static size_t dx_slice_bytes(const bk_weight *w)
+{
+    return w->dtype != DT_BF16 ? (size_t)convert_rows(w) * (size_t)w->cols * 2 : 0;
+}
+
+/* dx[T, C] = beta dx + alpha dy16[T, R] . W[R, C], dy16 in bf16, W not
+ * float32 (converted a slice of rows at a time into wbuf where it is not
+ * bf16).  The caller holds c->lock. */
+static int dx_bf16(cuda_ctx *c, float *dx, const uint16_t *dy16, const bk_weight *w, int T, float alpha, float beta,
+                   void *wbuf)
+{
+    const int64_t R = w->rows, C = w->cols, slice = w->dtype != DT_BF16 ? convert_rows(w) : R;
+    int rc = INFER_OK;
+    for (int64_t r0 = 0; !rc && r0 < R; r0 += slice) {
+        int64_t nr = R - r0 < slice ? R - r0 : slice;
+        const void *ws = w->data;
+        if (w->dtype != DT_BF16) {
+            ws = wbuf;
+            if ((rc = launched(cuk_weight_to_bf16(c->stream, wbuf, w, r0, nr), "matmul_dx"))) break;
+        }
+        const float b = r0 == 0 ? beta : 1.0f;
+        cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, T, (int)nr, &alpha, ws, CUDA_R_16BF,
+                                        (int)C, dy16 + r0, CUDA_R_16BF, (int)R, &b, dx, CUDA_R_32F, (int)C,
+                                        CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+        if (s) rc = blas_fail(s, "matmul_dx");
+    }
+    return rc;
+}
+
 static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta)
 {
     cuda_ctx *c = ctx;
@@ -1045,25 +1077,39 @@ static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *
                                        dy, (int)R, &beta, dx, (int)C);
         return s ? blas_fail(s, "matmul_dx") : INFER_OK;
     }
-    size_t yb = ((size_t)T * (size_t)R * 2 + 255) / 256 * 256;
-    int64_t slice = w->dtype != DT_BF16 ? convert_rows(w) : R;
+    const size_t yb = bf16_bytes((size_t)T * (size_t)R);
     void *buf;
     pthread_mutex_lock(&c->lock);
-    rc = scratch_get(c, yb + (w->dtype != DT_BF16 ? (size_t)slice * (size_t)C * 2 : 0), &buf);
+    rc = scratch_get(c, yb + dx_slice_bytes(w), &buf);
     if (!rc) rc = launched(cuk_f32_to_bf16(c->stream, buf, dy, (size_t)T * (size_t)R), "matmul_dx");
-    for (int64_t r0 = 0; !rc && r0 < R; r0 += slice) {
-        int64_t nr = R - r0 < slice ? R - r0 : slice;
-        const void *ws = w->data;
-        if (w->dtype != DT_BF16) {
-            ws = (char *)buf + yb;
-            if ((rc = launched(cuk_weight_to_bf16(c->stream, (void *)ws, w, r0, nr), "matmul_dx"))) break;
-        }
-        const float b = r0 == 0 ? beta : 1.0f;
-        cublasStatus_t s = cublasGemmEx(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, T, (int)nr, &alpha, ws, CUDA_R_16BF,
-                                        (int)C, (const uint16_t *)buf + r0, CUDA_R_16BF, (int)R, &b, dx, CUDA_R_32F,
-                                        (int)C, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
-        if (s) rc = blas_fail(s, "matmul_dx");
-    }
+    if (!rc) rc = dx_bf16(c, dx, buf, w, T, alpha, beta, (char *)buf + yb);
+    pthread_mutex_unlock(&c->lock);
+    return rc;
+}
+
+/* dx = dG W_gate + dU W_up (beta dx added) for out = act(gate) up given
+ * dout: dG and dU formed in bf16, as the products take them (the same bits
+ * as glu_back then matmul_dx), never as float32. */
+static int cuda_glu_back_dx(void *ctx, void *dx, const void *dout, const void *gate, const void *up, bk_act act,
+                            const bk_weight *wg, const bk_weight *wu, int T, float beta)
+{
+    cuda_ctx *c = ctx;
+    int rc = weight_ok(wg);
+    if (!rc) rc = weight_ok(wu);
+    if (rc) return rc;
+    if (wg->dtype == DT_F32 || wu->dtype == DT_F32 || wg->rows != wu->rows || wg->cols != wu->cols)
+        return infer_err(INFER_ERR_UNSUPPORTED, "glu_back_dx: gate and up of %s and %s", dtype_name(wg->dtype),
+                         dtype_name(wu->dtype));
+    if (T <= 0 || wg->rows <= 0 || wg->cols <= 0) return INFER_OK;
+    const size_t n = (size_t)T * (size_t)wg->rows, yb = bf16_bytes(n);
+    const size_t sl = dx_slice_bytes(wg) > dx_slice_bytes(wu) ? dx_slice_bytes(wg) : dx_slice_bytes(wu);
+    void *buf;
+    pthread_mutex_lock(&c->lock);
+    rc = scratch_get(c, 2 * yb + sl, &buf);
+    uint16_t *dg = buf, *du = (uint16_t *)((char *)buf + yb);
+    if (!rc) rc = launched(cut_glu_back_bf16(c->stream, dg, du, dout, gate, up, n, act == BK_ACT_GELU_TANH), "glu_back_dx");
+    if (!rc) rc = dx_bf16(c, dx, dg, wg, T, 1.0f, beta, (char *)buf + 2 * yb);
+    if (!rc) rc = dx_bf16(c, dx, du, wu, T, 1.0f, 1.0f, (char *)buf + 2 * yb);
     pthread_mutex_unlock(&c->lock);
     return rc;
 }
@@ -1277,6 +1323,7 @@ const backend_ops backend_cuda = {
     .rmsnorm_back = cuda_rmsnorm_back,
     .attention_back = cuda_attention_back,
     .glu_back = cuda_glu_back,
+    .glu_back_dx = cuda_glu_back_dx,
     .softcap_back = cuda_softcap_back,
     .cross_entropy = cuda_cross_entropy,
     .axpy = cuda_axpy,

@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "backend/cuda/cuda_bf16.cuh"
 #include "backend/cuda/cuda_kernels.h"
 
 #define WARP 32
@@ -91,13 +92,6 @@ __device__ __forceinline__ float bf16_f32(uint16_t u) { return __uint_as_float((
 
 __device__ __forceinline__ float f16_f32(uint16_t u) { return __half2float(__ushort_as_half(u)); }
 
-/* Round to nearest even, NaN kept a NaN. */
-__device__ __forceinline__ uint16_t f32_bf16(float f)
-{
-    uint32_t u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);
-    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
 
 /* Element i of a float vector or matrix stored in dtype dt. */
 __device__ __forceinline__ float ld(const void *p, int dt, size_t i)

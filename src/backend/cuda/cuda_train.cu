@@ -8,6 +8,7 @@
 #include <math.h>
 #include <stdint.h>
 
+#include "backend/cuda/cuda_bf16.cuh"
 #include "backend/cuda/cuda_train.h"
 
 #define TW 32
@@ -103,23 +104,39 @@ __global__ void k_softcap_back(float *dx, const float *dy, const float *y, size_
     }
 }
 
-__global__ void k_glu_back(float *dg, float *du, const float *go, const float *g, const float *u, size_t n, int gelu)
+/* dg, du of out = act(x) u given dout gi (one element) */
+__device__ __forceinline__ void glu_grad(float x, float ui, float gi, int gelu, float *dg, float *du)
 {
     const float c = 0.7978845608028654f;
+    float f, df;
+    if (!gelu) {
+        float s = 1.0f / (1.0f + expf(-x));
+        f = x * s;
+        df = s * (1.0f + x * (1.0f - s));
+    } else {
+        float th = tanhf(c * (x + 0.044715f * x * x * x));
+        f = 0.5f * x * (1.0f + th);
+        df = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * c * (1.0f + 3.0f * 0.044715f * x * x);
+    }
+    *dg = gi * ui * df;
+    *du = gi * f;
+}
+
+__global__ void k_glu_back(float *dg, float *du, const float *go, const float *g, const float *u, size_t n, int gelu)
+{
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        glu_grad(g[i], u[i], go[i], gelu, &dg[i], &du[i]);
+}
+
+/* The same, dg and du rounded to bf16 (the products' operands) */
+__global__ void k_glu_back_bf16(uint16_t *dg, uint16_t *du, const float *go, const float *g, const float *u, size_t n,
+                                int gelu)
+{
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-        float x = g[i], f, df;
-        if (!gelu) {
-            float s = 1.0f / (1.0f + expf(-x));
-            f = x * s;
-            df = s * (1.0f + x * (1.0f - s));
-        } else {
-            float th = tanhf(c * (x + 0.044715f * x * x * x));
-            f = 0.5f * x * (1.0f + th);
-            df = 0.5f * (1.0f + th) + 0.5f * x * (1.0f - th * th) * c * (1.0f + 3.0f * 0.044715f * x * x);
-        }
-        float gi = go[i], ui = u[i];
-        dg[i] = gi * ui * df;
-        du[i] = gi * f;
+        float a, b;
+        glu_grad(g[i], u[i], go[i], gelu, &a, &b);
+        dg[i] = f32_bf16(a);
+        du[i] = f32_bf16(b);
     }
 }
 
@@ -694,6 +711,14 @@ extern "C" int cut_glu_back(void *stream, float *dg, float *du, const float *dou
 {
     if (!n) return 0;
     k_glu_back<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dg, du, dout, g, u, n, gelu);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_glu_back_bf16(void *stream, uint16_t *dg, uint16_t *du, const float *dout, const float *g,
+                                 const float *u, size_t n, int gelu)
+{
+    if (!n) return 0;
+    k_glu_back_bf16<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dg, du, dout, g, u, n, gelu);
     return (int)cudaGetLastError();
 }
 

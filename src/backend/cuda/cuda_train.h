@@ -19,6 +19,9 @@ int cut_dropout(void *stream, float *y, const float *x, size_t n, float p, uint6
 /* *out_dev (device double) = the sum of x^2 */
 int cut_sumsq(void *stream, const float *x, size_t n, double *out_dev);
 int cut_softcap_back(void *stream, float *dx, const float *dy, const float *y, size_t n, float cap);
+/* glu_back with dg and du rounded to bf16 */
+int cut_glu_back_bf16(void *stream, uint16_t *dg, uint16_t *du, const float *dout, const float *g, const float *u,
+                      size_t n, int gelu);
 int cut_glu_back(void *stream, float *dg, float *du, const float *dout, const float *g, const float *u, size_t n,
                  int gelu);
 int cut_adamw(void *stream, float *p, const float *g, float *m, float *v, size_t n, const bk_adamw *o);
