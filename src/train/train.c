@@ -220,8 +220,12 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
             a->f = s0->f;                                                                                              \
     } while (0)
         ACT(h1, n * H * 4);
-        ACT(qp, n * qd * 4);
-        ACT(kp, n * kvd * 4);
+        if (c->qk_norm) {
+            ACT(qp, n * qd * 4);
+            ACT(kp, n * kvd * 4);
+        } else {
+            a->qp = a->kp = NULL;
+        }
         ACT(q, n * qd * 4);
         ACT(k, n * kvd * 4);
         ACT(v, n * kvd * 4);
@@ -438,22 +442,20 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
     const layer_weights *L = &m->layers[li];
     const int N = tr->N, H = c->hidden_size, sw = c->sandwich_norms, pl = c->norm_plus_one;
     const float eps = (float)c->rms_norm_eps;
-    const size_t qd = (size_t)c->n_heads * c->head_dim, kvd = (size_t)c->n_kv_heads * c->head_dim;
     const void *x = tr->x[li];
     void *freq = sliding(c, li) ? m->inv_freq_local : m->inv_freq_global;
     int rc;
     static const int qkv[3] = {LM_Q, LM_K, LM_V}, gu[2] = {LM_GATE, LM_UP};
-    void *const qkv_y[3] = {a->qp, a->kp, a->v}, *const qkv_t[3] = {a->t[LM_Q], a->t[LM_K], a->t[LM_V]};
+    /* q and k straight into the rotated buffers where there is no
+     * per-head norm between (the backward reads qp and kp only through it) */
+    void *const qkv_y[3] = {c->qk_norm ? a->qp : a->q, c->qk_norm ? a->kp : a->k, a->v},
+                *const qkv_t[3] = {a->t[LM_Q], a->t[LM_K], a->t[LM_V]};
     void *const gu_y[2] = {a->g, a->u}, *const gu_t[2] = {a->t[LM_GATE], a->t[LM_UP]};
     if ((rc = be->rmsnorm(ctx, a->h1, x, &L->input_norm, N, H, eps, pl)) ||
         (rc = lin_n(tr, li, qkv, qkv_y, a->h1, qkv_t, 3)))
         return rc;
-    if (c->qk_norm) {
-        if ((rc = be->rmsnorm(ctx, a->q, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl)) ||
-            (rc = be->rmsnorm(ctx, a->k, a->kp, &L->k_norm, N * c->n_kv_heads, c->head_dim, eps, pl)))
-            return rc;
-    } else if ((rc = be->copy(ctx, a->q, a->qp, f4((size_t)N * qd))) ||
-               (rc = be->copy(ctx, a->k, a->kp, f4((size_t)N * kvd))))
+    if (c->qk_norm && ((rc = be->rmsnorm(ctx, a->q, a->qp, &L->q_norm, N * c->n_heads, c->head_dim, eps, pl)) ||
+                       (rc = be->rmsnorm(ctx, a->k, a->kp, &L->k_norm, N * c->n_kv_heads, c->head_dim, eps, pl))))
         return rc;
     if ((rc = be->rope(ctx, a->q, tr->pos, N, c->n_heads, c->head_dim, freq, 1.0f)) ||
         (rc = be->rope(ctx, a->k, tr->pos, N, c->n_kv_heads, c->head_dim, freq, 1.0f)) || (rc = attend(tr, li, a, 0)))
