@@ -275,9 +275,9 @@ typedef struct backend_ops {
      * h [T, cols] is the op's to use (what it holds after is unspecified).
      * matmul_add: y [T, w.rows] += (act(x) * up, or x where up is NULL) .
      * w^T (+ bias); x and up are not changed (the training's backward
-     * reads them), and tmp [T, w.rows] is the op's to use.  (With these two a plain pre-norm
-     * layer's residual adds go into the products before them and its norms
-     * into the products after them.)
+     * reads them), and tmp [T, w.rows] is the op's to use.  (With these
+     * two a plain pre-norm layer's residual adds go into the products
+     * before them and its norms into the products after them.)
      * fused_pays (may be NULL: at one row only): whether those two take T
      * rows of products with weights like w in fewer passes than the
      * separate ops. */

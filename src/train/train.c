@@ -38,6 +38,7 @@ struct infer_trainer {
     infer_train_opts o;
     int steps;            /* optimizer steps done */
     int lowest;           /* the lowest adapted layer */
+    int glu_fused;        /* glu_fused_back: the GLU's backward is the backend's glu_back_dx */
     void *adam_m, *adam_v;
     void *neg_freq_global, *neg_freq_local; /* -inv_freq: RoPE's backward */
     /* this micro-batch: N rows, examples of T positions; buffers for cap rows */
@@ -156,6 +157,15 @@ static unsigned kept_acts(const infer_trainer *t)
     return k;
 }
 
+/* Whether module k's product of layer li adds into the residual stream
+ * itself (the backend's matmul_add): no adapter on it, and no norm
+ * between it and the add (no sandwich norms); then its output is not
+ * kept, which the backward pass does not read in that case. */
+static int adds_into(const infer_trainer *tr, int li, int k)
+{
+    return tr->m->be->matmul_add && !tr->m->cfg.sandwich_norms && !lora_at(tr->l, li, k);
+}
+
 /* Whether the backward of each adapted layer's GLU and its gate and up
  * projections is the backend's one op (glu_back_dx): the backend has it,
  * no layer adapts gate or up, and none of those weights is float32. */
@@ -207,8 +217,9 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
      * layer_backward reads (kept_acts), the others are the scratch set's. */
     const unsigned kept = kept_acts(t);
     /* layer_forward's down projection forms the GLU itself in every layer
-     * (adds_into LM_DOWN everywhere: no adapter on it, no sandwich norm) */
-    const int glu_in_down = be->matmul_add && !c->sandwich_norms && !(t->l->kinds & 1u << LM_DOWN);
+     * (adds_into LM_DOWN everywhere) */
+    int glu_in_down = 1;
+    for (int li = 0; li < L; li++) glu_in_down = glu_in_down && adds_into(t, li, LM_DOWN);
     for (int i = 0; i < t->n_acts; i++) {
         layer_acts *a = &t->acts[i];
         const layer_acts *s0 = &t->acts[0];
@@ -254,7 +265,7 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     ALLOC(t->dQ, n * qd * 4);
     ALLOC(t->dK, n * kvd * 4);
     ALLOC(t->dV, n * kvd * 4);
-    if (!glu_fused_back(t)) { /* else no gradient of gate or up is kept */
+    if (!t->glu_fused) { /* else no gradient of gate or up is kept */
         ALLOC(t->dG, n * I * 4);
         ALLOC(t->dU, n * I * 4);
     }
@@ -328,6 +339,7 @@ int infer_trainer_new(infer_lora *l, const infer_train_opts *o, infer_trainer **
     t->lowest = c->n_layers;
     for (int i = 0; i < l->n_mods; i++)
         if (l->mods[i].layer < t->lowest) t->lowest = l->mods[i].layer;
+    t->glu_fused = glu_fused_back(t);
     size_t bytes = l->n_params * 4;
     float *z = calloc(l->n_params ? l->n_params : 1, 4);
     int rc = z ? INFER_OK : infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
@@ -394,15 +406,6 @@ static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t
 {
     void *ys[1] = {y}, *ts[1] = {t};
     return lin_n(tr, li, &k, ys, x, ts, 1);
-}
-
-/* Whether module k's product of layer li adds into the residual stream
- * itself (the backend's matmul_add): no adapter on it, and no norm
- * between it and the add (no sandwich norms); then its output is not
- * kept, which the backward pass does not read in that case. */
-static int adds_into(const infer_trainer *tr, int li, int k)
-{
-    return tr->m->be->matmul_add && !tr->m->cfg.sandwich_norms && !lora_at(tr->l, li, k);
 }
 
 /* y += x W^T (+ b) for a module without an adapter */
@@ -528,13 +531,13 @@ static int lin_back(infer_trainer *tr, int li, int k, const void *dy, const void
 
 /* tr->dH = the gradient of the gate and up projections' input, from dM
  * (the GLU output's): in one backend op where it has one and no layer
- * adapts gate or up (glu_fused_back), else the GLU's backward into dG and
+ * adapts gate or up (tr->glu_fused), else the GLU's backward into dG and
  * dU and then each projection's. */
 static int glu_in_back(infer_trainer *tr, int li, const layer_acts *a, bk_act act)
 {
     const backend_ops *be = tr->m->be;
     void *ctx = tr->m->bctx;
-    if (glu_fused_back(tr))
+    if (tr->glu_fused)
         return be->glu_back_dx(ctx, tr->dH, tr->dM, a->g, a->u, act, lora_base(tr->m, li, LM_GATE, NULL),
                                lora_base(tr->m, li, LM_UP, NULL), tr->N, 0.0f);
     int rc = be->glu_back(ctx, tr->dG, tr->dU, tr->dM, a->g, a->u, (size_t)tr->N * tr->m->cfg.intermediate_size, act);

@@ -496,6 +496,9 @@ static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const 
     return s ? blas_fail(s, "matmul") : INFER_OK;
 }
 
+/* Bytes of n bf16 values in the scratch, rounded up to 256 */
+static size_t bf16_bytes(size_t n) { return (n * 2 + 255) / 256 * 256; }
+
 /* ys[i] = x . ws[i]^T (+ beta ys[i]: 0 or 1) for n weights of the same
  * cols through cuBLAS: x converted to bf16 once for all of them (float32
  * weights take SGEMM on x as it is; f16 and quantized ones are converted
@@ -509,7 +512,7 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const fl
     size_t xb = 0;
     int64_t slice = 0;
     for (int i = 0; i < n; i++) {
-        if (ws[i]->dtype != DT_F32) xb = ((size_t)T * (size_t)C * 2 + 255) / 256 * 256;
+        if (ws[i]->dtype != DT_F32) xb = bf16_bytes((size_t)T * (size_t)C);
         if (ws[i]->dtype != DT_F32 && ws[i]->dtype != DT_BF16 && convert_rows(ws[i]) > slice) slice = convert_rows(ws[i]);
     }
     void *buf = NULL;
@@ -1029,12 +1032,6 @@ static int cuda_fused_pays(void *ctx, const bk_weight *w, int T)
 
 /* ---- training ---- */
 
-/* dx[T, C] = beta dx + alpha dy[T, R] . W[R, C]; in cuBLAS's column-major
- * terms dx^T (C x T) = W^T (C x R, ld C) . dy^T (R x T, ld R).  float32 W
- * exactly; other formats with dy and W in bf16 (W converted a slice of
- * rows at a time where it is not bf16 already), float32 sums. */
-static size_t bf16_bytes(size_t n) { return (n * 2 + 255) / 256 * 256; }
-
 /* Bytes of a slice of w converted to bf16 for dx_bf16 (0: w is bf16) */
 static size_t dx_slice_bytes(const bk_weight *w)
 {
@@ -1065,6 +1062,10 @@ static int dx_bf16(cuda_ctx *c, float *dx, const uint16_t *dy16, const bk_weight
     return rc;
 }
 
+/* dx[T, C] = beta dx + alpha dy[T, R] . W[R, C]; in cuBLAS's column-major
+ * terms dx^T (C x T) = W^T (C x R, ld C) . dy^T (R x T, ld R).  float32 W
+ * exactly; other formats with dy and W in bf16 (W converted a slice of
+ * rows at a time where it is not bf16 already), float32 sums. */
 static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *w, int T, float alpha, float beta)
 {
     cuda_ctx *c = ctx;
@@ -1107,7 +1108,8 @@ static int cuda_glu_back_dx(void *ctx, void *dx, const void *dout, const void *g
     pthread_mutex_lock(&c->lock);
     rc = scratch_get(c, 2 * yb + sl, &buf);
     uint16_t *dg = buf, *du = (uint16_t *)((char *)buf + yb);
-    if (!rc) rc = launched(cut_glu_back_bf16(c->stream, dg, du, dout, gate, up, n, act == BK_ACT_GELU_TANH), "glu_back_dx");
+    if (!rc)
+        rc = launched(cut_glu_back_bf16(c->stream, dg, du, dout, gate, up, n, act == BK_ACT_GELU_TANH), "glu_back_dx");
     if (!rc) rc = dx_bf16(c, dx, dg, wg, T, 1.0f, beta, (char *)buf + 2 * yb);
     if (!rc) rc = dx_bf16(c, dx, du, wu, T, 1.0f, 1.0f, (char *)buf + 2 * yb);
     pthread_mutex_unlock(&c->lock);

@@ -92,7 +92,6 @@ __device__ __forceinline__ float bf16_f32(uint16_t u) { return __uint_as_float((
 
 __device__ __forceinline__ float f16_f32(uint16_t u) { return __half2float(__ushort_as_half(u)); }
 
-
 /* Element i of a float vector or matrix stored in dtype dt. */
 __device__ __forceinline__ float ld(const void *p, int dt, size_t i)
 {

@@ -548,7 +548,7 @@ __global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float so
     float l = 0.0f, w = 0.0f;
     for (int j = threadIdx.x; j < S; j += blockDim.x)
         if (sees(P, j, window)) {
-            const float s = r[j], e = expf(capped_minus(s, softcap, &th, m));
+            const float e = expf(capped_minus(r[j], softcap, &th, m));
             l += e;
             w = __fmaf_rn(e, g[j], w);
         }
