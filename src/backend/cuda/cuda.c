@@ -603,6 +603,17 @@ static int matvec_takes(const bk_weight *w, int T)
     return T == 1 || (T <= CUK_MATVEC_MAX_T && w->dtype != DT_BF16 && !cuk_qmm_ok(w, T));
 }
 
+/* y = x w^T (+ beta y) for a float32 w of at most 64 rows or columns
+ * (LoRA's A and B) through cut_lr_*: cudaErrorNotSupported where they do
+ * not take it (then cuBLAS). */
+static int lr_matmul(cuda_ctx *c, float *y, const float *x, const bk_weight *w, int T, float beta)
+{
+    const int R = (int)w->rows, C = (int)w->cols;
+    if (w->dtype != DT_F32 || (R > 64 && C > 64)) return (int)cudaErrorNotSupported;
+    if (R <= 64) return cut_lr_thin(c->stream, y, x, w->data, T, C, R, C, 1, 1.0f, beta);
+    return cut_lr_expand(c->stream, y, x, w->data, T, R, C, 1, C, 1.0f, beta);
+}
+
 static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
 {
     cuda_ctx *c = ctx;
@@ -610,6 +621,10 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     int rc = weight_ok(w);
     if (rc) return rc;
     if (matvec_takes(w, T)) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
+    if (!bias) {
+        int e = lr_matmul(c, y, x, w, T, 0.0f);
+        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul");
+    }
     float *ys[1] = {y};
     if (cuk_qmm_ok(w, T)) return qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T, NULL);
     return blas_run(c, y, x, NULL, BK_ACT_SILU, w, bias, T, 0.0f);
@@ -690,62 +705,109 @@ static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
  * one strided-batched product over the kv heads: the scores scale q_h k^T
  * [H][T][S]; a kernel a row softmaxes them (softcap, mask); out = P v
  * (the backward: dP = dout v^T, dS from P and dP, dq = dS k, dk = dS^T q
- * and dv = P^T dout over the group's G T rows at once), in float32 (no
- * TF32, so that the op stays as exact as the kernels, unless p->fast:
- * training).  Scratch: two [heads][T][S] blocks and two [T][heads][d];
- * used where the blocks take at most ATTN_GEMM_BYTES. */
+ * and dv = P^T dout over the group's G T rows at once).  In float32 (no
+ * TF32, so that the op stays as exact as the kernels) unless p->fast
+ * (training): then the forward's products take TF32, and so do the
+ * backward's scores (P as the forward had it: a softmax turns the scores'
+ * absolute errors into relative ones, large where the scores are), while
+ * its other four take their inputs (dout, v, q, k, P, dS) rounded to bf16
+ * with float32 sums, as PEFT's bf16 attention does, at about twice TF32's
+ * rate.  Scratch: two [heads][T][S] blocks and two [T][heads][d] (the
+ * backward with p->fast: two more [heads][T][S] in bf16 and q, dout, k and
+ * v in bf16); used where the float32 blocks take at most ATTN_GEMM_BYTES. */
 enum { ATTN_GEMM_BYTES = 1 << 30 };
 
 static size_t attn_gemm_bytes(const bk_attn *p) { return 2 * (size_t)p->n_heads * p->T * p->S * sizeof(float); }
 
-/* Strided-batched float32 products; with p->fast on the TF32 tensor cores
- * (10-bit mantissas in, float32 sums). */
-static int sgemm_kv(cuda_ctx *c, const bk_attn *p, cublasOperation_t ta, cublasOperation_t tb, int m, int n, int k,
-                    float alpha, const float *A, int lda, long long sa, const float *B, int ldb, long long sb,
-                    float beta, float *C, int ldc, long long sc, int batch)
+/* Strided-batched products of float32 (with p->fast on the TF32 tensor
+ * cores: 10-bit mantissas in, float32 sums) or bf16 (ab) inputs, float32
+ * out. */
+static int gemm_kv(cuda_ctx *c, const bk_attn *p, cudaDataType ab, cublasOperation_t ta, cublasOperation_t tb, int m,
+                   int n, int k, float alpha, const void *A, int lda, long long sa, const void *B, int ldb,
+                   long long sb, float beta, float *C, int ldc, long long sc, int batch)
 {
-    cublasStatus_t s = cublasGemmStridedBatchedEx(
-        c->blas, ta, tb, m, n, k, &alpha, A, CUDA_R_32F, lda, sa, B, CUDA_R_32F, ldb, sb, &beta, C, CUDA_R_32F, ldc,
-        sc, batch, p->fast ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    const cublasComputeType_t ct = ab == CUDA_R_32F && p->fast ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    cublasStatus_t s = cublasGemmStridedBatchedEx(c->blas, ta, tb, m, n, k, &alpha, A, ab, lda, sa, B, ab, ldb, sb,
+                                                  &beta, C, CUDA_R_32F, ldc, sc, batch, ct, CUBLAS_GEMM_DEFAULT);
     return s ? blas_fail(s, "attention") : INFER_OK;
 }
 
 /* sc = scale a b^T for every kv head j: a (q or dout, heads first) has
  * the group's G T rows at a + j G T d, b (k or v) rows of [S][KVH d];
  * sc [H][T][S] (the group's rows at j G T S): in cuBLAS's column-major
- * terms sc_j^T (S x G T) = b_j (S x d) . a_j^T (d x G T). */
-static int attn_scores(cuda_ctx *c, float *sc, const float *a, const float *b, const bk_attn *p, float scale)
+ * terms sc_j^T (S x G T) = b_j (S x d) . a_j^T (d x G T).  a and b of
+ * type ab (float32 or bf16), as in the two below. */
+static int attn_scores(cuda_ctx *c, cudaDataType ab, float *sc, const void *a, const void *b, const bk_attn *p,
+                       float scale)
 {
     const int d = p->head_dim, GT = p->n_heads / p->n_kv_heads * p->T, S = p->S;
-    return sgemm_kv(c, p, CUBLAS_OP_T, CUBLAS_OP_N, S, GT, d, scale, b, p->n_kv_heads * d, d, a, d, (long long)GT * d,
-                    0.0f, sc, S, (long long)GT * S, p->n_kv_heads);
+    return gemm_kv(c, p, ab, CUBLAS_OP_T, CUBLAS_OP_N, S, GT, d, scale, b, p->n_kv_heads * d, d, a, d,
+                   (long long)GT * d, 0.0f, sc, S, (long long)GT * S, p->n_kv_heads);
 }
 
 /* o (heads first, G T rows a kv head) = m b (m: P or dS [H][T][S], b: v
  * or k): o_j^T (d x G T) = b_j^T (d x S) . m_j^T (S x G T). */
-static int attn_apply(cuda_ctx *c, float *o, const float *m, const float *b, const bk_attn *p)
+static int attn_apply(cuda_ctx *c, cudaDataType ab, float *o, const void *m, const void *b, const bk_attn *p)
 {
     const int d = p->head_dim, GT = p->n_heads / p->n_kv_heads * p->T, S = p->S;
-    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_N, d, GT, S, 1.0f, b, p->n_kv_heads * d, d, m, S, (long long)GT * S,
-                    0.0f, o, d, (long long)GT * d, p->n_kv_heads);
+    return gemm_kv(c, p, ab, CUBLAS_OP_N, CUBLAS_OP_N, d, GT, S, 1.0f, b, p->n_kv_heads * d, d, m, S,
+                   (long long)GT * S, 0.0f, o, d, (long long)GT * d, p->n_kv_heads);
 }
 
 /* o ([S][KVH d], k's or v's layout) = m^T a over the group's G T rows (m:
  * dS or P, a: q or dout heads first): o_j^T (d x S) = a_j^T (d x G T) .
  * m_j (G T x S). */
-static int attn_gather(cuda_ctx *c, float *o, const float *m, const float *a, const bk_attn *p)
+static int attn_gather(cuda_ctx *c, cudaDataType ab, float *o, const void *m, const void *a, const bk_attn *p)
 {
     const int d = p->head_dim, GT = p->n_heads / p->n_kv_heads * p->T, S = p->S;
-    return sgemm_kv(c, p, CUBLAS_OP_N, CUBLAS_OP_T, d, S, GT, 1.0f, a, d, (long long)GT * d, m, S, (long long)GT * S,
-                    0.0f, o, p->n_kv_heads * d, d, p->n_kv_heads);
+    return gemm_kv(c, p, ab, CUBLAS_OP_N, CUBLAS_OP_T, d, S, GT, 1.0f, a, d, (long long)GT * d, m, S,
+                   (long long)GT * S, 0.0f, o, p->n_kv_heads * d, d, p->n_kv_heads);
+}
+
+/* The backward with p->fast: the scores in TF32, the other products in
+ * bf16 (above).  The caller holds c->lock; head_dim a multiple of 4. */
+static int attn_gemm_back_bf16(cuda_ctx *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                               const float *k, const float *v, const bk_attn *p)
+{
+    const int nb = p->batch > 1 ? p->batch : 1, rows = p->n_heads * p->T, T = p->T, H = p->n_heads, d = p->head_dim;
+    const size_t qn = (size_t)T * H * d, kn = (size_t)p->S * p->n_kv_heads * d, sn = (size_t)H * T * p->S;
+    const size_t sb = bf16_bytes(sn), qb = bf16_bytes(qn), kb16 = bf16_bytes(kn);
+    void *buf;
+    int rc = scratch_get(c, attn_gemm_bytes(p) + qn * sizeof(float) + 2 * sb + 2 * qb + 2 * kb16, &buf);
+    if (rc) return rc;
+    float *sc = buf, *dp = sc + sn, *qf = dp + sn; /* qf: q heads first, then dq heads first */
+    char *h = (char *)(qf + qn);
+    uint16_t *pb = (uint16_t *)h, *db = (uint16_t *)(h + sb), *qh = (uint16_t *)(h + 2 * sb),
+             *gh = (uint16_t *)(h + 2 * sb + qb), *kh = (uint16_t *)(h + 2 * sb + 2 * qb),
+             *vh = (uint16_t *)(h + 2 * sb + 2 * qb + kb16);
+    const cudaDataType B16 = CUDA_R_16BF;
+    for (int b = 0; b < nb && !rc; b++) {
+        if ((rc = launched(cut_swap_rows(c->stream, qf, q + b * qn, T, H, d), "attention_back")) ||
+            (rc = launched(cuk_f32_to_bf16(c->stream, qh, qf, qn), "attention_back")) ||
+            (rc = launched(cut_swap_rows_bf16(c->stream, gh, dout + b * qn, T, H, d), "attention_back")) ||
+            (rc = launched(cuk_f32_to_bf16(c->stream, kh, k + b * kn, kn), "attention_back")) ||
+            (rc = launched(cuk_f32_to_bf16(c->stream, vh, v + b * kn, kn), "attention_back")) ||
+            (rc = attn_scores(c, CUDA_R_32F, sc, qf, k + b * kn, p, p->scale)) ||
+            (rc = attn_scores(c, B16, dp, gh, vh, p, 1.0f)) ||
+            (rc = launched(cut_attn_softmax_back(c->stream, sc, dp, pb, db, rows, T, p->S, p->softcap, p->window,
+                                                 p->scale),
+                           "attention_back")) ||
+            (rc = attn_gather(c, B16, dv + b * kn, pb, gh, p)) || (rc = attn_gather(c, B16, dk + b * kn, db, qh, p)) ||
+            (rc = attn_apply(c, B16, qf, db, kh, p))) /* dq, heads first, over q's copy */
+            break;
+        rc = launched(cut_swap_rows(c->stream, dq + b * qn, qf, H, T, d), "attention_back");
+    }
+    return rc;
 }
 
 /* The caller holds c->lock. */
 static int attn_gemm(cuda_ctx *c, int back, float *out, float *dq, float *dk, float *dv, const float *dout,
                      const float *q, const float *k, const float *v, const bk_attn *p)
 {
+    if (back && p->fast && p->head_dim % 4 == 0) return attn_gemm_back_bf16(c, dq, dk, dv, dout, q, k, v, p);
     const int nb = p->batch > 1 ? p->batch : 1, rows = p->n_heads * p->T, T = p->T, H = p->n_heads, d = p->head_dim;
     const size_t qn = (size_t)T * H * d, kn = (size_t)p->S * p->n_kv_heads * d, sn = (size_t)H * T * p->S;
+    const cudaDataType F32 = CUDA_R_32F;
     void *buf;
     int rc = scratch_get(c, attn_gemm_bytes(p) + 2 * qn * sizeof(float), &buf);
     if (rc) return rc;
@@ -753,21 +815,22 @@ static int attn_gemm(cuda_ctx *c, int back, float *out, float *dq, float *dk, fl
     for (int b = 0; b < nb && !rc; b++) {
         const float *kb = k + b * kn, *vb = v + b * kn;
         if ((rc = launched(cut_swap_rows(c->stream, qh, q + b * qn, T, H, d), "attention")) ||
-            (rc = attn_scores(c, sc, qh, kb, p, p->scale)))
+            (rc = attn_scores(c, F32, sc, qh, kb, p, p->scale)))
             break;
         if (!back) { /* out = P v, through qh */
             if ((rc = launched(cut_attn_softmax(c->stream, sc, rows, T, p->S, p->softcap, p->window), "attention")) ||
-                (rc = attn_apply(c, qh, sc, vb, p)))
+                (rc = attn_apply(c, F32, qh, sc, vb, p)))
                 break;
             rc = launched(cut_swap_rows(c->stream, out + b * qn, qh, H, T, d), "attention");
             continue;
         }
         if ((rc = launched(cut_swap_rows(c->stream, gh, dout + b * qn, T, H, d), "attention_back")) ||
-            (rc = attn_scores(c, dp, gh, vb, p, 1.0f)) ||
-            (rc = launched(cut_attn_softmax_back(c->stream, sc, dp, rows, T, p->S, p->softcap, p->window, p->scale),
+            (rc = attn_scores(c, F32, dp, gh, vb, p, 1.0f)) ||
+            (rc = launched(cut_attn_softmax_back(c->stream, sc, dp, NULL, NULL, rows, T, p->S, p->softcap, p->window,
+                                                 p->scale),
                            "attention_back")) ||
-            (rc = attn_gather(c, dv + b * kn, sc, gh, p)) || (rc = attn_gather(c, dk + b * kn, dp, qh, p)) ||
-            (rc = attn_apply(c, qh, dp, kb, p))) /* dq, heads first, over q's copy */
+            (rc = attn_gather(c, F32, dv + b * kn, sc, gh, p)) || (rc = attn_gather(c, F32, dk + b * kn, dp, qh, p)) ||
+            (rc = attn_apply(c, F32, qh, dp, kb, p))) /* dq, heads first, over q's copy */
             break;
         rc = launched(cut_swap_rows(c->stream, dq + b * qn, qh, H, T, d), "attention_back");
     }
@@ -1004,6 +1067,10 @@ static int cuda_matmul_add(void *ctx, void *y, const void *x, const void *up, bk
         float *ys[1] = {y};
         return qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
     }
+    if (!up && !bias && !matvec_takes(w, T)) {
+        int e = lr_matmul(c, y, x, w, T, 1.0f);
+        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_add");
+    }
     /* cuBLAS adds into y (beta 1); act(x) up formed as x is converted to
      * bf16 (up with float32 W: below) */
     if (!matvec_takes(w, T) && (!up || w->dtype != DT_F32)) return blas_run(c, y, x, up, act, w, bias, T, 1.0f);
@@ -1073,6 +1140,11 @@ static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *
     if (T <= 0 || R <= 0 || C <= 0) return INFER_OK;
     int rc = weight_ok(w);
     if (rc) return rc;
+    if (w->dtype == DT_F32 && (R <= 64 || C <= 64)) { /* LoRA's A and B */
+        int e = C <= 64 ? cut_lr_thin(c->stream, dx, dy, w->data, T, (int)R, (int)C, 1, (long)C, alpha, beta)
+                        : cut_lr_expand(c->stream, dx, dy, w->data, T, (int)C, (int)R, (long)C, 1, alpha, beta);
+        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_dx");
+    }
     if (w->dtype == DT_F32) {
         cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, T, (int)R, &alpha, w->data, (int)C,
                                        dy, (int)R, &beta, dx, (int)C);
@@ -1121,6 +1193,18 @@ static int cuda_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, in
 {
     cuda_ctx *c = ctx;
     if (T <= 0 || R <= 0 || C <= 0) return INFER_OK;
+    if (C <= 64 || R <= 64) { /* LoRA's A and B: sums over row chunks, then theirs */
+        const int small = C <= 64 ? C : R, M = C <= 64 ? R : C;
+        void *buf;
+        pthread_mutex_lock(&c->lock);
+        int rc = scratch_get(c, cut_lr_reduce_scratch(T, M, small), &buf);
+        if (!rc)
+            rc = launched(C <= 64 ? cut_lr_reduce(c->stream, dw, dy, x, T, M, small, C, 1, alpha, buf)
+                                  : cut_lr_reduce(c->stream, dw, x, dy, T, M, small, 1, C, alpha, buf),
+                          "matmul_dw");
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     const float one = 1.0f;
     cublasStatus_t s =
         cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_T, C, R, T, &alpha, x, C, dy, R, &one, dw, C);

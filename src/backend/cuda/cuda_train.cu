@@ -201,6 +201,48 @@ __global__ void k_rmsnorm_back(float *dx, const float *dy, const float *x, const
         o[i] = (acc ? o[i] : 0.0f) + (r * gr[i] * (vec_at(w, wdt, (size_t)i) + one) - k * xr[i]);
 }
 
+/* The same for rows of dim % 4 == 0 floats (16-byte aligned) of at most
+ * RB_MAXV float4 a thread: read once in float4s and held (the kernel above
+ * read x and dy twice at 1024 threads a row). */
+#define RB_MAXV 4
+__global__ void k_rmsnorm_back4(float4 *dx, const float4 *dy, const float4 *x, const void *w, int wdt, int dim4,
+                                float eps, int plus_one, int acc)
+{
+    __shared__ float part[32];
+    const size_t row = (size_t)blockIdx.x * dim4;
+    const float one = plus_one ? 1.0f : 0.0f;
+    float4 xv[RB_MAXV], gv[RB_MAXV];
+    float ss = 0.0f, s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < RB_MAXV; k++) {
+        const int i = threadIdx.x + k * (int)blockDim.x;
+        xv[k] = gv[k] = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        if (i >= dim4) continue;
+        xv[k] = x[row + i];
+        const float4 g = dy[row + i];
+        gv[k] = make_float4(g.x * (vec_at(w, wdt, 4 * (size_t)i) + one), g.y * (vec_at(w, wdt, 4 * (size_t)i + 1) + one),
+                            g.z * (vec_at(w, wdt, 4 * (size_t)i + 2) + one),
+                            g.w * (vec_at(w, wdt, 4 * (size_t)i + 3) + one));
+        ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
+        s += gv[k].x * xv[k].x + gv[k].y * xv[k].y + gv[k].z * xv[k].z + gv[k].w * xv[k].w;
+    }
+    ss = bsum(ss, part);
+    s = bsum(s, part);
+    const float r = rsqrtf(ss / (float)(4 * dim4) + eps), kk = s * r * r * r / (float)(4 * dim4);
+#pragma unroll
+    for (int k = 0; k < RB_MAXV; k++) {
+        const int i = threadIdx.x + k * (int)blockDim.x;
+        if (i >= dim4) continue;
+        float4 o = make_float4(r * gv[k].x - kk * xv[k].x, r * gv[k].y - kk * xv[k].y, r * gv[k].z - kk * xv[k].z,
+                               r * gv[k].w - kk * xv[k].w);
+        if (acc) {
+            const float4 p = dx[row + i];
+            o = make_float4(p.x + o.x, p.y + o.y, p.z + o.z, p.w + o.w);
+        }
+        dx[row + i] = o;
+    }
+}
+
 /* ---- cross-entropy: one block a row ---- */
 __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int32_t *target, size_t V, float scale)
 {
@@ -225,6 +267,151 @@ __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int
     for (size_t i = threadIdx.x; i < V; i += blockDim.x)
         o[i] = scale * (expf(xr[i] - lse) - (i == (size_t)tg ? 1.0f : 0.0f));
     if (threadIdx.x == 0) nll[r] = lse - xt;
+}
+
+/* ---- products with a rank-r side (LoRA's A and B, r <= LR_MAX) ----
+ * Float32 throughout, each sum in a fixed order (the same bits every run).
+ * cuBLAS's SGEMM took 11-35 us for these memory-bound shapes on an H200
+ * (a 2048 x 4096 side read in 7 us): few output values, little parallel
+ * work unless split over the long side.  W(k, c) = w[k ldk + c ldc]: the
+ * rank-r weight read either way round.
+ *   k_lr_thin:   out[n][k] = alpha sum_c x[n][c] W(k, c) (+ beta out), k < r
+ *   k_lr_expand: out[n][c] = alpha sum_k t[n][k] W(k, c) (+ beta out)
+ *   k_lr_reduce: partial sums over row chunks of sum_n z[n][m] u[n][k],
+ *                k_lr_reduce_sum adds alpha times their sum to dw. */
+#define LR_MAX 64
+#define LR_EROWS 16 /* k_lr_expand's rows a block */
+#define LR_PARTS 64 /* k_lr_reduce's most row chunks */
+
+template <int RK>
+__global__ void __launch_bounds__(256) k_lr_thin(float *out, const float *x, const float *w, int N, int C, int r,
+                                                 long ldk, long ldc, float alpha, float beta)
+{
+    constexpr int ROWS = 64 / RK;
+    __shared__ float part[8][64];
+    const int n0 = blockIdx.x * ROWS, lane = threadIdx.x % TW, wp = threadIdx.x / TW;
+    float acc[ROWS][RK];
+#pragma unroll
+    for (int i = 0; i < ROWS; i++)
+#pragma unroll
+        for (int k = 0; k < RK; k++) acc[i][k] = 0.0f;
+    for (int c = (int)threadIdx.x * 4; c < C; c += 1024) {
+        float4 xv[ROWS];
+#pragma unroll
+        for (int i = 0; i < ROWS; i++)
+            xv[i] = n0 + i < N ? *(const float4 *)(x + (size_t)(n0 + i) * C + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+        for (int k = 0; k < RK; k++) {
+            if (k >= r) break;
+            const float *wk = w + k * ldk + c * ldc;
+            const float w0 = wk[0], w1 = wk[ldc], w2 = wk[2 * ldc], w3 = wk[3 * ldc];
+#pragma unroll
+            for (int i = 0; i < ROWS; i++)
+                acc[i][k] = fmaf(xv[i].w, w3, fmaf(xv[i].z, w2, fmaf(xv[i].y, w1, fmaf(xv[i].x, w0, acc[i][k]))));
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < ROWS; i++)
+#pragma unroll
+        for (int k = 0; k < RK; k++) {
+            const float v = wsum(acc[i][k]);
+            if (lane == 0) part[wp][i * RK + k] = v;
+        }
+    __syncthreads();
+    if (threadIdx.x < 64) {
+        const int i = threadIdx.x / RK, k = threadIdx.x % RK;
+        if (n0 + i < N && k < r) {
+            float v = 0.0f;
+            for (int q = 0; q < 8; q++) v += part[q][threadIdx.x];
+            float *o = out + (size_t)(n0 + i) * r + k;
+            *o = beta != 0.0f ? fmaf(alpha, v, beta * *o) : alpha * v;
+        }
+    }
+}
+
+template <int RK>
+__global__ void __launch_bounds__(256) k_lr_expand(float *out, const float *t, const float *w, int N, int C, int r,
+                                                   long ldk, long ldc, float alpha, float beta)
+{
+    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_EROWS;
+    if (c >= C) return;
+    float acc[LR_EROWS][4];
+#pragma unroll
+    for (int i = 0; i < LR_EROWS; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
+#pragma unroll
+    for (int k0 = 0; k0 < RK; k0 += 8) {
+        if (k0 >= r) break;
+        float wv[8][4];
+#pragma unroll
+        for (int kk = 0; kk < 8; kk++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) wv[kk][j] = k0 + kk < r ? w[(k0 + kk) * ldk + (long)(c + j) * ldc] : 0.0f;
+#pragma unroll
+        for (int i = 0; i < LR_EROWS; i++) {
+            if (n0 + i >= N) break;
+            const float *tr = t + (size_t)(n0 + i) * r;
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++) {
+                const float tk = k0 + kk < r ? tr[k0 + kk] : 0.0f;
+#pragma unroll
+                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(tk, wv[kk][j], acc[i][j]);
+            }
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < LR_EROWS; i++) {
+        if (n0 + i >= N) break;
+        float4 *o = (float4 *)(out + (size_t)(n0 + i) * C + c);
+        float4 v = make_float4(alpha * acc[i][0], alpha * acc[i][1], alpha * acc[i][2], alpha * acc[i][3]);
+        if (beta != 0.0f) {
+            const float4 p = *o;
+            v = make_float4(fmaf(alpha, acc[i][0], beta * p.x), fmaf(alpha, acc[i][1], beta * p.y),
+                            fmaf(alpha, acc[i][2], beta * p.z), fmaf(alpha, acc[i][3], beta * p.w));
+        }
+        *o = v;
+    }
+}
+
+/* part[y][k][m] = sum over rows n of chunk y (rows y nc .. y nc + nc - 1)
+ * of z[n][m] u[n][k]: a thread a column m, the chunk's u in shared memory. */
+template <int RK>
+__global__ void __launch_bounds__(256) k_lr_reduce(float *part, const float *z, const float *u, int N, int M, int r,
+                                                   int nc)
+{
+    __shared__ float us[64 * LR_MAX];
+    const int m = blockIdx.x * 256 + (int)threadIdx.x, n0 = blockIdx.y * nc;
+    const int rows = N - n0 < nc ? N - n0 : nc;
+    for (int e = threadIdx.x; e < rows * RK; e += 256) {
+        const int n = e / RK, k = e % RK;
+        us[e] = k < r ? u[(size_t)(n0 + n) * r + k] : 0.0f;
+    }
+    __syncthreads();
+    if (m >= M) return;
+    float acc[RK];
+#pragma unroll
+    for (int k = 0; k < RK; k++) acc[k] = 0.0f;
+    for (int n = 0; n < rows; n++) {
+        const float zv = z[(size_t)(n0 + n) * M + m];
+        const float *un = us + n * RK;
+#pragma unroll
+        for (int k = 0; k < RK; k++) acc[k] = fmaf(zv, un[k], acc[k]);
+    }
+    float *p = part + (size_t)blockIdx.y * r * M + m;
+#pragma unroll
+    for (int k = 0; k < RK; k++)
+        if (k < r) p[(size_t)k * M] = acc[k];
+}
+
+__global__ void k_lr_reduce_sum(float *dw, const float *part, int M, int r, int parts, long gsm, long gsk, float alpha)
+{
+    const size_t n = (size_t)M * r;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const int m = (int)(e % (size_t)M), k = (int)(e / (size_t)M);
+        float v = 0.0f;
+        for (int y = 0; y < parts; y++) v += part[(size_t)y * n + e];
+        float *o = dw + m * gsm + k * gsk;
+        *o = fmaf(alpha, v, *o);
+    }
 }
 
 /* ---- attention backward ----
@@ -535,12 +722,27 @@ __global__ void k_attn_softmax(float *sc, int T, int S, float softcap, int windo
 }
 
 /* Backward: from the scores (sc) and dP = dout . v (dp), P into sc and
- * dS = P (dP - sum P dP) (1 - tanh^2 through a softcap) scale into dp. */
-__global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float softcap, int window, float scale)
+ * dS = P (dP - sum P dP) (1 - tanh^2 through a softcap) scale into dp;
+ * or, where pb is not NULL, both rounded to bf16 into pb and db (rows of
+ * S), sc and dp left as they are. */
+__device__ __forceinline__ void sb_put(float *r, float *g, uint16_t *pb, uint16_t *db, size_t j, float pj, float ds)
+{
+    if (pb) {
+        pb[j] = f32_bf16(pj);
+        db[j] = f32_bf16(ds);
+    } else {
+        r[j] = pj;
+        g[j] = ds;
+    }
+}
+
+__global__ void k_attn_softmax_back(float *sc, float *dp, uint16_t *pb, uint16_t *db, int T, int S, float softcap,
+                                    int window, float scale)
 {
     __shared__ float part[32];
     const int t = blockIdx.x % T, P = S - T + t;
     float *r = sc + (size_t)blockIdx.x * S, *g = dp + (size_t)blockIdx.x * S;
+    uint16_t *rb = pb ? pb + (size_t)blockIdx.x * S : NULL, *gb = pb ? db + (size_t)blockIdx.x * S : NULL;
     float m = -INFINITY, th;
     for (int j = threadIdx.x; j < S; j += blockDim.x)
         if (sees(P, j, window)) m = fmaxf(m, capped(r[j], softcap, &th));
@@ -557,14 +759,12 @@ __global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float so
     const float inv = l > 0.0f ? 1.0f / l : 0.0f, D = w * inv;
     for (int j = threadIdx.x; j < S; j += blockDim.x) {
         if (!sees(P, j, window)) {
-            r[j] = 0.0f;
-            g[j] = 0.0f;
+            sb_put(r, g, rb, gb, (size_t)j, 0.0f, 0.0f);
             continue;
         }
         float pj = expf(capped_minus(r[j], softcap, &th, m)) * inv, ds = pj * (g[j] - D);
         if (softcap > 0.0f) ds *= __fmaf_rn(-th, th, 1.0f);
-        r[j] = pj;
-        g[j] = ds * scale;
+        sb_put(r, g, rb, gb, (size_t)j, pj, ds * scale);
     }
 }
 
@@ -578,13 +778,15 @@ __global__ void k_attn_softmax_back(float *sc, float *dp, int T, int S, float so
  * times with three block-wide reductions: 79 us for 16,384 rows of 512
  * keys on an H100. */
 template <int NPL>
-__global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *dp, int rows, int T, int S,
-                                                             float softcap, int window, float scale)
+__global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *dp, uint16_t *pb, uint16_t *db,
+                                                             int rows, int T, int S, float softcap, int window,
+                                                             float scale)
 {
     const int row = blockIdx.x * 8 + (int)threadIdx.x / TW, lane = threadIdx.x % TW;
     if (row >= rows) return;
     const int P = S - T + row % T;
     float *r = sc + (size_t)row * S, *g = dp + (size_t)row * S;
+    uint16_t *rb = pb ? pb + (size_t)row * S : NULL, *gb = pb ? db + (size_t)row * S : NULL;
     float c[NPL], gv[NPL], th[NPL], m = -INFINITY;
     unsigned vis = 0;
 #pragma unroll
@@ -622,14 +824,12 @@ __global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *d
         const int j = lane + TW * i;
         if (j >= S) break;
         if (!(vis >> i & 1u)) {
-            r[j] = 0.0f;
-            g[j] = 0.0f;
+            sb_put(r, g, rb, gb, (size_t)j, 0.0f, 0.0f);
             continue;
         }
         float pj = c[i] * inv, ds = pj * (gv[i] - D);
         if (softcap > 0.0f) ds *= __fmaf_rn(-th[i], th[i], 1.0f);
-        r[j] = pj;
-        g[j] = ds * scale;
+        sb_put(r, g, rb, gb, (size_t)j, pj, ds * scale);
     }
 }
 
@@ -640,22 +840,22 @@ extern "C" int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S,
     return (int)cudaGetLastError();
 }
 
-extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, int rows, int T, int S, float softcap,
-                                     int window, float scale)
+extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_t *pb, uint16_t *db, int rows, int T,
+                                     int S, float softcap, int window, float scale)
 {
     if (rows <= 0) return 0;
     const unsigned wb = (unsigned)(rows + 7) / 8;
     cudaStream_t st = (cudaStream_t)stream;
     if (S <= 4 * TW)
-        k_attn_softmax_back_w<4><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+        k_attn_softmax_back_w<4><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
     else if (S <= 8 * TW)
-        k_attn_softmax_back_w<8><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+        k_attn_softmax_back_w<8><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
     else if (S <= 16 * TW)
-        k_attn_softmax_back_w<16><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+        k_attn_softmax_back_w<16><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
     else if (S <= 32 * TW)
-        k_attn_softmax_back_w<32><<<wb, 256, 0, st>>>(sc, dp, rows, T, S, softcap, window, scale);
+        k_attn_softmax_back_w<32><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
     else
-        k_attn_softmax_back<<<rows, 256, 0, st>>>(sc, dp, T, S, softcap, window, scale);
+        k_attn_softmax_back<<<rows, 256, 0, st>>>(sc, dp, pb, db, T, S, softcap, window, scale);
     return (int)cudaGetLastError();
 }
 
@@ -679,7 +879,89 @@ __global__ void k_swap_rows4(float4 *dst, const float4 *src, int A, int B, int d
     }
 }
 
+/* the same into bf16, four values a thread (d % 4 == 0) */
+__global__ void k_swap_rows_bf16(uint2 *dst, const float4 *src, int A, int B, int d4)
+{
+    const size_t n = (size_t)A * B * d4;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = e / (size_t)d4, c = e % (size_t)d4, a = r / (size_t)B, b = r % (size_t)B;
+        const float4 v = src[e];
+        dst[(b * (size_t)A + a) * (size_t)d4 + c] =
+            make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
+                       (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
+    }
+}
+
 /* ---- launchers ---- */
+
+static int lr_rk(int r) { return r <= 8 ? 8 : r <= 16 ? 16 : r <= 32 ? 32 : 64; }
+
+extern "C" int cut_lr_thin(void *stream, float *out, const float *x, const float *w, int N, int C, int r, long ldk,
+                           long ldc, float alpha, float beta)
+{
+    if (N <= 0 || r <= 0) return 0;
+    if (r > LR_MAX || C % 4 || (uintptr_t)x % 16) return (int)cudaErrorNotSupported;
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (lr_rk(r)) {
+    case 8: k_lr_thin<8><<<(unsigned)((N + 7) / 8), 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
+    case 16: k_lr_thin<16><<<(unsigned)((N + 3) / 4), 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
+    case 32: k_lr_thin<32><<<(unsigned)((N + 1) / 2), 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
+    default: k_lr_thin<64><<<(unsigned)N, 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
+    }
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_lr_expand(void *stream, float *out, const float *t, const float *w, int N, int C, int r, long ldk,
+                             long ldc, float alpha, float beta)
+{
+    if (N <= 0 || C <= 0) return 0;
+    if (r > LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16) return (int)cudaErrorNotSupported;
+    cudaStream_t st = (cudaStream_t)stream;
+    dim3 g((unsigned)((C / 4 + 255) / 256), (unsigned)((N + LR_EROWS - 1) / LR_EROWS));
+    switch (lr_rk(r)) {
+    case 8: k_lr_expand<8><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
+    case 16: k_lr_expand<16><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
+    case 32: k_lr_expand<32><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
+    default: k_lr_expand<64><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
+    }
+    return (int)cudaGetLastError();
+}
+
+/* Row chunks of k_lr_reduce: of at most 64 rows (its shared memory), at
+ * least 16, and at most LR_PARTS of them where that suffices. */
+static int lr_chunk(int N)
+{
+    int nc = (N + LR_PARTS - 1) / LR_PARTS;
+    if (nc < 16) nc = 16;
+    return nc > 64 ? 64 : nc;
+}
+
+extern "C" size_t cut_lr_reduce_scratch(int N, int M, int r)
+{
+    const int nc = lr_chunk(N > 0 ? N : 1);
+    return (size_t)((N + nc - 1) / nc) * (size_t)M * (size_t)r * sizeof(float);
+}
+
+extern "C" int cut_lr_reduce(void *stream, float *dw, const float *z, const float *u, int N, int M, int r, long gsm,
+                             long gsk, float alpha, void *scratch)
+{
+    if (N <= 0 || M <= 0 || r <= 0) return 0;
+    if (r > LR_MAX) return (int)cudaErrorNotSupported;
+    cudaStream_t st = (cudaStream_t)stream;
+    const int nc = lr_chunk(N), parts = (N + nc - 1) / nc;
+    dim3 g((unsigned)((M + 255) / 256), (unsigned)parts);
+    float *part = (float *)scratch;
+    switch (lr_rk(r)) {
+    case 8: k_lr_reduce<8><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
+    case 16: k_lr_reduce<16><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
+    case 32: k_lr_reduce<32><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
+    default: k_lr_reduce<64><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
+    }
+    cudaError_t e = cudaGetLastError();
+    if (e) return (int)e;
+    k_lr_reduce_sum<<<grid_for((size_t)M * r, 256), 256, 0, st>>>(dw, part, M, r, parts, gsm, gsk, alpha);
+    return (int)cudaGetLastError();
+}
 
 extern "C" int cut_swap_rows(void *stream, float *dst, const float *src, int A, int B, int d)
 {
@@ -690,6 +972,16 @@ extern "C" int cut_swap_rows(void *stream, float *dst, const float *src, int A, 
                                                                               d / 4);
     else
         k_swap_rows<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dst, src, A, B, d);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_swap_rows_bf16(void *stream, uint16_t *dst, const float *src, int A, int B, int d)
+{
+    const size_t n = (size_t)A * B * d;
+    if (!n) return 0;
+    if (d % 4 || (uintptr_t)dst % 8 || (uintptr_t)src % 16) return (int)cudaErrorInvalidValue;
+    k_swap_rows_bf16<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((uint2 *)dst, (const float4 *)src, A, B,
+                                                                              d / 4);
     return (int)cudaGetLastError();
 }
 
@@ -762,6 +1054,14 @@ extern "C" int cut_rmsnorm_back(void *stream, float *dx, const float *dy, const 
                                 int dim, float eps, int plus_one, int acc)
 {
     if (rows <= 0) return 0;
+    if (dim % 4 == 0 && dim <= 4 * RB_MAXV * 1024 && (uintptr_t)dx % 16 == 0 && (uintptr_t)dy % 16 == 0 &&
+        (uintptr_t)x % 16 == 0) {
+        int t4 = (dim / 4 + RB_MAXV - 1) / RB_MAXV;
+        t4 = (t4 + TW - 1) / TW * TW;
+        k_rmsnorm_back4<<<rows, t4, 0, (cudaStream_t)stream>>>((float4 *)dx, (const float4 *)dy, (const float4 *)x,
+                                                               w->data, (int)w->dtype, dim / 4, eps, plus_one, acc);
+        return (int)cudaGetLastError();
+    }
     int threads = dim >= 1024 ? 1024 : (dim + TW - 1) / TW * TW;
     k_rmsnorm_back<<<rows, threads, 0, (cudaStream_t)stream>>>(dx, dy, x, w->data, (int)w->dtype, dim, eps, plus_one,
                                                                acc);

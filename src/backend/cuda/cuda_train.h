@@ -42,8 +42,27 @@ int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S, float soft
 /* dst[b][a][0, d) = src[a][b][0, d) for a < A, b < B: [T][heads][d] to
  * [heads][T][d] and back */
 int cut_swap_rows(void *stream, float *dst, const float *src, int A, int B, int d);
-int cut_attn_softmax_back(void *stream, float *sc, float *dp, int rows, int T, int S, float softcap, int window,
-                          float scale);
+/* the same rounded to bf16 (d a multiple of 4) */
+int cut_swap_rows_bf16(void *stream, uint16_t *dst, const float *src, int A, int B, int d);
+/* pb NULL: P and dS into sc and dp; else into pb and db in bf16 ([rows][S]
+ * each), sc and dp only read */
+int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_t *pb, uint16_t *db, int rows, int T, int S,
+                          float softcap, int window, float scale);
+
+/* Products with a rank-r side (r <= 64; cudaErrorNotSupported past it,
+ * or where the float4 accesses would not be aligned: cuBLAS then), W(k, c)
+ * = w[k ldk + c ldc]:
+ *   thin:   out[N][r] = alpha x[N][C] W^T (+ beta out)  (C % 4 == 0)
+ *   expand: out[N][C] = alpha t[N][r] W (+ beta out)    (C % 4 == 0)
+ *   reduce: dw[m gsm + k gsk] += alpha sum_n z[n][m] u[n][k], m < M, k < r
+ *           (cut_lr_reduce_scratch bytes of scratch) */
+int cut_lr_thin(void *stream, float *out, const float *x, const float *w, int N, int C, int r, long ldk, long ldc,
+                float alpha, float beta);
+int cut_lr_expand(void *stream, float *out, const float *t, const float *w, int N, int C, int r, long ldk, long ldc,
+                  float alpha, float beta);
+size_t cut_lr_reduce_scratch(int N, int M, int r);
+int cut_lr_reduce(void *stream, float *dw, const float *z, const float *u, int N, int M, int r, long gsm, long gsk,
+                  float alpha, void *scratch);
 
 #ifdef __cplusplus
 }
