@@ -2,6 +2,7 @@
  * the device's copy bandwidth measured in the same run.
  *
  *   build/bench/bench_gpu_ops [REPS [N K [T]]]
+ *   build/bench/bench_gpu_ops lora [REPS]
  *
  * With N and K, only a 4-bit (g64) N x K weight (for a profiler: one
  * kernel's runs), with T rows of x (default 1).
@@ -13,7 +14,8 @@
  * device-to-device copy).  Also the time of one small op (rmsnorm of one
  * row), which bounds what a decode step of many ops can reach.  Then
  * products of 16 to 512 rows of x (batched decode, classification,
- * prefill) on a few shapes: GB/s of weights and TFLOP/s. */
+ * prefill) on a few shapes: GB/s of weights and TFLOP/s.  With "lora":
+ * LoRA's rank-r products at training's shapes instead (lora_ops). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +94,63 @@ static double time_product(infer_dtype dt, int bits, int64_t N, int64_t K, int T
     return us;
 }
 
+/* LoRA's rank-r products at training's shapes (2048 rows): the time of
+ * each, and the rate at which it moves its large side (read, or read and
+ * written where it adds into y), against the copy bandwidth. */
+static void lora_ops(double bw, int reps)
+{
+    static const struct {
+        int r, L;
+    } sh[] = {{8, 4096}, {8, 1024}, {16, 4096}, {64, 4096}};
+    const int T = 2048;
+    printf("\nLoRA products, %d rows: us a call, GB/s of the large side, ratio to the copy\n", T);
+    printf("%4s %6s | %-22s %9s %9s %6s\n", "r", "L", "op", "us/call", "GB/s", "ratio");
+    for (size_t c = 0; c < sizeof sh / sizeof sh[0]; c++) {
+        const int r = sh[c].r, L = sh[c].L;
+        const size_t nl = (size_t)T * L, nr = (size_t)T * r;
+        float *h = malloc(nl * 4);
+        if (!h) die("out of memory");
+        for (size_t i = 0; i < nl; i++) h[i] = (float)((i * 7919) % 1000) * 1e-3f - 0.5f;
+        bk_weight A = {.data = h, .dtype = DT_F32, .rows = r, .cols = L};
+        bk_weight B = {.data = h, .dtype = DT_F32, .rows = L, .cols = r};
+        if (be->weight_prepare(ctx, &A) || be->weight_prepare(ctx, &B)) die("weight_prepare");
+        void *xl = dev(nl * 4), *yl = dev(nl * 4), *tr = dev(nr * 4), *g = dev((size_t)r * L * 4), *tmp = dev(nl * 4);
+        if (be->upload(ctx, xl, h, nl * 4) || be->upload(ctx, yl, h, nl * 4) || be->upload(ctx, tr, h, nr * 4))
+            die("upload");
+        for (int op = 0; op < 6; op++) {
+            static const char *names[] = {"x A^T (thin)", "y += t B^T (expand)", "dy B (thin, B's)",
+                                          "dx += dt A (expand)", "dw B (reduce)", "dw A (reduce)"};
+            const double bytes = (op == 1 || op == 3 ? 2.0 : 1.0) * (double)nl * 4;
+            double t0 = 0.0;
+            for (int it = -2; it < reps; it++) {
+                if (it == 0) {
+                    be->synchronize(ctx);
+                    t0 = bench_now();
+                }
+                int rc = op == 0   ? be->matmul(ctx, tr, xl, &A, NULL, T)
+                         : op == 1 ? be->matmul_add(ctx, yl, tr, NULL, BK_ACT_SILU, &B, NULL, tmp, T)
+                         : op == 2 ? be->matmul_dx(ctx, tr, xl, &B, T, 1.0f, 0.0f)
+                         : op == 3 ? be->matmul_dx(ctx, yl, tr, &A, T, 1.0f, 1.0f)
+                         : op == 4 ? be->matmul_dw(ctx, g, xl, tr, T, L, r, 1.0f)
+                                   : be->matmul_dw(ctx, g, tr, xl, T, r, L, 1.0f);
+                if (rc) die(names[op]);
+            }
+            if (be->synchronize(ctx)) die("synchronize");
+            const double us = (bench_now() - t0) / reps * 1e6, gbs = bytes / us * 1e-3;
+            printf("%4d %6d | %-22s %9.2f %9.1f %6.3f\n", r, L, names[op], us, gbs, gbs / bw);
+        }
+        void *all[] = {xl, yl, tr, g, tmp};
+        for (int i = 0; i < 5; i++) be->free(ctx, all[i]);
+        be->weight_release(ctx, &A);
+        be->weight_release(ctx, &B);
+        free(h);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    const int lora = argc > 1 && !strcmp(argv[1], "lora");
+    if (lora) argc--, argv++;
     int reps = argc > 1 ? atoi(argv[1]) : 200;
     long long only_n = argc > 3 ? atoll(argv[2]) : 0, only_k = argc > 3 ? atoll(argv[3]) : 0;
     int only_t = argc > 4 ? atoi(argv[4]) : 1;
@@ -109,6 +166,11 @@ int main(int argc, char **argv)
     double bw = 0.0;
     if (infer_measure_bandwidth("cuda", 0, &bw)) die("infer_measure_bandwidth");
     printf("%s: copy bandwidth %.0f GB/s (512 MiB, read + written)\n\n", di.name, bw);
+    if (lora) {
+        lora_ops(bw, reps);
+        be->destroy(ctx);
+        return 0;
+    }
     printf("%-10s %7s %7s | %9s %9s %6s\n", "weights", "N", "K", "us/call", "GB/s", "ratio");
     static const shape cases[] = {
         {"bf16", DT_BF16, 0, 2048, 2048},  {"bf16", DT_BF16, 0, 8192, 2048},   {"bf16", DT_BF16, 0, 14336, 4096},

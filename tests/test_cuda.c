@@ -266,6 +266,93 @@ static void matmul_matches_cpu(void **state)
     close_pair(&p);
 }
 
+/* LoRA's rank-r products: float32 weights of at most 16 rows or columns,
+ * which the cuda backend takes through kernels of its own (cuBLAS where
+ * the long side is not a multiple of 4, and past r 16) in matmul,
+ * matmul_add, matmul_dx and matmul_dw, against the cpu backend: both rank
+ * blocks (r 3 to 16) and cuBLAS's (33, 64), both layouts (A [r][L], B
+ * [L][r]), row counts past the kernels' blocks. */
+static void lora_products_match_cpu(void **state)
+{
+    (void)state;
+    pair p;
+    open_pair(&p);
+    static const struct {
+        int r, L;
+    } sc[] = {{8, 520}, {16, 200}, {3, 36}, {64, 128}, {33, 100}, {8, 102}, {12, 64}, {28, 4}};
+    static const int Ts[] = {5, 70, 301};
+    for (size_t c = 0; c < sizeof sc / sizeof sc[0]; c++)
+        for (size_t ti = 0; ti < sizeof Ts / sizeof Ts[0]; ti++) {
+            const int r = sc[c].r, L = sc[c].L, T = Ts[ti];
+            const size_t nl = (size_t)T * L, nr = (size_t)T * r, nw = (size_t)r * L;
+            host_weight ha, hb;
+            make_weight(&ha, r, L, DT_F32, 0, 0);
+            make_weight(&hb, L, r, DT_F32, 0, 0);
+            bk_weight A[2], B[2];
+            place(&p, &ha, A);
+            place(&p, &hb, B);
+            float *xl = malloc(nl * 4), *xr = malloc(nr * 4), *yl = malloc(nl * 4), *yr = malloc(nr * 4),
+                  *g = malloc(nw * 4), *sum = malloc(nl * 4);
+            assert_true(xl && xr && yl && yr && g && sum);
+            fill(xl, nl, 1.0f);
+            fill(xr, nr, 1.0f);
+            fill(yl, nl, 1.0f);
+            fill(yr, nr, 1.0f);
+            fill(g, nw, 1.0f);
+            void *dxl[2], *dxr[2], *o1[2], *o2[2], *o3[2], *o4[2], *o5[2], *o6[2];
+            for (int i = 0; i < 2; i++) {
+                const backend_ops *be = p.be[i];
+                void *ctx = p.ctx[i];
+                dxl[i] = put(&p, i, xl, nl * 4);
+                dxr[i] = put(&p, i, xr, nr * 4);
+                o1[i] = poisoned(&p, i, nr);
+                o2[i] = poisoned(&p, i, nl);
+                o3[i] = put(&p, i, yr, nr * 4);
+                o4[i] = put(&p, i, yl, nl * 4);
+                o5[i] = put(&p, i, g, nw * 4);
+                o6[i] = put(&p, i, g, nw * 4);
+                if (be->matmul(ctx, o1[i], dxl[i], &A[i], NULL, T) || be->matmul(ctx, o2[i], dxr[i], &B[i], NULL, T) ||
+                    be->matmul_dx(ctx, o3[i], dxl[i], &B[i], T, 0.5f, 1.0f) ||
+                    be->matmul_dx(ctx, o4[i], dxr[i], &A[i], T, 0.5f, 1.0f) ||
+                    be->matmul_dw(ctx, o5[i], dxl[i], dxr[i], T, L, r, 0.25f) ||
+                    be->matmul_dw(ctx, o6[i], dxr[i], dxl[i], T, r, L, 0.25f))
+                    fail_msg("%s: %s", be->name, infer_last_error());
+            }
+            const double e[6] = {compare(&p, o1, nr), compare(&p, o2, nl), compare(&p, o3, nr),
+                                 compare(&p, o4, nl), compare(&p, o5, nw), compare(&p, o6, nw)};
+            static const char *what[6] = {"matmul x A^T", "matmul t B^T", "matmul_dx dy B",
+                                          "matmul_dx dt A", "matmul_dw (B's)", "matmul_dw (A's)"};
+            for (int k = 0; k < 6; k++)
+                if (!(e[k] <= 1e-5))
+                    fail_msg("r %d, long side %d, %d rows: %s: relative error %.3e", r, L, T, what[k], e[k]);
+            /* matmul_add: y + t B^T, against the cpu's product added here */
+            if (p.be[1]->matmul_add) {
+                float *h = malloc(nl * 4);
+                assert_non_null(h);
+                void *tmp = poisoned(&p, 1, nl), *y1 = put(&p, 1, yl, nl * 4);
+                if (p.be[1]->matmul_add(p.ctx[1], y1, dxr[1], NULL, BK_ACT_SILU, &B[1], NULL, tmp, T))
+                    fail_msg("cuda matmul_add: %s", infer_last_error());
+                get(&p, 1, h, y1, nl * 4);
+                get(&p, 0, sum, o2[0], nl * 4);
+                for (size_t k = 0; k < nl; k++) sum[k] += yl[k];
+                const double ea = rel_err(h, sum, nl);
+                if (!(ea <= 1e-5))
+                    fail_msg("r %d, long side %d, %d rows: matmul_add: relative error %.3e", r, L, T, ea);
+                p.be[1]->free(p.ctx[1], tmp);
+                p.be[1]->free(p.ctx[1], y1);
+                free(h);
+            }
+            void **all[] = {dxl, dxr, o1, o2, o3, o4, o5, o6};
+            for (size_t k = 0; k < 8; k++) free2(&p, all[k]);
+            free(xl), free(xr), free(yl), free(yr), free(g), free(sum);
+            unplace(&p, A);
+            unplace(&p, B);
+            free_weight(&ha);
+            free_weight(&hb);
+        }
+    close_pair(&p);
+}
+
 /* The training ops against the cpu backend. */
 static void train_ops_match_cpu(void **state)
 {
@@ -1967,6 +2054,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(batch_steps_follow_the_model),
     cmocka_unit_test(graph_after_scratch_grows),
     cmocka_unit_test(train_ops_match_cpu),
+    cmocka_unit_test(lora_products_match_cpu),
     cmocka_unit_test(small_ops_match_cpu),
     cmocka_unit_test(embed_rope_gather_match_cpu),
     cmocka_unit_test(attention_matches_cpu),

@@ -603,15 +603,39 @@ static int matvec_takes(const bk_weight *w, int T)
     return T == 1 || (T <= CUK_MATVEC_MAX_T && w->dtype != DT_BF16 && !cuk_qmm_ok(w, T));
 }
 
-/* y = x w^T (+ beta y) for a float32 w of at most 64 rows or columns
- * (LoRA's A and B) through cut_lr_*: cudaErrorNotSupported where they do
- * not take it (then cuBLAS). */
-static int lr_matmul(cuda_ctx *c, float *y, const float *x, const bk_weight *w, int T, float beta)
+/* The rank-r products (cut_lr_*: LoRA's A and B, float32 weights of at
+ * most CUT_LR_MAX rows or columns): out[T][.] = alpha x[T][L] W^T (+ beta out)
+ * with W(k, c) = w[k ldk + c ldc], k < r (thin: r outputs a row, L long),
+ * or alpha t[T][r] W (+ beta out) (L outputs a row).  *taken 0 where the
+ * kernels do not take the shape (then cuBLAS). */
+static int lr_product(cuda_ctx *c, int thin, float *out, const float *x, const float *w, int T, int L, int r, long ldk,
+                      long ldc, float alpha, float beta, const char *op, int *taken)
+{
+    int e;
+    if (thin) {
+        void *buf;
+        pthread_mutex_lock(&c->lock);
+        int rc = scratch_get(c, cut_lr_thin_scratch(T, L, r), &buf);
+        e = rc ? 0 : cut_lr_thin(c->stream, out, x, w, T, L, r, ldk, ldc, alpha, beta, buf);
+        pthread_mutex_unlock(&c->lock);
+        if (rc) return rc;
+    } else {
+        e = cut_lr_expand(c->stream, out, x, w, T, L, r, ldk, ldc, alpha, beta);
+    }
+    *taken = e != (int)cudaErrorNotSupported;
+    return *taken ? launched(e, op) : INFER_OK;
+}
+
+/* y = x w^T (+ beta y) through lr_product where w is float32 with at most
+ * CUT_LR_MAX rows or columns */
+static int lr_matmul(cuda_ctx *c, float *y, const float *x, const bk_weight *w, int T, float beta, const char *op,
+                     int *taken)
 {
     const int R = (int)w->rows, C = (int)w->cols;
-    if (w->dtype != DT_F32 || (R > 64 && C > 64)) return (int)cudaErrorNotSupported;
-    if (R <= 64) return cut_lr_thin(c->stream, y, x, w->data, T, C, R, C, 1, 1.0f, beta);
-    return cut_lr_expand(c->stream, y, x, w->data, T, R, C, 1, C, 1.0f, beta);
+    *taken = 0;
+    if (w->dtype != DT_F32 || (R > CUT_LR_MAX && C > CUT_LR_MAX)) return INFER_OK;
+    if (R <= CUT_LR_MAX) return lr_product(c, 1, y, x, w->data, T, C, R, C, 1, 1.0f, beta, op, taken);
+    return lr_product(c, 0, y, x, w->data, T, R, C, 1, C, 1.0f, beta, op, taken);
 }
 
 static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, const bk_weight *bias, int T)
@@ -622,8 +646,9 @@ static int cuda_matmul(void *ctx, void *y, const void *x, const bk_weight *w, co
     if (rc) return rc;
     if (matvec_takes(w, T)) return launched(cuk_matvec(c->stream, y, x, w, bias, T), "matmul");
     if (!bias) {
-        int e = lr_matmul(c, y, x, w, T, 0.0f);
-        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul");
+        int taken;
+        rc = lr_matmul(c, y, x, w, T, 0.0f, "matmul", &taken);
+        if (rc || taken) return rc;
     }
     float *ys[1] = {y};
     if (cuk_qmm_ok(w, T)) return qmm_run(c, ys, x, NULL, BK_ACT_SILU, &w, &bias, 1, T, NULL);
@@ -1068,8 +1093,9 @@ static int cuda_matmul_add(void *ctx, void *y, const void *x, const void *up, bk
         return qmm_run(c, ys, x, up, act, &w, &bias, 1, T, &ex);
     }
     if (!up && !bias && !matvec_takes(w, T)) {
-        int e = lr_matmul(c, y, x, w, T, 1.0f);
-        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_add");
+        int taken;
+        rc = lr_matmul(c, y, x, w, T, 1.0f, "matmul_add", &taken);
+        if (rc || taken) return rc;
     }
     /* cuBLAS adds into y (beta 1); act(x) up formed as x is converted to
      * bf16 (up with float32 W: below) */
@@ -1140,10 +1166,13 @@ static int cuda_matmul_dx(void *ctx, void *dx, const void *dy, const bk_weight *
     if (T <= 0 || R <= 0 || C <= 0) return INFER_OK;
     int rc = weight_ok(w);
     if (rc) return rc;
-    if (w->dtype == DT_F32 && (R <= 64 || C <= 64)) { /* LoRA's A and B */
-        int e = C <= 64 ? cut_lr_thin(c->stream, dx, dy, w->data, T, (int)R, (int)C, 1, (long)C, alpha, beta)
-                        : cut_lr_expand(c->stream, dx, dy, w->data, T, (int)C, (int)R, (long)C, 1, alpha, beta);
-        if (e != (int)cudaErrorNotSupported) return launched(e, "matmul_dx");
+    if (w->dtype == DT_F32 && (R <= CUT_LR_MAX || C <= CUT_LR_MAX)) { /* LoRA's A and B */
+        int taken;
+        if (C <= CUT_LR_MAX) /* dx[T][C] = dy[T][R] w: C outputs a row, W(k, c) = w[c][k] */
+            rc = lr_product(c, 1, dx, dy, w->data, T, (int)R, (int)C, 1, (long)C, alpha, beta, "matmul_dx", &taken);
+        else /* R rows of w: W(k, c) = w[k][c] */
+            rc = lr_product(c, 0, dx, dy, w->data, T, (int)C, (int)R, (long)C, 1, alpha, beta, "matmul_dx", &taken);
+        if (rc || taken) return rc;
     }
     if (w->dtype == DT_F32) {
         cublasStatus_t s = cublasSgemm(c->blas, CUBLAS_OP_N, CUBLAS_OP_N, (int)C, T, (int)R, &alpha, w->data, (int)C,
@@ -1193,13 +1222,13 @@ static int cuda_matmul_dw(void *ctx, void *dw, const void *dy, const void *x, in
 {
     cuda_ctx *c = ctx;
     if (T <= 0 || R <= 0 || C <= 0) return INFER_OK;
-    if (C <= 64 || R <= 64) { /* LoRA's A and B: sums over row chunks, then theirs */
-        const int small = C <= 64 ? C : R, M = C <= 64 ? R : C;
+    if (C <= CUT_LR_MAX || R <= CUT_LR_MAX) { /* LoRA's A and B: sums over row chunks, then theirs */
+        const int small = C <= CUT_LR_MAX ? C : R, M = C <= CUT_LR_MAX ? R : C;
         void *buf;
         pthread_mutex_lock(&c->lock);
         int rc = scratch_get(c, cut_lr_reduce_scratch(T, M, small), &buf);
         if (!rc)
-            rc = launched(C <= 64 ? cut_lr_reduce(c->stream, dw, dy, x, T, M, small, C, 1, alpha, buf)
+            rc = launched(C <= CUT_LR_MAX ? cut_lr_reduce(c->stream, dw, dy, x, T, M, small, C, 1, alpha, buf)
                                   : cut_lr_reduce(c->stream, dw, x, dy, T, M, small, 1, C, alpha, buf),
                           "matmul_dw");
         pthread_mutex_unlock(&c->lock);

@@ -269,106 +269,195 @@ __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int
     if (threadIdx.x == 0) nll[r] = lse - xt;
 }
 
-/* ---- products with a rank-r side (LoRA's A and B, r <= LR_MAX) ----
+/* ---- products with a rank-r side (LoRA's A and B, r <= CUT_LR_MAX) ----
  * Float32 throughout, each sum in a fixed order (the same bits every run).
  * cuBLAS's SGEMM took 11-35 us for these memory-bound shapes on an H200
  * (a 2048 x 4096 side read in 7 us): few output values, little parallel
  * work unless split over the long side.  W(k, c) = w[k ldk + c ldc]: the
- * rank-r weight read either way round.
+ * rank-r weight read either way round, four k by four c at a time (wm 1:
+ * rows of W in float4s, A's layout; 2: columns, B's layout, r % 4 == 0;
+ * 0: one value at a time).
  *   k_lr_thin:   out[n][k] = alpha sum_c x[n][c] W(k, c) (+ beta out), k < r
+ *                (partial sums a column block, k_lr_thin_sum adds them)
  *   k_lr_expand: out[n][c] = alpha sum_k t[n][k] W(k, c) (+ beta out)
+ * Each keeps W's values in registers across many rows: read again for
+ * every few rows, the small side's reads from L2 outweighed the large
+ * side's from memory (ncu: 20-30 us a call where the large side takes 7-13). 
  *   k_lr_reduce: partial sums over row chunks of sum_n z[n][m] u[n][k],
  *                k_lr_reduce_sum adds alpha times their sum to dw. */
-#define LR_MAX 64
-#define LR_EROWS 16 /* k_lr_expand's rows a block */
-#define LR_PARTS 64 /* k_lr_reduce's most row chunks */
+#define LR_PARTS 16   /* k_lr_reduce's most row chunks */
+#define LR_RCHUNK 128 /* and most rows a chunk */
 
-template <int RK>
-__global__ void __launch_bounds__(256) k_lr_thin(float *out, const float *x, const float *w, int N, int C, int r,
-                                                 long ldk, long ldc, float alpha, float beta)
+/* wb[kk][j] = W(k0 + kk, c + j), 0 for k0 + kk >= r */
+__device__ __forceinline__ void lr_w4(float (&wb)[4][4], const float *w, int k0, int c, int r, long ldk, long ldc,
+                                      int wm)
 {
-    constexpr int ROWS = 64 / RK;
-    __shared__ float part[8][64];
-    const int n0 = blockIdx.x * ROWS, lane = threadIdx.x % TW, wp = threadIdx.x / TW;
-    float acc[ROWS][RK];
+    if (wm == 1) {
 #pragma unroll
-    for (int i = 0; i < ROWS; i++)
-#pragma unroll
-        for (int k = 0; k < RK; k++) acc[i][k] = 0.0f;
-    for (int c = (int)threadIdx.x * 4; c < C; c += 1024) {
-        float4 xv[ROWS];
-#pragma unroll
-        for (int i = 0; i < ROWS; i++)
-            xv[i] = n0 + i < N ? *(const float4 *)(x + (size_t)(n0 + i) * C + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-#pragma unroll
-        for (int k = 0; k < RK; k++) {
-            if (k >= r) break;
-            const float *wk = w + k * ldk + c * ldc;
-            const float w0 = wk[0], w1 = wk[ldc], w2 = wk[2 * ldc], w3 = wk[3 * ldc];
-#pragma unroll
-            for (int i = 0; i < ROWS; i++)
-                acc[i][k] = fmaf(xv[i].w, w3, fmaf(xv[i].z, w2, fmaf(xv[i].y, w1, fmaf(xv[i].x, w0, acc[i][k]))));
+        for (int kk = 0; kk < 4; kk++) {
+            const float4 q =
+                k0 + kk < r ? *(const float4 *)(w + (k0 + kk) * ldk + c) : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            wb[kk][0] = q.x, wb[kk][1] = q.y, wb[kk][2] = q.z, wb[kk][3] = q.w;
         }
-    }
+    } else if (wm == 2) {
 #pragma unroll
-    for (int i = 0; i < ROWS; i++)
+        for (int j = 0; j < 4; j++) {
+            const float4 q = *(const float4 *)(w + (c + j) * ldc + k0);
+            wb[0][j] = q.x, wb[1][j] = q.y, wb[2][j] = q.z, wb[3][j] = q.w;
+        }
+    } else {
 #pragma unroll
-        for (int k = 0; k < RK; k++) {
-            const float v = wsum(acc[i][k]);
-            if (lane == 0) part[wp][i * RK + k] = v;
-        }
-    __syncthreads();
-    if (threadIdx.x < 64) {
-        const int i = threadIdx.x / RK, k = threadIdx.x % RK;
-        if (n0 + i < N && k < r) {
-            float v = 0.0f;
-            for (int q = 0; q < 8; q++) v += part[q][threadIdx.x];
-            float *o = out + (size_t)(n0 + i) * r + k;
-            *o = beta != 0.0f ? fmaf(alpha, v, beta * *o) : alpha * v;
-        }
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) wb[kk][j] = k0 + kk < r ? w[(k0 + kk) * ldk + (c + j) * ldc] : 0.0f;
     }
 }
 
-template <int RK>
-__global__ void __launch_bounds__(256) k_lr_expand(float *out, const float *t, const float *w, int N, int C, int r,
-                                                   long ldk, long ldc, float alpha, float beta)
+/* The eight sums s[0..7] over the warp's lanes, into lane l's s[0] for k
+ * = 4 (l >> 4 & 1) + 2 (l >> 3 & 1) + (l >> 2 & 1): halves of the values
+ * traded at each step (4 + 2 + 1 shuffles), then two plain ones. */
+__device__ __forceinline__ float lr_wsum8(float (&s)[8])
 {
-    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_EROWS;
-    if (c >= C) return;
-    float acc[LR_EROWS][4];
+    const int lane = threadIdx.x % TW;
 #pragma unroll
-    for (int i = 0; i < LR_EROWS; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0.0f;
-#pragma unroll
-    for (int k0 = 0; k0 < RK; k0 += 8) {
-        if (k0 >= r) break;
-        float wv[8][4];
-#pragma unroll
-        for (int kk = 0; kk < 8; kk++)
-#pragma unroll
-            for (int j = 0; j < 4; j++) wv[kk][j] = k0 + kk < r ? w[(k0 + kk) * ldk + (long)(c + j) * ldc] : 0.0f;
-#pragma unroll
-        for (int i = 0; i < LR_EROWS; i++) {
-            if (n0 + i >= N) break;
-            const float *tr = t + (size_t)(n0 + i) * r;
-#pragma unroll
-            for (int kk = 0; kk < 8; kk++) {
-                const float tk = k0 + kk < r ? tr[k0 + kk] : 0.0f;
-#pragma unroll
-                for (int j = 0; j < 4; j++) acc[i][j] = fmaf(tk, wv[kk][j], acc[i][j]);
-            }
-        }
+    for (int i = 0; i < 4; i++) {
+        const int hi = lane >> 4 & 1;
+        const float keep = hi ? s[i + 4] : s[i], give = hi ? s[i] : s[i + 4];
+        s[i] = keep + __shfl_xor_sync(0xffffffffu, give, 16);
     }
 #pragma unroll
-    for (int i = 0; i < LR_EROWS; i++) {
-        if (n0 + i >= N) break;
-        float4 *o = (float4 *)(out + (size_t)(n0 + i) * C + c);
-        float4 v = make_float4(alpha * acc[i][0], alpha * acc[i][1], alpha * acc[i][2], alpha * acc[i][3]);
-        if (beta != 0.0f) {
-            const float4 p = *o;
-            v = make_float4(fmaf(alpha, acc[i][0], beta * p.x), fmaf(alpha, acc[i][1], beta * p.y),
-                            fmaf(alpha, acc[i][2], beta * p.z), fmaf(alpha, acc[i][3], beta * p.w));
+    for (int i = 0; i < 2; i++) {
+        const int hi = lane >> 3 & 1;
+        const float keep = hi ? s[i + 2] : s[i], give = hi ? s[i] : s[i + 2];
+        s[i] = keep + __shfl_xor_sync(0xffffffffu, give, 8);
+    }
+    {
+        const int hi = lane >> 2 & 1;
+        const float keep = hi ? s[1] : s[0], give = hi ? s[0] : s[1];
+        s[0] = keep + __shfl_xor_sync(0xffffffffu, give, 4);
+    }
+    s[0] += __shfl_xor_sync(0xffffffffu, s[0], 2);
+    s[0] += __shfl_xor_sync(0xffffffffu, s[0], 1);
+    return s[0];
+}
+
+/* k_lr_thin: a block LR_TROWS rows by 1024 columns (a float4 a thread), W's
+ * four columns of eight k at a time held in registers across the rows;
+ * each row's eight sums over a warp (lr_wsum8), then over the block's
+ * eight warps in order, into part[column block][n][k]; k_lr_thin_sum
+ * adds the column blocks' in order. */
+#define LR_TROWS 16
+__global__ void __launch_bounds__(256) k_lr_thin(float *part, const float *x, const float *w, int N, int C, int r,
+                                                 long ldk, long ldc, int wm)
+{
+    __shared__ float ps[8][LR_TROWS][8];
+    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_TROWS, lane = threadIdx.x % TW,
+              wp = threadIdx.x / TW, k_of = 4 * (lane >> 4 & 1) + 2 * (lane >> 3 & 1) + (lane >> 2 & 1);
+    for (int k0 = 0; k0 < r; k0 += 8) {
+        float wb[8][4];
+        if (c < C) {
+            float q[4][4];
+            lr_w4(q, w, k0, c, r, ldk, ldc, wm);
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) wb[kk][j] = q[kk][j];
+            if (k0 + 4 < r) {
+                lr_w4(q, w, k0 + 4, c, r, ldk, ldc, wm);
+            } else {
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++) q[kk][0] = q[kk][1] = q[kk][2] = q[kk][3] = 0.0f;
+            }
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+                for (int j = 0; j < 4; j++) wb[kk + 4][j] = q[kk][j];
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++) wb[kk][0] = wb[kk][1] = wb[kk][2] = wb[kk][3] = 0.0f;
         }
-        *o = v;
+#pragma unroll 4
+        for (int i = 0; i < LR_TROWS; i++) {
+            const int n = n0 + i;
+            const float4 xv = n < N && c < C ? *(const float4 *)(x + (size_t)n * C + c)
+                                             : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            float sv[8];
+#pragma unroll
+            for (int kk = 0; kk < 8; kk++) {
+                float a = xv.x * wb[kk][0];
+                a = fmaf(xv.y, wb[kk][1], a);
+                a = fmaf(xv.z, wb[kk][2], a);
+                sv[kk] = fmaf(xv.w, wb[kk][3], a);
+            }
+            const float v = lr_wsum8(sv);
+            if ((lane & 3) == 0) ps[wp][i][k_of] = v;
+        }
+        __syncthreads();
+        if (threadIdx.x < LR_TROWS * 8) {
+            const int i = threadIdx.x / 8, kk = threadIdx.x % 8, n = n0 + i;
+            if (n < N && k0 + kk < r) {
+                float v = 0.0f;
+#pragma unroll
+                for (int q = 0; q < 8; q++) v += ps[q][i][kk];
+                part[((size_t)blockIdx.x * N + n) * r + k0 + kk] = v;
+            }
+        }
+        __syncthreads();
+    }
+}
+
+/* out[n][k] = alpha sum over the column blocks of part (+ beta out) */
+__global__ void k_lr_thin_sum(float *out, const float *part, int nr, int blocks, float alpha, float beta)
+{
+    for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < nr; e += gridDim.x * blockDim.x) {
+        float v = 0.0f;
+        for (int b = 0; b < blocks; b++) v += part[(size_t)b * nr + e];
+        out[e] = beta != 0.0f ? fmaf(alpha, v, beta * out[e]) : alpha * v;
+    }
+}
+
+/* k_lr_expand: a thread four columns (W's four columns of every k in
+ * registers) over LR_XROWS rows, y read, added to and written a
+ * row at a time. */
+#define LR_XROWS 16
+template <int RK>
+__global__ void __launch_bounds__(256) k_lr_expand(float *out, const float *t, const float *w, int N, int C, int r,
+                                                   long ldk, long ldc, int wm, float alpha, float beta)
+{
+    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_XROWS;
+    if (c >= C) return;
+    float wb[RK][4];
+#pragma unroll
+    for (int k0 = 0; k0 < RK; k0 += 4) {
+        float q[4][4];
+        if (k0 < r) {
+            lr_w4(q, w, k0, c, r, ldk, ldc, wm);
+        } else {
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) q[kk][0] = q[kk][1] = q[kk][2] = q[kk][3] = 0.0f;
+        }
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++)
+#pragma unroll
+            for (int j = 0; j < 4; j++) wb[k0 + kk][j] = q[kk][j];
+    }
+#pragma unroll 4
+    for (int i = 0; i < LR_XROWS; i++) {
+        const int n = n0 + i;
+        if (n >= N) break;
+        const float *tr = t + (size_t)n * r;
+        float4 *o = (float4 *)(out + (size_t)n * C + c);
+        const float4 p = beta != 0.0f ? *o : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+        float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int k = 0; k < RK; k++) {
+            const float tk = k < r ? tr[k] : 0.0f;
+#pragma unroll
+            for (int j = 0; j < 4; j++) acc[j] = fmaf(tk, wb[k][j], acc[j]);
+        }
+        *o = beta != 0.0f ? make_float4(fmaf(alpha, acc[0], beta * p.x), fmaf(alpha, acc[1], beta * p.y),
+                                        fmaf(alpha, acc[2], beta * p.z), fmaf(alpha, acc[3], beta * p.w))
+                          : make_float4(alpha * acc[0], alpha * acc[1], alpha * acc[2], alpha * acc[3]);
     }
 }
 
@@ -378,7 +467,7 @@ template <int RK>
 __global__ void __launch_bounds__(256) k_lr_reduce(float *part, const float *z, const float *u, int N, int M, int r,
                                                    int nc)
 {
-    __shared__ float us[64 * LR_MAX];
+    __shared__ float us[LR_RCHUNK * CUT_LR_MAX];
     const int m = blockIdx.x * 256 + (int)threadIdx.x, n0 = blockIdx.y * nc;
     const int rows = N - n0 < nc ? N - n0 : nc;
     for (int e = threadIdx.x; e < rows * RK; e += 256) {
@@ -408,6 +497,7 @@ __global__ void k_lr_reduce_sum(float *dw, const float *part, int M, int r, int 
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const int m = (int)(e % (size_t)M), k = (int)(e / (size_t)M);
         float v = 0.0f;
+#pragma unroll 8
         for (int y = 0; y < parts; y++) v += part[(size_t)y * n + e];
         float *o = dw + m * gsm + k * gsk;
         *o = fmaf(alpha, v, *o);
@@ -894,20 +984,35 @@ __global__ void k_swap_rows_bf16(uint2 *dst, const float4 *src, int A, int B, in
 
 /* ---- launchers ---- */
 
-static int lr_rk(int r) { return r <= 8 ? 8 : r <= 16 ? 16 : r <= 32 ? 32 : 64; }
+static int lr_rk(int r) { return r <= 8 ? 8 : 16; }
+
+/* wm of lr_w4 for W(k, c) = w[k ldk + c ldc], k < r */
+static int lr_wmode(const float *w, int r, long ldk, long ldc)
+{
+    if ((uintptr_t)w % 16) return 0;
+    if (ldc == 1 && ldk % 4 == 0) return 1;
+    if (ldk == 1 && ldc % 4 == 0 && r % 4 == 0) return 2;
+    return 0;
+}
+
+extern "C" size_t cut_lr_thin_scratch(int N, int C, int r)
+{
+    return (size_t)((C / 4 + 255) / 256) * (size_t)(N > 0 ? N : 1) * (size_t)r * sizeof(float);
+}
 
 extern "C" int cut_lr_thin(void *stream, float *out, const float *x, const float *w, int N, int C, int r, long ldk,
-                           long ldc, float alpha, float beta)
+                           long ldc, float alpha, float beta, void *scratch)
 {
     if (N <= 0 || r <= 0) return 0;
-    if (r > LR_MAX || C % 4 || (uintptr_t)x % 16) return (int)cudaErrorNotSupported;
+    if (r > CUT_LR_MAX || C % 4 || C <= 0 || (uintptr_t)x % 16) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
-    switch (lr_rk(r)) {
-    case 8: k_lr_thin<8><<<(unsigned)((N + 7) / 8), 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
-    case 16: k_lr_thin<16><<<(unsigned)((N + 3) / 4), 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
-    case 32: k_lr_thin<32><<<(unsigned)((N + 1) / 2), 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
-    default: k_lr_thin<64><<<(unsigned)N, 256, 0, st>>>(out, x, w, N, C, r, ldk, ldc, alpha, beta); break;
-    }
+    const unsigned cb = (unsigned)((C / 4 + 255) / 256);
+    dim3 g(cb, (unsigned)((N + LR_TROWS - 1) / LR_TROWS));
+    k_lr_thin<<<g, 256, 0, st>>>((float *)scratch, x, w, N, C, r, ldk, ldc, lr_wmode(w, r, ldk, ldc));
+    cudaError_t e = cudaGetLastError();
+    if (e) return (int)e;
+    k_lr_thin_sum<<<grid_for((size_t)N * r, 256), 256, 0, st>>>(out, (const float *)scratch, N * r, (int)cb, alpha,
+                                                                 beta);
     return (int)cudaGetLastError();
 }
 
@@ -915,15 +1020,16 @@ extern "C" int cut_lr_expand(void *stream, float *out, const float *t, const flo
                              long ldc, float alpha, float beta)
 {
     if (N <= 0 || C <= 0) return 0;
-    if (r > LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16) return (int)cudaErrorNotSupported;
+    if (r > CUT_LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
-    dim3 g((unsigned)((C / 4 + 255) / 256), (unsigned)((N + LR_EROWS - 1) / LR_EROWS));
-    switch (lr_rk(r)) {
-    case 8: k_lr_expand<8><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
-    case 16: k_lr_expand<16><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
-    case 32: k_lr_expand<32><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
-    default: k_lr_expand<64><<<g, 256, 0, st>>>(out, t, w, N, C, r, ldk, ldc, alpha, beta); break;
-    }
+    const int wm = lr_wmode(w, r, ldk, ldc);
+    const unsigned gx = (unsigned)((C / 4 + 255) / 256);
+    if (r <= 8)
+        k_lr_expand<8><<<dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st>>>(out, t, w, N, C, r, ldk,
+                                                                                           ldc, wm, alpha, beta);
+    else
+        k_lr_expand<16><<<dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st>>>(out, t, w, N, C, r, ldk,
+                                                                                            ldc, wm, alpha, beta);
     return (int)cudaGetLastError();
 }
 
@@ -933,7 +1039,7 @@ static int lr_chunk(int N)
 {
     int nc = (N + LR_PARTS - 1) / LR_PARTS;
     if (nc < 16) nc = 16;
-    return nc > 64 ? 64 : nc;
+    return nc > LR_RCHUNK ? LR_RCHUNK : nc;
 }
 
 extern "C" size_t cut_lr_reduce_scratch(int N, int M, int r)
@@ -946,16 +1052,14 @@ extern "C" int cut_lr_reduce(void *stream, float *dw, const float *z, const floa
                              long gsk, float alpha, void *scratch)
 {
     if (N <= 0 || M <= 0 || r <= 0) return 0;
-    if (r > LR_MAX) return (int)cudaErrorNotSupported;
+    if (r > CUT_LR_MAX) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     const int nc = lr_chunk(N), parts = (N + nc - 1) / nc;
     dim3 g((unsigned)((M + 255) / 256), (unsigned)parts);
     float *part = (float *)scratch;
     switch (lr_rk(r)) {
     case 8: k_lr_reduce<8><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
-    case 16: k_lr_reduce<16><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
-    case 32: k_lr_reduce<32><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
-    default: k_lr_reduce<64><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
+    default: k_lr_reduce<16><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
     }
     cudaError_t e = cudaGetLastError();
     if (e) return (int)e;

@@ -49,15 +49,18 @@ int cut_swap_rows_bf16(void *stream, uint16_t *dst, const float *src, int A, int
 int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_t *pb, uint16_t *db, int rows, int T, int S,
                           float softcap, int window, float scale);
 
-/* Products with a rank-r side (r <= 64; cudaErrorNotSupported past it,
+/* Products with a rank-r side (r <= CUT_LR_MAX; cudaErrorNotSupported past it,
  * or where the float4 accesses would not be aligned: cuBLAS then), W(k, c)
  * = w[k ldk + c ldc]:
- *   thin:   out[N][r] = alpha x[N][C] W^T (+ beta out)  (C % 4 == 0)
+ *   thin:   out[N][r] = alpha x[N][C] W^T (+ beta out)  (C % 4 == 0;
+ *           cut_lr_thin_scratch bytes of scratch)
  *   expand: out[N][C] = alpha t[N][r] W (+ beta out)    (C % 4 == 0)
  *   reduce: dw[m gsm + k gsk] += alpha sum_n z[n][m] u[n][k], m < M, k < r
  *           (cut_lr_reduce_scratch bytes of scratch) */
+#define CUT_LR_MAX 16 /* past it cuBLAS was faster (r 64: 80-210 us a call against 20-30) */
+size_t cut_lr_thin_scratch(int N, int C, int r);
 int cut_lr_thin(void *stream, float *out, const float *x, const float *w, int N, int C, int r, long ldk, long ldc,
-                float alpha, float beta);
+                float alpha, float beta, void *scratch);
 int cut_lr_expand(void *stream, float *out, const float *t, const float *w, int N, int C, int r, long ldk, long ldc,
                   float alpha, float beta);
 size_t cut_lr_reduce_scratch(int N, int M, int r);
