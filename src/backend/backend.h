@@ -74,7 +74,8 @@ typedef struct bk_attn {
     int batch;      /* this many sequences side by side (q, out [batch * T, ...], k, v [batch * S, ...]);
                        0 or 1: one */
     int fast;       /* 1: the backend may trade float32 rounding for speed (cuda: TF32 tensor-core
-                       products; training sets it); 0: float32 throughout */
+                       products, bf16 ones for the backward's but the scores; training sets it);
+                       0: float32 throughout */
 } bk_attn;
 
 /* Functions both the C backends and the cuda kernels call. */
