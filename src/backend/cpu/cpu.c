@@ -297,13 +297,14 @@ static int cpu_embed(void *ctx, void *out, const void *ids, int T, const bk_weig
 typedef struct norm_job {
     float *y;
     const float *x;
-    const float *g;
+    const bk_weight *w;
     int rows, dim;
-    float eps;
+    float eps, one;
 } norm_job;
 
 static void norm_task(void *arg, int task, int worker)
 {
+    (void)worker;
     const norm_job *j = arg;
     const float *x = j->x + (size_t)task * j->dim;
     float *y = j->y + (size_t)task * j->dim;
@@ -315,24 +316,42 @@ static void norm_task(void *arg, int task, int worker)
         for (int k = 0; k < 4; k++) s4[k] += (double)x[i + k] * x[i + k];
     for (; i < j->dim; i++) s4[0] += (double)x[i] * x[i];
     const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-    float r = (float)(1.0 / sqrt(ss / j->dim + j->eps));
-    for (i = 0; i < j->dim; i++) y[i] = x[i] * r * j->g[i];
+    const float r = (float)(1.0 / sqrt(ss / j->dim + j->eps)), one = j->one;
+    /* the weight read where it lies, as dtype_to_f32 reads it (no float32
+     * copy a call) */
+    const unsigned char *g = j->w->data;
+    if (j->w->dtype == DT_BF16) {
+        for (i = 0; i < j->dim; i++) {
+            uint16_t h;
+            memcpy(&h, g + 2 * (size_t)i, 2);
+            y[i] = x[i] * r * (bf16_to_f32(h) + one);
+        }
+    } else if (j->w->dtype == DT_F16) {
+        for (i = 0; i < j->dim; i++) {
+            uint16_t h;
+            memcpy(&h, g + 2 * (size_t)i, 2);
+            y[i] = x[i] * r * (f16_to_f32(h) + one);
+        }
+    } else {
+        for (i = 0; i < j->dim; i++) {
+            float f;
+            memcpy(&f, g + 4 * (size_t)i, 4);
+            y[i] = x[i] * r * (f + one);
+        }
+    }
 }
 
-static int cpu_rmsnorm(void *ctx, void *y, const void *x, const bk_weight *w, int rows, int dim,
-                       float eps, int plus_one)
+static int cpu_rmsnorm(void *ctx, void *y, const void *x, const bk_weight *w, int rows, int dim, float eps,
+                       int plus_one)
 {
     cpu_ctx *c = ctx;
-    float *g = cpu_vector_f32(w, (size_t)dim);
-    if (!g) return infer_err(INFER_ERR_OUT_OF_MEMORY, "rmsnorm: out of memory");
-    if (plus_one)
-        for (int i = 0; i < dim; i++) g[i] += 1.0f;
-    norm_job j = {y, x, g, rows, dim, eps};
+    if (w->dtype != DT_F32 && w->dtype != DT_BF16 && w->dtype != DT_F16)
+        return infer_err(INFER_ERR_UNSUPPORTED, "rmsnorm: weight dtype %s is not supported", dtype_name(w->dtype));
+    norm_job j = {y, x, w, rows, dim, eps, plus_one ? 1.0f : 0.0f};
     if ((size_t)rows * dim < 16384)
         for (int r = 0; r < rows; r++) norm_task(&j, r, 0);
     else
         pool_run(c->pool, rows, norm_task, &j);
-    free(g);
     return INFER_OK;
 }
 
