@@ -1004,7 +1004,8 @@ extern "C" int cut_lr_thin(void *stream, float *out, const float *x, const float
                            long ldc, float alpha, float beta, void *scratch)
 {
     if (N <= 0 || r <= 0) return 0;
-    if (r > CUT_LR_MAX || C % 4 || C <= 0 || (uintptr_t)x % 16) return (int)cudaErrorNotSupported;
+    if (r > CUT_LR_MAX || C % 4 || C <= 0 || (uintptr_t)x % 16 || (N + LR_TROWS - 1) / LR_TROWS > 65535)
+        return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     const unsigned cb = (unsigned)((C / 4 + 255) / 256);
     dim3 g(cb, (unsigned)((N + LR_TROWS - 1) / LR_TROWS));
@@ -1020,7 +1021,8 @@ extern "C" int cut_lr_expand(void *stream, float *out, const float *t, const flo
                              long ldc, float alpha, float beta)
 {
     if (N <= 0 || C <= 0) return 0;
-    if (r > CUT_LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16) return (int)cudaErrorNotSupported;
+    if (r > CUT_LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16 || (N + LR_XROWS - 1) / LR_XROWS > 65535)
+        return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     const int wm = lr_wmode(w, r, ldk, ldc);
     const unsigned gx = (unsigned)((C / 4 + 255) / 256);
