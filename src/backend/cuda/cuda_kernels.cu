@@ -1083,57 +1083,49 @@ extern "C" int cuk_matvec_add(void *stream, float *y, const float *x, const floa
 
 /* ---- conversions for cuBLAS ---- */
 
-/* 8 values a thread (two 16-byte loads, one 16-byte store) where src and
- * dst are 16-byte aligned, then the rest one at a time. */
-__global__ void k_f32_to_bf16(uint16_t *dst, const float *src, size_t n)
+/* dst = bf16(src), or with GLU bf16(act(src) up) as k_glu then the plain
+ * conversion would give it (the same glu1 and rounding) without the float32
+ * product in memory (the down projection's input for cuBLAS).  8 values a
+ * thread (16-byte loads and stores) where every pointer is 16-byte aligned,
+ * then the rest one at a time. */
+template <int GLU>
+__global__ void k_to_bf16(uint16_t *dst, const float *src, const float *up, size_t n, int gelu)
 {
     PDL_ENTRY();
     const size_t step = (size_t)gridDim.x * blockDim.x, first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t n8 = (((uintptr_t)src | (uintptr_t)dst) & 15u) ? 0 : n / 8;
+    const size_t n8 = (((uintptr_t)src | (uintptr_t)(GLU ? up : src) | (uintptr_t)dst) & 15u) ? 0 : n / 8;
     for (size_t i = first; i < n8; i += step) {
-        const float4 a = ((const float4 *)src)[2 * i], b = ((const float4 *)src)[2 * i + 1];
+        float v[8];
+        *(float4 *)v = ((const float4 *)src)[2 * i];
+        *(float4 *)(v + 4) = ((const float4 *)src)[2 * i + 1];
+        if (GLU) {
+            const float4 c = ((const float4 *)up)[2 * i], d = ((const float4 *)up)[2 * i + 1];
+            const float u[8] = {c.x, c.y, c.z, c.w, d.x, d.y, d.z, d.w};
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] = glu1(v[k], u[k], gelu);
+        }
         uint4 o;
-        o.x = f32_bf16(a.x) | (uint32_t)f32_bf16(a.y) << 16;
-        o.y = f32_bf16(a.z) | (uint32_t)f32_bf16(a.w) << 16;
-        o.z = f32_bf16(b.x) | (uint32_t)f32_bf16(b.y) << 16;
-        o.w = f32_bf16(b.z) | (uint32_t)f32_bf16(b.w) << 16;
+        o.x = f32_bf16(v[0]) | (uint32_t)f32_bf16(v[1]) << 16;
+        o.y = f32_bf16(v[2]) | (uint32_t)f32_bf16(v[3]) << 16;
+        o.z = f32_bf16(v[4]) | (uint32_t)f32_bf16(v[5]) << 16;
+        o.w = f32_bf16(v[6]) | (uint32_t)f32_bf16(v[7]) << 16;
         ((uint4 *)dst)[i] = o;
     }
-    for (size_t i = n8 * 8 + first; i < n; i += step) dst[i] = f32_bf16(src[i]);
+    for (size_t i = n8 * 8 + first; i < n; i += step) dst[i] = f32_bf16(GLU ? glu1(src[i], up[i], gelu) : src[i]);
 }
 
 extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n)
 {
     if (!n) return 0;
-    PDL_LAUNCH(k_f32_to_bf16, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, src, n);
+    PDL_LAUNCH(k_to_bf16<0>, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, src,
+               (const float *)NULL, n, 0);
     return (int)cudaGetLastError();
-}
-
-/* dst = bf16(act(gate) up), as k_glu then k_f32_to_bf16 would give it (the
- * same glu1 and rounding) without the float32 product in memory: the down
- * projection's input for cuBLAS. */
-__global__ void k_glu_to_bf16(uint16_t *dst, const float *gate, const float *up, size_t n, int gelu)
-{
-    PDL_ENTRY();
-    const size_t step = (size_t)gridDim.x * blockDim.x, first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t n8 = (((uintptr_t)gate | (uintptr_t)up | (uintptr_t)dst) & 15u) ? 0 : n / 8;
-    for (size_t i = first; i < n8; i += step) {
-        const float4 a = ((const float4 *)gate)[2 * i], b = ((const float4 *)gate)[2 * i + 1];
-        const float4 c = ((const float4 *)up)[2 * i], d = ((const float4 *)up)[2 * i + 1];
-        uint4 o;
-        o.x = f32_bf16(glu1(a.x, c.x, gelu)) | (uint32_t)f32_bf16(glu1(a.y, c.y, gelu)) << 16;
-        o.y = f32_bf16(glu1(a.z, c.z, gelu)) | (uint32_t)f32_bf16(glu1(a.w, c.w, gelu)) << 16;
-        o.z = f32_bf16(glu1(b.x, d.x, gelu)) | (uint32_t)f32_bf16(glu1(b.y, d.y, gelu)) << 16;
-        o.w = f32_bf16(glu1(b.z, d.z, gelu)) | (uint32_t)f32_bf16(glu1(b.w, d.w, gelu)) << 16;
-        ((uint4 *)dst)[i] = o;
-    }
-    for (size_t i = n8 * 8 + first; i < n; i += step) dst[i] = f32_bf16(glu1(gate[i], up[i], gelu));
 }
 
 extern "C" int cuk_glu_to_bf16(void *stream, void *dst, const float *gate, const float *up, size_t n, bk_act act)
 {
     if (!n) return 0;
-    PDL_LAUNCH(k_glu_to_bf16, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, gate, up,
+    PDL_LAUNCH(k_to_bf16<1>, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, gate, up,
                n, act == BK_ACT_GELU_TANH);
     return (int)cudaGetLastError();
 }
