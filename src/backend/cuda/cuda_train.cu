@@ -280,11 +280,12 @@ __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int
  *   k_lr_thin:   out[n][k] = alpha sum_c x[n][c] W(k, c) (+ beta out), k < r
  *                (partial sums a column block, k_lr_thin_sum adds them)
  *   k_lr_expand: out[n][c] = alpha sum_k t[n][k] W(k, c) (+ beta out)
- * Each keeps W's values in registers across many rows: read again for
- * every few rows, the small side's reads from L2 outweighed the large
- * side's from memory (ncu: 20-30 us a call where the large side takes 7-13). 
  *   k_lr_reduce: partial sums over row chunks of sum_n z[n][m] u[n][k],
- *                k_lr_reduce_sum adds alpha times their sum to dw. */
+ *                k_lr_reduce_sum adds alpha times their sum to dw.
+ * thin and expand keep W's values in registers across many rows: read
+ * again for every few rows, the small side's reads from L2 outweighed the
+ * large side's from memory (ncu: 20-30 us a call where the large side
+ * takes 7-13). */
 #define LR_PARTS 16   /* k_lr_reduce's most row chunks */
 #define LR_RCHUNK 128 /* and most rows a chunk */
 
@@ -1035,7 +1036,7 @@ extern "C" int cut_lr_expand(void *stream, float *out, const float *t, const flo
     return (int)cudaGetLastError();
 }
 
-/* Row chunks of k_lr_reduce: of at most 64 rows (its shared memory), at
+/* Row chunks of k_lr_reduce: of at most LR_RCHUNK rows (its shared memory), at
  * least 16, and at most LR_PARTS of them where that suffices. */
 static int lr_chunk(int N)
 {
