@@ -220,9 +220,9 @@ __global__ void k_rmsnorm_back4(float4 *dx, const float4 *dy, const float4 *x, c
         if (i >= dim4) continue;
         xv[k] = x[row + i];
         const float4 g = dy[row + i];
-        gv[k] = make_float4(g.x * (vec_at(w, wdt, 4 * (size_t)i) + one), g.y * (vec_at(w, wdt, 4 * (size_t)i + 1) + one),
-                            g.z * (vec_at(w, wdt, 4 * (size_t)i + 2) + one),
-                            g.w * (vec_at(w, wdt, 4 * (size_t)i + 3) + one));
+        const size_t e = 4 * (size_t)i;
+        gv[k] = make_float4(g.x * (vec_at(w, wdt, e) + one), g.y * (vec_at(w, wdt, e + 1) + one),
+                            g.z * (vec_at(w, wdt, e + 2) + one), g.w * (vec_at(w, wdt, e + 3) + one));
         ss += xv[k].x * xv[k].x + xv[k].y * xv[k].y + xv[k].z * xv[k].z + xv[k].w * xv[k].w;
         s += gv[k].x * xv[k].x + gv[k].y * xv[k].y + gv[k].z * xv[k].z + gv[k].w * xv[k].w;
     }
