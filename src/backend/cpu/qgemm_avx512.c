@@ -420,7 +420,7 @@ static void dot_i8(const q_act *x, const bk_weight *w, int64_t n0, int N, float 
 INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, int m0, const bk_weight *w,
                    const int64_t *t, float *const *out, size_t ldo)
 {
-    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK;
+    const int K = x->K, gs = x->group_size, ng = K / gs, nb = K / Q_ABLK, bpg = gs / Q_ABLK;
     const int WPB = BITS == 4 ? 4 : 8; /* words per block of 32 values */
     const size_t es = dtype_size(w->sdtype), gbytes = q_tile_gbytes(w), gw64 = q_tile_gwords(w) * 64;
     const __m512i lo4 = _mm512_set1_epi8(0x0f);
@@ -446,8 +446,8 @@ INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, i
         for (int u = 0; u < NT; u++)
 #pragma GCC unroll 2
             for (int i = 0; i < XR; i++) ag[u][i] = _mm512_setzero_ps();
-        const int b0 = g * gs / Q_ABLK;
-        for (int b = b0; b < (g + 1) * gs / Q_ABLK; b++) {
+        const int b0 = g * bpg;
+        for (int b = b0; b < b0 + bpg; b++) {
             __m512i is[2][2][2], ir[2][2][2];
 #pragma GCC unroll 2
             for (int u = 0; u < NT; u++)
@@ -461,8 +461,9 @@ INL void tile_body(const int BITS, const int NT, const int XR, const q_act *x, i
                 for (int u = 0; u < NT; u++) {
                     const uint8_t *p = T[u] + (size_t)g * gbytes + (size_t)(J - b0 * WPB) * 64;
                     _mm_prefetch((const char *)p + PF_AHEAD, _MM_HINT_T0);
-                    const __m512i v = _mm512_load_si512(p);
+                    __m512i v = _mm512_load_si512(p);
                     if (BITS == 4) {
+                        __asm__("" : "+v"(v)); /* one load for both nibbles */
                         const __m512i l = _mm512_and_si512(v, lo4), h = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
 #pragma GCC unroll 2
                         for (int i = 0; i < XR; i++) {
