@@ -868,11 +868,14 @@ __global__ void k_attn_softmax_back(float *sc, float *dp, uint16_t *pb, uint16_t
  * and adds the eight in bsum's order.  The block kernel read a row three
  * times with three block-wide reductions: 79 us for 16,384 rows of 512
  * keys on an H100. */
-template <int NPL>
+template <int NPL, bool CAP>
 __global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *dp, uint16_t *pb, uint16_t *db,
-                                                             int rows, int T, int S, float softcap, int window,
+                                                             int rows, int T, int S, float softcap_, int window,
                                                              float scale)
 {
+    /* CAP false: no softcap, and no th[] held in registers (64 of them
+     * where there were 80: 4 blocks an SM instead of 3) */
+    const float softcap = CAP ? softcap_ : 0.0f;
     const int row = blockIdx.x * 8 + (int)threadIdx.x / TW, lane = threadIdx.x % TW;
     if (row >= rows) return;
     const int P = S - T + row % T;
@@ -937,16 +940,20 @@ extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_
     if (rows <= 0) return 0;
     const unsigned wb = (unsigned)(rows + 7) / 8;
     cudaStream_t st = (cudaStream_t)stream;
+#define SB_W(NPL)                                                                                                  \
+    (softcap > 0.0f ? k_attn_softmax_back_w<NPL, true> : k_attn_softmax_back_w<NPL, false>)<<<wb, 256, 0, st>>>(      \
+        sc, dp, pb, db, rows, T, S, softcap, window, scale)
     if (S <= 4 * TW)
-        k_attn_softmax_back_w<4><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
+        SB_W(4);
     else if (S <= 8 * TW)
-        k_attn_softmax_back_w<8><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
+        SB_W(8);
     else if (S <= 16 * TW)
-        k_attn_softmax_back_w<16><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
+        SB_W(16);
     else if (S <= 32 * TW)
-        k_attn_softmax_back_w<32><<<wb, 256, 0, st>>>(sc, dp, pb, db, rows, T, S, softcap, window, scale);
+        SB_W(32);
     else
         k_attn_softmax_back<<<rows, 256, 0, st>>>(sc, dp, pb, db, T, S, softcap, window, scale);
+#undef SB_W
     return (int)cudaGetLastError();
 }
 
