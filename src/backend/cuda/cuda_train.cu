@@ -978,15 +978,28 @@ __global__ void k_swap_rows4(float4 *dst, const float4 *src, int A, int B, int d
 }
 
 /* the same into bf16, four values a thread (d % 4 == 0) */
-__global__ void k_swap_rows_bf16(uint2 *dst, const float4 *src, int A, int B, int d4)
+__global__ void k_swap_rows_bf16(uint2 *dst, float4 *dst_f32, const float4 *src, int A, int B, int d4)
 {
     const size_t n = (size_t)A * B * d4;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const size_t r = e / (size_t)d4, c = e % (size_t)d4, a = r / (size_t)B, b = r % (size_t)B;
+        const size_t o = (b * (size_t)A + a) * (size_t)d4 + c;
         const float4 v = src[e];
-        dst[(b * (size_t)A + a) * (size_t)d4 + c] =
-            make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
-                       (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
+        if (dst_f32) dst_f32[o] = v;
+        dst[o] = make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
+                            (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
+    }
+}
+
+/* d1 = bf16(s1) and d2 = bf16(s2), n values each, four a thread (n % 4 == 0) */
+__global__ void k_pair_to_bf16(uint2 *d1, const float4 *s1, uint2 *d2, const float4 *s2, size_t n4)
+{
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n4; e += (size_t)gridDim.x * blockDim.x) {
+        const float4 v = s1[e], u = s2[e];
+        d1[e] = make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
+                           (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
+        d2[e] = make_uint2((uint32_t)f32_bf16(u.x) | (uint32_t)f32_bf16(u.y) << 16,
+                           (uint32_t)f32_bf16(u.z) | (uint32_t)f32_bf16(u.w) << 16);
     }
 }
 
@@ -1089,13 +1102,23 @@ extern "C" int cut_swap_rows(void *stream, float *dst, const float *src, int A, 
     return (int)cudaGetLastError();
 }
 
-extern "C" int cut_swap_rows_bf16(void *stream, uint16_t *dst, const float *src, int A, int B, int d)
+extern "C" int cut_swap_rows_bf16(void *stream, uint16_t *dst, float *dst_f32, const float *src, int A, int B, int d)
 {
     const size_t n = (size_t)A * B * d;
     if (!n) return 0;
-    if (d % 4 || (uintptr_t)dst % 8 || (uintptr_t)src % 16) return (int)cudaErrorInvalidValue;
-    k_swap_rows_bf16<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((uint2 *)dst, (const float4 *)src, A, B,
-                                                                              d / 4);
+    if (d % 4 || (uintptr_t)dst % 8 || (uintptr_t)src % 16 || (uintptr_t)dst_f32 % 16) return (int)cudaErrorInvalidValue;
+    k_swap_rows_bf16<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((uint2 *)dst, (float4 *)dst_f32,
+                                                                              (const float4 *)src, A, B, d / 4);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_pair_to_bf16(void *stream, uint16_t *d1, const float *s1, uint16_t *d2, const float *s2, size_t n)
+{
+    if (!n) return 0;
+    if (n % 4 || ((uintptr_t)d1 | (uintptr_t)d2) % 8 || ((uintptr_t)s1 | (uintptr_t)s2) % 16)
+        return (int)cudaErrorInvalidValue;
+    k_pair_to_bf16<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((uint2 *)d1, (const float4 *)s1,
+                                                                            (uint2 *)d2, (const float4 *)s2, n / 4);
     return (int)cudaGetLastError();
 }
 
