@@ -1,14 +1,17 @@
 /* cuda_train.cu - the training ops of the cuda backend (backend.h,
  * "Training"): the backward of the norms, activations, softcap and
  * attention, the cross-entropy, AdamW and small vector ops.  The matrix
- * products' backward goes through cuBLAS (cuda.c).  Plain launches: the
- * training step is not recorded as a graph. */
+ * products' backward goes through cuBLAS (cuda.c).  Every kernel is
+ * launched with PDL_LAUNCH and begins with PDL_ENTRY (cuda_pdl.cuh): a
+ * step launches some 3,400 kernels, and each launch's latency then
+ * overlaps the kernel before. */
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <math.h>
 #include <stdint.h>
 
 #include "backend/cuda/cuda_bf16.cuh"
+#include "backend/cuda/cuda_pdl.cuh"
 #include "backend/cuda/cuda_train.h"
 
 #define TW 32
@@ -69,12 +72,14 @@ __device__ __forceinline__ float vec_at(const void *p, int dt, size_t i)
 
 __global__ void k_axpy(float *y, const float *x, float a, size_t n)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] += a * x[i];
 }
 
 __global__ void k_dropout(float *y, const float *x, size_t n, float p, uint64_t seed)
 {
+    PDL_ENTRY();
     const float k = 1.0f / (1.0f - p);
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         y[i] = bk_dropout_keep(seed, i, p) ? x[i] * k : 0.0f;
@@ -82,12 +87,14 @@ __global__ void k_dropout(float *y, const float *x, size_t n, float p, uint64_t 
 
 __global__ void k_scale(float *x, float a, size_t n)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         x[i] *= a;
 }
 
 __global__ void k_sumsq(const float *x, size_t n, double *out)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     float s = 0.0f;
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
@@ -98,6 +105,7 @@ __global__ void k_sumsq(const float *x, size_t n, double *out)
 
 __global__ void k_softcap_back(float *dx, const float *dy, const float *y, size_t n, float cap)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float t = y[i] / cap;
         dx[i] = dy[i] * (1.0f - t * t);
@@ -124,6 +132,7 @@ __device__ __forceinline__ void glu_grad(float x, float ui, float gi, int gelu, 
 
 __global__ void k_glu_back(float *dg, float *du, const float *go, const float *g, const float *u, size_t n, int gelu)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         glu_grad(g[i], u[i], go[i], gelu, &dg[i], &du[i]);
 }
@@ -134,6 +143,7 @@ __global__ void k_glu_back(float *dg, float *du, const float *go, const float *g
 __global__ void k_glu_back_bf16(uint16_t *dg, uint16_t *du, const float *go, const float *g, const float *u, size_t n,
                                 int gelu)
 {
+    PDL_ENTRY();
     const size_t step = (size_t)gridDim.x * blockDim.x, first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t n8 = (((uintptr_t)dg | (uintptr_t)du | (uintptr_t)go | (uintptr_t)g | (uintptr_t)u) & 15u) ? 0 : n / 8;
     for (size_t i = first; i < n8; i += step) {
@@ -169,6 +179,7 @@ __global__ void k_glu_back_bf16(uint16_t *dg, uint16_t *du, const float *go, con
 __global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, float lr_bc1, float decay, float b1,
                         float b2, float bc2, float eps)
 {
+    PDL_ENTRY();
     for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
         float gi = g[i], pi = p[i] * decay;
         float mi = m[i] + (1.0f - b1) * (gi - m[i]);
@@ -184,6 +195,7 @@ __global__ void k_adamw(float *p, const float *g, float *m, float *v, size_t n, 
 __global__ void k_rmsnorm_back(float *dx, const float *dy, const float *x, const void *w, int wdt, int dim, float eps,
                                int plus_one, int acc)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     const float *xr = x + (size_t)blockIdx.x * dim, *gr = dy + (size_t)blockIdx.x * dim;
     float *o = dx + (size_t)blockIdx.x * dim;
@@ -208,6 +220,7 @@ __global__ void k_rmsnorm_back(float *dx, const float *dy, const float *x, const
 __global__ void k_rmsnorm_back4(float4 *dx, const float4 *dy, const float4 *x, const void *w, int wdt, int dim4,
                                 float eps, int plus_one, int acc)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     const size_t row = (size_t)blockIdx.x * dim4;
     const float one = plus_one ? 1.0f : 0.0f;
@@ -246,6 +259,7 @@ __global__ void k_rmsnorm_back4(float4 *dx, const float4 *dy, const float4 *x, c
 /* ---- cross-entropy: one block a row ---- */
 __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int32_t *target, size_t V, float scale)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     const size_t r = blockIdx.x;
     const float *xr = x + r * V;
@@ -351,6 +365,7 @@ __device__ __forceinline__ float lr_wsum8(float (&s)[8])
 __global__ void __launch_bounds__(256) k_lr_thin(float *part, const float *x, const float *w, int N, int C, int r,
                                                  long ldk, long ldc, int wm)
 {
+    PDL_ENTRY();
     __shared__ float ps[8][LR_TROWS][8];
     const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_TROWS, lane = threadIdx.x % TW,
               wp = threadIdx.x / TW, k_of = 4 * (lane >> 4 & 1) + 2 * (lane >> 3 & 1) + (lane >> 2 & 1);
@@ -410,6 +425,7 @@ __global__ void __launch_bounds__(256) k_lr_thin(float *part, const float *x, co
 /* out[n][k] = alpha sum over the column blocks of part (+ beta out) */
 __global__ void k_lr_thin_sum(float *out, const float *part, int nr, int blocks, float alpha, float beta)
 {
+    PDL_ENTRY();
     for (int e = blockIdx.x * blockDim.x + threadIdx.x; e < nr; e += gridDim.x * blockDim.x) {
         float v = 0.0f;
         for (int b = 0; b < blocks; b++) v += part[(size_t)b * nr + e];
@@ -425,6 +441,7 @@ template <int RK>
 __global__ void __launch_bounds__(256) k_lr_expand(float *out, const float *t, const float *w, int N, int C, int r,
                                                    long ldk, long ldc, int wm, float alpha, float beta)
 {
+    PDL_ENTRY();
     const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_XROWS;
     if (c >= C) return;
     float wb[RK][4];
@@ -468,6 +485,7 @@ template <int RK>
 __global__ void __launch_bounds__(256) k_lr_reduce(float *part, const float *z, const float *u, int N, int M, int r,
                                                    int nc)
 {
+    PDL_ENTRY();
     __shared__ float us[LR_RCHUNK * CUT_LR_MAX];
     const int m = blockIdx.x * 256 + (int)threadIdx.x, n0 = blockIdx.y * nc;
     const int rows = N - n0 < nc ? N - n0 : nc;
@@ -494,6 +512,7 @@ __global__ void __launch_bounds__(256) k_lr_reduce(float *part, const float *z, 
 
 __global__ void k_lr_reduce_sum(float *dw, const float *part, int M, int r, int parts, long gsm, long gsk, float alpha)
 {
+    PDL_ENTRY();
     const size_t n = (size_t)M * r;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const int m = (int)(e % (size_t)M), k = (int)(e / (size_t)M);
@@ -555,6 +574,7 @@ __device__ __forceinline__ float capped_minus(float s, float softcap, float *th,
 __global__ void __launch_bounds__(AW * TW) k_attb_q(float *dq, float *stats, const float *dout, const float *q,
                                                     const float *k, const float *v, bk_attn p)
 {
+    PDL_ENTRY();
     extern __shared__ float sh[];
     const int d = p.head_dim, dp4 = d + 4, d4 = d / 4, lane = threadIdx.x % TW, wi = threadIdx.x / TW;
     const int t0 = blockIdx.x * AQ, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads);
@@ -688,6 +708,7 @@ __global__ void __launch_bounds__(AW * TW) k_attb_q(float *dq, float *stats, con
 __global__ void __launch_bounds__(AW * TW) k_attb_kv(float *dk, float *dv, const float *stats, const float *dout,
                                                      const float *q, const float *k, const float *v, bk_attn p)
 {
+    PDL_ENTRY();
     extern __shared__ float sh[];
     const int d = p.head_dim, lane = threadIdx.x % TW, wi = threadIdx.x / TW, chunks = (p.T + QC - 1) / QC;
     const int j0 = blockIdx.x * BK, h = blockIdx.y, kvh = h / (p.n_heads / p.n_kv_heads),
@@ -796,6 +817,7 @@ __device__ __forceinline__ int sees(int P, int j, int window) { return j <= P &&
 /* Forward: the row softcapped and masked, then its softmax, in place. */
 __global__ void k_attn_softmax(float *sc, int T, int S, float softcap, int window)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     const int t = blockIdx.x % T, P = S - T + t;
     float *r = sc + (size_t)blockIdx.x * S;
@@ -830,6 +852,7 @@ __device__ __forceinline__ void sb_put(float *r, float *g, uint16_t *pb, uint16_
 __global__ void k_attn_softmax_back(float *sc, float *dp, uint16_t *pb, uint16_t *db, int T, int S, float softcap,
                                     int window, float scale)
 {
+    PDL_ENTRY();
     __shared__ float part[32];
     const int t = blockIdx.x % T, P = S - T + t;
     float *r = sc + (size_t)blockIdx.x * S, *g = dp + (size_t)blockIdx.x * S;
@@ -873,6 +896,7 @@ __global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *d
                                                              int rows, int T, int S, float softcap_, int window,
                                                              float scale)
 {
+    PDL_ENTRY();
     /* CAP false: no softcap, and no th[] held in registers (64 of them
      * where there were 80: 4 blocks an SM instead of 3) */
     const float softcap = CAP ? softcap_ : 0.0f;
@@ -930,7 +954,7 @@ __global__ void __launch_bounds__(256) k_attn_softmax_back_w(float *sc, float *d
 extern "C" int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S, float softcap, int window)
 {
     if (rows <= 0) return 0;
-    k_attn_softmax<<<rows, 256, 0, (cudaStream_t)stream>>>(sc, T, S, softcap, window);
+    PDL_LAUNCH(k_attn_softmax, rows, 256, 0, (cudaStream_t)stream, sc, T, S, softcap, window);
     return (int)cudaGetLastError();
 }
 
@@ -940,9 +964,9 @@ extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_
     if (rows <= 0) return 0;
     const unsigned wb = (unsigned)(rows + 7) / 8;
     cudaStream_t st = (cudaStream_t)stream;
-#define SB_W(NPL)                                                                                                  \
-    (softcap > 0.0f ? k_attn_softmax_back_w<NPL, true> : k_attn_softmax_back_w<NPL, false>)<<<wb, 256, 0, st>>>(      \
-        sc, dp, pb, db, rows, T, S, softcap, window, scale)
+#define SB_W(NPL)                                                                                                      \
+    PDL_LAUNCH((softcap > 0.0f ? k_attn_softmax_back_w<NPL, true> : k_attn_softmax_back_w<NPL, false>), wb, 256, 0,    \
+               st, sc, dp, pb, db, rows, T, S, softcap, window, scale)
     if (S <= 4 * TW)
         SB_W(4);
     else if (S <= 8 * TW)
@@ -952,7 +976,7 @@ extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_
     else if (S <= 32 * TW)
         SB_W(32);
     else
-        k_attn_softmax_back<<<rows, 256, 0, st>>>(sc, dp, pb, db, T, S, softcap, window, scale);
+        PDL_LAUNCH(k_attn_softmax_back, rows, 256, 0, st, sc, dp, pb, db, T, S, softcap, window, scale);
 #undef SB_W
     return (int)cudaGetLastError();
 }
@@ -961,6 +985,7 @@ extern "C" int cut_attn_softmax_back(void *stream, float *sc, float *dp, uint16_
  * rows trading places) */
 __global__ void k_swap_rows(float *dst, const float *src, int A, int B, int d)
 {
+    PDL_ENTRY();
     const size_t n = (size_t)A * B * d;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const size_t r = e / (size_t)d, c = e % (size_t)d, a = r / (size_t)B, b = r % (size_t)B;
@@ -970,6 +995,7 @@ __global__ void k_swap_rows(float *dst, const float *src, int A, int B, int d)
 
 __global__ void k_swap_rows4(float4 *dst, const float4 *src, int A, int B, int d4)
 {
+    PDL_ENTRY();
     const size_t n = (size_t)A * B * d4;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const size_t r = e / (size_t)d4, c = e % (size_t)d4, a = r / (size_t)B, b = r % (size_t)B;
@@ -980,6 +1006,7 @@ __global__ void k_swap_rows4(float4 *dst, const float4 *src, int A, int B, int d
 /* the same into bf16, four values a thread (d % 4 == 0) */
 __global__ void k_swap_rows_bf16(uint2 *dst, float4 *dst_f32, const float4 *src, int A, int B, int d4)
 {
+    PDL_ENTRY();
     const size_t n = (size_t)A * B * d4;
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
         const size_t r = e / (size_t)d4, c = e % (size_t)d4, a = r / (size_t)B, b = r % (size_t)B;
@@ -994,6 +1021,7 @@ __global__ void k_swap_rows_bf16(uint2 *dst, float4 *dst_f32, const float4 *src,
 /* d1 = bf16(s1) and d2 = bf16(s2), n values each, four a thread (n % 4 == 0) */
 __global__ void k_pair_to_bf16(uint2 *d1, const float4 *s1, uint2 *d2, const float4 *s2, size_t n4)
 {
+    PDL_ENTRY();
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n4; e += (size_t)gridDim.x * blockDim.x) {
         const float4 v = s1[e], u = s2[e];
         d1[e] = make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
@@ -1030,11 +1058,11 @@ extern "C" int cut_lr_thin(void *stream, float *out, const float *x, const float
     cudaStream_t st = (cudaStream_t)stream;
     const unsigned cb = (unsigned)((C / 4 + 255) / 256);
     dim3 g(cb, (unsigned)((N + LR_TROWS - 1) / LR_TROWS));
-    k_lr_thin<<<g, 256, 0, st>>>((float *)scratch, x, w, N, C, r, ldk, ldc, lr_wmode(w, r, ldk, ldc));
+    PDL_LAUNCH(k_lr_thin, g, 256, 0, st, (float *)scratch, x, w, N, C, r, ldk, ldc, lr_wmode(w, r, ldk, ldc));
     cudaError_t e = cudaGetLastError();
     if (e) return (int)e;
-    k_lr_thin_sum<<<grid_for((size_t)N * r, 256), 256, 0, st>>>(out, (const float *)scratch, N * r, (int)cb, alpha,
-                                                                 beta);
+    PDL_LAUNCH(k_lr_thin_sum, grid_for((size_t)N * r, 256), 256, 0, st, out, (const float *)scratch, N * r, (int)cb,
+               alpha, beta);
     return (int)cudaGetLastError();
 }
 
@@ -1048,11 +1076,11 @@ extern "C" int cut_lr_expand(void *stream, float *out, const float *t, const flo
     const int wm = lr_wmode(w, r, ldk, ldc);
     const unsigned gx = (unsigned)((C / 4 + 255) / 256);
     if (r <= 8)
-        k_lr_expand<8><<<dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st>>>(out, t, w, N, C, r, ldk,
-                                                                                           ldc, wm, alpha, beta);
+        PDL_LAUNCH(k_lr_expand<8>, dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st, out, t, w, N, C, r,
+                   ldk, ldc, wm, alpha, beta);
     else
-        k_lr_expand<16><<<dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st>>>(out, t, w, N, C, r, ldk,
-                                                                                            ldc, wm, alpha, beta);
+        PDL_LAUNCH(k_lr_expand<16>, dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st, out, t, w, N, C, r,
+                   ldk, ldc, wm, alpha, beta);
     return (int)cudaGetLastError();
 }
 
@@ -1081,12 +1109,12 @@ extern "C" int cut_lr_reduce(void *stream, float *dw, const float *z, const floa
     dim3 g((unsigned)((M + 255) / 256), (unsigned)parts);
     float *part = (float *)scratch;
     switch (lr_rk(r)) {
-    case 8: k_lr_reduce<8><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
-    default: k_lr_reduce<16><<<g, 256, 0, st>>>(part, z, u, N, M, r, nc); break;
+    case 8: PDL_LAUNCH(k_lr_reduce<8>, g, 256, 0, st, part, z, u, N, M, r, nc); break;
+    default: PDL_LAUNCH(k_lr_reduce<16>, g, 256, 0, st, part, z, u, N, M, r, nc); break;
     }
     cudaError_t e = cudaGetLastError();
     if (e) return (int)e;
-    k_lr_reduce_sum<<<grid_for((size_t)M * r, 256), 256, 0, st>>>(dw, part, M, r, parts, gsm, gsk, alpha);
+    PDL_LAUNCH(k_lr_reduce_sum, grid_for((size_t)M * r, 256), 256, 0, st, dw, part, M, r, parts, gsm, gsk, alpha);
     return (int)cudaGetLastError();
 }
 
@@ -1095,10 +1123,10 @@ extern "C" int cut_swap_rows(void *stream, float *dst, const float *src, int A, 
     const size_t n = (size_t)A * B * d;
     if (!n) return 0;
     if (d % 4 == 0 && (uintptr_t)dst % 16 == 0 && (uintptr_t)src % 16 == 0)
-        k_swap_rows4<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((float4 *)dst, (const float4 *)src, A, B,
-                                                                              d / 4);
+        PDL_LAUNCH(k_swap_rows4, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (float4 *)dst, (const float4 *)src,
+                   A, B, d / 4);
     else
-        k_swap_rows<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dst, src, A, B, d);
+        PDL_LAUNCH(k_swap_rows, grid_for(n, 256), 256, 0, (cudaStream_t)stream, dst, src, A, B, d);
     return (int)cudaGetLastError();
 }
 
@@ -1106,9 +1134,10 @@ extern "C" int cut_swap_rows_bf16(void *stream, uint16_t *dst, float *dst_f32, c
 {
     const size_t n = (size_t)A * B * d;
     if (!n) return 0;
-    if (d % 4 || (uintptr_t)dst % 8 || (uintptr_t)src % 16 || (uintptr_t)dst_f32 % 16) return (int)cudaErrorInvalidValue;
-    k_swap_rows_bf16<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((uint2 *)dst, (float4 *)dst_f32,
-                                                                              (const float4 *)src, A, B, d / 4);
+    if (d % 4 || (uintptr_t)dst % 8 || (uintptr_t)src % 16 || (uintptr_t)dst_f32 % 16)
+        return (int)cudaErrorInvalidValue;
+    PDL_LAUNCH(k_swap_rows_bf16, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (uint2 *)dst, (float4 *)dst_f32,
+               (const float4 *)src, A, B, d / 4);
     return (int)cudaGetLastError();
 }
 
@@ -1117,7 +1146,7 @@ extern "C" int cut_pair_to_bf16(void *stream, uint16_t *d1, const float *s1, uin
     if (!n) return 0;
     if (n % 4 || ((uintptr_t)d1 | (uintptr_t)d2) % 8 || ((uintptr_t)s1 | (uintptr_t)s2) % 16)
         return (int)cudaErrorInvalidValue;
-    k_pair_to_bf16<<<grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream>>>((uint2 *)d1, (const float4 *)s1,
+    PDL_LAUNCH(k_pair_to_bf16, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (uint2 *)d1, (const float4 *)s1,
                                                                             (uint2 *)d2, (const float4 *)s2, n / 4);
     return (int)cudaGetLastError();
 }
@@ -1125,21 +1154,21 @@ extern "C" int cut_pair_to_bf16(void *stream, uint16_t *d1, const float *s1, uin
 extern "C" int cut_axpy(void *stream, float *y, const float *x, float a, size_t n)
 {
     if (!n) return 0;
-    k_axpy<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, x, a, n);
+    PDL_LAUNCH(k_axpy, grid_for(n, 256), 256, 0, (cudaStream_t)stream, y, x, a, n);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cut_dropout(void *stream, float *y, const float *x, size_t n, float p, uint64_t seed)
 {
     if (!n) return 0;
-    k_dropout<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(y, x, n, p, seed);
+    PDL_LAUNCH(k_dropout, grid_for(n, 256), 256, 0, (cudaStream_t)stream, y, x, n, p, seed);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cut_scale(void *stream, float *x, float a, size_t n)
 {
     if (!n) return 0;
-    k_scale<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(x, a, n);
+    PDL_LAUNCH(k_scale, grid_for(n, 256), 256, 0, (cudaStream_t)stream, x, a, n);
     return (int)cudaGetLastError();
 }
 
@@ -1150,14 +1179,14 @@ extern "C" int cut_sumsq(void *stream, const float *x, size_t n, double *out_dev
     if (!n) return 0;
     unsigned g = grid_for(n, 256);
     if (g > 1024) g = 1024;
-    k_sumsq<<<g, 256, 0, (cudaStream_t)stream>>>(x, n, out_dev);
+    PDL_LAUNCH(k_sumsq, g, 256, 0, (cudaStream_t)stream, x, n, out_dev);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cut_softcap_back(void *stream, float *dx, const float *dy, const float *y, size_t n, float cap)
 {
     if (!n) return 0;
-    k_softcap_back<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dx, dy, y, n, cap);
+    PDL_LAUNCH(k_softcap_back, grid_for(n, 256), 256, 0, (cudaStream_t)stream, dx, dy, y, n, cap);
     return (int)cudaGetLastError();
 }
 
@@ -1165,7 +1194,7 @@ extern "C" int cut_glu_back(void *stream, float *dg, float *du, const float *dou
                             size_t n, int gelu)
 {
     if (!n) return 0;
-    k_glu_back<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(dg, du, dout, g, u, n, gelu);
+    PDL_LAUNCH(k_glu_back, grid_for(n, 256), 256, 0, (cudaStream_t)stream, dg, du, dout, g, u, n, gelu);
     return (int)cudaGetLastError();
 }
 
@@ -1173,17 +1202,17 @@ extern "C" int cut_glu_back_bf16(void *stream, uint16_t *dg, uint16_t *du, const
                                  const float *u, size_t n, int gelu)
 {
     if (!n) return 0;
-    k_glu_back_bf16<<<grid_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream>>>(dg, du, dout, g, u, n, gelu);
+    PDL_LAUNCH(k_glu_back_bf16, grid_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, dg, du, dout, g, u, n, gelu);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cut_adamw(void *stream, float *p, const float *g, float *m, float *v, size_t n, const bk_adamw *o)
 {
     if (!n) return 0;
-    const double bc1 = 1.0 - pow((double)o->beta1, (double)o->step), bc2 = sqrt(1.0 - pow((double)o->beta2, (double)o->step));
-    k_adamw<<<grid_for(n, 256), 256, 0, (cudaStream_t)stream>>>(p, g, m, v, n, (float)(o->lr / bc1),
-                                                                (float)(1.0 - (double)o->lr * o->weight_decay),
-                                                                o->beta1, o->beta2, (float)bc2, o->eps);
+    const double bc1 = 1.0 - pow((double)o->beta1, (double)o->step),
+                 bc2 = sqrt(1.0 - pow((double)o->beta2, (double)o->step));
+    PDL_LAUNCH(k_adamw, grid_for(n, 256), 256, 0, (cudaStream_t)stream, p, g, m, v, n, (float)(o->lr / bc1),
+               (float)(1.0 - (double)o->lr * o->weight_decay), o->beta1, o->beta2, (float)bc2, o->eps);
     return (int)cudaGetLastError();
 }
 
@@ -1195,13 +1224,13 @@ extern "C" int cut_rmsnorm_back(void *stream, float *dx, const float *dy, const 
         (uintptr_t)x % 16 == 0) {
         int t4 = (dim / 4 + RB_MAXV - 1) / RB_MAXV;
         t4 = (t4 + TW - 1) / TW * TW;
-        k_rmsnorm_back4<<<rows, t4, 0, (cudaStream_t)stream>>>((float4 *)dx, (const float4 *)dy, (const float4 *)x,
-                                                               w->data, (int)w->dtype, dim / 4, eps, plus_one, acc);
+        PDL_LAUNCH(k_rmsnorm_back4, rows, t4, 0, (cudaStream_t)stream, (float4 *)dx, (const float4 *)dy,
+                   (const float4 *)x, w->data, (int)w->dtype, dim / 4, eps, plus_one, acc);
         return (int)cudaGetLastError();
     }
     int threads = dim >= 1024 ? 1024 : (dim + TW - 1) / TW * TW;
-    k_rmsnorm_back<<<rows, threads, 0, (cudaStream_t)stream>>>(dx, dy, x, w->data, (int)w->dtype, dim, eps, plus_one,
-                                                               acc);
+    PDL_LAUNCH(k_rmsnorm_back, rows, threads, 0, (cudaStream_t)stream, dx, dy, x, w->data, (int)w->dtype, dim, eps,
+               plus_one, acc);
     return (int)cudaGetLastError();
 }
 
@@ -1209,7 +1238,7 @@ extern "C" int cut_cross_entropy(void *stream, float *dx, float *nll, const floa
                                  size_t V, float scale)
 {
     if (rows <= 0) return 0;
-    k_cross_entropy<<<rows, 1024, 0, (cudaStream_t)stream>>>(dx, nll, x, target, V, scale);
+    PDL_LAUNCH(k_cross_entropy, rows, 1024, 0, (cudaStream_t)stream, dx, nll, x, target, V, scale);
     return (int)cudaGetLastError();
 }
 
@@ -1234,7 +1263,7 @@ extern "C" int cut_attention_back(void *stream, float *dq, float *dk, float *dv,
     }
     const unsigned nb = p->batch > 1 ? (unsigned)p->batch : 1u;
     dim3 gq((unsigned)((p->T + AQ - 1) / AQ), (unsigned)p->n_heads, nb);
-    k_attb_q<<<gq, AW * TW, smem, st>>>(dq, (float *)scratch, dout, q, k, v, *p);
+    PDL_LAUNCH(k_attb_q, gq, AW * TW, smem, st, dq, (float *)scratch, dout, q, k, v, *p);
     cudaError_t e = cudaGetLastError();
     if (e) return (int)e;
     const size_t kvb = nb * (size_t)p->S * p->n_kv_heads * p->head_dim * sizeof(float);
@@ -1248,6 +1277,6 @@ extern "C" int cut_attention_back(void *stream, float *dq, float *dk, float *dv,
         raised_kv = 1;
     }
     dim3 gk((unsigned)((p->S + BK - 1) / BK), (unsigned)p->n_heads, nb * (unsigned)((p->T + QC - 1) / QC));
-    k_attb_kv<<<gk, AW * TW, smem_kv, st>>>(dk, dv, (const float *)scratch, dout, q, k, v, *p);
+    PDL_LAUNCH(k_attb_kv, gk, AW * TW, smem_kv, st, dk, dv, (const float *)scratch, dout, q, k, v, *p);
     return (int)cudaGetLastError();
 }
