@@ -807,18 +807,10 @@ static int attn_gemm_back_bf16(cuda_ctx *c, float *dq, float *dk, float *dv, con
              *vh = (uint16_t *)(h + 2 * sb + 2 * qb + kb16);
     const cudaDataType B16 = CUDA_R_16BF;
     for (int b = 0; b < nb && !rc; b++) {
-        /* q heads first in float32 and bf16, k and v in bf16: two kernels
-         * where they and qf are 16-byte aligned, else four */
-        const int al =
-            (((uintptr_t)qf | (uintptr_t)(q + b * qn) | (uintptr_t)(k + b * kn) | (uintptr_t)(v + b * kn)) & 15u) == 0;
-        if (al ? ((rc = launched(cut_swap_rows_bf16(c->stream, qh, qf, q + b * qn, T, H, d), "attention_back")) ||
-                  (rc = launched(cut_pair_to_bf16(c->stream, kh, k + b * kn, vh, v + b * kn, kn), "attention_back")))
-               : ((rc = launched(cut_swap_rows(c->stream, qf, q + b * qn, T, H, d), "attention_back")) ||
-                  (rc = launched(cuk_f32_to_bf16(c->stream, qh, qf, qn), "attention_back")) ||
-                  (rc = launched(cuk_f32_to_bf16(c->stream, kh, k + b * kn, kn), "attention_back")) ||
-                  (rc = launched(cuk_f32_to_bf16(c->stream, vh, v + b * kn, kn), "attention_back"))))
-            break;
-        if ((rc = launched(cut_swap_rows_bf16(c->stream, gh, NULL, dout + b * qn, T, H, d), "attention_back")) ||
+        /* q heads first in float32 and bf16, k and v in bf16 */
+        if ((rc = launched(cut_swap_rows_bf16(c->stream, qh, qf, q + b * qn, T, H, d), "attention_back")) ||
+            (rc = launched(cut_pair_to_bf16(c->stream, kh, k + b * kn, vh, v + b * kn, kn), "attention_back")) ||
+            (rc = launched(cut_swap_rows_bf16(c->stream, gh, NULL, dout + b * qn, T, H, d), "attention_back")) ||
             (rc = attn_scores(c, CUDA_R_32F, sc, qf, k + b * kn, p, p->scale)) ||
             (rc = attn_scores(c, B16, dp, gh, vh, p, 1.0f)) ||
             (rc = launched(cut_attn_softmax_back(c->stream, sc, dp, pb, db, rows, T, p->S, p->softcap, p->window,

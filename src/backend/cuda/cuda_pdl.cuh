@@ -6,9 +6,10 @@
 #include <cuda_runtime.h>
 
 /* ---- programmatic dependent launch (sm_90 and later) ----
- * Every kernel of cuda_kernels.cu and cuda_train.cu is launched with PDL_LAUNCH, which lets it start while
- * the kernel before it on the stream still runs (the launch and a
- * kernel's first reads of its weights then overlap the one before).  So
+ * Every kernel of cuda_kernels.cu and cuda_train.cu is launched with
+ * PDL_LAUNCH, which lets it start while the kernel before it on the
+ * stream still runs (the launch and a kernel's first reads of its weights
+ * then overlap the one before).  So
  * each kernel begins with PDL_ENTRY: it waits until the kernel before has
  * finished and its writes are visible (griddepcontrol.wait; whatever
  * precedes it may read only what no kernel of the stream writes), then

@@ -1031,6 +1031,28 @@ __global__ void k_pair_to_bf16(uint2 *d1, const float4 *s1, uint2 *d2, const flo
     }
 }
 
+/* The two above a value a thread, for any alignment and any d or n */
+__global__ void k_swap_rows_bf16_1(uint16_t *dst, float *dst_f32, const float *src, int A, int B, int d)
+{
+    PDL_ENTRY();
+    const size_t n = (size_t)A * B * d;
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        const size_t r = e / (size_t)d, c = e % (size_t)d, a = r / (size_t)B, b = r % (size_t)B;
+        const size_t o = (b * (size_t)A + a) * (size_t)d + c;
+        if (dst_f32) dst_f32[o] = src[e];
+        dst[o] = f32_bf16(src[e]);
+    }
+}
+
+__global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, const float *s2, size_t n)
+{
+    PDL_ENTRY();
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n; e += (size_t)gridDim.x * blockDim.x) {
+        d1[e] = f32_bf16(s1[e]);
+        d2[e] = f32_bf16(s2[e]);
+    }
+}
+
 /* ---- launchers ---- */
 
 static int lr_rk(int r) { return r <= 8 ? 8 : 16; }
@@ -1059,8 +1081,6 @@ extern "C" int cut_lr_thin(void *stream, float *out, const float *x, const float
     const unsigned cb = (unsigned)((C / 4 + 255) / 256);
     dim3 g(cb, (unsigned)((N + LR_TROWS - 1) / LR_TROWS));
     PDL_LAUNCH(k_lr_thin, g, 256, 0, st, (float *)scratch, x, w, N, C, r, ldk, ldc, lr_wmode(w, r, ldk, ldc));
-    cudaError_t e = cudaGetLastError();
-    if (e) return (int)e;
     PDL_LAUNCH(k_lr_thin_sum, grid_for((size_t)N * r, 256), 256, 0, st, out, (const float *)scratch, N * r, (int)cb,
                alpha, beta);
     return (int)cudaGetLastError();
@@ -1112,8 +1132,6 @@ extern "C" int cut_lr_reduce(void *stream, float *dw, const float *z, const floa
     case 8: PDL_LAUNCH(k_lr_reduce<8>, g, 256, 0, st, part, z, u, N, M, r, nc); break;
     default: PDL_LAUNCH(k_lr_reduce<16>, g, 256, 0, st, part, z, u, N, M, r, nc); break;
     }
-    cudaError_t e = cudaGetLastError();
-    if (e) return (int)e;
     PDL_LAUNCH(k_lr_reduce_sum, grid_for((size_t)M * r, 256), 256, 0, st, dw, part, M, r, parts, gsm, gsk, alpha);
     return (int)cudaGetLastError();
 }
@@ -1135,9 +1153,10 @@ extern "C" int cut_swap_rows_bf16(void *stream, uint16_t *dst, float *dst_f32, c
     const size_t n = (size_t)A * B * d;
     if (!n) return 0;
     if (d % 4 || (uintptr_t)dst % 8 || (uintptr_t)src % 16 || (uintptr_t)dst_f32 % 16)
-        return (int)cudaErrorInvalidValue;
-    PDL_LAUNCH(k_swap_rows_bf16, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (uint2 *)dst, (float4 *)dst_f32,
-               (const float4 *)src, A, B, d / 4);
+        PDL_LAUNCH(k_swap_rows_bf16_1, grid_for(n, 256), 256, 0, (cudaStream_t)stream, dst, dst_f32, src, A, B, d);
+    else
+        PDL_LAUNCH(k_swap_rows_bf16, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (uint2 *)dst,
+                   (float4 *)dst_f32, (const float4 *)src, A, B, d / 4);
     return (int)cudaGetLastError();
 }
 
@@ -1145,9 +1164,10 @@ extern "C" int cut_pair_to_bf16(void *stream, uint16_t *d1, const float *s1, uin
 {
     if (!n) return 0;
     if (n % 4 || ((uintptr_t)d1 | (uintptr_t)d2) % 8 || ((uintptr_t)s1 | (uintptr_t)s2) % 16)
-        return (int)cudaErrorInvalidValue;
-    PDL_LAUNCH(k_pair_to_bf16, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (uint2 *)d1, (const float4 *)s1,
-                                                                            (uint2 *)d2, (const float4 *)s2, n / 4);
+        PDL_LAUNCH(k_pair_to_bf16_1, grid_for(n, 256), 256, 0, (cudaStream_t)stream, d1, s1, d2, s2, n);
+    else
+        PDL_LAUNCH(k_pair_to_bf16, grid_for(n / 4, 256), 256, 0, (cudaStream_t)stream, (uint2 *)d1,
+                   (const float4 *)s1, (uint2 *)d2, (const float4 *)s2, n / 4);
     return (int)cudaGetLastError();
 }
 
@@ -1264,9 +1284,8 @@ extern "C" int cut_attention_back(void *stream, float *dq, float *dk, float *dv,
     const unsigned nb = p->batch > 1 ? (unsigned)p->batch : 1u;
     dim3 gq((unsigned)((p->T + AQ - 1) / AQ), (unsigned)p->n_heads, nb);
     PDL_LAUNCH(k_attb_q, gq, AW * TW, smem, st, dq, (float *)scratch, dout, q, k, v, *p);
-    cudaError_t e = cudaGetLastError();
-    if (e) return (int)e;
     const size_t kvb = nb * (size_t)p->S * p->n_kv_heads * p->head_dim * sizeof(float);
+    cudaError_t e;
     if ((e = cudaMemsetAsync(dk, 0, kvb, st)) || (e = cudaMemsetAsync(dv, 0, kvb, st))) return (int)e;
     static int raised_kv;
     const size_t smem_kv = (size_t)(2 * QC * p->head_dim + 3 * QC) * sizeof(float);

@@ -42,11 +42,11 @@ int cut_attn_softmax(void *stream, float *sc, int rows, int T, int S, float soft
 /* dst[b][a][0, d) = src[a][b][0, d) for a < A, b < B: [T][heads][d] to
  * [heads][T][d] and back */
 int cut_swap_rows(void *stream, float *dst, const float *src, int A, int B, int d);
-/* the same rounded to bf16 (d a multiple of 4, src 16-byte aligned),
- * and where dst_f32 is not NULL unrounded into it too (16-byte aligned) */
+/* the same rounded to bf16, and where dst_f32 is not NULL unrounded into
+ * it too (four values a thread where d % 4 == 0 and the pointers allow) */
 int cut_swap_rows_bf16(void *stream, uint16_t *dst, float *dst_f32, const float *src, int A, int B, int d);
-/* d1 = bf16(s1) and d2 = bf16(s2), n values each (n % 4 == 0, s1 and s2
- * 16-byte aligned, d1 and d2 8-byte aligned) */
+/* d1 = bf16(s1) and d2 = bf16(s2), n values each (four a thread where
+ * n % 4 == 0 and the pointers allow) */
 int cut_pair_to_bf16(void *stream, uint16_t *d1, const float *s1, uint16_t *d2, const float *s2, size_t n);
 /* pb NULL: P and dS into sc and dp; else into pb and db in bf16 ([rows][S]
  * each), sc and dp only read */
