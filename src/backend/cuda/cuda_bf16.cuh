@@ -14,4 +14,11 @@ __device__ __forceinline__ uint16_t f32_bf16(float f)
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
+/* Four values rounded as above, packed in order (x in the low half of .x) */
+__device__ __forceinline__ uint2 f32x4_bf16(float4 v)
+{
+    return make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
+                      (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
+}
+
 #endif

@@ -1013,8 +1013,7 @@ __global__ void k_swap_rows_bf16(uint2 *dst, float4 *dst_f32, const float4 *src,
         const size_t o = (b * (size_t)A + a) * (size_t)d4 + c;
         const float4 v = src[e];
         if (dst_f32) dst_f32[o] = v;
-        dst[o] = make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
-                            (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
+        dst[o] = f32x4_bf16(v);
     }
 }
 
@@ -1023,11 +1022,8 @@ __global__ void k_pair_to_bf16(uint2 *d1, const float4 *s1, uint2 *d2, const flo
 {
     PDL_ENTRY();
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n4; e += (size_t)gridDim.x * blockDim.x) {
-        const float4 v = s1[e], u = s2[e];
-        d1[e] = make_uint2((uint32_t)f32_bf16(v.x) | (uint32_t)f32_bf16(v.y) << 16,
-                           (uint32_t)f32_bf16(v.z) | (uint32_t)f32_bf16(v.w) << 16);
-        d2[e] = make_uint2((uint32_t)f32_bf16(u.x) | (uint32_t)f32_bf16(u.y) << 16,
-                           (uint32_t)f32_bf16(u.z) | (uint32_t)f32_bf16(u.w) << 16);
+        d1[e] = f32x4_bf16(s1[e]);
+        d2[e] = f32x4_bf16(s2[e]);
     }
 }
 
