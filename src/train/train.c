@@ -206,7 +206,7 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     t->h_ids = malloc(n * 4);
     t->h_pos = malloc(n * 4);
     t->h_tg = malloc(n * 4);
-    t->h_nll = malloc((size_t)t->chunk * 4);
+    t->h_nll = malloc(n * 4);
     if (!t->acts || !t->x || !t->h_ids || !t->h_pos || !t->h_tg || !t->h_nll) {
         free_bufs(t);
         return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory for %d rows", N);
@@ -275,7 +275,7 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     ALLOC(t->ids, n * 4);
     ALLOC(t->pos, n * 4);
     ALLOC(t->targets, n * 4);
-    ALLOC(t->nll, (size_t)t->chunk * 4);
+    ALLOC(t->nll, n * 4); /* every row's, read back once (add_losses) */
     ALLOC(t->logits, (size_t)t->chunk * V * 4);
     ALLOC(t->dlogits, (size_t)t->chunk * V * 4);
 #undef ALLOC
@@ -628,6 +628,16 @@ static int check_batch(const infer_trainer *tr, const infer_train_batch *b, int 
     return INFER_OK;
 }
 
+/* The micro-batch's row losses (tr->nll) added to *loss in row order.
+ * They come back once, at its end: a download waits for the device,
+ * which then idles until the host's next launch. */
+static int add_losses(infer_trainer *tr, double *loss)
+{
+    int rc = tr->m->be->download(tr->m->bctx, tr->h_nll, tr->nll, f4((size_t)tr->N));
+    for (int i = 0; !rc && i < tr->N; i++) *loss += tr->h_nll[i];
+    return rc;
+}
+
 /* Forward, loss and (want_grad) backward of one micro-batch; its summed
  * cross-entropy and target count added to *loss and *count, its
  * unnormalized gradient to the adapter's. */
@@ -672,10 +682,9 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
         if ((rc = be->matmul(ctx, tr->logits, xr, &m->lm_head, NULL, n))) return rc;
         if (c->final_softcap > 0 && (rc = be->softcap(ctx, tr->logits, (size_t)n * V, (float)c->final_softcap)))
             return rc;
-        if ((rc = be->cross_entropy(ctx, tr->dlogits, tr->nll, tr->logits, (const int32_t *)tr->targets + r0, n, V, 1.0f)) ||
-            (rc = be->download(ctx, tr->h_nll, tr->nll, f4((size_t)n))))
+        if ((rc = be->cross_entropy(ctx, tr->dlogits, (float *)tr->nll + r0, tr->logits, (const int32_t *)tr->targets + r0,
+                                    n, V, 1.0f)))
             return rc;
-        for (int i = 0; i < n; i++) *loss += tr->h_nll[i];
         if (!want_grad) continue;
         if (c->final_softcap > 0 &&
             (rc = be->softcap_back(ctx, tr->dlogits, tr->dlogits, tr->logits, (size_t)n * V, (float)c->final_softcap)))
@@ -683,7 +692,7 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
         if ((rc = be->matmul_dx(ctx, (float *)tr->dH + (size_t)r0 * H, tr->dlogits, &m->lm_head, n, 1.0f, 0.0f)))
             return rc;
     }
-    if (!want_grad) return INFER_OK;
+    if (!want_grad) return add_losses(tr, loss);
     if ((rc = be->rmsnorm_back(ctx, tr->dX, tr->dH, tr->x[L], &m->final_norm, N, H, eps, pl, 0))) return rc;
     for (int li = L - 1; li >= tr->lowest; li--) {
         layer_acts *a = tr->o.grad_checkpoint ? &tr->acts[0] : &tr->acts[1 + li - tr->lowest];
@@ -694,7 +703,7 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
         if (tr->o.grad_checkpoint && (rc = layer_forward(tr, li, a, NULL))) return rc;
         if ((rc = layer_backward(tr, li, a))) return rc;
     }
-    return INFER_OK;
+    return add_losses(tr, loss);
 }
 
 static int run_batches(infer_trainer *t, const infer_train_batch *micro, int n_micro, int want_grad,
