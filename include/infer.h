@@ -685,7 +685,11 @@ typedef struct infer_train_loop_opts {
     int val_every;             /* validation loss every N steps and at the end (200; 0 = at the end) */
     int val_batches;           /* validation batches each time (25; -1 = all) */
     int report_every;          /* progress callback every N steps (10) */
-    int save_every;            /* the adapter saved every N steps and at the end (100; 0 = at the end) */
+    int save_every;            /* the adapter saved every N steps and at the end (100; 0 = at the end);
+                                  each save before the end also kept as a checkpoint beside it, as
+                                  mlx-lm and transformers' Trainer keep them: mlx format
+                                  save_path/0000100_adapters.safetensors, PEFT format
+                                  save_path/checkpoint-100/ */
     const char *save_path;     /* where to save it (NULL: not saved) */
     infer_adapter_format save_format;
     uint64_t seed;             /* the batches' order */
@@ -702,6 +706,8 @@ typedef struct infer_train_progress {
     float lr;
     double grad_norm;          /* the last step's, before clipping */
     size_t peak_memory;        /* the backend's peak memory, bytes */
+    const char *saved;         /* the checkpoint this step saved (save_every), else NULL; a report
+                                  of only this has train_loss NaN */
 } infer_train_progress;
 
 /* Returning non-zero stops the run (INFER_ERR_CANCELLED). */

@@ -881,8 +881,8 @@ static void cli_lora(void **state)
     char *tmp = test_tmpdir("lora-cli");
     assert_non_null(tmp);
     assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/a --iters 4 --batch-size 8 --lr 1e-3 --scale 2 --targets all "
-                         "--num-layers -1 --mask-prompt --val-every 2 --val-batches 1 --steps-per-report 2 --backend cpu "
-                         "--test > %s/out.txt",
+                         "--num-layers -1 --mask-prompt --val-every 2 --val-batches 1 --steps-per-report 2 --save-every 3 "
+                         "--backend cpu --test > %s/out.txt",
                          INFER_TOOL, TINY, STORIES, tmp, tmp),
                      0);
     char path[1024];
@@ -896,15 +896,27 @@ static void cli_lora(void **state)
     assert_non_null(strstr(out, "Iter 4: train loss"));
     assert_non_null(strstr(out, "tokens/s"));
     assert_non_null(strstr(out, "Test loss"));
+    /* --save-every 3 of 4 steps: a checkpoint after step 3 as mlx-lm names it, the adapter itself at the end */
+    assert_non_null(strstr(out, "Iter 3: saved a checkpoint of the adapter to "));
+    assert_null(strstr(out, "Iter 4: saved"));
     free(out);
     snprintf(path, sizeof path, "%s/a/adapters.safetensors", tmp);
     struct stat sb;
     assert_int_equal(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/a/0000003_adapters.safetensors", tmp);
+    assert_int_equal(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/a/0000004_adapters.safetensors", tmp);
+    assert_int_not_equal(stat(path, &sb), 0);
     assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/a --iters 2 --batch-size 8 --num-layers -1 --resume "
-                         "--format peft --backend cpu >/dev/null",
+                         "--format peft --save-every 1 --backend cpu >/dev/null",
                          INFER_TOOL, TINY, STORIES, tmp),
                      0);
     snprintf(path, sizeof path, "%s/a/adapter_model.safetensors", tmp);
+    assert_int_equal(stat(path, &sb), 0);
+    /* PEFT's checkpoints as transformers' Trainer writes them: a folder a step */
+    snprintf(path, sizeof path, "%s/a/checkpoint-1/adapter_model.safetensors", tmp);
+    assert_int_equal(stat(path, &sb), 0);
+    snprintf(path, sizeof path, "%s/a/checkpoint-1/adapter_config.json", tmp);
     assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(test_shell("%s fuse %s --adapter-path %s/a --out %s/f >/dev/null", INFER_TOOL, TINY, tmp, tmp), 0);
     assert_int_equal(test_shell("%s generate %s --adapter-path %s/a -p Hello --max-tokens 4 --backend cpu >/dev/null", INFER_TOOL,

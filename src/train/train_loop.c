@@ -5,13 +5,15 @@
  * examples longer than max_seq_len cut to it; a validation loss over the
  * first val_batches batches of the validation set every val_every steps
  * and at the end; the adapter saved every save_every steps and at the
- * end. */
+ * end, each save before the end also kept as a numbered checkpoint. */
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/error.h"
+#include "io/files.h"
 #include "train/lora.h"
 
 void infer_train_loop_opts_default(infer_train_loop_opts *o)
@@ -27,6 +29,30 @@ void infer_train_loop_opts_default(infer_train_loop_opts *o)
     o->report_every = 10;
     o->save_every = 100;
     o->save_format = INFER_ADAPTER_MLX;
+}
+
+/* The adapter saved to o->save_path after step it; before the last step
+ * also a checkpoint of it, named into path: mlx-lm's
+ * 0000100_adapters.safetensors beside adapters.safetensors, or
+ * transformers' Trainer's checkpoint-100/ folder (PEFT). */
+static int save_step(const infer_trainer *t, const infer_train_loop_opts *o, int it, char *path, size_t cap)
+{
+    path[0] = 0;
+    int rc = infer_lora_save(trainer_lora(t), o->save_path, o->save_format);
+    if (rc || it == o->iters) return rc;
+    if (o->save_format == INFER_ADAPTER_PEFT) {
+        snprintf(path, cap, "%s/checkpoint-%d", o->save_path, it);
+        rc = infer_lora_save(trainer_lora(t), path, o->save_format);
+    } else {
+        char src[4096];
+        snprintf(src, sizeof src, "%s/adapters.safetensors", o->save_path);
+        snprintf(path, cap, "%s/%07d_adapters.safetensors", o->save_path, it);
+        int copied;
+        rc = io_copy_file(src, path, &copied);
+        if (!rc && !copied) rc = infer_err(INFER_ERR_IO, "%s: missing after the save", src);
+    }
+    if (rc) path[0] = 0;
+    return rc;
 }
 
 static double now_s(void)
@@ -187,12 +213,18 @@ int infer_train(infer_trainer *t, const infer_dataset *train, const infer_datase
         win_count += r.n_tokens;
         int report = o.report_every > 0 && (it % o.report_every == 0 || it == o.iters);
         int val = valid && ((o.val_every > 0 && it % o.val_every == 0) || it == o.iters);
-        infer_train_progress p = {.iter = it, .val_loss = NAN, .lr = r.lr, .grad_norm = r.grad_norm};
+        infer_train_progress p = {.iter = it, .val_loss = NAN, .lr = r.lr, .grad_norm = r.grad_norm, .train_loss = NAN};
         if (val && (rc = validate(t, &vb, o.val_batches, &p.val_loss))) break;
-        if (o.save_path && ((o.save_every > 0 && it % o.save_every == 0) || it == o.iters) &&
-            (rc = infer_lora_save(trainer_lora(t), o.save_path, o.save_format)))
-            break;
-        if (report || val) {
+        char ckpt[4096];
+        if (o.save_path && ((o.save_every > 0 && it % o.save_every == 0) || it == o.iters)) {
+            if ((rc = save_step(t, &o, it, ckpt, sizeof ckpt))) break;
+            if (ckpt[0]) p.saved = ckpt;
+        }
+        if (!(report || val)) { /* only the checkpoint to tell */
+            p.tokens = total_tok + win_tok;
+            p.peak_memory = infer_get_peak_memory(backend);
+            if (p.saved && cb && cb(user, &p)) rc = infer_err(INFER_ERR_CANCELLED, "train: cancelled at step %d", it);
+        } else {
             double dt = now_s() - win_t0;
             total_tok += win_tok;
             p.train_loss = win_count ? win_loss / (double)win_count : NAN;
