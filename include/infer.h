@@ -686,7 +686,7 @@ typedef struct infer_train_loop_opts {
     int val_batches;           /* validation batches each time (25; -1 = all) */
     int report_every;          /* progress callback every N steps (10) */
     int save_every;            /* the adapter saved every N steps and at the end (100; 0 = at the end);
-                                  each save before the end also kept as a checkpoint beside it, as
+                                  each of the N-step saves also kept as a checkpoint beside it, as
                                   mlx-lm and transformers' Trainer keep them: mlx format
                                   save_path/0000100_adapters.safetensors, PEFT format
                                   save_path/checkpoint-100/ */

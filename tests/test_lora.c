@@ -913,11 +913,13 @@ static void cli_lora(void **state)
                      0);
     snprintf(path, sizeof path, "%s/a/adapter_model.safetensors", tmp);
     assert_int_equal(stat(path, &sb), 0);
-    /* PEFT's checkpoints as transformers' Trainer writes them: a folder a step */
-    snprintf(path, sizeof path, "%s/a/checkpoint-1/adapter_model.safetensors", tmp);
-    assert_int_equal(stat(path, &sb), 0);
-    snprintf(path, sizeof path, "%s/a/checkpoint-1/adapter_config.json", tmp);
-    assert_int_equal(stat(path, &sb), 0);
+    /* PEFT's checkpoints as transformers' Trainer writes them: a folder a step, the last one too */
+    for (int it = 1; it <= 2; it++) {
+        snprintf(path, sizeof path, "%s/a/checkpoint-%d/adapter_model.safetensors", tmp, it);
+        assert_int_equal(stat(path, &sb), 0);
+        snprintf(path, sizeof path, "%s/a/checkpoint-%d/adapter_config.json", tmp, it);
+        assert_int_equal(stat(path, &sb), 0);
+    }
     assert_int_equal(test_shell("%s fuse %s --adapter-path %s/a --out %s/f >/dev/null", INFER_TOOL, TINY, tmp, tmp), 0);
     assert_int_equal(test_shell("%s generate %s --adapter-path %s/a -p Hello --max-tokens 4 --backend cpu >/dev/null", INFER_TOOL,
                          TINY, tmp),

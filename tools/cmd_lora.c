@@ -99,7 +99,7 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
         {.name = "--steps-per-report", .kind = CLI_INT, .dest = &loop.report_every, .meta = "N", .min = 1,
          .max = 1 << 30, .help = "a progress line every N steps (default 10)"},
         {.name = "--save-every", .kind = CLI_INT, .dest = &loop.save_every, .meta = "N", .min = 0, .max = 1 << 30,
-         .help = "save the adapter every N steps and at the end (default 100), keeping each earlier save as "
+         .help = "save the adapter every N steps and at the end (default 100), keeping each N-step save as "
                  "a checkpoint: 0000100_adapters.safetensors (mlx) or checkpoint-100/ (peft)"},
         {.name = "--format", .kind = CLI_CHOICE, .dest = &format, .meta = "F", .choices = "mlx|peft",
          .help = "adapter files: mlx (mlx-lm's, the default) or peft"},

@@ -5,7 +5,7 @@
  * examples longer than max_seq_len cut to it; a validation loss over the
  * first val_batches batches of the validation set every val_every steps
  * and at the end; the adapter saved every save_every steps and at the
- * end, each save before the end also kept as a numbered checkpoint. */
+ * end, each save_every step's also kept as a numbered checkpoint. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,15 +31,16 @@ void infer_train_loop_opts_default(infer_train_loop_opts *o)
     o->save_format = INFER_ADAPTER_MLX;
 }
 
-/* The adapter saved to o->save_path after step it; before the last step
- * also a checkpoint of it, named into path: mlx-lm's
- * 0000100_adapters.safetensors beside adapters.safetensors, or
- * transformers' Trainer's checkpoint-100/ folder (PEFT). */
+/* The adapter saved to o->save_path after step it; at a save_every step
+ * also a checkpoint of it, named into path (as mlx-lm does, the last step
+ * too where save_every divides it): mlx-lm's 0000100_adapters.safetensors
+ * beside adapters.safetensors, or transformers' Trainer's checkpoint-100/
+ * folder (PEFT). */
 static int save_step(const infer_trainer *t, const infer_train_loop_opts *o, int it, char *path, size_t cap)
 {
     path[0] = 0;
     int rc = infer_lora_save(trainer_lora(t), o->save_path, o->save_format);
-    if (rc || it == o->iters) return rc;
+    if (rc || !(o->save_every > 0 && it % o->save_every == 0)) return rc;
     if (o->save_format == INFER_ADAPTER_PEFT) {
         snprintf(path, cap, "%s/checkpoint-%d", o->save_path, it);
         rc = infer_lora_save(trainer_lora(t), path, o->save_format);
