@@ -101,7 +101,7 @@ static void lora_ops(double bw, int reps)
 {
     static const struct {
         int r, L;
-    } sh[] = {{8, 4096}, {8, 1024}, {16, 4096}, {64, 4096}};
+    } sh[] = {{8, 4096}, {8, 1024}, {8, 1152}, {8, 256}, {16, 4096}, {64, 4096}};
     const int T = 2048;
     printf("\nLoRA products, %d rows: us a call, GB/s of the large side, ratio to the copy\n", T);
     printf("%4s %6s | %-22s %9s %9s %6s\n", "r", "L", "op", "us/call", "GB/s", "ratio");

@@ -300,8 +300,13 @@ __global__ void k_cross_entropy(float *dx, float *nll, const float *x, const int
  * again for every few rows, the small side's reads from L2 outweighed the
  * large side's from memory (ncu: 20-30 us a call where the large side
  * takes 7-13). */
-#define LR_PARTS 16   /* k_lr_reduce's most row chunks */
-#define LR_RCHUNK 128 /* and most rows a chunk */
+#define LR_RCHUNK 128 /* k_lr_reduce's most rows a chunk */
+/* Blocks the three kernels aim for, four an SM of an H100 (thin and
+ * expand: half that), by taking fewer rows a block where the long side is
+ * short: gemma3-1b's v_proj (256 outputs) and llama3.1-8b's (1024) left
+ * most of the device idle with blocks of 16 rows (thin, expand) or 16
+ * row chunks (reduce). */
+#define LR_BLOCKS 528
 
 /* wb[kk][j] = W(k0 + kk, c + j), 0 for k0 + kk >= r */
 __device__ __forceinline__ void lr_w4(float (&wb)[4][4], const float *w, int k0, int c, int r, long ldk, long ldc,
@@ -356,18 +361,18 @@ __device__ __forceinline__ float lr_wsum8(float (&s)[8])
     return s[0];
 }
 
-/* k_lr_thin: a block LR_TROWS rows by 1024 columns (a float4 a thread), W's
+/* k_lr_thin: a block nr <= LR_TROWS rows by 1024 columns (a float4 a thread), W's
  * four columns of eight k at a time held in registers across the rows;
  * each row's eight sums over a warp (lr_wsum8), then over the block's
  * eight warps in order, into part[column block][n][k]; k_lr_thin_sum
  * adds the column blocks' in order. */
 #define LR_TROWS 16
 __global__ void __launch_bounds__(256) k_lr_thin(float *part, const float *x, const float *w, int N, int C, int r,
-                                                 long ldk, long ldc, int wm)
+                                                 long ldk, long ldc, int wm, int nr)
 {
     PDL_ENTRY();
     __shared__ float ps[8][LR_TROWS][8];
-    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_TROWS, lane = threadIdx.x % TW,
+    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * nr, lane = threadIdx.x % TW,
               wp = threadIdx.x / TW, k_of = 4 * (lane >> 4 & 1) + 2 * (lane >> 3 & 1) + (lane >> 2 & 1);
     for (int k0 = 0; k0 < r; k0 += 8) {
         float wb[8][4];
@@ -393,7 +398,7 @@ __global__ void __launch_bounds__(256) k_lr_thin(float *part, const float *x, co
             for (int kk = 0; kk < 8; kk++) wb[kk][0] = wb[kk][1] = wb[kk][2] = wb[kk][3] = 0.0f;
         }
 #pragma unroll 4
-        for (int i = 0; i < LR_TROWS; i++) {
+        for (int i = 0; i < nr; i++) {
             const int n = n0 + i;
             const float4 xv = n < N && c < C ? *(const float4 *)(x + (size_t)n * C + c)
                                              : make_float4(0.0f, 0.0f, 0.0f, 0.0f);
@@ -409,7 +414,7 @@ __global__ void __launch_bounds__(256) k_lr_thin(float *part, const float *x, co
             if ((lane & 3) == 0) ps[wp][i][k_of] = v;
         }
         __syncthreads();
-        if (threadIdx.x < LR_TROWS * 8) {
+        if ((int)threadIdx.x < nr * 8) {
             const int i = threadIdx.x / 8, kk = threadIdx.x % 8, n = n0 + i;
             if (n < N && k0 + kk < r) {
                 float v = 0.0f;
@@ -434,15 +439,15 @@ __global__ void k_lr_thin_sum(float *out, const float *part, int nr, int blocks,
 }
 
 /* k_lr_expand: a thread four columns (W's four columns of every k in
- * registers) over LR_XROWS rows, y read, added to and written a
+ * registers) over nr <= LR_XROWS rows, y read, added to and written a
  * row at a time. */
 #define LR_XROWS 16
 template <int RK>
 __global__ void __launch_bounds__(256) k_lr_expand(float *out, const float *t, const float *w, int N, int C, int r,
-                                                   long ldk, long ldc, int wm, float alpha, float beta)
+                                                   long ldk, long ldc, int wm, float alpha, float beta, int nr)
 {
     PDL_ENTRY();
-    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * LR_XROWS;
+    const int c = (blockIdx.x * 256 + (int)threadIdx.x) * 4, n0 = blockIdx.y * nr;
     if (c >= C) return;
     float wb[RK][4];
 #pragma unroll
@@ -460,7 +465,7 @@ __global__ void __launch_bounds__(256) k_lr_expand(float *out, const float *t, c
             for (int j = 0; j < 4; j++) wb[k0 + kk][j] = q[kk][j];
     }
 #pragma unroll 4
-    for (int i = 0; i < LR_XROWS; i++) {
+    for (int i = 0; i < nr; i++) {
         const int n = n0 + i;
         if (n >= N) break;
         const float *tr = t + (size_t)n * r;
@@ -498,6 +503,7 @@ __global__ void __launch_bounds__(256) k_lr_reduce(float *part, const float *z, 
     float acc[RK];
 #pragma unroll
     for (int k = 0; k < RK; k++) acc[k] = 0.0f;
+#pragma unroll 8
     for (int n = 0; n < rows; n++) {
         const float zv = z[(size_t)(n0 + n) * M + m];
         const float *un = us + n * RK;
@@ -1062,6 +1068,16 @@ static int lr_wmode(const float *w, int r, long ldk, long ldc)
     return 0;
 }
 
+/* Rows a block of k_lr_thin and k_lr_expand (at most `most`, at least 4):
+ * fewer where blocks of `most` rows would be fewer than LR_BLOCKS / 2
+ * (2,048 rows of 4,096 columns keep 16: fewer rows a block ran slower). */
+static int lr_rows(int N, unsigned col_blocks, int most)
+{
+    int nr = most;
+    while (nr > 4 && (size_t)col_blocks * (size_t)((N + nr - 1) / nr) < LR_BLOCKS / 2) nr /= 2;
+    return nr;
+}
+
 extern "C" size_t cut_lr_thin_scratch(int N, int C, int r)
 {
     return (size_t)((C / 4 + 255) / 256) * (size_t)(N > 0 ? N : 1) * (size_t)r * sizeof(float);
@@ -1071,12 +1087,13 @@ extern "C" int cut_lr_thin(void *stream, float *out, const float *x, const float
                            long ldc, float alpha, float beta, void *scratch)
 {
     if (N <= 0 || r <= 0) return 0;
-    if (r > CUT_LR_MAX || C % 4 || C <= 0 || (uintptr_t)x % 16 || (N + LR_TROWS - 1) / LR_TROWS > 65535)
+    const unsigned cb = (unsigned)((C / 4 + 255) / 256);
+    const int nr = lr_rows(N, cb, LR_TROWS);
+    if (r > CUT_LR_MAX || C % 4 || C <= 0 || (uintptr_t)x % 16 || (N + nr - 1) / nr > 65535)
         return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
-    const unsigned cb = (unsigned)((C / 4 + 255) / 256);
-    dim3 g(cb, (unsigned)((N + LR_TROWS - 1) / LR_TROWS));
-    PDL_LAUNCH(k_lr_thin, g, 256, 0, st, (float *)scratch, x, w, N, C, r, ldk, ldc, lr_wmode(w, r, ldk, ldc));
+    dim3 g(cb, (unsigned)((N + nr - 1) / nr));
+    PDL_LAUNCH(k_lr_thin, g, 256, 0, st, (float *)scratch, x, w, N, C, r, ldk, ldc, lr_wmode(w, r, ldk, ldc), nr);
     PDL_LAUNCH(k_lr_thin_sum, grid_for((size_t)N * r, 256), 256, 0, st, out, (const float *)scratch, N * r, (int)cb,
                alpha, beta);
     return (int)cudaGetLastError();
@@ -1086,32 +1103,35 @@ extern "C" int cut_lr_expand(void *stream, float *out, const float *t, const flo
                              long ldc, float alpha, float beta)
 {
     if (N <= 0 || C <= 0) return 0;
-    if (r > CUT_LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16 || (N + LR_XROWS - 1) / LR_XROWS > 65535)
+    const unsigned gx = (unsigned)((C / 4 + 255) / 256);
+    const int nr = lr_rows(N, gx, LR_XROWS);
+    if (r > CUT_LR_MAX || r <= 0 || C % 4 || (uintptr_t)out % 16 || (N + nr - 1) / nr > 65535)
         return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     const int wm = lr_wmode(w, r, ldk, ldc);
-    const unsigned gx = (unsigned)((C / 4 + 255) / 256);
+    const dim3 g(gx, (unsigned)((N + nr - 1) / nr));
     if (r <= 8)
-        PDL_LAUNCH(k_lr_expand<8>, dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st, out, t, w, N, C, r,
-                   ldk, ldc, wm, alpha, beta);
+        PDL_LAUNCH(k_lr_expand<8>, g, 256, 0, st, out, t, w, N, C, r, ldk, ldc, wm, alpha, beta, nr);
     else
-        PDL_LAUNCH(k_lr_expand<16>, dim3(gx, (unsigned)((N + LR_XROWS - 1) / LR_XROWS)), 256, 0, st, out, t, w, N, C, r,
-                   ldk, ldc, wm, alpha, beta);
+        PDL_LAUNCH(k_lr_expand<16>, g, 256, 0, st, out, t, w, N, C, r, ldk, ldc, wm, alpha, beta, nr);
     return (int)cudaGetLastError();
 }
 
-/* Row chunks of k_lr_reduce: of at most LR_RCHUNK rows (its shared memory), at
- * least 16, and at most LR_PARTS of them where that suffices. */
-static int lr_chunk(int N)
+/* Rows a chunk of k_lr_reduce: as many chunks as give LR_BLOCKS blocks
+ * with the columns' blocks, of at least 32 rows (k_lr_reduce_sum reads
+ * every chunk's sums: chunks of 16 rows ran no faster) and at most
+ * LR_RCHUNK (its shared memory). */
+static int lr_chunk(int N, int M)
 {
-    int nc = (N + LR_PARTS - 1) / LR_PARTS;
-    if (nc < 16) nc = 16;
+    const int col_blocks = (M + 255) / 256, parts = (LR_BLOCKS + col_blocks - 1) / col_blocks;
+    int nc = (N + parts - 1) / parts;
+    if (nc < 32) nc = 32;
     return nc > LR_RCHUNK ? LR_RCHUNK : nc;
 }
 
 extern "C" size_t cut_lr_reduce_scratch(int N, int M, int r)
 {
-    const int nc = lr_chunk(N > 0 ? N : 1);
+    const int nc = lr_chunk(N > 0 ? N : 1, M > 0 ? M : 1);
     return (size_t)((N + nc - 1) / nc) * (size_t)M * (size_t)r * sizeof(float);
 }
 
@@ -1121,7 +1141,8 @@ extern "C" int cut_lr_reduce(void *stream, float *dw, const float *z, const floa
     if (N <= 0 || M <= 0 || r <= 0) return 0;
     if (r > CUT_LR_MAX) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
-    const int nc = lr_chunk(N), parts = (N + nc - 1) / nc;
+    const int nc = lr_chunk(N, M), parts = (N + nc - 1) / nc;
+    if (parts > 65535) return (int)cudaErrorNotSupported;
     dim3 g((unsigned)((M + 255) / 256), (unsigned)parts);
     float *part = (float *)scratch;
     switch (lr_rk(r)) {
