@@ -577,8 +577,10 @@ INFER_API int infer_lora_new(infer_model *model, const infer_lora_opts *opts, in
 /* An adapter folder written by PEFT (adapter_config.json with peft_type
  * "LORA", adapter_model.safetensors) or by mlx-lm (adapter_config.json
  * with lora_parameters, adapters.safetensors); the format is told from
- * the config. */
-INFER_API int infer_lora_load(infer_model *model, const char *dir, infer_lora **out);
+ * the config.  path may also name a weights file in such a folder (a
+ * checkpoint such as mlx-lm's 0000100_adapters.safetensors), read with
+ * the folder's config. */
+INFER_API int infer_lora_load(infer_model *model, const char *path, infer_lora **out);
 
 typedef enum infer_adapter_format {
     INFER_ADAPTER_MLX = 0, /* adapters.safetensors + adapter_config.json, as mlx-lm writes */

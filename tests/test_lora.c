@@ -907,6 +907,19 @@ static void cli_lora(void **state)
     assert_int_equal(stat(path, &sb), 0);
     snprintf(path, sizeof path, "%s/a/0000004_adapters.safetensors", tmp);
     assert_int_not_equal(stat(path, &sb), 0);
+    /* a weights file in place of the folder (its config from beside it): the same adapter for
+     * generation; a checkpoint to resume from, as mlx-lm's --resume-adapter-file */
+    assert_int_equal(test_shell("%s generate %s --adapter-path %s/a -p Hello --max-tokens 8 --backend cpu > %s/g1.txt && "
+                                "%s generate %s --adapter-path %s/a/adapters.safetensors -p Hello --max-tokens 8 "
+                                "--backend cpu > %s/g2.txt && cmp -s %s/g1.txt %s/g2.txt",
+                                INFER_TOOL, TINY, tmp, tmp, INFER_TOOL, TINY, tmp, tmp, tmp, tmp),
+                     0);
+    assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/c --iters 1 --batch-size 8 "
+                                "--resume-adapter-file %s/a/0000003_adapters.safetensors --backend cpu >/dev/null",
+                                INFER_TOOL, TINY, STORIES, tmp, tmp),
+                     0);
+    snprintf(path, sizeof path, "%s/c/adapters.safetensors", tmp);
+    assert_int_equal(stat(path, &sb), 0);
     assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/a --iters 2 --batch-size 8 --num-layers -1 --resume "
                          "--format peft --save-every 1 --backend cpu >/dev/null",
                          INFER_TOOL, TINY, STORIES, tmp),
@@ -950,6 +963,9 @@ static void bad_input(void **state)
     assert_non_null(tmp);
     /* adapter folders */
     expect_load_error(c.m, tmp, INFER_ERR_MISSING, "adapter_config.json");
+    char none[1100];
+    snprintf(none, sizeof none, "%s/0000100_adapters.safetensors", tmp);
+    expect_load_error(c.m, none, INFER_ERR_MISSING, "0000100_adapters.safetensors: no such file");
     write_text(tmp, "adapter_config.json", "{\"peft_type\": \"LORA\", \"r\": 4, \"lora_alpha\": 8, \"use_dora\": true}");
     expect_load_error(c.m, tmp, INFER_ERR_UNSUPPORTED, "use_dora");
     write_text(tmp, "adapter_config.json", "{\"fine_tune_type\": \"dora\", \"lora_parameters\": {\"scale\": 2}}");

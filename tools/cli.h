@@ -94,7 +94,7 @@ typedef struct cli_model_opts {
     int threads;         /* 0 = all processors */
     int ctx;             /* 0 = the model's context length */
     int int8;            /* 1: integer dot products for quantized weights (cpu) */
-    const char *adapter; /* a LoRA adapter folder to apply, or NULL */
+    const char *adapter; /* a LoRA adapter folder (or a weights file in one) to apply, or NULL */
 } cli_model_opts;
 
 #define CLI_MODEL_OPTIONS(m)                                                       \
@@ -109,7 +109,7 @@ typedef struct cli_model_opts {
      .help = "cpu, quantized weights: activations as two int8 terms for VNNI dot "       \
              "products (faster; relative error about 1e-4)"},                              \
     {.name = "--adapter-path", .kind = CLI_STRING, .dest = &(m)->adapter, .meta = "DIR",    \
-     .help = "a LoRA adapter folder (PEFT or mlx-lm) applied to the model"}
+     .help = "a LoRA adapter folder (PEFT or mlx-lm), or a weights file in one, applied to the model"}
 
 /* Loads the model folder at path with the given options.  On failure
  * prints the library's message and returns 1 (*model is NULL). */

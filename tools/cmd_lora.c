@@ -50,6 +50,7 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
     infer_train_loop_opts loop;
     infer_train_loop_opts_default(&loop);
     int mask = 0, resume = 0, test = 0, seed = 0, num_layers = 16;
+    const char *resume_file = NULL;
     float alpha = 0.0f;
     m.adapter = "adapters";
     cli_opt opts[] = {
@@ -105,6 +106,9 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
          .help = "adapter files: mlx (mlx-lm's, the default) or peft"},
         {.name = "--resume", .kind = CLI_FLAG, .dest = &resume,
          .help = "start from the adapter in --adapter-path (its weights; the optimizer starts afresh)"},
+        {.name = "--resume-adapter-file", .kind = CLI_STRING, .dest = &resume_file, .meta = "FILE",
+         .help = "start from the adapter weights in FILE, such as a checkpoint 0000100_adapters.safetensors "
+                 "(its folder's adapter_config.json gives rank, scale and modules), as mlx-lm's option does"},
         {.name = "--test", .kind = CLI_FLAG, .dest = &test, .help = "print the loss on test.jsonl at the end"},
         {.name = "--seed", .kind = CLI_INT, .dest = &seed, .meta = "S", .min = 0, .max = 2147483647,
          .help = "the adapter's initial weights and the batches' order (default 0)"},
@@ -137,8 +141,8 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
         goto done;
     }
     int st;
-    if (resume) {
-        st = infer_lora_load(model, out, &l);
+    if (resume || resume_file) {
+        st = infer_lora_load(model, resume_file ? resume_file : out, &l);
     } else {
         lo.targets = targets;
         lo.num_layers = num_layers < 0 || num_layers >= info.n_layers ? 0 : num_layers;

@@ -294,12 +294,30 @@ static double json_num(const cJSON *o, const char *key, double dflt)
     return cJSON_IsNumber(v) ? v->valuedouble : dflt;
 }
 
-int infer_lora_load(infer_model *m, const char *dir, infer_lora **out)
+int infer_lora_load(infer_model *m, const char *where, infer_lora **out)
 {
     if (!out) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_lora_load: NULL argument");
     *out = NULL;
-    if (!m || !dir) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_lora_load: NULL argument");
-    char path[4096];
+    if (!m || !where) return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_lora_load: NULL argument");
+    /* a folder, or a weights file in one (a checkpoint such as mlx-lm's
+     * 0000100_adapters.safetensors): the config from its folder */
+    char dir[4000], path[4096]; /* room for a file name after dir */
+    const char *file = NULL;
+    struct stat sb;
+    snprintf(dir, sizeof dir, "%s", where);
+    const size_t wl = strlen(where);
+    if (stat(where, &sb) != 0 && wl > 12 && !strcmp(where + wl - 12, ".safetensors"))
+        return infer_err(INFER_ERR_MISSING, "%s: no such file", where);
+    if (stat(where, &sb) == 0 && S_ISREG(sb.st_mode)) {
+        file = where;
+        char *slash = strrchr(dir, '/');
+        if (!slash)
+            snprintf(dir, sizeof dir, ".");
+        else if (slash == dir)
+            dir[1] = 0;
+        else
+            *slash = 0;
+    }
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     char *text;
     size_t len;
@@ -360,8 +378,10 @@ int infer_lora_load(infer_model *m, const char *dir, infer_lora **out)
     if (!(dropout >= 0.0f && dropout < 1.0f))
         return infer_err(INFER_ERR_FORMAT, "%s: dropout %g (want 0 <= p < 1)", path, (double)dropout);
 
-    snprintf(path, sizeof path, "%s/%s", dir, peft ? "adapter_model.safetensors" : "adapters.safetensors");
-    struct stat sb;
+    if (file)
+        snprintf(path, sizeof path, "%s", file);
+    else
+        snprintf(path, sizeof path, "%s/%s", dir, peft ? "adapter_model.safetensors" : "adapters.safetensors");
     if (stat(path, &sb) != 0 && errno == ENOENT) return infer_err(INFER_ERR_MISSING, "%s: no such file", path);
     st_set *st;
     if ((rc = st_open_file(path, &st))) return rc;
