@@ -914,7 +914,10 @@ static void cli_lora(void **state)
                                 "--backend cpu > %s/g2.txt && cmp -s %s/g1.txt %s/g2.txt",
                                 INFER_TOOL, TINY, tmp, tmp, INFER_TOOL, TINY, tmp, tmp, tmp, tmp),
                      0);
-    assert_int_equal(test_shell("%s lora %s --data %s --adapter-path %s/c --iters 1 --batch-size 8 "
+    /* and with mlx_lm.lora's names for the options */
+    assert_int_equal(test_shell("%s lora %s --train --data %s --adapter-path %s/c --iters 1 --batch-size 8 "
+                                "--learning-rate 1e-3 --steps-per-eval 1 --max-seq-length 256 "
+                                "--grad-accumulation-steps 1 "
                                 "--resume-adapter-file %s/a/0000003_adapters.safetensors --backend cpu >/dev/null",
                                 INFER_TOOL, TINY, STORIES, tmp, tmp),
                      0);
@@ -934,6 +937,9 @@ static void cli_lora(void **state)
         assert_int_equal(stat(path, &sb), 0);
     }
     assert_int_equal(test_shell("%s fuse %s --adapter-path %s/a --out %s/f >/dev/null", INFER_TOOL, TINY, tmp, tmp), 0);
+    assert_int_equal(test_shell("%s fuse %s --adapter-path %s/a --save-path %s/f2 >/dev/null && test -f %s/f2/config.json",
+                                INFER_TOOL, TINY, tmp, tmp, tmp),
+                     0); /* mlx_lm.fuse's name */
     assert_int_equal(test_shell("%s generate %s --adapter-path %s/a -p Hello --max-tokens 4 --backend cpu >/dev/null", INFER_TOOL,
                          TINY, tmp),
                      0);

@@ -83,7 +83,9 @@ static void print_help(const cli_command *cmd, const cli_opt *opts)
     printf("\n%s\n\n", cmd->summary);
     for (const cli_opt *o = opts; o->name; o++) {
         opt_label(o, label, sizeof label);
-        printf("  %-*s  %s%s\n", width, label, o->help, o->required ? " (required)" : "");
+        printf("  %-*s  %s%s", width, label, o->help, o->required ? " (required)" : "");
+        if (o->alias) printf(" (also %s)", o->alias);
+        printf("\n");
     }
     printf("  %-*s  %s\n", width, "-h, --help", "show this help");
 }
@@ -156,7 +158,8 @@ static int assign_value(const cli_command *cmd, cli_opt *o, const char *value)
 static cli_opt *find_option(cli_opt *opts, const char *name, size_t len)
 {
     for (cli_opt *o = opts; o->name; o++)
-        if (o->kind != CLI_POSITIONAL && strlen(o->name) == len && !strncmp(o->name, name, len))
+        if (o->kind != CLI_POSITIONAL && ((strlen(o->name) == len && !strncmp(o->name, name, len)) ||
+                                          (o->alias && strlen(o->alias) == len && !strncmp(o->alias, name, len))))
             return o;
     return NULL;
 }

@@ -55,6 +55,8 @@ typedef struct cli_opt {
     int min, max;        /* CLI_INT only */
     const char *choices; /* CLI_CHOICE only */
     double fmin, fmax;   /* CLI_FLOAT only */
+    const char *alias;   /* options only: another name it answers to (a peer's, such as
+                            mlx_lm.lora's --learning-rate), or NULL */
     int seen;            /* set by cli_parse */
 } cli_opt;
 

@@ -51,10 +51,13 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
     infer_train_loop_opts_default(&loop);
     int mask = 0, resume = 0, test = 0, seed = 0, num_layers = 16;
     const char *resume_file = NULL;
+    int train_flag = 0;
     float alpha = 0.0f;
     m.adapter = "adapters";
     cli_opt opts[] = {
         {.name = "MODEL_DIR", .kind = CLI_POSITIONAL, .dest = &dir, .help = "a Hugging Face model folder"},
+        {.name = "--train", .kind = CLI_FLAG, .dest = &train_flag,
+         .help = "accepted for mlx_lm.lora's command lines: infer lora always trains"},
         {.name = "--data", .kind = CLI_STRING, .dest = &data, .meta = "DIR", .required = 1,
          .help = "a folder with train.jsonl and valid.jsonl (test.jsonl for --test): lines of {\"text\"}, "
                  "{\"prompt\", \"completion\"} or {\"messages\"}"},
@@ -63,9 +66,10 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
         {.name = "--batch-size", .kind = CLI_INT, .dest = &loop.batch_size, .meta = "B", .min = 1, .max = 1 << 16,
          .help = "examples a batch (default 4)"},
         {.name = "--grad-accum", .kind = CLI_INT, .dest = &loop.grad_accum, .meta = "K", .min = 1, .max = 1 << 16,
-         .help = "batches whose gradients add up before each step (default 1)"},
+         .help = "batches whose gradients add up before each step (default 1)",
+         .alias = "--grad-accumulation-steps"},
         {.name = "--lr", .kind = CLI_FLOAT, .dest = &to.lr, .meta = "LR", .fmin = 0, .fmax = 10,
-         .help = "learning rate (default 1e-5)"},
+         .help = "learning rate (default 1e-5)", .alias = "--learning-rate"},
         {.name = "--schedule", .kind = CLI_CHOICE, .dest = &schedule, .meta = "S", .choices = "constant|cosine",
          .help = "learning-rate schedule after the warmup (default constant; cosine decays to 0 at --iters)"},
         {.name = "--warmup", .kind = CLI_INT, .dest = &to.warmup_steps, .meta = "N", .min = 0, .max = 1 << 30,
@@ -92,9 +96,9 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
         {.name = "--grad-checkpoint", .kind = CLI_FLAG, .dest = &to.grad_checkpoint,
          .help = "keep only each layer's input; compute the rest again in the backward pass"},
         {.name = "--max-seq-len", .kind = CLI_INT, .dest = &loop.max_seq_len, .meta = "L", .min = 2, .max = 1 << 24,
-         .help = "cut longer examples to L tokens (default 2048)"},
+         .help = "cut longer examples to L tokens (default 2048)", .alias = "--max-seq-length"},
         {.name = "--val-every", .kind = CLI_INT, .dest = &loop.val_every, .meta = "N", .min = 0, .max = 1 << 30,
-         .help = "validation loss every N steps and at the end (default 200)"},
+         .help = "validation loss every N steps and at the end (default 200)", .alias = "--steps-per-eval"},
         {.name = "--val-batches", .kind = CLI_INT, .dest = &loop.val_batches, .meta = "N", .min = -1, .max = 1 << 30,
          .help = "validation batches each time (default 25; -1 = all)"},
         {.name = "--steps-per-report", .kind = CLI_INT, .dest = &loop.report_every, .meta = "N", .min = 1,
@@ -201,7 +205,7 @@ int cmd_fuse(const cli_command *self, int argc, char **argv)
         {.name = "--adapter-path", .kind = CLI_STRING, .dest = &adapter, .meta = "DIR", .required = 1,
          .help = "the LoRA adapter folder (PEFT or mlx-lm)"},
         {.name = "--out", .kind = CLI_STRING, .dest = &out, .meta = "DIR",
-         .help = "the model folder to write (default fused_model)"},
+         .help = "the model folder to write (default fused_model)", .alias = "--save-path"},
         {.name = NULL},
     };
     int rc = cli_parse(self, opts, argc, argv);
