@@ -25,6 +25,7 @@
 #endif
 
 #define FIXTURE INFER_TEST_DIR "/fixtures/llama_rope_llama3"
+#define TINY INFER_TEST_DIR "/../models/tiny-chat"
 #define NO_DIR "/nonexistent-infer-test/model"
 
 /* ------------------------------------------------------------------ */
@@ -406,6 +407,43 @@ static void logits_fixture_errors(void **state)
     run_free(&r);
 }
 
+/* batch and classify with --chat: each line a user message through the
+ * model's chat template, the same text generate --chat gives (greedy);
+ * --system without --chat is bad usage. */
+static void batch_chat(void **state)
+{
+    (void)state;
+    char *dir = test_tmpdir("cli-batch");
+    assert_non_null(dir);
+    static const char lines[] = "What does a cat say?\nWhat does a dog eat?\n";
+    assert_int_equal(test_write_file(dir, "prompts.txt", lines, sizeof lines - 1), 0);
+    run_result b = run_tool("batch '%s' --file '%s/prompts.txt' --max-tokens 12 --chat --backend cpu", TINY, dir);
+    expect(&b, 0, NULL);
+    static const char *const q[2] = {"What does a cat say?", "What does a dog eat?"};
+    const char *line = b.out;
+    for (int i = 0; i < 2; i++) {
+        run_result g = run_tool("generate '%s' --chat -p '%s' --max-tokens 12 --backend cpu", TINY, q[i]);
+        expect(&g, 0, NULL);
+        char want[512];
+        size_t n = strcspn(g.out, "\n");
+        snprintf(want, sizeof want, "\"text\":\"%.*s\"}", (int)n, g.out);
+        const char *end = strchr(line, '\n');
+        assert_non_null(end);
+        if (!strstr(line, want) || strstr(line, want) > end)
+            fail_msg("batch --chat line %d: %.*s; generate --chat: %s", i, (int)(end - line), line, g.out);
+        line = end + 1;
+        run_free(&g);
+    }
+    run_free(&b);
+    run_result c = run_tool("classify '%s' --file '%s/prompts.txt' --chat --system 'Be brief.' --backend cpu", TINY, dir);
+    expect(&c, 0, NULL);
+    assert_non_null(strstr(c.out, "{\"index\":1,\"token\":"));
+    run_free(&c);
+    expect_run(2, "need --chat", "batch '" TINY "' --file /dev/null --system x");
+    test_rmdir(dir);
+    free(dir);
+}
+
 static const struct CMUnitTest tests[] = {
     cmocka_unit_test(version),
     cmocka_unit_test(help),
@@ -421,6 +459,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(bench_fixture),
     cmocka_unit_test(logits_fixture),
     cmocka_unit_test(logits_fixture_errors),
+    cmocka_unit_test(batch_chat),
 };
 
 TEST_GROUP(test_cli, tests)

@@ -1,6 +1,6 @@
 /* cmd_batch.c - many prompts at once, and attention inspection:
- *   infer classify MODEL_DIR --file PROMPTS [--logits OUT.npy]
- *   infer batch MODEL_DIR --file PROMPTS [--max-tokens N] [--temp T] [--seed S]
+ *   infer classify MODEL_DIR --file PROMPTS [--logits OUT.npy] [--chat [--system S] [--no-thinking]]
+ *   infer batch MODEL_DIR --file PROMPTS [--max-tokens N] [--temp T] [--seed S] [--chat ...]
  *   infer inspect MODEL_DIR (-p PROMPT | --prompt-ids 1,2,3) --out FILE.npy [--queries QFILE.npy]
  * PROMPTS holds one prompt per line (empty lines are skipped); classify and
  * batch print one JSON object per prompt, in order. */
@@ -66,6 +66,75 @@ static void lines_free(lines *l)
     free(l->v);
 }
 
+/* --chat: each line sent as a user message (after an optional system
+ * one) through the model's chat template, as `generate --chat` does. */
+typedef struct chat_cli {
+    int chat, no_thinking;
+    const char *system;
+} chat_cli;
+
+#define CHAT_OPTIONS(c)                                                                                   \
+    {.name = "--chat", .kind = CLI_FLAG, .dest = &(c)->chat,                                              \
+     .help = "send each line as a user message through the chat template"},                               \
+    {.name = "--system", .kind = CLI_STRING, .dest = &(c)->system, .meta = "TEXT",                        \
+     .help = "a system message before each (with --chat)"},                                               \
+    {.name = "--no-thinking", .kind = CLI_FLAG, .dest = &(c)->no_thinking,                                \
+     .help = "pass enable_thinking=false to the chat template (Qwen 3; with --chat)"}
+
+static int chat_usage(const cli_command *self, const chat_cli *c)
+{
+    if ((c->system || c->no_thinking) && !c->chat) return cli_usage_error(self, "--system and --no-thinking need --chat");
+    return CLI_CONTINUE;
+}
+
+/* The prompts for the library: the lines as they are, or (--chat) each
+ * rendered and tokenized (the template writes its own BOS). */
+typedef struct chat_prompts {
+    int32_t **ids;
+    size_t *lens, n;
+} chat_prompts;
+
+static void chat_prompts_free(chat_prompts *cp)
+{
+    for (size_t i = 0; cp->ids && i < cp->n; i++) infer_free(cp->ids[i]);
+    free(cp->ids);
+    free(cp->lens);
+    memset(cp, 0, sizeof *cp);
+}
+
+static int make_prompts(const infer_model *model, const chat_cli *c, const lines *l, chat_prompts *cp,
+                        infer_prompts *p)
+{
+    memset(cp, 0, sizeof *cp);
+    *p = (infer_prompts){.n = l->n, .texts = (const char *const *)l->v};
+    if (!c->chat) return CLI_EXIT_OK;
+    const infer_tokenizer *tok = infer_model_tokenizer(model);
+    if (!tok) return cli_fail("--chat: the model has no tokenizer.json");
+    cp->ids = calloc(l->n, sizeof *cp->ids);
+    cp->lens = calloc(l->n, sizeof *cp->lens);
+    if (!cp->ids || !cp->lens) return cli_fail("out of memory");
+    cp->n = l->n;
+    infer_chat_opts co;
+    infer_chat_opts_default(&co);
+    if (c->no_thinking) co.template_kwargs = "{\"enable_thinking\": false}";
+    for (size_t i = 0; i < l->n; i++) {
+        infer_message msgs[2];
+        size_t n = 0;
+        if (c->system) msgs[n++] = (infer_message){"system", c->system};
+        msgs[n++] = (infer_message){"user", l->v[i]};
+        char *text;
+        size_t len;
+        int st = infer_chat_render(tok, msgs, n, &co, &text, &len);
+        if (!st) {
+            st = infer_tokenize(tok, text, len, 0, &cp->ids[i], &cp->lens[i]);
+            infer_free(text);
+        }
+        if (st) return cli_library_error(st);
+    }
+    *p = (infer_prompts){.n = l->n, .ids = (const int32_t *const *)cp->ids, .lens = cp->lens};
+    return CLI_EXIT_OK;
+}
+
 static void print_json(cJSON *o)
 {
     char *s = cJSON_PrintUnformatted(o);
@@ -78,23 +147,27 @@ int cmd_classify(const cli_command *self, int argc, char **argv)
 {
     const char *dir = NULL, *file = NULL, *logits = NULL;
     cli_model_opts m = {0};
+    chat_cli c = {0};
     cli_opt opts[] = {
         {.name = "MODEL_DIR", .kind = CLI_POSITIONAL, .dest = &dir, .help = "a Hugging Face model folder"},
         {.name = "--file", .kind = CLI_STRING, .dest = &file, .meta = "PROMPTS", .required = 1,
          .help = "one prompt per line"},
         {.name = "--logits", .kind = CLI_STRING, .dest = &logits, .meta = "OUT.npy",
          .help = "write the last position's logits as float32 [prompts, vocab]"},
+        CHAT_OPTIONS(&c),
         CLI_MODEL_OPTIONS(&m),
         {.name = NULL},
     };
     int rc = cli_parse(self, opts, argc, argv);
-    if (rc != CLI_CONTINUE) return rc;
+    if (rc != CLI_CONTINUE || (rc = chat_usage(self, &c)) != CLI_CONTINUE) return rc;
     lines l;
     if ((rc = read_lines(file, &l)) != CLI_EXIT_OK) return rc;
     infer_model *model = NULL;
     infer_classify_result *r = NULL;
-    if ((rc = cli_load_model(dir, &m, &model)) != CLI_EXIT_OK) goto done;
-    infer_prompts p = {.n = l.n, .texts = (const char *const *)l.v};
+    chat_prompts cp = {0};
+    infer_prompts p;
+    if ((rc = cli_load_model(dir, &m, &model)) != CLI_EXIT_OK || (rc = make_prompts(model, &c, &l, &cp, &p)) != CLI_EXIT_OK)
+        goto done;
     int st = infer_classify(model, &p, logits != NULL, &r);
     if (st) {
         rc = cli_library_error(st);
@@ -134,6 +207,7 @@ int cmd_classify(const cli_command *self, int argc, char **argv)
     if (rc == CLI_EXIT_OK && failed) rc = cli_fail("some prompts failed (see their \"error\")");
 done:
     if (r) infer_classify_free(r, l.n);
+    chat_prompts_free(&cp);
     infer_model_free(model);
     lines_free(&l);
     return rc;
@@ -145,6 +219,7 @@ int cmd_batch(const cli_command *self, int argc, char **argv)
     int max_tokens = 128, seed = 0, parallel = 0;
     float temp = INFER_UNSET;
     cli_model_opts m = {0};
+    chat_cli c = {0};
     cli_opt opts[] = {
         {.name = "MODEL_DIR", .kind = CLI_POSITIONAL, .dest = &dir, .help = "a Hugging Face model folder"},
         {.name = "--file", .kind = CLI_STRING, .dest = &file, .meta = "PROMPTS", .required = 1,
@@ -157,22 +232,25 @@ int cmd_batch(const cli_command *self, int argc, char **argv)
          .min = 0, .max = 2147483647},
         {.name = "--parallel", .kind = CLI_INT, .dest = &parallel, .meta = "N",
          .help = "prompts decoded together (default 32)", .min = 0, .max = 4096},
+        CHAT_OPTIONS(&c),
         CLI_MODEL_OPTIONS(&m),
         {.name = NULL},
     };
     int rc = cli_parse(self, opts, argc, argv);
-    if (rc != CLI_CONTINUE) return rc;
+    if (rc != CLI_CONTINUE || (rc = chat_usage(self, &c)) != CLI_CONTINUE) return rc;
     lines l;
     if ((rc = read_lines(file, &l)) != CLI_EXIT_OK) return rc;
     infer_model *model = NULL;
     infer_batch_result *r = NULL;
-    if ((rc = cli_load_model(dir, &m, &model)) != CLI_EXIT_OK) goto done;
+    chat_prompts cp = {0};
+    infer_prompts p;
+    if ((rc = cli_load_model(dir, &m, &model)) != CLI_EXIT_OK || (rc = make_prompts(model, &c, &l, &cp, &p)) != CLI_EXIT_OK)
+        goto done;
     infer_gen_opts go;
     infer_gen_opts_default(&go);
     go.max_tokens = max_tokens;
     go.temperature = temp;
     go.seed = (uint64_t)seed;
-    infer_prompts p = {.n = l.n, .texts = (const char *const *)l.v};
     int st = infer_batch_generate(model, &p, &go, parallel, &r);
     if (st) {
         rc = cli_library_error(st);
@@ -196,6 +274,7 @@ int cmd_batch(const cli_command *self, int argc, char **argv)
     if (failed) rc = cli_fail("some prompts failed (see their \"error\")");
 done:
     if (r) infer_batch_free(r, l.n);
+    chat_prompts_free(&cp);
     infer_model_free(model);
     lines_free(&l);
     return rc;
