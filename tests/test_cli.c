@@ -435,7 +435,7 @@ static void batch_chat(void **state)
         run_free(&g);
     }
     run_free(&b);
-    run_result c = run_tool("classify '%s' --file '%s/prompts.txt' --chat --system 'Be brief.' --backend cpu", TINY, dir);
+    run_result c = run_tool("classify '%s' --file '%s/prompts.txt' --chat --system-prompt 'Be brief.' --backend cpu", TINY, dir);
     expect(&c, 0, NULL);
     assert_non_null(strstr(c.out, "{\"index\":1,\"token\":"));
     run_free(&c);

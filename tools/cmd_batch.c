@@ -77,7 +77,7 @@ typedef struct chat_cli {
     {.name = "--chat", .kind = CLI_FLAG, .dest = &(c)->chat,                                              \
      .help = "send each line as a user message through the chat template"},                               \
     {.name = "--system", .kind = CLI_STRING, .dest = &(c)->system, .meta = "TEXT",                        \
-     .help = "a system message before each (with --chat)"},                                               \
+     .help = "a system message before each (with --chat)", .alias = "--system-prompt"},                   \
     {.name = "--no-thinking", .kind = CLI_FLAG, .dest = &(c)->no_thinking,                                \
      .help = "pass enable_thinking=false to the chat template (Qwen 3; with --chat)"}
 

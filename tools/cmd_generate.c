@@ -219,7 +219,7 @@ int cmd_generate(const cli_command *self, int argc, char **argv)
         {.name = "--chat", .kind = CLI_FLAG, .dest = &chat,
          .help = "send the prompt as a user message through the chat template"},
         {.name = "--system", .kind = CLI_STRING, .dest = &system, .meta = "TEXT",
-         .help = "a system message (with --chat)"},
+         .help = "a system message (with --chat)", .alias = "--system-prompt"},
         {.name = "--json", .kind = CLI_FLAG, .dest = &json,
          .help = "print one JSON object at the end: ids, text, metrics"},
         GEN_OPTIONS(&g),
@@ -317,7 +317,8 @@ int cmd_chat(const cli_command *self, int argc, char **argv)
     cli_model_opts m = {0};
     cli_opt opts[] = {
         {.name = "MODEL_DIR", .kind = CLI_POSITIONAL, .dest = &dir, .help = "a Hugging Face model folder"},
-        {.name = "--system", .kind = CLI_STRING, .dest = &system, .meta = "TEXT", .help = "a system message"},
+        {.name = "--system", .kind = CLI_STRING, .dest = &system, .meta = "TEXT", .help = "a system message",
+         .alias = "--system-prompt"},
         GEN_OPTIONS(&g),
         CLI_MODEL_OPTIONS(&m),
         {.name = NULL},
