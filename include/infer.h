@@ -684,7 +684,8 @@ typedef struct infer_train_loop_opts {
     int batch_size;            /* examples a micro-batch (4); the data set needs at least that many */
     int grad_accum;            /* micro-batches a step (1) */
     int max_seq_len;           /* examples are cut to this many tokens (2048) */
-    int val_every;             /* validation loss every N steps and at the end (200; 0 = at the end) */
+    int val_every;             /* validation loss before the first step (a report of iter 0), every N
+                                  steps and at the end (200; 0 = only at the end) */
     int val_batches;           /* validation batches each time (25; -1 = all) */
     int report_every;          /* progress callback every N steps (10) */
     int save_every;            /* the adapter saved every N steps and at the end (100; 0 = at the end);

@@ -892,6 +892,8 @@ static void cli_lora(void **state)
     assert_non_null(out);
     out = realloc(out, len + 1);
     out[len] = 0;
+    assert_non_null(strstr(out, "Iter 0: val loss")); /* before the first step, as mlx-lm reports */
+    assert_null(strstr(out, "Iter 0: train loss"));
     assert_non_null(strstr(out, "Iter 2: val loss"));
     assert_non_null(strstr(out, "Iter 4: train loss"));
     assert_non_null(strstr(out, "tokens/s"));

@@ -3,8 +3,9 @@
  * batch_size neighbours (so that a batch pads little; a remainder smaller
  * than a batch is left out), the batches' order shuffled every epoch,
  * examples longer than max_seq_len cut to it; a validation loss over the
- * first val_batches batches of the validation set every val_every steps
- * and at the end; the adapter saved every save_every steps and at the
+ * first val_batches batches of the validation set before the first step
+ * (iter 0: where training starts from, as mlx-lm's first report), every
+ * val_every steps and at the end; the adapter saved every save_every steps and at the
  * end, each save_every step's also kept as a numbered checkpoint. */
 #include <math.h>
 #include <stdio.h>
@@ -191,6 +192,12 @@ int infer_train(infer_trainer *t, const infer_dataset *train, const infer_datase
     const char *backend = trainer_lora(t)->m->be->name;
     uint64_t st = o.seed * 0x2545f4914f6cdd1dull + 7;
     size_t pos = tb.n_batches; /* a new epoch at the first step */
+    if (!rc && valid && o.val_every > 0) { /* the starting point */
+        infer_train_progress p = {.iter = 0, .val_loss = NAN, .lr = NAN, .grad_norm = NAN, .train_loss = NAN};
+        rc = validate(t, &vb, o.val_batches, &p.val_loss);
+        p.peak_memory = infer_get_peak_memory(backend);
+        if (!rc && cb && cb(user, &p)) rc = infer_err(INFER_ERR_CANCELLED, "train: cancelled before the first step");
+    }
     double win_loss = 0.0, win_t0 = now_s();
     int64_t win_tok = 0, win_count = 0, total_tok = 0;
     for (int it = 1; !rc && it <= o.iters; it++) {
