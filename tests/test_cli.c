@@ -422,7 +422,8 @@ static void batch_chat(void **state)
     static const char *const q[2] = {"What does a cat say?", "What does a dog eat?"};
     const char *line = b.out;
     for (int i = 0; i < 2; i++) {
-        run_result g = run_tool("generate '%s' --chat -p '%s' --max-tokens 12 --backend cpu", TINY, q[i]);
+        /* -n: llama.cpp's name for --max-tokens */
+        run_result g = run_tool("generate '%s' --chat -p '%s' -n 12 --backend cpu", TINY, q[i]);
         expect(&g, 0, NULL);
         char want[512];
         size_t n = strcspn(g.out, "\n");

@@ -225,7 +225,7 @@ int cmd_batch(const cli_command *self, int argc, char **argv)
         {.name = "--file", .kind = CLI_STRING, .dest = &file, .meta = "PROMPTS", .required = 1,
          .help = "one prompt per line"},
         {.name = "--max-tokens", .kind = CLI_INT, .dest = &max_tokens, .meta = "N",
-         .help = "tokens per prompt at most (default 128)", .min = 1, .max = 1 << 24},
+         .help = "tokens per prompt at most (default 128)", .min = 1, .max = 1 << 24, .alias = "-n"},
         {.name = "--temp", .kind = CLI_FLOAT, .dest = &temp, .meta = "T",
          .help = "temperature (default: generation_config.json, else greedy)", .fmin = 0, .fmax = 100},
         {.name = "--seed", .kind = CLI_INT, .dest = &seed, .meta = "S", .help = "sampling seed (default 0)",

@@ -24,7 +24,7 @@ typedef struct gen_cli {
 #define GEN_OPTIONS(g)                                                                                    \
     {.name = "--max-tokens", .kind = CLI_INT, .dest = &(g)->max_tokens, .meta = "N",                     \
      .help = "generate at most N tokens (default 256; 0 = until EOS or the context is full)", .min = 0,   \
-     .max = 1 << 24},                                                                                     \
+     .max = 1 << 24, .alias = "-n"},                                                                      \
         {.name = "--temp", .kind = CLI_FLOAT, .dest = &(g)->temp, .meta = "T",                           \
          .help = "temperature; 0 = greedy (default: generation_config.json, else greedy)", .fmin = 0,     \
          .fmax = 100},                                                                                    \
