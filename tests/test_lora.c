@@ -766,6 +766,123 @@ static void datasets_as_mlx_lm(void **state)
     infer_tokenizer_free(tok);
 }
 
+static cJSON *json_file(const char *path)
+{
+    size_t len;
+    char *t = (char *)test_read_file(path, &len);
+    assert_non_null(t);
+    cJSON *j = cJSON_ParseWithLength(t, len);
+    free(t);
+    assert_non_null(j);
+    return j;
+}
+
+static const cJSON *named(const cJSON *list, const char *name)
+{
+    const cJSON *it;
+    cJSON_ArrayForEach(it, list)
+    {
+        const cJSON *n = cJSON_GetObjectItemCaseSensitive(it, "name");
+        if (cJSON_IsString(n) && !strcmp(n->valuestring, name)) return it;
+    }
+    fail_msg("no case %s", name);
+    return NULL;
+}
+
+/* A chat line with tools and a tool call, as mlx-lm renders it (the line's
+ * messages and "tools" through the template as they are): Qwen 2.5's
+ * template on qwen2_tied's tokenizer, against Jinja2's rendering of the
+ * same conversation (tests/jinja, case real_qwen2_5_tools: the messages
+ * up to a user turn, with the generation prompt): a line of those
+ * messages and one more assistant turn has that text as its masked prompt;
+ * a completion line takes "tools" too. */
+static void datasets_tools(void **state)
+{
+    (void)state;
+    cJSON *cases = json_file(INFER_TEST_DIR "/jinja/cases.json"), *expect = json_file(INFER_TEST_DIR "/jinja/expect.json");
+    const cJSON *c = cJSON_GetObjectItemCaseSensitive(named(cJSON_GetObjectItemCaseSensitive(cases, "cases"), "real_qwen2_5_tools"), "context");
+    const cJSON *want = cJSON_GetObjectItemCaseSensitive(named(cJSON_GetObjectItemCaseSensitive(expect, "results"), "real_qwen2_5_tools"), "text");
+    assert_true(cJSON_IsString(want));
+    cJSON *line = cJSON_CreateObject();
+    cJSON *msgs = cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(c, "messages"), 1);
+    cJSON *last = cJSON_CreateObject();
+    cJSON_AddStringToObject(last, "role", "assistant");
+    cJSON_AddStringToObject(last, "content", "De rien.");
+    cJSON_AddItemToArray(msgs, last);
+    cJSON_AddItemToObject(line, "messages", msgs);
+    cJSON_AddItemToObject(line, "tools", cJSON_Duplicate(cJSON_GetObjectItemCaseSensitive(c, "tools"), 1));
+    char *text = cJSON_PrintUnformatted(line);
+    assert_non_null(text);
+    char *tmp = test_tmpdir("lora-tools");
+    assert_non_null(tmp);
+    char body[16384];
+    snprintf(body, sizeof body, "%s\n", text);
+    write_text(tmp, "m.jsonl", body);
+    infer_tokenizer *tok;
+    assert_int_equal(infer_tokenizer_load(FIXTURES "/qwen2_tied", &tok), 0);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(infer_tokenize(tok, want->valuestring, (size_t)-1, 0, &ids, &n), 0);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/m.jsonl", tmp);
+    infer_dataset *d;
+    assert_int_equal(infer_dataset_load(tok, path, 1, &d), 0);
+    const infer_train_example *e = infer_dataset_example(d, 0);
+    assert_int_equal(e->prompt_len, n);
+    assert_true(e->n_ids > n + 3);
+    assert_memory_equal(e->ids, ids, n * sizeof *ids);
+    infer_dataset_free(d);
+    /* without the tools the system turn differs: fewer tokens */
+    cJSON_DeleteItemFromObject(line, "tools");
+    cJSON_free(text);
+    text = cJSON_PrintUnformatted(line);
+    snprintf(body, sizeof body, "%s\n", text);
+    write_text(tmp, "n.jsonl", body);
+    snprintf(path, sizeof path, "%s/n.jsonl", tmp);
+    assert_int_equal(infer_dataset_load(tok, path, 1, &d), 0);
+    assert_true(infer_dataset_example(d, 0)->prompt_len + 100 < n);
+    infer_dataset_free(d);
+    /* a completion line with tools: the same system turn as a chat line with them */
+    char *tools = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(c, "tools"));
+    snprintf(body, sizeof body, "{\"prompt\": \"Hi\", \"completion\": \"Hello.\", \"tools\": %s}\n", tools);
+    write_text(tmp, "c.jsonl", body);
+    snprintf(body, sizeof body,
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, {\"role\": \"assistant\", \"content\": "
+             "\"Hello.\"}], \"tools\": %s}\n",
+             tools);
+    write_text(tmp, "cm.jsonl", body);
+    infer_dataset *d2;
+    snprintf(path, sizeof path, "%s/c.jsonl", tmp);
+    assert_int_equal(infer_dataset_load(tok, path, 1, &d), 0);
+    snprintf(path, sizeof path, "%s/cm.jsonl", tmp);
+    assert_int_equal(infer_dataset_load(tok, path, 1, &d2), 0);
+    const infer_train_example *a = infer_dataset_example(d, 0), *b = infer_dataset_example(d2, 0);
+    assert_int_equal(a->n_ids, b->n_ids);
+    assert_int_equal(a->prompt_len, b->prompt_len);
+    assert_memory_equal(a->ids, b->ids, a->n_ids * sizeof *a->ids);
+    assert_true(a->prompt_len > 100);
+    infer_dataset_free(d);
+    infer_dataset_free(d2);
+    /* a message without a string role, and tools that are not a list */
+    write_text(tmp, "b.jsonl", "{\"messages\": [{\"content\": \"Hi\"}]}\n");
+    snprintf(path, sizeof path, "%s/b.jsonl", tmp);
+    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_FORMAT);
+    assert_non_null(strstr(infer_last_error(), "role"));
+    write_text(tmp, "t.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": 3}\n");
+    snprintf(path, sizeof path, "%s/t.jsonl", tmp);
+    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_FORMAT);
+    assert_non_null(strstr(infer_last_error(), "tools"));
+    cJSON_free(tools);
+    cJSON_free(text);
+    cJSON_Delete(line);
+    cJSON_Delete(cases);
+    cJSON_Delete(expect);
+    infer_free(ids);
+    infer_tokenizer_free(tok);
+    test_rmdir(tmp);
+    free(tmp);
+}
+
 /* The greedy answer of model to a one-turn chat. */
 static char *answer(infer_model *m, const char *q)
 {
@@ -1044,6 +1161,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(fresh_adapter_trains),
     cmocka_unit_test(adapter_in_inference),
     cmocka_unit_test(datasets_as_mlx_lm),
+    cmocka_unit_test(datasets_tools),
     cmocka_unit_test(storyteller_fine_tune),
     cmocka_unit_test(cli_lora),
     cmocka_unit_test(bad_input),

@@ -60,7 +60,7 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
          .help = "accepted for mlx_lm.lora's command lines: infer lora always trains"},
         {.name = "--data", .kind = CLI_STRING, .dest = &data, .meta = "DIR", .required = 1,
          .help = "a folder with train.jsonl and valid.jsonl (test.jsonl for --test): lines of {\"text\"}, "
-                 "{\"prompt\", \"completion\"} or {\"messages\"}"},
+                 "{\"prompt\", \"completion\"} or {\"messages\"} (each may add \"tools\")"},
         {.name = "--iters", .kind = CLI_INT, .dest = &loop.iters, .meta = "N", .min = 1, .max = 1 << 30,
          .help = "optimizer steps (default 1000)"},
         {.name = "--batch-size", .kind = CLI_INT, .dest = &loop.batch_size, .meta = "B", .min = 1, .max = 1 << 16,

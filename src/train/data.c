@@ -6,10 +6,14 @@
  *                                      assistant completion];
  *   {"messages": [{"role", "content"}, ...]}  the chat template over them;
  * (the first line decides the format for the file, as mlx-lm's
- * create_dataset does).  With prompt masking the prompt is what the
- * template renders for every message but the last with the generation
- * prompt added; its tokens do not count in the loss.  Text data sets have
- * no prompt: masking them is an error, as in mlx-lm. */
+ * create_dataset does).  The template gets the line's messages as they
+ * are, so that tool calls ("tool_calls", role "tool", content null or a
+ * list of parts) render as apply_chat_template renders them, and the
+ * line's "tools" if it has them (both formats, as mlx-lm passes them).
+ * With prompt masking the prompt is what the template renders for every
+ * message but the last with the generation prompt added; its tokens do
+ * not count in the loss.  Text data sets have no prompt: masking them is
+ * an error, as in mlx-lm. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -41,21 +45,52 @@ void infer_dataset_free(infer_dataset *d)
 
 enum { FMT_TEXT = 1, FMT_COMPLETION, FMT_CHAT };
 
-/* The tokens of messages rendered with the template (add_gen: with the
- * generation prompt). */
-static int render_ids(const infer_tokenizer *tok, const infer_message *m, size_t n, int add_gen, int32_t **ids,
-                      size_t *n_ids)
+/* The tokens of the template over the first n of msgs (a JSON array of
+ * message objects), with tools (NULL: none) and add_gen (the generation
+ * prompt): the messages and tools reach the template as JSON values, as
+ * apply_chat_template passes its arguments. */
+static int render_ids(const infer_tokenizer *tok, const cJSON *msgs, int n, const cJSON *tools, int add_gen,
+                      int32_t **ids, size_t *n_ids)
 {
+    cJSON *kw = cJSON_CreateObject(), *arr = kw ? cJSON_AddArrayToObject(kw, "messages") : NULL;
+    int ok = arr != NULL, i = 0;
+    const cJSON *it;
+    cJSON_ArrayForEach(it, msgs)
+    {
+        if (!ok || i++ == n) break;
+        cJSON *c = cJSON_Duplicate(it, 1);
+        ok = c && cJSON_AddItemToArray(arr, c);
+    }
+    if (ok && tools) {
+        cJSON *c = cJSON_Duplicate(tools, 1);
+        ok = c && cJSON_AddItemToObject(kw, "tools", c);
+    }
+    char *json = ok ? cJSON_PrintUnformatted(kw) : NULL;
+    cJSON_Delete(kw);
+    if (!json) return infer_err(INFER_ERR_OUT_OF_MEMORY, "out of memory");
     infer_chat_opts co;
     infer_chat_opts_default(&co);
     co.add_generation_prompt = add_gen;
+    co.template_kwargs = json;
     char *text;
     size_t len;
-    int rc = infer_chat_render(tok, m, n, &co, &text, &len);
+    int rc = infer_chat_render(tok, NULL, 0, &co, &text, &len);
+    cJSON_free(json);
     if (rc) return rc;
     rc = infer_tokenize(tok, text, len, 0, ids, n_ids);
     infer_free(text);
     return rc;
+}
+
+/* {"role": role, "content": content}, or NULL when out of memory. */
+static cJSON *message_json(const char *role, const char *content)
+{
+    cJSON *m = cJSON_CreateObject();
+    if (m && (!cJSON_AddStringToObject(m, "role", role) || !cJSON_AddStringToObject(m, "content", content))) {
+        cJSON_Delete(m);
+        m = NULL;
+    }
+    return m;
 }
 
 /* One line's example; *fmt is set by the first line. */
@@ -93,37 +128,49 @@ static int parse_line(const infer_tokenizer *tok, const cJSON *j, int *fmt, int 
             ids[n++] = ti.eos_id;
         }
     } else {
-        infer_message m[256];
-        size_t nm = 0;
+        const cJSON *tools = cJSON_GetObjectItemCaseSensitive(j, "tools");
+        if (cJSON_IsNull(tools)) tools = NULL;
+        cJSON *own = NULL; /* the completion format's two messages */
+        const cJSON *list = msgs;
         if (*fmt == FMT_COMPLETION) {
             if (!cJSON_IsString(prompt) || !cJSON_IsString(comp))
                 return infer_err(INFER_ERR_FORMAT, "%s: \"prompt\" and \"completion\" must be strings", where);
-            m[0] = (infer_message){"user", prompt->valuestring};
-            m[1] = (infer_message){"assistant", comp->valuestring};
-            nm = 2;
+            own = cJSON_CreateArray();
+            cJSON *u = message_json("user", prompt->valuestring), *a = message_json("assistant", comp->valuestring);
+            if (!own || !u || !a) {
+                cJSON_Delete(own);
+                cJSON_Delete(u);
+                cJSON_Delete(a);
+                return infer_err(INFER_ERR_OUT_OF_MEMORY, "%s: out of memory", where);
+            }
+            cJSON_AddItemToArray(own, u);
+            cJSON_AddItemToArray(own, a);
+            list = own;
         } else {
             if (!cJSON_IsArray(msgs) || cJSON_GetArraySize(msgs) < 1)
                 return infer_err(INFER_ERR_FORMAT, "%s: \"messages\" is not a list of messages", where);
             const cJSON *it;
+            size_t i = 0;
             cJSON_ArrayForEach(it, msgs)
             {
-                const cJSON *role = cJSON_GetObjectItemCaseSensitive(it, "role"),
-                            *content = cJSON_GetObjectItemCaseSensitive(it, "content");
-                if (!cJSON_IsString(role) || !cJSON_IsString(content))
-                    return infer_err(INFER_ERR_FORMAT, "%s: message %zu needs string \"role\" and \"content\"", where, nm);
-                if (nm == sizeof m / sizeof m[0])
-                    return infer_err(INFER_ERR_UNSUPPORTED, "%s: more than %zu messages", where, sizeof m / sizeof m[0]);
-                m[nm++] = (infer_message){role->valuestring, content->valuestring};
+                if (!cJSON_IsObject(it) || !cJSON_IsString(cJSON_GetObjectItemCaseSensitive(it, "role")))
+                    return infer_err(INFER_ERR_FORMAT, "%s: message %zu is not an object with a string \"role\"", where, i);
+                i++;
             }
         }
-        if ((rc = render_ids(tok, m, nm, 0, &ids, &n))) return infer_err_prefix(rc, "%s", where);
-        if (mask) {
-            if ((rc = render_ids(tok, m, nm - 1, 1, &pids, &pn))) {
-                infer_free(ids);
-                return infer_err_prefix(rc, "%s", where);
-            }
+        if (tools && !cJSON_IsArray(tools)) {
+            cJSON_Delete(own);
+            return infer_err(INFER_ERR_FORMAT, "%s: \"tools\" is not a list", where);
+        }
+        const int nm = cJSON_GetArraySize(list);
+        rc = render_ids(tok, list, nm, tools, 0, &ids, &n);
+        if (!rc && mask) {
+            rc = render_ids(tok, list, nm - 1, tools, 1, &pids, &pn);
+            if (rc) infer_free(ids);
             infer_free(pids);
         }
+        cJSON_Delete(own);
+        if (rc) return infer_err_prefix(rc, "%s", where);
     }
     if (n < 2) {
         infer_free(ids);
