@@ -597,8 +597,9 @@ INFER_API int infer_lora_save(const infer_lora *lora, const char *dir, infer_ada
 INFER_API void infer_lora_free(infer_lora *lora);
 /* Writes a model folder to out_dir with the adapter merged into its
  * model's weights (W + scale B A, rounded to W's dtype); config,
- * tokenizer and template files copied.  Float (bf16, f16, f32) weights
- * only: for an MLX-quantized model, fuse into a dequantized copy. */
+ * tokenizer and template files copied.  An MLX-quantized module is fused
+ * as mlx-lm does: dequantized, W + scale B A in the scales' dtype,
+ * quantized again with its bits and group size. */
 INFER_API int infer_lora_fuse(const infer_lora *lora, const char *out_dir);
 
 typedef enum infer_lr_schedule {

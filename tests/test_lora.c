@@ -14,6 +14,7 @@
 
 #include "infer.h"
 #include "io/safetensors.h"
+#include "model/quant.h"
 #include "test.h"
 #include "train/lora.h"
 
@@ -883,6 +884,181 @@ static void datasets_tools(void **state)
     free(tmp);
 }
 
+/* Relative L2 distance of a from b over n values. */
+static double rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
+/* An adapter fused into an MLX-quantized model (as mlx-lm's fuse: W
+ * dequantized, W + scale B A, quantized again with the module's bits and
+ * group size): the same quantization config; every fused value of an
+ * adapted module within 1.5 steps of its group's new grid of W + scale B A
+ * (half a step, and the grid's far end, which MLX's rule may leave short); the fused model's logits close to the adapter's, much
+ * closer than the base model's. */
+static void fuse_quantized(void **state)
+{
+    (void)state;
+    static const char *const names[] = {"llama_q4_g32", "llama_mixed", "qwen3_q8_g64"};
+    char *tmp = test_tmpdir("qlora-fuse");
+    assert_non_null(tmp);
+    for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+        char qdir[1024], out[1024], path[1200];
+        snprintf(qdir, sizeof qdir, "%s/mlx/%s", FIXTURES, names[f]);
+        snprintf(out, sizeof out, "%s/%s", tmp, names[f]);
+        infer_load_opts lo;
+        infer_load_opts_default(&lo);
+        lo.backend = "cpu";
+        infer_model *m;
+        if (infer_model_load(qdir, &lo, &m)) fail_msg("%s", infer_last_error());
+        infer_model_info info;
+        assert_int_equal(infer_model_get_info(m, &info), 0);
+        infer_lora_opts ao;
+        infer_lora_opts_default(&ao);
+        ao.rank = 4;
+        ao.targets = "all";
+        ao.num_layers = 0;
+        ao.scale = 4.0f;
+        ao.seed = 5;
+        infer_lora *l;
+        assert_int_equal(infer_lora_new(m, &ao, &l), 0);
+        infer_train_opts to;
+        infer_train_opts_default(&to);
+        to.lr = 5e-2f;
+        infer_trainer *t;
+        assert_int_equal(infer_trainer_new(l, &to, &t), 0);
+        int32_t ids[16];
+        for (int i = 0; i < 16; i++) ids[i] = (int32_t)((i * 53 + 7) % info.vocab_size);
+        infer_train_example ex = {ids, 16, 0};
+        infer_train_batch bt = {&ex, 1};
+        infer_step_result r;
+        for (int k = 0; k < 3; k++) assert_int_equal(infer_train_step(t, &bt, 1, &r), 0); /* B away from 0 */
+        if (infer_lora_fuse(l, out)) fail_msg("%s: %s", names[f], infer_last_error());
+        /* the config as it was (its quantization block included) */
+        size_t la, lb;
+        snprintf(path, sizeof path, "%s/config.json", qdir);
+        unsigned char *ca = test_read_file(path, &la);
+        snprintf(path, sizeof path, "%s/config.json", out);
+        unsigned char *cb = test_read_file(path, &lb);
+        assert_true(ca && cb && la == lb && !memcmp(ca, cb, la));
+        free(ca);
+        free(cb);
+        /* each adapted module's fused values against W + scale B A */
+        float *h = host_block(l, l->params);
+        st_set *so, *sf;
+        assert_int_equal(st_open_dir(qdir, &so), 0);
+        assert_int_equal(st_open_dir(out, &sf), 0);
+        int checked = 0;
+        size_t same = 0, total = 0;
+        for (size_t i = 0; i < st_count(so); i++) {
+            const st_tensor *a = st_get(so, i), *b = st_find(sf, a->name);
+            assert_non_null(b);
+            assert_int_equal(a->nbytes, b->nbytes);
+            int li, k;
+            const lora_mod *md = lora_module_name(a->name, ".weight", &li, &k) ? lora_at(l, li, k) : NULL;
+            if (!md) {
+                if (!(lora_module_name(a->name, ".scales", &li, &k) || lora_module_name(a->name, ".biases", &li, &k)) ||
+                    !lora_at(l, li, k))
+                    assert_memory_equal(a->data, b->data, a->nbytes); /* not adapted: as it was */
+                continue;
+            }
+            const bk_weight *w = lora_base(m, li, k, NULL);
+            if (w->dtype != DT_U32) { /* a module the recipe left in floats: W + scale B A in its dtype */
+                const int64_t in = md->in;
+                float *r0 = malloc((size_t)in * 4), *r1 = malloc((size_t)in * 4);
+                assert_true(r0 && r1);
+                for (int64_t o = 0; o < md->out; o++) {
+                    const size_t off = (size_t)(o * in) * dtype_size(a->dtype);
+                    dtype_to_f32(r0, a->data + off, a->dtype, (size_t)in);
+                    dtype_to_f32(r1, b->data + off, b->dtype, (size_t)in);
+                    for (int64_t c = 0; c < in; c++) {
+                        double want = r0[c];
+                        for (int q = 0; q < l->rank; q++)
+                            want += (double)l->scale * h[md->b_off + (size_t)(o * l->rank + q)] * h[md->a_off + (size_t)(q * in + c)];
+                        if (fabs(r1[c] - want) > 1e-2 * fabs(want) + 1e-6)
+                            fail_msg("%s %s [%lld, %lld]: fused %g, W + scale B A %g", names[f], a->name, (long long)o,
+                                     (long long)c, r1[c], want);
+                    }
+                }
+                free(r0);
+                free(r1);
+                checked++;
+                continue;
+            }
+            char nm[512];
+            size_t stem = strlen(a->name) - strlen(".weight");
+            const st_tensor *sc[2], *bi[2];
+            snprintf(nm, sizeof nm, "%.*s.scales", (int)stem, a->name);
+            sc[0] = st_find(so, nm);
+            sc[1] = st_find(sf, nm);
+            snprintf(nm, sizeof nm, "%.*s.biases", (int)stem, a->name);
+            bi[0] = st_find(so, nm);
+            bi[1] = st_find(sf, nm);
+            assert_true(sc[0] && sc[1] && bi[0] && bi[1]);
+            const int64_t in = md->in, outd = md->out, gs = w->group_size;
+            float *r0 = malloc((size_t)in * 4), *r1 = malloc((size_t)in * 4), *s1 = malloc((size_t)(in / gs) * 4);
+            assert_true(r0 && r1 && s1);
+            for (int64_t o = 0; o < outd; o++) {
+                quant_dequant_rows(a->data, o, 1, in, w->bits, (int)gs, sc[0]->data, bi[0]->data, sc[0]->dtype, r0);
+                quant_dequant_rows(b->data, o, 1, in, w->bits, (int)gs, sc[1]->data, bi[1]->data, sc[1]->dtype, r1);
+                dtype_to_f32(s1, (const unsigned char *)sc[1]->data + (size_t)(o * (in / gs)) * dtype_size(sc[1]->dtype),
+                             sc[1]->dtype, (size_t)(in / gs));
+                for (int64_t c = 0; c < in; c++) {
+                    double want = r0[c];
+                    for (int q = 0; q < l->rank; q++)
+                        want += (double)l->scale * h[md->b_off + (size_t)(o * l->rank + q)] * h[md->a_off + (size_t)(q * in + c)];
+                    /* MLX's rule pins the grid to the group's larger end (scale = edge / q0): the
+                     * other end may fall short by up to a step, so 1.5 steps at most */
+                    double tol = 1.5 * fabs(s1[c / gs]) + 1e-2 * fabs(want) + 1e-6;
+                    if (fabs(r1[c] - want) > tol)
+                        fail_msg("%s %s [%lld, %lld]: fused %g, W + scale B A %g, step %g", names[f], a->name,
+                                 (long long)o, (long long)c, r1[c], want, s1[c / gs]);
+                    same += r1[c] == r0[c];
+                    total++;
+                }
+            }
+            free(r0);
+            free(r1);
+            free(s1);
+            checked++;
+        }
+        assert_int_equal(checked, l->n_mods);
+        assert_true(same < total); /* the adapter moved weights */
+        st_close(so);
+        st_close(sf);
+        free(h);
+        /* logits: fused against the adapter's, and the base's against it */
+        size_t n = 16 * (size_t)info.vocab_size;
+        float *la_ = malloc(n * 4), *lb_ = malloc(n * 4), *lc_ = malloc(n * 4);
+        assert_true(la_ && lb_ && lc_);
+        assert_int_equal(infer_model_logits(m, ids, 16, lc_), 0); /* base */
+        assert_int_equal(infer_model_use_lora(m, l), 0);
+        assert_int_equal(infer_model_logits(m, ids, 16, la_), 0); /* adapter */
+        infer_model *fm;
+        if (infer_model_load(out, &lo, &fm)) fail_msg("%s", infer_last_error());
+        assert_int_equal(infer_model_logits(fm, ids, 16, lb_), 0); /* fused */
+        double e_fused = rel_l2(lb_, la_, n), e_base = rel_l2(lc_, la_, n);
+        print_message("  %-13s fused 4/8-bit model: logits %.2e from the adapter's (base model: %.2e); %zu of %zu "
+                      "adapted weights unchanged\n",
+                      names[f], e_fused, e_base, same, total);
+        assert_true(e_fused < 0.35 * e_base);
+        free(la_);
+        free(lb_);
+        free(lc_);
+        infer_model_free(fm);
+        infer_trainer_free(t);
+        infer_lora_free(l);
+        infer_model_free(m);
+    }
+    test_rmdir(tmp);
+    free(tmp);
+}
+
 /* The greedy answer of model to a one-turn chat. */
 static char *answer(infer_model *m, const char *q)
 {
@@ -1162,6 +1338,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(adapter_in_inference),
     cmocka_unit_test(datasets_as_mlx_lm),
     cmocka_unit_test(datasets_tools),
+    cmocka_unit_test(fuse_quantized),
     cmocka_unit_test(storyteller_fine_tune),
     cmocka_unit_test(cli_lora),
     cmocka_unit_test(bad_input),
