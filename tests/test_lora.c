@@ -412,6 +412,33 @@ static void dropout_in_training(void **state)
     close_case(&c);
 }
 
+/* dir's model on the cpu with a rank-4 adapter on every module of every
+ * layer (scale, 0 for the default; seed) and an AdamW trainer at lr; the
+ * vocabulary's size. */
+static void cpu_lora_all(const char *dir, float scale, uint64_t seed, float lr, infer_model **m, infer_lora **l,
+                         infer_trainer **t, int *vocab)
+{
+    infer_load_opts lo;
+    infer_load_opts_default(&lo);
+    lo.backend = "cpu";
+    if (infer_model_load(dir, &lo, m)) fail_msg("%s", infer_last_error());
+    infer_model_info info;
+    assert_int_equal(infer_model_get_info(*m, &info), 0);
+    *vocab = info.vocab_size;
+    infer_lora_opts ao;
+    infer_lora_opts_default(&ao);
+    ao.rank = 4;
+    ao.targets = "all";
+    ao.num_layers = 0;
+    if (scale > 0) ao.scale = scale;
+    ao.seed = seed;
+    assert_int_equal(infer_lora_new(*m, &ao, l), 0);
+    infer_train_opts to;
+    infer_train_opts_default(&to);
+    to.lr = lr;
+    assert_int_equal(infer_trainer_new(*l, &to, t), 0);
+}
+
 /* QLoRA: over MLX-quantized weights, the loss and gradient are those of
  * the same adapter over the float32 weights they stand for (infer
  * quantize --dequantize --dtype float32: the very values), whose path is
@@ -435,29 +462,14 @@ static void quantized_base_matches_float(void **state)
         float *g[2];
         size_t np = 0;
         for (int k = 0; k < 2; k++) {
-            infer_load_opts lo;
-            infer_load_opts_default(&lo);
-            lo.backend = "cpu";
             infer_model *m;
-            if (infer_model_load(k ? fdir : qdir, &lo, &m)) fail_msg("%s", infer_last_error());
-            infer_model_info info;
-            assert_int_equal(infer_model_get_info(m, &info), 0);
-            infer_lora_opts ao;
-            infer_lora_opts_default(&ao);
-            ao.rank = 4;
-            ao.targets = "all";
-            ao.num_layers = 0;
-            ao.seed = 3;
             infer_lora *l;
-            assert_int_equal(infer_lora_new(m, &ao, &l), 0);
-            infer_train_opts to;
-            infer_train_opts_default(&to);
-            to.lr = 1e-2f;
             infer_trainer *t;
-            assert_int_equal(infer_trainer_new(l, &to, &t), 0);
+            int vocab;
+            cpu_lora_all(k ? fdir : qdir, 0.0f, 3, 1e-2f, &m, &l, &t, &vocab);
             int32_t ids[2][12];
             for (int b = 0; b < 2; b++)
-                for (int i = 0; i < 12; i++) ids[b][i] = (int32_t)((i * 37 + b * 11 + 5) % info.vocab_size);
+                for (int i = 0; i < 12; i++) ids[b][i] = (int32_t)((i * 37 + b * 11 + 5) % vocab);
             infer_train_example ex[2] = {{ids[0], 12, 3}, {ids[1], 9, 0}};
             infer_train_batch bt = {ex, 2};
             infer_step_result r;
@@ -911,29 +923,13 @@ static void fuse_quantized(void **state)
         char qdir[1024], out[1024], path[1200];
         snprintf(qdir, sizeof qdir, "%s/mlx/%s", FIXTURES, names[f]);
         snprintf(out, sizeof out, "%s/%s", tmp, names[f]);
-        infer_load_opts lo;
-        infer_load_opts_default(&lo);
-        lo.backend = "cpu";
         infer_model *m;
-        if (infer_model_load(qdir, &lo, &m)) fail_msg("%s", infer_last_error());
-        infer_model_info info;
-        assert_int_equal(infer_model_get_info(m, &info), 0);
-        infer_lora_opts ao;
-        infer_lora_opts_default(&ao);
-        ao.rank = 4;
-        ao.targets = "all";
-        ao.num_layers = 0;
-        ao.scale = 4.0f;
-        ao.seed = 5;
         infer_lora *l;
-        assert_int_equal(infer_lora_new(m, &ao, &l), 0);
-        infer_train_opts to;
-        infer_train_opts_default(&to);
-        to.lr = 5e-2f;
         infer_trainer *t;
-        assert_int_equal(infer_trainer_new(l, &to, &t), 0);
+        int vocab;
+        cpu_lora_all(qdir, 4.0f, 5, 5e-2f, &m, &l, &t, &vocab);
         int32_t ids[16];
-        for (int i = 0; i < 16; i++) ids[i] = (int32_t)((i * 53 + 7) % info.vocab_size);
+        for (int i = 0; i < 16; i++) ids[i] = (int32_t)((i * 53 + 7) % vocab);
         infer_train_example ex = {ids, 16, 0};
         infer_train_batch bt = {&ex, 1};
         infer_step_result r;
@@ -1033,12 +1029,15 @@ static void fuse_quantized(void **state)
         st_close(sf);
         free(h);
         /* logits: fused against the adapter's, and the base's against it */
-        size_t n = 16 * (size_t)info.vocab_size;
+        size_t n = 16 * (size_t)vocab;
         float *la_ = malloc(n * 4), *lb_ = malloc(n * 4), *lc_ = malloc(n * 4);
         assert_true(la_ && lb_ && lc_);
         assert_int_equal(infer_model_logits(m, ids, 16, lc_), 0); /* base */
         assert_int_equal(infer_model_use_lora(m, l), 0);
         assert_int_equal(infer_model_logits(m, ids, 16, la_), 0); /* adapter */
+        infer_load_opts lo;
+        infer_load_opts_default(&lo);
+        lo.backend = "cpu";
         infer_model *fm;
         if (infer_model_load(out, &lo, &fm)) fail_msg("%s", infer_last_error());
         assert_int_equal(infer_model_logits(fm, ids, 16, lb_), 0); /* fused */
