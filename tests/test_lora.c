@@ -694,6 +694,20 @@ static void write_text(const char *dir, const char *name, const char *text)
     assert_int_equal(test_write_file(dir, name, text, strlen(text)), 0);
 }
 
+/* dir/name holding text fails to load with rc, the error naming what
+ * (NULL: no check). */
+static void expect_bad_data(const infer_tokenizer *tok, const char *dir, const char *name, const char *text, int rc,
+                            const char *what)
+{
+    write_text(dir, name, text);
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    infer_dataset *d = NULL;
+    assert_int_equal(infer_dataset_load(tok, path, 0, &d), rc);
+    assert_null(d);
+    if (what && !strstr(infer_last_error(), what)) fail_msg("%s: \"%s\" does not name %s", name, infer_last_error(), what);
+}
+
 /* Data sets as mlx-lm builds them, from the fixture's tokenizer and
  * template. */
 static void datasets_as_mlx_lm(void **state)
@@ -762,16 +776,9 @@ static void datasets_as_mlx_lm(void **state)
         infer_free(pi);
     }
     /* bad lines name the file and line */
-    write_text(tmp, "b.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"also fine\"\n");
-    snprintf(path, sizeof path, "%s/b.jsonl", tmp);
-    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_FORMAT);
-    assert_non_null(strstr(infer_last_error(), "b.jsonl:2"));
-    write_text(tmp, "u.jsonl", "{\"input\": \"x\"}\n");
-    snprintf(path, sizeof path, "%s/u.jsonl", tmp);
-    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_FORMAT);
-    write_text(tmp, "e.jsonl", "\n");
-    snprintf(path, sizeof path, "%s/e.jsonl", tmp);
-    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_INVALID_ARGUMENT);
+    expect_bad_data(tok, tmp, "b.jsonl", "{\"text\": \"fine\"}\n{\"text\": \"also fine\"\n", INFER_ERR_FORMAT, "b.jsonl:2");
+    expect_bad_data(tok, tmp, "u.jsonl", "{\"input\": \"x\"}\n", INFER_ERR_FORMAT, NULL);
+    expect_bad_data(tok, tmp, "e.jsonl", "\n", INFER_ERR_INVALID_ARGUMENT, NULL);
     snprintf(path, sizeof path, "%s/none.jsonl", tmp);
     assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_MISSING);
     test_rmdir(tmp);
@@ -877,14 +884,9 @@ static void datasets_tools(void **state)
     infer_dataset_free(d);
     infer_dataset_free(d2);
     /* a message without a string role, and tools that are not a list */
-    write_text(tmp, "b.jsonl", "{\"messages\": [{\"content\": \"Hi\"}]}\n");
-    snprintf(path, sizeof path, "%s/b.jsonl", tmp);
-    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_FORMAT);
-    assert_non_null(strstr(infer_last_error(), "role"));
-    write_text(tmp, "t.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": 3}\n");
-    snprintf(path, sizeof path, "%s/t.jsonl", tmp);
-    assert_int_equal(infer_dataset_load(tok, path, 0, &d), INFER_ERR_FORMAT);
-    assert_non_null(strstr(infer_last_error(), "tools"));
+    expect_bad_data(tok, tmp, "b.jsonl", "{\"messages\": [{\"content\": \"Hi\"}]}\n", INFER_ERR_FORMAT, "role");
+    expect_bad_data(tok, tmp, "t.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"tools\": 3}\n",
+                    INFER_ERR_FORMAT, "tools");
     cJSON_free(tools);
     cJSON_free(text);
     cJSON_Delete(line);
