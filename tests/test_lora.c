@@ -1239,6 +1239,42 @@ static void cli_lora(void **state)
     assert_int_equal(test_shell("%s generate %s --adapter-path %s/a -p Hello --max-tokens 4 --backend cpu >/dev/null", INFER_TOOL,
                          TINY, tmp),
                      0);
+    /* into a 4-bit copy: quantized again, or with --dequantize (mlx_lm.fuse's) a float model whose logits
+     * are the 4-bit model's with the adapter, to bf16 rounding */
+    assert_int_equal(test_shell("%s quantize %s %s/q4 --bits 4 >/dev/null && %s fuse %s/q4 --adapter-path %s/a --out %s/fq >/dev/null "
+                                "&& grep -q '\"quantization\"' %s/fq/config.json && %s fuse %s/q4 --adapter-path %s/a --out %s/fd "
+                                "--dequantize >/dev/null && ! grep -q '\"quantization\"' %s/fd/config.json && test ! -e %s/fd.dequantized-tmp",
+                                INFER_TOOL, TINY, tmp, INFER_TOOL, tmp, tmp, tmp, tmp, INFER_TOOL, tmp, tmp, tmp, tmp, tmp),
+                     0);
+    {
+        char q4[1024], fd[1024], ad[1024];
+        snprintf(q4, sizeof q4, "%s/q4", tmp);
+        snprintf(fd, sizeof fd, "%s/fd", tmp);
+        snprintf(ad, sizeof ad, "%s/a", tmp);
+        infer_load_opts lo;
+        infer_load_opts_default(&lo);
+        lo.backend = "cpu";
+        infer_model *f;
+        assert_int_equal(infer_model_load(fd, &lo, &f), 0);
+        lo.adapter_path = ad;
+        infer_model *qa;
+        assert_int_equal(infer_model_load(q4, &lo, &qa), 0);
+        infer_model_info info;
+        assert_int_equal(infer_model_get_info(f, &info), 0);
+        const int32_t ids[8] = {1, 17, 33, 5, 90, 7, 250, 3};
+        size_t n = 8 * (size_t)info.vocab_size;
+        float *a = malloc(n * 4), *b = malloc(n * 4);
+        assert_true(a && b);
+        assert_int_equal(infer_model_logits(qa, ids, 8, a), 0);
+        assert_int_equal(infer_model_logits(f, ids, 8, b), 0);
+        double e = rel_l2(b, a, n);
+        print_message("  fuse --dequantize of a 4-bit model: logits within %.2e (relative L2) of the adapter's\n", e);
+        assert_true(e < 2e-2);
+        free(a);
+        free(b);
+        infer_model_free(f);
+        infer_model_free(qa);
+    }
     assert_int_equal(test_shell("%s lora %s --adapter-path %s/a 2>/dev/null", INFER_TOOL, TINY, tmp), 2); /* no --data */
     assert_int_equal(test_shell("%s lora %s --data %s --scale 2 --alpha 4 2>/dev/null", INFER_TOOL, TINY, STORIES), 2);
     assert_int_equal(test_shell("%s lora %s --data %s/none --adapter-path %s/b 2>/dev/null", INFER_TOOL, TINY, tmp, tmp), 1);

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <ftw.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "commands.h"
 
@@ -197,15 +199,29 @@ done:
     return rc;
 }
 
+static int remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
 int cmd_fuse(const cli_command *self, int argc, char **argv)
 {
     const char *dir = NULL, *adapter = NULL, *out = "fused_model";
+    int dequant = 0;
     cli_opt opts[] = {
         {.name = "MODEL_DIR", .kind = CLI_POSITIONAL, .dest = &dir, .help = "a Hugging Face model folder"},
         {.name = "--adapter-path", .kind = CLI_STRING, .dest = &adapter, .meta = "DIR", .required = 1,
          .help = "the LoRA adapter folder (PEFT or mlx-lm)"},
         {.name = "--out", .kind = CLI_STRING, .dest = &out, .meta = "DIR",
          .help = "the model folder to write (default fused_model)", .alias = "--save-path"},
+        {.name = "--dequantize", .kind = CLI_FLAG, .dest = &dequant,
+         .help = "an MLX-quantized model: write a float model (the weights dequantized in their scales' dtype, "
+                 "then the adapter merged), as mlx_lm.fuse --dequantize; without it the fused modules are "
+                 "quantized again",
+         .alias = "--de-quantize"},
         {.name = NULL},
     };
     int rc = cli_parse(self, opts, argc, argv);
@@ -213,12 +229,32 @@ int cmd_fuse(const cli_command *self, int argc, char **argv)
     cli_model_opts m = {.backend = "cpu"};
     infer_model *model;
     if ((rc = cli_load_model(dir, &m, &model))) return rc;
-    infer_lora *l;
-    int st = infer_lora_load(model, adapter, &l);
+    infer_model_info info;
+    int st = infer_model_get_info(model, &info);
+    char tmp[4096] = "";
+    if (!st && dequant && info.quant_bits > 0) {
+        /* the dequantized copy beside the output, loaded in the model's place */
+        infer_model_free(model);
+        model = NULL;
+        snprintf(tmp, sizeof tmp, "%s.dequantized-tmp", out);
+        infer_quant_opts qo;
+        infer_quant_opts_default(&qo);
+        qo.dequantize = 1;
+        st = infer_quantize(dir, tmp, &qo);
+        if (!st) {
+            infer_load_opts lo;
+            infer_load_opts_default(&lo);
+            lo.backend = "cpu";
+            st = infer_model_load(tmp, &lo, &model);
+        }
+    }
+    infer_lora *l = NULL;
+    if (!st) st = infer_lora_load(model, adapter, &l);
     if (!st) st = infer_lora_fuse(l, out);
     infer_lora_free(l);
     infer_model_free(model);
+    if (tmp[0] && access(tmp, F_OK) == 0) (void)nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
     if (st) return cli_library_error(st);
-    printf("%s: %s with %s merged\n", out, dir, adapter);
+    printf("%s: %s with %s merged%s\n", out, dir, adapter, tmp[0] ? ", dequantized" : "");
     return CLI_EXIT_OK;
 }
