@@ -1279,6 +1279,15 @@ static void cli_lora(void **state)
     assert_int_equal(test_shell("%s lora %s --data %s --scale 2 --alpha 4 2>/dev/null", INFER_TOOL, TINY, STORIES), 2);
     assert_int_equal(test_shell("%s lora %s --data %s/none --adapter-path %s/b 2>/dev/null", INFER_TOOL, TINY, tmp, tmp), 1);
     assert_int_equal(test_shell("%s fuse %s --adapter-path %s/none 2>/dev/null", INFER_TOOL, TINY, tmp), 1);
+    /* mlx_lm.fuse's defaults: the adapter in ./adapters, the model to ./fused_model */
+    char tool[1200] = INFER_TOOL, cwd[1024];
+    if (tool[0] != '/') {
+        assert_non_null(getcwd(cwd, sizeof cwd));
+        snprintf(tool, sizeof tool, "%s/%s", cwd, INFER_TOOL);
+    }
+    assert_int_equal(test_shell("cd %s && cp -r a adapters && %s fuse %s >/dev/null && test -f fused_model/model.safetensors", tmp,
+                                tool, TINY),
+                     0);
     test_rmdir(tmp);
     free(tmp);
 }

@@ -209,12 +209,12 @@ static int remove_entry(const char *path, const struct stat *sb, int flag, struc
 
 int cmd_fuse(const cli_command *self, int argc, char **argv)
 {
-    const char *dir = NULL, *adapter = NULL, *out = "fused_model";
+    const char *dir = NULL, *adapter = "adapters", *out = "fused_model";
     int dequant = 0;
     cli_opt opts[] = {
         {.name = "MODEL_DIR", .kind = CLI_POSITIONAL, .dest = &dir, .help = "a Hugging Face model folder"},
-        {.name = "--adapter-path", .kind = CLI_STRING, .dest = &adapter, .meta = "DIR", .required = 1,
-         .help = "the LoRA adapter folder (PEFT or mlx-lm)"},
+        {.name = "--adapter-path", .kind = CLI_STRING, .dest = &adapter, .meta = "DIR",
+         .help = "the LoRA adapter folder (PEFT or mlx-lm; default adapters, where infer lora saves by default)"},
         {.name = "--out", .kind = CLI_STRING, .dest = &out, .meta = "DIR",
          .help = "the model folder to write (default fused_model)", .alias = "--save-path"},
         {.name = "--dequantize", .kind = CLI_FLAG, .dest = &dequant,
