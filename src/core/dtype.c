@@ -65,6 +65,19 @@ uint16_t f32_to_f16(float f)
     return (uint16_t)(sign | (r >> 13));
 }
 
+void dtype_from_f32(void *dst, const float *src, infer_dtype t, size_t n)
+{
+    unsigned char *p = dst;
+    if (t == DT_F32) {
+        memcpy(p, src, n * sizeof(float));
+    } else if (t == DT_BF16 || t == DT_F16) {
+        for (size_t i = 0; i < n; i++) {
+            uint16_t h = t == DT_BF16 ? f32_to_bf16(src[i]) : f32_to_f16(src[i]);
+            memcpy(p + 2 * i, &h, 2);
+        }
+    }
+}
+
 void dtype_to_f32(float *dst, const void *src, infer_dtype t, size_t n)
 {
     const unsigned char *p = src;

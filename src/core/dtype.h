@@ -58,4 +58,8 @@ uint16_t f32_to_f16(float f);
  * (F32, F16 or BF16) to float32. */
 void dtype_to_f32(float *dst, const void *src, infer_dtype t, size_t n);
 
+/* The reverse: n float32 values to type t (F32, F16 or BF16, rounded to
+ * nearest even) at dst (any alignment); other types write nothing. */
+void dtype_from_f32(void *dst, const float *src, infer_dtype t, size_t n);
+
 #endif

@@ -19,19 +19,7 @@ int quant_group_ok(int group_size) { return group_size == 32 || group_size == 64
 
 static void store_scalar(void *base, infer_dtype t, size_t i, float v)
 {
-    unsigned char *p = (unsigned char *)base + i * dtype_size(t);
-    uint16_t h;
-    switch (t) {
-    case DT_F32: memcpy(p, &v, sizeof v); break;
-    case DT_BF16:
-        h = f32_to_bf16(v);
-        memcpy(p, &h, sizeof h);
-        break;
-    default: /* DT_F16 */
-        h = f32_to_f16(v);
-        memcpy(p, &h, sizeof h);
-        break;
-    }
+    dtype_from_f32((unsigned char *)base + i * dtype_size(t), &v, t, 1);
 }
 
 static float load_scalar(const void *base, infer_dtype t, size_t i)

@@ -375,21 +375,7 @@ static int make_row(qjob *j, int mi, int64_t r)
     }
     quant_dequant_rows(m->w->data, r, 1, m->cols, m->bits, m->group_size, m->scales->data, m->biases->data,
                        m->sdtype, j->rowf);
-    for (int64_t c = 0; c < m->cols; c++) {
-        float v = j->rowf[c];
-        uint16_t h;
-        switch (m->odtype) {
-        case DT_F32: memcpy(j->rowb + 4 * c, &v, 4); break;
-        case DT_BF16:
-            h = f32_to_bf16(v);
-            memcpy(j->rowb + 2 * c, &h, 2);
-            break;
-        default:
-            h = f32_to_f16(v);
-            memcpy(j->rowb + 2 * c, &h, 2);
-            break;
-        }
-    }
+    dtype_from_f32(j->rowb, j->rowf, m->odtype, (size_t)m->cols);
     j->row_mod = mi;
     j->row_idx = r;
     return 0;

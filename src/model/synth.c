@@ -138,15 +138,7 @@ static int fill_random(void *arg, size_t i, size_t offset, void *buf, size_t n)
         uint64_t r = mix(f->seed ^ mix(i + 1) ^ (first + k) * 0x9e3779b97f4a7c15ull);
         float u = (float)((r >> 40) * (1.0 / 16777216.0)) * 2.0f - 1.0f;
         float v = c->center[i] + u * c->scale[i];
-        if (c->dtype == DT_BF16) {
-            uint16_t h = f32_to_bf16(v);
-            memcpy(out + 2 * k, &h, 2);
-        } else if (c->dtype == DT_F16) {
-            uint16_t h = f32_to_f16(v);
-            memcpy(out + 2 * k, &h, 2);
-        } else {
-            memcpy(out + 4 * k, &v, 4);
-        }
+        dtype_from_f32(out + es * k, &v, c->dtype, 1);
     }
     return 0;
 }

@@ -7,7 +7,8 @@
  * quantized again with the module's bits and group size (MLX's rule,
  * quant.h), so the folder keeps its quantization config; every weight of
  * an adapted module moves to the nearest step of its group's new grid.
- * For a float model use `infer quantize --dequantize` first. */
+ * For a float model, fuse into a dequantized copy (infer quantize
+ * --dequantize; `infer fuse --dequantize` makes one). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,17 +53,6 @@ static const lora_mod *module_of(const infer_lora *l, const char *name, unsigned
     return NULL;
 }
 
-/* x in dtype t (F32, BF16 or F16) at dst. */
-static void put_value(unsigned char *dst, float x, infer_dtype t)
-{
-    if (t == DT_F32) {
-        memcpy(dst, &x, 4);
-    } else {
-        uint16_t h = t == DT_BF16 ? f32_to_bf16(x) : f32_to_f16(x);
-        memcpy(dst, &h, 2);
-    }
-}
-
 /* Module md's fused tensors into j->buf: W + scale B A row by row, in the
  * weight's dtype; for a quantized W the whole matrix in the scales' dtype
  * (as mlx-lm adds in it), then quantized again. */
@@ -99,7 +89,7 @@ static int fuse_module(fuse_job *j, const lora_mod *md)
             const float *a = A + (size_t)k * in;
             for (size_t c = 0; c < in; c++) row[c] += b * a[c];
         }
-        for (size_t c = 0; c < in; c++) put_value(fused + (o * in + c) * fs, row[c], ft);
+        dtype_from_f32(fused + o * in * fs, row, ft, in);
     }
     free(row);
     int rc = INFER_OK;
