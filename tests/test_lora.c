@@ -101,6 +101,17 @@ static float *host_block(const infer_lora *l, const void *block)
     return h;
 }
 
+/* Relative L2 distance of a from b over n values. */
+static double rel_l2(const float *a, const float *b, size_t n)
+{
+    double num = 0.0, den = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        den += (double)b[i] * b[i];
+    }
+    return sqrt(num / den);
+}
+
 /* Largest relative error (L2 over each tensor) of the adapter gradient
  * g against PEFT's tensors prefixed key in grads.safetensors. */
 /* The worst relative error over the adapter's gradients; which tensor in
@@ -207,12 +218,8 @@ static void accumulation_and_checkpointing_case(const char *name)
     float *g3 = host_block(c.l, c.l->grads);
     assert_int_equal((int)r1.n_tokens, (int)r2.n_tokens);
     if (!(rel(r2.loss, r1.loss) <= 1e-6)) fail_msg("%s: accumulated loss %.8f, whole %.8f", name, r2.loss, r1.loss);
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < c.l->n_params; i++) {
-        num += ((double)g2[i] - g1[i]) * ((double)g2[i] - g1[i]);
-        den += (double)g1[i] * g1[i];
-    }
-    if (!(sqrt(num / den) <= 1e-5)) fail_msg("%s: accumulated gradient: relative error %.3e", name, sqrt(num / den));
+    const double ge = rel_l2(g2, g1, c.l->n_params);
+    if (!(ge <= 1e-5)) fail_msg("%s: accumulated gradient: relative error %.3e", name, ge);
     assert_true(r3.loss == r1.loss);
     assert_memory_equal(g1, g3, c.l->n_params * 4);
     free(g1);
@@ -483,16 +490,11 @@ static void quantized_base_matches_float(void **state)
             infer_lora_free(l);
             infer_model_free(m);
         }
-        double num = 0.0, den = 0.0;
-        for (size_t i = 0; i < np; i++) {
-            num += ((double)g[0][i] - g[1][i]) * ((double)g[0][i] - g[1][i]);
-            den += (double)g[1][i] * g[1][i];
-        }
+        const double ge = rel_l2(g[0], g[1], np);
         print_message("  %-14s quantized base: loss %.6f (float32 %.6f), gradient relative error %.1e\n", names[f],
-                      loss[0], loss[1], sqrt(num / den));
-        if (!(rel(loss[0], loss[1]) <= 1e-5 && sqrt(num / den) <= 1e-4))
-            fail_msg("%s: loss %.7f against %.7f, gradient relative error %.3e", names[f], loss[0], loss[1],
-                     sqrt(num / den));
+                      loss[0], loss[1], ge);
+        if (!(rel(loss[0], loss[1]) <= 1e-5 && ge <= 1e-4))
+            fail_msg("%s: loss %.7f against %.7f, gradient relative error %.3e", names[f], loss[0], loss[1], ge);
         free(g[0]);
         free(g[1]);
     }
@@ -898,17 +900,6 @@ static void datasets_tools(void **state)
     free(tmp);
 }
 
-/* Relative L2 distance of a from b over n values. */
-static double rel_l2(const float *a, const float *b, size_t n)
-{
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)b[i] * b[i];
-    }
-    return sqrt(num / den);
-}
-
 /* An adapter fused into an MLX-quantized model (as mlx-lm's fuse: W
  * dequantized, W + scale B A, quantized again with the module's bits and
  * group size): the same quantization config; every fused value of an
@@ -1144,13 +1135,9 @@ static void storyteller_fine_tune(void **state)
     assert_true(a && b);
     assert_int_equal(infer_model_logits(m, e->ids, e->n_ids, a), 0);
     assert_int_equal(infer_model_logits(f, e->ids, e->n_ids, b), 0);
-    double num = 0.0, den = 0.0;
-    for (size_t i = 0; i < n; i++) {
-        num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
-        den += (double)a[i] * a[i];
-    }
-    print_message("  fused model: logits within %.2e (relative L2) of the adapter's\n", sqrt(num / den));
-    assert_true(sqrt(num / den) < 2e-2);
+    const double err = rel_l2(b, a, n);
+    print_message("  fused model: logits within %.2e (relative L2) of the adapter's\n", err);
+    assert_true(err < 2e-2);
     free(a);
     free(b);
     infer_model_free(f);

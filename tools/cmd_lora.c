@@ -241,11 +241,9 @@ int cmd_fuse(const cli_command *self, int argc, char **argv)
         infer_quant_opts_default(&qo);
         qo.dequantize = 1;
         st = infer_quantize(dir, tmp, &qo);
-        if (!st) {
-            infer_load_opts lo;
-            infer_load_opts_default(&lo);
-            lo.backend = "cpu";
-            st = infer_model_load(tmp, &lo, &model);
+        if (!st && (rc = cli_load_model(tmp, &m, &model))) {
+            (void)nftw(tmp, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+            return rc;
         }
     }
     infer_lora *l = NULL;

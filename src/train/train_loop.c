@@ -5,8 +5,9 @@
  * examples longer than max_seq_len cut to it; a validation loss over the
  * first val_batches batches of the validation set before the first step
  * (iter 0: where training starts from, as mlx-lm's first report), every
- * val_every steps and at the end; the adapter saved every save_every steps and at the
- * end, each save_every step's also kept as a numbered checkpoint. */
+ * val_every steps and at the end; the adapter saved every save_every
+ * steps and at the end, each save_every step's also kept as a numbered
+ * checkpoint. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
