@@ -2,7 +2,7 @@
 """A GGUF file for llama.cpp with a preset's shapes and random weights: the peer's side of the
 CPU decode benchmark (bench/peer_llamacpp.sh, which runs llama.cpp's llama-bench on it).
 
-    python3 bench/make_gguf.py llama3.2-1b q4_0|q8_0|bf16 OUT.gguf
+    python3 bench/make_gguf.py llama3.2-1b|gemma3-1b q4_0|q8_0|bf16 OUT.gguf
 
 Every matrix, the embedding (which is also the tied head) included, in Q4_0 (blocks of 32
 weights: an f16 scale and 16 bytes of 4-bit values, 4.5 bits a weight, as MLX 4-bit with groups
@@ -20,8 +20,9 @@ import struct
 import sys
 
 PRESETS = {
-    # hidden, layers, heads, kv heads, head dim, ffn, vocab, rope theta, rms eps
-    "llama3.2-1b": (2048, 16, 32, 8, 64, 8192, 128256, 500000.0, 1e-5),
+    # arch, hidden, layers, heads, kv heads, head dim, ffn, vocab, rope theta, rms eps
+    "llama3.2-1b": ("llama", 2048, 16, 32, 8, 64, 8192, 128256, 500000.0, 1e-5),
+    "gemma3-1b": ("gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 1000000.0, 1e-6),
 }
 
 # ggml types: (id, weights a block, bytes a block)
@@ -79,7 +80,8 @@ def main():
     if len(sys.argv) != 4 or sys.argv[1] not in PRESETS or sys.argv[2] not in FILE_TYPES:
         sys.exit("usage: make_gguf.py PRESET q4_0|q8_0|bf16 OUT.gguf (presets: %s)" % ", ".join(PRESETS))
     name, qt, out = sys.argv[1:]
-    H, L, nh, nkv, hd, F, V, theta, eps = PRESETS[name]
+    arch, H, L, nh, nkv, hd, F, V, theta, eps = PRESETS[name]
+    gemma = arch == "gemma3"
     tensors = [("token_embd.weight", [H, V], qt), ("output_norm.weight", [H], "f32")]
     for i in range(L):
         p = "blk.%d." % i
@@ -88,14 +90,21 @@ def main():
                     (p + "attn_output.weight", [nh * hd, H], qt), (p + "ffn_norm.weight", [H], "f32"),
                     (p + "ffn_gate.weight", [H, F], qt), (p + "ffn_up.weight", [H, F], qt),
                     (p + "ffn_down.weight", [F, H], qt)]
-    kvs = [kv("general.architecture", "str", "llama"), kv("general.name", "str", "infer-bench-" + name),
+        if gemma:  # per-head q and k norms, sandwich norms
+            tensors += [(p + "attn_q_norm.weight", [hd], "f32"), (p + "attn_k_norm.weight", [hd], "f32"),
+                        (p + "post_attention_norm.weight", [H], "f32"), (p + "post_ffw_norm.weight", [H], "f32")]
+    a = arch + "."
+    kvs = [kv("general.architecture", "str", arch), kv("general.name", "str", "infer-bench-" + name),
            kv("general.file_type", "u32", FILE_TYPES[qt]),
-           kv("llama.context_length", "u32", 4096), kv("llama.embedding_length", "u32", H),
-           kv("llama.block_count", "u32", L), kv("llama.feed_forward_length", "u32", F),
-           kv("llama.attention.head_count", "u32", nh), kv("llama.attention.head_count_kv", "u32", nkv),
-           kv("llama.rope.dimension_count", "u32", hd), kv("llama.rope.freq_base", "f32", theta),
-           kv("llama.attention.layer_norm_rms_epsilon", "f32", eps), kv("llama.vocab_size", "u32", V),
+           kv(a + "context_length", "u32", 4096), kv(a + "embedding_length", "u32", H),
+           kv(a + "block_count", "u32", L), kv(a + "feed_forward_length", "u32", F),
+           kv(a + "attention.head_count", "u32", nh), kv(a + "attention.head_count_kv", "u32", nkv),
+           kv(a + "attention.key_length", "u32", hd), kv(a + "attention.value_length", "u32", hd),
+           kv(a + "rope.dimension_count", "u32", hd), kv(a + "rope.freq_base", "f32", theta),
+           kv(a + "attention.layer_norm_rms_epsilon", "f32", eps), kv(a + "vocab_size", "u32", V),
            kv("tokenizer.ggml.model", "str", "llama")] + vocab(V)
+    if gemma:  # five sliding-window layers of 512 to one global, local RoPE base 10,000
+        kvs += [kv(a + "attention.sliding_window", "u32", 512), kv(a + "rope.freq_base_swa", "f32", 10000.0)]
     sizes, records, off = [], [], 0
     for tname, dims, kind in tensors:
         tid, per, size = TYPES[kind]

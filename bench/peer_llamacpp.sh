@@ -9,13 +9,15 @@
 #
 # WORK_DIR (default /tmp/infer-peer) receives the npm package, the llama.cpp build and the GGUF
 # files; PRESET_DIR (default /tmp/infer-presets) holds bench/run_decode.sh's model folders.
-# Needs cmake, g++, git, npm and python3 (Debian packages); ROUNDS (default 2) turns of each.
+# Needs cmake, g++, git, npm and python3 (Debian packages); ROUNDS (default 2) turns of each
+# format of each of MODELS (default "llama3.2-1b gemma3-1b").
 set -e
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 WORK=${1:-/tmp/infer-peer}
 PRESETS=${2:-/tmp/infer-presets}
 ROUNDS=${ROUNDS:-2}
+MODELS=${MODELS:-"llama3.2-1b gemma3-1b"}
 NLC=node-llama-cpp@3.22.1 # its llama/gitRelease.bundle: llama.cpp at the release it names
 
 mkdir -p "$WORK"
@@ -34,27 +36,29 @@ fi
 make -j"$(nproc)" all bench >/dev/null
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'); $(lscpu | sed -n 's/^Model name: *//p'), $(nproc) cpus;" \
     "llama.cpp $(cat "$WORK/package/llama/llama.cpp.info.json" | tr -d ' \n')"
-for q in q4 q8 bf16; do
-    case $q in
-    q4) g=q4_0 m=llama3.2-1b-q4 a=--int8 ;;
-    q8) g=q8_0 m=llama3.2-1b-q8 a=--int8 ;;
-    bf16) g=bf16 m=llama3.2-1b a= ;;
-    esac
-    gguf=$WORK/llama3.2-1b-$g.gguf
-    [ -f "$gguf" ] || python3 bench/make_gguf.py llama3.2-1b $g "$gguf"
-    if [ ! -f "$PRESETS/$m/config.json" ]; then
-        echo "no $PRESETS/$m: run bench/run_decode.sh $PRESETS llama3.2-1b first"
-        exit 1
-    fi
-    r=1
-    while [ $r -le "$ROUNDS" ]; do
-        echo
-        echo "## $m, round $r: build/bench/bench_decode $PRESETS/$m --runs 3 $a"
-        build/bench/bench_decode "$PRESETS/$m" --runs 3 $a |
-            grep -E '^(limit|bytes/token|decode|paired|prefill):'
-        echo "## llama.cpp $g: llama-bench -m $gguf -t $(nproc) -p 128 -n 128 -r 3"
-        "$WORK/llama.cpp/build/bin/llama-bench" -m "$gguf" -t "$(nproc)" -p 128 -n 128 -r 3 -o md 2>/dev/null |
-            grep -E 'pp128|tg128'
-        r=$((r + 1))
+for p in $MODELS; do
+    for q in q4 q8 bf16; do
+        case $q in
+        q4) g=q4_0 m=$p-q4 a=--int8 ;;
+        q8) g=q8_0 m=$p-q8 a=--int8 ;;
+        bf16) g=bf16 m=$p a= ;;
+        esac
+        gguf=$WORK/$p-$g.gguf
+        [ -f "$gguf" ] || python3 bench/make_gguf.py "$p" $g "$gguf"
+        if [ ! -f "$PRESETS/$m/config.json" ]; then
+            echo "no $PRESETS/$m: run bench/run_decode.sh $PRESETS $p first"
+            exit 1
+        fi
+        r=1
+        while [ $r -le "$ROUNDS" ]; do
+            echo
+            echo "## $m, round $r: build/bench/bench_decode $PRESETS/$m --runs 3 $a"
+            build/bench/bench_decode "$PRESETS/$m" --runs 3 $a |
+                grep -E '^(limit|bytes/token|decode|paired|prefill):'
+            echo "## llama.cpp $g: llama-bench -m $gguf -t $(nproc) -p 128 -n 128 -r 3"
+            "$WORK/llama.cpp/build/bin/llama-bench" -m "$gguf" -t "$(nproc)" -p 128 -n 128 -r 3 -o md 2>/dev/null |
+                grep -E 'pp128|tg128'
+            r=$((r + 1))
+        done
     done
 done
