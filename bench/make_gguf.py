@@ -2,7 +2,7 @@
 """A GGUF file for llama.cpp with a preset's shapes and random weights: the peer's side of the
 CPU decode benchmark (bench/peer_llamacpp.sh, which runs llama.cpp's llama-bench on it).
 
-    python3 bench/make_gguf.py llama3.2-1b|gemma3-1b q4_0|q8_0|bf16 OUT.gguf
+    python3 bench/make_gguf.py llama3.2-1b|gemma3-1b|qwen3-0.6b q4_0|q8_0|bf16 OUT.gguf
 
 Every matrix, the embedding (which is also the tied head) included, in Q4_0 (blocks of 32
 weights: an f16 scale and 16 bytes of 4-bit values, 4.5 bits a weight, as MLX 4-bit with groups
@@ -23,6 +23,7 @@ PRESETS = {
     # arch, hidden, layers, heads, kv heads, head dim, ffn, vocab, rope theta, rms eps
     "llama3.2-1b": ("llama", 2048, 16, 32, 8, 64, 8192, 128256, 500000.0, 1e-5),
     "gemma3-1b": ("gemma3", 1152, 26, 4, 1, 256, 6912, 262144, 1000000.0, 1e-6),
+    "qwen3-0.6b": ("qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 1000000.0, 1e-6),
 }
 
 # ggml types: (id, weights a block, bytes a block)
@@ -90,9 +91,10 @@ def main():
                     (p + "attn_output.weight", [nh * hd, H], qt), (p + "ffn_norm.weight", [H], "f32"),
                     (p + "ffn_gate.weight", [H, F], qt), (p + "ffn_up.weight", [H, F], qt),
                     (p + "ffn_down.weight", [F, H], qt)]
-        if gemma:  # per-head q and k norms, sandwich norms
-            tensors += [(p + "attn_q_norm.weight", [hd], "f32"), (p + "attn_k_norm.weight", [hd], "f32"),
-                        (p + "post_attention_norm.weight", [H], "f32"), (p + "post_ffw_norm.weight", [H], "f32")]
+        if arch != "llama":  # per-head q and k norms
+            tensors += [(p + "attn_q_norm.weight", [hd], "f32"), (p + "attn_k_norm.weight", [hd], "f32")]
+        if gemma:  # sandwich norms
+            tensors += [(p + "post_attention_norm.weight", [H], "f32"), (p + "post_ffw_norm.weight", [H], "f32")]
     a = arch + "."
     kvs = [kv("general.architecture", "str", arch), kv("general.name", "str", "infer-bench-" + name),
            kv("general.file_type", "u32", FILE_TYPES[qt]),
