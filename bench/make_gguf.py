@@ -68,7 +68,7 @@ def vocab(V):
 
 def pattern(kind):
     """1 MiB-ish of blocks: a small f16 scale and random values (bf16: random values near 0.01)."""
-    _, n, size = TYPES[kind]
+    size = TYPES[kind][2]
     if kind == "bf16":
         rnd = os.urandom(2 * 524288)
         return b"".join(bytes((rnd[2 * i], 0x3c | (rnd[2 * i + 1] & 0x81))) for i in range(524288))
@@ -119,7 +119,7 @@ def main():
         sizes.append((nbytes, kind))
         off += (nbytes + ALIGN - 1) // ALIGN * ALIGN
     head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kvs)) + b"".join(kvs) + b"".join(records)
-    pats = {qt: pattern(qt)}
+    pat = pattern(qt)
     ones = struct.pack("<f", 1.0)
     with open(out, "wb") as f:
         f.write(head + b"\0" * (-len(head) % ALIGN))
@@ -127,7 +127,7 @@ def main():
             if kind == "f32":
                 f.write(ones * (nbytes // 4))
             else:
-                pat, left = pats[kind], nbytes
+                left = nbytes
                 while left:
                     k = min(left, len(pat))
                     f.write(pat[:k])

@@ -10,14 +10,13 @@
 # WORK_DIR (default /tmp/infer-peer) receives the npm package, the llama.cpp build and the GGUF
 # files; PRESET_DIR (default /tmp/infer-presets) holds bench/run_decode.sh's model folders.
 # Needs cmake, g++, git, npm and python3 (Debian packages); ROUNDS (default 2) turns of each
-# format of each of MODELS (default "llama3.2-1b gemma3-1b").
+# format of each of MODELS (default "llama3.2-1b gemma3-1b qwen3-0.6b", run_decode.sh's presets).
 set -e
 cd "$(dirname "$0")/.."
-ROOT=$(pwd)
 WORK=${1:-/tmp/infer-peer}
 PRESETS=${2:-/tmp/infer-presets}
 ROUNDS=${ROUNDS:-2}
-MODELS=${MODELS:-"llama3.2-1b gemma3-1b"}
+MODELS=${MODELS:-"llama3.2-1b gemma3-1b qwen3-0.6b"}
 NLC=node-llama-cpp@3.22.1 # its llama/gitRelease.bundle: llama.cpp at the release it names
 
 mkdir -p "$WORK"
