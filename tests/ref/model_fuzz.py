@@ -5,19 +5,24 @@ rope types, windows, softcaps, biases, tied heads, stored dtypes), each a tiny m
 weights whose float32 logits transformers computes on the GPU machine; here `infer logits` runs
 each folder and the logits are compared.  Nothing of it is committed but this script.
 
-    # device run (no carry needed; everything on its CPU in float32):
-    HF_HUB_OFFLINE=1 python3 tests/ref/model_fuzz.py gen --seed 1 --n 60 --out /tmp/mf && \\
-        tar czf $OUT/mf.tgz -C /tmp/mf .
-    # back here:
-    mkdir -p /tmp/mf && tar xzf /work/.device/N/mf.tgz -C /tmp/mf
-    python3 tests/ref/model_fuzz.py compare --in /tmp/mf [--infer build/infer] [--backend cpu]
+    # device run (everything on its CPU in float32), with a build of infer carried there:
+    HF_HUB_OFFLINE=1 python3 tests/ref/model_fuzz.py gen --seed 1 --n 60 [--mlx] --out /tmp/mf
+    python3 tests/ref/model_fuzz.py compare --in /tmp/mf --infer INFER [--backend cpu] [--int8]
+    python3 tests/ref/model_fuzz.py compare --in /tmp/mf --infer INFER --backend cuda --tol 1e-2
+    (the folders are too large to bring back whole; compare runs where they are)
 
 Each folder N/ holds config.json and model.safetensors as save_pretrained wrote them (weights
 stored in bfloat16, float16 or float32), ids.txt, logits.f32 (float32 [T, vocab], raw
 little-endian) and case.json (the choices).  The weights are drawn as make_fixtures.py draws
 them and rounded to the stored dtype before transformers computes the logits from them in float32
 (eager attention).  compare holds every case to testing.md's float32 bound (max |logit
-difference| <= 1e-3; --tol for the reduced-precision backends' relative L2 instead).
+difference| <= 1e-3; --tol for the reduced-precision paths' relative L2 instead).
+
+--mlx makes MLX-quantized models instead, as make_mlx_fixtures.py makes its fixtures: every Linear
+and Embedding module whose input size divides the group size quantized by the port of MLX's rule
+(mlx_quant.py) with 2, 3, 4, 5, 6 or 8 bits in groups of 32, 64 or 128, scales and biases in the
+weights' dtype, some modules given other bits and group sizes or left out (`false`) through
+per-module entries; the logits are transformers' on the dequantized weights.
 """
 import argparse
 import json
@@ -90,6 +95,51 @@ def choose(r):
     return cls, c, dict(family=fam, T=T, dtype=dtype)
 
 
+def quantize_folder(d, r):
+    """Rewrites folder d as mlx-lm would save a quantized copy; returns (dequantized weights by
+    tensor name, the config's quantization entry)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import make_mlx_fixtures as mf
+    import mlx_quant as mq
+    path = os.path.join(d, "model.safetensors")
+    tensors, _ = mf.st_read(path)
+    bits, gs = r.choice([2, 3, 4, 4, 4, 5, 6, 8, 8]), r.choice([32, 64, 64, 128])
+    q = {"group_size": gs, "bits": bits, "mode": "affine"}
+    out, deq = [], {}
+    for name, dt, shape, raw in tensors:
+        mod = name[: -len(".weight")] if name.endswith(".weight") else None
+        linear = mod is not None and len(shape) == 2 and "norm" not in name
+        b, g = bits, gs
+        if linear and r.random() < 0.15:  # a per-module entry
+            if r.random() < 0.3:
+                q[mod] = False
+                linear = False
+            else:
+                b, g = r.choice([2, 3, 4, 5, 6, 8]), r.choice([32, 64, 128])
+                if shape[1] % g == 0:
+                    q[mod] = {"group_size": g, "bits": b}
+                else:
+                    b, g = bits, gs
+        if not linear or shape[1] % g != 0:
+            out.append((name, dt, shape, raw))
+            continue
+        w = mf.to_f32(dt, shape, raw)
+        packed, s_raw, b_raw = mq.quantize(w, b, g, dt)
+        rows, cols = shape
+        out.append((name, "U32", [rows, cols * b // 32], packed.astype("<u4").tobytes()))
+        out.append((mod + ".scales", dt, [rows, cols // g], s_raw))
+        out.append((mod + ".biases", dt, [rows, cols // g], b_raw))
+        deq[name] = mq.dequantize(packed, s_raw, b_raw, b, g, dt, cols)
+    mf.st_write(path + ".tmp", out, {"format": "mlx"})
+    os.replace(path + ".tmp", path)  # a new file: the reloaded model still maps the old one
+    with open(os.path.join(d, "config.json")) as f:
+        cfg = json.load(f)
+    cfg["quantization"] = cfg["quantization_config"] = q
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(cfg, f, indent=1)
+    return deq, q
+
+
 def gen(a):
     import numpy as np
     import torch
@@ -127,6 +177,14 @@ def gen(a):
         os.makedirs(d, exist_ok=True)
         m.to(dt).save_pretrained(d)
         back = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+        if a.mlx:
+            deq, case["quantization"] = quantize_folder(d, r)
+            with torch.no_grad():
+                for pname, p in back.named_parameters():
+                    if pname in deq:
+                        p.copy_(torch.from_numpy(deq[pname]))
+                if back.config.tie_word_embeddings:  # the head stays the (dequantized) embedding
+                    back.lm_head.weight.copy_(back.get_input_embeddings().weight)
         ids = [r.randint(0, c["vocab_size"] - 1) for _ in range(case["T"])]
         with torch.no_grad():
             lg = back(torch.tensor(ids)[None]).logits[0].float().numpy()
@@ -167,8 +225,8 @@ def compare(a):
         # transformers runs any length; past max_position_embeddings (dynamic rope: times its
         # factor) infer wants the context named, as a user would with --ctx
         ctx = ["--ctx", str(case["T"])] if case["T"] > case["config"]["max_position_embeddings"] else []
-        p = subprocess.run([a.infer, "logits", d, "--ids", ids, "--out", out, "--backend", a.backend] + ctx,
-                           capture_output=True, text=True)
+        p = subprocess.run([a.infer, "logits", d, "--ids", ids, "--out", out, "--backend", a.backend] + ctx +
+                           (["--int8"] if a.int8 else []), capture_output=True, text=True)
         if p.returncode:
             print("%3d %-18s FAILED: %s" % (i, case["arch"], p.stderr.strip()[:300]))
             bad += 1
@@ -182,9 +240,11 @@ def compare(a):
         ok = len(ours) == len(ref) and (rel <= a.tol if a.tol else worst <= 1e-3)
         bad += not ok
         c = case["config"]
-        print("%3d %-18s %-8s T %2d L %d h %3d heads %d/%d hd %s: max |diff| %.2e, rel %.1e%s" %
+        qz = case.get("quantization")
+        print("%3d %-18s %-8s T %2d L %d h %3d heads %d/%d hd %s%s: max |diff| %.2e, rel %.1e%s" %
               (i, case["arch"], case["dtype"], case["T"], c["num_hidden_layers"], c["hidden_size"],
-               c["num_attention_heads"], c["num_key_value_heads"], c.get("head_dim", "-"), worst, rel,
+               c["num_attention_heads"], c["num_key_value_heads"], c.get("head_dim", "-"),
+               " q%d g%d +%d" % (qz["bits"], qz["group_size"], len(qz) - 3) if qz else "", worst, rel,
                "" if ok else "  <-- " + json.dumps(c)))
     print("cases:", len(cases), "failed:", bad)
     return 1 if bad else 0
@@ -197,11 +257,13 @@ def main():
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--n", type=int, default=60)
     p.add_argument("--out", required=True)
+    p.add_argument("--mlx", action="store_true", help="MLX-quantized copies (module docstring)")
     p = sub.add_parser("compare")
     p.add_argument("--in", dest="inp", required=True)
     p.add_argument("--infer", default="build/infer")
     p.add_argument("--backend", default="cpu")
     p.add_argument("--tol", type=float, default=0.0, help="relative L2 bound instead of max |diff| <= 1e-3")
+    p.add_argument("--int8", action="store_true", help="infer logits --int8 (give --tol too)")
     a = ap.parse_args()
     return {"gen": gen, "compare": compare}[a.cmd](a) or 0
 
