@@ -656,7 +656,9 @@ INFER_API void infer_trainer_free(infer_trainer *t);
  * gradients add up before the step).  The loss is the sum of the
  * cross-entropies of every counted target token of all n_micro batches
  * divided by their count, so accumulation gives the gradient of the whole
- * batch.  Then: clipping, AdamW with the schedule's learning rate. */
+ * batch.  Then: clipping, AdamW with the schedule's learning rate.  A
+ * model with dynamic RoPE scales each micro-batch for its padded length
+ * (its longest example), as transformers scales a batch. */
 INFER_API int infer_train_step(infer_trainer *t, const infer_train_batch *micro, int n_micro,
                                infer_step_result *out);
 /* The same loss and gradient without a step (the gradient stays readable

@@ -41,6 +41,10 @@ struct infer_trainer {
     int glu_fused;        /* glu_fused_back: the GLU's backward is the backend's glu_back_dx */
     void *adam_m, *adam_v;
     void *neg_freq_global, *neg_freq_local; /* -inv_freq: RoPE's backward */
+    /* dynamic RoPE: the scaled table of this micro-batch's length (as
+     * transformers scales a batch for its padded length) and its negation */
+    void *dyn_freq, *dyn_neg;
+    int dyn_len;          /* the length they hold; 0 = none yet */
     /* this micro-batch: N rows, examples of T positions; buffers for cap rows */
     int N, T, cap;
     int n_acts;           /* layer_acts sets: [0] scratch, [1 + li - lowest] kept */
@@ -124,6 +128,8 @@ void infer_trainer_free(infer_trainer *t)
     be->free(t->m->bctx, t->adam_v);
     be->free(t->m->bctx, t->neg_freq_global);
     be->free(t->m->bctx, t->neg_freq_local);
+    be->free(t->m->bctx, t->dyn_freq);
+    be->free(t->m->bctx, t->dyn_neg);
     free(t);
 }
 
@@ -289,6 +295,35 @@ static int ensure_bufs(infer_trainer *t, int N, int T)
     return INFER_OK;
 }
 
+/* The RoPE table of layer li, forward (inv_freq) or backward (-inv_freq). */
+static void *layer_freq(const infer_trainer *t, int li, int backward)
+{
+    const model_config *c = &t->m->cfg;
+    const int local = sliding(c, li);
+    if ((local ? c->rope_local : c->rope_global).kind == ROPE_DYNAMIC) return backward ? t->dyn_neg : t->dyn_freq;
+    if (backward) return local ? t->neg_freq_local : t->neg_freq_global;
+    return local ? t->m->inv_freq_local : t->m->inv_freq_global;
+}
+
+/* Dynamic RoPE's tables for examples of T positions (position ids 0 .. T -
+ * 1: transformers scales for max position + 1 = T). */
+static int dyn_tables(infer_trainer *t, int T)
+{
+    const model_config *c = &t->m->cfg;
+    const rope_config *rc = c->rope_global.kind == ROPE_DYNAMIC ? &c->rope_global : &c->rope_local;
+    if (rc->kind != ROPE_DYNAMIC || t->dyn_len == T) return INFER_OK;
+    const int half = c->head_dim / 2;
+    float *f = malloc((size_t)half * 2 * sizeof *f);
+    if (!f) return infer_err(INFER_ERR_OUT_OF_MEMORY, "train: out of memory");
+    rope_inv_freq(rc, c->head_dim, c->max_position_embeddings, T, f);
+    for (int i = 0; i < half; i++) f[half + i] = -f[i];
+    int e = t->m->be->upload(t->m->bctx, t->dyn_freq, f, (size_t)half * 4);
+    if (!e) e = t->m->be->upload(t->m->bctx, t->dyn_neg, f + half, (size_t)half * 4);
+    free(f);
+    t->dyn_len = e ? 0 : T;
+    return e;
+}
+
 static int upload_neg_freq(infer_trainer *t, const rope_config *rc, void **out)
 {
     const model_config *c = &t->m->cfg;
@@ -315,8 +350,6 @@ int infer_trainer_new(infer_lora *l, const infer_train_opts *o, infer_trainer **
         !be->softcap_back || !be->cross_entropy || !be->axpy || !be->scale || !be->sumsq || !be->adamw ||
         !be->dropout)
         return infer_err(INFER_ERR_UNSUPPORTED, "train: the %s backend has no training ops yet", be->name);
-    if (c->rope_global.kind == ROPE_DYNAMIC || c->rope_local.kind == ROPE_DYNAMIC)
-        return infer_err(INFER_ERR_UNSUPPORTED, "%s: training with dynamic RoPE scaling is not supported", m->path);
     infer_train_opts d;
     if (!o) {
         infer_train_opts_default(&d);
@@ -350,6 +383,10 @@ int infer_trainer_new(infer_lora *l, const infer_train_opts *o, infer_trainer **
     free(z);
     if (!rc) rc = upload_neg_freq(t, &c->rope_global, &t->neg_freq_global);
     if (!rc) rc = upload_neg_freq(t, &c->rope_local, &t->neg_freq_local);
+    if (!rc && (c->rope_global.kind == ROPE_DYNAMIC || c->rope_local.kind == ROPE_DYNAMIC)) {
+        rc = be->alloc(m->bctx, (size_t)(c->head_dim / 2) * 4, &t->dyn_freq);
+        if (!rc) rc = be->alloc(m->bctx, (size_t)(c->head_dim / 2) * 4, &t->dyn_neg);
+    }
     if (rc) {
         infer_trainer_free(t);
         return rc;
@@ -451,7 +488,7 @@ static int layer_forward(infer_trainer *tr, int li, layer_acts *a, void *x_out)
     const int N = tr->N, H = c->hidden_size, sw = c->sandwich_norms, pl = c->norm_plus_one;
     const float eps = (float)c->rms_norm_eps;
     const void *x = tr->x[li];
-    void *freq = sliding(c, li) ? m->inv_freq_local : m->inv_freq_global;
+    void *freq = layer_freq(tr, li, 0);
     int rc;
     static const int qkv[3] = {LM_Q, LM_K, LM_V}, gu[2] = {LM_GATE, LM_UP};
     /* q and k straight into the rotated buffers where there is no
@@ -561,7 +598,7 @@ static int layer_backward(infer_trainer *tr, int li, const layer_acts *a)
     const layer_weights *L = &m->layers[li];
     const int N = tr->N, H = c->hidden_size, sw = c->sandwich_norms, pl = c->norm_plus_one, last = li == tr->lowest;
     const float eps = (float)c->rms_norm_eps;
-    void *freq = sliding(c, li) ? tr->neg_freq_local : tr->neg_freq_global;
+    void *freq = layer_freq(tr, li, 1);
     bk_act act = c->act == ACT_GELU_TANH ? BK_ACT_GELU_TANH : BK_ACT_SILU;
     int rc;
     const void *dd = tr->dX;
@@ -651,6 +688,7 @@ static int micro_step(infer_trainer *tr, const infer_train_batch *b, int T, int 
     const float eps = (float)c->rms_norm_eps;
     const size_t V = (size_t)c->vocab_size;
     int rc = ensure_bufs(tr, N, T);
+    if (!rc) rc = dyn_tables(tr, T);
     if (rc) return rc;
     for (int e = 0; e < B; e++) {
         const infer_train_example *x = &b->examples[e];

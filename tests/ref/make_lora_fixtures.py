@@ -70,6 +70,11 @@ CASES = [
     dict(name="gemma2_attn_down", fixture="gemma2_softcap", r=2, alpha=6,
          targets=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"], layers=None,
          lens=[12, 6], prompt=[5, 2], schedule="constant", seed=4),
+    # dynamic RoPE past max_position_embeddings 32: transformers scales the batch for its padded
+    # length, 40
+    dict(name="llama_dynamic_long", fixture="llama_dynamic", r=4, alpha=8,
+         targets=["q_proj", "k_proj", "v_proj", "gate_proj"], layers=None,
+         lens=[40, 33], prompt=[6, 9], schedule="cosine", seed=5),
 ]
 
 OPT = dict(lr=1e-2, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, max_norm=1.0, steps=10, warmup=3)

@@ -140,51 +140,65 @@ def quantize_folder(d, r):
     return deq, q
 
 
+def random_model(r, d, mlx=False):
+    """A random model saved into folder d (the choices drawn from r), quantized with mlx; returns
+    (transformers model in float32 with the weights infer will see, class name, config kwargs,
+    case facts), or None when transformers refuses the combination."""
+    import torch
+    import transformers
+    cls_name, c, case = choose(r)
+    seed = r.randint(0, 2**31 - 1)
+    cfg_name = "Gemma3TextConfig" if cls_name.startswith("Gemma3") else cls_name.replace("ForCausalLM", "Config")
+    cls = getattr(transformers, cls_name)
+    try:
+        m = cls._from_config(getattr(transformers, cfg_name)(**c), attn_implementation="eager",
+                             dtype=torch.float32).eval()
+    except Exception as e:  # a combination transformers refuses: draw again
+        print("skip", cls_name, type(e).__name__, str(e)[:120])
+        return None
+    g = torch.Generator().manual_seed(seed)
+    dt = getattr(torch, case["dtype"])
+    gemma = case["family"].startswith("gemma")
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.endswith(".bias"):
+                mu, sd = 0.0, 0.1
+            elif p.dim() == 1 and "norm" in name:
+                mu, sd = (0.0, 0.3) if gemma else (1.0, 0.3)
+            elif "embed_tokens" in name:
+                mu, sd = 0.0, 0.4
+            else:
+                mu, sd = 0.0, 0.1
+            p.copy_((torch.randn(p.shape, generator=g) * sd + mu).to(dt).to(torch.float32))
+    os.makedirs(d, exist_ok=True)
+    m.to(dt).save_pretrained(d)
+    back = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    if mlx:
+        deq, case["quantization"] = quantize_folder(d, r)
+        with torch.no_grad():
+            for pname, p in back.named_parameters():
+                if pname in deq:
+                    p.copy_(torch.from_numpy(deq[pname]))
+            if back.config.tie_word_embeddings:  # the head stays the (dequantized) embedding
+                back.lm_head.weight.copy_(back.get_input_embeddings().weight)
+    case.update(arch=cls_name, config=c, seed=seed, vocab=c["vocab_size"],
+                versions=dict(torch=torch.__version__, transformers=transformers.__version__))
+    return back, cls_name, c, case
+
+
 def gen(a):
     import numpy as np
     import torch
-    import transformers
     torch.use_deterministic_algorithms(True)
     r = random.Random(a.seed)
     os.makedirs(a.out, exist_ok=True)
     made = 0
     while made < a.n:
-        cls_name, c, case = choose(r)
-        seed = r.randint(0, 2**31 - 1)
-        cfg_cls = getattr(transformers, cls_name.replace("ForCausalLM", "Config").replace("Gemma3Config", "Gemma3TextConfig"))
-        cls = getattr(transformers, cls_name)
-        try:
-            cfg = cfg_cls(**c)
-            m = cls._from_config(cfg, attn_implementation="eager", dtype=torch.float32).eval()
-        except Exception as e:  # a combination transformers refuses: draw again
-            print("skip", cls_name, type(e).__name__, str(e)[:120])
-            continue
-        g = torch.Generator().manual_seed(seed)
-        dt = getattr(torch, case["dtype"])
-        gemma = case["family"].startswith("gemma")
-        with torch.no_grad():
-            for name, p in m.named_parameters():
-                if name.endswith(".bias"):
-                    mu, sd = 0.0, 0.1
-                elif p.dim() == 1 and "norm" in name:
-                    mu, sd = (0.0, 0.3) if gemma else (1.0, 0.3)
-                elif "embed_tokens" in name:
-                    mu, sd = 0.0, 0.4
-                else:
-                    mu, sd = 0.0, 0.1
-                p.copy_((torch.randn(p.shape, generator=g) * sd + mu).to(dt).to(torch.float32))
         d = os.path.join(a.out, str(made))
-        os.makedirs(d, exist_ok=True)
-        m.to(dt).save_pretrained(d)
-        back = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
-        if a.mlx:
-            deq, case["quantization"] = quantize_folder(d, r)
-            with torch.no_grad():
-                for pname, p in back.named_parameters():
-                    if pname in deq:
-                        p.copy_(torch.from_numpy(deq[pname]))
-                if back.config.tie_word_embeddings:  # the head stays the (dequantized) embedding
-                    back.lm_head.weight.copy_(back.get_input_embeddings().weight)
+        got = random_model(r, d, a.mlx)
+        if got is None:
+            continue
+        back, cls_name, c, case = got
         ids = [r.randint(0, c["vocab_size"] - 1) for _ in range(case["T"])]
         with torch.no_grad():
             lg = back(torch.tensor(ids)[None]).logits[0].float().numpy()
@@ -195,8 +209,6 @@ def gen(a):
             f.write(lg.astype("<f4").tobytes())
         with open(os.path.join(d, "ids.txt"), "w") as f:
             f.write(",".join(map(str, ids)))
-        case.update(arch=cls_name, config=c, seed=seed, vocab=c["vocab_size"],
-                    versions=dict(torch=torch.__version__, transformers=transformers.__version__))
         with open(os.path.join(d, "case.json"), "w") as f:
             json.dump(case, f, indent=1)
         print(made, cls_name, case["dtype"], "T", case["T"], json.dumps(c)[:160], flush=True)
