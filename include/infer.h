@@ -686,7 +686,8 @@ typedef struct infer_train_loop_opts {
     int iters;                 /* optimizer steps (1000) */
     int batch_size;            /* examples a micro-batch (4); the data set needs at least that many */
     int grad_accum;            /* micro-batches a step (1) */
-    int max_seq_len;           /* examples are cut to this many tokens (2048) */
+    int max_seq_len;           /* examples are cut to this many tokens (2048), or to the
+                                  model's context length where that is shorter */
     int val_every;             /* validation loss before the first step (a report of iter 0), every N
                                   steps and at the end (200; 0 = only at the end) */
     int val_batches;           /* validation batches each time (25; -1 = all) */
@@ -724,7 +725,8 @@ typedef int (*infer_train_cb)(void *user, const infer_train_progress *p);
  * NULL); valid may be NULL. */
 INFER_API int infer_train(infer_trainer *t, const infer_dataset *train, const infer_dataset *valid,
                           const infer_train_loop_opts *opts, infer_train_cb cb, void *user);
-/* The mean loss per target token over every whole batch of d. */
+/* The mean loss per target token over every whole batch of d (examples cut
+ * as infer_train cuts them). */
 INFER_API int infer_train_eval(infer_trainer *t, const infer_dataset *d, int batch_size, int max_seq_len,
                                double *loss);
 

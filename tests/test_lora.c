@@ -1095,6 +1095,48 @@ static char *answer(infer_model *m, const char *q)
 /* Fine-tuning tiny-chat on data/storyteller: the validation loss falls
  * and the answer to a question about a fact left out of the training set
  * changes; the fused model's logits are the adapter's (to bf16 rounding). */
+/* The training loop cuts examples to the model's context where it is
+ * shorter than max_seq_len (a step refuses longer ones: bad_input): the
+ * storyteller's examples, up to 90 tokens, on tiny-chat loaded with a
+ * context of 24. */
+static void loop_cuts_to_context(void **state)
+{
+    (void)state;
+    infer_load_opts lo;
+    infer_load_opts_default(&lo);
+    lo.backend = "cpu";
+    lo.context_len = 24;
+    infer_model *m;
+    assert_int_equal(infer_model_load(TINY, &lo, &m), 0);
+    infer_dataset *train;
+    assert_int_equal(infer_dataset_load(infer_model_tokenizer(m), STORIES "/train.jsonl", 1, &train), 0);
+    size_t longest = 0;
+    for (size_t i = 0; i < infer_dataset_size(train); i++)
+        if (infer_dataset_example(train, i)->n_ids > longest) longest = infer_dataset_example(train, i)->n_ids;
+    assert_true(longest > 24);
+    infer_lora *l;
+    infer_lora_opts ao;
+    infer_lora_opts_default(&ao);
+    ao.num_layers = 0; /* all 6 (mlx-lm's 16 is more than the model has) */
+    if (infer_lora_new(m, &ao, &l)) fail_msg("%s", infer_last_error());
+    infer_trainer *t;
+    assert_int_equal(infer_trainer_new(l, NULL, &t), 0);
+    infer_train_loop_opts loop;
+    infer_train_loop_opts_default(&loop);
+    loop.iters = 2;
+    loop.val_every = 0;
+    loop.report_every = 0;
+    if (infer_train(t, train, NULL, &loop, NULL, NULL)) fail_msg("%s", infer_last_error());
+    double v;
+    if (infer_train_eval(t, train, 4, 2048, &v)) fail_msg("%s", infer_last_error());
+    print_message("  examples of up to %zu tokens cut to the context of 24: loss %.3f\n", longest, v);
+    assert_true(isfinite(v));
+    infer_trainer_free(t);
+    infer_lora_free(l);
+    infer_dataset_free(train);
+    infer_model_free(m);
+}
+
 static void storyteller_fine_tune(void **state)
 {
     (void)state;
@@ -1391,6 +1433,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(datasets_as_mlx_lm),
     cmocka_unit_test(datasets_tools),
     cmocka_unit_test(fuse_quantized),
+    cmocka_unit_test(loop_cuts_to_context),
     cmocka_unit_test(storyteller_fine_tune),
     cmocka_unit_test(cli_lora),
     cmocka_unit_test(bad_input),

@@ -98,7 +98,7 @@ int cmd_lora(const cli_command *self, int argc, char **argv)
         {.name = "--grad-checkpoint", .kind = CLI_FLAG, .dest = &to.grad_checkpoint,
          .help = "keep only each layer's input; compute the rest again in the backward pass"},
         {.name = "--max-seq-len", .kind = CLI_INT, .dest = &loop.max_seq_len, .meta = "L", .min = 2, .max = 1 << 24,
-         .help = "cut longer examples to L tokens (default 2048)", .alias = "--max-seq-length"},
+         .help = "cut longer examples to L tokens (default 2048; at most the context)", .alias = "--max-seq-length"},
         {.name = "--val-every", .kind = CLI_INT, .dest = &loop.val_every, .meta = "N", .min = 0, .max = 1 << 30,
          .help = "validation loss before the first step (iter 0), every N steps and at the end (default 200; 0 = only at the end)", .alias = "--steps-per-eval"},
         {.name = "--val-batches", .kind = CLI_INT, .dest = &loop.val_batches, .meta = "N", .min = -1, .max = 1 << 30,

@@ -2,7 +2,8 @@
  * trainer runs it: examples sorted by length and cut into batches of
  * batch_size neighbours (so that a batch pads little; a remainder smaller
  * than a batch is left out), the batches' order shuffled every epoch,
- * examples longer than max_seq_len cut to it; a validation loss over the
+ * examples longer than max_seq_len (or the model's context, where that is
+ * shorter) cut to it; a validation loss over the
  * first val_batches batches of the validation set before the first step
  * (iter 0: where training starts from, as mlx-lm's first report), every
  * val_every steps and at the end; the adapter saved every save_every
@@ -81,6 +82,15 @@ static int by_length(const void *a, const void *b)
 {
     const len_index *x = a, *y = b;
     return x->len < y->len ? -1 : x->len > y->len ? 1 : (x->i > y->i) - (x->i < y->i);
+}
+
+/* The length examples are cut to: max_seq_len, or the model's context
+ * where that is shorter (mlx-lm, which has no context limit, only cuts to
+ * max_seq_len; a step refuses an example longer than the context). */
+static int cut_length(const infer_trainer *t, int max_seq_len)
+{
+    const int ctx = trainer_lora(t)->m->context_len;
+    return ctx < max_seq_len ? ctx : max_seq_len;
 }
 
 static int make_batches(const infer_dataset *d, int bs, int max_len, const char *what, batches *b)
@@ -179,10 +189,11 @@ int infer_train(infer_trainer *t, const infer_dataset *train, const infer_datase
                          o.iters, o.batch_size, o.grad_accum, o.max_seq_len, o.val_every, o.save_every,
                          o.report_every);
     batches tb, vb;
-    int rc = make_batches(train, o.batch_size, o.max_seq_len, "training", &tb);
+    const int cut = cut_length(t, o.max_seq_len);
+    int rc = make_batches(train, o.batch_size, cut, "training", &tb);
     if (rc) return rc;
     memset(&vb, 0, sizeof vb);
-    if (valid && (rc = make_batches(valid, o.batch_size, o.max_seq_len, "validation", &vb))) {
+    if (valid && (rc = make_batches(valid, o.batch_size, cut, "validation", &vb))) {
         free_batches(&tb);
         return rc;
     }
@@ -264,7 +275,7 @@ int infer_train_eval(infer_trainer *t, const infer_dataset *d, int batch_size, i
         return infer_err(INFER_ERR_INVALID_ARGUMENT, "infer_train_eval: batch size %d, max seq len %d", batch_size,
                          max_seq_len);
     batches b;
-    int rc = make_batches(d, batch_size, max_seq_len, "evaluation", &b);
+    int rc = make_batches(d, batch_size, cut_length(t, max_seq_len), "evaluation", &b);
     if (rc) return rc;
     rc = validate(t, &b, -1, loss);
     free_batches(&b);
