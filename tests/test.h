@@ -43,6 +43,12 @@ int test_write_file(const char *dir, const char *name, const void *data, size_t 
 /* Reads a whole file; *len gets its size; NULL on failure. Caller frees. */
 unsigned char *test_read_file(const char *path, size_t *len);
 
+/* 1 when the model folder's config.json asks for dynamic RoPE scaling
+ * (which scales by the sequence's length: a prefix, or one sequence of a
+ * padded batch, is not computed as the whole); fails the test when the
+ * file cannot be read. */
+int test_dynamic_rope(const char *model_dir);
+
 /* A whole JSON file parsed (fails the test when it cannot be read or
  * parsed); free with cJSON_Delete. */
 struct cJSON;

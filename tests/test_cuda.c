@@ -1623,12 +1623,7 @@ static void fixtures_within_reduced_tolerance(void **state)
         if (infer_model_logits(m, ids.i, ids.n, out)) fail_msg("%s: %s", dirs[f], infer_last_error());
         /* dynamic RoPE scales by the length of the sequence: a prefix is
          * not the golden sequence cut short */
-        snprintf(path, sizeof path, "%.511s/config.json", dirs[f]);
-        size_t clen;
-        char *cfg = (char *)test_read_file(path, &clen);
-        assert_non_null(cfg);
-        int dynamic = strstr(cfg, "\"dynamic\"") != NULL;
-        free(cfg);
+        const int dynamic = test_dynamic_rope(dirs[f]);
         double num[2] = {0, 0}, den[2] = {0, 1e-30};
         for (size_t t = 1; t <= 8 && t <= ids.n && !dynamic; t++) {
             /* the matrix-vector kernel: prefixes of up to 8 tokens, last row */

@@ -283,7 +283,7 @@ static void adamw_on(const char *backend, const char *key, const char *ref, doub
                 double x = cJSON_GetArrayItem(f32, s)->valuedouble, y = cJSON_GetArrayItem(losses, s)->valuedouble;
                 spread = fmax(spread, fabs(x - y) / fmax(fabs(y), 1.0));
             }
-            tol_case = fmax(tol, 1.5 * spread);
+            if (relax) tol_case = fmax(tol, 1.5 * spread);
         }
         double worst = 0.0, worst_f32 = 0.0;
         for (int s = 0; s < steps; s++) {
@@ -303,7 +303,6 @@ static void adamw_on(const char *backend, const char *key, const char *ref, doub
                 print_message("  %s step %d: loss %.7f, PEFT %.7f (rel %.2e)\n", CASES[ci], s, r.loss, want, e);
         }
         char held[128] = "";
-        if (!relax) tol_case = tol;
         const int ok = worst <= tol_case || (tol_case > tol && worst_f32 <= tol_case);
         if (spread > 0.0)
             snprintf(held, sizeof held, " (PEFT's bf16 vs float32: %.1e; ours vs float32: %.1e; held to %.1e)",
@@ -653,14 +652,9 @@ static void adapter_in_inference(void **state)
         /* dynamic RoPE scales a lone sequence for its own length and a
          * padded batch (PEFT's loss) for the batch's: the same only where
          * every example is as long as the batch */
-        snprintf(model, sizeof model, "%s/%s/config.json", FIXTURES, cJSON_GetObjectItem(c.exp, "fixture")->valuestring);
-        size_t clen;
-        char *cfg = (char *)test_read_file(model, &clen);
-        assert_non_null(cfg);
         int same_len = 1;
         for (int e = 1; e < c.B; e++) same_len &= c.lens[e] == c.lens[0];
-        const int comparable = same_len || !strstr(cfg, "\"dynamic\"");
-        free(cfg);
+        const int comparable = same_len || !test_dynamic_rope(model);
         if (comparable && !(rel(loss, want) <= 1e-4))
             fail_msg("%s: loss from the logits %.7f, PEFT %.7f", CASES[ci], loss, want);
         /* greedy steps = the argmax of the logits of the text so far */
@@ -1092,12 +1086,9 @@ static char *answer(infer_model *m, const char *q)
     return out;
 }
 
-/* Fine-tuning tiny-chat on data/storyteller: the validation loss falls
- * and the answer to a question about a fact left out of the training set
- * changes; the fused model's logits are the adapter's (to bf16 rounding). */
 /* The training loop cuts examples to the model's context where it is
  * shorter than max_seq_len (a step refuses longer ones: bad_input): the
- * storyteller's examples, up to 90 tokens, on tiny-chat loaded with a
+ * storyteller's examples, up to 38 tokens, on tiny-chat loaded with a
  * context of 24. */
 static void loop_cuts_to_context(void **state)
 {
@@ -1137,6 +1128,9 @@ static void loop_cuts_to_context(void **state)
     infer_model_free(m);
 }
 
+/* Fine-tuning tiny-chat on data/storyteller: the validation loss falls
+ * and the answer to a question about a fact left out of the training set
+ * changes; the fused model's logits are the adapter's (to bf16 rounding). */
 static void storyteller_fine_tune(void **state)
 {
     (void)state;

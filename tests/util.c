@@ -89,6 +89,18 @@ unsigned char *test_read_file(const char *path, size_t *len)
     return buf;
 }
 
+int test_dynamic_rope(const char *model_dir)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/config.json", model_dir);
+    size_t len;
+    char *cfg = (char *)test_read_file(path, &len);
+    assert_non_null(cfg);
+    const int dynamic = strstr(cfg, "\"dynamic\"") != NULL;
+    free(cfg);
+    return dynamic;
+}
+
 /* .npy v1/v2/v3: magic, version, header length, a Python dict literal
  * {'descr': '<f4', 'fortran_order': False, 'shape': (a, b), }, then data. */
 int test_npy_load(const char *path, test_npy *out)
