@@ -1256,6 +1256,11 @@ static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const vo
     pthread_mutex_lock(&c->lock);
     if (attn_gemm_bytes(p) <= ATTN_GEMM_BYTES) {
         rc = attn_gemm(c, 1, NULL, dq, dk, dv, dout, q, k, v, p);
+    } else if (cut_flash_back_ok(p)) {
+        /* too many scores to hold, in training: tiles on the tensor cores */
+        void *buf;
+        rc = scratch_get(c, cut_flash_back_scratch(p), &buf);
+        if (!rc) rc = launched(cut_flash_back(c->stream, dq, dk, dv, dout, q, k, v, p, buf), "attention_back");
     } else if (p->head_dim % 4) {
         rc = infer_err(INFER_ERR_UNSUPPORTED, "attention_back: head_dim %d is not a multiple of 4 on cuda", p->head_dim);
     } else {

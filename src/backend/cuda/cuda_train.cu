@@ -1055,6 +1055,409 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
     }
 }
 
+/* ---- attention backward on the tensor cores, no score matrix (p->fast) ----
+ * For training's backward where there is no softcap and head_dim is 16,
+ * 32, 64 or 128: the products and their rounding are those of
+ * attn_gemm_back_bf16 (cuda.c): the scores in TF32 (so P is the
+ * forward's), dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
+ * bf16 inputs, float32 sums; but the scores stay in tiles, and no row of
+ * q, dout, k or v is copied or converted in memory.  Two kernels and no
+ * atomics, so every run gives the same bits:
+ *   k_fb_q: a block takes 64 queries of one head and walks their keys in
+ *     tiles of 16 twice: first for each query's softmax statistics (the
+ *     maximum m, 1 / sum, and D = sum P dP), written to stats, then for
+ *     dq = sum dS k, dS = P (dP - D) scale;
+ *   k_fb_kv: a block takes 64 keys of one kv head for one query head and
+ *     walks the queries that see them in tiles of 16, for dv and dk (the
+ *     head's share, where a kv head has G > 1 query heads: into scratch,
+ *     then k_fb_sum adds the G shares in head order).
+ * A warp holds 16 rows (queries or keys); the tiles come to shared memory
+ * as float32 rows of D + 4 floats (cp.async, double-buffered), and each
+ * fragment is rounded to TF32 or bf16 as it is read.  Fragments as in
+ * k_flash (g = lane / 4, t = lane % 4): m16n8k8 TF32 A rows g, g + 8 and
+ * columns t, t + 4, B column g and rows t, t + 4; m16n8k16 bf16 A rows g,
+ * g + 8 and columns (2t, 2t + 1), (2t + 8, 2t + 9), B column g and rows
+ * (2t, 2t + 1), (2t + 8, 2t + 9); C rows g, g + 8 and columns 2t, 2t + 1:
+ * two C tiles of 8 columns are the A fragment of the next product. */
+#define FB_W 4          /* warps a block */
+#define FB_R (16 * FB_W) /* a block's queries (k_fb_q) or keys (k_fb_kv) */
+#define FB_T 16         /* a tile's keys (k_fb_q) or queries (k_fb_kv) */
+
+struct fb_args {
+    int T, S, H, KVH, G, window;
+    float scale;
+};
+
+__device__ __forceinline__ uint32_t fb_tf32(float f)
+{
+    uint32_t r;
+    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
+    return r;
+}
+
+/* lo and hi rounded to bf16 (to nearest even, as f32_bf16), lo in the low half */
+__device__ __forceinline__ uint32_t fb_bf2(float lo, float hi)
+{
+    uint32_t r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+__device__ __forceinline__ uint32_t fb_bf2(float2 v) { return fb_bf2(v.x, v.y); }
+
+__device__ __forceinline__ void fb_mma_tf32(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
+                                            uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void fb_mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
+{
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+__device__ __forceinline__ void fb_cp16(float *dst, const float *src)
+{
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
+__device__ __forceinline__ void fb_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+__device__ __forceinline__ void fb_wait1(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+
+/* R rows of D floats (src rows stride floats apart) into rows of D + 4;
+ * rows from n on zeros */
+template <int D>
+__device__ __forceinline__ void fb_rows(float *dst, const float *src, size_t stride, int n, int R)
+{
+    constexpr int C4 = D / 4;
+    for (int e = threadIdx.x; e < R * C4; e += FB_W * TW) {
+        const int r = e / C4, c = e % C4;
+        float *d = dst + r * (D + 4) + 4 * c;
+        if (r < n)
+            fb_cp16(d, src + (size_t)r * stride + 4 * c);
+        else
+            *(float4 *)d = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    }
+}
+
+/* A warp's fragments of its 16 rows at x (rows of D + 4 floats), for k
+ * step kk: TF32 (8 columns) and bf16 (16 columns) */
+template <int D>
+__device__ __forceinline__ void fb_frag_tf32(uint32_t *a, const float *x, int kk)
+{
+    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
+    const float *r = x + g * (D + 4) + 8 * kk + t;
+    a[0] = fb_tf32(r[0]);
+    a[1] = fb_tf32(r[8 * (D + 4)]);
+    a[2] = fb_tf32(r[4]);
+    a[3] = fb_tf32(r[8 * (D + 4) + 4]);
+}
+
+template <int D>
+__device__ __forceinline__ void fb_frag_bf16(uint32_t *a, const float *x, int kk)
+{
+    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
+    const float *r = x + g * (D + 4) + 16 * kk + 2 * t;
+    a[0] = fb_bf2(*(const float2 *)r);
+    a[1] = fb_bf2(*(const float2 *)(r + 8 * (D + 4)));
+    a[2] = fb_bf2(*(const float2 *)(r + 8));
+    a[3] = fb_bf2(*(const float2 *)(r + 8 * (D + 4) + 8));
+}
+
+/* s[n] (n < 2: the tile's rows 8n .. 8n + 7) = a warp's 16 rows (A) .
+ * a tile's 16 rows at b, both of D floats: TF32 (scores) or, BF, bf16.
+ * A: the fragments a[kk] where REG (held across tiles), else read from
+ * the rows at x as it goes (fewer registers). */
+template <int D, bool BF, bool REG>
+__device__ __forceinline__ void fb_dot(float (*s)[4], const uint32_t (*a)[4], const float *x, const float *b)
+{
+    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
+    constexpr int KS = BF ? D / 16 : D / 8;
+#pragma unroll
+    for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KS; kk++) {
+        uint32_t f[4];
+        if (REG)
+            f[0] = a[kk][0], f[1] = a[kk][1], f[2] = a[kk][2], f[3] = a[kk][3];
+        else if (BF)
+            fb_frag_bf16<D>(f, x, kk);
+        else
+            fb_frag_tf32<D>(f, x, kk);
+#pragma unroll
+        for (int n = 0; n < 2; n++) {
+            if (BF) {
+                const float *r = b + (8 * n + g) * (D + 4) + 16 * kk + 2 * t;
+                fb_mma_bf16(s[n], f, fb_bf2(*(const float2 *)r), fb_bf2(*(const float2 *)(r + 8)));
+            } else {
+                const float *r = b + (8 * n + g) * (D + 4) + 8 * kk + t;
+                fb_mma_tf32(s[n], f[0], f[1], f[2], f[3], fb_tf32(r[0]), fb_tf32(r[4]));
+            }
+        }
+    }
+}
+
+/* acc[nn] (16 rows x D) += a (16 x 16, bf16 A fragment) . b (a tile's 16
+ * rows of D floats at b) */
+template <int D>
+__device__ __forceinline__ void fb_apply(float (*acc)[4], const uint32_t *a, const float *b)
+{
+    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
+    const float *r = b + 2 * t * (D + 4) + g;
+#pragma unroll
+    for (int nn = 0; nn < D / 8; nn++) {
+        const float *c = r + 8 * nn;
+        fb_mma_bf16(acc[nn], a, fb_bf2(c[0], c[D + 4]), fb_bf2(c[8 * (D + 4)], c[9 * (D + 4)]));
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, const float *dout, const float *q,
+                                                      const float *k, const float *v, fb_args a)
+{
+    extern __shared__ __align__(16) float fsm[];
+    constexpr int DP = D + 4;
+    float *sq = fsm, *sg = sq + FB_R * DP, *stage = sg + FB_R * DP; /* stage s: keys, then values, FB_T rows each */
+    const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
+    const int nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
+    const size_t qs = (size_t)a.H * D, ks = (size_t)a.KVH * D;
+    const size_t q0 = ((size_t)b * a.T + i0) * qs + (size_t)h * D, k0 = (size_t)b * a.S * ks + (size_t)kvh * D;
+    /* the keys the block's queries see, from a multiple of FB_T */
+    const int P1 = off + i0 + nq - 1;
+    int lo = a.window > 0 ? off + i0 - a.window + 1 : 0;
+    lo = lo > 0 ? lo / FB_T * FB_T : 0;
+    const int nt = (P1 - lo) / FB_T + 1;
+    PDL_ENTRY();
+    fb_rows<D>(sq, q + q0, qs, nq, FB_R);
+    fb_rows<D>(sg, dout + q0, qs, nq, FB_R);
+#define FB_Q_TILE(I, S_)                                                                                            \
+    do {                                                                                                            \
+        const int j_ = lo + (I) * FB_T, n_ = a.S - j_ < FB_T ? a.S - j_ : FB_T;                                    \
+        fb_rows<D>(stage + (S_) * 2 * FB_T * DP, k + k0 + (size_t)j_ * ks, ks, n_, FB_T);                          \
+        fb_rows<D>(stage + (S_) * 2 * FB_T * DP + FB_T * DP, v + k0 + (size_t)j_ * ks, ks, n_, FB_T);              \
+    } while (0)
+    FB_Q_TILE(0, 0);
+    fb_commit();
+    const int r0 = 16 * w + g;
+    int P[2], ok[2];
+#pragma unroll
+    for (int R = 0; R < 2; R++) P[R] = off + i0 + r0 + 8 * R, ok[R] = r0 + 8 * R < nq;
+    uint32_t qa[D / 8][4], ga[D / 16][4];
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, u[2] = {0.0f, 0.0f}, inv[2], Dq[2];
+    float acc[D / 8][4];
+#pragma unroll
+    for (int nn = 0; nn < D / 8; nn++) acc[nn][0] = acc[nn][1] = acc[nn][2] = acc[nn][3] = 0.0f;
+    for (int it = 0; it < 2 * nt; it++) {
+        if (it + 1 < 2 * nt) FB_Q_TILE(it + 1 < nt ? it + 1 : it + 1 - nt, (it + 1) & 1);
+        fb_commit();
+        fb_wait1();
+        __syncthreads();
+        if (it == 0) {
+#pragma unroll
+            for (int kk = 0; kk < D / 8; kk++) fb_frag_tf32<D>(qa[kk], sq + 16 * w * DP, kk);
+#pragma unroll
+            for (int kk = 0; kk < D / 16; kk++) fb_frag_bf16<D>(ga[kk], sg + 16 * w * DP, kk);
+        }
+        const int pass = it >= nt, j0 = lo + (pass ? it - nt : it) * FB_T;
+        const float *sk = stage + (it & 1) * 2 * FB_T * DP, *sv = sk + FB_T * DP;
+        float s[2][4], dp[2][4];
+        fb_dot<D, false, true>(s, qa, NULL, sk);
+        fb_dot<D, true, true>(dp, ga, NULL, sv);
+        /* the scaled scores, -inf where the query does not see the key */
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int R = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
+                s[n][e] = ok[R] && j < a.S && sees(P[R], j, a.window) ? __fmul_rn(s[n][e], a.scale) : -INFINITY;
+            }
+        if (!pass) {
+#pragma unroll
+            for (int R = 0; R < 2; R++) {
+                float tm = fmaxf(fmaxf(s[0][2 * R], s[0][2 * R + 1]), fmaxf(s[1][2 * R], s[1][2 * R + 1]));
+                tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 1));
+                tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 2));
+                const float mn = fmaxf(m[R], tm);
+                if (mn == -INFINITY) continue;
+                const float c = expf(m[R] - mn);
+                l[R] *= c;
+                u[R] *= c;
+                m[R] = mn;
+#pragma unroll
+                for (int n = 0; n < 2; n++)
+#pragma unroll
+                    for (int e = 2 * R; e < 2 * R + 2; e++)
+                        if (s[n][e] != -INFINITY) {
+                            const float x = expf(s[n][e] - mn);
+                            l[R] += x;
+                            u[R] = __fmaf_rn(x, dp[n][e], u[R]);
+                        }
+            }
+            if (it == nt - 1)
+#pragma unroll
+                for (int R = 0; R < 2; R++) {
+                    float ls = l[R], us = u[R];
+                    ls += __shfl_xor_sync(0xffffffffu, ls, 1);
+                    ls += __shfl_xor_sync(0xffffffffu, ls, 2);
+                    us += __shfl_xor_sync(0xffffffffu, us, 1);
+                    us += __shfl_xor_sync(0xffffffffu, us, 2);
+                    inv[R] = ls > 0.0f ? 1.0f / ls : 0.0f;
+                    Dq[R] = us * inv[R];
+                    if (t == 0 && ok[R]) {
+                        const size_t row = ((size_t)b * a.H + h) * a.T + i0 + r0 + 8 * R,
+                                     N = (size_t)gridDim.z * a.H * a.T;
+                        stats[row] = m[R];
+                        stats[N + row] = inv[R];
+                        stats[2 * N + row] = Dq[R];
+                    }
+                }
+        } else {
+            float ds[2][4];
+#pragma unroll
+            for (int n = 0; n < 2; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int R = e >> 1;
+                    const float p = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[R]) * inv[R];
+                    ds[n][e] = p * (dp[n][e] - Dq[R]) * a.scale;
+                }
+            const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
+                                    fb_bf2(ds[1][2], ds[1][3])};
+            fb_apply<D>(acc, da, sk);
+        }
+        __syncthreads();
+    }
+#undef FB_Q_TILE
+#pragma unroll
+    for (int R = 0; R < 2; R++) {
+        if (!ok[R]) continue;
+        float *o = dq + q0 + (size_t)(r0 + 8 * R) * qs + 2 * t;
+#pragma unroll
+        for (int nn = 0; nn < D / 8; nn++) *(float2 *)(o + 8 * nn) = make_float2(acc[nn][2 * R], acc[nn][2 * R + 1]);
+    }
+}
+
+template <int D>
+__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, const float *stats, const float *dout,
+                                                       const float *q, const float *k, const float *v, fb_args a)
+{
+    extern __shared__ __align__(16) float fsm[];
+    constexpr int DP = D + 4;
+    float *sk = fsm, *sv = sk + FB_R * DP, *stage = sv + FB_R * DP; /* stage s: queries, then dout, FB_T rows each */
+    const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
+    const int nk = a.S - j0 < FB_R ? a.S - j0 : FB_R;
+    const size_t qs = (size_t)a.H * D, ks = (size_t)a.KVH * D, N = (size_t)gridDim.z * a.H * a.T;
+    const size_t k0 = ((size_t)b * a.S + j0) * ks + (size_t)kvh * D, q0 = (size_t)b * a.T * qs + (size_t)h * D;
+    /* the queries that see the block's keys (position off + i >= j0, and
+     * within the window of the last key), from a multiple of FB_T */
+    int ilo = j0 - off > 0 ? j0 - off : 0, ihi = a.T - 1;
+    if (a.window > 0 && j0 + nk + a.window - 2 - off < ihi) ihi = j0 + nk + a.window - 2 - off;
+    ilo = ilo / FB_T * FB_T;
+    const int nt = ihi >= ilo ? (ihi - ilo) / FB_T + 1 : 0;
+    PDL_ENTRY();
+    if (nt > 0) { /* else no query sees the keys: zeros */
+        fb_rows<D>(sk, k + k0, ks, nk, FB_R);
+        fb_rows<D>(sv, v + k0, ks, nk, FB_R);
+    }
+#define FB_KV_TILE(I, S_)                                                                                           \
+    do {                                                                                                            \
+        const int i_ = ilo + (I) * FB_T, n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                   \
+        fb_rows<D>(stage + (S_) * 2 * FB_T * DP, q + q0 + (size_t)i_ * qs, qs, n_, FB_T);                          \
+        fb_rows<D>(stage + (S_) * 2 * FB_T * DP + FB_T * DP, dout + q0 + (size_t)i_ * qs, qs, n_, FB_T);           \
+    } while (0)
+    if (nt > 0) FB_KV_TILE(0, 0);
+    fb_commit();
+    const int r0 = 16 * w + g;
+    float ak[D / 8][4], av[D / 8][4];
+#pragma unroll
+    for (int nn = 0; nn < D / 8; nn++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) ak[nn][e] = av[nn][e] = 0.0f;
+    for (int it = 0; it < nt; it++) {
+        if (it + 1 < nt) FB_KV_TILE(it + 1, (it + 1) & 1);
+        fb_commit();
+        fb_wait1();
+        __syncthreads();
+        const int i0 = ilo + it * FB_T;
+        const float *sq = stage + (it & 1) * 2 * FB_T * DP, *sg = sq + FB_T * DP;
+        /* this thread's queries: columns 2t, 2t + 1 of each 8 */
+        float mq[2][2], iq[2][2], dq_[2][2];
+        int Pq[2][2], okq[2][2];
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int c = 0; c < 2; c++) {
+                const int i = i0 + 8 * n + 2 * t + c;
+                okq[n][c] = i < a.T;
+                Pq[n][c] = off + i;
+                const size_t row = ((size_t)b * a.H + h) * a.T + (okq[n][c] ? i : 0);
+                mq[n][c] = stats[row];
+                iq[n][c] = stats[N + row];
+                dq_[n][c] = stats[2 * N + row];
+            }
+        float s[2][4], dp[2][4];
+        fb_dot<D, false, false>(s, NULL, sk + 16 * w * DP, sq);
+        fb_dot<D, true, false>(dp, NULL, sv + 16 * w * DP, sg);
+        float p[2][4], ds[2][4];
+#pragma unroll
+        for (int n = 0; n < 2; n++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                const int R = e >> 1, c = e & 1, r = r0 + 8 * R;
+                const int vis = r < nk && okq[n][c] && sees(Pq[n][c], j0 + r, a.window);
+                p[n][e] = vis ? expf(__fmul_rn(s[n][e], a.scale) - mq[n][c]) * iq[n][c] : 0.0f;
+                ds[n][e] = p[n][e] * (dp[n][e] - dq_[n][c]) * a.scale;
+            }
+        const uint32_t pa[4] = {fb_bf2(p[0][0], p[0][1]), fb_bf2(p[0][2], p[0][3]), fb_bf2(p[1][0], p[1][1]),
+                                fb_bf2(p[1][2], p[1][3])};
+        const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
+                                fb_bf2(ds[1][2], ds[1][3])};
+        fb_apply<D>(av, pa, sg);
+        fb_apply<D>(ak, da, sq);
+        __syncthreads();
+    }
+#undef FB_KV_TILE
+    /* G > 1: the head's share into its slice of the scratch (dk, dv point
+     * there: slices kn floats apart) */
+    const size_t kn = (size_t)gridDim.z * a.S * ks, sl = a.G > 1 ? (size_t)(h % a.G) * kn : 0;
+#pragma unroll
+    for (int R = 0; R < 2; R++) {
+        const int r = r0 + 8 * R;
+        if (r >= nk) continue;
+        const size_t o = sl + k0 + (size_t)r * ks + 2 * t;
+#pragma unroll
+        for (int nn = 0; nn < D / 8; nn++) {
+            *(float2 *)(dk + o + 8 * nn) = make_float2(ak[nn][2 * R], ak[nn][2 * R + 1]);
+            *(float2 *)(dv + o + 8 * nn) = make_float2(av[nn][2 * R], av[nn][2 * R + 1]);
+        }
+    }
+}
+
+/* dk = the sum of the G slices of pk (kn floats apart) in order, dv of pv */
+__global__ void k_fb_sum(float4 *dk, float4 *dv, const float4 *pk, const float4 *pv, size_t kn4, int G)
+{
+    PDL_ENTRY();
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < kn4; e += (size_t)gridDim.x * blockDim.x) {
+        float4 x = pk[e], y = pv[e];
+        for (int i = 1; i < G; i++) {
+            const float4 a = pk[i * kn4 + e], c = pv[i * kn4 + e];
+            x.x += a.x, x.y += a.y, x.z += a.z, x.w += a.w;
+            y.x += c.x, y.y += c.y, y.z += c.z, y.w += c.w;
+        }
+        dk[e] = x;
+        dv[e] = y;
+    }
+}
+
 /* ---- launchers ---- */
 
 static int lr_rk(int r) { return r <= 8 ? 8 : 16; }
@@ -1315,4 +1718,62 @@ extern "C" int cut_attention_back(void *stream, float *dq, float *dk, float *dv,
     dim3 gk((unsigned)((p->S + BK - 1) / BK), (unsigned)p->n_heads, nb * (unsigned)((p->T + QC - 1) / QC));
     PDL_LAUNCH(k_attb_kv, gk, AW * TW, smem_kv, st, dk, dv, (const float *)scratch, dout, q, k, v, *p);
     return (int)cudaGetLastError();
+}
+
+extern "C" int cut_flash_back_ok(const bk_attn *p)
+{
+    const int d = p->head_dim;
+    return p->fast && p->softcap == 0.0f && (d == 16 || d == 32 || d == 64 || d == 128) && p->T > 0 && p->S >= p->T &&
+           p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0;
+}
+
+extern "C" size_t cut_flash_back_scratch(const bk_attn *p)
+{
+    const size_t nb = p->batch > 1 ? (size_t)p->batch : 1, G = (size_t)(p->n_heads / p->n_kv_heads);
+    const size_t stats = (3 * nb * p->n_heads * p->T * sizeof(float) + 255) / 256 * 256;
+    return stats + (G > 1 ? 2 * G * nb * p->S * p->n_kv_heads * p->head_dim * sizeof(float) : 0);
+}
+
+template <int D>
+static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                     const float *k, const float *v, const bk_attn *p, void *scratch)
+{
+    const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
+    const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale};
+    const size_t smem = (size_t)(2 * FB_R + 4 * FB_T) * (D + 4) * sizeof(float);
+    static int raised;
+    if (!raised) {
+        cudaError_t e;
+        if ((e = cudaFuncSetAttribute((const void *)k_fb_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) ||
+            (e = cudaFuncSetAttribute((const void *)k_fb_kv<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)smem)))
+            return (int)e;
+        raised = 1;
+    }
+    float *stats = (float *)scratch;
+    const size_t kn = (size_t)nb * p->S * p->n_kv_heads * D;
+    float *pk = (float *)((char *)scratch + (3 * (size_t)nb * p->n_heads * p->T * sizeof(float) + 255) / 256 * 256),
+          *pv = pk + (size_t)G * kn;
+    const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb),
+        gk((unsigned)((p->S + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
+    PDL_LAUNCH(k_fb_q<D>, gq, FB_W * TW, smem, st, dq, stats, dout, q, k, v, a);
+    PDL_LAUNCH(k_fb_kv<D>, gk, FB_W * TW, smem, st, G > 1 ? pk : dk, G > 1 ? pv : dv, (const float *)stats, dout, q,
+               k, v, a);
+    if (G > 1)
+        PDL_LAUNCH(k_fb_sum, grid_for(kn / 4, 256), 256, 0, st, (float4 *)dk, (float4 *)dv, (const float4 *)pk,
+                   (const float4 *)pv, kn / 4, G);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_flash_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
+                              const float *k, const float *v, const bk_attn *p, void *scratch)
+{
+    if (!cut_flash_back_ok(p)) return (int)cudaErrorNotSupported;
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (p->head_dim) {
+    case 16: return fb_launch<16>(st, dq, dk, dv, dout, q, k, v, p, scratch);
+    case 32: return fb_launch<32>(st, dq, dk, dv, dout, q, k, v, p, scratch);
+    case 64: return fb_launch<64>(st, dq, dk, dv, dout, q, k, v, p, scratch);
+    default: return fb_launch<128>(st, dq, dk, dv, dout, q, k, v, p, scratch);
+    }
 }
