@@ -740,7 +740,9 @@ static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
  * rate.  Scratch: two [heads][T][S] blocks and two [T][heads][d] (the
  * backward with p->fast: two more [heads][T][S] in bf16 and q, dout, k and
  * v in bf16); used where the float32 blocks take at most ATTN_GEMM_BYTES. */
-enum { ATTN_GEMM_BYTES = 1 << 30 };
+#ifndef ATTN_GEMM_BYTES /* (a build may set it, to compare the two ways) */
+#define ATTN_GEMM_BYTES ((size_t)1 << 30)
+#endif
 
 static size_t attn_gemm_bytes(const bk_attn *p) { return 2 * (size_t)p->n_heads * p->T * p->S * sizeof(float); }
 

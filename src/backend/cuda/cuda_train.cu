@@ -1060,9 +1060,11 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  * 32, 64 or 128: the products and their rounding are those of
  * attn_gemm_back_bf16 (cuda.c): the scores in TF32 (so P is the
  * forward's), dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
- * bf16 inputs, float32 sums; but the scores stay in tiles, and no row of
- * q, dout, k or v is copied or converted in memory.  Two kernels and no
- * atomics, so every run gives the same bits:
+ * bf16 inputs, float32 sums; but the scores stay in tiles.  k_fb_prep
+ * first writes q and k rounded to TF32 and q, k, v and dout rounded to
+ * bf16 (same layouts), so that tiles go to shared memory as they are
+ * (cp.async) and fragments come out with ldmatrix.  Then two kernels, no
+ * atomics, so that every run gives the same bits:
  *   k_fb_q: a block takes 64 queries of one head and walks their keys in
  *     tiles of 16 twice: first for each query's softmax statistics (the
  *     maximum m, 1 / sum, and D = sum P dP), written to stats, then for
@@ -1071,29 +1073,22 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  *     walks the queries that see them in tiles of 16, for dv and dk (the
  *     head's share, where a kv head has G > 1 query heads: into scratch,
  *     then k_fb_sum adds the G shares in head order).
- * A warp holds 16 rows (queries or keys); the tiles come to shared memory
- * as float32 rows of D + 4 floats (cp.async, double-buffered), and each
- * fragment is rounded to TF32 or bf16 as it is read.  Fragments as in
- * k_flash (g = lane / 4, t = lane % 4): m16n8k8 TF32 A rows g, g + 8 and
- * columns t, t + 4, B column g and rows t, t + 4; m16n8k16 bf16 A rows g,
- * g + 8 and columns (2t, 2t + 1), (2t + 8, 2t + 9), B column g and rows
- * (2t, 2t + 1), (2t + 8, 2t + 9); C rows g, g + 8 and columns 2t, 2t + 1:
- * two C tiles of 8 columns are the A fragment of the next product. */
-#define FB_W 4          /* warps a block */
+ * A warp holds 16 rows (queries or keys).  Rows in shared memory: D + 4
+ * floats (TF32) or D + 8 bf16, so that the eight 16-byte rows of an
+ * ldmatrix fall in different banks.  Fragments (g = lane / 4, t = lane %
+ * 4): m16n8k8 TF32 A rows g, g + 8 and columns t, t + 4, B column g and
+ * rows t, t + 4; m16n8k16 bf16 A rows g, g + 8 and columns (2t, 2t + 1),
+ * (2t + 8, 2t + 9), B column g and rows (2t, 2t + 1), (2t + 8, 2t + 9);
+ * C rows g, g + 8 and columns 2t, 2t + 1: two C tiles of 8 columns are
+ * the A fragment of the next product. */
+#define FB_W 4           /* warps a block */
 #define FB_R (16 * FB_W) /* a block's queries (k_fb_q) or keys (k_fb_kv) */
-#define FB_T 16         /* a tile's keys (k_fb_q) or queries (k_fb_kv) */
+#define FB_T 16          /* a tile's keys (k_fb_q) or queries (k_fb_kv) */
 
 struct fb_args {
     int T, S, H, KVH, G, window;
     float scale;
 };
-
-__device__ __forceinline__ uint32_t fb_tf32(float f)
-{
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
-    return r;
-}
 
 /* lo and hi rounded to bf16 (to nearest even, as f32_bf16), lo in the low half */
 __device__ __forceinline__ uint32_t fb_bf2(float lo, float hi)
@@ -1103,14 +1098,11 @@ __device__ __forceinline__ uint32_t fb_bf2(float lo, float hi)
     return r;
 }
 
-__device__ __forceinline__ uint32_t fb_bf2(float2 v) { return fb_bf2(v.x, v.y); }
-
-__device__ __forceinline__ void fb_mma_tf32(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                            uint32_t b1)
+__device__ __forceinline__ void fb_mma_tf32(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
 {
     asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
         : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
 __device__ __forceinline__ void fb_mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
@@ -1121,9 +1113,52 @@ __device__ __forceinline__ void fb_mma_bf16(float *c, const uint32_t *a, uint32_
         : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-__device__ __forceinline__ void fb_cp16(float *dst, const float *src)
+/* Four 8 x 16-byte matrices; lane i gives the address of row i % 8 of
+ * matrix i / 8 (TRANS: each matrix of 8 x 8 bf16 transposed) */
+template <bool TRANS>
+__device__ __forceinline__ void fb_ldm(uint32_t *r, const void *p)
+{
+    const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    if (TRANS)
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a)
+                     : "memory");
+    else
+        asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                     : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                     : "r"(a)
+                     : "memory");
+}
+
+/* The row and 16-byte column of matrix lane / 8 that this lane points at,
+ * for two layouts of four 8 x 16-byte matrices over 16 rows x 32 bytes:
+ * A (m0 rows 0-7 bytes 0-15, m1 rows 8-15 bytes 0-15, m2 rows 0-7 bytes
+ * 16-31, m3 rows 8-15 bytes 16-31: an A fragment, or with TRANS two B
+ * fragments over 16 columns) and B (m0 rows 0-7 bytes 0-15, m1 rows 0-7
+ * bytes 16-31, m2 and m3 the same for rows 8-15: two B fragments over 16
+ * rows) */
+__device__ __forceinline__ int fb_lrow(bool a_layout)
+{
+    const int lane = threadIdx.x % TW, m = lane >> 3;
+    return (lane & 7) + 8 * (a_layout ? (m & 1) : (m >> 1));
+}
+
+__device__ __forceinline__ int fb_lcol(bool a_layout)
+{
+    const int m = (threadIdx.x % TW) >> 3;
+    return a_layout ? (m >> 1) : (m & 1);
+}
+
+__device__ __forceinline__ void fb_cp16(void *dst, const void *src)
 {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
+                 : "memory");
+}
+
+__device__ __forceinline__ void fb_cp4(void *dst, const void *src)
+{
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
                  : "memory");
 }
 
@@ -1131,100 +1166,124 @@ __device__ __forceinline__ void fb_commit(void) { asm volatile("cp.async.commit_
 
 __device__ __forceinline__ void fb_wait1(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
-/* R rows of D floats (src rows stride floats apart) into rows of D + 4;
- * rows from n on zeros */
-template <int D>
-__device__ __forceinline__ void fb_rows(float *dst, const float *src, size_t stride, int n, int R)
+/* R rows of B bytes (src rows sstride bytes apart) into rows of dstride
+ * bytes; rows from n on zeros */
+__device__ __forceinline__ void fb_rows(void *dst, const void *src, size_t sstride, int n, int R, int B, int dstride)
 {
-    constexpr int C4 = D / 4;
-    for (int e = threadIdx.x; e < R * C4; e += FB_W * TW) {
-        const int r = e / C4, c = e % C4;
-        float *d = dst + r * (D + 4) + 4 * c;
+    const int C = B / 16;
+    for (int e = threadIdx.x; e < R * C; e += FB_W * TW) {
+        const int r = e / C, c = e % C;
+        char *d = (char *)dst + r * dstride + 16 * c;
         if (r < n)
-            fb_cp16(d, src + (size_t)r * stride + 4 * c);
+            fb_cp16(d, (const char *)src + (size_t)r * sstride + 16 * c);
         else
-            *(float4 *)d = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+            *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
     }
 }
 
-/* A warp's fragments of its 16 rows at x (rows of D + 4 floats), for k
- * step kk: TF32 (8 columns) and bf16 (16 columns) */
+/* s[n] (n < 2: a tile's rows 8n .. 8n + 7) = rows (A: a[kk], one k step of
+ * 8 TF32 columns each) . b's 16 rows of TF32 (D + 4 floats apart) */
 template <int D>
-__device__ __forceinline__ void fb_frag_tf32(uint32_t *a, const float *x, int kk)
+__device__ __forceinline__ void fb_scores(float (*s)[4], const uint32_t (*a)[4], const float *b)
 {
-    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
-    const float *r = x + g * (D + 4) + 8 * kk + t;
-    a[0] = fb_tf32(r[0]);
-    a[1] = fb_tf32(r[8 * (D + 4)]);
-    a[2] = fb_tf32(r[4]);
-    a[3] = fb_tf32(r[8 * (D + 4) + 4]);
-}
-
-template <int D>
-__device__ __forceinline__ void fb_frag_bf16(uint32_t *a, const float *x, int kk)
-{
-    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
-    const float *r = x + g * (D + 4) + 16 * kk + 2 * t;
-    a[0] = fb_bf2(*(const float2 *)r);
-    a[1] = fb_bf2(*(const float2 *)(r + 8 * (D + 4)));
-    a[2] = fb_bf2(*(const float2 *)(r + 8));
-    a[3] = fb_bf2(*(const float2 *)(r + 8 * (D + 4) + 8));
-}
-
-/* s[n] (n < 2: the tile's rows 8n .. 8n + 7) = a warp's 16 rows (A) .
- * a tile's 16 rows at b, both of D floats: TF32 (scores) or, BF, bf16.
- * A: the fragments a[kk] where REG (held across tiles), else read from
- * the rows at x as it goes (fewer registers). */
-template <int D, bool BF, bool REG>
-__device__ __forceinline__ void fb_dot(float (*s)[4], const uint32_t (*a)[4], const float *x, const float *b)
-{
-    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
-    constexpr int KS = BF ? D / 16 : D / 8;
+    const float *p = b + fb_lrow(false) * (D + 4) + 4 * fb_lcol(false);
 #pragma unroll
     for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < KS; kk++) {
+    for (int kk = 0; kk < D / 8; kk++) {
         uint32_t f[4];
-        if (REG)
-            f[0] = a[kk][0], f[1] = a[kk][1], f[2] = a[kk][2], f[3] = a[kk][3];
-        else if (BF)
-            fb_frag_bf16<D>(f, x, kk);
-        else
-            fb_frag_tf32<D>(f, x, kk);
+        fb_ldm<false>(f, p + 8 * kk);
+        fb_mma_tf32(s[0], a[kk], f[0], f[1]);
+        fb_mma_tf32(s[1], a[kk], f[2], f[3]);
+    }
+}
+
+/* The same in bf16 (a[kk]: 16 columns each; b's rows D + 8 bf16 apart) */
+template <int D>
+__device__ __forceinline__ void fb_dots(float (*s)[4], const uint32_t (*a)[4], const uint16_t *b)
+{
+    const uint16_t *p = b + fb_lrow(false) * (D + 8) + 8 * fb_lcol(false);
 #pragma unroll
-        for (int n = 0; n < 2; n++) {
-            if (BF) {
-                const float *r = b + (8 * n + g) * (D + 4) + 16 * kk + 2 * t;
-                fb_mma_bf16(s[n], f, fb_bf2(*(const float2 *)r), fb_bf2(*(const float2 *)(r + 8)));
-            } else {
-                const float *r = b + (8 * n + g) * (D + 4) + 8 * kk + t;
-                fb_mma_tf32(s[n], f[0], f[1], f[2], f[3], fb_tf32(r[0]), fb_tf32(r[4]));
-            }
+    for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) {
+        uint32_t f[4];
+        fb_ldm<false>(f, p + 16 * kk);
+        fb_mma_bf16(s[0], a[kk], f[0], f[1]);
+        fb_mma_bf16(s[1], a[kk], f[2], f[3]);
+    }
+}
+
+/* acc[nn] (16 rows x D) += a (16 x 16 bf16 A fragment) . b's 16 rows of
+ * D bf16 */
+template <int D>
+__device__ __forceinline__ void fb_apply(float (*acc)[4], const uint32_t *a, const uint16_t *b)
+{
+    const uint16_t *p = b + fb_lrow(true) * (D + 8) + 8 * fb_lcol(true);
+#pragma unroll
+    for (int j = 0; j < D / 16; j++) {
+        uint32_t f[4];
+        fb_ldm<true>(f, p + 16 * j);
+        fb_mma_bf16(acc[2 * j], a, f[0], f[1]);
+        fb_mma_bf16(acc[2 * j + 1], a, f[2], f[3]);
+    }
+}
+
+/* A warp's A fragments of its 16 rows at x: TF32 (rows D + 4 floats
+ * apart) and bf16 (D + 8) */
+template <int D>
+__device__ __forceinline__ void fb_frag_tf32(uint32_t (*a)[4], const float *x)
+{
+    const float *p = x + fb_lrow(true) * (D + 4) + 4 * fb_lcol(true);
+#pragma unroll
+    for (int kk = 0; kk < D / 8; kk++) fb_ldm<false>(a[kk], p + 8 * kk);
+}
+
+template <int D>
+__device__ __forceinline__ void fb_frag_bf16(uint32_t (*a)[4], const uint16_t *x)
+{
+    const uint16_t *p = x + fb_lrow(true) * (D + 8) + 8 * fb_lcol(true);
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++) fb_ldm<false>(a[kk], p + 16 * kk);
+}
+
+/* The copies the two kernels read: tf (where not NULL) src rounded to TF32,
+ * bf (where not NULL) to bf16; n4 groups of four values */
+__global__ void k_fb_prep(float4 *tf, uint2 *bf, const float4 *src, size_t n4)
+{
+    PDL_ENTRY();
+    for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n4; e += (size_t)gridDim.x * blockDim.x) {
+        const float4 v = src[e];
+        if (tf) {
+            uint32_t r[4];
+            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[0]) : "f"(v.x));
+            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[1]) : "f"(v.y));
+            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[2]) : "f"(v.z));
+            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[3]) : "f"(v.w));
+            tf[e] = make_float4(__uint_as_float(r[0]), __uint_as_float(r[1]), __uint_as_float(r[2]),
+                                __uint_as_float(r[3]));
         }
+        if (bf) bf[e] = make_uint2(fb_bf2(v.x, v.y), fb_bf2(v.z, v.w));
     }
 }
 
-/* acc[nn] (16 rows x D) += a (16 x 16, bf16 A fragment) . b (a tile's 16
- * rows of D floats at b) */
-template <int D>
-__device__ __forceinline__ void fb_apply(float (*acc)[4], const uint32_t *a, const float *b)
+/* Whether the warp's 16 rows at positions P0 .. P0 + 15 (all of them real)
+ * see all of keys j0 .. j0 + 15 (all below S): no mask needed */
+__device__ __forceinline__ bool fb_full(int P0, int j0, const fb_args &a)
 {
-    const int lane = threadIdx.x % TW, g = lane >> 2, t = lane & 3;
-    const float *r = b + 2 * t * (D + 4) + g;
-#pragma unroll
-    for (int nn = 0; nn < D / 8; nn++) {
-        const float *c = r + 8 * nn;
-        fb_mma_bf16(acc[nn], a, fb_bf2(c[0], c[D + 4]), fb_bf2(c[8 * (D + 4)], c[9 * (D + 4)]));
-    }
+    return j0 + 15 <= P0 && j0 + 15 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
 }
 
 template <int D>
-__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, const float *dout, const float *q,
-                                                      const float *k, const float *v, fb_args a)
+__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, const float *qt, const uint16_t *gb,
+                                                      const float *kt, const uint16_t *kb, const uint16_t *vb,
+                                                      fb_args a)
 {
-    extern __shared__ __align__(16) float fsm[];
-    constexpr int DP = D + 4;
-    float *sq = fsm, *sg = sq + FB_R * DP, *stage = sg + FB_R * DP; /* stage s: keys, then values, FB_T rows each */
+    extern __shared__ __align__(16) unsigned char fsm[];
+    constexpr int FP = (D + 4) * 4, BP = (D + 8) * 2, STAGE = FB_T * (FP + 2 * BP);
+    float *sq = (float *)fsm;                                     /* [FB_R] rows of q (TF32) */
+    uint16_t *sg = (uint16_t *)(fsm + FB_R * FP);                 /* [FB_R] rows of dout (bf16) */
+    unsigned char *stage = fsm + FB_R * (FP + BP);                /* 2 x: keys TF32, keys bf16, values bf16 */
     const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
     const int nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
@@ -1236,22 +1295,25 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     lo = lo > 0 ? lo / FB_T * FB_T : 0;
     const int nt = (P1 - lo) / FB_T + 1;
     PDL_ENTRY();
-    fb_rows<D>(sq, q + q0, qs, nq, FB_R);
-    fb_rows<D>(sg, dout + q0, qs, nq, FB_R);
+    fb_rows(sq, qt + q0, qs * 4, nq, FB_R, D * 4, FP);
+    fb_rows(sg, gb + q0, qs * 2, nq, FB_R, D * 2, BP);
 #define FB_Q_TILE(I, S_)                                                                                            \
     do {                                                                                                            \
         const int j_ = lo + (I) * FB_T, n_ = a.S - j_ < FB_T ? a.S - j_ : FB_T;                                    \
-        fb_rows<D>(stage + (S_) * 2 * FB_T * DP, k + k0 + (size_t)j_ * ks, ks, n_, FB_T);                          \
-        fb_rows<D>(stage + (S_) * 2 * FB_T * DP + FB_T * DP, v + k0 + (size_t)j_ * ks, ks, n_, FB_T);              \
+        unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
+        fb_rows(d_, kt + k0 + (size_t)j_ * ks, ks * 4, n_, FB_T, D * 4, FP);                                       \
+        fb_rows(d_ + FB_T * FP, kb + k0 + (size_t)j_ * ks, ks * 2, n_, FB_T, D * 2, BP);                           \
+        fb_rows(d_ + FB_T * (FP + BP), vb + k0 + (size_t)j_ * ks, ks * 2, n_, FB_T, D * 2, BP);                    \
     } while (0)
     FB_Q_TILE(0, 0);
     fb_commit();
-    const int r0 = 16 * w + g;
+    const int r0 = 16 * w + g, Pw = off + i0 + 16 * w, wfull = i0 + 16 * w + 15 < a.T;
     int P[2], ok[2];
 #pragma unroll
-    for (int R = 0; R < 2; R++) P[R] = off + i0 + r0 + 8 * R, ok[R] = r0 + 8 * R < nq;
+    for (int R = 0; R < 2; R++) P[R] = Pw + g + 8 * R, ok[R] = r0 + 8 * R < nq;
     uint32_t qa[D / 8][4], ga[D / 16][4];
-    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, u[2] = {0.0f, 0.0f}, inv[2], Dq[2];
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, u[2] = {0.0f, 0.0f}, inv[2] = {0.0f, 0.0f},
+          Dq[2] = {0.0f, 0.0f};
     float acc[D / 8][4];
 #pragma unroll
     for (int nn = 0; nn < D / 8; nn++) acc[nn][0] = acc[nn][1] = acc[nn][2] = acc[nn][3] = 0.0f;
@@ -1261,23 +1323,23 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
         fb_wait1();
         __syncthreads();
         if (it == 0) {
-#pragma unroll
-            for (int kk = 0; kk < D / 8; kk++) fb_frag_tf32<D>(qa[kk], sq + 16 * w * DP, kk);
-#pragma unroll
-            for (int kk = 0; kk < D / 16; kk++) fb_frag_bf16<D>(ga[kk], sg + 16 * w * DP, kk);
+            fb_frag_tf32<D>(qa, sq + 16 * w * (D + 4));
+            fb_frag_bf16<D>(ga, sg + 16 * w * (D + 8));
         }
         const int pass = it >= nt, j0 = lo + (pass ? it - nt : it) * FB_T;
-        const float *sk = stage + (it & 1) * 2 * FB_T * DP, *sv = sk + FB_T * DP;
+        const unsigned char *st = stage + (it & 1) * STAGE;
         float s[2][4], dp[2][4];
-        fb_dot<D, false, true>(s, qa, NULL, sk);
-        fb_dot<D, true, true>(dp, ga, NULL, sv);
+        fb_scores<D>(s, qa, (const float *)st);
+        fb_dots<D>(dp, ga, (const uint16_t *)(st + FB_T * (FP + BP)));
         /* the scaled scores, -inf where the query does not see the key */
+        const bool full = wfull && fb_full(Pw, j0, a);
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int R = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
-                s[n][e] = ok[R] && j < a.S && sees(P[R], j, a.window) ? __fmul_rn(s[n][e], a.scale) : -INFINITY;
+                s[n][e] = full || (ok[R] && j < a.S && sees(P[R], j, a.window)) ? __fmul_rn(s[n][e], a.scale)
+                                                                                : -INFINITY;
             }
         if (!pass) {
 #pragma unroll
@@ -1294,12 +1356,11 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
 #pragma unroll
                 for (int n = 0; n < 2; n++)
 #pragma unroll
-                    for (int e = 2 * R; e < 2 * R + 2; e++)
-                        if (s[n][e] != -INFINITY) {
-                            const float x = expf(s[n][e] - mn);
-                            l[R] += x;
-                            u[R] = __fmaf_rn(x, dp[n][e], u[R]);
-                        }
+                    for (int e = 2 * R; e < 2 * R + 2; e++) {
+                        const float x = expf(s[n][e] - mn); /* 0 where masked */
+                        l[R] += x;
+                        u[R] = __fmaf_rn(x, dp[n][e], u[R]);
+                    }
             }
             if (it == nt - 1)
 #pragma unroll
@@ -1331,7 +1392,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                 }
             const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
                                     fb_bf2(ds[1][2], ds[1][3])};
-            fb_apply<D>(acc, da, sk);
+            fb_apply<D>(acc, da, (const uint16_t *)(st + FB_T * FP));
         }
         __syncthreads();
     }
@@ -1346,17 +1407,21 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
 }
 
 template <int D>
-__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, const float *stats, const float *dout,
-                                                       const float *q, const float *k, const float *v, fb_args a)
+__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, const float *stats, const float *qt,
+                                                       const uint16_t *qb, const uint16_t *gb, const float *kt,
+                                                       const uint16_t *vb, fb_args a)
 {
-    extern __shared__ __align__(16) float fsm[];
-    constexpr int DP = D + 4;
-    float *sk = fsm, *sv = sk + FB_R * DP, *stage = sv + FB_R * DP; /* stage s: queries, then dout, FB_T rows each */
+    extern __shared__ __align__(16) unsigned char fsm[];
+    constexpr int FP = (D + 4) * 4, BP = (D + 8) * 2, STAGE = FB_T * (FP + 2 * BP) + 3 * FB_T * 4;
+    float *sk = (float *)fsm;                     /* [FB_R] rows of keys (TF32) */
+    uint16_t *sv = (uint16_t *)(fsm + FB_R * FP); /* [FB_R] rows of values (bf16) */
+    unsigned char *stage = fsm + FB_R * (FP + BP); /* 2 x: queries TF32, queries bf16, dout bf16, m, 1/l, D */
     const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
     const int nk = a.S - j0 < FB_R ? a.S - j0 : FB_R;
     const size_t qs = (size_t)a.H * D, ks = (size_t)a.KVH * D, N = (size_t)gridDim.z * a.H * a.T;
     const size_t k0 = ((size_t)b * a.S + j0) * ks + (size_t)kvh * D, q0 = (size_t)b * a.T * qs + (size_t)h * D;
+    const size_t st0 = ((size_t)b * a.H + h) * a.T;
     /* the queries that see the block's keys (position off + i >= j0, and
      * within the window of the last key), from a multiple of FB_T */
     int ilo = j0 - off > 0 ? j0 - off : 0, ihi = a.T - 1;
@@ -1365,18 +1430,28 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
     const int nt = ihi >= ilo ? (ihi - ilo) / FB_T + 1 : 0;
     PDL_ENTRY();
     if (nt > 0) { /* else no query sees the keys: zeros */
-        fb_rows<D>(sk, k + k0, ks, nk, FB_R);
-        fb_rows<D>(sv, v + k0, ks, nk, FB_R);
+        fb_rows(sk, kt + k0, ks * 4, nk, FB_R, D * 4, FP);
+        fb_rows(sv, vb + k0, ks * 2, nk, FB_R, D * 2, BP);
     }
 #define FB_KV_TILE(I, S_)                                                                                           \
     do {                                                                                                            \
         const int i_ = ilo + (I) * FB_T, n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                   \
-        fb_rows<D>(stage + (S_) * 2 * FB_T * DP, q + q0 + (size_t)i_ * qs, qs, n_, FB_T);                          \
-        fb_rows<D>(stage + (S_) * 2 * FB_T * DP + FB_T * DP, dout + q0 + (size_t)i_ * qs, qs, n_, FB_T);           \
+        unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
+        fb_rows(d_, qt + q0 + (size_t)i_ * qs, qs * 4, n_, FB_T, D * 4, FP);                                       \
+        fb_rows(d_ + FB_T * FP, qb + q0 + (size_t)i_ * qs, qs * 2, n_, FB_T, D * 2, BP);                           \
+        fb_rows(d_ + FB_T * (FP + BP), gb + q0 + (size_t)i_ * qs, qs * 2, n_, FB_T, D * 2, BP);                    \
+        if (threadIdx.x < 3 * FB_T) {                                                                               \
+            const int c_ = threadIdx.x / FB_T, r_ = threadIdx.x % FB_T;                                             \
+            float *sd_ = (float *)(d_ + FB_T * (FP + 2 * BP)) + threadIdx.x;                                       \
+            if (r_ < n_)                                                                                            \
+                fb_cp4(sd_, stats + (size_t)c_ * N + st0 + i_ + r_);                                               \
+            else                                                                                                    \
+                *sd_ = 0.0f;                                                                                        \
+        }                                                                                                           \
     } while (0)
     if (nt > 0) FB_KV_TILE(0, 0);
     fb_commit();
-    const int r0 = 16 * w + g;
+    const int r0 = 16 * w + g, wfull = 16 * w + 15 < nk;
     float ak[D / 8][4], av[D / 8][4];
 #pragma unroll
     for (int nn = 0; nn < D / 8; nn++)
@@ -1388,41 +1463,41 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         fb_wait1();
         __syncthreads();
         const int i0 = ilo + it * FB_T;
-        const float *sq = stage + (it & 1) * 2 * FB_T * DP, *sg = sq + FB_T * DP;
-        /* this thread's queries: columns 2t, 2t + 1 of each 8 */
-        float mq[2][2], iq[2][2], dq_[2][2];
-        int Pq[2][2], okq[2][2];
-#pragma unroll
-        for (int n = 0; n < 2; n++)
-#pragma unroll
-            for (int c = 0; c < 2; c++) {
-                const int i = i0 + 8 * n + 2 * t + c;
-                okq[n][c] = i < a.T;
-                Pq[n][c] = off + i;
-                const size_t row = ((size_t)b * a.H + h) * a.T + (okq[n][c] ? i : 0);
-                mq[n][c] = stats[row];
-                iq[n][c] = stats[N + row];
-                dq_[n][c] = stats[2 * N + row];
-            }
+        const unsigned char *st = stage + (it & 1) * STAGE;
+        const uint16_t *sqb = (const uint16_t *)(st + FB_T * FP), *sgb = (const uint16_t *)(st + FB_T * (FP + BP));
+        const float *sst = (const float *)(st + FB_T * (FP + 2 * BP));
         float s[2][4], dp[2][4];
-        fb_dot<D, false, false>(s, NULL, sk + 16 * w * DP, sq);
-        fb_dot<D, true, false>(dp, NULL, sv + 16 * w * DP, sg);
+        {
+            uint32_t ka[D / 8][4];
+            fb_frag_tf32<D>(ka, sk + 16 * w * (D + 4));
+            fb_scores<D>(s, ka, (const float *)st);
+        }
+        {
+            uint32_t va[D / 16][4];
+            fb_frag_bf16<D>(va, sv + 16 * w * (D + 8));
+            fb_dots<D>(dp, va, sgb);
+        }
+        /* the warp's keys j0 + 16 w .. + 15 against the tile's queries at
+         * positions off + i0 .. + 15: the queries are all real and see all
+         * of those keys, or each pair is checked */
+        const bool full = wfull && i0 + 15 < a.T && off + i0 >= j0 + 16 * w + 15 &&
+                          (a.window <= 0 || off + i0 + 15 - (j0 + 16 * w) < a.window);
         float p[2][4], ds[2][4];
 #pragma unroll
         for (int n = 0; n < 2; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
-                const int R = e >> 1, c = e & 1, r = r0 + 8 * R;
-                const int vis = r < nk && okq[n][c] && sees(Pq[n][c], j0 + r, a.window);
-                p[n][e] = vis ? expf(__fmul_rn(s[n][e], a.scale) - mq[n][c]) * iq[n][c] : 0.0f;
-                ds[n][e] = p[n][e] * (dp[n][e] - dq_[n][c]) * a.scale;
+                const int R = e >> 1, c = 8 * n + 2 * t + (e & 1), r = r0 + 8 * R, i = i0 + c;
+                const bool vis = full || (r < nk && i < a.T && sees(off + i, j0 + r, a.window));
+                p[n][e] = vis ? expf(__fmul_rn(s[n][e], a.scale) - sst[c]) * sst[FB_T + c] : 0.0f;
+                ds[n][e] = p[n][e] * (dp[n][e] - sst[2 * FB_T + c]) * a.scale;
             }
         const uint32_t pa[4] = {fb_bf2(p[0][0], p[0][1]), fb_bf2(p[0][2], p[0][3]), fb_bf2(p[1][0], p[1][1]),
                                 fb_bf2(p[1][2], p[1][3])};
         const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
                                 fb_bf2(ds[1][2], ds[1][3])};
-        fb_apply<D>(av, pa, sg);
-        fb_apply<D>(ak, da, sq);
+        fb_apply<D>(av, pa, sgb);
+        fb_apply<D>(ak, da, sqb);
         __syncthreads();
     }
 #undef FB_KV_TILE
@@ -1449,9 +1524,9 @@ __global__ void k_fb_sum(float4 *dk, float4 *dv, const float4 *pk, const float4 
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < kn4; e += (size_t)gridDim.x * blockDim.x) {
         float4 x = pk[e], y = pv[e];
         for (int i = 1; i < G; i++) {
-            const float4 a = pk[i * kn4 + e], c = pv[i * kn4 + e];
-            x.x += a.x, x.y += a.y, x.z += a.z, x.w += a.w;
-            y.x += c.x, y.y += c.y, y.z += c.z, y.w += c.w;
+            const float4 c = pk[i * kn4 + e], d = pv[i * kn4 + e];
+            x.x += c.x, x.y += c.y, x.z += c.z, x.w += c.w;
+            y.x += d.x, y.y += d.y, y.z += d.z, y.w += d.w;
         }
         dk[e] = x;
         dv[e] = y;
@@ -1727,11 +1802,24 @@ extern "C" int cut_flash_back_ok(const bk_attn *p)
            p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0;
 }
 
-extern "C" size_t cut_flash_back_scratch(const bk_attn *p)
+/* The scratch of cut_flash_back: the statistics, the G heads' shares of
+ * dk and dv (G > 1), q and k in TF32, q, dout, k and v in bf16 (the byte
+ * offsets of each into o[0 .. 7], o[8]: the whole) */
+static void fb_layout(const bk_attn *p, size_t *o)
 {
     const size_t nb = p->batch > 1 ? (size_t)p->batch : 1, G = (size_t)(p->n_heads / p->n_kv_heads);
-    const size_t stats = (3 * nb * p->n_heads * p->T * sizeof(float) + 255) / 256 * 256;
-    return stats + (G > 1 ? 2 * G * nb * p->S * p->n_kv_heads * p->head_dim * sizeof(float) : 0);
+    const size_t nq = nb * p->T * p->n_heads * p->head_dim, nk = nb * p->S * p->n_kv_heads * p->head_dim;
+    const size_t sz[8] = {3 * nb * p->n_heads * p->T * 4, G > 1 ? 2 * G * nk * 4 : 0, nq * 4, nk * 4, nq * 2,
+                          nq * 2, nk * 2, nk * 2};
+    o[0] = 0;
+    for (int i = 0; i < 8; i++) o[i + 1] = o[i] + (sz[i] + 255) / 256 * 256;
+}
+
+extern "C" size_t cut_flash_back_scratch(const bk_attn *p)
+{
+    size_t o[9];
+    fb_layout(p, o);
+    return o[8];
 }
 
 template <int D>
@@ -1740,25 +1828,38 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
 {
     const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
     const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale};
-    const size_t smem = (size_t)(2 * FB_R + 4 * FB_T) * (D + 4) * sizeof(float);
+    constexpr size_t FP = (D + 4) * 4, BP = (D + 8) * 2;
+    const size_t smem_q = FB_R * (FP + BP) + 2 * FB_T * (FP + 2 * BP), smem_kv = smem_q + 2 * 3 * FB_T * 4;
     static int raised;
     if (!raised) {
         cudaError_t e;
-        if ((e = cudaFuncSetAttribute((const void *)k_fb_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem)) ||
+        if ((e = cudaFuncSetAttribute((const void *)k_fb_q<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      (int)smem_q)) ||
             (e = cudaFuncSetAttribute((const void *)k_fb_kv<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)smem)))
+                                      (int)smem_kv)))
             return (int)e;
         raised = 1;
     }
-    float *stats = (float *)scratch;
-    const size_t kn = (size_t)nb * p->S * p->n_kv_heads * D;
-    float *pk = (float *)((char *)scratch + (3 * (size_t)nb * p->n_heads * p->T * sizeof(float) + 255) / 256 * 256),
-          *pv = pk + (size_t)G * kn;
+    size_t o[9];
+    fb_layout(p, o);
+    char *sc = (char *)scratch;
+    float *stats = (float *)sc, *pk = (float *)(sc + o[1]), *qt = (float *)(sc + o[2]), *kt = (float *)(sc + o[3]);
+    uint16_t *qb = (uint16_t *)(sc + o[4]), *gb = (uint16_t *)(sc + o[5]), *kb = (uint16_t *)(sc + o[6]),
+             *vb = (uint16_t *)(sc + o[7]);
+    const size_t nq = (size_t)nb * p->T * p->n_heads * D, kn = (size_t)nb * p->S * p->n_kv_heads * D;
+    float *pv = pk + (size_t)G * kn;
+    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (float4 *)qt, (uint2 *)qb, (const float4 *)q, nq / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)gb, (const float4 *)dout,
+               nq / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)kt, (uint2 *)kb, (const float4 *)k, kn / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)vb, (const float4 *)v, kn / 4);
     const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb),
         gk((unsigned)((p->S + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
-    PDL_LAUNCH(k_fb_q<D>, gq, FB_W * TW, smem, st, dq, stats, dout, q, k, v, a);
-    PDL_LAUNCH(k_fb_kv<D>, gk, FB_W * TW, smem, st, G > 1 ? pk : dk, G > 1 ? pv : dv, (const float *)stats, dout, q,
-               k, v, a);
+    PDL_LAUNCH(k_fb_q<D>, gq, FB_W * TW, smem_q, st, dq, stats, (const float *)qt, (const uint16_t *)gb,
+               (const float *)kt, (const uint16_t *)kb, (const uint16_t *)vb, a);
+    PDL_LAUNCH(k_fb_kv<D>, gk, FB_W * TW, smem_kv, st, G > 1 ? pk : dk, G > 1 ? pv : dv, (const float *)stats,
+               (const float *)qt, (const uint16_t *)qb, (const uint16_t *)gb, (const float *)kt,
+               (const uint16_t *)vb, a);
     if (G > 1)
         PDL_LAUNCH(k_fb_sum, grid_for(kn / 4, 256), 256, 0, st, (float4 *)dk, (float4 *)dv, (const float4 *)pk,
                    (const float4 *)pv, kn / 4, G);
