@@ -1067,8 +1067,8 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  * atomics, so that every run gives the same bits:
  *   k_fb_q: a block takes 64 queries of one head and walks their keys in
  *     tiles of 16 twice: first for each query's softmax statistics (the
- *     maximum m, 1 / sum, and D = sum P dP), written to stats, then for
- *     dq = sum dS k, dS = P (dP - D) scale;
+ *     maximum m of the scores times log2 e, 1 / sum, and D = sum P dP),
+ *     written to stats, then for dq = sum dS k, dS = P (dP - D) scale;
  *   k_fb_kv: a block takes 64 keys of one kv head for one query head and
  *     walks the queries that see them in tiles of 16, for dv and dk (the
  *     head's share, where a kv head has G > 1 query heads: into scratch,
@@ -1087,7 +1087,7 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
 
 struct fb_args {
     int T, S, H, KVH, G, window;
-    float scale;
+    float scale, scale2; /* scale2: scale log2(e), the scores in powers of 2 */
 };
 
 /* lo and hi rounded to bf16 (to nearest even, as f32_bf16), lo in the low half */
@@ -1166,19 +1166,30 @@ __device__ __forceinline__ void fb_commit(void) { asm volatile("cp.async.commit_
 
 __device__ __forceinline__ void fb_wait1(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 
-/* R rows of B bytes (src rows sstride bytes apart) into rows of dstride
- * bytes; rows from n on zeros */
-__device__ __forceinline__ void fb_rows(void *dst, const void *src, size_t sstride, int n, int R, int B, int dstride)
+/* R rows of B bytes (src rows sstride bytes apart) into rows of B + 16
+ * bytes (D + 4 floats, D + 8 bf16); rows from n on zeros */
+template <int B, int R>
+__device__ __forceinline__ void fb_rows(void *dst, const void *src, size_t sstride, int n)
 {
-    const int C = B / 16;
-    for (int e = threadIdx.x; e < R * C; e += FB_W * TW) {
-        const int r = e / C, c = e % C;
-        char *d = (char *)dst + r * dstride + 16 * c;
+    constexpr int C = B / 16, NT = FB_W * TW;
+#pragma unroll
+    for (int k = 0; k < (R * C + NT - 1) / NT; k++) {
+        const int e = (int)threadIdx.x + k * NT, r = e / C, c = e % C;
+        if ((R * C) % NT && e >= R * C) break;
+        char *d = (char *)dst + r * (B + 16) + 16 * c;
         if (r < n)
             fb_cp16(d, (const char *)src + (size_t)r * sstride + 16 * c);
         else
             *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
     }
+}
+
+/* 2^x (ex2.approx: 2 ulp; 0 for -inf) */
+__device__ __forceinline__ float fb_ex2(float x)
+{
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
 }
 
 /* s[n] (n < 2: a tile's rows 8n .. 8n + 7) = rows (A: a[kk], one k step of
@@ -1295,15 +1306,15 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     lo = lo > 0 ? lo / FB_T * FB_T : 0;
     const int nt = (P1 - lo) / FB_T + 1;
     PDL_ENTRY();
-    fb_rows(sq, qt + q0, qs * 4, nq, FB_R, D * 4, FP);
-    fb_rows(sg, gb + q0, qs * 2, nq, FB_R, D * 2, BP);
+    fb_rows<D * 4, FB_R>(sq, qt + q0, qs * 4, nq);
+    fb_rows<D * 2, FB_R>(sg, gb + q0, qs * 2, nq);
 #define FB_Q_TILE(I, S_)                                                                                            \
     do {                                                                                                            \
         const int j_ = lo + (I) * FB_T, n_ = a.S - j_ < FB_T ? a.S - j_ : FB_T;                                    \
         unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
-        fb_rows(d_, kt + k0 + (size_t)j_ * ks, ks * 4, n_, FB_T, D * 4, FP);                                       \
-        fb_rows(d_ + FB_T * FP, kb + k0 + (size_t)j_ * ks, ks * 2, n_, FB_T, D * 2, BP);                           \
-        fb_rows(d_ + FB_T * (FP + BP), vb + k0 + (size_t)j_ * ks, ks * 2, n_, FB_T, D * 2, BP);                    \
+        fb_rows<D * 4, FB_T>(d_, kt + k0 + (size_t)j_ * ks, ks * 4, n_);                                       \
+        fb_rows<D * 2, FB_T>(d_ + FB_T * FP, kb + k0 + (size_t)j_ * ks, ks * 2, n_);                           \
+        fb_rows<D * 2, FB_T>(d_ + FB_T * (FP + BP), vb + k0 + (size_t)j_ * ks, ks * 2, n_);                    \
     } while (0)
     FB_Q_TILE(0, 0);
     fb_commit();
@@ -1338,7 +1349,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int R = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
-                s[n][e] = full || (ok[R] && j < a.S && sees(P[R], j, a.window)) ? __fmul_rn(s[n][e], a.scale)
+                s[n][e] = full || (ok[R] && j < a.S && sees(P[R], j, a.window)) ? __fmul_rn(s[n][e], a.scale2)
                                                                                 : -INFINITY;
             }
         if (!pass) {
@@ -1349,7 +1360,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                 tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 2));
                 const float mn = fmaxf(m[R], tm);
                 if (mn == -INFINITY) continue;
-                const float c = expf(m[R] - mn);
+                const float c = fb_ex2(m[R] - mn);
                 l[R] *= c;
                 u[R] *= c;
                 m[R] = mn;
@@ -1357,7 +1368,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                 for (int n = 0; n < 2; n++)
 #pragma unroll
                     for (int e = 2 * R; e < 2 * R + 2; e++) {
-                        const float x = expf(s[n][e] - mn); /* 0 where masked */
+                        const float x = fb_ex2(s[n][e] - mn); /* 0 where masked */
                         l[R] += x;
                         u[R] = __fmaf_rn(x, dp[n][e], u[R]);
                     }
@@ -1387,7 +1398,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int R = e >> 1;
-                    const float p = s[n][e] == -INFINITY ? 0.0f : expf(s[n][e] - m[R]) * inv[R];
+                    const float p = s[n][e] == -INFINITY ? 0.0f : fb_ex2(s[n][e] - m[R]) * inv[R];
                     ds[n][e] = p * (dp[n][e] - Dq[R]) * a.scale;
                 }
             const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
@@ -1430,16 +1441,16 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
     const int nt = ihi >= ilo ? (ihi - ilo) / FB_T + 1 : 0;
     PDL_ENTRY();
     if (nt > 0) { /* else no query sees the keys: zeros */
-        fb_rows(sk, kt + k0, ks * 4, nk, FB_R, D * 4, FP);
-        fb_rows(sv, vb + k0, ks * 2, nk, FB_R, D * 2, BP);
+        fb_rows<D * 4, FB_R>(sk, kt + k0, ks * 4, nk);
+        fb_rows<D * 2, FB_R>(sv, vb + k0, ks * 2, nk);
     }
 #define FB_KV_TILE(I, S_)                                                                                           \
     do {                                                                                                            \
         const int i_ = ilo + (I) * FB_T, n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                   \
         unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
-        fb_rows(d_, qt + q0 + (size_t)i_ * qs, qs * 4, n_, FB_T, D * 4, FP);                                       \
-        fb_rows(d_ + FB_T * FP, qb + q0 + (size_t)i_ * qs, qs * 2, n_, FB_T, D * 2, BP);                           \
-        fb_rows(d_ + FB_T * (FP + BP), gb + q0 + (size_t)i_ * qs, qs * 2, n_, FB_T, D * 2, BP);                    \
+        fb_rows<D * 4, FB_T>(d_, qt + q0 + (size_t)i_ * qs, qs * 4, n_);                                       \
+        fb_rows<D * 2, FB_T>(d_ + FB_T * FP, qb + q0 + (size_t)i_ * qs, qs * 2, n_);                           \
+        fb_rows<D * 2, FB_T>(d_ + FB_T * (FP + BP), gb + q0 + (size_t)i_ * qs, qs * 2, n_);                    \
         if (threadIdx.x < 3 * FB_T) {                                                                               \
             const int c_ = threadIdx.x / FB_T, r_ = threadIdx.x % FB_T;                                             \
             float *sd_ = (float *)(d_ + FB_T * (FP + 2 * BP)) + threadIdx.x;                                       \
@@ -1489,7 +1500,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
             for (int e = 0; e < 4; e++) {
                 const int R = e >> 1, c = 8 * n + 2 * t + (e & 1), r = r0 + 8 * R, i = i0 + c;
                 const bool vis = full || (r < nk && i < a.T && sees(off + i, j0 + r, a.window));
-                p[n][e] = vis ? expf(__fmul_rn(s[n][e], a.scale) - sst[c]) * sst[FB_T + c] : 0.0f;
+                p[n][e] = vis ? fb_ex2(__fmul_rn(s[n][e], a.scale2) - sst[c]) * sst[FB_T + c] : 0.0f;
                 ds[n][e] = p[n][e] * (dp[n][e] - sst[2 * FB_T + c]) * a.scale;
             }
         const uint32_t pa[4] = {fb_bf2(p[0][0], p[0][1]), fb_bf2(p[0][2], p[0][3]), fb_bf2(p[1][0], p[1][1]),
@@ -1827,7 +1838,7 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
                      const float *k, const float *v, const bk_attn *p, void *scratch)
 {
     const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
-    const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale};
+    const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale, p->scale * 1.4426950408889634f};
     constexpr size_t FP = (D + 4) * 4, BP = (D + 8) * 2;
     const size_t smem_q = FB_R * (FP + BP) + 2 * FB_T * (FP + 2 * BP), smem_kv = smem_q + 2 * 3 * FB_T * 4;
     static int raised;
