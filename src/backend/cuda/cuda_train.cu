@@ -1060,11 +1060,13 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  * 32, 64 or 128: the products and their rounding are those of
  * attn_gemm_back_bf16 (cuda.c): the scores in TF32 (so P is the
  * forward's), dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
- * bf16 inputs, float32 sums; but the scores stay in tiles.  k_fb_prep
- * first writes q and k rounded to TF32 and q, k, v and dout rounded to
- * bf16 (same layouts), so that tiles go to shared memory as they are
- * (cp.async) and fragments come out with ldmatrix.  Then two kernels, no
- * atomics, so that every run gives the same bits:
+ * bf16 inputs, float32 sums (the exponentials through ex2.approx, 2 ulp);
+ * but the scores stay in tiles.  cuda_attention_back takes it for
+ * sequences of 2,048 tokens or more, or scores past ATTN_GEMM_BYTES.
+ * k_fb_prep first writes q and k rounded to TF32 and q, k, v and dout
+ * rounded to bf16 (same layouts), so that tiles go to shared memory as
+ * they are (cp.async) and fragments come out with ldmatrix.  Then two
+ * kernels, no atomics, so that every run gives the same bits:
  *   k_fb_q: a block takes 64 queries of one head and walks their keys in
  *     tiles of 16 twice: first for each query's softmax statistics (the
  *     maximum m of the scores times log2 e, 1 / sum, and D = sum P dP),
