@@ -591,7 +591,8 @@ static void train_ops_match_cpu(void **state)
      * and the long sequences (2,048 queries or more, or scores past the 1
      * GiB a sequence that the products through a score matrix hold) where
      * fast on takes the tiled backward on the tensor cores (no softcap,
-     * head_dim 16, 32, 64 or 128) and fast off the CUDA-core kernels */
+     * head_dim 16, 32, 64 or 128; the last case's first 321 keys are in no
+     * query's window) and fast off the CUDA-core kernels */
     static const struct {
         int T, S, H, KVH, d, window;
         float softcap;
@@ -599,7 +600,8 @@ static void train_ops_match_cpu(void **state)
     } ac[] = {{20, 20, 4, 2, 64, 0, 0.0f, 1},  {33, 33, 6, 2, 32, 8, 0.0f, 3},        {12, 30, 4, 1, 128, 0, 5.0f, 1},
               {40, 40, 8, 4, 256, 16, 0.0f, 2}, {70, 70, 4, 4, 128, 0, 0.0f, 2},       {300, 300, 8, 2, 64, 100, 30.0f, 2},
               {2049, 2049, 32, 8, 64, 0, 0.0f, 1}, {1700, 1800, 48, 6, 128, 300, 0.0f, 1},
-              {2100, 2100, 32, 32, 16, 64, 0.0f, 1}, {2048, 2080, 8, 2, 32, 0, 0.0f, 2}};
+              {2100, 2100, 32, 32, 16, 64, 0.0f, 1}, {2048, 2080, 8, 2, 32, 0, 0.0f, 2},
+              {2048, 2400, 4, 2, 64, 32, 0.0f, 1}};
     for (int pass = 0; pass < 2; pass++)
     for (size_t c = 0; c < sizeof ac / sizeof ac[0]; c++) {
         size_t nq = (size_t)ac[c].batch * ac[c].T * ac[c].H * ac[c].d,
