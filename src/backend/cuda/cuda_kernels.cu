@@ -14,6 +14,7 @@
 #include "backend/cuda/cuda_bf16.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
 #include "backend/cuda/cuda_kernels.h"
+#include "backend/cuda/cuda_mma.cuh"
 
 #define WARP 32
 
@@ -521,30 +522,6 @@ __device__ __forceinline__ float mvq_chunk(const int BITS, uint4 u, float sc, fl
  * two).  Indices are 32-bit (a row has fewer than 2^31 chunks), and the
  * group of a chunk a shift: a 64-bit division there costs more than the
  * rest of the chunk's work. */
-/* cp.async: 16 bytes (L2 only) or 4 bytes of global memory into shared
- * memory, completing in groups. */
-__device__ __forceinline__ void cp16(void *dst, const void *src)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
-}
-
-__device__ __forceinline__ void cp8(void *dst, const void *src)
-{
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 8;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
-}
-
-__device__ __forceinline__ void cp4(void *dst, const void *src)
-{
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
-}
-
-__device__ __forceinline__ void cp_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
-
-__device__ __forceinline__ void cp_wait1(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-
 /* Shared memory of the staged x (int16 values, then each piece's {scale,
  * sum}) rounded to 16 bytes: where the weight buffers begin. */
 __host__ __device__ __forceinline__ size_t mvq_xbytes(int64_t K)
@@ -1141,28 +1118,11 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
 #define QMM_XROW (128 * 2 + 32)
 #define QMM_XPIECE(o) ((o) ^ (((o) >> 3) & 1))
 
-__device__ __forceinline__ void mma_bf16(float *d, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-                 "{%0,%1,%2,%3};"
-                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-                 : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
-
 /* a * b + c on two bf16 lanes, one rounding */
 __device__ __forceinline__ uint32_t bf2_fma(uint32_t a, uint32_t b, uint32_t c)
 {
     uint32_t d;
     asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
-    return d;
-}
-
-/* two floats as a bf16 pair (lo in the low half), round to nearest even */
-__device__ __forceinline__ uint32_t bf2_pack(float lo, float hi)
-{
-    uint32_t d;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(d) : "f"(hi), "f"(lo));
     return d;
 }
 
@@ -3024,22 +2984,6 @@ __global__ void __launch_bounds__(ATT_WARPS * WARP) k_attn_tile(float *out, cons
 #define FA_LOG2E 1.4426950408889634f
 #define FA_MAXDN 32 /* head_dim <= 256 */
 #define FA_PF_KEYS 64 /* keys past the first tile a decode step asks of L2 before its wait */
-
-__device__ __forceinline__ uint32_t tf32(float f)
-{
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(f));
-    return r;
-}
-
-__device__ __forceinline__ void mma_tf32(float *c, uint32_t a0, uint32_t a1, uint32_t a2, uint32_t a3, uint32_t b0,
-                                         uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 /* Shared memory of a block: q's rows, two stages of FA_BK keys and FA_BK
  * values, and the new key and value of a step that rotates as it attends. */

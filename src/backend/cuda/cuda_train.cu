@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "backend/cuda/cuda_bf16.cuh"
+#include "backend/cuda/cuda_mma.cuh"
 #include "backend/cuda/cuda_pdl.cuh"
 #include "backend/cuda/cuda_train.h"
 
@@ -1092,29 +1093,6 @@ struct fb_args {
     float scale, scale2; /* scale2: scale log2(e), the scores in powers of 2 */
 };
 
-/* lo and hi rounded to bf16 (to nearest even, as f32_bf16), lo in the low half */
-__device__ __forceinline__ uint32_t fb_bf2(float lo, float hi)
-{
-    uint32_t r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-__device__ __forceinline__ void fb_mma_tf32(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-__device__ __forceinline__ void fb_mma_bf16(float *c, const uint32_t *a, uint32_t b0, uint32_t b1)
-{
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-        "{%0,%1,%2,%3};"
-        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 /* Four 8 x 16-byte matrices; lane i gives the address of row i % 8 of
  * matrix i / 8 (TRANS: each matrix of 8 x 8 bf16 transposed) */
 template <bool TRANS>
@@ -1152,22 +1130,6 @@ __device__ __forceinline__ int fb_lcol(bool a_layout)
     return a_layout ? (m >> 1) : (m & 1);
 }
 
-__device__ __forceinline__ void fb_cp16(void *dst, const void *src)
-{
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
-}
-
-__device__ __forceinline__ void fb_cp4(void *dst, const void *src)
-{
-    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" ::"r"((unsigned)__cvta_generic_to_shared(dst)), "l"(src)
-                 : "memory");
-}
-
-__device__ __forceinline__ void fb_commit(void) { asm volatile("cp.async.commit_group;" ::: "memory"); }
-
-__device__ __forceinline__ void fb_wait1(void) { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
-
 /* R rows of B bytes (src rows sstride bytes apart) into rows of B + 16
  * bytes (D + 4 floats, D + 8 bf16); rows from n on zeros */
 template <int B, int R>
@@ -1180,10 +1142,22 @@ __device__ __forceinline__ void fb_rows(void *dst, const void *src, size_t sstri
         if ((R * C) % NT && e >= R * C) break;
         char *d = (char *)dst + r * (B + 16) + 16 * c;
         if (r < n)
-            fb_cp16(d, (const char *)src + (size_t)r * sstride + 16 * c);
+            cp16(d, (const char *)src + (size_t)r * sstride + 16 * c);
         else
             *(uint4 *)d = make_uint4(0u, 0u, 0u, 0u);
     }
+}
+
+/* A tile of FB_T rows (n of them real, stride values apart in each
+ * source) into a stage: TF32 rows from t, then bf16 rows from b1 and b2 */
+template <int D>
+__device__ __forceinline__ void fb_tile(unsigned char *d, const float *t, const uint16_t *b1, const uint16_t *b2,
+                                        size_t stride, int n)
+{
+    constexpr int FP = (D + 4) * 4, BP = (D + 8) * 2;
+    fb_rows<D * 4, FB_T>(d, t, stride * 4, n);
+    fb_rows<D * 2, FB_T>(d + FB_T * FP, b1, stride * 2, n);
+    fb_rows<D * 2, FB_T>(d + FB_T * (FP + BP), b2, stride * 2, n);
 }
 
 /* 2^x (ex2.approx: 2 ulp; 0 for -inf) */
@@ -1194,36 +1168,26 @@ __device__ __forceinline__ float fb_ex2(float x)
     return y;
 }
 
-/* s[n] (n < 2: a tile's rows 8n .. 8n + 7) = rows (A: a[kk], one k step of
- * 8 TF32 columns each) . b's 16 rows of TF32 (D + 4 floats apart) */
-template <int D>
-__device__ __forceinline__ void fb_scores(float (*s)[4], const uint32_t (*a)[4], const float *b)
+/* s[n] (n < 2: a tile's rows 8n .. 8n + 7) = rows (A: a[kk], one k step
+ * of 32 bytes each) . b's 16 rows of D values E (rows D + 16 / sizeof(E)
+ * values apart): TF32 where E is float (the scores), else bf16 */
+template <int D, typename E>
+__device__ __forceinline__ void fb_dot(float (*s)[4], const uint32_t (*a)[4], const E *b)
 {
-    const float *p = b + fb_lrow(false) * (D + 4) + 4 * fb_lcol(false);
+    constexpr int EP = D + 16 / (int)sizeof(E), KE = 32 / (int)sizeof(E);
+    const E *p = b + fb_lrow(false) * EP + 16 / (int)sizeof(E) * fb_lcol(false);
 #pragma unroll
     for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < D / 8; kk++) {
+    for (int kk = 0; kk < D / KE; kk++) {
         uint32_t f[4];
-        fb_ldm<false>(f, p + 8 * kk);
-        fb_mma_tf32(s[0], a[kk], f[0], f[1]);
-        fb_mma_tf32(s[1], a[kk], f[2], f[3]);
-    }
-}
-
-/* The same in bf16 (a[kk]: 16 columns each; b's rows D + 8 bf16 apart) */
-template <int D>
-__device__ __forceinline__ void fb_dots(float (*s)[4], const uint32_t (*a)[4], const uint16_t *b)
-{
-    const uint16_t *p = b + fb_lrow(false) * (D + 8) + 8 * fb_lcol(false);
+        fb_ldm<false>(f, p + KE * kk);
 #pragma unroll
-    for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) {
-        uint32_t f[4];
-        fb_ldm<false>(f, p + 16 * kk);
-        fb_mma_bf16(s[0], a[kk], f[0], f[1]);
-        fb_mma_bf16(s[1], a[kk], f[2], f[3]);
+        for (int n = 0; n < 2; n++)
+            if (sizeof(E) == 4)
+                mma_tf32(s[n], a[kk][0], a[kk][1], a[kk][2], a[kk][3], f[2 * n], f[2 * n + 1]);
+            else
+                mma_bf16(s[n], a[kk][0], a[kk][1], a[kk][2], a[kk][3], f[2 * n], f[2 * n + 1]);
     }
 }
 
@@ -1237,27 +1201,29 @@ __device__ __forceinline__ void fb_apply(float (*acc)[4], const uint32_t *a, con
     for (int j = 0; j < D / 16; j++) {
         uint32_t f[4];
         fb_ldm<true>(f, p + 16 * j);
-        fb_mma_bf16(acc[2 * j], a, f[0], f[1]);
-        fb_mma_bf16(acc[2 * j + 1], a, f[2], f[3]);
+        mma_bf16(acc[2 * j], a[0], a[1], a[2], a[3], f[0], f[1]);
+        mma_bf16(acc[2 * j + 1], a[0], a[1], a[2], a[3], f[2], f[3]);
     }
 }
 
-/* A warp's A fragments of its 16 rows at x: TF32 (rows D + 4 floats
- * apart) and bf16 (D + 8) */
-template <int D>
-__device__ __forceinline__ void fb_frag_tf32(uint32_t (*a)[4], const float *x)
+/* A warp's A fragments of its 16 rows at x, for fb_dot: TF32 where E is
+ * float, else bf16 */
+template <int D, typename E>
+__device__ __forceinline__ void fb_frag(uint32_t (*a)[4], const E *x)
 {
-    const float *p = x + fb_lrow(true) * (D + 4) + 4 * fb_lcol(true);
+    constexpr int EP = D + 16 / (int)sizeof(E), KE = 32 / (int)sizeof(E);
+    const E *p = x + fb_lrow(true) * EP + 16 / (int)sizeof(E) * fb_lcol(true);
 #pragma unroll
-    for (int kk = 0; kk < D / 8; kk++) fb_ldm<false>(a[kk], p + 8 * kk);
+    for (int kk = 0; kk < D / KE; kk++) fb_ldm<false>(a[kk], p + KE * kk);
 }
 
-template <int D>
-__device__ __forceinline__ void fb_frag_bf16(uint32_t (*a)[4], const uint16_t *x)
+/* The A fragment (16 rows x 16 columns, bf16) of two C tiles of 8 columns */
+__device__ __forceinline__ void fb_afrag(uint32_t *a, const float (*c)[4])
 {
-    const uint16_t *p = x + fb_lrow(true) * (D + 8) + 8 * fb_lcol(true);
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++) fb_ldm<false>(a[kk], p + 16 * kk);
+    a[0] = bf2_pack(c[0][0], c[0][1]);
+    a[1] = bf2_pack(c[0][2], c[0][3]);
+    a[2] = bf2_pack(c[1][0], c[1][1]);
+    a[3] = bf2_pack(c[1][2], c[1][3]);
 }
 
 /* The copies the two kernels read: tf (where not NULL) src rounded to TF32,
@@ -1267,16 +1233,10 @@ __global__ void k_fb_prep(float4 *tf, uint2 *bf, const float4 *src, size_t n4)
     PDL_ENTRY();
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n4; e += (size_t)gridDim.x * blockDim.x) {
         const float4 v = src[e];
-        if (tf) {
-            uint32_t r[4];
-            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[0]) : "f"(v.x));
-            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[1]) : "f"(v.y));
-            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[2]) : "f"(v.z));
-            asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r[3]) : "f"(v.w));
-            tf[e] = make_float4(__uint_as_float(r[0]), __uint_as_float(r[1]), __uint_as_float(r[2]),
-                                __uint_as_float(r[3]));
-        }
-        if (bf) bf[e] = make_uint2(fb_bf2(v.x, v.y), fb_bf2(v.z, v.w));
+        if (tf)
+            tf[e] = make_float4(__uint_as_float(tf32(v.x)), __uint_as_float(tf32(v.y)), __uint_as_float(tf32(v.z)),
+                                __uint_as_float(tf32(v.w)));
+        if (bf) bf[e] = make_uint2(bf2_pack(v.x, v.y), bf2_pack(v.z, v.w));
     }
 }
 
@@ -1310,16 +1270,15 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     PDL_ENTRY();
     fb_rows<D * 4, FB_R>(sq, qt + q0, qs * 4, nq);
     fb_rows<D * 2, FB_R>(sg, gb + q0, qs * 2, nq);
-#define FB_Q_TILE(I, S_)                                                                                            \
+    /* keys J .. J + FB_T - 1 into stage S_ */
+#define FB_Q_TILE(J, S_)                                                                                            \
     do {                                                                                                            \
-        const int j_ = lo + (I) * FB_T, n_ = a.S - j_ < FB_T ? a.S - j_ : FB_T;                                    \
-        unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
-        fb_rows<D * 4, FB_T>(d_, kt + k0 + (size_t)j_ * ks, ks * 4, n_);                                       \
-        fb_rows<D * 2, FB_T>(d_ + FB_T * FP, kb + k0 + (size_t)j_ * ks, ks * 2, n_);                           \
-        fb_rows<D * 2, FB_T>(d_ + FB_T * (FP + BP), vb + k0 + (size_t)j_ * ks, ks * 2, n_);                    \
+        const int j_ = (J);                                                                                         \
+        const size_t o_ = k0 + (size_t)j_ * ks;                                                                     \
+        fb_tile<D>(stage + (S_) * STAGE, kt + o_, kb + o_, vb + o_, ks, a.S - j_ < FB_T ? a.S - j_ : FB_T);         \
     } while (0)
-    FB_Q_TILE(0, 0);
-    fb_commit();
+    FB_Q_TILE(lo, 0);
+    cp_commit();
     const int r0 = 16 * w + g, Pw = off + i0 + 16 * w, wfull = i0 + 16 * w + 15 < a.T;
     int P[2], ok[2];
 #pragma unroll
@@ -1331,19 +1290,19 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
 #pragma unroll
     for (int nn = 0; nn < D / 8; nn++) acc[nn][0] = acc[nn][1] = acc[nn][2] = acc[nn][3] = 0.0f;
     for (int it = 0; it < 2 * nt; it++) {
-        if (it + 1 < 2 * nt) FB_Q_TILE(it + 1 < nt ? it + 1 : it + 1 - nt, (it + 1) & 1);
-        fb_commit();
-        fb_wait1();
+        if (it + 1 < 2 * nt) FB_Q_TILE(lo + (it + 1 < nt ? it + 1 : it + 1 - nt) * FB_T, (it + 1) & 1);
+        cp_commit();
+        cp_wait1();
         __syncthreads();
         if (it == 0) {
-            fb_frag_tf32<D>(qa, sq + 16 * w * (D + 4));
-            fb_frag_bf16<D>(ga, sg + 16 * w * (D + 8));
+            fb_frag<D>(qa, sq + 16 * w * (D + 4));
+            fb_frag<D>(ga, sg + 16 * w * (D + 8));
         }
         const int pass = it >= nt, j0 = lo + (pass ? it - nt : it) * FB_T;
         const unsigned char *st = stage + (it & 1) * STAGE;
         float s[2][4], dp[2][4];
-        fb_scores<D>(s, qa, (const float *)st);
-        fb_dots<D>(dp, ga, (const uint16_t *)(st + FB_T * (FP + BP)));
+        fb_dot<D>(s, qa, (const float *)st);
+        fb_dot<D>(dp, ga, (const uint16_t *)(st + FB_T * (FP + BP)));
         /* the scaled scores, -inf where the query does not see the key */
         const bool full = wfull && fb_full(Pw, j0, a);
 #pragma unroll
@@ -1403,8 +1362,8 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                     const float p = s[n][e] == -INFINITY ? 0.0f : fb_ex2(s[n][e] - m[R]) * inv[R];
                     ds[n][e] = p * (dp[n][e] - Dq[R]) * a.scale;
                 }
-            const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
-                                    fb_bf2(ds[1][2], ds[1][3])};
+            uint32_t da[4];
+            fb_afrag(da, ds);
             fb_apply<D>(acc, da, (const uint16_t *)(st + FB_T * FP));
         }
         __syncthreads();
@@ -1446,24 +1405,24 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         fb_rows<D * 4, FB_R>(sk, kt + k0, ks * 4, nk);
         fb_rows<D * 2, FB_R>(sv, vb + k0, ks * 2, nk);
     }
+    /* queries I .. I + FB_T - 1 and their statistics into stage S_ */
 #define FB_KV_TILE(I, S_)                                                                                           \
     do {                                                                                                            \
-        const int i_ = ilo + (I) * FB_T, n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                   \
+        const int i_ = (I), n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                                 \
+        const size_t o_ = q0 + (size_t)i_ * qs;                                                                     \
         unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
-        fb_rows<D * 4, FB_T>(d_, qt + q0 + (size_t)i_ * qs, qs * 4, n_);                                       \
-        fb_rows<D * 2, FB_T>(d_ + FB_T * FP, qb + q0 + (size_t)i_ * qs, qs * 2, n_);                           \
-        fb_rows<D * 2, FB_T>(d_ + FB_T * (FP + BP), gb + q0 + (size_t)i_ * qs, qs * 2, n_);                    \
+        fb_tile<D>(d_, qt + o_, qb + o_, gb + o_, qs, n_);                                                          \
         if (threadIdx.x < 3 * FB_T) {                                                                               \
             const int c_ = threadIdx.x / FB_T, r_ = threadIdx.x % FB_T;                                             \
             float *sd_ = (float *)(d_ + FB_T * (FP + 2 * BP)) + threadIdx.x;                                       \
             if (r_ < n_)                                                                                            \
-                fb_cp4(sd_, stats + (size_t)c_ * N + st0 + i_ + r_);                                               \
+                cp4(sd_, stats + (size_t)c_ * N + st0 + i_ + r_);                                                   \
             else                                                                                                    \
                 *sd_ = 0.0f;                                                                                        \
         }                                                                                                           \
     } while (0)
-    if (nt > 0) FB_KV_TILE(0, 0);
-    fb_commit();
+    if (nt > 0) FB_KV_TILE(ilo, 0);
+    cp_commit();
     const int r0 = 16 * w + g, wfull = 16 * w + 15 < nk;
     float ak[D / 8][4], av[D / 8][4];
 #pragma unroll
@@ -1471,9 +1430,9 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
 #pragma unroll
         for (int e = 0; e < 4; e++) ak[nn][e] = av[nn][e] = 0.0f;
     for (int it = 0; it < nt; it++) {
-        if (it + 1 < nt) FB_KV_TILE(it + 1, (it + 1) & 1);
-        fb_commit();
-        fb_wait1();
+        if (it + 1 < nt) FB_KV_TILE(ilo + (it + 1) * FB_T, (it + 1) & 1);
+        cp_commit();
+        cp_wait1();
         __syncthreads();
         const int i0 = ilo + it * FB_T;
         const unsigned char *st = stage + (it & 1) * STAGE;
@@ -1482,13 +1441,13 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         float s[2][4], dp[2][4];
         {
             uint32_t ka[D / 8][4];
-            fb_frag_tf32<D>(ka, sk + 16 * w * (D + 4));
-            fb_scores<D>(s, ka, (const float *)st);
+            fb_frag<D>(ka, sk + 16 * w * (D + 4));
+            fb_dot<D>(s, ka, (const float *)st);
         }
         {
             uint32_t va[D / 16][4];
-            fb_frag_bf16<D>(va, sv + 16 * w * (D + 8));
-            fb_dots<D>(dp, va, sgb);
+            fb_frag<D>(va, sv + 16 * w * (D + 8));
+            fb_dot<D>(dp, va, sgb);
         }
         /* the warp's keys j0 + 16 w .. + 15 against the tile's queries at
          * positions off + i0 .. + 15: the queries are all real and see all
@@ -1505,10 +1464,9 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
                 p[n][e] = vis ? fb_ex2(__fmul_rn(s[n][e], a.scale2) - sst[c]) * sst[FB_T + c] : 0.0f;
                 ds[n][e] = p[n][e] * (dp[n][e] - sst[2 * FB_T + c]) * a.scale;
             }
-        const uint32_t pa[4] = {fb_bf2(p[0][0], p[0][1]), fb_bf2(p[0][2], p[0][3]), fb_bf2(p[1][0], p[1][1]),
-                                fb_bf2(p[1][2], p[1][3])};
-        const uint32_t da[4] = {fb_bf2(ds[0][0], ds[0][1]), fb_bf2(ds[0][2], ds[0][3]), fb_bf2(ds[1][0], ds[1][1]),
-                                fb_bf2(ds[1][2], ds[1][3])};
+        uint32_t pa[4], da[4];
+        fb_afrag(pa, p);
+        fb_afrag(da, ds);
         fb_apply<D>(av, pa, sgb);
         fb_apply<D>(ak, da, sqb);
         __syncthreads();
