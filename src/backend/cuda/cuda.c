@@ -9,10 +9,12 @@
  *     f32, MLX quantized), several weights of one x in one launch
  *     (matmul_n);
  *   - 2 to CUK_QMM_MAX_T rows with 4- or 8-bit W (cuk_qmm_ok): our
- *     tensor-core kernel, W dequantized in registers (x rounded to bf16);
- *   - more rows: cuBLAS with bf16 operands and float32 accumulation (x
- *     rounded to bf16; f16 and quantized W converted to bf16 in slices of
- *     rows), or float32 SGEMM for float32 W.
+ *     tensor-core kernel, W dequantized to f16 in registers (x rounded to
+ *     f16, each row scaled by a power of two);
+ *   - more rows: cuBLAS with float32 accumulation: bf16 W against x
+ *     rounded to bf16; f16 W, and quantized W converted to f16 in slices
+ *     of rows, against x rounded to f16 (scaled by a power of two); float32
+ *     W by float32 SGEMM.
  * Memory: a caching allocator over cudaMalloc (mem_pool.h): active, peak
  * and cache bytes, the memory limit (a clean out-of-memory error), the
  * cache limit and clear_cache; weights count too.  The wired limit bounds
@@ -400,6 +402,33 @@ static int dev_copy_of(const void *src, size_t n, const void **out)
     return INFER_OK;
 }
 
+/* bf16 bits as f16 bits where f16 holds the value exactly (a normal f16,
+ * 2^-14 <= |v| < 2^16, or a zero): 1, else 0 */
+static int bf16_f16_exact(uint16_t b, uint16_t *h)
+{
+    const unsigned e = (b >> 7) & 0xffu;
+    if (e - 113u <= 29u) {
+        *h = (uint16_t)((b & 0x8000u) | ((e - 112u) << 10) | ((b & 0x7fu) << 3));
+        return 1;
+    }
+    if ((b & 0x7fffu) == 0) {
+        *h = b;
+        return 1;
+    }
+    return 0;
+}
+
+/* The n bf16 values of v as f16 in place if every one converts exactly
+ * (1); else v unchanged (0) */
+static int bf16_pairs_to_f16(uint16_t *v, size_t n)
+{
+    uint16_t h;
+    for (size_t i = 0; i < n; i++)
+        if (!bf16_f16_exact(v[i], &h)) return 0;
+    for (size_t i = 0; i < n; i++) bf16_f16_exact(v[i], &v[i]);
+    return 1;
+}
+
 static int cuda_weight_prepare(void *ctx, bk_weight *w)
 {
     (void)ctx;
@@ -417,6 +446,9 @@ static int cuda_weight_prepare(void *ctx, bk_weight *w)
             pairs[2 * g] = s[g];
             pairs[2 * g + 1] = b[g];
         }
+        /* bf16 pairs that f16 holds exactly are stored as f16: the tensor
+         * cores' products dequantize to f16 (cuda_kernels.cu) */
+        if (w->sdtype == DT_BF16 && bf16_pairs_to_f16(pairs, 2 * n)) d.sdtype = DT_F16;
         rc = dev_copy_of(w->data, (size_t)w->rows * bk_qrow_bytes(w), &d.data);
         if (!rc) rc = dev_copy_of(pairs, n * 4, &d.scales);
         free(pairs);
@@ -499,28 +531,49 @@ static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const 
 /* Bytes of n bf16 values in the scratch, rounded up to 256 */
 static size_t bf16_bytes(size_t n) { return (n * 2 + 255) / 256 * 256; }
 
+/* y[T, R] = alpha x . W^T + beta y with f16 W and x, alpha and beta in
+ * device memory (k_to_f16s's constants: x's inverse scale, then 0 and 1) */
+static int gemm_f16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const void *x16, int64_t R, int T, int64_t C,
+                    const float *consts, float beta)
+{
+    cublasStatus_t s = cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_DEVICE);
+    if (!s)
+        s = cublasGemmEx(c->blas, CUBLAS_OP_T, CUBLAS_OP_N, (int)R, T, (int)C, consts, w16, CUDA_R_16F, (int)C, x16,
+                         CUDA_R_16F, (int)C, consts + (beta != 0.0f ? 2 : 1), y, CUDA_R_32F, (int)ldy,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    cublasStatus_t r = cublasSetPointerMode(c->blas, CUBLAS_POINTER_MODE_HOST);
+    return s ? blas_fail(s, "matmul") : r ? blas_fail(r, "matmul") : INFER_OK;
+}
+
 /* ys[i] = x . ws[i]^T (+ beta ys[i]: 0 or 1) for n weights of the same
- * cols through cuBLAS: x converted to bf16 once for all of them (float32
- * weights take SGEMM on x as it is; f16 and quantized ones are converted
- * to bf16 a slice of rows at a time; up not NULL: x is act(x) up, formed
- * as it is converted, for weights other than float32).  The caller holds
- * c->lock. */
+ * cols through cuBLAS, x converted once for all of them: bf16 W against x
+ * in bf16; f16 W, and quantized W converted to f16 a slice of rows at a
+ * time, against x in f16 times a power of two (cuk_to_f16_scaled: f16's
+ * 11-bit significands keep eight times bf16's precision, and a quantized
+ * weight's values s n + b round once); float32 W by SGEMM on x as it is.
+ * up not NULL: x is act(x) up, formed as it is converted, for weights
+ * other than float32.  The caller holds c->lock. */
 static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const float *up, bk_act act,
                          const bk_weight *const *ws, int n, int T, float beta)
 {
     const int64_t C = ws[0]->cols;
-    size_t xb = 0;
+    const size_t xn = (size_t)T * (size_t)C;
+    size_t xb = 0, hb = 0, kb = 0;
     int64_t slice = 0;
     for (int i = 0; i < n; i++) {
-        if (ws[i]->dtype != DT_F32) xb = bf16_bytes((size_t)T * (size_t)C);
-        if (ws[i]->dtype != DT_F32 && ws[i]->dtype != DT_BF16 && convert_rows(ws[i]) > slice) slice = convert_rows(ws[i]);
+        if (ws[i]->dtype == DT_BF16) xb = bf16_bytes(xn);
+        if (ws[i]->dtype == DT_F16 || ws[i]->dtype == DT_U32) hb = bf16_bytes(xn), kb = 256;
+        if (ws[i]->dtype == DT_U32 && convert_rows(ws[i]) > slice) slice = convert_rows(ws[i]);
     }
     void *buf = NULL;
-    int rc = xb ? scratch_get(c, xb + (size_t)slice * (size_t)C * 2, &buf) : INFER_OK;
+    int rc = xb + hb ? scratch_get(c, xb + hb + kb + (size_t)slice * (size_t)C * 2, &buf) : INFER_OK;
+    void *xh = (char *)buf + xb, *wb = (char *)buf + xb + hb + kb;
+    float *consts = (float *)((char *)buf + xb + hb); /* alpha, 0, 1; then the max's bits */
     if (!rc && xb)
-        rc = launched(up ? cuk_glu_to_bf16(c->stream, buf, x, up, (size_t)T * (size_t)C, act)
-                         : cuk_f32_to_bf16(c->stream, buf, x, (size_t)T * (size_t)C),
+        rc = launched(up ? cuk_glu_to_bf16(c->stream, buf, x, up, xn, act) : cuk_f32_to_bf16(c->stream, buf, x, xn),
                       "matmul");
+    if (!rc && hb)
+        rc = launched(cuk_to_f16_scaled(c->stream, xh, consts, (unsigned *)(consts + 4), x, up, xn, act), "matmul");
     for (int i = 0; i < n && !rc; i++) {
         const bk_weight *w = ws[i];
         const int64_t R = w->rows;
@@ -531,13 +584,14 @@ static int matmul_blas_n(cuda_ctx *c, float *const *ys, const float *x, const fl
             if (s) rc = blas_fail(s, "matmul");
         } else if (w->dtype == DT_BF16) {
             rc = gemm_bf16(c, ys[i], R, w->data, buf, R, T, C, beta);
+        } else if (w->dtype == DT_F16) {
+            rc = gemm_f16(c, ys[i], R, w->data, xh, R, T, C, consts, beta);
         } else {
-            void *wb = (char *)buf + xb;
             const int64_t sl = convert_rows(w);
             for (int64_t r0 = 0; r0 < R && !rc; r0 += sl) {
                 int64_t nr = R - r0 < sl ? R - r0 : sl;
-                if (!(rc = launched(cuk_weight_to_bf16(c->stream, wb, w, r0, nr), "matmul")))
-                    rc = gemm_bf16(c, ys[i] + r0, R, wb, buf, nr, T, C, beta);
+                if (!(rc = launched(cuk_weight_to_f16(c->stream, wb, w, r0, nr), "matmul")))
+                    rc = gemm_f16(c, ys[i] + r0, R, wb, xh, nr, T, C, consts, beta);
             }
         }
     }

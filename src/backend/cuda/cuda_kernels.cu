@@ -995,15 +995,53 @@ extern "C" int cuk_matvec_add(void *stream, float *y, const float *x, const floa
 
 /* ---- conversions for cuBLAS ---- */
 
-/* dst = bf16(src), or with GLU bf16(act(src) up) as k_glu then the plain
- * conversion would give it (the same glu1 and rounding) without the float32
- * product in memory (the down projection's input for cuBLAS).  8 values a
- * thread (16-byte loads and stores) where every pointer is 16-byte aligned,
- * then the rest one at a time. */
-template <int GLU>
-__global__ void k_to_bf16(uint16_t *dst, const float *src, const float *up, size_t n, int gelu)
+/* The value as bf16 (H 0) or f16 (H 1), round to nearest even; two
+ * values as a pair (lo in the low half) */
+template <int H> __device__ __forceinline__ uint16_t f32_to16(float f)
+{
+    return H ? (uint16_t)(h2_pack(f, f) & 0xffffu) : f32_bf16(f);
+}
+
+template <int H> __device__ __forceinline__ uint32_t f32_to16x2(float lo, float hi)
+{
+    return H ? h2_pack(lo, hi) : (uint32_t)f32_bf16(lo) | (uint32_t)f32_bf16(hi) << 16;
+}
+
+/* The power of two that takes a row whose largest magnitude is mx to
+ * [2^13, 2^14), where f16 keeps the row's small values normal too; 1 for
+ * a row of zeros or one with an infinity (a NaN goes through as it is).
+ * *inv: its inverse. */
+__device__ __forceinline__ float qmm_row_scale(float mx, float *inv)
+{
+    int e = 0;
+    if (!(mx > 0.0f) || isinf(mx)) {
+        *inv = 1.0f;
+        return 1.0f;
+    }
+    frexpf(mx, &e); /* 2^(e - 1) <= mx < 2^e */
+    const int sh = 14 - e < -120 ? -120 : 14 - e > 120 ? 120 : 14 - e;
+    *inv = ldexpf(1.0f, -sh);
+    return ldexpf(1.0f, sh);
+}
+
+/* dst = bf16(src) (H 0), or with GLU bf16(act(src) up) as k_glu then the
+ * plain conversion would give it (the same glu1 and rounding) without the
+ * float32 product in memory (the down projection's input for cuBLAS); H 1:
+ * f16 of the same times sc, the power of two qmm_row_scale gives for the
+ * largest magnitude mx holds (k_absmax's), and the first thread writes
+ * consts {1 / sc, 0, 1} (cuk_to_f16_scaled).  8 values a thread (16-byte
+ * loads and stores) where every pointer is 16-byte aligned, then the rest
+ * one at a time. */
+template <int GLU, int H>
+__global__ void k_to16(uint16_t *dst, float *consts, const unsigned *mx, const float *src, const float *up, size_t n,
+                       int gelu)
 {
     PDL_ENTRY();
+    float inv = 1.0f, sc = 1.0f;
+    if (H) {
+        sc = qmm_row_scale(__uint_as_float(*mx), &inv);
+        if (blockIdx.x == 0 && threadIdx.x == 0) consts[0] = inv, consts[1] = 0.0f, consts[2] = 1.0f;
+    }
     const size_t step = (size_t)gridDim.x * blockDim.x, first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
     const size_t n8 = (((uintptr_t)src | (uintptr_t)(GLU ? up : src) | (uintptr_t)dst) & 15u) ? 0 : n / 8;
     for (size_t i = first; i < n8; i += step) {
@@ -1016,35 +1054,38 @@ __global__ void k_to_bf16(uint16_t *dst, const float *src, const float *up, size
 #pragma unroll
             for (int k = 0; k < 8; k++) v[k] = glu1(v[k], u[k], gelu);
         }
-        uint4 o;
-        o.x = f32_bf16(v[0]) | (uint32_t)f32_bf16(v[1]) << 16;
-        o.y = f32_bf16(v[2]) | (uint32_t)f32_bf16(v[3]) << 16;
-        o.z = f32_bf16(v[4]) | (uint32_t)f32_bf16(v[5]) << 16;
-        o.w = f32_bf16(v[6]) | (uint32_t)f32_bf16(v[7]) << 16;
-        ((uint4 *)dst)[i] = o;
+        if (H)
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] *= sc;
+        ((uint4 *)dst)[i] = make_uint4(f32_to16x2<H>(v[0], v[1]), f32_to16x2<H>(v[2], v[3]), f32_to16x2<H>(v[4], v[5]),
+                                       f32_to16x2<H>(v[6], v[7]));
     }
-    for (size_t i = n8 * 8 + first; i < n; i += step) dst[i] = f32_bf16(GLU ? glu1(src[i], up[i], gelu) : src[i]);
+    for (size_t i = n8 * 8 + first; i < n; i += step) {
+        const float f = GLU ? glu1(src[i], up[i], gelu) : src[i];
+        dst[i] = f32_to16<H>(H ? f * sc : f);
+    }
 }
 
 extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n)
 {
     if (!n) return 0;
-    PDL_LAUNCH(k_to_bf16<0>, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, src,
-               (const float *)NULL, n, 0);
+    PDL_LAUNCH((k_to16<0, 0>), blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst,
+               (float *)NULL, (const unsigned *)NULL, src, (const float *)NULL, n, 0);
     return (int)cudaGetLastError();
 }
 
 extern "C" int cuk_glu_to_bf16(void *stream, void *dst, const float *gate, const float *up, size_t n, bk_act act)
 {
     if (!n) return 0;
-    PDL_LAUNCH(k_to_bf16<1>, blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst, gate, up,
-               n, act == BK_ACT_GELU_TANH);
+    PDL_LAUNCH((k_to16<1, 0>), blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst,
+               (float *)NULL, (const unsigned *)NULL, gate, up, n, act == BK_ACT_GELU_TANH);
     return (int)cudaGetLastError();
 }
 
 /* A block row per weight row (blockIdx.y), 8 values a thread: a 4-bit
- * word, two of 8 bits, or one value at a time for other formats. */
-__global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0)
+ * word, two of 8 bits, or one value at a time for other formats; into
+ * bf16 (H 0) or f16 (H 1). */
+template <int H> __global__ void k_weight_to16(uint16_t *dst, bk_weight w, int64_t r0)
 {
     PDL_ENTRY();
     const int64_t r = r0 + blockIdx.y, K = w.cols;
@@ -1060,23 +1101,40 @@ __global__ void k_weight_to_bf16(uint16_t *dst, bk_weight w, int64_t r0)
                                      : (uint64_t)((const uint32_t *)row)[2 * c8] |
                                            ((uint64_t)((const uint32_t *)row)[2 * c8 + 1] << 32);
             uint32_t mask = (1u << w.bits) - 1u;
+            float f[8];
 #pragma unroll
-            for (int e = 0; e < 8; e++) d[c8 * 8 + e] = f32_bf16(sc * (float)((uint32_t)(v >> (e * w.bits)) & mask) + bi);
+            for (int e = 0; e < 8; e++) f[e] = sc * (float)((uint32_t)(v >> (e * w.bits)) & mask) + bi;
+            /* K % 8 == 0 here: 16 bytes, aligned */
+            ((uint4 *)d)[c8] = make_uint4(f32_to16x2<H>(f[0], f[1]), f32_to16x2<H>(f[2], f[3]),
+                                          f32_to16x2<H>(f[4], f[5]), f32_to16x2<H>(f[6], f[7]));
         } else {
-            for (int64_t c = c8 * 8; c < c8 * 8 + 8 && c < K; c++) d[c] = f32_bf16(w_at(w, r, c));
+            for (int64_t c = c8 * 8; c < c8 * 8 + 8 && c < K; c++) d[c] = f32_to16<H>(w_at(w, r, c));
         }
     }
 }
 
-extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr)
+static int weight_to16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr, int h)
 {
     if (nr <= 0 || w->cols <= 0) return 0;
     if (nr > 65535) return (int)cudaErrorInvalidValue;
     int64_t per_row = (w->cols + 7) / 8;
     unsigned bx = (unsigned)((per_row + 255) / 256);
     dim3 grid(bx, (unsigned)nr);
-    PDL_LAUNCH(k_weight_to_bf16, grid, 256, 0, (cudaStream_t)stream, (uint16_t *)dst, *w, r0);
+    if (h)
+        PDL_LAUNCH(k_weight_to16<1>, grid, 256, 0, (cudaStream_t)stream, (uint16_t *)dst, *w, r0);
+    else
+        PDL_LAUNCH(k_weight_to16<0>, grid, 256, 0, (cudaStream_t)stream, (uint16_t *)dst, *w, r0);
     return (int)cudaGetLastError();
+}
+
+extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr)
+{
+    return weight_to16(stream, dst, w, r0, nr, 0);
+}
+
+extern "C" int cuk_weight_to_f16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr)
+{
+    return weight_to16(stream, dst, w, r0, nr, 1);
 }
 
 /* ---- quantized products of several rows of x on tensor cores ----
@@ -1084,9 +1142,14 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
  * y[T, R] = x[T, K] . W^T for MLX 4- and 8-bit W (groups of 32, 64 or
  * 128, K a multiple of 128, 2-byte scales in bk_weight.sb_pairs) and
  * 1 < T <= CUK_QMM_MAX_T: W is read once per 32 rows of x (not converted
- * to bf16 in memory first), dequantized to bf16 in registers and
- * multiplied by mma.sync m16n8k16 (bf16 in, float32 accumulation); x goes
- * to bf16 first (k_qmm_x), as it does for cuBLAS.
+ * to bf16 in memory first), dequantized to f16 in registers and
+ * multiplied by mma.sync m16n8k16 (f16 in, float32 accumulation); x goes
+ * to f16 first (k_qmm_x), each row scaled by a power of two that takes
+ * its largest value to [2^13, 2^14), and the sums are scaled back
+ * (exactly) as they are written.  f16's 11-bit significands keep eight
+ * times bf16's precision for both factors (a 4-layer MLX model of width
+ * 128 was 1.2e-2 from transformers in bf16): W's values s n + b round
+ * once, and their range (2^-24 to 65504) holds any real model's weights.
  *
  * A block takes 256 rows of one of the launch's weights (blockIdx.y)
  * against 32 rows of x (blockIdx.x, the fastest, so that the blocks that
@@ -1118,35 +1181,37 @@ extern "C" int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, i
 #define QMM_XROW (128 * 2 + 32)
 #define QMM_XPIECE(o) ((o) ^ (((o) >> 3) & 1))
 
-/* a * b + c on two bf16 lanes, one rounding */
-__device__ __forceinline__ uint32_t bf2_fma(uint32_t a, uint32_t b, uint32_t c)
+/* a * b + c on two f16 lanes, one rounding */
+__device__ __forceinline__ uint32_t h2_fma(uint32_t a, uint32_t b, uint32_t c)
 {
     uint32_t d;
-    asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
+    asm("fma.rn.f16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(b), "r"(c));
     return d;
 }
 
-/* Pair i (values i and i + 4) of a 4-bit u32 word as bf16: s n + b with
- * bf16 s and b (s2, b2: in both halves), one rounding. */
+
+/* Pair i (values i and i + 4) of a 4-bit u32 word as f16: s n + b with
+ * f16 s and b (s2, b2: in both halves), one rounding (f16 bits 0x6400 | n
+ * are 1024 + n). */
 __device__ __forceinline__ uint32_t q4_pair(uint32_t word, int i, uint32_t s2, uint32_t b2)
 {
-    const uint32_t m128 = 0xc300c300u, one = 0x3f803f80u; /* -128, 1 */
-    uint32_t p = ((word >> (4 * i)) & 0x000f000fu) | 0x43004300u;
-    return bf2_fma(bf2_fma(p, one, m128), s2, b2);
+    const uint32_t m1024 = 0xe400e400u, one = 0x3c003c00u; /* -1024, 1 */
+    uint32_t p = ((word >> (4 * i)) & 0x000f000fu) | 0x64006400u;
+    return h2_fma(h2_fma(p, one, m1024), s2, b2);
 }
 
 /* The same in float32, for scales of other dtypes. */
 __device__ __forceinline__ uint32_t q4_pairf(uint32_t word, int i, float s, float b)
 {
     float a = (float)((word >> (4 * i)) & 0xfu), c = (float)((word >> (4 * i + 16)) & 0xfu);
-    return bf2_pack(fmaf(s, a, b), fmaf(s, c, b));
+    return h2_pack(fmaf(s, a, b), fmaf(s, c, b));
 }
 
 /* values (lo, lo + 1) of an 8-bit u32 word (lo = 0 or 2) */
 __device__ __forceinline__ uint32_t q8_pair(uint32_t word, int lo, float s, float b)
 {
     float a = (float)((word >> (8 * lo)) & 0xffu), c = (float)((word >> (8 * lo + 8)) & 0xffu);
-    return bf2_pack(fmaf(s, a, b), fmaf(s, c, b));
+    return h2_pack(fmaf(s, a, b), fmaf(s, c, b));
 }
 
 __device__ __forceinline__ void cp_wait_stages(void)
@@ -1214,7 +1279,8 @@ typedef struct qmm_set {
     size_t out0[MV_N + 1];
     int first[MV_N + 1];
     int n;
-    int acc; /* 1: y[i] += the products (matmul_add) */
+    int acc;           /* 1: y[i] += the products (matmul_add) */
+    const float *xinv; /* [Tp]: the inverse of x's row scales (k_qmm_x) */
 } qmm_set;
 
 /* What goes into element i of y[wi]: v, plus y's value where the set adds */
@@ -1233,7 +1299,8 @@ __device__ __forceinline__ int qmm_weight(const qmm_set &set)
     return wi;
 }
 
-/* SBF: 1 = bf16 scale-bias pairs (applied in bf16x2), 0 = f16 pairs
+/* SBF: 1 = f16 scale-bias pairs (applied in f16x2: cuda_weight_prepare
+ * stores bf16 pairs that f16 holds exactly as f16), 0 = bf16 pairs
  * (applied in float32; 8 bits: either, in float32).  With split K
  * (gridDim.z > 1) each block writes its slice's sums, which k_qmm_sum
  * adds up.  (The last slice of a tile to finish adding them up instead
@@ -1312,7 +1379,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
         cp_commit();
         const unsigned char *st = qsm + s * STAGE;
         uint32_t wv[2][2][4]; /* [m][u]: the lane's 16 bytes (4 bits) */
-        uint32_t sb2[2][2][2]; /* SBF: bf16 (scale, scale) and (bias, bias) */
+        uint32_t sb2[2][2][2]; /* SBF: f16 (scale, scale) and (bias, bias) */
         float sc[2][2], bi[2][2];
 #pragma unroll
         for (int m = 0; m < 2; m++)
@@ -1373,7 +1440,7 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
                 for (int n = 0; n < QMM_TOK / 8; n++)
 #pragma unroll
                     for (int m = 0; m < 2; m++)
-                        mma_bf16(acc[m][n], A[m][h][0], A[m][h][1], A[m][h][2], A[m][h][3], h ? b[n].z : b[n].x,
+                        mma_f16(acc[m][n], A[m][h][0], A[m][h][1], A[m][h][2], A[m][h][3], h ? b[n].z : b[n].x,
                                  h ? b[n].w : b[n].y);
         }
     }
@@ -1391,10 +1458,11 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
                 const int t = t0 + 8 * n + 2 * q + (e & 1);
                 const int64_t r = rb0 + 32 * warp + 16 * m + g + (e >> 1) * 8;
                 const size_t o = (size_t)t * (size_t)R + (size_t)r;
-                if (t < T && r < R)
-                    out[o] = split ? acc[m][n][e]
-                                   : qmm_out(set, out, o,
-                                             acc[m][n][e] + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f));
+                if (t < T && r < R) {
+                    const float v = acc[m][n][e] * set.xinv[t]; /* a power of two: exact */
+                    out[o] = split ? v
+                                   : qmm_out(set, out, o, v + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f));
+                }
             }
 }
 
@@ -1413,7 +1481,7 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm8(qmm_set set, const uint
     qmm_body(8, 0, set, xb, T, kslice);
 }
 
-/* ---- the same product for 4-bit W with bf16 scales on Hopper (wgmma) ----
+/* ---- the same product for 4-bit W with f16 scale-bias pairs on Hopper (wgmma) ----
  *
  * k_qmm4w: the tile, stages and split K of qmm_body, but the products are
  * wgmma (sm_90a): asynchronous, twice mma.sync's rate, B (x) read by the
@@ -1472,12 +1540,13 @@ __device__ __forceinline__ void wg_wait(const int n)
 #endif
 }
 
-/* d[16] += A (4 registers, mma.sync's layout) x B (descriptor), m64n32k16 */
+/* d[16] += A (4 registers, mma.sync's layout) x B (descriptor), m64n32k16,
+ * f16 in, float32 sums */
 __device__ __forceinline__ void wg_mma(float *d, const uint32_t *a, uint64_t desc)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.f16.f16 "
                  "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15}, {%16,%17,%18,%19}, %20, p, 1, 1, 0;\n}"
                  : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
                    "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]),
@@ -1653,8 +1722,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
 #pragma unroll
         for (int m = 0; m < 2; m++)
 #pragma unroll
-            for (int i = 0; i < 16; i++)
-                red[(8 * (i >> 2) + 2 * q + (i & 1)) * QMM_ROWS + rbase + 64 * m + ((i >> 1) & 1) * 8] = acc[m][i];
+            for (int i = 0; i < 16; i++) {
+                const int tt = 8 * (i >> 2) + 2 * q + (i & 1);
+                red[tt * QMM_ROWS + rbase + 64 * m + ((i >> 1) & 1) * 8] = acc[m][i] * set.xinv[t0 + tt];
+            }
         cluster_sync_all();
         const int n4 = QMM_TOK * QMM_ROWS / 4, per = (n4 + S - 1) / S, z = (int)blockIdx.z;
         const uint32_t local = (uint32_t)__cvta_generic_to_shared(red);
@@ -1690,9 +1761,10 @@ __global__ void __launch_bounds__(QMM_THREADS, 2) k_qmm4w(qmm_set set, const uin
             const int t = t0 + 8 * (i >> 2) + 2 * q + (i & 1);
             const int64_t r = rb0 + rbase + 64 * m + ((i >> 1) & 1) * 8;
             const size_t o = (size_t)t * (size_t)R + (size_t)r;
-            if (t < T && r < R)
-                out[o] = split ? acc[m][i]
-                               : qmm_out(set, out, o, acc[m][i] + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f));
+            if (t < T && r < R) {
+                const float v = acc[m][i] * set.xinv[t];
+                out[o] = split ? v : qmm_out(set, out, o, v + (bias.data ? ld(bias.data, bias.dtype, (size_t)r) : 0.0f));
+            }
         }
 }
 
@@ -1710,43 +1782,86 @@ __device__ __forceinline__ size_t qmm_x_slot2(size_t i, int64_t K, size_t *src)
     return (tb * (size_t)(K / 128) + p / 16) * 512 + (tt / 8) * 128 + P * 8 + tt % 8;
 }
 
-/* 8 values as 8 bf16 in the order of perm4 (1: 0 4 1 5 2 6 3 7) */
+/* 8 values as 8 f16 in the order of perm4 (1: 0 4 1 5 2 6 3 7) */
 __device__ __forceinline__ uint4 qmm_x_pack(const float *v, int perm4)
 {
     if (perm4 == 1)
-        return make_uint4(bf2_pack(v[0], v[4]), bf2_pack(v[1], v[5]), bf2_pack(v[2], v[6]), bf2_pack(v[3], v[7]));
-    return make_uint4(bf2_pack(v[0], v[1]), bf2_pack(v[2], v[3]), bf2_pack(v[4], v[5]), bf2_pack(v[6], v[7]));
+        return make_uint4(h2_pack(v[0], v[4]), h2_pack(v[1], v[5]), h2_pack(v[2], v[6]), h2_pack(v[3], v[7]));
+    return make_uint4(h2_pack(v[0], v[1]), h2_pack(v[2], v[3]), h2_pack(v[4], v[5]), h2_pack(v[6], v[7]));
 }
 
-/* x [T, K] float32 (act(x) * up where up is not NULL) -> bf16 [Tp, K]
- * (rows T .. Tp zero), 8 values a thread; perm4 1 (k_qmm4): each 8 values
- * in the order 0 4 1 5 2 6 3 7; 2 (k_qmm4w): in that kernel's order and
- * place (qmm_x_slot2) */
-__global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu, int T, int Tp, int64_t K, int perm4)
+/* The largest of v over the block's threads, in every thread (part: 32
+ * floats of shared memory; blockDim a multiple of 32) */
+__device__ float block_max(float v, float *part)
 {
+#pragma unroll
+    for (int o = WARP / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    if (threadIdx.x % WARP == 0) part[threadIdx.x / WARP] = v;
+    __syncthreads();
+    float m = 0.0f;
+    for (int w = 0; w < (int)(blockDim.x / WARP); w++) m = fmaxf(m, part[w]);
+    return m;
+}
+
+/* Value k of row xr (act(x) up where ur is not NULL) */
+__device__ __forceinline__ float qmm_x_at(const float *xr, const float *ur, int gelu, size_t k)
+{
+    return ur ? glu1(xr[k], ur[k], gelu) : xr[k];
+}
+
+/* x [T, K] float32 (act(x) * up where up is not NULL) -> f16 [Tp, K]
+ * (rows T .. Tp zero), each row times its scale (qmm_row_scale; xinv[t]:
+ * the inverse).  Block (t, j) of gridDim.y blocks a row finds row t's
+ * largest magnitude (every block of the row reads all of it, from L2 but
+ * the first: no block waits on another), then converts part j of the
+ * row, 8 values a thread at a time; perm4 1 (k_qmm4): each 8 values in
+ * the order 0 4 1 5 2 6 3 7; 2 (k_qmm4w): in that kernel's order and place
+ * (qmm_x_slot2) */
+__global__ void k_qmm_x(uint16_t *dst, float *xinv, const float *x, const float *up, int gelu, int T, int64_t K,
+                        int perm4)
+{
+    __shared__ float part[32];
     PDL_ENTRY();
-    const size_t n8 = (size_t)Tp * (size_t)K / 8;
-    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n8; i += (size_t)gridDim.x * blockDim.x) {
-        const size_t t = i * 8 / (size_t)K;
+    const size_t t = blockIdx.x, g8 = (size_t)K / 8;
+    const int live = t < (size_t)T; /* the same in every thread of the block */
+    const float *xr = x + t * (size_t)K, *ur = up ? up + t * (size_t)K : NULL;
+    float mx = 0.0f;
+    if (live) {
+#pragma unroll 4
+        for (size_t k = threadIdx.x; k < (size_t)K / 4; k += blockDim.x) {
+            float4 a = ((const float4 *)xr)[k];
+            if (ur) {
+                const float4 u = ((const float4 *)ur)[k];
+                a = make_float4(glu1(a.x, u.x, gelu), glu1(a.y, u.y, gelu), glu1(a.z, u.z, gelu), glu1(a.w, u.w, gelu));
+            }
+            mx = fmaxf(mx, fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))));
+        }
+        mx = block_max(mx, part);
+    }
+    float inv;
+    const float sc = qmm_row_scale(mx, &inv);
+    if (threadIdx.x == 0 && blockIdx.y == 0) xinv[t] = inv;
+    const size_t per = (g8 + gridDim.y - 1) / gridDim.y, p0 = blockIdx.y * per, p1 = p0 + per < g8 ? p0 + per : g8;
+    for (size_t p = p0 + threadIdx.x; p < p1; p += blockDim.x) {
+        size_t src[8], i8 = t * g8 + p;
         float v[8];
-        size_t i8 = i; /* where the 8 values go */
         if (perm4 == 2) {
-            size_t src[8];
-            i8 = qmm_x_slot2(i, K, src);
-            const float *xr = x + t * (size_t)K, *ur = up ? up + t * (size_t)K : NULL;
-            for (int e = 0; e < 8; e++)
-                v[e] = t < (size_t)T ? (ur ? glu1(xr[src[e]], ur[src[e]], gelu) : xr[src[e]]) : 0.0f;
-        } else if (t < (size_t)T) {
-            float4 a = ((const float4 *)x)[2 * i], b = ((const float4 *)x)[2 * i + 1];
-            if (up) {
-                const float4 ua = ((const float4 *)up)[2 * i], ub = ((const float4 *)up)[2 * i + 1];
+            i8 = qmm_x_slot2(i8, K, src);
+#pragma unroll
+            for (int e = 0; e < 8; e++) v[e] = live ? qmm_x_at(xr, ur, gelu, src[e]) * sc : 0.0f;
+        } else if (live) {
+            float4 a = ((const float4 *)xr)[2 * p], b = ((const float4 *)xr)[2 * p + 1];
+            if (ur) {
+                const float4 ua = ((const float4 *)ur)[2 * p], ub = ((const float4 *)ur)[2 * p + 1];
                 a = make_float4(glu1(a.x, ua.x, gelu), glu1(a.y, ua.y, gelu), glu1(a.z, ua.z, gelu),
                                 glu1(a.w, ua.w, gelu));
                 b = make_float4(glu1(b.x, ub.x, gelu), glu1(b.y, ub.y, gelu), glu1(b.z, ub.z, gelu),
                                 glu1(b.w, ub.w, gelu));
             }
-            v[0] = a.x, v[1] = a.y, v[2] = a.z, v[3] = a.w, v[4] = b.x, v[5] = b.y, v[6] = b.z, v[7] = b.w;
+            v[0] = a.x * sc, v[1] = a.y * sc, v[2] = a.z * sc, v[3] = a.w * sc;
+            v[4] = b.x * sc, v[5] = b.y * sc, v[6] = b.z * sc, v[7] = b.w * sc;
         } else {
+#pragma unroll
             for (int e = 0; e < 8; e++) v[e] = 0.0f;
         }
         ((uint4 *)dst)[i8] = qmm_x_pack(v, perm4);
@@ -1755,25 +1870,31 @@ __global__ void k_qmm_x(uint16_t *dst, const float *x, const float *up, int gelu
 
 /* k_qmm_x with a norm before the products instead of an activation: row t
  * of x normed as k_rmsnorm does (x r (w + one), r = 1 / sqrt(mean(x^2) +
- * eps)), then converted in the order of perm4; a block a row of the Tp
- * (rows T .. Tp zero), so that the norm's sum is the block's */
-__global__ void k_qmm_xn(uint16_t *dst, const float *x, bk_weight nw, float eps, int plus_one, int T, int64_t K,
-                         int perm4)
+ * eps)), then scaled and converted as there */
+__global__ void k_qmm_xn(uint16_t *dst, float *xinv, const float *x, bk_weight nw, float eps, int plus_one, int T,
+                         int64_t K, int perm4)
 {
-    __shared__ float part[32];
+    __shared__ float part[32], partm[32];
     PDL_ENTRY();
     const size_t t = blockIdx.x, g8 = (size_t)K / 8;
     const float *xr = x + t * (size_t)K, one = plus_one ? 1.0f : 0.0f;
     const int live = t < (size_t)T; /* the same in every thread of the block */
-    float r = 0.0f;
-    if (live) {
-        float ss = 0.0f;
+    float r = 0.0f, mx = 0.0f;
+    if (live) { /* the sum of squares, and max |x (w + one)| (times r: the normed row's largest magnitude) */
+        float ss = 0.0f, m = 0.0f;
         for (size_t k = threadIdx.x; k < (size_t)K / 4; k += blockDim.x) {
             const float4 a = ((const float4 *)xr)[k];
             ss += a.x * a.x + a.y * a.y + a.z * a.z + a.w * a.w;
+            const float f[4] = {a.x, a.y, a.z, a.w};
+#pragma unroll
+            for (int e = 0; e < 4; e++) m = fmaxf(m, fabsf(f[e] * (ld(nw.data, nw.dtype, 4 * k + e) + one)));
         }
         r = rsqrtf(block_sum(ss, part) / (float)K + eps);
+        mx = block_max(m, partm) * r;
     }
+    float inv;
+    const float sc = qmm_row_scale(mx, &inv);
+    if (threadIdx.x == 0) xinv[t] = inv;
     for (size_t p = threadIdx.x; p < g8; p += blockDim.x) {
         size_t src[8], i8 = t * g8 + p;
         if (perm4 == 2)
@@ -1782,9 +1903,49 @@ __global__ void k_qmm_xn(uint16_t *dst, const float *x, bk_weight nw, float eps,
             for (int e = 0; e < 8; e++) src[e] = 8 * p + (size_t)e;
         float v[8];
 #pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = live ? xr[src[e]] * r * (ld(nw.data, nw.dtype, src[e]) + one) : 0.0f;
+        for (int e = 0; e < 8; e++) v[e] = live ? xr[src[e]] * r * (ld(nw.data, nw.dtype, src[e]) + one) * sc : 0.0f;
         ((uint4 *)dst)[i8] = qmm_x_pack(v, perm4);
     }
+}
+
+/* ---- x in f16 for cuBLAS (f16 and quantized W) ----
+ * The whole of x times one power of two (qmm_row_scale of its largest
+ * magnitude: f16's 29 binades of normal values then hold every row of a
+ * real activation), the products' alpha its inverse: k_absmax leaves the
+ * largest |value| (bits of a non-negative float: ordered as unsigned
+ * integers) in mx, zeroed before; k_to16 converts, and its first thread
+ * writes the constants {inverse, 0, 1} that cuBLAS reads as alpha and
+ * beta. */
+template <int GLU> __global__ void k_absmax(unsigned *mx, const float *src, const float *up, size_t n, int gelu)
+{
+    __shared__ float part[32];
+    PDL_ENTRY();
+    float m = 0.0f;
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        m = fmaxf(m, fabsf(GLU ? glu1(src[i], up[i], gelu) : src[i]));
+    m = block_max(m, part);
+    if (threadIdx.x == 0) atomicMax(mx, __float_as_uint(m));
+}
+
+extern "C" int cuk_to_f16_scaled(void *stream, void *dst, float *consts, unsigned *mx, const float *src,
+                                 const float *up, size_t n, bk_act act)
+{
+    if (!n) return 0;
+    cudaStream_t st = (cudaStream_t)stream;
+    const int gelu = act == BK_ACT_GELU_TANH;
+    cudaError_t e = cudaMemsetAsync(mx, 0, sizeof *mx, st);
+    if (e) return (int)e;
+    const unsigned blocks = blocks_for(n, 256) < 1024 ? blocks_for(n, 256) : 1024;
+    if (up) {
+        PDL_LAUNCH(k_absmax<1>, blocks, 256, 0, st, mx, src, up, n, gelu);
+        PDL_LAUNCH((k_to16<1, 1>), blocks_for((n + 7) / 8, 256), 256, 0, st, (uint16_t *)dst, consts,
+                   (const unsigned *)mx, src, up, n, gelu);
+    } else {
+        PDL_LAUNCH(k_absmax<0>, blocks, 256, 0, st, mx, src, up, n, gelu);
+        PDL_LAUNCH((k_to16<0, 1>), blocks_for((n + 7) / 8, 256), 256, 0, st, (uint16_t *)dst, consts,
+                   (const unsigned *)mx, src, up, n, gelu);
+    }
+    return (int)cudaGetLastError();
 }
 
 /* The results of a launch with split K: y[i][t, r] = the sum over the S
@@ -1839,9 +2000,9 @@ extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
            (w->group_size == 32 || w->group_size == 64 || w->group_size == 128) && w->cols % 128 == 0 && w->sb_pairs;
 }
 
-/* Whether a launch takes k_qmm4w (4 bits, bf16 scale-bias pairs, sm_90a
+/* Whether a launch takes k_qmm4w (4 bits, f16 scale-bias pairs, sm_90a
  * code), whose split K adds up in a cluster (no partial sums) */
-static int qmm_wgmma(const bk_weight *w) { return g_wgmma == 1 && w->bits == 4 && w->sdtype == DT_BF16; }
+static int qmm_wgmma(const bk_weight *w) { return g_wgmma == 1 && w->bits == 4 && w->sdtype == DT_F16; }
 
 /* Whether k_qmm4w's S slices of kslice values add up in a cluster (S <= 8,
  * the portable cluster size): measured at 32 rows on the H100 (bench_gpu_ops),
@@ -1861,7 +2022,7 @@ extern "C" size_t cuk_qmm_scratch(const bk_weight *const *ws, int n, int T)
     size_t part = 0;
     for (int i = 0; S > 1 && !qmm_cluster(ws[0], S, kslice) && i < n; i++)
         part += ((size_t)S * (size_t)T * (size_t)ws[i]->rows * 4 + 255) / 256 * 256;
-    return (Tp * (size_t)ws[0]->cols * 2 + 255) / 256 * 256 + part;
+    return (Tp * (size_t)ws[0]->cols * 2 + 255) / 256 * 256 + (Tp * 4 + 255) / 256 * 256 + part;
 }
 
 extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int gelu,
@@ -1885,7 +2046,9 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     set.n = n;
     set.acc = ex && ex->acc;
     uint16_t *xb = (uint16_t *)scratch;
-    char *pp = (char *)scratch + ((size_t)Tp * (size_t)K * 2 + 255) / 256 * 256;
+    float *xinv = (float *)((char *)scratch + ((size_t)Tp * (size_t)K * 2 + 255) / 256 * 256);
+    char *pp = (char *)xinv + ((size_t)Tp * 4 + 255) / 256 * 256;
+    set.xinv = xinv;
     int first = 0;
     for (int i = 0; i < n; i++) {
         set.w[i] = *ws[i];
@@ -1903,12 +2066,14 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     typedef void (*qmm_fn)(qmm_set, const uint16_t *, int, int);
     static const qmm_fn fns[4] = {k_qmm4, k_qmm4f, k_qmm8, k_qmm4w};
     static int attr_set[4];
-    const int f = w->bits == 8 ? 2 : w->sdtype != DT_BF16 ? 1 : qmm_wgmma(w) ? 3 : 0;
-    if (nw)
-        PDL_LAUNCH(k_qmm_xn, Tp, 256, 0, st, xb, x, *nw, ex->eps, ex->plus_one, T, K, f == 3 ? 2 : w->bits == 4);
-    else
-        PDL_LAUNCH(k_qmm_x, blocks_for((size_t)Tp * (size_t)K / 8, 256), 256, 0, st, xb, x, up, gelu, T, Tp, K,
+    const int f = w->bits == 8 ? 2 : w->sdtype != DT_F16 ? 1 : qmm_wgmma(w) ? 3 : 0;
+    if (nw) {
+        PDL_LAUNCH(k_qmm_xn, Tp, 256, 0, st, xb, xinv, x, *nw, ex->eps, ex->plus_one, T, K, f == 3 ? 2 : w->bits == 4);
+    } else { /* a row's parts: about 2,048 values each, at most 8 */
+        const unsigned parts = (unsigned)((K + 2047) / 2048 < 8 ? (K + 2047) / 2048 : 8);
+        PDL_LAUNCH(k_qmm_x, dim3((unsigned)Tp, parts), 1024, 0, st, xb, xinv, x, up, gelu, T, K,
                    f == 3 ? 2 : w->bits == 4);
+    }
     const size_t smem = (size_t)QMM_STAGES * (f == 3 ? QMW_STAGE : qmm_stage_bytes(w->bits));
     if (!attr_set[f]) {
         cudaError_t e = cudaFuncSetAttribute(fns[f], cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -65,6 +65,15 @@ int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
 int cuk_glu_to_bf16(void *stream, void *dst, const float *gate, const float *up, size_t n, bk_act act);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
 int cuk_weight_to_bf16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr);
+/* The same into f16 (round to nearest even) */
+int cuk_weight_to_f16(void *stream, void *dst, const bk_weight *w, int64_t r0, int64_t nr);
+/* dst = f16(x sc) (x: src, or act(src) up where up is not NULL), n
+ * values, sc the power of two that takes x's largest magnitude to [2^13,
+ * 2^14) (1 where it is 0 or infinite); consts[0..2] = {1 / sc, 0, 1}
+ * (alpha and beta for cuBLAS in device pointer mode), mx a word of scratch
+ * (zeroed, then the largest magnitude's bits) */
+int cuk_to_f16_scaled(void *stream, void *dst, float *consts, unsigned *mx, const float *src, const float *up,
+                      size_t n, bk_act act);
 /* y[t, r] += bias[r] */
 int cuk_add_bias(void *stream, float *y, const bk_weight *bias, int T, int64_t rows);
 int cuk_rmsnorm(void *stream, float *y, const float *x, const bk_weight *w, int rows, int dim, float eps,
