@@ -1166,8 +1166,8 @@ extern "C" int cuk_weight_to_f16(void *stream, void *dst, const bk_weight *w, in
  * agree, so the lane's A registers take the values as they lie in its
  * bytes and k_qmm_x writes
  * x in the matching order.  4 bits: u32 word c of the lane's row holds 8
- * values; pairs (i, i + 4) come out of it with one mask and an or (bf16
- * bits 0x4300 | n = 128 + n), so x is stored per 8 values in the order
+ * values; pairs (i, i + 4) come out of it with one mask and an or (f16
+ * bits 0x6400 | n = 1024 + n), so x is stored per 8 values in the order
  * 0 4 1 5 2 6 3 7 and mma step 2 c + h takes pairs 2 h and 2 h + 1 of word
  * c.  8 bits: step j takes values (4 j, 4 j + 1) and (4 j + 2, 4 j + 3),
  * x in its own order. */
