@@ -50,9 +50,14 @@ typedef struct bk_weight {
     /* 1: the scales and biases of a quantized weight interleaved in one
      * array (the cuda backend's weight_prepare, for 2-byte sdtypes: one
      * 4-byte load a group): group g's scale at scales[2 g], its bias at
-     * scales[2 g + 1]; biases NULL.  0: two arrays as above. */
+     * scales[2 g + 1]; biases NULL; 2: the same, stored as f16 (converted
+     * exactly from sdtype bf16, which stays the file's dtype);
+     * bk_pair_dtype.  0: two arrays as above. */
     int sb_pairs;
 } bk_weight;
+
+/* The dtype the scales and biases of w lie in on its backend */
+static inline infer_dtype bk_pair_dtype(const bk_weight *w) { return w->sb_pairs == 2 ? DT_F16 : w->sdtype; }
 
 enum { BK_TILE_ROWS = 16 };
 

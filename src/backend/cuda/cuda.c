@@ -448,7 +448,7 @@ static int cuda_weight_prepare(void *ctx, bk_weight *w)
         }
         /* bf16 pairs that f16 holds exactly are stored as f16: the tensor
          * cores' products dequantize to f16 (cuda_kernels.cu) */
-        if (w->sdtype == DT_BF16 && bf16_pairs_to_f16(pairs, 2 * n)) d.sdtype = DT_F16;
+        const int as_f16 = w->sdtype == DT_BF16 && bf16_pairs_to_f16(pairs, 2 * n);
         rc = dev_copy_of(w->data, (size_t)w->rows * bk_qrow_bytes(w), &d.data);
         if (!rc) rc = dev_copy_of(pairs, n * 4, &d.scales);
         free(pairs);
@@ -456,7 +456,7 @@ static int cuda_weight_prepare(void *ctx, bk_weight *w)
             weight_free(&d);
             return rc;
         }
-        d.sb_pairs = 1;
+        d.sb_pairs = as_f16 ? 2 : 1;
     } else if (w->dtype == DT_U32) {
         size_t groups = (size_t)w->rows * (size_t)(w->cols / w->group_size) * dtype_size(w->sdtype);
         if ((rc = dev_copy_of(w->data, (size_t)w->rows * bk_qrow_bytes(w), &d.data)) ||
@@ -631,7 +631,7 @@ static int qmm_takes(const bk_weight *const *ws, int n, int T)
     int same = n >= 1 && n <= 4;
     for (int i = 0; same && i < n; i++)
         same = ws[i]->rows > 0 && cuk_qmm_ok(ws[i], T) && ws[i]->bits == ws[0]->bits && ws[i]->cols == ws[0]->cols &&
-               ws[i]->sdtype == ws[0]->sdtype;
+               bk_pair_dtype(ws[i]) == bk_pair_dtype(ws[0]);
     return same;
 }
 

@@ -55,6 +55,9 @@ __device__ __forceinline__ uint32_t q_value(const uint8_t *row, int bits, int64_
     return (v >> sh) & ((1u << bits) - 1u);
 }
 
+/* Whether w's scale-bias pairs lie in f16 (bk_pair_dtype) */
+__device__ __forceinline__ int pairs_f16(const bk_weight &w) { return w.sb_pairs == 2 || w.sdtype == DT_F16; }
+
 /* The scale and bias of group g of a quantized weight (bk_weight.sb_pairs:
  * one 4-byte load). */
 __device__ __forceinline__ void ld_sb(const bk_weight &w, size_t g, float *s, float *b)
@@ -62,8 +65,8 @@ __device__ __forceinline__ void ld_sb(const bk_weight &w, size_t g, float *s, fl
     if (w.sb_pairs) {
         uint32_t v = __ldg((const uint32_t *)w.scales + g);
         uint16_t lo = (uint16_t)(v & 0xffffu), hi = (uint16_t)(v >> 16);
-        *s = w.sdtype == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
-        *b = w.sdtype == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
+        *s = pairs_f16(w) ? f16_f32(lo) : bf16_f32(lo);
+        *b = pairs_f16(w) ? f16_f32(hi) : bf16_f32(hi);
     } else {
         *s = ld(w.scales, w.sdtype, g);
         *b = ld(w.biases, w.sdtype, g);
@@ -670,8 +673,8 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
             if (c < nc) {
                 const uint32_t v = sbuf[(st * MV_UNROLL + k) * WARP + lane];
                 const uint16_t lo = (uint16_t)(v & 0xffffu), hi = (uint16_t)(v >> 16);
-                const float sc = w.sdtype == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
-                const float bi = w.sdtype == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
+                const float sc = pairs_f16(w) ? f16_f32(lo) : bf16_f32(lo);
+                const float bi = pairs_f16(w) ? f16_f32(hi) : bf16_f32(hi);
                 acc += mvq_chunk(BITS, wbuf[(st * MV_UNROLL + k) * WARP + lane], sc, bi, c, swz, xq, xss);
             }
         }
@@ -861,7 +864,8 @@ static int matvec(cudaStream_t st, float *const *ys, const float *x, const bk_we
     for (int i = 0; i < n; i++) {
         const bk_weight *o = ws[i];
         if (o->dtype != w->dtype || o->cols != w->cols ||
-            (w->dtype == DT_U32 && (o->bits != w->bits || o->group_size != w->group_size || o->sdtype != w->sdtype)))
+            (w->dtype == DT_U32 && (o->bits != w->bits || o->group_size != w->group_size ||
+                                       bk_pair_dtype(o) != bk_pair_dtype(w))))
             return (int)cudaErrorNotSupported;
         set.w[i] = *o;
         if (bs && bs[i]) set.b[i] = *bs[i];
@@ -1395,8 +1399,8 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
                     sb2[m][u][0] = __byte_perm(v, 0, 0x1010);
                     sb2[m][u][1] = __byte_perm(v, 0, 0x3232);
                 } else {
-                    sc[m][u] = w.sdtype == DT_F16 ? f16_f32((uint16_t)v) : bf16_f32((uint16_t)v);
-                    bi[m][u] = w.sdtype == DT_F16 ? f16_f32((uint16_t)(v >> 16)) : bf16_f32((uint16_t)(v >> 16));
+                    sc[m][u] = pairs_f16(w) ? f16_f32((uint16_t)v) : bf16_f32((uint16_t)v);
+                    bi[m][u] = pairs_f16(w) ? f16_f32((uint16_t)(v >> 16)) : bf16_f32((uint16_t)(v >> 16));
                 }
             }
 #pragma unroll
@@ -2002,7 +2006,7 @@ extern "C" int cuk_qmm_ok(const bk_weight *w, int T)
 
 /* Whether a launch takes k_qmm4w (4 bits, f16 scale-bias pairs, sm_90a
  * code), whose split K adds up in a cluster (no partial sums) */
-static int qmm_wgmma(const bk_weight *w) { return g_wgmma == 1 && w->bits == 4 && w->sdtype == DT_F16; }
+static int qmm_wgmma(const bk_weight *w) { return g_wgmma == 1 && w->bits == 4 && bk_pair_dtype(w) == DT_F16; }
 
 /* Whether k_qmm4w's S slices of kslice values add up in a cluster (S <= 8,
  * the portable cluster size): measured at 32 rows on the H100 (bench_gpu_ops),
@@ -2037,7 +2041,8 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     const int64_t K = w->cols;
     const int Tp = (T + QMM_TOK - 1) / QMM_TOK * QMM_TOK;
     for (int i = 1; i < n; i++)
-        if (ws[i]->cols != K || ws[i]->bits != w->bits || ws[i]->sdtype != w->sdtype) return (int)cudaErrorNotSupported;
+        if (ws[i]->cols != K || ws[i]->bits != w->bits || bk_pair_dtype(ws[i]) != bk_pair_dtype(w))
+            return (int)cudaErrorNotSupported;
     const int64_t tiles = qmm_tiles(ws, n);
     int kslice;
     const int S = qmm_split(K, tiles * (Tp / QMM_TOK), &kslice);
@@ -2066,7 +2071,7 @@ extern "C" int cuk_qmm(void *stream, float *const *ys, const float *x, const flo
     typedef void (*qmm_fn)(qmm_set, const uint16_t *, int, int);
     static const qmm_fn fns[4] = {k_qmm4, k_qmm4f, k_qmm8, k_qmm4w};
     static int attr_set[4];
-    const int f = w->bits == 8 ? 2 : w->sdtype != DT_F16 ? 1 : qmm_wgmma(w) ? 3 : 0;
+    const int f = w->bits == 8 ? 2 : bk_pair_dtype(w) != DT_F16 ? 1 : qmm_wgmma(w) ? 3 : 0;
     if (nw) {
         PDL_LAUNCH(k_qmm_xn, Tp, 256, 0, st, xb, xinv, x, *nw, ex->eps, ex->plus_one, T, K, f == 3 ? 2 : w->bits == 4);
     } else { /* a row's parts: about 2,048 values each, at most 8 */
