@@ -1064,6 +1064,53 @@ static void fuse_quantized(void **state)
     free(tmp);
 }
 
+/* Fusing on the cuda backend writes what the cpu backend writes: the
+ * weights a model keeps on the device (scales of bf16 files stored there
+ * as f16 pairs, say) still describe the file's tensors, which fuse reads
+ * and checks.  Skips without a GPU. */
+static void fuse_on_cuda_matches_cpu(void **state)
+{
+    (void)state;
+    if (!infer_backend_available("cuda")) skip();
+    static const char *const names[] = {"llama_q4_g32", "llama_mixed", "qwen3_q8_g64"};
+    char *tmp = test_tmpdir("fuse-cuda");
+    assert_non_null(tmp);
+    for (size_t f = 0; f < sizeof names / sizeof names[0]; f++) {
+        char qdir[1024], out[2][1100], path[2300];
+        unsigned char *bytes[2];
+        size_t len[2];
+        snprintf(qdir, sizeof qdir, "%s/mlx/%s", FIXTURES, names[f]);
+        for (int b = 0; b < 2; b++) {
+            infer_load_opts lo;
+            infer_load_opts_default(&lo);
+            lo.backend = b ? "cuda" : "cpu";
+            infer_model *m;
+            if (infer_model_load(qdir, &lo, &m)) fail_msg("%s: %s", names[f], infer_last_error());
+            infer_lora_opts ao;
+            infer_lora_opts_default(&ao);
+            ao.rank = 4;
+            ao.targets = "all";
+            ao.num_layers = 0;
+            ao.seed = 11;
+            infer_lora *l;
+            assert_int_equal(infer_lora_new(m, &ao, &l), 0);
+            snprintf(out[b], sizeof out[b], "%s/%s-%s", tmp, names[f], lo.backend);
+            if (infer_lora_fuse(l, out[b])) fail_msg("%s on %s: %s", names[f], lo.backend, infer_last_error());
+            snprintf(path, sizeof path, "%s/model.safetensors", out[b]);
+            bytes[b] = test_read_file(path, &len[b]);
+            assert_non_null(bytes[b]);
+            infer_lora_free(l);
+            infer_model_free(m);
+        }
+        if (len[0] != len[1] || memcmp(bytes[0], bytes[1], len[0]))
+            fail_msg("%s: the model fused on cuda differs from the one fused on cpu", names[f]);
+        free(bytes[0]);
+        free(bytes[1]);
+    }
+    test_rmdir(tmp);
+    free(tmp);
+}
+
 /* The greedy answer of model to a one-turn chat. */
 static char *answer(infer_model *m, const char *q)
 {
@@ -1427,6 +1474,7 @@ static const struct CMUnitTest tests[] = {
     cmocka_unit_test(datasets_as_mlx_lm),
     cmocka_unit_test(datasets_tools),
     cmocka_unit_test(fuse_quantized),
+    cmocka_unit_test(fuse_on_cuda_matches_cpu),
     cmocka_unit_test(loop_cuts_to_context),
     cmocka_unit_test(storyteller_fine_tune),
     cmocka_unit_test(cli_lora),
