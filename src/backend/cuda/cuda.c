@@ -532,7 +532,8 @@ static int gemm_bf16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const 
 static size_t bf16_bytes(size_t n) { return (n * 2 + 255) / 256 * 256; }
 
 /* y[T, R] = alpha x . W^T + beta y with f16 W and x, alpha and beta in
- * device memory (k_to_f16s's constants: x's inverse scale, then 0 and 1) */
+ * device memory (cuk_to_f16_scaled's constants: x's inverse scale, then 0
+ * and 1) */
 static int gemm_f16(cuda_ctx *c, float *y, int64_t ldy, const void *w16, const void *x16, int64_t R, int T, int64_t C,
                     const float *consts, float beta)
 {
