@@ -343,6 +343,18 @@ static void cuda_matches_peft(void **state)
     adamw_on("cuda", "adamw", "adamw_bf16", 1e-2, 1);
 }
 
+/* Adapter options of rank 4 on every target of every layer, seeded */
+static infer_lora_opts rank4_all(uint64_t seed)
+{
+    infer_lora_opts ao;
+    infer_lora_opts_default(&ao);
+    ao.rank = 4;
+    ao.targets = "all";
+    ao.num_layers = 0;
+    ao.seed = seed;
+    return ao;
+}
+
 /* Dropout on the adapter's input: the mask keeps about 1 - p of the
  * elements, scaled by 1 / (1 - p); training steps use it (their gradient
  * differs from p = 0's) and evaluation does not; checkpointing draws the
@@ -376,12 +388,7 @@ static void dropout_in_training(void **state)
     float *g[3];
     double eval[3];
     for (int v = 0; v < 3; v++) { /* p 0; p 0.3; p 0.3 with checkpointing */
-        infer_lora_opts ao;
-        infer_lora_opts_default(&ao);
-        ao.rank = 4;
-        ao.targets = "all";
-        ao.num_layers = 0;
-        ao.seed = 5;
+        infer_lora_opts ao = rank4_all(5);
         ao.dropout = v ? 0.3f : 0.0f;
         infer_lora *l;
         assert_int_equal(infer_lora_new(c.m, &ao, &l), 0);
@@ -408,11 +415,7 @@ static void dropout_in_training(void **state)
         infer_trainer_free(t);
         infer_lora_free(l);
     }
-    infer_lora_opts ao;
-    infer_lora_opts_default(&ao);
-    ao.rank = 4;
-    ao.targets = "all";
-    ao.num_layers = 0;
+    infer_lora_opts ao = rank4_all(0);
     infer_lora *probe;
     assert_int_equal(infer_lora_new(c.m, &ao, &probe), 0);
     size_t np = probe->n_params;
@@ -437,13 +440,8 @@ static void cpu_lora_all(const char *dir, float scale, uint64_t seed, float lr, 
     infer_model_info info;
     assert_int_equal(infer_model_get_info(*m, &info), 0);
     *vocab = info.vocab_size;
-    infer_lora_opts ao;
-    infer_lora_opts_default(&ao);
-    ao.rank = 4;
-    ao.targets = "all";
-    ao.num_layers = 0;
+    infer_lora_opts ao = rank4_all(seed);
     if (scale > 0) ao.scale = scale;
-    ao.seed = seed;
     assert_int_equal(infer_lora_new(*m, &ao, l), 0);
     infer_train_opts to;
     infer_train_opts_default(&to);
@@ -1086,12 +1084,7 @@ static void fuse_on_cuda_matches_cpu(void **state)
             lo.backend = b ? "cuda" : "cpu";
             infer_model *m;
             if (infer_model_load(qdir, &lo, &m)) fail_msg("%s: %s", names[f], infer_last_error());
-            infer_lora_opts ao;
-            infer_lora_opts_default(&ao);
-            ao.rank = 4;
-            ao.targets = "all";
-            ao.num_layers = 0;
-            ao.seed = 11;
+            infer_lora_opts ao = rank4_all(11);
             infer_lora *l;
             assert_int_equal(infer_lora_new(m, &ao, &l), 0);
             snprintf(out[b], sizeof out[b], "%s/%s-%s", tmp, names[f], lo.backend);

@@ -96,6 +96,12 @@ __device__ __forceinline__ float glu1(float g, float u, int gelu)
     return __fdividef(g, 1.0f + __expf(-t)) * u;
 }
 
+/* glu1 on four lanes */
+__device__ __forceinline__ float4 glu4(float4 g, float4 u, int gelu)
+{
+    return make_float4(glu1(g.x, u.x, gelu), glu1(g.y, u.y, gelu), glu1(g.z, u.z, gelu), glu1(g.w, u.w, gelu));
+}
+
 /* The sum of v over the block's threads, in every thread (part: 32
  * floats of shared memory; blockDim a multiple of 32). */
 __device__ float block_sum(float v, float *part)
@@ -557,10 +563,8 @@ __device__ __forceinline__ void mvq_stage(const int BITS, uint4 *xq, float2 *xss
                        c = mv_norm4(s, ((const float4 *)x)[2 * i + 1], 2 * i + 1, nr);
                 if (up) {
                     float4 ua = ((const float4 *)up)[2 * i], uc = ((const float4 *)up)[2 * i + 1];
-                    a = make_float4(glu1(a.x, ua.x, gelu), glu1(a.y, ua.y, gelu), glu1(a.z, ua.z, gelu),
-                                    glu1(a.w, ua.w, gelu));
-                    c = make_float4(glu1(c.x, uc.x, gelu), glu1(c.y, uc.y, gelu), glu1(c.z, uc.z, gelu),
-                                    glu1(c.w, uc.w, gelu));
+                    a = glu4(a, ua, gelu);
+                    c = glu4(c, uc, gelu);
                 }
                 v[h][0] = a.x, v[h][1] = a.y, v[h][2] = a.z, v[h][3] = a.w;
                 v[h][4] = c.x, v[h][5] = c.y, v[h][6] = c.z, v[h][7] = c.w;
@@ -739,10 +743,7 @@ __device__ __forceinline__ void mvh_body(const int FMT, const mv_set &s, const f
     const float nr = mv_norm_r(s, x, K);
     for (int64_t i = threadIdx.x; i < K / 4; i += blockDim.x) {
         float4 v = mv_norm4(s, ((const float4 *)x)[i], i, nr);
-        if (up) {
-            float4 b = ((const float4 *)up)[i];
-            v = make_float4(glu1(v.x, b.x, gelu), glu1(v.y, b.y, gelu), glu1(v.z, b.z, gelu), glu1(v.w, b.w, gelu));
-        }
+        if (up) v = glu4(v, ((const float4 *)up)[i], gelu);
         xs[xs_at(S, i / S, (int)(i % S))] = v;
     }
     __syncthreads();
@@ -1834,10 +1835,7 @@ __global__ void k_qmm_x(uint16_t *dst, float *xinv, const float *x, const float 
 #pragma unroll 4
         for (size_t k = threadIdx.x; k < (size_t)K / 4; k += blockDim.x) {
             float4 a = ((const float4 *)xr)[k];
-            if (ur) {
-                const float4 u = ((const float4 *)ur)[k];
-                a = make_float4(glu1(a.x, u.x, gelu), glu1(a.y, u.y, gelu), glu1(a.z, u.z, gelu), glu1(a.w, u.w, gelu));
-            }
+            if (ur) a = glu4(a, ((const float4 *)ur)[k], gelu);
             mx = fmaxf(mx, fmaxf(fmaxf(fabsf(a.x), fabsf(a.y)), fmaxf(fabsf(a.z), fabsf(a.w))));
         }
         mx = block_max(mx, part);
@@ -1857,10 +1855,8 @@ __global__ void k_qmm_x(uint16_t *dst, float *xinv, const float *x, const float 
             float4 a = ((const float4 *)xr)[2 * p], b = ((const float4 *)xr)[2 * p + 1];
             if (ur) {
                 const float4 ua = ((const float4 *)ur)[2 * p], ub = ((const float4 *)ur)[2 * p + 1];
-                a = make_float4(glu1(a.x, ua.x, gelu), glu1(a.y, ua.y, gelu), glu1(a.z, ua.z, gelu),
-                                glu1(a.w, ua.w, gelu));
-                b = make_float4(glu1(b.x, ub.x, gelu), glu1(b.y, ub.y, gelu), glu1(b.z, ub.z, gelu),
-                                glu1(b.w, ub.w, gelu));
+                a = glu4(a, ua, gelu);
+                b = glu4(b, ub, gelu);
             }
             v[0] = a.x * sc, v[1] = a.y * sc, v[2] = a.z * sc, v[3] = a.w * sc;
             v[4] = b.x * sc, v[5] = b.y * sc, v[6] = b.z * sc, v[7] = b.w * sc;
