@@ -1037,7 +1037,7 @@ __device__ __forceinline__ float qmm_row_scale(float mx, float *inv)
  * consts {1 / sc, 0, 1} (cuk_to_f16_scaled).  8 values a thread (16-byte
  * loads and stores) where every pointer is 16-byte aligned, then the rest
  * one at a time. */
-template <int GLU, int H>
+template <int GLU, int H, int SPLIT = 0>
 __global__ void k_to16(uint16_t *dst, float *consts, const unsigned *mx, const float *src, const float *up, size_t n,
                        int gelu)
 {
@@ -1048,7 +1048,9 @@ __global__ void k_to16(uint16_t *dst, float *consts, const unsigned *mx, const f
         if (blockIdx.x == 0 && threadIdx.x == 0) consts[0] = inv, consts[1] = 0.0f, consts[2] = 1.0f;
     }
     const size_t step = (size_t)gridDim.x * blockDim.x, first = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
-    const size_t n8 = (((uintptr_t)src | (uintptr_t)(GLU ? up : src) | (uintptr_t)dst) & 15u) ? 0 : n / 8;
+    const size_t n8 = (((uintptr_t)src | (uintptr_t)(GLU ? up : src) | (uintptr_t)dst | (SPLIT ? (uintptr_t)(dst + n) : 0)) & 15u)
+                          ? 0
+                          : n / 8;
     for (size_t i = first; i < n8; i += step) {
         float v[8];
         *(float4 *)v = ((const float4 *)src)[2 * i];
@@ -1062,13 +1064,52 @@ __global__ void k_to16(uint16_t *dst, float *consts, const unsigned *mx, const f
         if (H)
 #pragma unroll
             for (int k = 0; k < 8; k++) v[k] *= sc;
-        ((uint4 *)dst)[i] = make_uint4(f32_to16x2<H>(v[0], v[1]), f32_to16x2<H>(v[2], v[3]), f32_to16x2<H>(v[4], v[5]),
-                                       f32_to16x2<H>(v[6], v[7]));
+        const uint4 o = make_uint4(f32_to16x2<H>(v[0], v[1]), f32_to16x2<H>(v[2], v[3]), f32_to16x2<H>(v[4], v[5]),
+                                   f32_to16x2<H>(v[6], v[7]));
+        ((uint4 *)dst)[i] = o;
+        if (SPLIT) { /* the remainders, v - bf16(v), rounded again */
+            const uint32_t q[4] = {o.x, o.y, o.z, o.w};
+#pragma unroll
+            for (int k = 0; k < 8; k++) v[k] -= bf16_f32((uint16_t)(q[k / 2] >> (16 * (k & 1))));
+            ((uint4 *)(dst + n))[i] = make_uint4(f32_to16x2<0>(v[0], v[1]), f32_to16x2<0>(v[2], v[3]),
+                                                 f32_to16x2<0>(v[4], v[5]), f32_to16x2<0>(v[6], v[7]));
+        }
     }
     for (size_t i = n8 * 8 + first; i < n; i += step) {
         const float f = GLU ? glu1(src[i], up[i], gelu) : src[i];
         dst[i] = f32_to16<H>(H ? f * sc : f);
+        if (SPLIT) dst[n + i] = f32_bf16(f - bf16_f32(dst[i]));
     }
+}
+
+/* dst [2n] = x as two bf16 terms (x: src, or act(src) up where up is not
+ * NULL): dst[i] = bf16(x[i]), dst[n + i] = bf16(x[i] - dst[i]); their sum
+ * is x within 2^-18 |x| */
+extern "C" int cuk_to_bf16_split(void *stream, void *dst, const float *src, const float *up, size_t n, bk_act act)
+{
+    if (!n) return 0;
+    if (up)
+        PDL_LAUNCH((k_to16<1, 0, 1>), blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst,
+                   (float *)NULL, (const unsigned *)NULL, src, up, n, act == BK_ACT_GELU_TANH);
+    else
+        PDL_LAUNCH((k_to16<0, 0, 1>), blocks_for((n + 7) / 8, 256), 256, 0, (cudaStream_t)stream, (uint16_t *)dst,
+                   (float *)NULL, (const unsigned *)NULL, src, (const float *)NULL, n, 0);
+    return (int)cudaGetLastError();
+}
+
+/* y[i] = (beta y[i]) + h[i] + h[n + i] */
+__global__ void k_add_halves(float *y, const float *h, size_t n, float beta)
+{
+    PDL_ENTRY();
+    for (size_t i = (size_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = (beta != 0.0f ? y[i] : 0.0f) + (h[i] + h[n + i]);
+}
+
+extern "C" int cuk_add_halves(void *stream, float *y, const float *h, size_t n, float beta)
+{
+    if (!n) return 0;
+    PDL_LAUNCH(k_add_halves, blocks_for(n, 256), 256, 0, (cudaStream_t)stream, y, h, n, beta);
+    return (int)cudaGetLastError();
 }
 
 extern "C" int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n)

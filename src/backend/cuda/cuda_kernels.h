@@ -61,6 +61,11 @@ int cuk_qmm(void *stream, float *const *ys, const float *x, const float *up, int
             const bk_weight *const *bs, int n, int T, void *scratch, const cuk_qmm_extra *ex);
 /* dst[n] (bf16) = src[n] (float32) */
 int cuk_f32_to_bf16(void *stream, void *dst, const float *src, size_t n);
+/* dst [2n] = x as two bf16 terms (x: src, or act(src) up where up is not
+ * NULL): bf16(x), then bf16(x - bf16(x)); their sum is x within 2^-18 |x| */
+int cuk_to_bf16_split(void *stream, void *dst, const float *src, const float *up, size_t n, bk_act act);
+/* y[i] = beta y[i] + h[i] + h[n + i] (beta 0 or 1), i < n */
+int cuk_add_halves(void *stream, float *y, const float *h, size_t n, float beta);
 /* dst = bf16(act(gate) up), n values */
 int cuk_glu_to_bf16(void *stream, void *dst, const float *gate, const float *up, size_t n, bk_act act);
 /* dst[nr, w.cols] (bf16) = rows [r0, r0 + nr) of w, dequantized or converted */
