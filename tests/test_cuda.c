@@ -627,11 +627,12 @@ static void train_ops_match_cpu(void **state)
         fill(k, nk, 1.0f);
         fill(v, nk, 1.0f);
         /* every case again with fast on (training's: the forward's
-         * products in TF32, the flash kernels where head_dim is 64, 128 or
-         * 256, to 2e-3; the backward's scores in TF32 and its other
-         * products in bf16, as PEFT's bf16 attention, to 1e-2) */
+         * products in bf16 where head_dim is at most 128, as PEFT's bf16
+         * attention, to 1e-2, and in TF32 (the flash kernels) at 256, to
+         * 2e-3; the backward's scores in TF32 and its other products in
+         * bf16, to 1e-2) */
         const int fast = pass;
-        const double tol = fast ? 2e-3 : 1e-5, tol_back = fast ? 1e-2 : 1e-5;
+        const double tol = fast ? (ac[c].d <= 128 ? 1e-2 : 2e-3) : 1e-5, tol_back = fast ? 1e-2 : 1e-5;
         bk_attn a = {ac[c].T, ac[c].S, ac[c].H, ac[c].KVH, ac[c].d, 1.0f / sqrtf((float)ac[c].d), ac[c].softcap,
                      ac[c].window, ac[c].batch, fast};
         void *dq[2], *dk[2], *dv[2], *qd[2], *kd[2], *vd[2], *gd[2];
@@ -660,6 +661,8 @@ static void train_ops_match_cpu(void **state)
                 fail_msg("%s attention: %s", p.be[i]->name, infer_last_error());
         }
         double e4 = compare(&p, o, nq);
+        if (getenv("INFER_TEST_VERBOSE"))
+            print_message("attention case %zu (fast %d): relative error %.3e\n", c, fast, e4);
         if (!(e4 <= tol))
             fail_msg("attention (batch %d) case %zu (fast %d): relative error %.3e", ac[c].batch, c, fast, e4);
         free2(&p, o);

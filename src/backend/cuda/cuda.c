@@ -947,8 +947,16 @@ static int cuda_attention(void *ctx, void *out, const void *q, const void *k, co
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: %d queries over %d keys", p->T, p->S);
+    if (cut_flash_fwd_ok(p)) { /* training, head_dim up to 128: bf16 tiles on the tensor cores */
+        void *buf;
+        pthread_mutex_lock(&c->lock);
+        if (!(rc = scratch_get(c, cut_flash_fwd_scratch(p), &buf)))
+            rc = launched(cut_flash_fwd(c->stream, out, q, k, v, p, buf), "attention");
+        pthread_mutex_unlock(&c->lock);
+        return rc;
+    }
     const size_t fneed = cuk_attention_flash_scratch(p);
-    if (fneed) { /* p->fast (training): the flash kernels, no score matrix */
+    if (fneed) { /* p->fast (training), head_dim 256: the TF32 flash kernels, no score matrix */
         void *buf;
         pthread_mutex_lock(&c->lock);
         if (!(rc = scratch_get(c, fneed, &buf)))

@@ -1504,6 +1504,132 @@ __global__ void k_fb_sum(float4 *dk, float4 *dv, const float4 *pk, const float4 
     }
 }
 
+/* ---- training's attention forward on the bf16 tensor cores ----
+ * With p->fast and head_dim 16, 32, 64 or 128 (cut_flash_fwd_ok): q, k
+ * and v rounded to bf16 (k_fb_prep), the scores and P v as bf16 products
+ * with float32 sums, as PEFT's bf16 attention does, the softmax online in
+ * float32 (FA2: a running maximum and sum a row, the sums of earlier keys
+ * rescaled when the maximum grows).  A block takes 64 queries (16 a warp)
+ * of one head, the longest rows first, and walks the keys they see in
+ * tiles of FF_K, two stages in flight (cp.async); a warp whose rows see
+ * none of a tile's keys skips it.  Fragments as the backward's (above). */
+#define FF_K 64
+
+/* Whether the warp's 16 rows at positions P0 .. P0 + 15 (all real) see
+ * all of keys j0 .. j0 + FF_K - 1 (all below S) */
+__device__ __forceinline__ bool ff_full(int P0, int j0, const fb_args &a)
+{
+    return j0 + FF_K - 1 <= P0 && j0 + FF_K - 1 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
+}
+
+template <int D>
+__global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t *qb, const uint16_t *kb,
+                                                    const uint16_t *vb, fb_args a, float softcap)
+{
+    extern __shared__ __align__(16) unsigned char fsm[];
+    constexpr int BP = (D + 8) * 2, STAGE = 2 * FF_K * BP;
+    uint16_t *sq = (uint16_t *)fsm;         /* [FB_R] rows of q */
+    unsigned char *stage = fsm + FB_R * BP; /* 2 x: FF_K keys, FF_K values */
+    const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
+    const int b = blockIdx.z, h = blockIdx.y, i0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * FB_R, kvh = h / a.G,
+              off = a.S - a.T;
+    const int nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
+    const size_t qs = (size_t)a.H * D, ks = (size_t)a.KVH * D;
+    const size_t q0 = ((size_t)b * a.T + i0) * qs + (size_t)h * D, k0 = (size_t)b * a.S * ks + (size_t)kvh * D;
+    /* the keys the block's queries see, from a multiple of FF_K */
+    const int P1 = off + i0 + nq - 1;
+    int lo = a.window > 0 ? off + i0 - a.window + 1 : 0;
+    lo = lo > 0 ? lo / FF_K * FF_K : 0;
+    const int nt = (P1 - lo) / FF_K + 1;
+    PDL_ENTRY();
+    fb_rows<D * 2, FB_R>(sq, qb + q0, qs * 2, nq);
+    /* keys (and values) J .. J + FF_K - 1 into stage S_; rows past S zeros */
+#define FF_TILE(J, S_)                                                                                              \
+    do {                                                                                                            \
+        const int j_ = (J), n_ = a.S - j_ < FF_K ? a.S - j_ : FF_K;                                                 \
+        const size_t o_ = k0 + (size_t)j_ * ks;                                                                     \
+        fb_rows<D * 2, FF_K>(stage + (S_) * STAGE, kb + o_, ks * 2, n_);                                            \
+        fb_rows<D * 2, FF_K>(stage + (S_) * STAGE + FF_K * BP, vb + o_, ks * 2, n_);                               \
+    } while (0)
+    FF_TILE(lo, 0);
+    cp_commit();
+    const int r0 = 16 * w + g, Pw = off + i0 + 16 * w, wreal = 16 * w < nq, wfull = 16 * w + 15 < nq;
+    int P[2], ok[2];
+#pragma unroll
+    for (int R = 0; R < 2; R++) P[R] = Pw + g + 8 * R, ok[R] = r0 + 8 * R < nq;
+    uint32_t qa[D / 16][4];
+    float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, acc[D / 8][4];
+#pragma unroll
+    for (int nn = 0; nn < D / 8; nn++) acc[nn][0] = acc[nn][1] = acc[nn][2] = acc[nn][3] = 0.0f;
+    for (int it = 0; it < nt; it++) {
+        if (it + 1 < nt) FF_TILE(lo + (it + 1) * FF_K, (it + 1) & 1);
+        cp_commit();
+        cp_wait1();
+        __syncthreads();
+        if (it == 0) fb_frag<D>(qa, sq + 16 * w * (D + 8));
+        const int j0 = lo + it * FF_K;
+        /* keys past the warp's last row, or before the window of its first */
+        const bool none = !wreal || j0 > Pw + 15 || (a.window > 0 && j0 + FF_K - 1 <= Pw - a.window);
+        if (!none) {
+            const uint16_t *sk = (const uint16_t *)(stage + (it & 1) * STAGE), *sv = sk + FF_K * (D + 8);
+            float s[FF_K / 8][4];
+#pragma unroll
+            for (int kg = 0; kg < FF_K / 16; kg++) fb_dot<D>(s + 2 * kg, qa, sk + 16 * kg * (D + 8));
+            const bool full = wfull && ff_full(Pw, j0, a);
+            float tm[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+            for (int n = 0; n < FF_K / 8; n++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) {
+                    const int R = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
+                    float x = s[n][e];
+                    if (softcap > 0.0f) x = softcap * tanhf(x * a.scale / softcap) * 1.4426950408889634f;
+                    else x = __fmul_rn(x, a.scale2);
+                    x = full || (ok[R] && j < a.S && sees(P[R], j, a.window)) ? x : -INFINITY;
+                    s[n][e] = x;
+                    tm[R] = fmaxf(tm[R], x);
+                }
+#pragma unroll
+            for (int R = 0; R < 2; R++) {
+                tm[R] = fmaxf(tm[R], __shfl_xor_sync(0xffffffffu, tm[R], 1));
+                tm[R] = fmaxf(tm[R], __shfl_xor_sync(0xffffffffu, tm[R], 2));
+                const float mn = fmaxf(m[R], tm[R]), use = mn == -INFINITY ? 0.0f : mn; /* no key yet: p 0 */
+                const float c = fb_ex2(m[R] - use);
+                l[R] *= c;
+#pragma unroll
+                for (int nn = 0; nn < D / 8; nn++) acc[nn][2 * R] *= c, acc[nn][2 * R + 1] *= c;
+                m[R] = mn;
+#pragma unroll
+                for (int n = 0; n < FF_K / 8; n++)
+#pragma unroll
+                    for (int e = 2 * R; e < 2 * R + 2; e++) {
+                        s[n][e] = fb_ex2(s[n][e] - use); /* 0 where masked */
+                        l[R] += s[n][e];
+                    }
+            }
+#pragma unroll
+            for (int kg = 0; kg < FF_K / 16; kg++) {
+                uint32_t pa[4];
+                fb_afrag(pa, s + 2 * kg);
+                fb_apply<D>(acc, pa, sv + 16 * kg * (D + 8));
+            }
+        }
+        __syncthreads(); /* the stage is free for the load after next */
+    }
+#undef FF_TILE
+#pragma unroll
+    for (int R = 0; R < 2; R++) {
+        l[R] += __shfl_xor_sync(0xffffffffu, l[R], 1);
+        l[R] += __shfl_xor_sync(0xffffffffu, l[R], 2);
+        if (!ok[R]) continue;
+        const float inv = l[R] > 0.0f ? 1.0f / l[R] : 0.0f;
+        float *o = out + q0 + (size_t)(r0 + 8 * R) * qs + 2 * t;
+#pragma unroll
+        for (int nn = 0; nn < D / 8; nn++)
+            *(float2 *)(o + 8 * nn) = make_float2(acc[nn][2 * R] * inv, acc[nn][2 * R + 1] * inv);
+    }
+}
+
 /* ---- launchers ---- */
 
 static int lr_rk(int r) { return r <= 8 ? 8 : 16; }
@@ -1847,5 +1973,58 @@ extern "C" int cut_flash_back(void *stream, float *dq, float *dk, float *dv, con
     case 32: return fb_launch<32>(st, dq, dk, dv, dout, q, k, v, p, scratch);
     case 64: return fb_launch<64>(st, dq, dk, dv, dout, q, k, v, p, scratch);
     default: return fb_launch<128>(st, dq, dk, dv, dout, q, k, v, p, scratch);
+    }
+}
+
+extern "C" int cut_flash_fwd_ok(const bk_attn *p)
+{
+    const int d = p->head_dim;
+    return p->fast && (d == 16 || d == 32 || d == 64 || d == 128) && p->T > 0 && p->S >= p->T &&
+           p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0;
+}
+
+/* q, k and v in bf16 (256-byte aligned) */
+extern "C" size_t cut_flash_fwd_scratch(const bk_attn *p)
+{
+    const size_t nb = p->batch > 1 ? (size_t)p->batch : 1;
+    const size_t nq = nb * p->T * p->n_heads * p->head_dim, nk = nb * p->S * p->n_kv_heads * p->head_dim;
+    return (nq * 2 + 255) / 256 * 256 + 2 * ((nk * 2 + 255) / 256 * 256);
+}
+
+template <int D>
+static int ff_launch(cudaStream_t st, float *out, const float *q, const float *k, const float *v, const bk_attn *p,
+                     void *scratch)
+{
+    const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
+    const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale, p->scale * 1.4426950408889634f};
+    constexpr size_t BP = (D + 8) * 2, smem = FB_R * BP + 2 * 2 * FF_K * BP;
+    static int raised;
+    if (!raised) {
+        cudaError_t e = cudaFuncSetAttribute((const void *)k_ff<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
+        if (e) return (int)e;
+        raised = 1;
+    }
+    const size_t nq = (size_t)nb * p->T * p->n_heads * D, kn = (size_t)nb * p->S * p->n_kv_heads * D;
+    uint16_t *qb = (uint16_t *)scratch, *kb = qb + (nq * 2 + 255) / 256 * 128, *vb = kb + (kn * 2 + 255) / 256 * 128;
+    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)qb, (const float4 *)q, nq / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)kb, (const float4 *)k, kn / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)vb, (const float4 *)v, kn / 4);
+    const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
+    PDL_LAUNCH(k_ff<D>, gq, FB_W * TW, smem, st, out, (const uint16_t *)qb, (const uint16_t *)kb,
+               (const uint16_t *)vb, a, p->softcap);
+    return (int)cudaGetLastError();
+}
+
+extern "C" int cut_flash_fwd(void *stream, float *out, const float *q, const float *k, const float *v,
+                             const bk_attn *p, void *scratch)
+{
+    if (!cut_flash_fwd_ok(p)) return (int)cudaErrorNotSupported;
+    cudaStream_t st = (cudaStream_t)stream;
+    switch (p->head_dim) {
+    case 16: return ff_launch<16>(st, out, q, k, v, p, scratch);
+    case 32: return ff_launch<32>(st, out, q, k, v, p, scratch);
+    case 64: return ff_launch<64>(st, out, q, k, v, p, scratch);
+    default: return ff_launch<128>(st, out, q, k, v, p, scratch);
     }
 }
