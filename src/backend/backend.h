@@ -78,8 +78,9 @@ typedef struct bk_attn {
     int window;     /* 0 = none */
     int batch;      /* this many sequences side by side (q, out [batch * T, ...], k, v [batch * S, ...]);
                        0 or 1: one */
-    int fast;       /* 1: the backend may trade float32 rounding for speed (cuda: TF32 tensor-core
-                       products, bf16 ones for the backward's but the scores; training sets it);
+    int fast;       /* 1: the backend may trade float32 rounding for speed (cuda: bf16 tensor-core
+                       products with float32 sums, as PEFT's bf16 attention; TF32 for the forward
+                       at head_dim 256 and for the scores with a softcap; training sets it);
                        0: float32 throughout */
 } bk_attn;
 

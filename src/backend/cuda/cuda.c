@@ -812,12 +812,15 @@ static int heads_ok(int n_heads, int n_kv_heads, int head_dim)
  * (the backward: dP = dout v^T, dS from P and dP, dq = dS k, dk = dS^T q
  * and dv = P^T dout over the group's G T rows at once).  In float32 (no
  * TF32, so that the op stays as exact as the kernels) unless p->fast
- * (training): then the forward's products take TF32, and so do the
- * backward's scores (P as the forward had it: a softmax turns the scores'
- * absolute errors into relative ones, large where the scores are), while
- * its other four take their inputs (dout, v, q, k, P, dS) rounded to bf16
- * with float32 sums, as PEFT's bf16 attention does, at about twice TF32's
- * rate.  Scratch: two [heads][T][S] blocks and two [T][heads][d] (the
+ * (training): then the forward's products take TF32 (training's forward
+ * comes here only where the flash kernels do not take it), and the
+ * backward's five take their inputs (q, k, dout, v, P, dS) rounded to
+ * bf16 with float32 sums, as PEFT's bf16 attention does, at about twice
+ * TF32's rate; but with a softcap the backward's scores take TF32, as the
+ * forward's flash kernel does (tanh's derivative, 1 - (s / cap)^2, turns
+ * the scores' absolute errors into large relative ones where the scores
+ * saturate: gemma2's fixture trained at lr 1e-2 went from 4.4e-2 of PEFT's
+ * float32 losses to 5.8e-2 with bf16 scores).  Scratch: two [heads][T][S] blocks and two [T][heads][d] (the
  * backward with p->fast: two more [heads][T][S] in bf16 and q, dout, k and
  * v in bf16); used where the float32 blocks take at most ATTN_GEMM_BYTES. */
 enum { ATTN_GEMM_BYTES = 1 << 30 };
@@ -869,8 +872,8 @@ static int attn_gather(cuda_ctx *c, cudaDataType ab, float *o, const void *m, co
                    (long long)GT * S, 0.0f, o, p->n_kv_heads * d, d, p->n_kv_heads);
 }
 
-/* The backward with p->fast: the scores in TF32, the other products in
- * bf16 (above).  The caller holds c->lock; head_dim a multiple of 4. */
+/* The backward with p->fast: bf16 products (the scores in TF32 with a
+ * softcap; above).  The caller holds c->lock; head_dim a multiple of 4. */
 static int attn_gemm_back_bf16(cuda_ctx *c, float *dq, float *dk, float *dv, const float *dout, const float *q,
                                const float *k, const float *v, const bk_attn *p)
 {
@@ -886,12 +889,14 @@ static int attn_gemm_back_bf16(cuda_ctx *c, float *dq, float *dk, float *dv, con
              *gh = (uint16_t *)(h + 2 * sb + qb), *kh = (uint16_t *)(h + 2 * sb + 2 * qb),
              *vh = (uint16_t *)(h + 2 * sb + 2 * qb + kb16);
     const cudaDataType B16 = CUDA_R_16BF;
+    const int tf = p->softcap != 0.0f;
     for (int b = 0; b < nb && !rc; b++) {
-        /* q heads first in float32 and bf16, k and v in bf16 */
-        if ((rc = launched(cut_swap_rows_bf16(c->stream, qh, qf, q + b * qn, T, H, d), "attention_back")) ||
+        /* q heads first in bf16 (and float32 for TF32 scores), k and v in bf16 */
+        if ((rc = launched(cut_swap_rows_bf16(c->stream, qh, tf ? qf : NULL, q + b * qn, T, H, d), "attention_back")) ||
             (rc = launched(cut_pair_to_bf16(c->stream, kh, k + b * kn, vh, v + b * kn, kn), "attention_back")) ||
             (rc = launched(cut_swap_rows_bf16(c->stream, gh, NULL, dout + b * qn, T, H, d), "attention_back")) ||
-            (rc = attn_scores(c, CUDA_R_32F, sc, qf, k + b * kn, p, p->scale)) ||
+            (rc = tf ? attn_scores(c, CUDA_R_32F, sc, qf, k + b * kn, p, p->scale)
+                     : attn_scores(c, B16, sc, qh, kh, p, p->scale)) ||
             (rc = attn_scores(c, B16, dp, gh, vh, p, 1.0f)) ||
             (rc = launched(cut_attn_softmax_back(c->stream, sc, dp, pb, db, rows, T, p->S, p->softcap, p->window,
                                                  p->scale),

@@ -1059,14 +1059,15 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
 /* ---- attention backward on the tensor cores, no score matrix (p->fast) ----
  * For training's backward where there is no softcap and head_dim is 16,
  * 32, 64 or 128: the products and their rounding are those of
- * attn_gemm_back_bf16 (cuda.c): the scores in TF32 (so P is the
- * forward's), dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
+ * attn_gemm_back_bf16 (cuda.c) without a softcap, and of the forward
+ * (k_ff below): the
+ * scores, dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
  * bf16 inputs, float32 sums (the exponentials through ex2.approx, 2 ulp);
  * but the scores stay in tiles.  cuda_attention_back takes it for
  * sequences of 2,048 tokens or more, or scores past ATTN_GEMM_BYTES.
- * k_fb_prep first writes q and k rounded to TF32 and q, k, v and dout
- * rounded to bf16 (same layouts), so that tiles go to shared memory as
- * they are (cp.async) and fragments come out with ldmatrix.  Then two
+ * k_fb_prep first writes q, k, v and dout rounded to bf16 (same layouts),
+ * so that tiles go to shared memory as they are (cp.async) and fragments
+ * come out with ldmatrix.  Then two
  * kernels, no atomics, so that every run gives the same bits:
  *   k_fb_q: a block takes 64 queries of one head and walks their keys in
  *     tiles of 16 twice: first for each query's softmax statistics (the
@@ -1076,11 +1077,10 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  *     walks the queries that see them in tiles of 16, for dv and dk (the
  *     head's share, where a kv head has G > 1 query heads: into scratch,
  *     then k_fb_sum adds the G shares in head order).
- * A warp holds 16 rows (queries or keys).  Rows in shared memory: D + 4
- * floats (TF32) or D + 8 bf16, so that the eight 16-byte rows of an
- * ldmatrix fall in different banks.  Fragments (g = lane / 4, t = lane %
- * 4): m16n8k8 TF32 A rows g, g + 8 and columns t, t + 4, B column g and
- * rows t, t + 4; m16n8k16 bf16 A rows g, g + 8 and columns (2t, 2t + 1),
+ * A warp holds 16 rows (queries or keys).  Rows in shared memory: D + 8
+ * bf16, so that the eight 16-byte rows of an ldmatrix fall in different
+ * banks.  Fragments (g = lane / 4, t = lane % 4): m16n8k16 bf16 A rows g,
+ * g + 8 and columns (2t, 2t + 1),
  * (2t + 8, 2t + 9), B column g and rows (2t, 2t + 1), (2t + 8, 2t + 9);
  * C rows g, g + 8 and columns 2t, 2t + 1: two C tiles of 8 columns are
  * the A fragment of the next product. */
@@ -1149,15 +1149,13 @@ __device__ __forceinline__ void fb_rows(void *dst, const void *src, size_t sstri
 }
 
 /* A tile of FB_T rows (n of them real, stride values apart in each
- * source) into a stage: TF32 rows from t, then bf16 rows from b1 and b2 */
+ * source) into a stage: bf16 rows from b1, then from b2 */
 template <int D>
-__device__ __forceinline__ void fb_tile(unsigned char *d, const float *t, const uint16_t *b1, const uint16_t *b2,
-                                        size_t stride, int n)
+__device__ __forceinline__ void fb_tile(unsigned char *d, const uint16_t *b1, const uint16_t *b2, size_t stride, int n)
 {
-    constexpr int FP = (D + 4) * 4, BP = (D + 8) * 2;
-    fb_rows<D * 4, FB_T>(d, t, stride * 4, n);
-    fb_rows<D * 2, FB_T>(d + FB_T * FP, b1, stride * 2, n);
-    fb_rows<D * 2, FB_T>(d + FB_T * (FP + BP), b2, stride * 2, n);
+    constexpr int BP = (D + 8) * 2;
+    fb_rows<D * 2, FB_T>(d, b1, stride * 2, n);
+    fb_rows<D * 2, FB_T>(d + FB_T * BP, b2, stride * 2, n);
 }
 
 /* 2^x (ex2.approx: 2 ulp; 0 for -inf) */
@@ -1168,26 +1166,20 @@ __device__ __forceinline__ float fb_ex2(float x)
     return y;
 }
 
-/* s[n] (n < 2: a tile's rows 8n .. 8n + 7) = rows (A: a[kk], one k step
- * of 32 bytes each) . b's 16 rows of D values E (rows D + 16 / sizeof(E)
- * values apart): TF32 where E is float (the scores), else bf16 */
-template <int D, typename E>
-__device__ __forceinline__ void fb_dot(float (*s)[4], const uint32_t (*a)[4], const E *b)
+/* s[n] (n < 2: a tile's rows 8n .. 8n + 7) = rows (A: a[kk], 16 values
+ * a k step) . b's 16 rows of D bf16 (rows D + 8 apart) */
+template <int D>
+__device__ __forceinline__ void fb_dot(float (*s)[4], const uint32_t (*a)[4], const uint16_t *b)
 {
-    constexpr int EP = D + 16 / (int)sizeof(E), KE = 32 / (int)sizeof(E);
-    const E *p = b + fb_lrow(false) * EP + 16 / (int)sizeof(E) * fb_lcol(false);
+    const uint16_t *p = b + fb_lrow(false) * (D + 8) + 8 * fb_lcol(false);
 #pragma unroll
     for (int n = 0; n < 2; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.0f;
 #pragma unroll
-    for (int kk = 0; kk < D / KE; kk++) {
+    for (int kk = 0; kk < D / 16; kk++) {
         uint32_t f[4];
-        fb_ldm<false>(f, p + KE * kk);
+        fb_ldm<false>(f, p + 16 * kk);
 #pragma unroll
-        for (int n = 0; n < 2; n++)
-            if (sizeof(E) == 4)
-                mma_tf32(s[n], a[kk][0], a[kk][1], a[kk][2], a[kk][3], f[2 * n], f[2 * n + 1]);
-            else
-                mma_bf16(s[n], a[kk][0], a[kk][1], a[kk][2], a[kk][3], f[2 * n], f[2 * n + 1]);
+        for (int n = 0; n < 2; n++) mma_bf16(s[n], a[kk][0], a[kk][1], a[kk][2], a[kk][3], f[2 * n], f[2 * n + 1]);
     }
 }
 
@@ -1206,15 +1198,13 @@ __device__ __forceinline__ void fb_apply(float (*acc)[4], const uint32_t *a, con
     }
 }
 
-/* A warp's A fragments of its 16 rows at x, for fb_dot: TF32 where E is
- * float, else bf16 */
-template <int D, typename E>
-__device__ __forceinline__ void fb_frag(uint32_t (*a)[4], const E *x)
+/* A warp's A fragments of its 16 rows of D bf16 at x, for fb_dot */
+template <int D>
+__device__ __forceinline__ void fb_frag(uint32_t (*a)[4], const uint16_t *x)
 {
-    constexpr int EP = D + 16 / (int)sizeof(E), KE = 32 / (int)sizeof(E);
-    const E *p = x + fb_lrow(true) * EP + 16 / (int)sizeof(E) * fb_lcol(true);
+    const uint16_t *p = x + fb_lrow(true) * (D + 8) + 8 * fb_lcol(true);
 #pragma unroll
-    for (int kk = 0; kk < D / KE; kk++) fb_ldm<false>(a[kk], p + KE * kk);
+    for (int kk = 0; kk < D / 16; kk++) fb_ldm<false>(a[kk], p + 16 * kk);
 }
 
 /* The A fragment (16 rows x 16 columns, bf16) of two C tiles of 8 columns */
@@ -1226,17 +1216,14 @@ __device__ __forceinline__ void fb_afrag(uint32_t *a, const float (*c)[4])
     a[3] = bf2_pack(c[1][2], c[1][3]);
 }
 
-/* The copies the two kernels read: tf (where not NULL) src rounded to TF32,
- * bf (where not NULL) to bf16; n4 groups of four values */
-__global__ void k_fb_prep(float4 *tf, uint2 *bf, const float4 *src, size_t n4)
+/* The copies the kernels read: src rounded to bf16; n4 groups of four
+ * values */
+__global__ void k_fb_prep(uint2 *bf, const float4 *src, size_t n4)
 {
     PDL_ENTRY();
     for (size_t e = (size_t)blockIdx.x * blockDim.x + threadIdx.x; e < n4; e += (size_t)gridDim.x * blockDim.x) {
         const float4 v = src[e];
-        if (tf)
-            tf[e] = make_float4(__uint_as_float(tf32(v.x)), __uint_as_float(tf32(v.y)), __uint_as_float(tf32(v.z)),
-                                __uint_as_float(tf32(v.w)));
-        if (bf) bf[e] = make_uint2(bf2_pack(v.x, v.y), bf2_pack(v.z, v.w));
+        bf[e] = make_uint2(bf2_pack(v.x, v.y), bf2_pack(v.z, v.w));
     }
 }
 
@@ -1248,15 +1235,14 @@ __device__ __forceinline__ bool fb_full(int P0, int j0, const fb_args &a)
 }
 
 template <int D>
-__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, const float *qt, const uint16_t *gb,
-                                                      const float *kt, const uint16_t *kb, const uint16_t *vb,
-                                                      fb_args a)
+__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, const uint16_t *qb, const uint16_t *gb,
+                                                      const uint16_t *kb, const uint16_t *vb, fb_args a)
 {
     extern __shared__ __align__(16) unsigned char fsm[];
-    constexpr int FP = (D + 4) * 4, BP = (D + 8) * 2, STAGE = FB_T * (FP + 2 * BP);
-    float *sq = (float *)fsm;                                     /* [FB_R] rows of q (TF32) */
-    uint16_t *sg = (uint16_t *)(fsm + FB_R * FP);                 /* [FB_R] rows of dout (bf16) */
-    unsigned char *stage = fsm + FB_R * (FP + BP);                /* 2 x: keys TF32, keys bf16, values bf16 */
+    constexpr int BP = (D + 8) * 2, STAGE = FB_T * 2 * BP;
+    uint16_t *sq = (uint16_t *)fsm;               /* [FB_R] rows of q */
+    uint16_t *sg = (uint16_t *)(fsm + FB_R * BP); /* [FB_R] rows of dout */
+    unsigned char *stage = fsm + FB_R * 2 * BP;   /* 2 x: keys, values */
     const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
     const int nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
@@ -1268,14 +1254,14 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     lo = lo > 0 ? lo / FB_T * FB_T : 0;
     const int nt = (P1 - lo) / FB_T + 1;
     PDL_ENTRY();
-    fb_rows<D * 4, FB_R>(sq, qt + q0, qs * 4, nq);
+    fb_rows<D * 2, FB_R>(sq, qb + q0, qs * 2, nq);
     fb_rows<D * 2, FB_R>(sg, gb + q0, qs * 2, nq);
     /* keys J .. J + FB_T - 1 into stage S_ */
 #define FB_Q_TILE(J, S_)                                                                                            \
     do {                                                                                                            \
         const int j_ = (J);                                                                                         \
         const size_t o_ = k0 + (size_t)j_ * ks;                                                                     \
-        fb_tile<D>(stage + (S_) * STAGE, kt + o_, kb + o_, vb + o_, ks, a.S - j_ < FB_T ? a.S - j_ : FB_T);         \
+        fb_tile<D>(stage + (S_) * STAGE, kb + o_, vb + o_, ks, a.S - j_ < FB_T ? a.S - j_ : FB_T);                  \
     } while (0)
     FB_Q_TILE(lo, 0);
     cp_commit();
@@ -1283,7 +1269,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     int P[2], ok[2];
 #pragma unroll
     for (int R = 0; R < 2; R++) P[R] = Pw + g + 8 * R, ok[R] = r0 + 8 * R < nq;
-    uint32_t qa[D / 8][4], ga[D / 16][4];
+    uint32_t qa[D / 16][4], ga[D / 16][4];
     float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f}, u[2] = {0.0f, 0.0f}, inv[2] = {0.0f, 0.0f},
           Dq[2] = {0.0f, 0.0f};
     float acc[D / 8][4];
@@ -1295,14 +1281,14 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
         cp_wait1();
         __syncthreads();
         if (it == 0) {
-            fb_frag<D>(qa, sq + 16 * w * (D + 4));
+            fb_frag<D>(qa, sq + 16 * w * (D + 8));
             fb_frag<D>(ga, sg + 16 * w * (D + 8));
         }
         const int pass = it >= nt, j0 = lo + (pass ? it - nt : it) * FB_T;
         const unsigned char *st = stage + (it & 1) * STAGE;
         float s[2][4], dp[2][4];
-        fb_dot<D>(s, qa, (const float *)st);
-        fb_dot<D>(dp, ga, (const uint16_t *)(st + FB_T * (FP + BP)));
+        fb_dot<D>(s, qa, (const uint16_t *)st);
+        fb_dot<D>(dp, ga, (const uint16_t *)(st + FB_T * BP));
         /* the scaled scores, -inf where the query does not see the key */
         const bool full = wfull && fb_full(Pw, j0, a);
 #pragma unroll
@@ -1364,7 +1350,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                 }
             uint32_t da[4];
             fb_afrag(da, ds);
-            fb_apply<D>(acc, da, (const uint16_t *)(st + FB_T * FP));
+            fb_apply<D>(acc, da, (const uint16_t *)st);
         }
         __syncthreads();
     }
@@ -1379,15 +1365,15 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
 }
 
 template <int D>
-__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, const float *stats, const float *qt,
-                                                       const uint16_t *qb, const uint16_t *gb, const float *kt,
-                                                       const uint16_t *vb, fb_args a)
+__global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, const float *stats, const uint16_t *qb,
+                                                       const uint16_t *gb, const uint16_t *kb, const uint16_t *vb,
+                                                       fb_args a)
 {
     extern __shared__ __align__(16) unsigned char fsm[];
-    constexpr int FP = (D + 4) * 4, BP = (D + 8) * 2, STAGE = FB_T * (FP + 2 * BP) + 3 * FB_T * 4;
-    float *sk = (float *)fsm;                     /* [FB_R] rows of keys (TF32) */
-    uint16_t *sv = (uint16_t *)(fsm + FB_R * FP); /* [FB_R] rows of values (bf16) */
-    unsigned char *stage = fsm + FB_R * (FP + BP); /* 2 x: queries TF32, queries bf16, dout bf16, m, 1/l, D */
+    constexpr int BP = (D + 8) * 2, STAGE = FB_T * 2 * BP + 3 * FB_T * 4;
+    uint16_t *sk = (uint16_t *)fsm;               /* [FB_R] rows of keys */
+    uint16_t *sv = (uint16_t *)(fsm + FB_R * BP); /* [FB_R] rows of values */
+    unsigned char *stage = fsm + FB_R * 2 * BP;   /* 2 x: queries, dout, m, 1/l, D */
     const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
     const int b = blockIdx.z, h = blockIdx.y, j0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
     const int nk = a.S - j0 < FB_R ? a.S - j0 : FB_R;
@@ -1402,7 +1388,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
     const int nt = ihi >= ilo ? (ihi - ilo) / FB_T + 1 : 0;
     PDL_ENTRY();
     if (nt > 0) { /* else no query sees the keys: zeros */
-        fb_rows<D * 4, FB_R>(sk, kt + k0, ks * 4, nk);
+        fb_rows<D * 2, FB_R>(sk, kb + k0, ks * 2, nk);
         fb_rows<D * 2, FB_R>(sv, vb + k0, ks * 2, nk);
     }
     /* queries I .. I + FB_T - 1 and their statistics into stage S_ */
@@ -1411,10 +1397,10 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         const int i_ = (I), n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                                 \
         const size_t o_ = q0 + (size_t)i_ * qs;                                                                     \
         unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
-        fb_tile<D>(d_, qt + o_, qb + o_, gb + o_, qs, n_);                                                          \
+        fb_tile<D>(d_, qb + o_, gb + o_, qs, n_);                                                                   \
         if (threadIdx.x < 3 * FB_T) {                                                                               \
             const int c_ = threadIdx.x / FB_T, r_ = threadIdx.x % FB_T;                                             \
-            float *sd_ = (float *)(d_ + FB_T * (FP + 2 * BP)) + threadIdx.x;                                       \
+            float *sd_ = (float *)(d_ + FB_T * 2 * BP) + threadIdx.x;                                              \
             if (r_ < n_)                                                                                            \
                 cp4(sd_, stats + (size_t)c_ * N + st0 + i_ + r_);                                                   \
             else                                                                                                    \
@@ -1436,13 +1422,13 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         __syncthreads();
         const int i0 = ilo + it * FB_T;
         const unsigned char *st = stage + (it & 1) * STAGE;
-        const uint16_t *sqb = (const uint16_t *)(st + FB_T * FP), *sgb = (const uint16_t *)(st + FB_T * (FP + BP));
-        const float *sst = (const float *)(st + FB_T * (FP + 2 * BP));
+        const uint16_t *sqb = (const uint16_t *)st, *sgb = (const uint16_t *)(st + FB_T * BP);
+        const float *sst = (const float *)(st + FB_T * 2 * BP);
         float s[2][4], dp[2][4];
         {
-            uint32_t ka[D / 8][4];
-            fb_frag<D>(ka, sk + 16 * w * (D + 4));
-            fb_dot<D>(s, ka, (const float *)st);
+            uint32_t ka[D / 16][4];
+            fb_frag<D>(ka, sk + 16 * w * (D + 8));
+            fb_dot<D>(s, ka, sqb);
         }
         {
             uint32_t va[D / 16][4];
@@ -1505,7 +1491,9 @@ __global__ void k_fb_sum(float4 *dk, float4 *dv, const float4 *pk, const float4 
 }
 
 /* ---- training's attention forward on the bf16 tensor cores ----
- * With p->fast and head_dim 16, 32, 64 or 128 (cut_flash_fwd_ok): q, k
+ * With p->fast, no softcap and head_dim 16, 32, 64 or 128
+ * (cut_flash_fwd_ok; a softcap keeps the TF32 kernels, see
+ * attn_gemm_back_bf16 in cuda.c): q, k
  * and v rounded to bf16 (k_fb_prep), the scores and P v as bf16 products
  * with float32 sums, as PEFT's bf16 attention does, the softmax online in
  * float32 (FA2: a running maximum and sum a row, the sums of earlier keys
@@ -1524,7 +1512,7 @@ __device__ __forceinline__ bool ff_full(int P0, int j0, const fb_args &a)
 
 template <int D>
 __global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t *qb, const uint16_t *kb,
-                                                    const uint16_t *vb, fb_args a, float softcap)
+                                                    const uint16_t *vb, fb_args a)
 {
     extern __shared__ __align__(16) unsigned char fsm[];
     constexpr int BP = (D + 8) * 2, STAGE = 2 * FF_K * BP;
@@ -1582,10 +1570,8 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t 
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int R = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
-                    float x = s[n][e];
-                    if (softcap > 0.0f) x = softcap * tanhf(x * a.scale / softcap) * 1.4426950408889634f;
-                    else x = __fmul_rn(x, a.scale2);
-                    x = full || (ok[R] && j < a.S && sees(P[R], j, a.window)) ? x : -INFINITY;
+                    const float x =
+                        full || (ok[R] && j < a.S && sees(P[R], j, a.window)) ? __fmul_rn(s[n][e], a.scale2) : -INFINITY;
                     s[n][e] = x;
                     tm[R] = fmaxf(tm[R], x);
                 }
@@ -1900,23 +1886,22 @@ extern "C" int cut_flash_back_ok(const bk_attn *p)
 }
 
 /* The scratch of cut_flash_back: the statistics, the G heads' shares of
- * dk and dv (G > 1), q and k in TF32, q, dout, k and v in bf16 (the byte
- * offsets of each into o[0 .. 7], o[8]: the whole) */
+ * dk and dv (G > 1), q, dout, k and v in bf16 (the byte offsets of each
+ * into o[0 .. 5], o[6]: the whole) */
 static void fb_layout(const bk_attn *p, size_t *o)
 {
     const size_t nb = p->batch > 1 ? (size_t)p->batch : 1, G = (size_t)(p->n_heads / p->n_kv_heads);
     const size_t nq = nb * p->T * p->n_heads * p->head_dim, nk = nb * p->S * p->n_kv_heads * p->head_dim;
-    const size_t sz[8] = {3 * nb * p->n_heads * p->T * 4, G > 1 ? 2 * G * nk * 4 : 0, nq * 4, nk * 4, nq * 2,
-                          nq * 2, nk * 2, nk * 2};
+    const size_t sz[6] = {3 * nb * p->n_heads * p->T * 4, G > 1 ? 2 * G * nk * 4 : 0, nq * 2, nq * 2, nk * 2, nk * 2};
     o[0] = 0;
-    for (int i = 0; i < 8; i++) o[i + 1] = o[i] + (sz[i] + 255) / 256 * 256;
+    for (int i = 0; i < 6; i++) o[i + 1] = o[i] + (sz[i] + 255) / 256 * 256;
 }
 
 extern "C" size_t cut_flash_back_scratch(const bk_attn *p)
 {
-    size_t o[9];
+    size_t o[7];
     fb_layout(p, o);
-    return o[8];
+    return o[6];
 }
 
 template <int D>
@@ -1925,8 +1910,8 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
 {
     const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
     const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale, p->scale * 1.4426950408889634f};
-    constexpr size_t FP = (D + 4) * 4, BP = (D + 8) * 2;
-    const size_t smem_q = FB_R * (FP + BP) + 2 * FB_T * (FP + 2 * BP), smem_kv = smem_q + 2 * 3 * FB_T * 4;
+    constexpr size_t BP = (D + 8) * 2;
+    const size_t smem_q = FB_R * 2 * BP + 2 * FB_T * 2 * BP, smem_kv = smem_q + 2 * 3 * FB_T * 4;
     static int raised;
     if (!raised) {
         cudaError_t e;
@@ -1937,26 +1922,25 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
             return (int)e;
         raised = 1;
     }
-    size_t o[9];
+    size_t o[7];
     fb_layout(p, o);
     char *sc = (char *)scratch;
-    float *stats = (float *)sc, *pk = (float *)(sc + o[1]), *qt = (float *)(sc + o[2]), *kt = (float *)(sc + o[3]);
-    uint16_t *qb = (uint16_t *)(sc + o[4]), *gb = (uint16_t *)(sc + o[5]), *kb = (uint16_t *)(sc + o[6]),
-             *vb = (uint16_t *)(sc + o[7]);
+    float *stats = (float *)sc, *pk = (float *)(sc + o[1]);
+    uint16_t *qb = (uint16_t *)(sc + o[2]), *gb = (uint16_t *)(sc + o[3]), *kb = (uint16_t *)(sc + o[4]),
+             *vb = (uint16_t *)(sc + o[5]);
     const size_t nq = (size_t)nb * p->T * p->n_heads * D, kn = (size_t)nb * p->S * p->n_kv_heads * D;
     float *pv = pk + (size_t)G * kn;
-    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (float4 *)qt, (uint2 *)qb, (const float4 *)q, nq / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)gb, (const float4 *)dout,
+    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (uint2 *)qb, (const float4 *)q, nq / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (uint2 *)gb, (const float4 *)dout,
                nq / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)kt, (uint2 *)kb, (const float4 *)k, kn / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)vb, (const float4 *)v, kn / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)kb, (const float4 *)k, kn / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)vb, (const float4 *)v, kn / 4);
     const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb),
         gk((unsigned)((p->S + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
-    PDL_LAUNCH(k_fb_q<D>, gq, FB_W * TW, smem_q, st, dq, stats, (const float *)qt, (const uint16_t *)gb,
-               (const float *)kt, (const uint16_t *)kb, (const uint16_t *)vb, a);
+    PDL_LAUNCH(k_fb_q<D>, gq, FB_W * TW, smem_q, st, dq, stats, (const uint16_t *)qb, (const uint16_t *)gb,
+               (const uint16_t *)kb, (const uint16_t *)vb, a);
     PDL_LAUNCH(k_fb_kv<D>, gk, FB_W * TW, smem_kv, st, G > 1 ? pk : dk, G > 1 ? pv : dv, (const float *)stats,
-               (const float *)qt, (const uint16_t *)qb, (const uint16_t *)gb, (const float *)kt,
-               (const uint16_t *)vb, a);
+               (const uint16_t *)qb, (const uint16_t *)gb, (const uint16_t *)kb, (const uint16_t *)vb, a);
     if (G > 1)
         PDL_LAUNCH(k_fb_sum, grid_for(kn / 4, 256), 256, 0, st, (float4 *)dk, (float4 *)dv, (const float4 *)pk,
                    (const float4 *)pv, kn / 4, G);
@@ -1979,7 +1963,7 @@ extern "C" int cut_flash_back(void *stream, float *dq, float *dk, float *dv, con
 extern "C" int cut_flash_fwd_ok(const bk_attn *p)
 {
     const int d = p->head_dim;
-    return p->fast && (d == 16 || d == 32 || d == 64 || d == 128) && p->T > 0 && p->S >= p->T &&
+    return p->fast && p->softcap == 0.0f && (d == 16 || d == 32 || d == 64 || d == 128) && p->T > 0 && p->S >= p->T &&
            p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0;
 }
 
@@ -2007,12 +1991,12 @@ static int ff_launch(cudaStream_t st, float *out, const float *q, const float *k
     }
     const size_t nq = (size_t)nb * p->T * p->n_heads * D, kn = (size_t)nb * p->S * p->n_kv_heads * D;
     uint16_t *qb = (uint16_t *)scratch, *kb = qb + (nq * 2 + 255) / 256 * 128, *vb = kb + (kn * 2 + 255) / 256 * 128;
-    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)qb, (const float4 *)q, nq / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)kb, (const float4 *)k, kn / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (float4 *)NULL, (uint2 *)vb, (const float4 *)v, kn / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (uint2 *)qb, (const float4 *)q, nq / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)kb, (const float4 *)k, kn / 4);
+    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)vb, (const float4 *)v, kn / 4);
     const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
     PDL_LAUNCH(k_ff<D>, gq, FB_W * TW, smem, st, out, (const uint16_t *)qb, (const uint16_t *)kb,
-               (const uint16_t *)vb, a, p->softcap);
+               (const uint16_t *)vb, a);
     return (int)cudaGetLastError();
 }
 

@@ -43,8 +43,8 @@ size_t cut_flash_back_scratch(const bk_attn *p);
 int cut_flash_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
                    const float *v, const bk_attn *p, void *scratch);
 
-/* The attention forward with p->fast and head_dim 16, 32, 64 or 128
- * (cut_flash_fwd_ok): q, k and v in bf16, bf16 products with float32
+/* The attention forward with p->fast, no softcap and head_dim 16, 32, 64
+ * or 128 (cut_flash_fwd_ok): q, k and v in bf16, bf16 products with float32
  * sums on the tensor cores; cut_flash_fwd_scratch(p) bytes of scratch */
 int cut_flash_fwd_ok(const bk_attn *p);
 size_t cut_flash_fwd_scratch(const bk_attn *p);
