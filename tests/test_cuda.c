@@ -602,11 +602,12 @@ static void train_ops_match_cpu(void **state)
         free(x);
     }
     /* attention_back: GQA, a window, a softcap, more keys than queries;
-     * and the long sequences (2,048 queries or more, or scores past the 1
-     * GiB a sequence that the products through a score matrix hold) where
-     * fast on takes the tiled backward on the tensor cores (no softcap,
-     * head_dim 16, 32, 64 or 128; the last case's first 321 keys are in no
-     * query's window) and fast off the CUDA-core kernels */
+     * fast on takes the tiled backward on the tensor cores where there is
+     * no softcap and head_dim is 16, 32, 64 or 128, else the products
+     * through a score matrix; and the long sequences (2,048 queries or
+     * more; the last case's first 321 keys are in no query's window),
+     * where fast off takes the CUDA-core kernels past the 1 GiB of scores a
+     * sequence that the score matrix holds */
     static const struct {
         int T, S, H, KVH, d, window;
         float softcap;

@@ -1347,13 +1347,14 @@ static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const vo
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention_back: %d queries over %d keys", p->T, p->S);
     pthread_mutex_lock(&c->lock);
-    if (cut_flash_back_ok(p) && (p->T >= 2048 || attn_gemm_bytes(p) > ATTN_GEMM_BYTES)) {
-        /* training without a softcap, head_dim 16 to 128, long sequences:
-         * tiles on the tensor cores, no score matrix.  llama3.1-8b on an
-         * H200 against the products through one: 1.5% slower at 4 x 512
-         * tokens, as fast at 8 x 512, 1% faster at 2 x 2048 with 1.4 GB
-         * less memory; at 4,096 tokens the score matrix no longer fits
-         * (the CUDA-core kernels below: 1,030 tok/s, these 9,420) */
+    if (cut_flash_back_ok(p)) {
+        /* training without a softcap, head_dim 16 to 128: tiles on the
+         * tensor cores, no score matrix.  llama3.1-8b on an H200 against
+         * the products through one (bf16 scores in both): as fast at 4 x
+         * 512 tokens (15,640 tok/s against 15,650-15,690 in an earlier
+         * call), the same peak memory; 1.4 GB less at 2 x 2,048; at 4,096
+         * tokens the score matrix no longer fits (the CUDA-core kernels
+         * below: 1,030 tok/s, these 11,500-11,600) */
         void *buf;
         rc = scratch_get(c, cut_flash_back_scratch(p), &buf);
         if (!rc) rc = launched(cut_flash_back(c->stream, dq, dk, dv, dout, q, k, v, p, buf), "attention_back");

@@ -1063,18 +1063,18 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  * (k_ff below): the
  * scores, dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
  * bf16 inputs, float32 sums (the exponentials through ex2.approx, 2 ulp);
- * but the scores stay in tiles.  cuda_attention_back takes it for
- * sequences of 2,048 tokens or more, or scores past ATTN_GEMM_BYTES.
+ * but the scores stay in tiles.  cuda_attention_back takes it wherever
+ * cut_flash_back_ok says it can.
  * k_fb_prep first writes q, k, v and dout rounded to bf16 (same layouts),
  * so that tiles go to shared memory as they are (cp.async) and fragments
  * come out with ldmatrix.  Then two
  * kernels, no atomics, so that every run gives the same bits:
  *   k_fb_q: a block takes 64 queries of one head and walks their keys in
- *     tiles of 16 twice: first for each query's softmax statistics (the
+ *     tiles of FB_T twice: first for each query's softmax statistics (the
  *     maximum m of the scores times log2 e, 1 / sum, and D = sum P dP),
  *     written to stats, then for dq = sum dS k, dS = P (dP - D) scale;
  *   k_fb_kv: a block takes 64 keys of one kv head for one query head and
- *     walks the queries that see them in tiles of 16, for dv and dk (the
+ *     walks the queries that see them in tiles of FB_T, for dv and dk (the
  *     head's share, where a kv head has G > 1 query heads: into scratch,
  *     then k_fb_sum adds the G shares in head order).
  * A warp holds 16 rows (queries or keys).  Rows in shared memory: D + 8
@@ -1086,7 +1086,7 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  * the A fragment of the next product. */
 #define FB_W 4           /* warps a block */
 #define FB_R (16 * FB_W) /* a block's queries (k_fb_q) or keys (k_fb_kv) */
-#define FB_T 16          /* a tile's keys (k_fb_q) or queries (k_fb_kv) */
+#define FB_T 32          /* a tile's keys (k_fb_q) or queries (k_fb_kv): a multiple of 16, at most 42 */
 
 struct fb_args {
     int T, S, H, KVH, G, window;
@@ -1228,10 +1228,10 @@ __global__ void k_fb_prep(uint2 *bf, const float4 *src, size_t n4)
 }
 
 /* Whether the warp's 16 rows at positions P0 .. P0 + 15 (all of them real)
- * see all of keys j0 .. j0 + 15 (all below S): no mask needed */
+ * see all of keys j0 .. j0 + FB_T - 1 (all below S): no mask needed */
 __device__ __forceinline__ bool fb_full(int P0, int j0, const fb_args &a)
 {
-    return j0 + 15 <= P0 && j0 + 15 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
+    return j0 + FB_T - 1 <= P0 && j0 + FB_T - 1 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
 }
 
 template <int D>
@@ -1286,13 +1286,16 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
         }
         const int pass = it >= nt, j0 = lo + (pass ? it - nt : it) * FB_T;
         const unsigned char *st = stage + (it & 1) * STAGE;
-        float s[2][4], dp[2][4];
-        fb_dot<D>(s, qa, (const uint16_t *)st);
-        fb_dot<D>(dp, ga, (const uint16_t *)(st + FB_T * BP));
+        float s[FB_T / 8][4], dp[FB_T / 8][4];
+#pragma unroll
+        for (int c = 0; c < FB_T / 16; c++) {
+            fb_dot<D>(s + 2 * c, qa, (const uint16_t *)st + 16 * c * (D + 8));
+            fb_dot<D>(dp + 2 * c, ga, (const uint16_t *)(st + FB_T * BP) + 16 * c * (D + 8));
+        }
         /* the scaled scores, -inf where the query does not see the key */
         const bool full = wfull && fb_full(Pw, j0, a);
 #pragma unroll
-        for (int n = 0; n < 2; n++)
+        for (int n = 0; n < FB_T / 8; n++)
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int R = e >> 1, j = j0 + 8 * n + 2 * t + (e & 1);
@@ -1302,7 +1305,9 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
         if (!pass) {
 #pragma unroll
             for (int R = 0; R < 2; R++) {
-                float tm = fmaxf(fmaxf(s[0][2 * R], s[0][2 * R + 1]), fmaxf(s[1][2 * R], s[1][2 * R + 1]));
+                float tm = -INFINITY;
+#pragma unroll
+                for (int n = 0; n < FB_T / 8; n++) tm = fmaxf(tm, fmaxf(s[n][2 * R], s[n][2 * R + 1]));
                 tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 1));
                 tm = fmaxf(tm, __shfl_xor_sync(0xffffffffu, tm, 2));
                 const float mn = fmaxf(m[R], tm);
@@ -1312,7 +1317,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                 u[R] *= c;
                 m[R] = mn;
 #pragma unroll
-                for (int n = 0; n < 2; n++)
+                for (int n = 0; n < FB_T / 8; n++)
 #pragma unroll
                     for (int e = 2 * R; e < 2 * R + 2; e++) {
                         const float x = fb_ex2(s[n][e] - mn); /* 0 where masked */
@@ -1339,18 +1344,20 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
                     }
                 }
         } else {
-            float ds[2][4];
 #pragma unroll
-            for (int n = 0; n < 2; n++)
+            for (int n = 0; n < FB_T / 8; n++) /* dS over dp */
 #pragma unroll
                 for (int e = 0; e < 4; e++) {
                     const int R = e >> 1;
                     const float p = s[n][e] == -INFINITY ? 0.0f : fb_ex2(s[n][e] - m[R]) * inv[R];
-                    ds[n][e] = p * (dp[n][e] - Dq[R]) * a.scale;
+                    dp[n][e] = p * (dp[n][e] - Dq[R]) * a.scale;
                 }
-            uint32_t da[4];
-            fb_afrag(da, ds);
-            fb_apply<D>(acc, da, (const uint16_t *)st);
+#pragma unroll
+            for (int c = 0; c < FB_T / 16; c++) {
+                uint32_t da[4];
+                fb_afrag(da, dp + 2 * c);
+                fb_apply<D>(acc, da, (const uint16_t *)st + 16 * c * (D + 8));
+            }
         }
         __syncthreads();
     }
@@ -1424,37 +1431,41 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         const unsigned char *st = stage + (it & 1) * STAGE;
         const uint16_t *sqb = (const uint16_t *)st, *sgb = (const uint16_t *)(st + FB_T * BP);
         const float *sst = (const float *)(st + FB_T * 2 * BP);
-        float s[2][4], dp[2][4];
+        float s[FB_T / 8][4], dp[FB_T / 8][4];
         {
             uint32_t ka[D / 16][4];
             fb_frag<D>(ka, sk + 16 * w * (D + 8));
-            fb_dot<D>(s, ka, sqb);
+#pragma unroll
+            for (int c = 0; c < FB_T / 16; c++) fb_dot<D>(s + 2 * c, ka, sqb + 16 * c * (D + 8));
         }
         {
             uint32_t va[D / 16][4];
             fb_frag<D>(va, sv + 16 * w * (D + 8));
-            fb_dot<D>(dp, va, sgb);
+#pragma unroll
+            for (int c = 0; c < FB_T / 16; c++) fb_dot<D>(dp + 2 * c, va, sgb + 16 * c * (D + 8));
         }
         /* the warp's keys j0 + 16 w .. + 15 against the tile's queries at
-         * positions off + i0 .. + 15: the queries are all real and see all
-         * of those keys, or each pair is checked */
-        const bool full = wfull && i0 + 15 < a.T && off + i0 >= j0 + 16 * w + 15 &&
-                          (a.window <= 0 || off + i0 + 15 - (j0 + 16 * w) < a.window);
-        float p[2][4], ds[2][4];
+         * positions off + i0 .. + FB_T - 1: the queries are all real and
+         * see all of those keys, or each pair is checked */
+        const bool full = wfull && i0 + FB_T - 1 < a.T && off + i0 >= j0 + 16 * w + 15 &&
+                          (a.window <= 0 || off + i0 + FB_T - 1 - (j0 + 16 * w) < a.window);
 #pragma unroll
-        for (int n = 0; n < 2; n++)
+        for (int n = 0; n < FB_T / 8; n++) /* P over s, dS over dp */
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 const int R = e >> 1, c = 8 * n + 2 * t + (e & 1), r = r0 + 8 * R, i = i0 + c;
                 const bool vis = full || (r < nk && i < a.T && sees(off + i, j0 + r, a.window));
-                p[n][e] = vis ? fb_ex2(__fmul_rn(s[n][e], a.scale2) - sst[c]) * sst[FB_T + c] : 0.0f;
-                ds[n][e] = p[n][e] * (dp[n][e] - sst[2 * FB_T + c]) * a.scale;
+                s[n][e] = vis ? fb_ex2(__fmul_rn(s[n][e], a.scale2) - sst[c]) * sst[FB_T + c] : 0.0f;
+                dp[n][e] = s[n][e] * (dp[n][e] - sst[2 * FB_T + c]) * a.scale;
             }
-        uint32_t pa[4], da[4];
-        fb_afrag(pa, p);
-        fb_afrag(da, ds);
-        fb_apply<D>(av, pa, sgb);
-        fb_apply<D>(ak, da, sqb);
+#pragma unroll
+        for (int c = 0; c < FB_T / 16; c++) {
+            uint32_t pa[4], da[4];
+            fb_afrag(pa, s + 2 * c);
+            fb_afrag(da, dp + 2 * c);
+            fb_apply<D>(av, pa, sgb + 16 * c * (D + 8));
+            fb_apply<D>(ak, da, sqb + 16 * c * (D + 8));
+        }
         __syncthreads();
     }
 #undef FB_KV_TILE
