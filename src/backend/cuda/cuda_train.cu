@@ -1234,6 +1234,30 @@ __device__ __forceinline__ bool fb_full(int P0, int j0, const fb_args &a)
     return j0 + FB_T - 1 <= P0 && j0 + FB_T - 1 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
 }
 
+/* The keys a block of queries i0 .. i0 + nq - 1 (at most FB_R) of head h
+ * of sequence b sees, from a multiple of the tile size K: nt tiles from
+ * key lo; offsets of its first query row (q0) and of the sequence's keys
+ * of its kv head (k0) */
+struct fb_qspan {
+    int nq, lo, nt;
+    size_t qs, ks, q0, k0;
+};
+
+template <int D>
+__device__ __forceinline__ fb_qspan fb_qspan_at(const fb_args &a, int b, int h, int i0, int K)
+{
+    fb_qspan r;
+    const int off = a.S - a.T;
+    r.nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
+    r.qs = (size_t)a.H * D, r.ks = (size_t)a.KVH * D;
+    r.q0 = ((size_t)b * a.T + i0) * r.qs + (size_t)h * D, r.k0 = (size_t)b * a.S * r.ks + (size_t)(h / a.G) * D;
+    const int P1 = off + i0 + r.nq - 1;
+    const int lo = a.window > 0 ? off + i0 - a.window + 1 : 0;
+    r.lo = lo > 0 ? lo / K * K : 0;
+    r.nt = (P1 - r.lo) / K + 1;
+    return r;
+}
+
 template <int D>
 __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, const uint16_t *qb, const uint16_t *gb,
                                                       const uint16_t *kb, const uint16_t *vb, fb_args a)
@@ -1244,15 +1268,10 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     uint16_t *sg = (uint16_t *)(fsm + FB_R * BP); /* [FB_R] rows of dout */
     unsigned char *stage = fsm + FB_R * 2 * BP;   /* 2 x: keys, values */
     const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
-    const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * FB_R, kvh = h / a.G, off = a.S - a.T;
-    const int nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
-    const size_t qs = (size_t)a.H * D, ks = (size_t)a.KVH * D;
-    const size_t q0 = ((size_t)b * a.T + i0) * qs + (size_t)h * D, k0 = (size_t)b * a.S * ks + (size_t)kvh * D;
-    /* the keys the block's queries see, from a multiple of FB_T */
-    const int P1 = off + i0 + nq - 1;
-    int lo = a.window > 0 ? off + i0 - a.window + 1 : 0;
-    lo = lo > 0 ? lo / FB_T * FB_T : 0;
-    const int nt = (P1 - lo) / FB_T + 1;
+    const int b = blockIdx.z, h = blockIdx.y, i0 = blockIdx.x * FB_R, off = a.S - a.T;
+    const fb_qspan sp = fb_qspan_at<D>(a, b, h, i0, FB_T);
+    const int nq = sp.nq, lo = sp.lo, nt = sp.nt;
+    const size_t qs = sp.qs, ks = sp.ks, q0 = sp.q0, k0 = sp.k0;
     PDL_ENTRY();
     fb_rows<D * 2, FB_R>(sq, qb + q0, qs * 2, nq);
     fb_rows<D * 2, FB_R>(sg, gb + q0, qs * 2, nq);
@@ -1530,16 +1549,11 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t 
     uint16_t *sq = (uint16_t *)fsm;         /* [FB_R] rows of q */
     unsigned char *stage = fsm + FB_R * BP; /* 2 x: FF_K keys, FF_K values */
     const int lane = threadIdx.x % TW, w = threadIdx.x / TW, g = lane >> 2, t = lane & 3;
-    const int b = blockIdx.z, h = blockIdx.y, i0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * FB_R, kvh = h / a.G,
-              off = a.S - a.T;
-    const int nq = a.T - i0 < FB_R ? a.T - i0 : FB_R;
-    const size_t qs = (size_t)a.H * D, ks = (size_t)a.KVH * D;
-    const size_t q0 = ((size_t)b * a.T + i0) * qs + (size_t)h * D, k0 = (size_t)b * a.S * ks + (size_t)kvh * D;
-    /* the keys the block's queries see, from a multiple of FF_K */
-    const int P1 = off + i0 + nq - 1;
-    int lo = a.window > 0 ? off + i0 - a.window + 1 : 0;
-    lo = lo > 0 ? lo / FF_K * FF_K : 0;
-    const int nt = (P1 - lo) / FF_K + 1;
+    /* the longest rows first */
+    const int b = blockIdx.z, h = blockIdx.y, i0 = ((int)gridDim.x - 1 - (int)blockIdx.x) * FB_R, off = a.S - a.T;
+    const fb_qspan sp = fb_qspan_at<D>(a, b, h, i0, FF_K);
+    const int nq = sp.nq, lo = sp.lo, nt = sp.nt;
+    const size_t qs = sp.qs, q0 = sp.q0, k0 = sp.k0, ks = sp.ks;
     PDL_ENTRY();
     fb_rows<D * 2, FB_R>(sq, qb + q0, qs * 2, nq);
     /* keys (and values) J .. J + FF_K - 1 into stage S_; rows past S zeros */
