@@ -56,8 +56,18 @@ typedef struct bk_weight {
     int sb_pairs;
 } bk_weight;
 
+/* Functions both the C backends and the cuda kernels call. */
+#ifdef __CUDACC__
+#define BK_HOST_DEVICE __host__ __device__
+#else
+#define BK_HOST_DEVICE
+#endif
+
 /* The dtype the scales and biases of w lie in on its backend */
-static inline infer_dtype bk_pair_dtype(const bk_weight *w) { return w->sb_pairs == 2 ? DT_F16 : w->sdtype; }
+static inline BK_HOST_DEVICE infer_dtype bk_pair_dtype(const bk_weight *w)
+{
+    return w->sb_pairs == 2 ? DT_F16 : w->sdtype;
+}
 
 enum { BK_TILE_ROWS = 16 };
 
@@ -83,13 +93,6 @@ typedef struct bk_attn {
                        at head_dim 256 and for the scores with a softcap; training sets it);
                        0: float32 throughout */
 } bk_attn;
-
-/* Functions both the C backends and the cuda kernels call. */
-#ifdef __CUDACC__
-#define BK_HOST_DEVICE __host__ __device__
-#else
-#define BK_HOST_DEVICE
-#endif
 
 /* The sequence that query row r of a ragged batch belongs to: the last b
  * with q_start[b] <= r (q_start ascending, B sequences). */

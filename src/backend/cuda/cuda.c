@@ -952,7 +952,7 @@ static int cuda_attention(void *ctx, void *out, const void *q, const void *k, co
     int rc = heads_ok(p->n_heads, p->n_kv_heads, p->head_dim);
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention: %d queries over %d keys", p->T, p->S);
-    if (cut_flash_fwd_ok(p)) { /* training, head_dim up to 128: bf16 tiles on the tensor cores */
+    if (cut_flash_ok(p)) { /* training, head_dim up to 128: bf16 tiles on the tensor cores */
         void *buf;
         pthread_mutex_lock(&c->lock);
         if (!(rc = scratch_get(c, cut_flash_fwd_scratch(p), &buf)))
@@ -1347,7 +1347,7 @@ static int cuda_attention_back(void *ctx, void *dq, void *dk, void *dv, const vo
     if (rc) return rc;
     if (p->S < p->T) return infer_err(INFER_ERR_INVALID_ARGUMENT, "attention_back: %d queries over %d keys", p->T, p->S);
     pthread_mutex_lock(&c->lock);
-    if (cut_flash_back_ok(p)) {
+    if (cut_flash_ok(p)) {
         /* training without a softcap, head_dim 16 to 128: tiles on the
          * tensor cores, no score matrix.  llama3.1-8b on an H200 against
          * the products through one (bf16 scores in both): as fast at 4 x

@@ -55,9 +55,6 @@ __device__ __forceinline__ uint32_t q_value(const uint8_t *row, int bits, int64_
     return (v >> sh) & ((1u << bits) - 1u);
 }
 
-/* Whether w's scale-bias pairs lie in f16 (bk_pair_dtype) */
-__device__ __forceinline__ int pairs_f16(const bk_weight &w) { return w.sb_pairs == 2 || w.sdtype == DT_F16; }
-
 /* The scale and bias of group g of a quantized weight (bk_weight.sb_pairs:
  * one 4-byte load). */
 __device__ __forceinline__ void ld_sb(const bk_weight &w, size_t g, float *s, float *b)
@@ -65,8 +62,8 @@ __device__ __forceinline__ void ld_sb(const bk_weight &w, size_t g, float *s, fl
     if (w.sb_pairs) {
         uint32_t v = __ldg((const uint32_t *)w.scales + g);
         uint16_t lo = (uint16_t)(v & 0xffffu), hi = (uint16_t)(v >> 16);
-        *s = pairs_f16(w) ? f16_f32(lo) : bf16_f32(lo);
-        *b = pairs_f16(w) ? f16_f32(hi) : bf16_f32(hi);
+        *s = bk_pair_dtype(&w) == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
+        *b = bk_pair_dtype(&w) == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
     } else {
         *s = ld(w.scales, w.sdtype, g);
         *b = ld(w.biases, w.sdtype, g);
@@ -677,8 +674,8 @@ __device__ __forceinline__ void mvq_body(const int BITS, const mv_set &s, const 
             if (c < nc) {
                 const uint32_t v = sbuf[(st * MV_UNROLL + k) * WARP + lane];
                 const uint16_t lo = (uint16_t)(v & 0xffffu), hi = (uint16_t)(v >> 16);
-                const float sc = pairs_f16(w) ? f16_f32(lo) : bf16_f32(lo);
-                const float bi = pairs_f16(w) ? f16_f32(hi) : bf16_f32(hi);
+                const float sc = bk_pair_dtype(&w) == DT_F16 ? f16_f32(lo) : bf16_f32(lo);
+                const float bi = bk_pair_dtype(&w) == DT_F16 ? f16_f32(hi) : bf16_f32(hi);
                 acc += mvq_chunk(BITS, wbuf[(st * MV_UNROLL + k) * WARP + lane], sc, bi, c, swz, xq, xss);
             }
         }
@@ -1441,8 +1438,8 @@ __device__ __forceinline__ void qmm_body(const int BITS, const int SBF, const qm
                     sb2[m][u][0] = __byte_perm(v, 0, 0x1010);
                     sb2[m][u][1] = __byte_perm(v, 0, 0x3232);
                 } else {
-                    sc[m][u] = pairs_f16(w) ? f16_f32((uint16_t)v) : bf16_f32((uint16_t)v);
-                    bi[m][u] = pairs_f16(w) ? f16_f32((uint16_t)(v >> 16)) : bf16_f32((uint16_t)(v >> 16));
+                    sc[m][u] = bk_pair_dtype(&w) == DT_F16 ? f16_f32((uint16_t)v) : bf16_f32((uint16_t)v);
+                    bi[m][u] = bk_pair_dtype(&w) == DT_F16 ? f16_f32((uint16_t)(v >> 16)) : bf16_f32((uint16_t)(v >> 16));
                 }
             }
 #pragma unroll

@@ -1064,7 +1064,7 @@ __global__ void k_pair_to_bf16_1(uint16_t *d1, const float *s1, uint16_t *d2, co
  * scores, dP = dout v^T, dv = P^T dout, dk = dS^T q and dq = dS k with
  * bf16 inputs, float32 sums (the exponentials through ex2.approx, 2 ulp);
  * but the scores stay in tiles.  cuda_attention_back takes it wherever
- * cut_flash_back_ok says it can.
+ * cut_flash_ok says it can.
  * k_fb_prep first writes q, k, v and dout rounded to bf16 (same layouts),
  * so that tiles go to shared memory as they are (cp.async) and fragments
  * come out with ldmatrix.  Then two
@@ -1148,14 +1148,14 @@ __device__ __forceinline__ void fb_rows(void *dst, const void *src, size_t sstri
     }
 }
 
-/* A tile of FB_T rows (n of them real, stride values apart in each
- * source) into a stage: bf16 rows from b1, then from b2 */
-template <int D>
+/* A tile of K rows (n of them real, stride values apart in each source)
+ * into a stage: bf16 rows from b1, then from b2 */
+template <int D, int K>
 __device__ __forceinline__ void fb_tile(unsigned char *d, const uint16_t *b1, const uint16_t *b2, size_t stride, int n)
 {
     constexpr int BP = (D + 8) * 2;
-    fb_rows<D * 2, FB_T>(d, b1, stride * 2, n);
-    fb_rows<D * 2, FB_T>(d + FB_T * BP, b2, stride * 2, n);
+    fb_rows<D * 2, K>(d, b1, stride * 2, n);
+    fb_rows<D * 2, K>(d + K * BP, b2, stride * 2, n);
 }
 
 /* 2^x (ex2.approx: 2 ulp; 0 for -inf) */
@@ -1228,10 +1228,10 @@ __global__ void k_fb_prep(uint2 *bf, const float4 *src, size_t n4)
 }
 
 /* Whether the warp's 16 rows at positions P0 .. P0 + 15 (all of them real)
- * see all of keys j0 .. j0 + FB_T - 1 (all below S): no mask needed */
-__device__ __forceinline__ bool fb_full(int P0, int j0, const fb_args &a)
+ * see all of keys j0 .. j0 + K - 1 (all below S): no mask needed */
+template <int K> __device__ __forceinline__ bool fb_full(int P0, int j0, const fb_args &a)
 {
-    return j0 + FB_T - 1 <= P0 && j0 + FB_T - 1 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
+    return j0 + K - 1 <= P0 && j0 + K - 1 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
 }
 
 /* The keys a block of queries i0 .. i0 + nq - 1 (at most FB_R) of head h
@@ -1280,7 +1280,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
     do {                                                                                                            \
         const int j_ = (J);                                                                                         \
         const size_t o_ = k0 + (size_t)j_ * ks;                                                                     \
-        fb_tile<D>(stage + (S_) * STAGE, kb + o_, vb + o_, ks, a.S - j_ < FB_T ? a.S - j_ : FB_T);                  \
+        fb_tile<D, FB_T>(stage + (S_) * STAGE, kb + o_, vb + o_, ks, a.S - j_ < FB_T ? a.S - j_ : FB_T);                  \
     } while (0)
     FB_Q_TILE(lo, 0);
     cp_commit();
@@ -1312,7 +1312,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_q(float *dq, float *stats, 
             fb_dot<D>(dp + 2 * c, ga, (const uint16_t *)(st + FB_T * BP) + 16 * c * (D + 8));
         }
         /* the scaled scores, -inf where the query does not see the key */
-        const bool full = wfull && fb_full(Pw, j0, a);
+        const bool full = wfull && fb_full<FB_T>(Pw, j0, a);
 #pragma unroll
         for (int n = 0; n < FB_T / 8; n++)
 #pragma unroll
@@ -1423,7 +1423,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_fb_kv(float *dk, float *dv, co
         const int i_ = (I), n_ = a.T - i_ < FB_T ? a.T - i_ : FB_T;                                                 \
         const size_t o_ = q0 + (size_t)i_ * qs;                                                                     \
         unsigned char *d_ = stage + (S_) * STAGE;                                                                   \
-        fb_tile<D>(d_, qb + o_, gb + o_, qs, n_);                                                                   \
+        fb_tile<D, FB_T>(d_, qb + o_, gb + o_, qs, n_);                                                                   \
         if (threadIdx.x < 3 * FB_T) {                                                                               \
             const int c_ = threadIdx.x / FB_T, r_ = threadIdx.x % FB_T;                                             \
             float *sd_ = (float *)(d_ + FB_T * 2 * BP) + threadIdx.x;                                              \
@@ -1522,7 +1522,7 @@ __global__ void k_fb_sum(float4 *dk, float4 *dv, const float4 *pk, const float4 
 
 /* ---- training's attention forward on the bf16 tensor cores ----
  * With p->fast, no softcap and head_dim 16, 32, 64 or 128
- * (cut_flash_fwd_ok; a softcap keeps the TF32 kernels, see
+ * (cut_flash_ok; a softcap keeps the TF32 kernels, see
  * attn_gemm_back_bf16 in cuda.c): q, k
  * and v rounded to bf16 (k_fb_prep), the scores and P v as bf16 products
  * with float32 sums, as PEFT's bf16 attention does, the softmax online in
@@ -1532,13 +1532,6 @@ __global__ void k_fb_sum(float4 *dk, float4 *dv, const float4 *pk, const float4 
  * tiles of FF_K, two stages in flight (cp.async); a warp whose rows see
  * none of a tile's keys skips it.  Fragments as the backward's (above). */
 #define FF_K 64
-
-/* Whether the warp's 16 rows at positions P0 .. P0 + 15 (all real) see
- * all of keys j0 .. j0 + FF_K - 1 (all below S) */
-__device__ __forceinline__ bool ff_full(int P0, int j0, const fb_args &a)
-{
-    return j0 + FF_K - 1 <= P0 && j0 + FF_K - 1 < a.S && (a.window <= 0 || P0 + 15 - j0 < a.window);
-}
 
 template <int D>
 __global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t *qb, const uint16_t *kb,
@@ -1561,8 +1554,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t 
     do {                                                                                                            \
         const int j_ = (J), n_ = a.S - j_ < FF_K ? a.S - j_ : FF_K;                                                 \
         const size_t o_ = k0 + (size_t)j_ * ks;                                                                     \
-        fb_rows<D * 2, FF_K>(stage + (S_) * STAGE, kb + o_, ks * 2, n_);                                            \
-        fb_rows<D * 2, FF_K>(stage + (S_) * STAGE + FF_K * BP, vb + o_, ks * 2, n_);                               \
+        fb_tile<D, FF_K>(stage + (S_) * STAGE, kb + o_, vb + o_, ks, n_);                                           \
     } while (0)
     FF_TILE(lo, 0);
     cp_commit();
@@ -1588,7 +1580,7 @@ __global__ void __launch_bounds__(FB_W * TW, 2) k_ff(float *out, const uint16_t 
             float s[FF_K / 8][4];
 #pragma unroll
             for (int kg = 0; kg < FF_K / 16; kg++) fb_dot<D>(s + 2 * kg, qa, sk + 16 * kg * (D + 8));
-            const bool full = wfull && ff_full(Pw, j0, a);
+            const bool full = wfull && fb_full<FF_K>(Pw, j0, a);
             float tm[2] = {-INFINITY, -INFINITY};
 #pragma unroll
             for (int n = 0; n < FF_K / 8; n++)
@@ -1903,11 +1895,26 @@ extern "C" int cut_attention_back(void *stream, float *dq, float *dk, float *dv,
     return (int)cudaGetLastError();
 }
 
-extern "C" int cut_flash_back_ok(const bk_attn *p)
+extern "C" int cut_flash_ok(const bk_attn *p)
 {
     const int d = p->head_dim;
     return p->fast && p->softcap == 0.0f && (d == 16 || d == 32 || d == 64 || d == 128) && p->T > 0 && p->S >= p->T &&
            p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0;
+}
+
+/* The kernels' view of p */
+static fb_args fb_args_of(const bk_attn *p)
+{
+    const fb_args a = {p->T,      p->S,     p->n_heads, p->n_kv_heads, p->n_heads / p->n_kv_heads,
+                       p->window, p->scale, p->scale * 1.4426950408889634f};
+    return a;
+}
+
+/* dst = src rounded to bf16, n values (a multiple of 4) */
+static int fb_prep(cudaStream_t st, uint16_t *dst, const float *src, size_t n)
+{
+    PDL_LAUNCH(k_fb_prep, grid_for(n / 4, 256), 256, 0, st, (uint2 *)dst, (const float4 *)src, n / 4);
+    return 0;
 }
 
 /* The scratch of cut_flash_back: the statistics, the G heads' shares of
@@ -1934,7 +1941,7 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
                      const float *k, const float *v, const bk_attn *p, void *scratch)
 {
     const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
-    const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale, p->scale * 1.4426950408889634f};
+    const fb_args a = fb_args_of(p);
     constexpr size_t BP = (D + 8) * 2;
     const size_t smem_q = FB_R * 2 * BP + 2 * FB_T * 2 * BP, smem_kv = smem_q + 2 * 3 * FB_T * 4;
     static int raised;
@@ -1955,11 +1962,10 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
              *vb = (uint16_t *)(sc + o[5]);
     const size_t nq = (size_t)nb * p->T * p->n_heads * D, kn = (size_t)nb * p->S * p->n_kv_heads * D;
     float *pv = pk + (size_t)G * kn;
-    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (uint2 *)qb, (const float4 *)q, nq / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (uint2 *)gb, (const float4 *)dout,
-               nq / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)kb, (const float4 *)k, kn / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)vb, (const float4 *)v, kn / 4);
+    int e;
+    if ((e = fb_prep(st, qb, q, nq)) || (e = fb_prep(st, gb, dout, nq)) || (e = fb_prep(st, kb, k, kn)) ||
+        (e = fb_prep(st, vb, v, kn)))
+        return e;
     const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb),
         gk((unsigned)((p->S + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
     PDL_LAUNCH(k_fb_q<D>, gq, FB_W * TW, smem_q, st, dq, stats, (const uint16_t *)qb, (const uint16_t *)gb,
@@ -1975,7 +1981,7 @@ static int fb_launch(cudaStream_t st, float *dq, float *dk, float *dv, const flo
 extern "C" int cut_flash_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
                               const float *k, const float *v, const bk_attn *p, void *scratch)
 {
-    if (!cut_flash_back_ok(p)) return (int)cudaErrorNotSupported;
+    if (!cut_flash_ok(p)) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     switch (p->head_dim) {
     case 16: return fb_launch<16>(st, dq, dk, dv, dout, q, k, v, p, scratch);
@@ -1983,13 +1989,6 @@ extern "C" int cut_flash_back(void *stream, float *dq, float *dk, float *dv, con
     case 64: return fb_launch<64>(st, dq, dk, dv, dout, q, k, v, p, scratch);
     default: return fb_launch<128>(st, dq, dk, dv, dout, q, k, v, p, scratch);
     }
-}
-
-extern "C" int cut_flash_fwd_ok(const bk_attn *p)
-{
-    const int d = p->head_dim;
-    return p->fast && p->softcap == 0.0f && (d == 16 || d == 32 || d == 64 || d == 128) && p->T > 0 && p->S >= p->T &&
-           p->n_kv_heads > 0 && p->n_heads % p->n_kv_heads == 0;
 }
 
 /* q, k and v in bf16 (256-byte aligned) */
@@ -2004,8 +2003,8 @@ template <int D>
 static int ff_launch(cudaStream_t st, float *out, const float *q, const float *k, const float *v, const bk_attn *p,
                      void *scratch)
 {
-    const int nb = p->batch > 1 ? p->batch : 1, G = p->n_heads / p->n_kv_heads;
-    const fb_args a = {p->T, p->S, p->n_heads, p->n_kv_heads, G, p->window, p->scale, p->scale * 1.4426950408889634f};
+    const int nb = p->batch > 1 ? p->batch : 1;
+    const fb_args a = fb_args_of(p);
     constexpr size_t BP = (D + 8) * 2, smem = FB_R * BP + 2 * 2 * FF_K * BP;
     static int raised;
     if (!raised) {
@@ -2016,9 +2015,8 @@ static int ff_launch(cudaStream_t st, float *out, const float *q, const float *k
     }
     const size_t nq = (size_t)nb * p->T * p->n_heads * D, kn = (size_t)nb * p->S * p->n_kv_heads * D;
     uint16_t *qb = (uint16_t *)scratch, *kb = qb + (nq * 2 + 255) / 256 * 128, *vb = kb + (kn * 2 + 255) / 256 * 128;
-    PDL_LAUNCH(k_fb_prep, grid_for(nq / 4, 256), 256, 0, st, (uint2 *)qb, (const float4 *)q, nq / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)kb, (const float4 *)k, kn / 4);
-    PDL_LAUNCH(k_fb_prep, grid_for(kn / 4, 256), 256, 0, st, (uint2 *)vb, (const float4 *)v, kn / 4);
+    int e;
+    if ((e = fb_prep(st, qb, q, nq)) || (e = fb_prep(st, kb, k, kn)) || (e = fb_prep(st, vb, v, kn))) return e;
     const dim3 gq((unsigned)((p->T + FB_R - 1) / FB_R), (unsigned)p->n_heads, (unsigned)nb);
     PDL_LAUNCH(k_ff<D>, gq, FB_W * TW, smem, st, out, (const uint16_t *)qb, (const uint16_t *)kb,
                (const uint16_t *)vb, a);
@@ -2028,7 +2026,7 @@ static int ff_launch(cudaStream_t st, float *out, const float *q, const float *k
 extern "C" int cut_flash_fwd(void *stream, float *out, const float *q, const float *k, const float *v,
                              const bk_attn *p, void *scratch)
 {
-    if (!cut_flash_fwd_ok(p)) return (int)cudaErrorNotSupported;
+    if (!cut_flash_ok(p)) return (int)cudaErrorNotSupported;
     cudaStream_t st = (cudaStream_t)stream;
     switch (p->head_dim) {
     case 16: return ff_launch<16>(st, out, q, k, v, p, scratch);

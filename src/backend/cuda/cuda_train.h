@@ -35,21 +35,19 @@ size_t cut_attention_back_scratch(const bk_attn *p);
 int cut_attention_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q,
                        const float *k, const float *v, const bk_attn *p, void *scratch);
 
-/* The attention backward with p->fast, no softcap and head_dim 16, 32,
- * 64 or 128 (cut_flash_back_ok): tiles on the tensor cores, no score
- * matrix; cut_flash_back_scratch(p) bytes of scratch */
-int cut_flash_back_ok(const bk_attn *p);
-size_t cut_flash_back_scratch(const bk_attn *p);
-int cut_flash_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                   const float *v, const bk_attn *p, void *scratch);
-
-/* The attention forward with p->fast, no softcap and head_dim 16, 32, 64
- * or 128 (cut_flash_fwd_ok): q, k and v in bf16, bf16 products with float32
- * sums on the tensor cores; cut_flash_fwd_scratch(p) bytes of scratch */
-int cut_flash_fwd_ok(const bk_attn *p);
+/* Training's attention on the tiles of the bf16 tensor cores, no score
+ * matrix, where p->fast, there is no softcap and head_dim is 16, 32, 64
+ * or 128 (cut_flash_ok; the forward and the backward take the same cases,
+ * so that the backward's P is the forward's): the forward with
+ * cut_flash_fwd_scratch(p) bytes of scratch, the backward with
+ * cut_flash_back_scratch(p) */
+int cut_flash_ok(const bk_attn *p);
 size_t cut_flash_fwd_scratch(const bk_attn *p);
 int cut_flash_fwd(void *stream, float *out, const float *q, const float *k, const float *v, const bk_attn *p,
                   void *scratch);
+size_t cut_flash_back_scratch(const bk_attn *p);
+int cut_flash_back(void *stream, float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                   const float *v, const bk_attn *p, void *scratch);
 
 /* Attention through materialized scores (cuda.c): sc [rows = H T][S]
  * holds scale q . k; the forward softmax (softcap, mask) in place; the
